@@ -1,0 +1,770 @@
+//! Log segments: a header naming the state the log applies to, then framed records.
+//! See docs/FORMAT.md, "Log segment" and "Torn tail and corruption".
+
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::record::{Delta, OPTIONAL_TYPE_MIN, TYPE_CREATE, TYPE_MASKED};
+use super::{Cursor, FORMAT_MAJOR, FORMAT_MINOR, ParseError, PutLe, bad_field, crc32c};
+use crate::error::{Corruption, Error, Result};
+use crate::fsutil::sync_dir;
+use crate::mmap::ReadOnlyMap;
+use crate::page::StateHash;
+
+/// Magic bytes at offset 0 of a log segment.
+pub const MAGIC: [u8; 8] = *b"MMSBLOG\0";
+/// Length of a version-1.0 segment header.
+pub const SEGMENT_HEADER_LEN: usize = 72;
+/// Length of a record frame's header.
+pub const FRAME_HEADER_LEN: usize = 32;
+/// Frame flag: the payload is one zstd frame with its content size recorded.
+pub const FLAG_ZSTD: u8 = 1;
+/// Largest decompressed payload a reader accepts (4 GiB); larger payloads are stored raw.
+pub const MAX_DECOMPRESSED: u64 = 4 << 30;
+/// File-name extension of segment files.
+pub const SEGMENT_EXT: &str = "mmsblog";
+
+/// A segment's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Major format version.
+    pub major: u16,
+    /// Minor format version.
+    pub minor: u16,
+    /// Header length; records start here.
+    pub header_len: u32,
+    /// Position of the segment in its log, from 0.
+    pub segment_no: u64,
+    /// Sequence number of the segment's first record.
+    pub first_seq: u64,
+    /// State hash of the checkpoint the log applies to.
+    pub base: StateHash,
+}
+
+impl SegmentHeader {
+    /// Encodes a version-1.0 header.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(SEGMENT_HEADER_LEN);
+        b.extend_from_slice(&MAGIC);
+        b.put_u16(FORMAT_MAJOR);
+        b.put_u16(FORMAT_MINOR);
+        b.put_u32(SEGMENT_HEADER_LEN as u32);
+        b.put_u64(self.segment_no);
+        b.put_u64(self.first_seq);
+        b.extend_from_slice(&self.base.0);
+        b.put_u32(0);
+        let crc = crc32c(&b);
+        b.put_u32(crc);
+        b
+    }
+
+    /// Parses a header from the start of a segment.
+    pub fn parse(bytes: &[u8]) -> Result<SegmentHeader, ParseError> {
+        let mut c = Cursor::new(bytes, 0);
+        let magic = c.array::<8>()?;
+        if magic != MAGIC {
+            return Err(ParseError::new(0, Corruption::BadMagic { found: String::from_utf8_lossy(&magic).into_owned(), expected: "MMSBLOG\\0" }));
+        }
+        let major = c.u16()?;
+        let minor = c.u16()?;
+        if major != FORMAT_MAJOR {
+            return Err(ParseError::new(8, Corruption::UnsupportedVersion { major, minor, supported: FORMAT_MAJOR }));
+        }
+        let header_len = c.u32()?;
+        // A newer minor may lengthen the header; the CRC is always its last four bytes.
+        let ok_len = if minor <= FORMAT_MINOR { header_len as usize == SEGMENT_HEADER_LEN } else { header_len as usize >= SEGMENT_HEADER_LEN && header_len <= 4096 };
+        if !ok_len {
+            return Err(bad_field(12, "header_len", header_len.into(), "72 in version 1.0; at most 4096"));
+        }
+        let hl = header_len as usize;
+        let head = bytes.get(..hl).ok_or_else(|| ParseError::new(0, Corruption::Truncated { needed: hl as u64, available: bytes.len() as u64 }))?;
+        let stored = u32::from_le_bytes(head[hl - 4..].try_into().expect("4 bytes"));
+        let computed = crc32c(&head[..hl - 4]);
+        if stored != computed {
+            return Err(ParseError::new(hl as u64 - 4, Corruption::ChecksumMismatch { what: "segment header".into(), stored, computed }));
+        }
+        let segment_no = c.u64()?;
+        let first_seq = c.u64()?;
+        let base = StateHash(c.array()?);
+        if minor <= FORMAT_MINOR {
+            c.zeros(4, "segment header reserved bytes")?;
+        }
+        Ok(SegmentHeader { major, minor, header_len, segment_no, first_seq, base })
+    }
+}
+
+/// Where a record is in its segment. Only frames whose checksums matched are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef {
+    /// Offset of the frame header in the segment file.
+    pub offset: u64,
+    /// Sequence number.
+    pub seq: u64,
+    /// Record type.
+    pub kind: u8,
+    /// Frame flags.
+    pub flags: u8,
+    /// Stored payload length.
+    pub payload_len: u64,
+}
+
+impl FrameRef {
+    /// Offset of the payload in the segment file.
+    pub fn payload_offset(&self) -> u64 {
+        self.offset + FRAME_HEADER_LEN as u64
+    }
+    /// Bytes the whole frame takes.
+    pub fn frame_len(&self) -> u64 {
+        FRAME_HEADER_LEN as u64 + self.payload_len
+    }
+}
+
+/// Builds a frame (header and stored payload) for a record.
+pub fn encode_frame(seq: u64, kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+    f.put_u64(payload.len() as u64);
+    f.put_u64(seq);
+    f.put_u8(kind);
+    f.put_u8(flags);
+    f.put_u16(0);
+    f.put_u32(0);
+    let hcrc = crc32c(&f);
+    f.put_u32(hcrc);
+    let rcrc = crc32c::crc32c_append(crc32c(&f), payload);
+    f.put_u32(rcrc);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Why the frame at an offset is not a whole, valid frame.
+enum FrameFault {
+    /// Could be the result of a crash in the middle of an append.
+    Tearable(String),
+    /// Checksums match but the content breaks the format: never a torn write.
+    Invalid(ParseError),
+}
+
+/// Reads the frame at `at`.
+fn read_frame(bytes: &[u8], at: u64) -> Result<FrameRef, FrameFault> {
+    let rest = &bytes[at as usize..];
+    let Some(h) = rest.get(..FRAME_HEADER_LEN) else {
+        return Err(FrameFault::Tearable(format!("{} bytes of a {FRAME_HEADER_LEN}-byte frame header", rest.len())));
+    };
+    let field = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8 bytes"));
+    let word = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4 bytes"));
+    if crc32c(&h[..24]) != word(24) {
+        return Err(FrameFault::Tearable("frame header checksum mismatch".into()));
+    }
+    let payload_len = field(0);
+    if payload_len > (rest.len() - FRAME_HEADER_LEN) as u64 {
+        return Err(FrameFault::Tearable(format!("payload of {payload_len} bytes, {} present", rest.len() - FRAME_HEADER_LEN)));
+    }
+    let payload = &rest[FRAME_HEADER_LEN..FRAME_HEADER_LEN + payload_len as usize];
+    if crc32c::crc32c_append(crc32c(&h[..28]), payload) != word(28) {
+        return Err(FrameFault::Tearable("record checksum mismatch".into()));
+    }
+    let (kind, flags) = (h[16], h[17]);
+    if flags & !FLAG_ZSTD != 0 {
+        return Err(FrameFault::Invalid(bad_field(at + 17, "frame flags", flags.into(), "only bit 0 (zstd) is defined")));
+    }
+    if h[18..24].iter().any(|&b| b != 0) {
+        return Err(FrameFault::Invalid(ParseError::new(at + 18, Corruption::NonZeroPadding { what: "frame reserved bytes", value: h[18..24].iter().copied().find(|&b| b != 0).unwrap_or(0) })));
+    }
+    if !(TYPE_CREATE..=TYPE_MASKED).contains(&kind) && kind < OPTIONAL_TYPE_MIN {
+        return Err(FrameFault::Invalid(ParseError::new(at + 16, Corruption::UnknownRecordType { kind })));
+    }
+    Ok(FrameRef { offset: at, seq: field(8), kind, flags, payload_len })
+}
+
+/// True when a whole, valid frame starts anywhere after `from` (the torn-tail test).
+fn valid_frame_after(bytes: &[u8], from: u64) -> bool {
+    let end = bytes.len().saturating_sub(FRAME_HEADER_LEN - 1) as u64;
+    (from + 1..end).any(|at| read_frame(bytes, at).is_ok())
+}
+
+/// How a segment's records end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentEnd {
+    /// Every byte belongs to a valid frame.
+    Clean,
+    /// The bytes from `offset` cannot be read as a frame.
+    Damaged {
+        /// Where the first bad frame starts.
+        offset: u64,
+        /// What is wrong.
+        problem: Corruption,
+        /// Whether a crash in the middle of an append could have left these bytes
+        /// (the frame is incomplete or fails its checksum, and no valid frame follows).
+        tearable: bool,
+    },
+}
+
+/// An opened, scanned log segment.
+pub struct Segment {
+    path: PathBuf,
+    map: ReadOnlyMap,
+    header: SegmentHeader,
+    frames: Vec<FrameRef>,
+    end: SegmentEnd,
+}
+
+impl Segment {
+    /// Maps `path`, parses its header and finds every whole frame.
+    pub fn open(path: &Path) -> Result<Segment> {
+        let map = ReadOnlyMap::open(path)?;
+        let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
+        let (frames, end) = scan(map.bytes(), &header);
+        Ok(Segment { path: path.to_owned(), map, header, frames, end })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// The header.
+    pub fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+    /// The valid frames, in file order.
+    pub fn frames(&self) -> &[FrameRef] {
+        &self.frames
+    }
+    /// How the records end.
+    pub fn end(&self) -> &SegmentEnd {
+        &self.end
+    }
+    /// The file's length in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// A frame's payload, decompressed when the frame says so.
+    pub fn payload(&self, f: &FrameRef) -> Result<Cow<'_, [u8]>> {
+        let start = f.payload_offset() as usize;
+        let stored = &self.map.bytes()[start..start + f.payload_len as usize];
+        if f.flags & FLAG_ZSTD == 0 {
+            return Ok(Cow::Borrowed(stored));
+        }
+        let bad = |why: String| Error::Corrupt { path: self.path.clone(), offset: f.payload_offset(), problem: Corruption::Compression(why) };
+        let size = match zstd::zstd_safe::get_frame_content_size(stored) {
+            Ok(Some(n)) if n <= MAX_DECOMPRESSED => n,
+            Ok(Some(n)) => return Err(bad(format!("content size {n} above the 4 GiB limit"))),
+            Ok(None) => return Err(bad("zstd frame without a content size".into())),
+            Err(_) => return Err(bad("not a zstd frame".into())),
+        };
+        let out = zstd::bulk::decompress(stored, size as usize).map_err(|e| bad(e.to_string()))?;
+        if out.len() as u64 != size {
+            return Err(bad(format!("decompressed to {} bytes, frame says {size}", out.len())));
+        }
+        Ok(Cow::Owned(out))
+    }
+}
+
+/// Finds the whole frames of a segment and how they end. Sequence numbers must run on from
+/// the header's `first_seq` without gaps.
+fn scan(bytes: &[u8], header: &SegmentHeader) -> (Vec<FrameRef>, SegmentEnd) {
+    let mut frames = Vec::new();
+    let mut at = u64::from(header.header_len);
+    let mut expected = header.first_seq;
+    while at < bytes.len() as u64 {
+        match read_frame(bytes, at) {
+            Ok(f) if f.seq != expected => {
+                let end = SegmentEnd::Damaged { offset: at + 8, problem: Corruption::SequenceGap { expected, found: f.seq }, tearable: false };
+                return (frames, end);
+            }
+            Ok(f) => {
+                at += f.frame_len();
+                expected += 1;
+                frames.push(f);
+            }
+            Err(FrameFault::Invalid(e)) => return (frames, SegmentEnd::Damaged { offset: e.offset, problem: e.problem, tearable: false }),
+            Err(FrameFault::Tearable(why)) => {
+                let len = bytes.len() as u64 - at;
+                let followed = valid_frame_after(bytes, at);
+                let torn = Corruption::TornTail { len, why };
+                let problem = if followed { Corruption::CorruptRecord(Box::new(torn)) } else { torn };
+                return (frames, SegmentEnd::Damaged { offset: at, problem, tearable: !followed });
+            }
+        }
+    }
+    (frames, SegmentEnd::Clean)
+}
+
+/// Lists the segment files named by `paths`: files as given, directories expanded to the
+/// `*.mmsblog` files in them.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut inner: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|q| q.extension().is_some_and(|x| x == SEGMENT_EXT))
+                .collect();
+            inner.sort();
+            if inner.is_empty() {
+                return Err(Error::Invalid(format!("{}: directory holds no .{SEGMENT_EXT} segment files", p.display())));
+            }
+            out.extend(inner);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The torn last record of a log, as a crash in the middle of an append leaves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment.
+    pub path: PathBuf,
+    /// Where the torn record starts; everything before it is whole.
+    pub offset: u64,
+    /// Bytes from `offset` to the end of the file.
+    pub len: u64,
+}
+
+/// A log: its segments in order, every problem found in them, and the torn tail if any.
+pub struct Log {
+    segments: Vec<Segment>,
+    problems: Vec<Error>,
+    torn_tail: Option<TornTail>,
+}
+
+/// One record read from a log, with where it came from.
+pub struct LogRecord<'a> {
+    /// The segment.
+    pub segment: &'a Segment,
+    /// The frame.
+    pub frame: FrameRef,
+    /// The payload, decompressed.
+    pub payload: Cow<'a, [u8]>,
+}
+
+impl LogRecord<'_> {
+    /// Decodes the payload. `None` for an optional record type this build does not know.
+    pub fn delta(&self) -> Result<Option<Delta<'_>>> {
+        if self.frame.kind >= OPTIONAL_TYPE_MIN {
+            return Ok(None);
+        }
+        Delta::decode(self.frame.kind, &self.payload, self.frame.payload_offset()).map(Some).map_err(|e| e.at(self.segment.path()))
+    }
+}
+
+impl Log {
+    /// Opens the segments named by `paths` (files or directories) and checks that they form one
+    /// log: the same base state, segment numbers 0, 1, 2, ... and gapless sequence numbers.
+    /// Problems in the bytes are collected in [`Log::problems`]; only I/O errors fail the call.
+    pub fn open(paths: &[PathBuf]) -> Result<Log> {
+        let mut problems = Vec::new();
+        let mut segments = Vec::new();
+        for p in expand_paths(paths)? {
+            match Segment::open(&p) {
+                Ok(s) => segments.push(s),
+                Err(e) if e.is_data_error() => problems.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        segments.sort_by_key(|s| s.header.segment_no);
+        let chain = |s: &Segment, offset: u64, why: String| Error::Corrupt { path: s.path.clone(), offset, problem: Corruption::SegmentChain(why) };
+        for (i, s) in segments.iter().enumerate() {
+            if s.header.segment_no != i as u64 {
+                problems.push(chain(s, 16, format!("segment number {} where {i} was expected (is a segment missing or given twice?)", s.header.segment_no)));
+            }
+            if s.header.base != segments[0].header.base {
+                problems.push(chain(s, 32, format!("base state {} differs from segment 0's {}", s.header.base, segments[0].header.base)));
+            }
+            if let Some(prev) = i.checked_sub(1).map(|j| &segments[j]) {
+                let next = prev.header.first_seq + prev.frames.len() as u64;
+                if prev.end == SegmentEnd::Clean && s.header.first_seq != next {
+                    problems.push(Error::Corrupt { path: s.path.clone(), offset: 24, problem: Corruption::SequenceGap { expected: next, found: s.header.first_seq } });
+                }
+            }
+        }
+        let mut torn_tail = None;
+        let last = segments.len().saturating_sub(1);
+        for (i, s) in segments.iter().enumerate() {
+            if let SegmentEnd::Damaged { offset, problem, tearable } = &s.end {
+                if *tearable && i == last {
+                    torn_tail = Some(TornTail { path: s.path.clone(), offset: *offset, len: s.file_len() - offset });
+                } else if *tearable {
+                    // A crash tears only the record being appended: in a segment that has a
+                    // successor, damage is corruption.
+                    problems.push(Error::Corrupt { path: s.path.clone(), offset: *offset, problem: Corruption::CorruptRecord(Box::new(problem.clone())) });
+                } else {
+                    problems.push(Error::Corrupt { path: s.path.clone(), offset: *offset, problem: problem.clone() });
+                }
+            }
+        }
+        Ok(Log { segments, problems, torn_tail })
+    }
+
+    /// The segments, in order.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+    /// Every corruption found (a torn tail is not one of them: see [`Log::torn_tail`]).
+    pub fn problems(&self) -> &[Error] {
+        &self.problems
+    }
+    /// The torn tail of the last segment, if any.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn_tail.as_ref()
+    }
+    /// The base state the log applies to (`None` for a log with no readable segment).
+    pub fn base(&self) -> Option<StateHash> {
+        self.segments.first().map(|s| s.header.base)
+    }
+    /// Fails with the first corruption, if any.
+    pub fn check(&self) -> Result<()> {
+        match self.problems.first() {
+            Some(Error::Corrupt { path, offset, problem }) => Err(Error::Corrupt { path: path.clone(), offset: *offset, problem: problem.clone() }),
+            Some(other) => Err(Error::Invalid(other.to_string())),
+            None => Ok(()),
+        }
+    }
+    /// Sequence number of the last whole record.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.segments.iter().rev().find_map(|s| s.frames.last().map(|f| f.seq))
+    }
+    /// Every whole record, in sequence order, decompressed.
+    pub fn records(&self) -> impl Iterator<Item = Result<LogRecord<'_>>> {
+        self.segments.iter().flat_map(|s| s.frames.iter().map(move |f| s.payload(f).map(|payload| LogRecord { segment: s, frame: *f, payload })))
+    }
+}
+
+/// When appended records are flushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fdatasync after every record: an acknowledged record survives a crash.
+    EveryRecord,
+    /// fdatasync once `records` records or `bytes` bytes are unsynced, whichever comes first.
+    Every {
+        /// Records between syncs.
+        records: u64,
+        /// Bytes between syncs.
+        bytes: u64,
+    },
+    /// Only at rotation and [`LogWriter::finish`].
+    Never,
+}
+
+/// How records are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Stored raw.
+    None,
+    /// zstd at this level, always.
+    Zstd(i32),
+    /// zstd (level 3) when it saves at least 1/8 of a payload of 256 bytes or more.
+    Auto,
+}
+
+/// Options for a [`LogWriter`].
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    /// A new segment is started before a record would take the current one past this size.
+    pub segment_size: u64,
+    /// When records reach the disk.
+    pub durability: Durability,
+    /// Payload compression.
+    pub compression: Compression,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions { segment_size: 64 << 20, durability: Durability::EveryRecord, compression: Compression::None }
+    }
+}
+
+/// Appends records to a log directory, rotating segments and syncing per the durability policy.
+pub struct LogWriter {
+    dir: PathBuf,
+    options: LogOptions,
+    base: StateHash,
+    segment_no: u64,
+    file: File,
+    file_path: PathBuf,
+    segment_len: u64,
+    segment_records: u64,
+    next_seq: u64,
+    unsynced_records: u64,
+    unsynced_bytes: u64,
+}
+
+/// The path of segment `n` in a log directory.
+pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:08}.{SEGMENT_EXT}"))
+}
+
+impl LogWriter {
+    /// Starts a new log in `dir` (created if missing; it must hold no segments) against the
+    /// state `base`, with first sequence number `first_seq`.
+    pub fn create(dir: &Path, base: StateHash, first_seq: u64, options: LogOptions) -> Result<LogWriter> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        if expand_paths(&[dir.to_owned()]).is_ok() {
+            return Err(Error::Invalid(format!("{}: already holds log segments", dir.display())));
+        }
+        let (file, file_path) = new_segment(dir, 0, first_seq, base)?;
+        Ok(LogWriter { dir: dir.to_owned(), options, base, segment_no: 0, file, file_path, segment_len: SEGMENT_HEADER_LEN as u64, segment_records: 0, next_seq: first_seq, unsynced_records: 0, unsynced_bytes: 0 })
+    }
+
+    /// Opens an existing log in `dir` to append to it. A log with corruption or a torn tail is
+    /// refused (`mmsb recover` cuts a torn tail).
+    pub fn open(dir: &Path, options: LogOptions) -> Result<LogWriter> {
+        let log = Log::open(&[dir.to_owned()])?;
+        log.check()?;
+        if let Some(t) = log.torn_tail() {
+            return Err(Error::Corrupt { path: t.path.clone(), offset: t.offset, problem: Corruption::TornTail { len: t.len, why: "run `mmsb recover` before appending".into() } });
+        }
+        let last = log.segments().last().ok_or_else(|| Error::Invalid(format!("{}: no segments", dir.display())))?;
+        let file_path = last.path().to_owned();
+        let file = OpenOptions::new().append(true).open(&file_path).map_err(|e| Error::io(&file_path, e))?;
+        Ok(LogWriter {
+            dir: dir.to_owned(),
+            options,
+            base: last.header().base,
+            segment_no: last.header().segment_no,
+            file,
+            file_path,
+            segment_len: last.file_len(),
+            segment_records: last.frames().len() as u64,
+            next_seq: log.last_seq().map_or(last.header().first_seq, |s| s + 1),
+            unsynced_records: 0,
+            unsynced_bytes: 0,
+        })
+    }
+
+    /// The sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The path of the segment being appended to.
+    pub fn current_segment(&self) -> &Path {
+        &self.file_path
+    }
+
+    /// Appends a delta; returns its sequence number once the durability policy is satisfied.
+    pub fn append(&mut self, delta: &Delta<'_>) -> Result<u64> {
+        let payload = delta.encode()?;
+        let (flags, stored) = compress(&payload, self.options.compression);
+        let frame = encode_frame(self.next_seq, delta.kind(), flags, &stored);
+        self.append_frame(&frame)
+    }
+
+    fn append_frame(&mut self, frame: &[u8]) -> Result<u64> {
+        if self.segment_records > 0 && self.segment_len + frame.len() as u64 > self.options.segment_size {
+            self.rotate()?;
+        }
+        // One write per frame: a crash leaves a prefix of it, never an interleaving.
+        self.file.write_all(frame).map_err(|e| Error::io(&self.file_path, e))?;
+        self.segment_len += frame.len() as u64;
+        self.segment_records += 1;
+        self.unsynced_records += 1;
+        self.unsynced_bytes += frame.len() as u64;
+        let due = match self.options.durability {
+            Durability::EveryRecord => true,
+            Durability::Every { records, bytes } => self.unsynced_records >= records || self.unsynced_bytes >= bytes,
+            Durability::Never => false,
+        };
+        if due {
+            self.sync()?;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        self.sync()?;
+        let (file, path) = new_segment(&self.dir, self.segment_no + 1, self.next_seq, self.base)?;
+        self.segment_no += 1;
+        self.file = file;
+        self.file_path = path;
+        self.segment_len = SEGMENT_HEADER_LEN as u64;
+        self.segment_records = 0;
+        Ok(())
+    }
+
+    /// Flushes every appended record to disk.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.unsynced_records > 0 {
+            self.file.sync_data().map_err(|e| Error::io(&self.file_path, e))?;
+        }
+        self.unsynced_records = 0;
+        self.unsynced_bytes = 0;
+        Ok(())
+    }
+
+    /// Syncs and closes the log.
+    pub fn finish(mut self) -> Result<()> {
+        self.sync()
+    }
+}
+
+fn new_segment(dir: &Path, n: u64, first_seq: u64, base: StateHash) -> Result<(File, PathBuf)> {
+    let path = segment_path(dir, n);
+    let mut file = OpenOptions::new().append(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
+    let header = SegmentHeader { major: FORMAT_MAJOR, minor: FORMAT_MINOR, header_len: SEGMENT_HEADER_LEN as u32, segment_no: n, first_seq, base };
+    file.write_all(&header.encode()).map_err(|e| Error::io(&path, e))?;
+    file.sync_all().map_err(|e| Error::io(&path, e))?;
+    sync_dir(dir)?;
+    Ok((file, path))
+}
+
+/// Compresses a payload per the policy: `(frame flags, stored bytes)`.
+pub fn compress(payload: &[u8], policy: Compression) -> (u8, Cow<'_, [u8]>) {
+    let level = match policy {
+        Compression::None => return (0, Cow::Borrowed(payload)),
+        _ if payload.len() as u64 > MAX_DECOMPRESSED => return (0, Cow::Borrowed(payload)),
+        Compression::Zstd(l) => l,
+        Compression::Auto if payload.len() < 256 => return (0, Cow::Borrowed(payload)),
+        Compression::Auto => 3,
+    };
+    match zstd::bulk::compress(payload, level) {
+        Ok(z) if policy != Compression::Auto || z.len() <= payload.len() - payload.len() / 8 => (FLAG_ZSTD, Cow::Owned(z)),
+        _ => (0, Cow::Borrowed(payload)),
+    }
+}
+
+/// Cuts a torn tail off the last segment of a log: the cut bytes are first written to
+/// `backup` (fsynced), then the segment is truncated and fsynced. Refuses a log with
+/// corruption, and does nothing to a log without a torn tail. Returns what was cut.
+pub fn recover(paths: &[PathBuf], backup: &Path) -> Result<Option<TornTail>> {
+    let log = Log::open(paths)?;
+    log.check()?;
+    let Some(torn) = log.torn_tail().cloned() else {
+        return Ok(None);
+    };
+    let seg = log.segments().iter().find(|s| s.path() == torn.path).expect("the torn tail is in one of the segments");
+    let cut = seg.map.bytes()[torn.offset as usize..].to_vec();
+    drop(log);
+    crate::fsutil::write_atomic(backup, &cut)?;
+    let f = OpenOptions::new().write(true).open(&torn.path).map_err(|e| Error::io(&torn.path, e))?;
+    f.set_len(torn.offset).map_err(|e| Error::io(&torn.path, e))?;
+    f.sync_all().map_err(|e| Error::io(&torn.path, e))?;
+    Ok(Some(torn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::record::Op;
+
+    fn delta(page_id: u64, epoch: u64, data: &[u8]) -> Delta<'_> {
+        Delta { page_id, epoch, timestamp_ns: 1, source: "t".into(), op: Op::Sparse(vec![(0, data)]) }
+    }
+
+    fn write_log(dir: &Path, n: u64, options: LogOptions) -> PathBuf {
+        let logdir = dir.join("l.log");
+        let mut w = LogWriter::create(&logdir, StateHash([7; 32]), 1, options).unwrap();
+        for i in 0..n {
+            w.append(&delta(i % 3, i + 1, &[i as u8; 100])).unwrap();
+        }
+        w.finish().unwrap();
+        logdir
+    }
+
+    #[test]
+    fn records_read_back_across_rotated_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogOptions { segment_size: 1000, durability: Durability::Never, compression: Compression::Auto };
+        let logdir = write_log(dir.path(), 20, opts);
+        let log = Log::open(&[logdir]).unwrap();
+        assert!(log.segments().len() > 2);
+        assert!(log.problems().is_empty());
+        assert_eq!(log.torn_tail(), None);
+        let seqs: Vec<u64> = log.records().map(|r| r.unwrap().frame.seq).collect();
+        assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+        let r = log.records().nth(4).unwrap().unwrap();
+        assert_eq!(r.delta().unwrap().unwrap(), delta(4 % 3, 5, &[4; 100]));
+    }
+
+    #[test]
+    fn truncated_last_record_is_a_torn_tail_and_recover_cuts_exactly_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = write_log(dir.path(), 5, LogOptions::default());
+        let seg = segment_path(&logdir, 0);
+        let full = std::fs::read(&seg).unwrap();
+        std::fs::write(&seg, &full[..full.len() - 10]).unwrap();
+        let log = Log::open(&[logdir.clone()]).unwrap();
+        assert!(log.problems().is_empty());
+        let torn = log.torn_tail().unwrap().clone();
+        assert_eq!(log.records().count(), 4);
+        drop(log);
+        let backup = dir.path().join("cut.bin");
+        assert_eq!(recover(&[logdir.clone()], &backup).unwrap(), Some(torn.clone()));
+        assert_eq!(std::fs::read(&backup).unwrap(), &full[torn.offset as usize..full.len() - 10]);
+        let log = Log::open(&[logdir.clone()]).unwrap();
+        assert_eq!(log.torn_tail(), None);
+        assert_eq!(log.records().count(), 4);
+        // Appending continues the sequence.
+        drop(log);
+        let mut w = LogWriter::open(&logdir, LogOptions::default()).unwrap();
+        assert_eq!(w.append(&delta(0, 100, &[1])).unwrap(), 5);
+    }
+
+    #[test]
+    fn damaged_record_followed_by_whole_ones_is_corruption_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = write_log(dir.path(), 5, LogOptions::default());
+        let seg = segment_path(&logdir, 0);
+        let mut b = std::fs::read(&seg).unwrap();
+        let second = SEGMENT_HEADER_LEN + FRAME_HEADER_LEN + 100 + 25 + 2 + 4 + 16 + 40;
+        b[second] ^= 1;
+        std::fs::write(&seg, &b).unwrap();
+        let log = Log::open(&[logdir.clone()]).unwrap();
+        assert_eq!(log.torn_tail(), None);
+        assert_eq!(log.problems().len(), 1);
+        assert!(log.problems()[0].to_string().contains("whole records follow it"), "{}", log.problems()[0]);
+        assert!(recover(&[logdir], &dir.path().join("b")).is_err());
+    }
+
+    #[test]
+    fn sequence_gap_between_segments_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogOptions { segment_size: 300, durability: Durability::Never, compression: Compression::None };
+        let logdir = write_log(dir.path(), 6, opts);
+        let seg1 = segment_path(&logdir, 1);
+        let mut b = std::fs::read(&seg1).unwrap();
+        let h = SegmentHeader::parse(&b).unwrap();
+        let bumped = SegmentHeader { first_seq: h.first_seq + 1, ..h }.encode();
+        b[..SEGMENT_HEADER_LEN].copy_from_slice(&bumped);
+        std::fs::write(&seg1, &b).unwrap();
+        let log = Log::open(&[logdir]).unwrap();
+        assert!(log.problems().iter().any(|p| matches!(p, Error::Corrupt { problem: Corruption::SequenceGap { .. }, .. })), "{:?}", log.problems());
+    }
+
+    #[test]
+    fn segment_header_faults_are_named() {
+        let h = SegmentHeader { major: 1, minor: 0, header_len: 72, segment_no: 0, first_seq: 1, base: StateHash([1; 32]) };
+        let mut b = h.encode();
+        assert_eq!(SegmentHeader::parse(&b).unwrap(), h);
+        b[8] = 9;
+        assert!(matches!(SegmentHeader::parse(&b).unwrap_err().problem, Corruption::UnsupportedVersion { major: 9, .. }));
+        let mut b = h.encode();
+        b[40] ^= 1;
+        assert!(matches!(SegmentHeader::parse(&b).unwrap_err().problem, Corruption::ChecksumMismatch { .. }));
+        assert!(matches!(SegmentHeader::parse(b"MMSBCKPT").unwrap_err().problem, Corruption::BadMagic { .. }));
+    }
+
+    #[test]
+    fn zstd_payloads_that_are_not_frames_or_claim_too_much_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = dir.path().join("z.log");
+        let mut w = LogWriter::create(&logdir, StateHash([0; 32]), 1, LogOptions::default()).unwrap();
+        // A zstd frame header (magic, single-segment, 8-byte content size) claiming 2^40 bytes.
+        let mut huge = vec![0x28, 0xB5, 0x2F, 0xFD, 0xE0];
+        huge.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        w.append_frame(&encode_frame(1, 4, FLAG_ZSTD, &huge)).unwrap();
+        w.append_frame(&encode_frame(2, 4, FLAG_ZSTD, b"not zstd at all")).unwrap();
+        w.finish().unwrap();
+        let log = Log::open(&[logdir]).unwrap();
+        let errs: Vec<String> = log.records().map(|r| r.err().unwrap().to_string()).collect();
+        assert!(errs[0].contains("above the 4 GiB limit"), "{}", errs[0]);
+        assert!(errs[1].contains("not a zstd frame"), "{}", errs[1]);
+    }
+}

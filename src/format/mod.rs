@@ -1,0 +1,238 @@
+//! The on-disk format, version 1: checkpoint files, log segments and the records inside them.
+//!
+//! `docs/FORMAT.md` is the byte-exact specification; the constants here carry its names, and
+//! `format_constants_match_the_spec` in this module's tests pins each of them.
+
+pub mod checkpoint;
+pub mod log;
+pub mod record;
+
+use crate::error::Corruption;
+
+/// The format major version this build reads and writes. A file of another major is refused.
+pub const FORMAT_MAJOR: u16 = 1;
+/// The format minor version this build writes. Newer minors are read as far as FORMAT.md allows.
+pub const FORMAT_MINOR: u16 = 0;
+/// Page data, sections and the file length are aligned to this many bytes.
+pub const ALIGN: u64 = 4096;
+
+/// Rounds `n` up to the next multiple of [`ALIGN`], or `None` on overflow.
+pub fn align_up(n: u64) -> Option<u64> {
+    n.checked_add(ALIGN - 1).map(|v| v & !(ALIGN - 1))
+}
+
+/// CRC32C (Castagnoli, reflected, init and final XOR 0xFFFFFFFF: the iSCSI CRC), unmasked.
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
+/// CRC32C of a large buffer, computed in parallel pieces and combined.
+pub fn crc32c_parallel(bytes: &[u8]) -> u32 {
+    use rayon::prelude::*;
+    const PIECE: usize = 4 << 20;
+    if bytes.len() <= PIECE {
+        return crc32c(bytes);
+    }
+    bytes
+        .par_chunks(PIECE)
+        .map(|c| (crc32c(c), c.len()))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(None, |acc: Option<u32>, (crc, len)| match acc {
+            None => Some(crc),
+            Some(a) => Some(crc32c::crc32c_combine(a, crc, len)),
+        })
+        .unwrap_or(0)
+}
+
+/// A bounds-checked little-endian reader over a byte slice that knows the file offset of its
+/// first byte, so every error names the absolute offset where the bytes ran out.
+#[derive(Clone)]
+pub(crate) struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    base: u64,
+}
+
+/// A parse failure: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// Absolute byte offset in the file.
+    pub offset: u64,
+    /// What is wrong there.
+    pub problem: Corruption,
+}
+
+impl ParseError {
+    pub(crate) fn new(offset: u64, problem: Corruption) -> Self {
+        ParseError { offset, problem }
+    }
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(bytes: &'a [u8], base: u64) -> Self {
+        Cursor {
+            bytes,
+            pos: 0,
+            base,
+        }
+    }
+
+    /// Absolute file offset of the next byte.
+    pub(crate) fn offset(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    pub(crate) fn take(&mut self, n: u64) -> Result<&'a [u8], ParseError> {
+        let avail = self.remaining() as u64;
+        if n > avail {
+            return Err(ParseError::new(
+                self.offset(),
+                Corruption::Truncated {
+                    needed: n,
+                    available: avail,
+                },
+            ));
+        }
+        let n = n as usize;
+        let s = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], ParseError> {
+        let s = self.take(N as u64)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, ParseError> {
+        Ok(self.array::<1>()?[0])
+    }
+    pub(crate) fn u16(&mut self) -> Result<u16, ParseError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32, ParseError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64, ParseError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    /// Reads a field that the spec requires to be zero.
+    pub(crate) fn zeros(&mut self, n: u64, what: &'static str) -> Result<(), ParseError> {
+        let at = self.offset();
+        check_zero(self.take(n)?, at, what)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.remaining() == 0
+    }
+}
+
+/// Fails with [`Corruption::NonZeroPadding`] at the first non-zero byte of `bytes`.
+pub(crate) fn check_zero(bytes: &[u8], offset: u64, what: &'static str) -> Result<(), ParseError> {
+    match bytes.iter().position(|&b| b != 0) {
+        None => Ok(()),
+        Some(i) => Err(ParseError::new(
+            offset + i as u64,
+            Corruption::NonZeroPadding {
+                what,
+                value: bytes[i],
+            },
+        )),
+    }
+}
+
+pub(crate) fn bad_field(offset: u64, field: &'static str, value: u64, why: impl Into<String>) -> ParseError {
+    ParseError::new(
+        offset,
+        Corruption::BadField {
+            field,
+            value,
+            why: why.into(),
+        },
+    )
+}
+
+/// Appends little-endian integers to a byte vector (writers' counterpart of [`Cursor`]).
+pub(crate) trait PutLe {
+    fn put_u8(&mut self, v: u8);
+    fn put_u16(&mut self, v: u16);
+    fn put_u32(&mut self, v: u32);
+    fn put_u64(&mut self, v: u64);
+}
+
+impl PutLe for Vec<u8> {
+    fn put_u8(&mut self, v: u8) {
+        self.push(v)
+    }
+    fn put_u16(&mut self, v: u16) {
+        self.extend_from_slice(&v.to_le_bytes())
+    }
+    fn put_u32(&mut self, v: u32) {
+        self.extend_from_slice(&v.to_le_bytes())
+    }
+    fn put_u64(&mut self, v: u64) {
+        self.extend_from_slice(&v.to_le_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_constants_match_the_spec() {
+        assert_eq!(ALIGN, 4096);
+        assert_eq!(checkpoint::HEADER_FIXED_LEN, 64);
+        assert_eq!(checkpoint::SECTION_ENTRY_LEN, 32);
+        assert_eq!(checkpoint::INDEX_ENTRY_LEN, 64);
+        assert_eq!(checkpoint::INDEX_PREFIX_LEN, 16);
+        assert_eq!(&checkpoint::MAGIC, b"MMSBCKPT");
+        assert_eq!(log::SEGMENT_HEADER_LEN, 72);
+        assert_eq!(log::FRAME_HEADER_LEN, 32);
+        assert_eq!(&log::MAGIC, b"MMSBLOG\0");
+    }
+
+    #[test]
+    fn crc32c_is_the_iscsi_polynomial() {
+        // RFC 3720 B.4: 32 bytes of zeros.
+        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn parallel_crc_equals_serial_crc() {
+        let data: Vec<u8> = (0..(9u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        assert_eq!(crc32c_parallel(&data), crc32c(&data));
+    }
+
+    #[test]
+    fn cursor_reports_absolute_offset_of_truncation() {
+        let mut c = Cursor::new(&[1, 0, 0], 100);
+        assert_eq!(c.u16().unwrap(), 1);
+        let e = c.u32().unwrap_err();
+        assert_eq!(e.offset, 102);
+        assert_eq!(
+            e.problem,
+            Corruption::Truncated {
+                needed: 4,
+                available: 1
+            }
+        );
+    }
+
+    #[test]
+    fn align_up_rounds_to_4096_and_detects_overflow() {
+        assert_eq!(align_up(0), Some(0));
+        assert_eq!(align_up(1), Some(4096));
+        assert_eq!(align_up(4096), Some(4096));
+        assert_eq!(align_up(u64::MAX), None);
+    }
+}

@@ -1,0 +1,86 @@
+//! Atomic file creation: write to a temporary file in the target's directory, fsync it, rename it
+//! over the target, fsync the directory. A crash at any point leaves either the old file or the
+//! new one, never a mix; an error or a drop before `commit` removes the temporary file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A file being written that appears at its path only when committed.
+pub struct AtomicFile {
+    target: PathBuf,
+    file: File,
+    temp: tempfile::TempPath,
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+impl AtomicFile {
+    /// Creates a temporary file beside `target`.
+    pub fn create(target: &Path) -> Result<AtomicFile> {
+        let dir = parent_dir(target);
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let (file, temp) = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(target, e))?
+            .into_parts();
+        Ok(AtomicFile { target: target.to_owned(), file, temp })
+    }
+
+    /// The open temporary file.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Flushes the file to disk and renames it into place, then makes the rename durable.
+    pub fn commit(self) -> Result<()> {
+        let io = |e| Error::io(&self.target, e);
+        self.file.sync_all().map_err(io)?;
+        drop(self.file);
+        self.temp.persist(&self.target).map_err(|e| Error::io(&self.target, e.error))?;
+        sync_dir(parent_dir(&self.target))
+    }
+}
+
+/// fsyncs a directory, so that a rename or file creation in it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = AtomicFile::create(path)?;
+    f.file().write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_appears_until_commit_and_nothing_stays_after_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        std::fs::write(&target, b"old").unwrap();
+        {
+            let mut f = AtomicFile::create(&target).unwrap();
+            std::io::Write::write_all(f.file(), b"new").unwrap();
+            assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        write_atomic(&target, b"new").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

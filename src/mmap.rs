@@ -1,0 +1,43 @@
+//! The one place where files are memory-mapped.
+//!
+//! Contract: mmsb maps checkpoints, which are immutable once renamed into place, and log
+//! segments, which only grow by appends beyond the mapped length. A file truncated or rewritten
+//! in place by another program while mapped can make reads fault (SIGBUS); `mmsb recover` is the
+//! only mmsb command that shortens a file, and it must not run beside a reader of the same log.
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// A read-only mapping of a whole file (or an empty slice for an empty file).
+pub struct ReadOnlyMap {
+    map: Option<memmap2::Mmap>,
+}
+
+impl ReadOnlyMap {
+    /// Maps `path` read-only.
+    pub fn open(path: &Path) -> Result<ReadOnlyMap> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len == 0 {
+            return Ok(ReadOnlyMap { map: None });
+        }
+        // SAFETY: the mapping is read-only and private to this process; per the module contract
+        // the file is not truncated or modified in place while mapped, so the bytes behind the
+        // slice stay valid for the mapping's lifetime.
+        let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|e| Error::io(path, e))?;
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok(ReadOnlyMap { map: Some(map) })
+    }
+
+    /// The mapped bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes().len()
+    }
+}

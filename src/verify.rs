@@ -1,0 +1,214 @@
+//! `verify`: every check the format allows, collecting every problem rather than the first.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::format::checkpoint::Checkpoint;
+use crate::format::log::Log;
+use crate::page::StateHash;
+use crate::replay::{ReplayLimit, State};
+
+/// What kind of mmsb file a path holds, by its magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A checkpoint (`MMSBCKPT`).
+    Checkpoint,
+    /// A log segment (`MMSBLOG\0`), or a directory of them.
+    Log,
+    /// Neither.
+    Unknown,
+}
+
+/// Tells a checkpoint from a log segment by its first eight bytes (a directory is a log).
+pub fn file_kind(path: &Path) -> Result<FileKind> {
+    use std::io::Read;
+    if path.is_dir() {
+        return Ok(FileKind::Log);
+    }
+    let mut magic = [0u8; 8];
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let n = f.read(&mut magic).map_err(|e| Error::io(path, e))?;
+    Ok(match &magic[..n] {
+        m if m == crate::format::checkpoint::MAGIC => FileKind::Checkpoint,
+        m if m == crate::format::log::MAGIC => FileKind::Log,
+        _ => FileKind::Unknown,
+    })
+}
+
+/// Splits paths into checkpoints and log segments by content; unknown files are errors.
+pub fn classify(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let (mut ckpts, mut logs) = (Vec::new(), Vec::new());
+    for p in paths {
+        match file_kind(p)? {
+            FileKind::Checkpoint => ckpts.push(p.clone()),
+            FileKind::Log => logs.push(p.clone()),
+            FileKind::Unknown => {
+                return Err(Error::Corrupt { path: p.clone(), offset: 0, problem: crate::error::Corruption::BadMagic { found: "neither MMSBCKPT nor MMSBLOG".into(), expected: "an mmsb checkpoint or log segment" } });
+            }
+        }
+    }
+    Ok((ckpts, logs))
+}
+
+/// One problem `verify` found.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// The file it is in.
+    pub file: PathBuf,
+    /// Byte offset in the file, where one applies.
+    pub offset: Option<u64>,
+    /// `corrupt`, `torn_tail`, `delta_rejected`, `wrong_base` or `io`.
+    pub kind: &'static str,
+    /// Human-readable description (the whole error line).
+    pub message: String,
+}
+
+impl From<&Error> for Problem {
+    fn from(e: &Error) -> Problem {
+        let (file, offset, kind) = match e {
+            Error::Corrupt { path, offset, .. } => (path.clone(), Some(*offset), "corrupt"),
+            Error::DeltaRejected { path, offset, .. } => (path.clone(), Some(*offset), "delta_rejected"),
+            Error::WrongBase { path, .. } => (path.clone(), Some(32), "wrong_base"),
+            Error::Io { path, .. } => (path.clone(), None, "io"),
+            Error::Invalid(_) => (PathBuf::new(), None, "invalid"),
+        };
+        Problem { file, offset, kind, message: e.to_string() }
+    }
+}
+
+/// A checkpoint as verify saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointReport {
+    /// Path.
+    pub path: PathBuf,
+    /// Format version, `major.minor`.
+    pub version: String,
+    /// Pages.
+    pub pages: u64,
+    /// Page bytes.
+    pub data_bytes: u64,
+    /// The file's length.
+    pub file_bytes: u64,
+    /// State hash from the index.
+    pub state_hash: StateHash,
+}
+
+/// A log as verify saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogReport {
+    /// Segment files.
+    pub segments: u64,
+    /// Whole records.
+    pub records: u64,
+    /// First sequence number.
+    pub first_seq: Option<u64>,
+    /// Last whole record's sequence number.
+    pub last_seq: Option<u64>,
+    /// The base state the log names.
+    pub base_state_hash: Option<StateHash>,
+    /// Records applied to the checkpoint (when one was given).
+    pub applied: u64,
+}
+
+/// Everything verify found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// True when no problem was found.
+    pub ok: bool,
+    /// Checkpoints checked.
+    pub checkpoints: Vec<CheckpointReport>,
+    /// The log, when segments were given.
+    pub log: Option<LogReport>,
+    /// The state hash after the log (or of the one checkpoint when no log was given).
+    pub state_hash: Option<StateHash>,
+    /// Every problem, in file order.
+    pub problems: Vec<Problem>,
+    /// Bytes of page data checksummed.
+    pub bytes_checked: u64,
+}
+
+/// Verifies checkpoints and (at most one chain of) log segments: every checksum, the layout
+/// and its zero padding, sequence continuity, that the log belongs to the checkpoint, and that
+/// every delta applies. With a log, exactly one checkpoint may be given.
+pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>) -> Result<VerifyReport> {
+    let (ckpt_paths, log_paths) = classify(paths)?;
+    if !log_paths.is_empty() && ckpt_paths.len() > 1 {
+        return Err(Error::Invalid("verify: with log segments, give exactly one checkpoint (the one the log applies to)".into()));
+    }
+    let mut problems: Vec<Error> = Vec::new();
+    let mut checkpoints = Vec::new();
+    let mut opened = Vec::new();
+    let mut bytes_checked = 0;
+    for p in &ckpt_paths {
+        match Checkpoint::open(p) {
+            Ok(c) => {
+                let bad = c.check_pages(progress);
+                bytes_checked += c.head().data_bytes();
+                let h = c.head();
+                checkpoints.push(CheckpointReport { path: p.clone(), version: format!("{}.{}", h.major, h.minor), pages: h.pages.len() as u64, data_bytes: h.data_bytes(), file_bytes: h.file_len, state_hash: h.state_hash() });
+                let clean = bad.is_empty();
+                problems.extend(bad);
+                opened.push((c, clean));
+            }
+            Err(e) if e.is_data_error() => problems.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut state_hash = match &opened[..] {
+        [(c, true)] => Some(c.state_hash()),
+        _ => None,
+    };
+    let mut log_report = None;
+    let mut torn = None;
+    if !log_paths.is_empty() {
+        let log = Log::open(&log_paths)?;
+        problems.extend(log.problems().iter().map(clone_error));
+        torn = log.torn_tail().cloned();
+        let mut applied = 0;
+        if let [(c, _)] = &opened[..] {
+            let mut state = State::from_checkpoint(c, false)?;
+            let mut found = Vec::new();
+            match state.replay_collecting(&log, ReplayLimit::default(), &mut |e| {
+                found.push(e);
+                Ok(())
+            }) {
+                Ok(s) => applied = s.records,
+                Err(e) => found.push(e),
+            }
+            let hash_ok = found.is_empty() && log.problems().is_empty() && state_hash.is_some();
+            problems.extend(found);
+            state_hash = hash_ok.then(|| state.state_hash());
+        } else {
+            state_hash = None;
+            for rec in log.records() {
+                if let Err(e) = rec.and_then(|r| r.delta().map(|_| ())) {
+                    problems.push(e);
+                }
+            }
+        }
+        let segs = log.segments();
+        log_report = Some(LogReport {
+            segments: segs.len() as u64,
+            records: segs.iter().map(|s| s.frames().len() as u64).sum(),
+            first_seq: segs.first().map(|s| s.header().first_seq),
+            last_seq: log.last_seq(),
+            base_state_hash: log.base(),
+            applied,
+        });
+    }
+    let mut problems: Vec<Problem> = problems.iter().map(Problem::from).collect();
+    if let Some(t) = torn {
+        problems.push(Problem { file: t.path.clone(), offset: Some(t.offset), kind: "torn_tail", message: format!("{}: at byte offset {}: torn tail of {} bytes (an incomplete last record; `mmsb recover` cuts it)", t.path.display(), t.offset, t.len) });
+    }
+    Ok(VerifyReport { ok: problems.is_empty(), checkpoints, log: log_report, state_hash, problems, bytes_checked })
+}
+
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Corrupt { path, offset, problem } => Error::Corrupt { path: path.clone(), offset: *offset, problem: problem.clone() },
+        other => Error::Invalid(other.to_string()),
+    }
+}
