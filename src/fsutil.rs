@@ -40,6 +40,11 @@ impl AtomicFile {
         &mut self.file
     }
 
+    /// The temporary file's path (for writers that open the file by name themselves).
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
     /// Flushes the file to disk and renames it into place, then makes the rename durable.
     pub fn commit(self) -> Result<()> {
         let io = |e| Error::io(&self.target, e);

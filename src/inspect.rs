@@ -1,0 +1,312 @@
+//! `inspect`: what is inside a checkpoint or a log, as plain data the binary prints as a table
+//! or as JSON.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::format::checkpoint::{Checkpoint, SECTION_DEPENDENCY_GRAPH, SECTION_METADATA, SECTION_PAGE_INDEX};
+use crate::format::log::{FLAG_ZSTD, Log, SegmentEnd};
+use crate::format::record::{Op, kind_name};
+use crate::page::{Residency, StateHash};
+
+/// One page, as `inspect` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageInfo {
+    /// Page id.
+    pub id: u64,
+    /// Name, if any.
+    pub name: Option<String>,
+    /// dtype, if the page holds a tensor.
+    pub dtype: Option<String>,
+    /// Shape, if the page holds a tensor.
+    pub shape: Option<Vec<u64>>,
+    /// Length in bytes.
+    pub len: u64,
+    /// Epoch.
+    pub epoch: u64,
+    /// CRC32C, 8 hex digits.
+    pub crc32c: String,
+    /// Residency hint.
+    pub residency: Residency,
+    /// Offset of the page's bytes in the file.
+    pub offset: u64,
+}
+
+/// One section of a checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct SectionInfo {
+    /// Section kind number.
+    pub kind: u32,
+    /// What the kind is.
+    pub name: &'static str,
+    /// Whether readers must know it.
+    pub required: bool,
+    /// Offset in the file.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// A checkpoint's header, sections and page table.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointInfo {
+    /// Path.
+    pub path: PathBuf,
+    /// `"checkpoint"`.
+    pub kind: &'static str,
+    /// Format version, `major.minor`.
+    pub version: String,
+    /// File length.
+    pub file_bytes: u64,
+    /// Offset of the first page byte.
+    pub data_offset: u64,
+    /// Number of pages.
+    pub page_count: u64,
+    /// Page bytes, without padding.
+    pub data_bytes: u64,
+    /// State hash.
+    pub state_hash: StateHash,
+    /// Sections.
+    pub sections: Vec<SectionInfo>,
+    /// File-level metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Pages, in id order.
+    pub pages: Vec<PageInfo>,
+}
+
+/// Reads a checkpoint's header and index (page bytes are not read).
+pub fn inspect_checkpoint(path: &Path) -> Result<CheckpointInfo> {
+    let c = Checkpoint::open(path)?;
+    let h = c.head();
+    Ok(CheckpointInfo {
+        path: path.to_owned(),
+        kind: "checkpoint",
+        version: format!("{}.{}", h.major, h.minor),
+        file_bytes: h.file_len,
+        data_offset: h.data_offset,
+        page_count: h.pages.len() as u64,
+        data_bytes: h.data_bytes(),
+        state_hash: h.state_hash(),
+        sections: h
+            .sections
+            .iter()
+            .map(|s| SectionInfo {
+                kind: s.kind,
+                name: match s.kind {
+                    SECTION_PAGE_INDEX => "page index",
+                    SECTION_METADATA => "metadata",
+                    SECTION_DEPENDENCY_GRAPH => "dependency graph",
+                    _ => "unknown (skipped)",
+                },
+                required: s.flags & crate::format::checkpoint::SECTION_FLAG_REQUIRED != 0,
+                offset: s.offset,
+                len: s.len,
+            })
+            .collect(),
+        metadata: h.metadata.clone(),
+        pages: h
+            .pages
+            .iter()
+            .map(|p| PageInfo {
+                id: p.id,
+                name: p.meta.name.clone(),
+                dtype: p.meta.tensor.as_ref().map(|t| t.dtype.clone()),
+                shape: p.meta.tensor.as_ref().map(|t| t.shape.clone()),
+                len: p.len,
+                epoch: p.epoch,
+                crc32c: format!("{:08x}", p.crc32c),
+                residency: p.meta.residency,
+                offset: p.offset,
+            })
+            .collect(),
+    })
+}
+
+/// One segment of a log.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentInfo {
+    /// Path.
+    pub path: PathBuf,
+    /// Format version.
+    pub version: String,
+    /// Segment number.
+    pub segment_no: u64,
+    /// First sequence number.
+    pub first_seq: u64,
+    /// Whole records.
+    pub records: u64,
+    /// File length.
+    pub file_bytes: u64,
+    /// `clean`, `torn_tail` or `corrupt`.
+    pub end: &'static str,
+}
+
+/// A log's segments and record statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogInfo {
+    /// `"log"`.
+    pub kind: &'static str,
+    /// The state the log applies to.
+    pub base_state_hash: Option<StateHash>,
+    /// Segments, in order.
+    pub segments: Vec<SegmentInfo>,
+    /// Whole records.
+    pub records: u64,
+    /// Records per type name.
+    pub records_by_type: BTreeMap<&'static str, u64>,
+    /// First sequence number.
+    pub first_seq: Option<u64>,
+    /// Last whole record's sequence number.
+    pub last_seq: Option<u64>,
+    /// Bytes of all segment files.
+    pub file_bytes: u64,
+    /// Payload bytes as stored.
+    pub stored_payload_bytes: u64,
+    /// Payload bytes after decompression.
+    pub payload_bytes: u64,
+    /// `payload_bytes / stored_payload_bytes` (1.0 without compression).
+    pub compression_ratio: f64,
+    /// Records stored compressed.
+    pub compressed_records: u64,
+    /// Problems found while reading (corruption, torn tail), as messages.
+    pub problems: Vec<String>,
+}
+
+/// One record, as `inspect --records` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordInfo {
+    /// Sequence number.
+    pub seq: u64,
+    /// Segment number.
+    pub segment_no: u64,
+    /// Offset of the frame in its segment.
+    pub offset: u64,
+    /// Type name.
+    pub kind: &'static str,
+    /// Page id.
+    pub page_id: Option<u64>,
+    /// Epoch.
+    pub epoch: Option<u64>,
+    /// Writer's timestamp, ns since the Unix epoch.
+    pub timestamp_ns: Option<u64>,
+    /// Source tag.
+    pub source: Option<String>,
+    /// Payload bytes as stored.
+    pub stored_bytes: u64,
+    /// Whether the payload is zstd-compressed.
+    pub compressed: bool,
+    /// Bytes the record writes into its page.
+    pub written_bytes: u64,
+    /// A short description of the operation.
+    pub detail: String,
+}
+
+/// Which records `inspect --records` lists.
+#[derive(Debug, Clone, Default)]
+pub struct RecordFilter {
+    /// Lowest sequence number.
+    pub from_seq: Option<u64>,
+    /// Highest sequence number.
+    pub to_seq: Option<u64>,
+    /// Only records for these pages (empty: all).
+    pub pages: Vec<u64>,
+}
+
+/// Reads a log's segments; with `records`, also decodes and lists the records it selects.
+pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<(LogInfo, Vec<RecordInfo>)> {
+    let log = Log::open(paths)?;
+    let mut by_type = BTreeMap::new();
+    let (mut stored, mut decoded, mut compressed) = (0u64, 0u64, 0u64);
+    let mut listed = Vec::new();
+    let mut problems: Vec<String> = log.problems().iter().map(|e| e.to_string()).collect();
+    if let Some(t) = log.torn_tail() {
+        problems.push(format!("{}: at byte offset {}: torn tail of {} bytes", t.path.display(), t.offset, t.len));
+    }
+    for s in log.segments() {
+        for f in s.frames() {
+            *by_type.entry(kind_name(f.kind)).or_insert(0) += 1;
+            stored += f.payload_len;
+            if f.flags & FLAG_ZSTD != 0 {
+                compressed += 1;
+                let start = f.payload_offset() as usize;
+                // The content size is in the zstd frame header: no need to decompress to count.
+                let size = zstd::zstd_safe::get_frame_content_size(&s.bytes()[start..start + f.payload_len as usize]);
+                decoded += size.ok().flatten().unwrap_or(0);
+            } else {
+                decoded += f.payload_len;
+            }
+        }
+    }
+    if let Some(filter) = records {
+        for rec in log.records() {
+            let rec = rec?;
+            let seq = rec.frame.seq;
+            if filter.from_seq.is_some_and(|n| seq < n) || filter.to_seq.is_some_and(|n| seq > n) {
+                continue;
+            }
+            let delta = rec.delta()?;
+            if !filter.pages.is_empty() && !delta.as_ref().is_some_and(|d| filter.pages.contains(&d.page_id)) {
+                continue;
+            }
+            let detail = match delta.as_ref().map(|d| &d.op) {
+                None => "optional record, not known to this build".to_string(),
+                Some(Op::Create { len, meta }) => format!("create {len} bytes{}", meta.name.as_ref().map(|n| format!(" named {n}")).unwrap_or_default()),
+                Some(Op::Delete) => "delete".into(),
+                Some(Op::Resize { len }) => format!("resize to {len} bytes"),
+                Some(Op::Full(d)) => format!("{} bytes", d.len()),
+                Some(Op::Sparse(r)) => format!("{} ranges, first at {}", r.len(), r.first().map_or(0, |x| x.0)),
+                Some(Op::Masked { offset, len, .. }) => format!("mask over {offset}+{len}"),
+            };
+            listed.push(RecordInfo {
+                seq,
+                segment_no: rec.segment.header().segment_no,
+                offset: rec.frame.offset,
+                kind: kind_name(rec.frame.kind),
+                page_id: delta.as_ref().map(|d| d.page_id),
+                epoch: delta.as_ref().map(|d| d.epoch),
+                timestamp_ns: delta.as_ref().map(|d| d.timestamp_ns),
+                source: delta.as_ref().map(|d| d.source.to_string()),
+                stored_bytes: rec.frame.payload_len,
+                compressed: rec.frame.flags & FLAG_ZSTD != 0,
+                written_bytes: delta.as_ref().map_or(0, |d| d.written_bytes()),
+                detail,
+            });
+        }
+    }
+    let segments: Vec<SegmentInfo> = log
+        .segments()
+        .iter()
+        .map(|s| SegmentInfo {
+            path: s.path().to_owned(),
+            version: format!("{}.{}", s.header().major, s.header().minor),
+            segment_no: s.header().segment_no,
+            first_seq: s.header().first_seq,
+            records: s.frames().len() as u64,
+            file_bytes: s.file_len(),
+            end: match s.end() {
+                SegmentEnd::Clean => "clean",
+                SegmentEnd::Damaged { .. } if log.torn_tail().is_some_and(|t| t.path == s.path()) => "torn_tail",
+                SegmentEnd::Damaged { .. } => "corrupt",
+            },
+        })
+        .collect();
+    let info = LogInfo {
+        kind: "log",
+        base_state_hash: log.base(),
+        records: segments.iter().map(|s| s.records).sum(),
+        file_bytes: segments.iter().map(|s| s.file_bytes).sum(),
+        segments,
+        records_by_type: by_type,
+        first_seq: log.segments().first().map(|s| s.header().first_seq),
+        last_seq: log.last_seq(),
+        stored_payload_bytes: stored,
+        payload_bytes: decoded,
+        compression_ratio: if stored == 0 { 1.0 } else { decoded as f64 / stored as f64 },
+        compressed_records: compressed,
+        problems,
+    };
+    Ok((info, listed))
+}

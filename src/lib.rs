@@ -7,7 +7,7 @@
 //!   durability policy.
 //! - [`replay::State`] replays a checkpoint plus a log in memory and computes the
 //!   [`page::StateHash`] that names the result.
-//! - [`verify::verify`] runs every check and reports every problem; [`inspect`], [`gen`] and
+//! - [`verify::verify`] runs every check and reports every problem; [`inspect`], [`generate`] and
 //!   [`safetensors_io`] back the commands of the same names.
 //!
 //! ```
@@ -40,12 +40,12 @@
 pub mod error;
 pub mod format;
 pub mod fsutil;
-// pub mod gen;
-// pub mod inspect;
+pub mod generate;
+pub mod inspect;
 mod mmap;
 pub mod page;
 pub mod replay;
-// pub mod safetensors_io;
+pub mod safetensors_io;
 pub mod verify;
 
 pub use error::{Corruption, Error, Result};

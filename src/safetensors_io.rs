@@ -1,0 +1,128 @@
+//! `import` and `export` between safetensors files and checkpoints. Each tensor is a page with
+//! its name, dtype and shape; the file's `__metadata__` is the checkpoint's metadata section.
+//! Parsing of safetensors files is the `safetensors` crate's, which validates a hostile header.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use serde::Serialize;
+
+use crate::error::{Corruption, Error, Result};
+use crate::format::checkpoint::{Checkpoint, CheckpointWriter, PageSpec};
+use crate::format::log::Log;
+use crate::fsutil::AtomicFile;
+use crate::mmap::ReadOnlyMap;
+use crate::page::{PageMeta, StateHash, TensorInfo};
+use crate::replay::{ReplayLimit, State};
+
+/// What an import or export moved.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorFileSummary {
+    /// Tensors (pages).
+    pub tensors: u64,
+    /// Tensor bytes.
+    pub bytes: u64,
+    /// State hash of the checkpoint written or exported.
+    pub state_hash: StateHash,
+}
+
+fn dtype_name(d: Dtype) -> String {
+    serde_json::to_value(d).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| format!("{d:?}"))
+}
+
+fn parse_dtype(name: &str) -> Option<Dtype> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+}
+
+/// Imports a safetensors file as a checkpoint: tensor `i` in file order is page `i`, epoch 0.
+pub fn import(input: &Path, output: &Path) -> Result<TensorFileSummary> {
+    let map = ReadOnlyMap::open(input)?;
+    let bytes = map.bytes();
+    let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| {
+        // Length errors are about the first 8 bytes; the rest about the JSON header after them.
+        let offset = match e {
+            safetensors::SafeTensorError::HeaderTooSmall | safetensors::SafeTensorError::HeaderTooLarge | safetensors::SafeTensorError::InvalidHeaderLength => 0,
+            _ => 8,
+        };
+        Error::Corrupt { path: input.to_owned(), offset, problem: Corruption::Safetensors(e.to_string()) }
+    })?;
+    let data_start = 8 + header_len;
+    let names = metadata.offset_keys();
+    let mut specs = Vec::with_capacity(names.len());
+    let mut slices = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let info = metadata.info(name).expect("offset_keys lists known tensors");
+        if name.is_empty() {
+            return Err(Error::Invalid(format!("{}: a tensor with an empty name cannot be a named page", input.display())));
+        }
+        let (s, e) = info.data_offsets;
+        // In bounds: read_metadata checked that the offsets tile the data exactly.
+        slices.push(&bytes[data_start + s..data_start + e]);
+        specs.push(PageSpec {
+            id: i as u64,
+            len: (e - s) as u64,
+            epoch: 0,
+            meta: PageMeta { name: Some(name.clone()), tensor: Some(TensorInfo { dtype: dtype_name(info.dtype), shape: info.shape.iter().map(|&d| d as u64).collect() }), ..Default::default() },
+        });
+    }
+    let file_meta: BTreeMap<String, String> = metadata.metadata().clone().unwrap_or_default().into_iter().collect();
+    let hash = StateHash::compute(specs.iter().zip(&slices).map(|(s, d)| (s.id, s.len, 0, crate::format::crc32c_parallel(d))).collect::<Vec<_>>().into_iter());
+    let mut w = CheckpointWriter::create(output, specs, file_meta)?;
+    for s in &slices {
+        w.write(s)?;
+    }
+    w.finish()?;
+    Ok(TensorFileSummary { tensors: slices.len() as u64, bytes: slices.iter().map(|s| s.len() as u64).sum(), state_hash: hash })
+}
+
+struct PageView<'a> {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: &'a [u8],
+}
+
+impl View for &PageView<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Exports a checkpoint, after replaying `logs` on it, as a safetensors file. Every page must
+/// have a name and a dtype and shape that match its length.
+pub fn export(checkpoint: &Path, logs: &[PathBuf], limit: ReplayLimit, output: &Path) -> Result<TensorFileSummary> {
+    let ckpt = Checkpoint::open(checkpoint)?;
+    let mut state = State::from_checkpoint(&ckpt, true)?;
+    if !logs.is_empty() {
+        state.replay(&Log::open(logs)?, limit)?;
+    }
+    let mut views = Vec::new();
+    for (id, page) in state.pages() {
+        let name = page.meta.name.clone().ok_or_else(|| Error::Invalid(format!("page {id} has no name, so it cannot be a safetensors tensor")))?;
+        let t = page.meta.tensor.as_ref().ok_or_else(|| Error::Invalid(format!("page {id} ({name}) has no dtype and shape")))?;
+        let dtype = parse_dtype(&t.dtype).ok_or_else(|| Error::Invalid(format!("page {id} ({name}): dtype {} is not a safetensors dtype", t.dtype)))?;
+        let shape: Vec<usize> = t.shape.iter().map(|&d| usize::try_from(d)).collect::<std::result::Result<_, _>>().map_err(|_| Error::Invalid(format!("page {id}: dimension too large")))?;
+        let bits = shape.iter().try_fold(dtype.bitsize(), |a, &d| a.checked_mul(d));
+        if bits.map(|b| b.div_ceil(8)) != Some(page.data().len()) {
+            return Err(Error::Invalid(format!("page {id} ({name}): {} bytes do not match dtype {} and shape {:?}", page.data().len(), t.dtype, t.shape)));
+        }
+        views.push((name, PageView { dtype, shape, data: page.data() }));
+    }
+    let metadata: std::collections::HashMap<String, String> = ckpt.head().metadata.clone().into_iter().collect();
+    let summary = TensorFileSummary { tensors: views.len() as u64, bytes: views.iter().map(|(_, v)| v.data.len() as u64).sum(), state_hash: state.state_hash() };
+    let out = AtomicFile::create(output)?;
+    safetensors::tensor::serialize_to_file(views.iter().map(|(n, v)| (n.as_str(), v)), if metadata.is_empty() { None } else { Some(metadata) }, out.temp_path())
+        .map_err(|e| Error::Invalid(format!("{}: cannot write safetensors: {e}", output.display())))?;
+    out.commit()?;
+    Ok(summary)
+}

@@ -235,6 +235,10 @@ impl Segment {
     pub fn end(&self) -> &SegmentEnd {
         &self.end
     }
+    /// The whole file's bytes (mapped).
+    pub fn bytes(&self) -> &[u8] {
+        self.map.bytes()
+    }
     /// The file's length in bytes.
     pub fn file_len(&self) -> u64 {
         self.map.len() as u64

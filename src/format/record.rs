@@ -27,6 +27,20 @@ pub const MAX_PAGE_LEN: u64 = 1 << 40;
 /// Longest source tag, in bytes.
 pub const MAX_SOURCE_LEN: usize = 255;
 
+/// The name of a record type, as `inspect` prints it.
+pub fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        TYPE_CREATE => "create",
+        TYPE_DELETE => "delete",
+        TYPE_RESIZE => "resize",
+        TYPE_FULL => "full",
+        TYPE_SPARSE => "sparse",
+        TYPE_MASKED => "masked",
+        k if k >= OPTIONAL_TYPE_MIN => "optional",
+        _ => "unknown",
+    }
+}
+
 /// What a delta does to its page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op<'a> {

@@ -1,0 +1,589 @@
+//! The `mmsb` command: argument parsing, printing and exit codes. All logic is in the library.
+
+mod print;
+mod progress;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use mmsb::format::checkpoint::Checkpoint;
+use mmsb::format::log::{Compression, Log};
+use mmsb::generate::{GenOptions, Mix, SizeDist};
+use mmsb::replay::{ReplayLimit, State};
+
+const EXIT_STATUS: &str = "\
+EXIT STATUS:
+  0  success (for verify: no problem found)
+  1  the data is bad: corruption, a torn tail, a log for another state, a delta that does not apply
+  2  usage error, I/O error, or a request that cannot be carried out";
+
+/// mmsb: checkpoints of pages plus append-only, checksummed logs of byte-level deltas.
+#[derive(Parser)]
+#[command(name = "mmsb", version, about, after_help = EXIT_STATUS, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Gen(GenArgs),
+    Import(ImportArgs),
+    Export(ExportArgs),
+    Inspect(InspectArgs),
+    Verify(VerifyArgs),
+    Recover(RecoverArgs),
+    Replay(ReplayArgs),
+    /// Writes the man pages (mmsb.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    ManPages {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Writes a synthetic checkpoint and log from a seed.
+#[derive(Args)]
+#[command(after_help = "EXAMPLE:\n  mmsb gen -o demo.ckpt --total-size 64MiB --pages 32 --deltas 10000 --mix full=1,sparse=8,masked=1\n  (writes demo.ckpt and the log directory demo.log/)")]
+struct GenArgs {
+    /// Checkpoint to write.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Log directory to write (default: the checkpoint's path with extension .log).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// RNG seed: the same seed and options give the same bytes.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Number of pages.
+    #[arg(long, default_value_t = 64)]
+    pages: u64,
+    /// Total page bytes (suffixes K, M, G, KiB, MiB, GiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    total_size: u64,
+    /// Page-size distribution.
+    #[arg(long, value_enum, default_value_t = SizeDistArg::LogUniform)]
+    page_sizes: SizeDistArg,
+    /// Records in the log (0: no log).
+    #[arg(long, default_value_t = 1000)]
+    deltas: u64,
+    /// Weights of record kinds: full, sparse, masked, create, resize, delete.
+    #[arg(long, default_value = "full=1,sparse=8,masked=1", value_parser = parse_mix)]
+    mix: Mix,
+    /// Bytes per sparse range, masked span or created page, as MIN..MAX.
+    #[arg(long, default_value = "4..4096", value_parser = parse_range)]
+    delta_bytes: (u64, u64),
+    /// Most ranges in one sparse record.
+    #[arg(long, default_value_t = 4)]
+    max_ranges: u32,
+    /// Largest page that full-page writes go to (others get sparse writes).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    full_max: u64,
+    /// Fraction of pages that are hot.
+    #[arg(long, default_value_t = 0.1)]
+    hot_fraction: f64,
+    /// Fraction of writes that go to hot pages.
+    #[arg(long, default_value_t = 0.9)]
+    hot_weight: f64,
+    /// Log segment size.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    segment_size: u64,
+    /// Payload compression: none, auto, zstd or zstd:LEVEL.
+    #[arg(long, default_value = "none", value_parser = parse_compression)]
+    compress: Compression,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SizeDistArg {
+    Equal,
+    LogUniform,
+}
+
+/// Imports a safetensors file as a checkpoint (one page per tensor).
+#[derive(Args)]
+#[command(after_help = "EXAMPLE:\n  mmsb import model.safetensors -o model.ckpt")]
+struct ImportArgs {
+    /// The safetensors file.
+    input: PathBuf,
+    /// Checkpoint to write.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exports a checkpoint (after replaying logs on it) as a safetensors file.
+#[derive(Args)]
+#[command(after_help = "EXAMPLE:\n  mmsb export model.ckpt model.log -o step42.safetensors --to-epoch 42")]
+struct ExportArgs {
+    /// The checkpoint.
+    checkpoint: PathBuf,
+    /// Log segments or log directories to replay first.
+    logs: Vec<PathBuf>,
+    /// safetensors file to write.
+    #[arg(short, long)]
+    output: PathBuf,
+    #[command(flatten)]
+    limit: LimitArgs,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct LimitArgs {
+    /// Replay records up to and including this sequence number.
+    #[arg(long, conflicts_with = "to_epoch")]
+    to_seq: Option<u64>,
+    /// Replay until the first record whose epoch is above this one.
+    #[arg(long)]
+    to_epoch: Option<u64>,
+}
+
+impl LimitArgs {
+    fn limit(&self) -> ReplayLimit {
+        ReplayLimit { to_seq: self.to_seq, to_epoch: self.to_epoch }
+    }
+}
+
+/// Shows what is inside checkpoints and logs.
+#[derive(Args)]
+#[command(after_help = "EXAMPLES:\n  mmsb inspect model.ckpt\n  mmsb inspect model.log --records --page 3 --from-seq 100 --to-seq 200")]
+struct InspectArgs {
+    /// Checkpoints, log segments or log directories (all segments given form one log).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// List log records.
+    #[arg(long)]
+    records: bool,
+    /// With --records: lowest sequence number.
+    #[arg(long, requires = "records")]
+    from_seq: Option<u64>,
+    /// With --records: highest sequence number.
+    #[arg(long, requires = "records")]
+    to_seq: Option<u64>,
+    /// With --records: only records for this page (repeatable).
+    #[arg(long = "page", requires = "records")]
+    pages: Vec<u64>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Checks every checksum, the structure, and that every delta applies. Quiet unless asked.
+#[derive(Args)]
+#[command(after_help = "EXAMPLES:\n  mmsb verify model.ckpt model.log && echo ok\n  mmsb verify --json model.ckpt model.log | jq .problems\n  mmsb verify --repair model.ckpt model.log    (cuts a torn tail, keeping a backup)")]
+struct VerifyArgs {
+    /// One checkpoint and its log segments/directories, or any number of checkpoints.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Print a JSON report of every problem on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Print a summary table even when all is well.
+    #[arg(short, long)]
+    verbose: bool,
+    /// If the only problem is a torn tail, cut it (as `mmsb recover` does).
+    #[arg(long)]
+    repair: bool,
+}
+
+/// Cuts a torn tail off a log, keeping a backup of the cut bytes. Never drops a whole record.
+#[derive(Args)]
+#[command(after_help = "EXAMPLE:\n  mmsb recover model.log --backup torn.bin")]
+struct RecoverArgs {
+    /// Log segments or log directory.
+    #[arg(required = true)]
+    logs: Vec<PathBuf>,
+    /// Where to keep the cut bytes (default: beside the segment, SEGMENT.torn-OFFSET).
+    #[arg(long)]
+    backup: Option<PathBuf>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Replays a checkpoint plus logs, prints the state hash and timings, optionally writes the result.
+#[derive(Args)]
+#[command(after_help = "EXAMPLES:\n  mmsb replay model.ckpt model.log\n  mmsb replay model.ckpt model.log --to-seq 5000 -o model-5000.ckpt --json")]
+struct ReplayArgs {
+    /// The checkpoint.
+    checkpoint: PathBuf,
+    /// Log segments or log directories.
+    logs: Vec<PathBuf>,
+    /// Where to replay: auto, cpu, or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[command(flatten)]
+    limit: LimitArgs,
+    /// Write the replayed state as a checkpoint.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 4096, 64MiB, 1G)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        u => return Err(format!("unknown size unit {u:?}")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s} is too large"))
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once("..").ok_or_else(|| format!("{s:?} is not MIN..MAX"))?;
+    let (a, b) = (parse_size(a)?, parse_size(b)?);
+    if a > b || a == 0 {
+        return Err(format!("{s}: need 0 < MIN <= MAX"));
+    }
+    Ok((a, b))
+}
+
+fn parse_mix(s: &str) -> Result<Mix, String> {
+    let mut m = Mix { full: 0, sparse: 0, masked: 0, create: 0, resize: 0, delete: 0 };
+    for part in s.split(',') {
+        let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} is not KIND=WEIGHT"))?;
+        let v: u32 = v.parse().map_err(|_| format!("{v:?} is not a weight"))?;
+        match k.trim() {
+            "full" => m.full = v,
+            "sparse" => m.sparse = v,
+            "masked" => m.masked = v,
+            "create" => m.create = v,
+            "resize" => m.resize = v,
+            "delete" => m.delete = v,
+            other => return Err(format!("unknown record kind {other:?} (full, sparse, masked, create, resize, delete)")),
+        }
+    }
+    Ok(m)
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    match s {
+        "none" => Ok(Compression::None),
+        "auto" => Ok(Compression::Auto),
+        "zstd" => Ok(Compression::Zstd(3)),
+        _ => match s.strip_prefix("zstd:").map(str::parse::<i32>) {
+            Some(Ok(l)) if (1..=22).contains(&l) => Ok(Compression::Zstd(l)),
+            _ => Err(format!("{s:?}: expected none, auto, zstd or zstd:LEVEL (1-22)")),
+        },
+    }
+}
+
+/// What `mmsb` exits with.
+enum Outcome {
+    Ok,
+    DataBad,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::DataBad) => ExitCode::from(1),
+        Err(e) => {
+            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("mmsb: {e:#}");
+            let data_bad = e.chain().any(|c| c.downcast_ref::<mmsb::Error>().is_some_and(mmsb::Error::is_data_error));
+            ExitCode::from(if data_bad { 1 } else { 2 })
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<Outcome> {
+    match cli.command {
+        Command::Gen(a) => gen_cmd(a),
+        Command::Import(a) => {
+            let s = mmsb::safetensors_io::import(&a.input, &a.output).with_context(|| format!("import {}", a.input.display()))?;
+            print::summary(a.json, &s, &[("tensors", s.tensors.to_string()), ("bytes", s.bytes.to_string()), ("state hash", s.state_hash.to_hex())])?;
+            Ok(Outcome::Ok)
+        }
+        Command::Export(a) => {
+            let s = mmsb::safetensors_io::export(&a.checkpoint, &a.logs, a.limit.limit(), &a.output).with_context(|| format!("export {}", a.checkpoint.display()))?;
+            print::summary(a.json, &s, &[("tensors", s.tensors.to_string()), ("bytes", s.bytes.to_string()), ("state hash", s.state_hash.to_hex())])?;
+            Ok(Outcome::Ok)
+        }
+        Command::Inspect(a) => inspect_cmd(a),
+        Command::Verify(a) => verify_cmd(a),
+        Command::Recover(a) => recover_cmd(a),
+        Command::Replay(a) => replay_cmd(a),
+        Command::ManPages { out } => {
+            std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+            write_man_pages(&Cli::command(), &out)?;
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+fn write_man_pages(cmd: &clap::Command, dir: &Path) -> Result<()> {
+    let cmd = cmd.clone().disable_help_subcommand(true);
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
+    mmsb::fsutil::write_atomic(&dir.join("mmsb.1"), &buf)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("mmsb-{}", sub.get_name());
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(sub.clone().name(name.clone())).render(&mut buf)?;
+        mmsb::fsutil::write_atomic(&dir.join(format!("{name}.1")), &buf)?;
+    }
+    Ok(())
+}
+
+fn gen_cmd(a: GenArgs) -> Result<Outcome> {
+    let log = a.log.clone().unwrap_or_else(|| a.output.with_extension("log"));
+    let o = GenOptions {
+        seed: a.seed,
+        pages: a.pages,
+        total_size: a.total_size,
+        size_dist: match a.page_sizes {
+            SizeDistArg::Equal => SizeDist::Equal,
+            SizeDistArg::LogUniform => SizeDist::LogUniform,
+        },
+        deltas: a.deltas,
+        mix: a.mix,
+        delta_bytes: a.delta_bytes,
+        max_ranges: a.max_ranges,
+        full_max: a.full_max,
+        hot_fraction: a.hot_fraction,
+        hot_weight: a.hot_weight,
+        segment_size: a.segment_size,
+        compression: a.compress,
+    };
+    let s = mmsb::generate::generate(&a.output, Some(&log), &o).context("gen")?;
+    let log_shown = if a.deltas > 0 { log.display().to_string() } else { "(none)".into() };
+    print::summary(a.json, &s, &[("checkpoint", a.output.display().to_string()), ("log", log_shown), ("pages", s.pages.to_string()), ("page bytes", s.data_bytes.to_string()), ("records", s.records.to_string()), ("delta bytes", s.delta_bytes.to_string()), ("checkpoint state hash", s.checkpoint_state_hash.to_hex())])?;
+    Ok(Outcome::Ok)
+}
+
+fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
+    let (ckpts, logs) = mmsb::verify::classify(&a.files)?;
+    let mut json = Vec::new();
+    for c in &ckpts {
+        let info = mmsb::inspect::inspect_checkpoint(c)?;
+        if a.json {
+            json.push(serde_json::to_value(&info)?);
+        } else {
+            print::checkpoint_info(&info)?;
+        }
+    }
+    if !logs.is_empty() {
+        let filter = a.records.then(|| mmsb::inspect::RecordFilter { from_seq: a.from_seq, to_seq: a.to_seq, pages: a.pages.clone() });
+        let (info, records) = mmsb::inspect::inspect_log(&logs, filter.as_ref())?;
+        if a.json {
+            let mut v = serde_json::to_value(&info)?;
+            if a.records {
+                v["records"] = serde_json::to_value(&records)?;
+            }
+            json.push(v);
+        } else {
+            print::log_info(&info, a.records.then_some(&records[..]))?;
+        }
+    }
+    if a.json {
+        print::json(&json)?;
+    }
+    Ok(Outcome::Ok)
+}
+
+fn verify_cmd(a: VerifyArgs) -> Result<Outcome> {
+    let total: u64 = a.files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let bar = progress::Progress::start(total, "verify");
+    let report = mmsb::verify::verify(&a.files, Some(bar.counter()));
+    bar.finish();
+    let report = report?;
+    let mut repaired = None;
+    if a.repair && !report.ok && report.problems.iter().all(|p| p.kind == "torn_tail") {
+        let (_, logs) = mmsb::verify::classify(&a.files)?;
+        repaired = recover(&logs, None)?;
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        if a.repair {
+            v["repaired"] = serde_json::to_value(&repaired)?;
+        }
+        print::json(&v)?;
+    } else {
+        for p in &report.problems {
+            eprintln!("mmsb: {}", p.message);
+        }
+        if a.verbose || !report.ok {
+            print::verify_report(&report)?;
+        }
+        if let Some(r) = &repaired {
+            eprintln!("mmsb: repaired: cut {} bytes at offset {} of {}, backup in {}", r.len, r.offset, r.segment.display(), r.backup.display());
+        }
+    }
+    Ok(if report.ok || repaired.is_some() { Outcome::Ok } else { Outcome::DataBad })
+}
+
+#[derive(serde::Serialize)]
+struct Repaired {
+    segment: PathBuf,
+    offset: u64,
+    len: u64,
+    backup: PathBuf,
+}
+
+fn recover(logs: &[PathBuf], backup: Option<&Path>) -> Result<Option<Repaired>> {
+    // The backup's default name needs the torn segment's path and offset, known only after a scan.
+    let log = Log::open(logs)?;
+    let Some(t) = log.torn_tail().cloned() else {
+        log.check()?;
+        return Ok(None);
+    };
+    drop(log);
+    let backup = backup.map(Path::to_owned).unwrap_or_else(|| PathBuf::from(format!("{}.torn-{}", t.path.display(), t.offset)));
+    let cut = mmsb::format::log::recover(logs, &backup)?;
+    Ok(cut.map(|t| Repaired { segment: t.path, offset: t.offset, len: t.len, backup }))
+}
+
+fn recover_cmd(a: RecoverArgs) -> Result<Outcome> {
+    let r = recover(&a.logs, a.backup.as_deref())?;
+    if a.json {
+        print::json(&serde_json::json!({ "repaired": r }))?;
+    } else {
+        match &r {
+            Some(r) => println!("cut {} bytes of a torn last record at offset {} of {}; backup in {}", r.len, r.offset, r.segment.display(), r.backup.display()),
+            None => println!("no torn tail: nothing to do"),
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+#[derive(serde::Serialize)]
+struct ReplayReport {
+    device: String,
+    state_hash: String,
+    pages: u64,
+    page_bytes: u64,
+    #[serde(flatten)]
+    summary: mmsb::replay::ReplaySummary,
+    torn_tail_ignored: bool,
+    output: Option<PathBuf>,
+    timings_ms: Timings,
+    throughput_gb_per_s: f64,
+}
+
+#[derive(serde::Serialize, Default)]
+struct Timings {
+    open: f64,
+    check: f64,
+    apply: f64,
+    hash: f64,
+    write: f64,
+    total: f64,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
+    let device = match a.device.as_str() {
+        "cpu" => "cpu".to_string(),
+        "auto" => "cpu (auto: this build has no GPU replay)".to_string(),
+        d if d.starts_with("cuda:") => bail!("--device {d}: GPU replay is not available in this build; use --device cpu"),
+        d => bail!("--device {d}: expected auto, cpu or cuda:N"),
+    };
+    let start = Instant::now();
+    let mut t = Timings::default();
+    let ckpt = Checkpoint::open(&a.checkpoint)?;
+    let log = if a.logs.is_empty() { None } else { Some(Log::open(&a.logs)?) };
+    t.open = ms(start);
+    let phase = Instant::now();
+    let mut state = State::from_checkpoint(&ckpt, true)?;
+    t.check = ms(phase);
+    let phase = Instant::now();
+    let summary = match &log {
+        Some(l) => state.replay(l, a.limit.limit())?,
+        None => Default::default(),
+    };
+    t.apply = ms(phase);
+    let phase = Instant::now();
+    let hash = state.state_hash();
+    t.hash = ms(phase);
+    let phase = Instant::now();
+    if let Some(out) = &a.output {
+        state.write_checkpoint(out, ckpt.head().metadata.clone())?;
+    }
+    t.write = ms(phase);
+    t.total = ms(start);
+    if let Some(torn) = &summary.torn_tail {
+        eprintln!("mmsb: warning: {}: torn tail of {} bytes at offset {} ignored (run `mmsb recover`)", torn.path.display(), torn.len, torn.offset);
+    }
+    let page_bytes: u64 = state.pages().map(|(_, p)| p.data().len() as u64).sum();
+    let report = ReplayReport {
+        device,
+        state_hash: hash.to_hex(),
+        pages: state.pages().len() as u64,
+        page_bytes,
+        torn_tail_ignored: summary.torn_tail.is_some(),
+        summary,
+        output: a.output.clone(),
+        throughput_gb_per_s: (ckpt.head().data_bytes() as f64) / (t.total / 1e3) / 1e9,
+        timings_ms: t,
+    };
+    if a.json {
+        print::json(&report)?;
+    } else {
+        let r = &report;
+        print::table_kv(&[
+            ("device", r.device.clone()),
+            ("state hash", r.state_hash.clone()),
+            ("pages", r.pages.to_string()),
+            ("page bytes", r.page_bytes.to_string()),
+            ("records applied", r.summary.records.to_string()),
+            ("delta bytes", r.summary.bytes_written.to_string()),
+            ("last seq", r.summary.last_seq.map_or("-".into(), |s| s.to_string())),
+            ("open / check / apply / hash / write ms", format!("{:.1} / {:.1} / {:.1} / {:.1} / {:.1}", r.timings_ms.open, r.timings_ms.check, r.timings_ms.apply, r.timings_ms.hash, r.timings_ms.write)),
+            ("total ms", format!("{:.1}", r.timings_ms.total)),
+            ("throughput", format!("{:.2} GB/s", r.throughput_gb_per_s)),
+        ])?;
+    }
+    Ok(Outcome::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_ranges_mixes_and_compression_parse() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert_eq!(parse_range("4..4KiB"), Ok((4, 4096)));
+        assert!(parse_range("9..4").is_err());
+        let m = parse_mix("full=2,delete=1").unwrap();
+        assert_eq!((m.full, m.sparse, m.delete), (2, 0, 1));
+        assert!(parse_mix("fool=1").is_err());
+        assert_eq!(parse_compression("zstd:19"), Ok(Compression::Zstd(19)));
+        assert!(parse_compression("zstd:99").is_err());
+    }
+}

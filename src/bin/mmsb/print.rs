@@ -1,0 +1,125 @@
+//! Printing: JSON on stdout, or comfy-table tables.
+
+use std::io::Write;
+
+use anyhow::Result;
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use mmsb::inspect::{CheckpointInfo, LogInfo, RecordInfo};
+use mmsb::verify::VerifyReport;
+
+pub fn json<T: serde::Serialize>(v: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn emit(t: &Table) -> Result<()> {
+    writeln!(std::io::stdout().lock(), "{t}")?;
+    Ok(())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_BORDERS_ONLY);
+    if !header.is_empty() {
+        t.set_header(header.iter().copied());
+    }
+    t
+}
+
+pub fn table_kv(rows: &[(&str, String)]) -> Result<()> {
+    let mut t = table(&[]);
+    for (k, v) in rows {
+        t.add_row(vec![k.to_string(), v.clone()]);
+    }
+    emit(&t)
+}
+
+/// A command's summary: JSON of `value`, or the rows as a two-column table.
+pub fn summary<T: serde::Serialize>(as_json: bool, value: &T, rows: &[(&str, String)]) -> Result<()> {
+    if as_json { json(value) } else { table_kv(rows) }
+}
+
+pub fn checkpoint_info(c: &CheckpointInfo) -> Result<()> {
+    table_kv(&[
+        ("file", c.path.display().to_string()),
+        ("kind", format!("checkpoint, format {}", c.version)),
+        ("file bytes", c.file_bytes.to_string()),
+        ("pages", c.page_count.to_string()),
+        ("page bytes", c.data_bytes.to_string()),
+        ("data offset", c.data_offset.to_string()),
+        ("sections", c.sections.iter().map(|s| format!("{} ({} bytes)", s.name, s.len)).collect::<Vec<_>>().join(", ")),
+        ("metadata", if c.metadata.is_empty() { "-".into() } else { serde_json::to_string(&c.metadata)? }),
+        ("state hash", c.state_hash.to_hex()),
+    ])?;
+    let mut t = table(&["id", "name", "dtype", "shape", "bytes", "epoch", "crc32c", "residency"]);
+    for p in &c.pages {
+        t.add_row(vec![
+            p.id.to_string(),
+            p.name.clone().unwrap_or_default(),
+            p.dtype.clone().unwrap_or_default(),
+            p.shape.as_ref().map(|s| format!("{s:?}")).unwrap_or_default(),
+            p.len.to_string(),
+            p.epoch.to_string(),
+            p.crc32c.clone(),
+            p.residency.name().to_string(),
+        ]);
+    }
+    emit(&t)
+}
+
+pub fn log_info(l: &LogInfo, records: Option<&[RecordInfo]>) -> Result<()> {
+    table_kv(&[
+        ("kind", "log".into()),
+        ("base state hash", l.base_state_hash.map_or("-".into(), |h| h.to_hex())),
+        ("segments", l.segments.len().to_string()),
+        ("records", l.records.to_string()),
+        ("by type", l.records_by_type.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")),
+        ("sequence", match (l.first_seq, l.last_seq) {
+            (Some(a), Some(b)) => format!("{a}..={b}"),
+            _ => "-".into(),
+        }),
+        ("file bytes", l.file_bytes.to_string()),
+        ("payload bytes (stored / decoded)", format!("{} / {}", l.stored_payload_bytes, l.payload_bytes)),
+        ("compression ratio", format!("{:.2} ({} records compressed)", l.compression_ratio, l.compressed_records)),
+        ("problems", if l.problems.is_empty() { "none".into() } else { l.problems.join("\n") }),
+    ])?;
+    let mut t = table(&["segment", "file", "version", "first seq", "records", "bytes", "end"]);
+    for s in &l.segments {
+        t.add_row(vec![s.segment_no.to_string(), s.path.display().to_string(), s.version.clone(), s.first_seq.to_string(), s.records.to_string(), s.file_bytes.to_string(), s.end.to_string()]);
+    }
+    emit(&t)?;
+    if let Some(recs) = records {
+        let mut t = table(&["seq", "seg", "offset", "type", "page", "epoch", "source", "stored", "zstd", "written", "detail"]);
+        for r in recs {
+            t.add_row(vec![
+                r.seq.to_string(),
+                r.segment_no.to_string(),
+                r.offset.to_string(),
+                r.kind.to_string(),
+                r.page_id.map_or("-".into(), |v| v.to_string()),
+                r.epoch.map_or("-".into(), |v| v.to_string()),
+                r.source.clone().unwrap_or_default(),
+                r.stored_bytes.to_string(),
+                if r.compressed { "yes" } else { "" }.into(),
+                r.written_bytes.to_string(),
+                r.detail.clone(),
+            ]);
+        }
+        emit(&t)?;
+    }
+    Ok(())
+}
+
+pub fn verify_report(r: &VerifyReport) -> Result<()> {
+    let mut rows = vec![("result", if r.ok { "ok".to_string() } else { format!("{} problem(s)", r.problems.len()) })];
+    for c in &r.checkpoints {
+        rows.push(("checkpoint", format!("{} ({} pages, {} bytes)", c.path.display(), c.pages, c.data_bytes)));
+    }
+    if let Some(l) = &r.log {
+        rows.push(("log", format!("{} segments, {} records, {} applied", l.segments, l.records, l.applied)));
+    }
+    rows.push(("state hash", r.state_hash.map_or("- (not computed: problems found)".into(), |h| h.to_hex())));
+    table_kv(&rows)
+}
