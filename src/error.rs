@@ -178,9 +178,15 @@ pub enum Corruption {
     /// A zstd-compressed payload that does not decompress to what its frame says.
     #[error("compressed payload invalid: {0}")]
     Compression(String),
-    /// A record that is damaged while whole records follow it: not a torn tail.
-    #[error("corrupt record ({0}), and whole records follow it: this is corruption, not a torn tail")]
-    CorruptRecord(Box<Corruption>),
+    /// A damaged record that cannot be a torn tail (whole records follow it, or it is not in
+    /// the last segment).
+    #[error("damaged record ({why}) {context}: this is corruption, not a torn tail")]
+    CorruptRecord {
+        /// What is wrong with the record.
+        why: String,
+        /// Why it cannot be a torn tail.
+        context: &'static str,
+    },
     /// The last record is incomplete, as a crash in the middle of an append leaves it.
     #[error("torn tail: {len} bytes of an incomplete last record ({why})")]
     TornTail {

@@ -46,8 +46,13 @@ impl AtomicFile {
     }
 
     /// Flushes the file to disk and renames it into place, then makes the rename durable.
+    /// The new file takes the old one's permissions, or 0644 when there was none (temporary
+    /// files are created 0600).
     pub fn commit(self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         let io = |e| Error::io(&self.target, e);
+        let mode = std::fs::metadata(&self.target).map(|m| m.permissions().mode()).unwrap_or(0o644);
+        self.file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io)?;
         self.file.sync_all().map_err(io)?;
         drop(self.file);
         self.temp.persist(&self.target).map_err(|e| Error::io(&self.target, e.error))?;

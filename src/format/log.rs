@@ -287,8 +287,7 @@ fn scan(bytes: &[u8], header: &SegmentHeader) -> (Vec<FrameRef>, SegmentEnd) {
             Err(FrameFault::Tearable(why)) => {
                 let len = bytes.len() as u64 - at;
                 let followed = valid_frame_after(bytes, at);
-                let torn = Corruption::TornTail { len, why };
-                let problem = if followed { Corruption::CorruptRecord(Box::new(torn)) } else { torn };
+                let problem = if followed { Corruption::CorruptRecord { why, context: "with whole records after it" } } else { Corruption::TornTail { len, why } };
                 return (frames, SegmentEnd::Damaged { offset: at, problem, tearable: !followed });
             }
         }
@@ -396,7 +395,11 @@ impl Log {
                 } else if *tearable {
                     // A crash tears only the record being appended: in a segment that has a
                     // successor, damage is corruption.
-                    problems.push(Error::Corrupt { path: s.path.clone(), offset: *offset, problem: Corruption::CorruptRecord(Box::new(problem.clone())) });
+                    let why = match problem {
+                        Corruption::TornTail { why, .. } => why.clone(),
+                        other => other.to_string(),
+                    };
+                    problems.push(Error::Corrupt { path: s.path.clone(), offset: *offset, problem: Corruption::CorruptRecord { why, context: "in a segment that has a successor" } });
                 } else {
                     problems.push(Error::Corrupt { path: s.path.clone(), offset: *offset, problem: problem.clone() });
                 }
@@ -433,9 +436,11 @@ impl Log {
     pub fn last_seq(&self) -> Option<u64> {
         self.segments.iter().rev().find_map(|s| s.frames.last().map(|f| f.seq))
     }
-    /// Every whole record, in sequence order, decompressed.
+    /// Every whole record, in sequence order, decompressed. Stops after the first damaged
+    /// segment: records after damage cannot be put in sequence.
     pub fn records(&self) -> impl Iterator<Item = Result<LogRecord<'_>>> {
-        self.segments.iter().flat_map(|s| s.frames.iter().map(move |f| s.payload(f).map(|payload| LogRecord { segment: s, frame: *f, payload })))
+        let usable = self.segments.iter().position(|s| s.end != SegmentEnd::Clean).map_or(self.segments.len(), |i| i + 1);
+        self.segments[..usable].iter().flat_map(|s| s.frames.iter().map(move |f| s.payload(f).map(|payload| LogRecord { segment: s, frame: *f, payload })))
     }
 }
 
@@ -723,7 +728,7 @@ mod tests {
         let log = Log::open(&[logdir.clone()]).unwrap();
         assert_eq!(log.torn_tail(), None);
         assert_eq!(log.problems().len(), 1);
-        assert!(log.problems()[0].to_string().contains("whole records follow it"), "{}", log.problems()[0]);
+        assert!(log.problems()[0].to_string().contains("with whole records after it"), "{}", log.problems()[0]);
         assert!(recover(&[logdir], &dir.path().join("b")).is_err());
     }
 

@@ -425,7 +425,7 @@ fn verify_cmd(a: VerifyArgs) -> Result<Outcome> {
         for p in &report.problems {
             eprintln!("mmsb: {}", p.message);
         }
-        if a.verbose || !report.ok {
+        if a.verbose {
             print::verify_report(&report)?;
         }
         if let Some(r) = &repaired {

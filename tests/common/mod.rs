@@ -1,0 +1,58 @@
+//! Helpers shared by the integration tests: the built binary, temporary copies of testdata.
+#![allow(dead_code)]
+
+pub mod golden_files;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository's testdata folder.
+pub fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+/// A command running the built `mmsb` binary in `dir`.
+pub fn mmsb(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mmsb"));
+    c.current_dir(dir);
+    c
+}
+
+/// Runs `mmsb ARGS` in `dir`.
+pub fn run(dir: &Path, args: &[&str]) -> Output {
+    mmsb(dir).args(args).output().expect("mmsb runs")
+}
+
+/// Exit code, stdout and stderr of a run.
+pub fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Parses stdout as JSON.
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(o)))
+}
+
+/// Copies a file or directory of testdata into `dir`, returning the copy's path.
+pub fn copy_testdata(name: &str, dir: &Path) -> PathBuf {
+    let from = testdata().join(name);
+    let to = dir.join(name);
+    if from.is_dir() {
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(&from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    } else {
+        std::fs::copy(&from, &to).unwrap();
+    }
+    to
+}

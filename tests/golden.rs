@@ -1,0 +1,203 @@
+//! The committed files in testdata/: that they are exactly what the builder writes, what each
+//! one holds, and that every single-byte corruption of them is caught by `verify`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{code, copy_testdata, run, testdata};
+use mmsb::error::{Corruption, Error};
+use mmsb::format::checkpoint::Checkpoint;
+use mmsb::format::log::Log;
+use mmsb::replay::{ReplayLimit, State};
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() { out.extend(files_under(&p)) } else { out.push(p) }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn committed_testdata_is_exactly_what_the_builder_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    common::golden_files::write_all(dir.path()).unwrap();
+    let fresh: Vec<PathBuf> = files_under(dir.path()).iter().map(|p| p.strip_prefix(dir.path()).unwrap().to_owned()).collect();
+    let committed: Vec<PathBuf> = files_under(&testdata()).iter().map(|p| p.strip_prefix(testdata()).unwrap().to_owned()).filter(|p| !p.starts_with("README.md") && !p.starts_with("regressions")).collect();
+    assert_eq!(fresh, committed, "testdata/ is stale: run `cargo run --example make_testdata -- testdata`");
+    for f in fresh {
+        assert!(std::fs::read(dir.path().join(&f)).unwrap() == std::fs::read(testdata().join(&f)).unwrap(), "{} differs: regenerate testdata", f.display());
+    }
+}
+
+fn replay(ckpt: &str, log: &str) -> (Checkpoint, Log) {
+    (Checkpoint::open(&testdata().join(ckpt)).unwrap(), Log::open(&[testdata().join(log)]).unwrap())
+}
+
+#[test]
+fn small_checkpoint_plus_log_replays_to_the_hand_computed_pages() {
+    let (ckpt, log) = replay("small.ckpt", "small.log");
+    assert_eq!(log.segments().len(), 2, "the golden log spans a segment rotation");
+    let mut s = State::from_checkpoint(&ckpt, true).unwrap();
+    let summary = s.replay(&log, ReplayLimit::default()).unwrap();
+    assert_eq!(summary.records, 9);
+    assert_eq!(s.page(0).unwrap().data(), b"Hi!LO");
+    let mut p1: Vec<u8> = (0..100u8).collect();
+    p1[..2].copy_from_slice(b"ab");
+    p1[50..54].copy_from_slice(b"cdef");
+    p1.resize(120, 0);
+    assert_eq!(s.page(1).unwrap().data(), &p1[..]);
+    let mut p2: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    // mask 0b1010_0001, 0b1001 over 10..22: bits 0, 5, 7, 8, 11 take w, x, y, z, 5
+    for (bit, v) in [(0, b'w'), (5, b'x'), (7, b'y'), (8, b'z'), (11, b'5')] {
+        p2[10 + bit] = v;
+    }
+    p2[100..700].fill(0);
+    assert_eq!(s.page(2).unwrap().data(), &p2[..]);
+    assert!(s.page(7).is_none(), "created then deleted");
+    assert_eq!(s.page(1).unwrap().epoch, 6);
+    assert!(log.segments().iter().flat_map(|seg| seg.frames()).any(|f| f.flags & 1 != 0), "one record is stored zstd-compressed");
+}
+
+#[test]
+fn newer_minor_version_reads_as_the_same_state() {
+    let small = Checkpoint::open(&testdata().join("small.ckpt")).unwrap();
+    let future = Checkpoint::open(&testdata().join("future-minor.ckpt")).unwrap();
+    assert_eq!(future.head().minor, 1);
+    assert_eq!(future.state_hash(), small.state_hash());
+    assert!(future.check_pages(None).is_empty());
+}
+
+#[test]
+fn future_major_version_is_refused_at_the_version_field() {
+    let err = Checkpoint::open(&testdata().join("future-major.ckpt")).err().unwrap();
+    assert!(matches!(err, Error::Corrupt { offset: 8, problem: Corruption::UnsupportedVersion { major: 2, .. }, .. }), "{err}");
+}
+
+#[test]
+fn torn_log_replays_its_whole_records_and_recover_cuts_only_the_tail() {
+    let (ckpt, log) = replay("small.ckpt", "torn.log");
+    assert!(log.problems().is_empty());
+    let torn = log.torn_tail().unwrap().clone();
+    let mut s = State::from_checkpoint(&ckpt, true).unwrap();
+    assert_eq!(s.replay(&log, ReplayLimit::default()).unwrap().records, 8);
+    let (full_ckpt, full_log) = replay("small.ckpt", "small.log");
+    let mut eight = State::from_checkpoint(&full_ckpt, true).unwrap();
+    eight.replay(&full_log, ReplayLimit { to_seq: Some(8), to_epoch: None }).unwrap();
+    assert_eq!(s.state_hash(), eight.state_hash());
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = copy_testdata("torn.log", dir.path());
+    let before = std::fs::read(&torn.path).unwrap();
+    let o = run(dir.path(), &["recover", "torn.log", "--backup", "cut.bin"]);
+    assert_eq!(code(&o), 0, "{}", common::stderr(&o));
+    assert_eq!(std::fs::read(dir.path().join("cut.bin")).unwrap(), &before[torn.offset as usize..]);
+    let after = Log::open(&[copy]).unwrap();
+    assert!(after.torn_tail().is_none() && after.problems().is_empty());
+    assert_eq!(after.last_seq(), Some(8));
+}
+
+#[test]
+fn mid_log_corruption_is_not_a_torn_tail_and_recover_refuses_it() {
+    let log = Log::open(&[testdata().join("midcorrupt.log")]).unwrap();
+    assert!(log.torn_tail().is_none());
+    assert!(matches!(&log.problems()[0], Error::Corrupt { offset: 72, problem: Corruption::CorruptRecord { .. }, .. }), "{}", log.problems()[0]);
+    let dir = tempfile::tempdir().unwrap();
+    let copy = copy_testdata("midcorrupt.log", dir.path());
+    let before: Vec<Vec<u8>> = files_under(&copy).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let o = run(dir.path(), &["recover", "midcorrupt.log"]);
+    assert_eq!(code(&o), 1);
+    let after: Vec<Vec<u8>> = files_under(&copy).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert_eq!(before, after, "recover must not touch a corrupt log");
+}
+
+#[test]
+fn log_for_another_state_is_refused() {
+    let (ckpt, log) = replay("small.ckpt", "wrong-base.log");
+    let err = State::from_checkpoint(&ckpt, true).unwrap().replay(&log, ReplayLimit::default()).unwrap_err();
+    assert!(matches!(err, Error::WrongBase { .. }));
+    let o = run(&testdata(), &["verify", "small.ckpt", "wrong-base.log"]);
+    assert_eq!(code(&o), 1);
+    assert!(common::stderr(&o).contains("log belongs to state abab"), "{}", common::stderr(&o));
+}
+
+/// Verifies `ckpt` (+ `log`) in process: true when verify finds a problem (the binary's exit 1).
+fn verify_fails(paths: &[PathBuf]) -> bool {
+    match mmsb::verify::verify(paths, None) {
+        Ok(r) => !r.ok,
+        Err(e) => e.is_data_error(),
+    }
+}
+
+/// Flips `offsets` of `target` (a copy of a file in `paths`) one at a time and asserts that
+/// verify fails for each flip.
+fn assert_every_flip_caught(paths: &[PathBuf], target: &Path, offsets: impl Iterator<Item = usize>, xor: u8) -> usize {
+    use std::os::unix::fs::FileExt;
+    let original = std::fs::read(target).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(target).unwrap();
+    let mut n = 0;
+    for i in offsets {
+        file.write_all_at(&[original[i] ^ xor], i as u64).unwrap();
+        assert!(verify_fails(paths), "flipping byte {i} of {} (xor {xor:#x}) went unnoticed", target.display());
+        file.write_all_at(&original[i..i + 1], i as u64).unwrap();
+        n += 1;
+    }
+    assert!(!verify_fails(paths), "the restored files verify");
+    n
+}
+
+#[test]
+fn every_byte_flip_of_the_golden_checkpoint_and_log_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = copy_testdata("small.ckpt", dir.path());
+    let log = copy_testdata("small.log", dir.path());
+    let paths = [ckpt.clone(), log.clone()];
+    let len = std::fs::metadata(&ckpt).unwrap().len() as usize;
+    for xor in [0x01, 0xFF] {
+        assert_eq!(assert_every_flip_caught(&paths, &ckpt, 0..len, xor), len);
+    }
+    for seg in files_under(&log) {
+        let len = std::fs::metadata(&seg).unwrap().len() as usize;
+        for xor in [0x01, 0xFF] {
+            assert_eq!(assert_every_flip_caught(&paths, &seg, 0..len, xor), len);
+        }
+    }
+}
+
+#[test]
+fn byte_flips_give_exit_code_1_from_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = copy_testdata("small.ckpt", dir.path());
+    copy_testdata("small.log", dir.path());
+    let original = std::fs::read(&ckpt).unwrap();
+    for i in (0..original.len()).step_by(509) {
+        let mut b = original.clone();
+        b[i] ^= 0x20;
+        std::fs::write(&ckpt, &b).unwrap();
+        let o = run(dir.path(), &["verify", "small.ckpt", "small.log"]);
+        assert_eq!(code(&o), 1, "flip at {i}: {}", common::stderr(&o));
+        assert!(common::stderr(&o).contains("small.ckpt"), "the error names the file: {}", common::stderr(&o));
+    }
+}
+
+#[test]
+fn dense_sample_of_flips_in_a_larger_generated_checkpoint_and_log_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("g.ckpt");
+    let log = dir.path().join("g.log");
+    let o = mmsb::generate::GenOptions { pages: 40, total_size: 1 << 20, deltas: 300, mix: mmsb::generate::Mix { full: 1, sparse: 5, masked: 2, create: 1, resize: 1, delete: 1 }, compression: mmsb::format::log::Compression::Auto, segment_size: 64 << 10, ..Default::default() };
+    mmsb::generate::generate(&ckpt, Some(&log), &o).unwrap();
+    let paths = [ckpt.clone(), log.clone()];
+    let len = std::fs::metadata(&ckpt).unwrap().len() as usize;
+    // Every byte of the header block and index, then every 1021st byte of the rest.
+    let head = Checkpoint::open(&ckpt).unwrap().head().data_offset as usize;
+    let n = assert_every_flip_caught(&paths, &ckpt, (0..head).chain((head..len).step_by(1021)), 0x10);
+    assert!(n > head + 1000);
+    for seg in files_under(&log) {
+        let len = std::fs::metadata(&seg).unwrap().len() as usize;
+        assert_every_flip_caught(&paths, &seg, (0..len).step_by(211), 0x04);
+    }
+}
