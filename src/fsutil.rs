@@ -25,14 +25,21 @@ impl AtomicFile {
     /// Creates a temporary file beside `target`.
     pub fn create(target: &Path) -> Result<AtomicFile> {
         let dir = parent_dir(target);
-        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let (file, temp) = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
             .tempfile_in(dir)
             .map_err(|e| Error::io(target, e))?
             .into_parts();
-        Ok(AtomicFile { target: target.to_owned(), file, temp })
+        Ok(AtomicFile {
+            target: target.to_owned(),
+            file,
+            temp,
+        })
     }
 
     /// The open temporary file.
@@ -51,18 +58,26 @@ impl AtomicFile {
     pub fn commit(self) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let io = |e| Error::io(&self.target, e);
-        let mode = std::fs::metadata(&self.target).map(|m| m.permissions().mode()).unwrap_or(0o644);
-        self.file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io)?;
+        let mode = std::fs::metadata(&self.target)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o644);
+        self.file
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io)?;
         self.file.sync_all().map_err(io)?;
         drop(self.file);
-        self.temp.persist(&self.target).map_err(|e| Error::io(&self.target, e.error))?;
+        self.temp
+            .persist(&self.target)
+            .map_err(|e| Error::io(&self.target, e.error))?;
         sync_dir(parent_dir(&self.target))
     }
 }
 
 /// fsyncs a directory, so that a rename or file creation in it survives a crash.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// Writes `bytes` to `path` atomically.

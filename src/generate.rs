@@ -42,7 +42,14 @@ pub struct Mix {
 
 impl Default for Mix {
     fn default() -> Self {
-        Mix { full: 1, sparse: 8, masked: 1, create: 0, resize: 0, delete: 0 }
+        Mix {
+            full: 1,
+            sparse: 8,
+            masked: 1,
+            create: 0,
+            resize: 0,
+            delete: 0,
+        }
     }
 }
 
@@ -117,14 +124,21 @@ fn page_sizes(o: &GenOptions, rng: &mut ChaCha8Rng) -> Result<Vec<u64>> {
         return Ok(Vec::new());
     }
     if o.total_size < o.pages {
-        return Err(Error::Invalid(format!("total size {} is less than one byte per page for {} pages", o.total_size, o.pages)));
+        return Err(Error::Invalid(format!(
+            "total size {} is less than one byte per page for {} pages",
+            o.total_size, o.pages
+        )));
     }
     let mut sizes = match o.size_dist {
         SizeDist::Equal => vec![o.total_size / o.pages; o.pages as usize],
         SizeDist::LogUniform => {
-            let w: Vec<f64> = (0..o.pages).map(|_| (unit(rng) * 4.0 * std::f64::consts::LN_10).exp()).collect();
+            let w: Vec<f64> = (0..o.pages)
+                .map(|_| (unit(rng) * 4.0 * std::f64::consts::LN_10).exp())
+                .collect();
             let sum: f64 = w.iter().sum();
-            w.iter().map(|x| ((x / sum) * o.total_size as f64).floor().max(1.0) as u64).collect()
+            w.iter()
+                .map(|x| ((x / sum) * o.total_size as f64).floor().max(1.0) as u64)
+                .collect()
         }
     };
     // Fix rounding so the sizes add up to the total exactly: take from or give to the largest.
@@ -134,7 +148,10 @@ fn page_sizes(o: &GenOptions, rng: &mut ChaCha8Rng) -> Result<Vec<u64>> {
         sizes[largest] += o.total_size - sum;
     } else {
         let excess = sum - o.total_size;
-        sizes[largest] = sizes[largest].checked_sub(excess).filter(|&s| s > 0).ok_or_else(|| Error::Invalid("too many pages for the total size".into()))?;
+        sizes[largest] = sizes[largest]
+            .checked_sub(excess)
+            .filter(|&s| s > 0)
+            .ok_or_else(|| Error::Invalid("too many pages for the total size".into()))?;
     }
     Ok(sizes)
 }
@@ -144,13 +161,19 @@ fn unit(rng: &mut ChaCha8Rng) -> f64 {
 }
 
 fn between(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> u64 {
-    if hi <= lo { lo } else { lo + rng.next_u64() % (hi - lo + 1) }
+    if hi <= lo {
+        lo
+    } else {
+        lo + rng.next_u64() % (hi - lo + 1)
+    }
 }
 
 /// Fills `out` with the bytes of page `id`, chunk by chunk, so that pages can be made in
 /// parallel and still come out the same.
 fn fill_page(seed: u64, id: u64, chunk: u64, out: &mut [u8]) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ chunk.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ chunk.wrapping_mul(0xD1B5_4A32_D192_ED03),
+    );
     rng.fill_bytes(out);
 }
 
@@ -161,17 +184,39 @@ pub fn generate(ckpt_path: &Path, log_dir: Option<&Path>, o: &GenOptions) -> Res
     use rayon::prelude::*;
     let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
     let sizes = page_sizes(o, &mut rng)?;
-    let specs: Vec<PageSpec> = sizes.iter().enumerate().map(|(i, &len)| PageSpec { id: i as u64, len, epoch: 0, meta: PageMeta { name: Some(format!("page.{i}")), ..Default::default() } }).collect();
+    let specs: Vec<PageSpec> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| PageSpec {
+            id: i as u64,
+            len,
+            epoch: 0,
+            meta: PageMeta {
+                name: Some(format!("page.{i}")),
+                ..Default::default()
+            },
+        })
+        .collect();
     let mut w = CheckpointWriter::create(ckpt_path, specs, BTreeMap::new())?;
     // Chunks of all pages, generated a batch at a time in parallel and written in order.
-    let chunks: Vec<(u64, u64, usize)> = sizes.iter().enumerate().flat_map(|(id, &len)| (0..len.div_ceil(CHUNK as u64)).map(move |c| (id as u64, c, (len - c * CHUNK as u64).min(CHUNK as u64) as usize))).collect();
+    let chunks: Vec<(u64, u64, usize)> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(id, &len)| {
+            (0..len.div_ceil(CHUNK as u64))
+                .map(move |c| (id as u64, c, (len - c * CHUNK as u64).min(CHUNK as u64) as usize))
+        })
+        .collect();
     let mut crcs = vec![0u32; sizes.len()];
     for batch in chunks.chunks(rayon::current_num_threads().max(2) * 2) {
-        let bufs: Vec<Vec<u8>> = batch.par_iter().map(|&(id, c, n)| {
-            let mut b = vec![0u8; n];
-            fill_page(o.seed, id, c, &mut b);
-            b
-        }).collect();
+        let bufs: Vec<Vec<u8>> = batch
+            .par_iter()
+            .map(|&(id, c, n)| {
+                let mut b = vec![0u8; n];
+                fill_page(o.seed, id, c, &mut b);
+                b
+            })
+            .collect();
         for ((id, _, _), b) in batch.iter().zip(&bufs) {
             crcs[*id as usize] = crc32c::crc32c_append(crcs[*id as usize], b);
             w.write(b)?;
@@ -179,15 +224,32 @@ pub fn generate(ckpt_path: &Path, log_dir: Option<&Path>, o: &GenOptions) -> Res
     }
     w.finish()?;
     let base = StateHash::compute(sizes.iter().enumerate().map(|(i, &len)| (i as u64, len, 0, crcs[i])));
-    let mut summary = GenSummary { pages: o.pages, data_bytes: o.total_size.min(sizes.iter().sum()), checkpoint_state_hash: base, records: 0, delta_bytes: 0 };
+    let mut summary = GenSummary {
+        pages: o.pages,
+        data_bytes: o.total_size.min(sizes.iter().sum()),
+        checkpoint_state_hash: base,
+        records: 0,
+        delta_bytes: 0,
+    };
     let Some(log_dir) = log_dir.filter(|_| o.deltas > 0) else {
         return Ok(summary);
     };
-    let options = LogOptions { segment_size: o.segment_size, durability: Durability::Never, compression: o.compression };
+    let options = LogOptions {
+        segment_size: o.segment_size,
+        durability: Durability::Never,
+        compression: o.compression,
+    };
     let mut log = LogWriter::create(log_dir, base, 1, options)?;
     let mut alive: Vec<(u64, u64)> = sizes.iter().enumerate().map(|(i, &l)| (i as u64, l)).collect();
     let mut next_id = sizes.len() as u64;
-    let weights = [o.mix.full, o.mix.sparse, o.mix.masked, o.mix.create, o.mix.resize, o.mix.delete];
+    let weights = [
+        o.mix.full,
+        o.mix.sparse,
+        o.mix.masked,
+        o.mix.create,
+        o.mix.resize,
+        o.mix.delete,
+    ];
     let total_weight: u64 = weights.iter().map(|&w| u64::from(w)).sum();
     if total_weight == 0 {
         return Err(Error::Invalid("the delta mix has no positive weight".into()));
@@ -195,22 +257,43 @@ pub fn generate(ckpt_path: &Path, log_dir: Option<&Path>, o: &GenOptions) -> Res
     let (lo, hi) = (o.delta_bytes.0.max(1), o.delta_bytes.1.max(o.delta_bytes.0.max(1)));
     for seq in 1..=o.deltas {
         let mut pick = rng.next_u64() % total_weight;
-        let kind = weights.iter().position(|&w| {
-            if pick < u64::from(w) { true } else { pick -= u64::from(w); false }
-        }).expect("pick is below the total weight");
+        let kind = weights
+            .iter()
+            .position(|&w| {
+                if pick < u64::from(w) {
+                    true
+                } else {
+                    pick -= u64::from(w);
+                    false
+                }
+            })
+            .expect("pick is below the total weight");
         let epoch = seq;
         let timestamp_ns = 1_700_000_000_000_000_000 + seq * 1_000;
         let source = "mmsb-gen";
         if alive.is_empty() {
             // Nothing to write to: create a page whatever the mix says.
             let len = between(&mut rng, lo, hi);
-            log.append(&Delta { page_id: next_id, epoch, timestamp_ns, source: source.into(), op: Op::Create { len, meta: PageMeta::default() } })?;
+            log.append(&Delta {
+                page_id: next_id,
+                epoch,
+                timestamp_ns,
+                source: source.into(),
+                op: Op::Create {
+                    len,
+                    meta: PageMeta::default(),
+                },
+            })?;
             alive.push((next_id, len));
             next_id += 1;
             continue;
         }
         let hot = ((alive.len() as f64 * o.hot_fraction).ceil() as usize).clamp(1, alive.len());
-        let slot = if unit(&mut rng) < o.hot_weight { rng.next_u64() as usize % hot } else { rng.next_u64() as usize % alive.len() };
+        let slot = if unit(&mut rng) < o.hot_weight {
+            rng.next_u64() as usize % hot
+        } else {
+            rng.next_u64() as usize % alive.len()
+        };
         let (id, len) = alive[slot];
         let bytes: Vec<u8>;
         let op_kind = if kind == 0 && len > o.full_max { 1 } else { kind };
@@ -228,11 +311,16 @@ pub fn generate(ckpt_path: &Path, log_dir: Option<&Path>, o: &GenOptions) -> Res
                 }
                 bytes = random_bytes(&mut rng, spans.iter().map(|s| s.1 as usize).sum());
                 let mut rest = &bytes[..];
-                Op::Sparse(spans.into_iter().map(|(off, l)| {
-                    let (now, next) = rest.split_at(l as usize);
-                    rest = next;
-                    (off, now)
-                }).collect())
+                Op::Sparse(
+                    spans
+                        .into_iter()
+                        .map(|(off, l)| {
+                            let (now, next) = rest.split_at(l as usize);
+                            rest = next;
+                            (off, now)
+                        })
+                        .collect(),
+                )
             }
             2 => {
                 let l = between(&mut rng, lo, hi).min(len);
@@ -244,13 +332,27 @@ pub fn generate(ckpt_path: &Path, log_dir: Option<&Path>, o: &GenOptions) -> Res
                 let set: u64 = mask.iter().map(|b| u64::from(b.count_ones())).sum();
                 bytes = [mask, random_bytes(&mut rng, set as usize)].concat();
                 let (mask, values) = bytes.split_at(l.div_ceil(8) as usize);
-                Op::Masked { offset: off, len: l, mask, values }
+                Op::Masked {
+                    offset: off,
+                    len: l,
+                    mask,
+                    values,
+                }
             }
             3 => {
                 let l = between(&mut rng, lo, hi);
                 alive.push((next_id, l));
                 next_id += 1;
-                let d = Delta { page_id: next_id - 1, epoch, timestamp_ns, source: source.into(), op: Op::Create { len: l, meta: PageMeta::default() } };
+                let d = Delta {
+                    page_id: next_id - 1,
+                    epoch,
+                    timestamp_ns,
+                    source: source.into(),
+                    op: Op::Create {
+                        len: l,
+                        meta: PageMeta::default(),
+                    },
+                };
                 log.append(&d)?;
                 continue;
             }
@@ -265,7 +367,13 @@ pub fn generate(ckpt_path: &Path, log_dir: Option<&Path>, o: &GenOptions) -> Res
             }
             _ => Op::Resize { len: len.max(1) },
         };
-        let d = Delta { page_id: id, epoch, timestamp_ns, source: source.into(), op };
+        let d = Delta {
+            page_id: id,
+            epoch,
+            timestamp_ns,
+            source: source.into(),
+            op,
+        };
         summary.delta_bytes += d.written_bytes();
         log.append(&d)?;
     }
@@ -290,12 +398,28 @@ mod tests {
     #[test]
     fn same_seed_same_bytes_and_the_log_replays() {
         let dir = tempfile::tempdir().unwrap();
-        let o = GenOptions { pages: 9, total_size: 300_000, deltas: 300, mix: Mix { full: 1, sparse: 4, masked: 2, create: 1, resize: 1, delete: 1 }, ..Default::default() };
+        let o = GenOptions {
+            pages: 9,
+            total_size: 300_000,
+            deltas: 300,
+            mix: Mix {
+                full: 1,
+                sparse: 4,
+                masked: 2,
+                create: 1,
+                resize: 1,
+                delete: 1,
+            },
+            ..Default::default()
+        };
         let (a, b) = (dir.path().join("a.ckpt"), dir.path().join("b.ckpt"));
         let sa = generate(&a, Some(&dir.path().join("a.log")), &o).unwrap();
         generate(&b, Some(&dir.path().join("b.log")), &o).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
-        assert_eq!(std::fs::read(dir.path().join("a.log/00000000.mmsblog")).unwrap(), std::fs::read(dir.path().join("b.log/00000000.mmsblog")).unwrap());
+        assert_eq!(
+            std::fs::read(dir.path().join("a.log/00000000.mmsblog")).unwrap(),
+            std::fs::read(dir.path().join("b.log/00000000.mmsblog")).unwrap()
+        );
         let ckpt = Checkpoint::open(&a).unwrap();
         assert_eq!(ckpt.state_hash(), sa.checkpoint_state_hash);
         assert_eq!(ckpt.head().data_bytes(), 300_000);

@@ -223,7 +223,12 @@ pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<
     let mut listed = Vec::new();
     let mut problems: Vec<String> = log.problems().iter().map(|e| e.to_string()).collect();
     if let Some(t) = log.torn_tail() {
-        problems.push(format!("{}: at byte offset {}: torn tail of {} bytes", t.path.display(), t.offset, t.len));
+        problems.push(format!(
+            "{}: at byte offset {}: torn tail of {} bytes",
+            t.path.display(),
+            t.offset,
+            t.len
+        ));
     }
     for s in log.segments() {
         for f in s.frames() {
@@ -253,7 +258,10 @@ pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<
             }
             let detail = match delta.as_ref().map(|d| &d.op) {
                 None => "optional record, not known to this build".to_string(),
-                Some(Op::Create { len, meta }) => format!("create {len} bytes{}", meta.name.as_ref().map(|n| format!(" named {n}")).unwrap_or_default()),
+                Some(Op::Create { len, meta }) => format!(
+                    "create {len} bytes{}",
+                    meta.name.as_ref().map(|n| format!(" named {n}")).unwrap_or_default()
+                ),
                 Some(Op::Delete) => "delete".into(),
                 Some(Op::Resize { len }) => format!("resize to {len} bytes"),
                 Some(Op::Full(d)) => format!("{} bytes", d.len()),
@@ -304,7 +312,11 @@ pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<
         last_seq: log.last_seq(),
         stored_payload_bytes: stored,
         payload_bytes: decoded,
-        compression_ratio: if stored == 0 { 1.0 } else { decoded as f64 / stored as f64 },
+        compression_ratio: if stored == 0 {
+            1.0
+        } else {
+            decoded as f64 / stored as f64
+        },
         compressed_records: compressed,
         problems,
     };

@@ -1,7 +1,7 @@
 //! mmsb: a checkpoint of pages plus an append-only log of byte-level deltas, in one versioned,
 //! memory-mapped, checksummed on-disk format (docs/FORMAT.md).
 //!
-//! - [`format`] reads and writes the files: [`format::checkpoint::Checkpoint`] hands out
+//! - [`mod@format`] reads and writes the files: [`format::checkpoint::Checkpoint`] hands out
 //!   zero-copy page slices of a mapped checkpoint, [`format::log::Log`] reads a chain of log
 //!   segments (telling a torn tail from corruption), [`format::log::LogWriter`] appends under a
 //!   durability policy.

@@ -28,7 +28,10 @@ impl Page<'_> {
         &self.data
     }
     fn shape(&self) -> PageShape {
-        PageShape { len: self.data.len() as u64, epoch: self.epoch }
+        PageShape {
+            len: self.data.len() as u64,
+            epoch: self.epoch,
+        }
     }
 }
 
@@ -67,22 +70,36 @@ impl<'a> State<'a> {
     /// Loads every page of a checkpoint, zero-copy. With `check`, every page's checksum and
     /// padding is verified first (in parallel) and the first bad page fails the call.
     pub fn from_checkpoint(ckpt: &'a Checkpoint, check: bool) -> Result<State<'a>> {
-        if check {
-            if let Some(e) = ckpt.check_pages(None).into_iter().next() {
-                return Err(e);
-            }
+        if check && let Some(e) = ckpt.check_pages(None).into_iter().next() {
+            return Err(e);
         }
         let pages = ckpt
             .pages()
             .iter()
-            .map(|p| (p.id, Page { epoch: p.epoch, meta: p.meta.clone(), data: Cow::Borrowed(ckpt.page_bytes(p)), known_crc: Some(p.crc32c) }))
+            .map(|p| {
+                (
+                    p.id,
+                    Page {
+                        epoch: p.epoch,
+                        meta: p.meta.clone(),
+                        data: Cow::Borrowed(ckpt.page_bytes(p)),
+                        known_crc: Some(p.crc32c),
+                    },
+                )
+            })
             .collect();
-        Ok(State { pages, base: ckpt.state_hash() })
+        Ok(State {
+            pages,
+            base: ckpt.state_hash(),
+        })
     }
 
     /// An empty state (for building one page by page).
     pub fn empty() -> State<'static> {
-        State { pages: BTreeMap::new(), base: StateHash::compute(std::iter::empty()) }
+        State {
+            pages: BTreeMap::new(),
+            base: StateHash::compute(std::iter::empty()),
+        }
     }
 
     /// The pages, in id order.
@@ -101,14 +118,23 @@ impl<'a> State<'a> {
         d.check(shape)?;
         let alloc = |len: u64| -> Result<Vec<u8>, String> {
             let mut v = Vec::new();
-            v.try_reserve_exact(len as usize).map_err(|_| format!("cannot allocate {len} bytes for page {}", d.page_id))?;
+            v.try_reserve_exact(len as usize)
+                .map_err(|_| format!("cannot allocate {len} bytes for page {}", d.page_id))?;
             v.resize(len as usize, 0);
             Ok(v)
         };
         match &d.op {
             Op::Create { len, meta } => {
                 let data = alloc(*len)?;
-                self.pages.insert(d.page_id, Page { epoch: d.epoch, meta: meta.clone(), data: Cow::Owned(data), known_crc: None });
+                self.pages.insert(
+                    d.page_id,
+                    Page {
+                        epoch: d.epoch,
+                        meta: meta.clone(),
+                        data: Cow::Owned(data),
+                        known_crc: None,
+                    },
+                );
                 return Ok(());
             }
             Op::Delete => {
@@ -144,13 +170,25 @@ impl<'a> State<'a> {
     /// Like [`State::replay`], but each record that cannot be read or applied is passed to
     /// `problem`, which decides whether to go on (`Ok`) or stop (`Err`). Corruption already
     /// found by [`Log::open`] is the caller's to report.
-    pub fn replay_collecting(&mut self, log: &Log, limit: ReplayLimit, problem: &mut dyn FnMut(Error) -> Result<()>) -> Result<ReplaySummary> {
-        if let Some(seg) = log.segments().first() {
-            if seg.header().base != self.base {
-                return Err(Error::WrongBase { path: seg.path().to_owned(), log_base: seg.header().base.to_hex(), checkpoint_state: self.base.to_hex() });
-            }
+    pub fn replay_collecting(
+        &mut self,
+        log: &Log,
+        limit: ReplayLimit,
+        problem: &mut dyn FnMut(Error) -> Result<()>,
+    ) -> Result<ReplaySummary> {
+        if let Some(seg) = log.segments().first()
+            && seg.header().base != self.base
+        {
+            return Err(Error::WrongBase {
+                path: seg.path().to_owned(),
+                log_base: seg.header().base.to_hex(),
+                checkpoint_state: self.base.to_hex(),
+            });
         }
-        let mut s = ReplaySummary { torn_tail: log.torn_tail().cloned(), ..Default::default() };
+        let mut s = ReplaySummary {
+            torn_tail: log.torn_tail().cloned(),
+            ..Default::default()
+        };
         for rec in log.records() {
             let rec = match rec {
                 Ok(r) => r,
@@ -182,7 +220,12 @@ impl<'a> State<'a> {
                     s.bytes_written += delta.written_bytes();
                     s.last_seq = Some(rec.frame.seq);
                 }
-                Err(reason) => problem(Error::DeltaRejected { path: rec.segment.path().to_owned(), offset: rec.frame.offset, seq: rec.frame.seq, reason })?,
+                Err(reason) => problem(Error::DeltaRejected {
+                    path: rec.segment.path().to_owned(),
+                    offset: rec.frame.offset,
+                    seq: rec.frame.seq,
+                    reason,
+                })?,
             }
         }
         Ok(s)
@@ -194,7 +237,14 @@ impl<'a> State<'a> {
         let pages: Vec<(&u64, &Page<'_>)> = self.pages.iter().collect();
         pages
             .par_iter()
-            .map(|(id, p)| (**id, p.data.len() as u64, p.epoch, p.known_crc.unwrap_or_else(|| crate::format::crc32c_parallel(&p.data))))
+            .map(|(id, p)| {
+                (
+                    **id,
+                    p.data.len() as u64,
+                    p.epoch,
+                    p.known_crc.unwrap_or_else(|| crate::format::crc32c_parallel(&p.data)),
+                )
+            })
             .collect()
     }
 
@@ -205,7 +255,16 @@ impl<'a> State<'a> {
 
     /// Writes the state as a checkpoint (atomically).
     pub fn write_checkpoint(&self, path: &Path, metadata: BTreeMap<String, String>) -> Result<()> {
-        let specs = self.pages.iter().map(|(id, p)| PageSpec { id: *id, len: p.data.len() as u64, epoch: p.epoch, meta: p.meta.clone() }).collect();
+        let specs = self
+            .pages
+            .iter()
+            .map(|(id, p)| PageSpec {
+                id: *id,
+                len: p.data.len() as u64,
+                epoch: p.epoch,
+                meta: p.meta.clone(),
+            })
+            .collect();
         let mut w = CheckpointWriter::create(path, specs, metadata)?;
         for p in self.pages.values() {
             w.write(&p.data)?;
@@ -221,21 +280,40 @@ mod tests {
     use crate::format::log::{LogOptions, LogWriter};
 
     fn d(page_id: u64, epoch: u64, op: Op<'_>) -> Delta<'_> {
-        Delta { page_id, epoch, timestamp_ns: 0, source: "".into(), op }
+        Delta {
+            page_id,
+            epoch,
+            timestamp_ns: 0,
+            source: "".into(),
+            op,
+        }
     }
 
     #[test]
     fn replay_applies_in_order_and_stops_where_asked() {
         let dir = tempfile::tempdir().unwrap();
         let ck = dir.path().join("a.ckpt");
-        let spec = PageSpec { id: 1, len: 4, epoch: 0, meta: PageMeta::default() };
+        let spec = PageSpec {
+            id: 1,
+            len: 4,
+            epoch: 0,
+            meta: PageMeta::default(),
+        };
         write_checkpoint(&ck, BTreeMap::new(), [(spec, &[0u8, 0, 0, 0][..])]).unwrap();
         let ckpt = Checkpoint::open(&ck).unwrap();
         let logdir = dir.path().join("a.log");
         let mut w = LogWriter::create(&logdir, ckpt.state_hash(), 1, LogOptions::default()).unwrap();
         w.append(&d(1, 1, Op::Sparse(vec![(0, &[1, 1])]))).unwrap();
         w.append(&d(1, 2, Op::Sparse(vec![(1, &[2, 2])]))).unwrap();
-        w.append(&d(2, 3, Op::Create { len: 2, meta: PageMeta::default() })).unwrap();
+        w.append(&d(
+            2,
+            3,
+            Op::Create {
+                len: 2,
+                meta: PageMeta::default(),
+            },
+        ))
+        .unwrap();
         w.append(&d(1, 4, Op::Resize { len: 6 })).unwrap();
         w.finish().unwrap();
         let log = Log::open(&[logdir]).unwrap();
@@ -247,14 +325,37 @@ mod tests {
         assert_eq!(all.page(2).unwrap().data(), &[0, 0]);
 
         let mut two = State::from_checkpoint(&ckpt, true).unwrap();
-        two.replay(&log, ReplayLimit { to_seq: Some(2), to_epoch: None }).unwrap();
+        two.replay(
+            &log,
+            ReplayLimit {
+                to_seq: Some(2),
+                to_epoch: None,
+            },
+        )
+        .unwrap();
         assert_eq!(two.page(1).unwrap().data(), &[1, 2, 2, 0]);
         assert!(two.page(2).is_none());
         let mut by_epoch = State::from_checkpoint(&ckpt, true).unwrap();
-        by_epoch.replay(&log, ReplayLimit { to_seq: None, to_epoch: Some(3) }).unwrap();
+        by_epoch
+            .replay(
+                &log,
+                ReplayLimit {
+                    to_seq: None,
+                    to_epoch: Some(3),
+                },
+            )
+            .unwrap();
         assert_eq!(by_epoch.state_hash(), {
             let mut three = State::from_checkpoint(&ckpt, true).unwrap();
-            three.replay(&log, ReplayLimit { to_seq: Some(3), to_epoch: None }).unwrap();
+            three
+                .replay(
+                    &log,
+                    ReplayLimit {
+                        to_seq: Some(3),
+                        to_epoch: None,
+                    },
+                )
+                .unwrap();
             three.state_hash()
         });
         assert_ne!(all.state_hash(), ckpt.state_hash());
@@ -268,12 +369,31 @@ mod tests {
     fn log_for_another_state_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let ck = dir.path().join("a.ckpt");
-        write_checkpoint(&ck, BTreeMap::new(), [(PageSpec { id: 1, len: 1, epoch: 0, meta: PageMeta::default() }, &[0u8][..])]).unwrap();
+        write_checkpoint(
+            &ck,
+            BTreeMap::new(),
+            [(
+                PageSpec {
+                    id: 1,
+                    len: 1,
+                    epoch: 0,
+                    meta: PageMeta::default(),
+                },
+                &[0u8][..],
+            )],
+        )
+        .unwrap();
         let ckpt = Checkpoint::open(&ck).unwrap();
         let logdir = dir.path().join("a.log");
-        LogWriter::create(&logdir, StateHash([9; 32]), 1, LogOptions::default()).unwrap().finish().unwrap();
+        LogWriter::create(&logdir, StateHash([9; 32]), 1, LogOptions::default())
+            .unwrap()
+            .finish()
+            .unwrap();
         let log = Log::open(&[logdir]).unwrap();
-        let err = State::from_checkpoint(&ckpt, false).unwrap().replay(&log, ReplayLimit::default()).unwrap_err();
+        let err = State::from_checkpoint(&ckpt, false)
+            .unwrap()
+            .replay(&log, ReplayLimit::default())
+            .unwrap_err();
         assert!(matches!(err, Error::WrongBase { .. }));
         assert!(err.is_data_error());
     }
@@ -281,7 +401,15 @@ mod tests {
     #[test]
     fn rejected_delta_leaves_the_state_unchanged() {
         let mut s = State::empty();
-        s.apply(&d(1, 1, Op::Create { len: 3, meta: PageMeta::default() })).unwrap();
+        s.apply(&d(
+            1,
+            1,
+            Op::Create {
+                len: 3,
+                meta: PageMeta::default(),
+            },
+        ))
+        .unwrap();
         let before = s.state_hash();
         assert!(s.apply(&d(1, 2, Op::Sparse(vec![(2, &[1, 1])]))).is_err());
         assert!(s.apply(&d(1, 1, Op::Sparse(vec![(0, &[1])]))).is_err());

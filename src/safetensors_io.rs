@@ -29,7 +29,10 @@ pub struct TensorFileSummary {
 }
 
 fn dtype_name(d: Dtype) -> String {
-    serde_json::to_value(d).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| format!("{d:?}"))
+    serde_json::to_value(d)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{d:?}"))
 }
 
 fn parse_dtype(name: &str) -> Option<Dtype> {
@@ -43,10 +46,16 @@ pub fn import(input: &Path, output: &Path) -> Result<TensorFileSummary> {
     let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| {
         // Length errors are about the first 8 bytes; the rest about the JSON header after them.
         let offset = match e {
-            safetensors::SafeTensorError::HeaderTooSmall | safetensors::SafeTensorError::HeaderTooLarge | safetensors::SafeTensorError::InvalidHeaderLength => 0,
+            safetensors::SafeTensorError::HeaderTooSmall
+            | safetensors::SafeTensorError::HeaderTooLarge
+            | safetensors::SafeTensorError::InvalidHeaderLength => 0,
             _ => 8,
         };
-        Error::Corrupt { path: input.to_owned(), offset, problem: Corruption::Safetensors(e.to_string()) }
+        Error::Corrupt {
+            path: input.to_owned(),
+            offset,
+            problem: Corruption::Safetensors(e.to_string()),
+        }
     })?;
     let data_start = 8 + header_len;
     let names = metadata.offset_keys();
@@ -55,7 +64,10 @@ pub fn import(input: &Path, output: &Path) -> Result<TensorFileSummary> {
     for (i, name) in names.iter().enumerate() {
         let info = metadata.info(name).expect("offset_keys lists known tensors");
         if name.is_empty() {
-            return Err(Error::Invalid(format!("{}: a tensor with an empty name cannot be a named page", input.display())));
+            return Err(Error::Invalid(format!(
+                "{}: a tensor with an empty name cannot be a named page",
+                input.display()
+            )));
         }
         let (s, e) = info.data_offsets;
         // In bounds: read_metadata checked that the offsets tile the data exactly.
@@ -64,17 +76,35 @@ pub fn import(input: &Path, output: &Path) -> Result<TensorFileSummary> {
             id: i as u64,
             len: (e - s) as u64,
             epoch: 0,
-            meta: PageMeta { name: Some(name.clone()), tensor: Some(TensorInfo { dtype: dtype_name(info.dtype), shape: info.shape.iter().map(|&d| d as u64).collect() }), ..Default::default() },
+            meta: PageMeta {
+                name: Some(name.clone()),
+                tensor: Some(TensorInfo {
+                    dtype: dtype_name(info.dtype),
+                    shape: info.shape.iter().map(|&d| d as u64).collect(),
+                }),
+                ..Default::default()
+            },
         });
     }
     let file_meta: BTreeMap<String, String> = metadata.metadata().clone().unwrap_or_default().into_iter().collect();
-    let hash = StateHash::compute(specs.iter().zip(&slices).map(|(s, d)| (s.id, s.len, 0, crate::format::crc32c_parallel(d))).collect::<Vec<_>>().into_iter());
+    let hash = StateHash::compute(
+        specs
+            .iter()
+            .zip(&slices)
+            .map(|(s, d)| (s.id, s.len, 0, crate::format::crc32c_parallel(d)))
+            .collect::<Vec<_>>()
+            .into_iter(),
+    );
     let mut w = CheckpointWriter::create(output, specs, file_meta)?;
     for s in &slices {
         w.write(s)?;
     }
     w.finish()?;
-    Ok(TensorFileSummary { tensors: slices.len() as u64, bytes: slices.iter().map(|s| s.len() as u64).sum(), state_hash: hash })
+    Ok(TensorFileSummary {
+        tensors: slices.len() as u64,
+        bytes: slices.iter().map(|s| s.len() as u64).sum(),
+        state_hash: hash,
+    })
 }
 
 struct PageView<'a> {
@@ -108,21 +138,58 @@ pub fn export(checkpoint: &Path, logs: &[PathBuf], limit: ReplayLimit, output: &
     }
     let mut views = Vec::new();
     for (id, page) in state.pages() {
-        let name = page.meta.name.clone().ok_or_else(|| Error::Invalid(format!("page {id} has no name, so it cannot be a safetensors tensor")))?;
-        let t = page.meta.tensor.as_ref().ok_or_else(|| Error::Invalid(format!("page {id} ({name}) has no dtype and shape")))?;
-        let dtype = parse_dtype(&t.dtype).ok_or_else(|| Error::Invalid(format!("page {id} ({name}): dtype {} is not a safetensors dtype", t.dtype)))?;
-        let shape: Vec<usize> = t.shape.iter().map(|&d| usize::try_from(d)).collect::<std::result::Result<_, _>>().map_err(|_| Error::Invalid(format!("page {id}: dimension too large")))?;
+        let name =
+            page.meta.name.clone().ok_or_else(|| {
+                Error::Invalid(format!("page {id} has no name, so it cannot be a safetensors tensor"))
+            })?;
+        let t = page
+            .meta
+            .tensor
+            .as_ref()
+            .ok_or_else(|| Error::Invalid(format!("page {id} ({name}) has no dtype and shape")))?;
+        let dtype = parse_dtype(&t.dtype).ok_or_else(|| {
+            Error::Invalid(format!(
+                "page {id} ({name}): dtype {} is not a safetensors dtype",
+                t.dtype
+            ))
+        })?;
+        let shape: Vec<usize> = t
+            .shape
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| Error::Invalid(format!("page {id}: dimension too large")))?;
         let bits = shape.iter().try_fold(dtype.bitsize(), |a, &d| a.checked_mul(d));
         if bits.map(|b| b.div_ceil(8)) != Some(page.data().len()) {
-            return Err(Error::Invalid(format!("page {id} ({name}): {} bytes do not match dtype {} and shape {:?}", page.data().len(), t.dtype, t.shape)));
+            return Err(Error::Invalid(format!(
+                "page {id} ({name}): {} bytes do not match dtype {} and shape {:?}",
+                page.data().len(),
+                t.dtype,
+                t.shape
+            )));
         }
-        views.push((name, PageView { dtype, shape, data: page.data() }));
+        views.push((
+            name,
+            PageView {
+                dtype,
+                shape,
+                data: page.data(),
+            },
+        ));
     }
     let metadata: std::collections::HashMap<String, String> = ckpt.head().metadata.clone().into_iter().collect();
-    let summary = TensorFileSummary { tensors: views.len() as u64, bytes: views.iter().map(|(_, v)| v.data.len() as u64).sum(), state_hash: state.state_hash() };
+    let summary = TensorFileSummary {
+        tensors: views.len() as u64,
+        bytes: views.iter().map(|(_, v)| v.data.len() as u64).sum(),
+        state_hash: state.state_hash(),
+    };
     let out = AtomicFile::create(output)?;
-    safetensors::tensor::serialize_to_file(views.iter().map(|(n, v)| (n.as_str(), v)), if metadata.is_empty() { None } else { Some(metadata) }, out.temp_path())
-        .map_err(|e| Error::Invalid(format!("{}: cannot write safetensors: {e}", output.display())))?;
+    safetensors::tensor::serialize_to_file(
+        views.iter().map(|(n, v)| (n.as_str(), v)),
+        if metadata.is_empty() { None } else { Some(metadata) },
+        out.temp_path(),
+    )
+    .map_err(|e| Error::Invalid(format!("{}: cannot write safetensors: {e}", output.display())))?;
     out.commit()?;
     Ok(summary)
 }

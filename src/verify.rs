@@ -46,7 +46,14 @@ pub fn classify(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
             FileKind::Checkpoint => ckpts.push(p.clone()),
             FileKind::Log => logs.push(p.clone()),
             FileKind::Unknown => {
-                return Err(Error::Corrupt { path: p.clone(), offset: 0, problem: crate::error::Corruption::BadMagic { found: "neither MMSBCKPT nor MMSBLOG".into(), expected: "an mmsb checkpoint or log segment" } });
+                return Err(Error::Corrupt {
+                    path: p.clone(),
+                    offset: 0,
+                    problem: crate::error::Corruption::BadMagic {
+                        found: "neither MMSBCKPT nor MMSBLOG".into(),
+                        expected: "an mmsb checkpoint or log segment",
+                    },
+                });
             }
         }
     }
@@ -75,7 +82,12 @@ impl From<&Error> for Problem {
             Error::Io { path, .. } => (path.clone(), None, "io"),
             Error::Invalid(_) => (PathBuf::new(), None, "invalid"),
         };
-        Problem { file, offset, kind, message: e.to_string() }
+        Problem {
+            file,
+            offset,
+            kind,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -136,7 +148,9 @@ pub struct VerifyReport {
 pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>) -> Result<VerifyReport> {
     let (ckpt_paths, log_paths) = classify(paths)?;
     if !log_paths.is_empty() && ckpt_paths.len() > 1 {
-        return Err(Error::Invalid("verify: with log segments, give exactly one checkpoint (the one the log applies to)".into()));
+        return Err(Error::Invalid(
+            "verify: with log segments, give exactly one checkpoint (the one the log applies to)".into(),
+        ));
     }
     let mut problems: Vec<Error> = Vec::new();
     let mut checkpoints = Vec::new();
@@ -148,7 +162,14 @@ pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>) -> Result<VerifyR
                 let bad = c.check_pages(progress);
                 bytes_checked += c.head().data_bytes();
                 let h = c.head();
-                checkpoints.push(CheckpointReport { path: p.clone(), version: format!("{}.{}", h.major, h.minor), pages: h.pages.len() as u64, data_bytes: h.data_bytes(), file_bytes: h.file_len, state_hash: h.state_hash() });
+                checkpoints.push(CheckpointReport {
+                    path: p.clone(),
+                    version: format!("{}.{}", h.major, h.minor),
+                    pages: h.pages.len() as u64,
+                    data_bytes: h.data_bytes(),
+                    file_bytes: h.file_len,
+                    state_hash: h.state_hash(),
+                });
                 let clean = bad.is_empty();
                 problems.extend(bad);
                 opened.push((c, clean));
@@ -201,14 +222,35 @@ pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>) -> Result<VerifyR
     }
     let mut problems: Vec<Problem> = problems.iter().map(Problem::from).collect();
     if let Some(t) = torn {
-        problems.push(Problem { file: t.path.clone(), offset: Some(t.offset), kind: "torn_tail", message: format!("{}: at byte offset {}: torn tail of {} bytes (an incomplete last record; `mmsb recover` cuts it)", t.path.display(), t.offset, t.len) });
+        problems.push(Problem {
+            file: t.path.clone(),
+            offset: Some(t.offset),
+            kind: "torn_tail",
+            message: format!(
+                "{}: at byte offset {}: torn tail of {} bytes (an incomplete last record; `mmsb recover` cuts it)",
+                t.path.display(),
+                t.offset,
+                t.len
+            ),
+        });
     }
-    Ok(VerifyReport { ok: problems.is_empty(), checkpoints, log: log_report, state_hash, problems, bytes_checked })
+    Ok(VerifyReport {
+        ok: problems.is_empty(),
+        checkpoints,
+        log: log_report,
+        state_hash,
+        problems,
+        bytes_checked,
+    })
 }
 
 fn clone_error(e: &Error) -> Error {
     match e {
-        Error::Corrupt { path, offset, problem } => Error::Corrupt { path: path.clone(), offset: *offset, problem: problem.clone() },
+        Error::Corrupt { path, offset, problem } => Error::Corrupt {
+            path: path.clone(),
+            offset: *offset,
+            problem: problem.clone(),
+        },
         other => Error::Invalid(other.to_string()),
     }
 }

@@ -13,8 +13,15 @@ fn every_subcommand_help_has_an_example() {
     for sub in SUBCOMMANDS {
         let o = run(dir.path(), &[sub, "--help"]);
         assert_eq!(code(&o), 0);
-        assert!(stdout(&o).contains("EXAMPLE"), "mmsb {sub} --help has no example:\n{}", stdout(&o));
-        assert!(stdout(&o).contains(&format!("mmsb {sub}")), "the example runs mmsb {sub}");
+        assert!(
+            stdout(&o).contains("EXAMPLE"),
+            "mmsb {sub} --help has no example:\n{}",
+            stdout(&o)
+        );
+        assert!(
+            stdout(&o).contains(&format!("mmsb {sub}")),
+            "the example runs mmsb {sub}"
+        );
     }
     let o = run(dir.path(), &["--help"]);
     assert!(stdout(&o).contains("EXIT STATUS"), "{}", stdout(&o));
@@ -32,12 +39,20 @@ fn verify_exit_codes_distinguish_bad_data_from_usage_and_io_errors() {
     let td = testdata();
     let o = run(&td, &["verify", "small.ckpt", "midcorrupt.log"]);
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("midcorrupt.log/00000000.mmsblog: at byte offset 72"), "names file and offset: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("midcorrupt.log/00000000.mmsblog: at byte offset 72"),
+        "names file and offset: {}",
+        stderr(&o)
+    );
     assert_eq!(code(&run(&td, &["verify", "future-major.ckpt"])), 1);
     assert_eq!(code(&run(&td, &["verify", "no-such-file.ckpt"])), 2);
     assert_eq!(code(&run(&td, &["verify"])), 2, "missing argument is a usage error");
     assert_eq!(code(&run(&td, &["verify", "--bogus", "small.ckpt"])), 2);
-    assert_eq!(code(&run(&td, &["verify", "README.md"])), 1, "not an mmsb file: bad magic");
+    assert_eq!(
+        code(&run(&td, &["verify", "README.md"])),
+        1,
+        "not an mmsb file: bad magic"
+    );
 }
 
 #[test]
@@ -73,12 +88,25 @@ fn verify_and_replay_agree_on_the_state_hash_and_replay_output_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let td = testdata();
     let v = json(&run(&td, &["verify", "--json", "small.ckpt", "small.log"]));
-    let o = run(&td, &["replay", "small.ckpt", "small.log", "--json", "-o", dir.path().join("out.ckpt").to_str().unwrap()]);
+    let o = run(
+        &td,
+        &[
+            "replay",
+            "small.ckpt",
+            "small.log",
+            "--json",
+            "-o",
+            dir.path().join("out.ckpt").to_str().unwrap(),
+        ],
+    );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let r = json(&o);
     assert_eq!(r["state_hash"], v["state_hash"]);
     assert_eq!(r["records"], 9);
-    assert!(r["device"].as_str().unwrap().starts_with("cpu"), "says which device it used");
+    assert!(
+        r["device"].as_str().unwrap().starts_with("cpu"),
+        "says which device it used"
+    );
     for phase in ["open", "check", "apply", "hash", "write", "total"] {
         assert!(r["timings_ms"][phase].is_number(), "timing {phase}");
     }
@@ -90,11 +118,23 @@ fn verify_and_replay_agree_on_the_state_hash_and_replay_output_verifies() {
 #[test]
 fn replay_to_seq_and_to_epoch_stop_where_asked() {
     let td = testdata();
-    let by_seq = json(&run(&td, &["replay", "small.ckpt", "small.log", "--json", "--to-seq", "4"]));
-    let by_epoch = json(&run(&td, &["replay", "small.ckpt", "small.log", "--json", "--to-epoch", "4"]));
+    let by_seq = json(&run(
+        &td,
+        &["replay", "small.ckpt", "small.log", "--json", "--to-seq", "4"],
+    ));
+    let by_epoch = json(&run(
+        &td,
+        &["replay", "small.ckpt", "small.log", "--json", "--to-epoch", "4"],
+    ));
     assert_eq!(by_seq["records"], 4);
     assert_eq!(by_seq["state_hash"], by_epoch["state_hash"]);
-    assert_eq!(code(&run(&td, &["replay", "small.ckpt", "small.log", "--to-seq", "1", "--to-epoch", "1"])), 2);
+    assert_eq!(
+        code(&run(
+            &td,
+            &["replay", "small.ckpt", "small.log", "--to-seq", "1", "--to-epoch", "1"]
+        )),
+        2
+    );
 }
 
 #[test]
@@ -132,10 +172,28 @@ fn inspect_json_describes_checkpoints_logs_and_selected_records() {
     assert!(l["compression_ratio"].as_f64().unwrap() > 1.0);
     assert_eq!(l["base_state_hash"], c["state_hash"]);
 
-    let v = json(&run(&td, &["inspect", "--json", "small.log", "--records", "--page", "7"]));
+    let v = json(&run(
+        &td,
+        &["inspect", "--json", "small.log", "--records", "--page", "7"],
+    ));
     let recs = v[0]["records"].as_array().unwrap();
-    assert_eq!(recs.iter().map(|r| r["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![4, 5, 8]);
-    let v = json(&run(&td, &["inspect", "--json", "small.log", "--records", "--from-seq", "2", "--to-seq", "3"]));
+    assert_eq!(
+        recs.iter().map(|r| r["seq"].as_u64().unwrap()).collect::<Vec<_>>(),
+        vec![4, 5, 8]
+    );
+    let v = json(&run(
+        &td,
+        &[
+            "inspect",
+            "--json",
+            "small.log",
+            "--records",
+            "--from-seq",
+            "2",
+            "--to-seq",
+            "3",
+        ],
+    ));
     assert_eq!(v[0]["records"].as_array().unwrap().len(), 2);
     // Human output is a table on stdout.
     let o = run(&td, &["inspect", "small.ckpt"]);
@@ -145,14 +203,34 @@ fn inspect_json_describes_checkpoints_logs_and_selected_records() {
 #[test]
 fn gen_is_deterministic_and_its_output_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let args = |out: &str| vec!["gen".to_string(), "-o".into(), out.into(), "--total-size".into(), "200KiB".into(), "--pages".into(), "7".into(), "--deltas".into(), "150".into(), "--mix".into(), "full=1,sparse=3,masked=2,create=1,resize=1,delete=1".into(), "--seed".into(), "42".into(), "--json".into()];
+    let args = |out: &str| {
+        vec![
+            "gen".to_string(),
+            "-o".into(),
+            out.into(),
+            "--total-size".into(),
+            "200KiB".into(),
+            "--pages".into(),
+            "7".into(),
+            "--deltas".into(),
+            "150".into(),
+            "--mix".into(),
+            "full=1,sparse=3,masked=2,create=1,resize=1,delete=1".into(),
+            "--seed".into(),
+            "42".into(),
+            "--json".into(),
+        ]
+    };
     let a: Vec<String> = args("a.ckpt");
     let o = common::mmsb(dir.path()).args(&a).output().unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let g = json(&o);
     assert_eq!(g["records"], 150);
     common::mmsb(dir.path()).args(args("b.ckpt")).output().unwrap();
-    assert_eq!(std::fs::read(dir.path().join("a.ckpt")).unwrap(), std::fs::read(dir.path().join("b.ckpt")).unwrap());
+    assert_eq!(
+        std::fs::read(dir.path().join("a.ckpt")).unwrap(),
+        std::fs::read(dir.path().join("b.ckpt")).unwrap()
+    );
     let v = json(&run(dir.path(), &["verify", "--json", "a.ckpt", "a.log"]));
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["checkpoints"][0]["state_hash"], g["checkpoint_state_hash"]);
@@ -179,9 +257,15 @@ fn outputs_are_not_left_behind_when_a_command_fails() {
     let dir = tempfile::tempdir().unwrap();
     common::copy_testdata("small.ckpt", dir.path());
     common::copy_testdata("midcorrupt.log", dir.path());
-    let o = run(dir.path(), &["replay", "small.ckpt", "midcorrupt.log", "-o", "out.ckpt"]);
+    let o = run(
+        dir.path(),
+        &["replay", "small.ckpt", "midcorrupt.log", "-o", "out.ckpt"],
+    );
     assert_eq!(code(&o), 1);
-    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(!names.iter().any(|n| n.contains("out.ckpt")), "{names:?}");
     // export of a page without a name fails (exit 2) and writes nothing.
     let o = run(dir.path(), &["export", "small.ckpt", "-o", "x.safetensors"]);
@@ -196,14 +280,24 @@ fn man_pages_in_man_are_current() {
     let o = run(dir.path(), &["man-pages", "--out", "man"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
-    let mut fresh: Vec<_> = std::fs::read_dir(dir.path().join("man")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut fresh: Vec<_> = std::fs::read_dir(dir.path().join("man"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     fresh.sort();
     assert!(fresh.len() > SUBCOMMANDS.len());
     for name in fresh {
         let new = std::fs::read(dir.path().join("man").join(&name)).unwrap();
         let old = std::fs::read(committed.join(&name)).unwrap_or_default();
-        assert!(new == old, "man/{} is stale: run `cargo run -- man-pages --out man`", name.to_string_lossy());
+        assert!(
+            new == old,
+            "man/{} is stale: run `cargo run -- man-pages --out man`",
+            name.to_string_lossy()
+        );
     }
     let root = std::fs::read_to_string(committed.join("mmsb.1")).unwrap();
-    assert!(root.contains("EXIT STATUS"), "exit codes are documented in the man page");
+    assert!(
+        root.contains("EXIT STATUS"),
+        "exit codes are documented in the man page"
+    );
 }

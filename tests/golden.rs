@@ -15,7 +15,11 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
-        if p.is_dir() { out.extend(files_under(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(files_under(&p))
+        } else {
+            out.push(p)
+        }
     }
     out.sort();
     out
@@ -25,16 +29,33 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 fn committed_testdata_is_exactly_what_the_builder_writes() {
     let dir = tempfile::tempdir().unwrap();
     common::golden_files::write_all(dir.path()).unwrap();
-    let fresh: Vec<PathBuf> = files_under(dir.path()).iter().map(|p| p.strip_prefix(dir.path()).unwrap().to_owned()).collect();
-    let committed: Vec<PathBuf> = files_under(&testdata()).iter().map(|p| p.strip_prefix(testdata()).unwrap().to_owned()).filter(|p| !p.starts_with("README.md") && !p.starts_with("regressions")).collect();
-    assert_eq!(fresh, committed, "testdata/ is stale: run `cargo run --example make_testdata -- testdata`");
+    let fresh: Vec<PathBuf> = files_under(dir.path())
+        .iter()
+        .map(|p| p.strip_prefix(dir.path()).unwrap().to_owned())
+        .collect();
+    let committed: Vec<PathBuf> = files_under(&testdata())
+        .iter()
+        .map(|p| p.strip_prefix(testdata()).unwrap().to_owned())
+        .filter(|p| !p.starts_with("README.md") && !p.starts_with("regressions"))
+        .collect();
+    assert_eq!(
+        fresh, committed,
+        "testdata/ is stale: run `cargo run --example make_testdata -- testdata`"
+    );
     for f in fresh {
-        assert!(std::fs::read(dir.path().join(&f)).unwrap() == std::fs::read(testdata().join(&f)).unwrap(), "{} differs: regenerate testdata", f.display());
+        assert!(
+            std::fs::read(dir.path().join(&f)).unwrap() == std::fs::read(testdata().join(&f)).unwrap(),
+            "{} differs: regenerate testdata",
+            f.display()
+        );
     }
 }
 
 fn replay(ckpt: &str, log: &str) -> (Checkpoint, Log) {
-    (Checkpoint::open(&testdata().join(ckpt)).unwrap(), Log::open(&[testdata().join(log)]).unwrap())
+    (
+        Checkpoint::open(&testdata().join(ckpt)).unwrap(),
+        Log::open(&[testdata().join(log)]).unwrap(),
+    )
 }
 
 #[test]
@@ -59,7 +80,13 @@ fn small_checkpoint_plus_log_replays_to_the_hand_computed_pages() {
     assert_eq!(s.page(2).unwrap().data(), &p2[..]);
     assert!(s.page(7).is_none(), "created then deleted");
     assert_eq!(s.page(1).unwrap().epoch, 6);
-    assert!(log.segments().iter().flat_map(|seg| seg.frames()).any(|f| f.flags & 1 != 0), "one record is stored zstd-compressed");
+    assert!(
+        log.segments()
+            .iter()
+            .flat_map(|seg| seg.frames())
+            .any(|f| f.flags & 1 != 0),
+        "one record is stored zstd-compressed"
+    );
 }
 
 #[test]
@@ -74,7 +101,17 @@ fn newer_minor_version_reads_as_the_same_state() {
 #[test]
 fn future_major_version_is_refused_at_the_version_field() {
     let err = Checkpoint::open(&testdata().join("future-major.ckpt")).err().unwrap();
-    assert!(matches!(err, Error::Corrupt { offset: 8, problem: Corruption::UnsupportedVersion { major: 2, .. }, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Corrupt {
+                offset: 8,
+                problem: Corruption::UnsupportedVersion { major: 2, .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -86,7 +123,15 @@ fn torn_log_replays_its_whole_records_and_recover_cuts_only_the_tail() {
     assert_eq!(s.replay(&log, ReplayLimit::default()).unwrap().records, 8);
     let (full_ckpt, full_log) = replay("small.ckpt", "small.log");
     let mut eight = State::from_checkpoint(&full_ckpt, true).unwrap();
-    eight.replay(&full_log, ReplayLimit { to_seq: Some(8), to_epoch: None }).unwrap();
+    eight
+        .replay(
+            &full_log,
+            ReplayLimit {
+                to_seq: Some(8),
+                to_epoch: None,
+            },
+        )
+        .unwrap();
     assert_eq!(s.state_hash(), eight.state_hash());
 
     let dir = tempfile::tempdir().unwrap();
@@ -94,7 +139,10 @@ fn torn_log_replays_its_whole_records_and_recover_cuts_only_the_tail() {
     let before = std::fs::read(&torn.path).unwrap();
     let o = run(dir.path(), &["recover", "torn.log", "--backup", "cut.bin"]);
     assert_eq!(code(&o), 0, "{}", common::stderr(&o));
-    assert_eq!(std::fs::read(dir.path().join("cut.bin")).unwrap(), &before[torn.offset as usize..]);
+    assert_eq!(
+        std::fs::read(dir.path().join("cut.bin")).unwrap(),
+        &before[torn.offset as usize..]
+    );
     let after = Log::open(&[copy]).unwrap();
     assert!(after.torn_tail().is_none() && after.problems().is_empty());
     assert_eq!(after.last_seq(), Some(8));
@@ -104,7 +152,18 @@ fn torn_log_replays_its_whole_records_and_recover_cuts_only_the_tail() {
 fn mid_log_corruption_is_not_a_torn_tail_and_recover_refuses_it() {
     let log = Log::open(&[testdata().join("midcorrupt.log")]).unwrap();
     assert!(log.torn_tail().is_none());
-    assert!(matches!(&log.problems()[0], Error::Corrupt { offset: 72, problem: Corruption::CorruptRecord { .. }, .. }), "{}", log.problems()[0]);
+    assert!(
+        matches!(
+            &log.problems()[0],
+            Error::Corrupt {
+                offset: 72,
+                problem: Corruption::CorruptRecord { .. },
+                ..
+            }
+        ),
+        "{}",
+        log.problems()[0]
+    );
     let dir = tempfile::tempdir().unwrap();
     let copy = copy_testdata("midcorrupt.log", dir.path());
     let before: Vec<Vec<u8>> = files_under(&copy).iter().map(|p| std::fs::read(p).unwrap()).collect();
@@ -117,11 +176,18 @@ fn mid_log_corruption_is_not_a_torn_tail_and_recover_refuses_it() {
 #[test]
 fn log_for_another_state_is_refused() {
     let (ckpt, log) = replay("small.ckpt", "wrong-base.log");
-    let err = State::from_checkpoint(&ckpt, true).unwrap().replay(&log, ReplayLimit::default()).unwrap_err();
+    let err = State::from_checkpoint(&ckpt, true)
+        .unwrap()
+        .replay(&log, ReplayLimit::default())
+        .unwrap_err();
     assert!(matches!(err, Error::WrongBase { .. }));
     let o = run(&testdata(), &["verify", "small.ckpt", "wrong-base.log"]);
     assert_eq!(code(&o), 1);
-    assert!(common::stderr(&o).contains("log belongs to state abab"), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("log belongs to state abab"),
+        "{}",
+        common::stderr(&o)
+    );
 }
 
 /// Verifies `ckpt` (+ `log`) in process: true when verify finds a problem (the binary's exit 1).
@@ -141,7 +207,11 @@ fn assert_every_flip_caught(paths: &[PathBuf], target: &Path, offsets: impl Iter
     let mut n = 0;
     for i in offsets {
         file.write_all_at(&[original[i] ^ xor], i as u64).unwrap();
-        assert!(verify_fails(paths), "flipping byte {i} of {} (xor {xor:#x}) went unnoticed", target.display());
+        assert!(
+            verify_fails(paths),
+            "flipping byte {i} of {} (xor {xor:#x}) went unnoticed",
+            target.display()
+        );
         file.write_all_at(&original[i..i + 1], i as u64).unwrap();
         n += 1;
     }
@@ -179,7 +249,11 @@ fn byte_flips_give_exit_code_1_from_the_binary() {
         std::fs::write(&ckpt, &b).unwrap();
         let o = run(dir.path(), &["verify", "small.ckpt", "small.log"]);
         assert_eq!(code(&o), 1, "flip at {i}: {}", common::stderr(&o));
-        assert!(common::stderr(&o).contains("small.ckpt"), "the error names the file: {}", common::stderr(&o));
+        assert!(
+            common::stderr(&o).contains("small.ckpt"),
+            "the error names the file: {}",
+            common::stderr(&o)
+        );
     }
 }
 
@@ -188,7 +262,22 @@ fn dense_sample_of_flips_in_a_larger_generated_checkpoint_and_log_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("g.ckpt");
     let log = dir.path().join("g.log");
-    let o = mmsb::generate::GenOptions { pages: 40, total_size: 1 << 20, deltas: 300, mix: mmsb::generate::Mix { full: 1, sparse: 5, masked: 2, create: 1, resize: 1, delete: 1 }, compression: mmsb::format::log::Compression::Auto, segment_size: 64 << 10, ..Default::default() };
+    let o = mmsb::generate::GenOptions {
+        pages: 40,
+        total_size: 1 << 20,
+        deltas: 300,
+        mix: mmsb::generate::Mix {
+            full: 1,
+            sparse: 5,
+            masked: 2,
+            create: 1,
+            resize: 1,
+            delete: 1,
+        },
+        compression: mmsb::format::log::Compression::Auto,
+        segment_size: 64 << 10,
+        ..Default::default()
+    };
     mmsb::generate::generate(&ckpt, Some(&log), &o).unwrap();
     let paths = [ckpt.clone(), log.clone()];
     let len = std::fs::metadata(&ckpt).unwrap().len() as usize;

@@ -6,10 +6,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{
-    ALIGN, Cursor, FORMAT_MAJOR, FORMAT_MINOR, ParseError, PutLe, align_up, bad_field, check_zero,
-    crc32c,
-};
+use super::{ALIGN, Cursor, FORMAT_MAJOR, FORMAT_MINOR, ParseError, PutLe, align_up, bad_field, check_zero, crc32c};
 use crate::error::{Corruption, Error, Result};
 use crate::fsutil;
 use crate::page::{PageMeta, Residency, StateHash, TensorInfo};
@@ -140,7 +137,12 @@ impl CheckpointHead {
         }
         let section_count = c.u32()?;
         if section_count > MAX_SECTIONS {
-            return Err(bad_field(12, "section_count", section_count.into(), format!("at most {MAX_SECTIONS}")));
+            return Err(bad_field(
+                12,
+                "section_count",
+                section_count.into(),
+                format!("at most {MAX_SECTIONS}"),
+            ));
         }
         // The header CRC comes first among the checks on field values: a flipped bit in any
         // header field is reported as a checksum mismatch rather than as a strange value.
@@ -170,9 +172,14 @@ impl CheckpointHead {
         let page_count = c.u64()?;
         let data_offset = c.u64()?;
         let flags = c.u32()?;
-        let strict = minor <= FORMAT_MINOR;
+        let strict = super::is_known_minor(minor);
         if strict && flags != 0 {
-            return Err(bad_field(40, "flags", flags.into(), "no flags are defined in version 1.0"));
+            return Err(bad_field(
+                40,
+                "flags",
+                flags.into(),
+                "no flags are defined in version 1.0",
+            ));
         }
         if strict {
             c.zeros(20, "header reserved bytes")?;
@@ -188,11 +195,22 @@ impl CheckpointHead {
             ));
         }
         if data_offset % ALIGN != 0 || data_offset < ALIGN || data_offset > file_len {
-            return Err(bad_field(32, "data_offset", data_offset, "must be a multiple of 4096, at least 4096, within the file"));
+            return Err(bad_field(
+                32,
+                "data_offset",
+                data_offset,
+                "must be a multiple of 4096, at least 4096, within the file",
+            ));
         }
         check_zero(
             prefix.get(covered + 4..ALIGN as usize).ok_or_else(|| {
-                ParseError::new(covered as u64 + 4, Corruption::Truncated { needed: ALIGN, available: prefix.len() as u64 })
+                ParseError::new(
+                    covered as u64 + 4,
+                    Corruption::Truncated {
+                        needed: ALIGN,
+                        available: prefix.len() as u64,
+                    },
+                )
             })?,
             covered as u64 + 4,
             "header block padding",
@@ -215,7 +233,12 @@ impl CheckpointHead {
                 c.take(4)?;
             }
             if offset != expected_offset {
-                return Err(bad_field(at + 8, "section offset", offset, format!("sections are packed from 4096: expected {expected_offset}")));
+                return Err(bad_field(
+                    at + 8,
+                    "section offset",
+                    offset,
+                    format!("sections are packed from 4096: expected {expected_offset}"),
+                ));
             }
             let end = offset
                 .checked_add(len)
@@ -234,7 +257,13 @@ impl CheckpointHead {
                     },
                 ));
             }
-            let section = Section { kind, flags: sflags, offset, len, crc32c: scrc };
+            let section = Section {
+                kind,
+                flags: sflags,
+                offset,
+                len,
+                crc32c: scrc,
+            };
             match kind {
                 SECTION_PAGE_INDEX => {
                     if index.is_some() {
@@ -244,10 +273,22 @@ impl CheckpointHead {
                 }
                 SECTION_METADATA => {
                     let text = std::str::from_utf8(bytes).map_err(|e| {
-                        ParseError::new(offset + e.valid_up_to() as u64, Corruption::BadText { what: "metadata section", why: e.to_string() })
+                        ParseError::new(
+                            offset + e.valid_up_to() as u64,
+                            Corruption::BadText {
+                                what: "metadata section",
+                                why: e.to_string(),
+                            },
+                        )
                     })?;
                     metadata = serde_json::from_str(text).map_err(|e| {
-                        ParseError::new(offset, Corruption::BadText { what: "metadata section", why: e.to_string() })
+                        ParseError::new(
+                            offset,
+                            Corruption::BadText {
+                                what: "metadata section",
+                                why: e.to_string(),
+                            },
+                        )
                     })?;
                 }
                 // Reserved for the dependency graph; nothing in v1.0 reads it.
@@ -261,27 +302,69 @@ impl CheckpointHead {
         }
         let index_end = expected_offset;
         if align_up(index_end) != Some(data_offset) {
-            return Err(bad_field(32, "data_offset", data_offset, format!("must be the end of the last section rounded up to 4096 ({})", align_up(index_end).unwrap_or(0))));
+            return Err(bad_field(
+                32,
+                "data_offset",
+                data_offset,
+                format!(
+                    "must be the end of the last section rounded up to 4096 ({})",
+                    align_up(index_end).unwrap_or(0)
+                ),
+            ));
         }
-        check_zero(slice(prefix, index_end, data_offset - index_end)?, index_end, "padding after sections")?;
-        let pages = index.ok_or_else(|| ParseError::new(12, Corruption::UnknownRequiredSection { kind: SECTION_PAGE_INDEX }))?;
+        check_zero(
+            slice(prefix, index_end, data_offset - index_end)?,
+            index_end,
+            "padding after sections",
+        )?;
+        let pages = index.ok_or_else(|| {
+            ParseError::new(
+                12,
+                Corruption::UnknownRequiredSection {
+                    kind: SECTION_PAGE_INDEX,
+                },
+            )
+        })?;
 
         // Canonical layout: pages in index order, each at the next 4096-aligned offset.
         let mut cursor = data_offset;
         for (i, p) in pages.iter().enumerate() {
             let at = ALIGN + (INDEX_PREFIX_LEN + i * INDEX_ENTRY_LEN) as u64 + 8;
             if p.offset != cursor {
-                return Err(bad_field(at, "page offset", p.offset, format!("page {} must start at {cursor}", p.id)));
+                return Err(bad_field(
+                    at,
+                    "page offset",
+                    p.offset,
+                    format!("page {} must start at {cursor}", p.id),
+                ));
             }
             let end = p.offset.checked_add(p.len).filter(|&e| e <= file_len).ok_or_else(|| {
-                bad_field(at + 8, "page length", p.len, format!("page {} runs past the end of the file ({file_len} bytes)", p.id))
+                bad_field(
+                    at + 8,
+                    "page length",
+                    p.len,
+                    format!("page {} runs past the end of the file ({file_len} bytes)", p.id),
+                )
             })?;
             cursor = align_up(end).ok_or_else(|| bad_field(at + 8, "page length", p.len, "overflow"))?;
         }
         if cursor != file_len {
-            return Err(bad_field(16, "file_len", file_len, format!("the layout of the pages ends at {cursor}")));
+            return Err(bad_field(
+                16,
+                "file_len",
+                file_len,
+                format!("the layout of the pages ends at {cursor}"),
+            ));
         }
-        Ok(CheckpointHead { major, minor, file_len, data_offset, sections, pages, metadata })
+        Ok(CheckpointHead {
+            major,
+            minor,
+            file_len,
+            data_offset,
+            sections,
+            pages,
+            metadata,
+        })
     }
 }
 
@@ -291,7 +374,10 @@ fn slice(bytes: &[u8], offset: u64, len: u64) -> Result<&[u8], ParseError> {
         Some(s) if offset <= usize::MAX as u64 => Ok(s),
         _ => Err(ParseError::new(
             offset,
-            Corruption::Truncated { needed: len, available: (bytes.len() as u64).saturating_sub(offset) },
+            Corruption::Truncated {
+                needed: len,
+                available: (bytes.len() as u64).saturating_sub(offset),
+            },
         )),
     }
 }
@@ -301,13 +387,28 @@ fn parse_index(bytes: &[u8], base: u64, page_count: u64) -> Result<Vec<PageEntry
     let mut c = Cursor::new(bytes, base);
     let count = c.u64()?;
     if count != page_count {
-        return Err(bad_field(base, "entry_count", count, format!("the header says {page_count} pages")));
+        return Err(bad_field(
+            base,
+            "entry_count",
+            count,
+            format!("the header says {page_count} pages"),
+        ));
     }
     let heap_len = c.u64()?;
     let entries_len = count.checked_mul(INDEX_ENTRY_LEN as u64);
-    let expected = entries_len.and_then(|e| e.checked_add(INDEX_PREFIX_LEN as u64)).and_then(|e| e.checked_add(heap_len));
+    let expected = entries_len
+        .and_then(|e| e.checked_add(INDEX_PREFIX_LEN as u64))
+        .and_then(|e| e.checked_add(heap_len));
     if expected != Some(bytes.len() as u64) {
-        return Err(bad_field(base + 8, "heap_len", heap_len, format!("16 + 64 * {count} + heap_len must equal the section length {}", bytes.len())));
+        return Err(bad_field(
+            base + 8,
+            "heap_len",
+            heap_len,
+            format!(
+                "16 + 64 * {count} + heap_len must equal the section length {}",
+                bytes.len()
+            ),
+        ));
     }
     let heap_base = base + INDEX_PREFIX_LEN as u64 + entries_len.unwrap_or(0);
     let heap = &bytes[bytes.len() - heap_len as usize..];
@@ -315,10 +416,16 @@ fn parse_index(bytes: &[u8], base: u64, page_count: u64) -> Result<Vec<PageEntry
     let mut pages: Vec<PageEntry> = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let entry = decode_entry(&mut c, heap, heap_base, true)?;
-        if let Some(prev) = pages.last() {
-            if entry.id <= prev.id {
-                return Err(ParseError::new(c.offset() - INDEX_ENTRY_LEN as u64, Corruption::PageOrder { previous: prev.id, id: entry.id }));
-            }
+        if let Some(prev) = pages.last()
+            && entry.id <= prev.id
+        {
+            return Err(ParseError::new(
+                c.offset() - INDEX_ENTRY_LEN as u64,
+                Corruption::PageOrder {
+                    previous: prev.id,
+                    id: entry.id,
+                },
+            ));
         }
         pages.push(entry);
     }
@@ -327,7 +434,12 @@ fn parse_index(bytes: &[u8], base: u64, page_count: u64) -> Result<Vec<PageEntry
 
 /// Decodes one 64-byte index entry whose strings and shape live in `heap`.
 /// `in_file`: offset and crc fields are meaningful (a checkpoint) or must be zero (a CREATE record).
-pub(crate) fn decode_entry(c: &mut Cursor<'_>, heap: &[u8], heap_base: u64, in_file: bool) -> Result<PageEntry, ParseError> {
+pub(crate) fn decode_entry(
+    c: &mut Cursor<'_>,
+    heap: &[u8],
+    heap_base: u64,
+    in_file: bool,
+) -> Result<PageEntry, ParseError> {
     let at = c.offset();
     let id = c.u64()?;
     let offset = c.u64()?;
@@ -335,10 +447,16 @@ pub(crate) fn decode_entry(c: &mut Cursor<'_>, heap: &[u8], heap_base: u64, in_f
     let epoch = c.u64()?;
     let crc = c.u32()?;
     let res = c.u8()?;
-    let residency = Residency::from_byte(res).ok_or_else(|| bad_field(at + 36, "residency", res.into(), "0 host, 1 device, 2 unified"))?;
+    let residency = Residency::from_byte(res)
+        .ok_or_else(|| bad_field(at + 36, "residency", res.into(), "0 host, 1 device, 2 unified"))?;
     let flags = c.u8()?;
     if flags & !(ENTRY_FLAG_NAME | ENTRY_FLAG_TENSOR) != 0 {
-        return Err(bad_field(at + 37, "entry flags", flags.into(), "only bits 0 and 1 are defined"));
+        return Err(bad_field(
+            at + 37,
+            "entry flags",
+            flags.into(),
+            "only bits 0 and 1 are defined",
+        ));
     }
     let ndim = c.u16()?;
     let name_off = c.u32()?;
@@ -348,11 +466,25 @@ pub(crate) fn decode_entry(c: &mut Cursor<'_>, heap: &[u8], heap_base: u64, in_f
     let shape_off = c.u32()?;
     c.zeros(4, "index entry reserved bytes")?;
     if !in_file && (offset != 0 || crc != 0) {
-        return Err(bad_field(at + 8, "offset/crc32c", offset.max(crc.into()), "must be zero in a CREATE record"));
+        return Err(bad_field(
+            at + 8,
+            "offset/crc32c",
+            offset.max(crc.into()),
+            "must be zero in a CREATE record",
+        ));
     }
     let heap_str = |off: u32, len: u32, field: &'static str, fat: u64| -> Result<&str, ParseError> {
-        let b = slice(heap, off.into(), len.into()).map_err(|_| bad_field(fat, field, off.into(), "string runs past the heap"))?;
-        std::str::from_utf8(b).map_err(|e| ParseError::new(heap_base + u64::from(off), Corruption::BadText { what: field, why: e.to_string() }))
+        let b = slice(heap, off.into(), len.into())
+            .map_err(|_| bad_field(fat, field, off.into(), "string runs past the heap"))?;
+        std::str::from_utf8(b).map_err(|e| {
+            ParseError::new(
+                heap_base + u64::from(off),
+                Corruption::BadText {
+                    what: field,
+                    why: e.to_string(),
+                },
+            )
+        })
     };
     let name = if flags & ENTRY_FLAG_NAME != 0 {
         if name_len == 0 {
@@ -361,30 +493,61 @@ pub(crate) fn decode_entry(c: &mut Cursor<'_>, heap: &[u8], heap_base: u64, in_f
         Some(heap_str(name_off, name_len, "name", at + 40)?.to_owned())
     } else {
         if name_off != 0 || name_len != 0 {
-            return Err(bad_field(at + 40, "name_off/name_len", name_off.max(name_len).into(), "must be zero without a name"));
+            return Err(bad_field(
+                at + 40,
+                "name_off/name_len",
+                name_off.max(name_len).into(),
+                "must be zero without a name",
+            ));
         }
         None
     };
     let tensor = if flags & ENTRY_FLAG_TENSOR != 0 {
         if dtype_len == 0 || ndim > MAX_NDIM {
-            return Err(bad_field(at + 38, "ndim/dtype_len", ndim.into(), "dtype must be non-empty, ndim at most 64"));
+            return Err(bad_field(
+                at + 38,
+                "ndim/dtype_len",
+                ndim.into(),
+                "dtype must be non-empty, ndim at most 64",
+            ));
         }
         let dtype = heap_str(dtype_off, dtype_len, "dtype", at + 48)?.to_owned();
-        let dims = slice(heap, shape_off.into(), u64::from(ndim) * 8).map_err(|_| bad_field(at + 56, "shape_off", shape_off.into(), "shape runs past the heap"))?;
-        let shape = dims.chunks_exact(8).map(|d| u64::from_le_bytes(d.try_into().expect("8 bytes"))).collect();
+        let dims = slice(heap, shape_off.into(), u64::from(ndim) * 8)
+            .map_err(|_| bad_field(at + 56, "shape_off", shape_off.into(), "shape runs past the heap"))?;
+        let shape = dims
+            .chunks_exact(8)
+            .map(|d| u64::from_le_bytes(d.try_into().expect("8 bytes")))
+            .collect();
         Some(TensorInfo { dtype, shape })
     } else {
         if ndim != 0 || dtype_off != 0 || dtype_len != 0 || shape_off != 0 {
-            return Err(bad_field(at + 38, "tensor fields", 0, "must be zero without tensor info"));
+            return Err(bad_field(
+                at + 38,
+                "tensor fields",
+                0,
+                "must be zero without tensor info",
+            ));
         }
         None
     };
-    Ok(PageEntry { id, offset, len, epoch, crc32c: crc, meta: PageMeta { name, tensor, residency } })
+    Ok(PageEntry {
+        id,
+        offset,
+        len,
+        epoch,
+        crc32c: crc,
+        meta: PageMeta {
+            name,
+            tensor,
+            residency,
+        },
+    })
 }
 
 /// Appends one 64-byte entry to `entries` and its strings and shape to `heap`.
 pub(crate) fn encode_entry(e: &PageEntry, entries: &mut Vec<u8>, heap: &mut Vec<u8>) -> Result<()> {
-    let heap_off = |heap: &Vec<u8>| u32::try_from(heap.len()).map_err(|_| Error::Invalid("page index heap exceeds 4 GiB".into()));
+    let heap_off =
+        |heap: &Vec<u8>| u32::try_from(heap.len()).map_err(|_| Error::Invalid("page index heap exceeds 4 GiB".into()));
     let mut flags = 0u8;
     let (mut name_off, mut name_len) = (0u32, 0u32);
     if let Some(name) = &e.meta.name {
@@ -399,7 +562,10 @@ pub(crate) fn encode_entry(e: &PageEntry, entries: &mut Vec<u8>, heap: &mut Vec<
     let (mut ndim, mut dtype_off, mut dtype_len, mut shape_off) = (0u16, 0u32, 0u32, 0u32);
     if let Some(t) = &e.meta.tensor {
         if t.dtype.is_empty() || t.shape.len() > MAX_NDIM as usize {
-            return Err(Error::Invalid(format!("page {}: dtype must be non-empty and ndim at most {MAX_NDIM}", e.id)));
+            return Err(Error::Invalid(format!(
+                "page {}: dtype must be non-empty and ndim at most {MAX_NDIM}",
+                e.id
+            )));
         }
         flags |= ENTRY_FLAG_TENSOR;
         ndim = t.shape.len() as u16;
@@ -509,16 +675,30 @@ impl CheckpointWriter {
     pub fn create(path: &Path, specs: Vec<PageSpec>, metadata: BTreeMap<String, String>) -> Result<Self> {
         for w in specs.windows(2) {
             if w[1].id <= w[0].id {
-                return Err(Error::Invalid(format!("page ids must be strictly increasing: {} follows {}", w[1].id, w[0].id)));
+                return Err(Error::Invalid(format!(
+                    "page ids must be strictly increasing: {} follows {}",
+                    w[1].id, w[0].id
+                )));
             }
         }
         let mut pages: Vec<PageEntry> = specs
             .into_iter()
-            .map(|s| PageEntry { id: s.id, offset: 0, len: s.len, epoch: s.epoch, crc32c: 0, meta: s.meta })
+            .map(|s| PageEntry {
+                id: s.id,
+                offset: 0,
+                len: s.len,
+                epoch: s.epoch,
+                crc32c: 0,
+                meta: s.meta,
+            })
             .collect();
         // Offsets and CRCs have fixed widths, so the index length is known before any page is.
         let index_len = encode_index(&pages)?.len() as u64;
-        let meta_len = if metadata.is_empty() { 0 } else { encode_metadata(&metadata).len() as u64 };
+        let meta_len = if metadata.is_empty() {
+            0
+        } else {
+            encode_metadata(&metadata).len() as u64
+        };
         let too_big = || Error::Invalid("checkpoint larger than 2^64 bytes".into());
         let data_offset = align_up(ALIGN + index_len + meta_len).ok_or_else(too_big)?;
         let mut cursor = data_offset;
@@ -527,7 +707,9 @@ impl CheckpointWriter {
             cursor = p.offset.checked_add(p.len).and_then(align_up).ok_or_else(too_big)?;
         }
         let mut temp = fsutil::AtomicFile::create(path)?;
-        temp.file().seek(SeekFrom::Start(data_offset)).map_err(|e| Error::io(path, e))?;
+        temp.file()
+            .seek(SeekFrom::Start(data_offset))
+            .map_err(|e| Error::io(path, e))?;
         let mut w = CheckpointWriter {
             path: path.to_owned(),
             temp,
@@ -560,7 +742,10 @@ impl CheckpointWriter {
     }
 
     fn flush_buf(&mut self) -> Result<()> {
-        self.temp.file().write_all(&self.buf).map_err(|e| Error::io(&self.path, e))?;
+        self.temp
+            .file()
+            .write_all(&self.buf)
+            .map_err(|e| Error::io(&self.path, e))?;
         self.buf.clear();
         Ok(())
     }
@@ -570,7 +755,9 @@ impl CheckpointWriter {
     pub fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
         while !bytes.is_empty() {
             let Some(page) = self.pages.get(self.current) else {
-                return Err(Error::Invalid("more page bytes than the pages' lengths add up to".into()));
+                return Err(Error::Invalid(
+                    "more page bytes than the pages' lengths add up to".into(),
+                ));
             };
             let take = ((page.len - self.written) as usize).min(bytes.len());
             let (now, rest) = bytes.split_at(take);
@@ -594,17 +781,32 @@ impl CheckpointWriter {
     pub fn finish(mut self) -> Result<()> {
         if self.current != self.pages.len() {
             let p = &self.pages[self.current];
-            return Err(Error::Invalid(format!("page {} got {} of its {} bytes", p.id, self.written, p.len)));
+            return Err(Error::Invalid(format!(
+                "page {} got {} of its {} bytes",
+                p.id, self.written, p.len
+            )));
         }
         let last_end = self.pages.last().map_or(self.data_offset, |p| p.offset + p.len);
         self.buf.resize(self.buf.len() + (self.file_len - last_end) as usize, 0);
         self.flush_buf()?;
         let index = encode_index(&self.pages)?;
-        let mut sections = vec![Section { kind: SECTION_PAGE_INDEX, flags: SECTION_FLAG_REQUIRED, offset: ALIGN, len: index.len() as u64, crc32c: crc32c(&index) }];
+        let mut sections = vec![Section {
+            kind: SECTION_PAGE_INDEX,
+            flags: SECTION_FLAG_REQUIRED,
+            offset: ALIGN,
+            len: index.len() as u64,
+            crc32c: crc32c(&index),
+        }];
         let mut head = index;
         if !self.metadata.is_empty() {
             let meta = encode_metadata(&self.metadata);
-            sections.push(Section { kind: SECTION_METADATA, flags: 0, offset: ALIGN + head.len() as u64, len: meta.len() as u64, crc32c: crc32c(&meta) });
+            sections.push(Section {
+                kind: SECTION_METADATA,
+                flags: 0,
+                offset: ALIGN + head.len() as u64,
+                len: meta.len() as u64,
+                crc32c: crc32c(&meta),
+            });
             head.extend_from_slice(&meta);
         }
         head.resize((self.data_offset - ALIGN) as usize, 0);
@@ -627,7 +829,12 @@ pub fn write_checkpoint<'a>(
     let (specs, data): (Vec<PageSpec>, Vec<&[u8]>) = pages.into_iter().unzip();
     for (s, d) in specs.iter().zip(&data) {
         if s.len != d.len() as u64 {
-            return Err(Error::Invalid(format!("page {}: spec says {} bytes, data has {}", s.id, s.len, d.len())));
+            return Err(Error::Invalid(format!(
+                "page {}: spec says {} bytes, data has {}",
+                s.id,
+                s.len,
+                d.len()
+            )));
         }
     }
     let mut w = CheckpointWriter::create(path, specs, metadata)?;
@@ -651,7 +858,11 @@ impl Checkpoint {
     pub fn open(path: &Path) -> Result<Checkpoint> {
         let map = crate::mmap::ReadOnlyMap::open(path)?;
         let head = CheckpointHead::parse(map.bytes(), map.len() as u64).map_err(|e| e.at(path))?;
-        Ok(Checkpoint { path: path.to_owned(), map, head })
+        Ok(Checkpoint {
+            path: path.to_owned(),
+            map,
+            head,
+        })
     }
 
     /// The file's path.
@@ -692,7 +903,11 @@ impl Checkpoint {
     }
 
     /// [`Checkpoint::check_pages`] for the pages that `select` accepts.
-    pub fn check_pages_where(&self, select: impl Fn(&PageEntry) -> bool + Sync, progress: Option<&AtomicU64>) -> Vec<Error> {
+    pub fn check_pages_where(
+        &self,
+        select: impl Fn(&PageEntry) -> bool + Sync,
+        progress: Option<&AtomicU64>,
+    ) -> Vec<Error> {
         use rayon::prelude::*;
         let bytes = self.map.bytes();
         let n = self.head.pages.len();
@@ -709,12 +924,28 @@ impl Checkpoint {
                     c.fetch_add(p.len, Ordering::Relaxed);
                 }
                 if computed != p.crc32c {
-                    return Some((i, ParseError::new(p.offset, Corruption::ChecksumMismatch { what: format!("page {} data", p.id), stored: p.crc32c, computed })));
+                    return Some((
+                        i,
+                        ParseError::new(
+                            p.offset,
+                            Corruption::ChecksumMismatch {
+                                what: format!("page {} data", p.id),
+                                stored: p.crc32c,
+                                computed,
+                            },
+                        ),
+                    ));
                 }
                 let end = p.offset + p.len;
-                let pad_end = if i + 1 < n { self.head.pages[i + 1].offset } else { self.head.file_len };
+                let pad_end = if i + 1 < n {
+                    self.head.pages[i + 1].offset
+                } else {
+                    self.head.file_len
+                };
                 let pad_end = pad_end.max(end);
-                check_zero(&bytes[end as usize..pad_end as usize], end, "padding after page").err().map(|e| (i, e))
+                check_zero(&bytes[end as usize..pad_end as usize], end, "padding after page")
+                    .err()
+                    .map(|e| (i, e))
             })
             .collect();
         problems.sort_by_key(|(i, _)| *i);
@@ -725,7 +956,11 @@ impl Checkpoint {
 impl ParseError {
     /// Attaches the file's path.
     pub fn at(self, path: &Path) -> Error {
-        Error::Corrupt { path: path.to_owned(), offset: self.offset, problem: self.problem }
+        Error::Corrupt {
+            path: path.to_owned(),
+            offset: self.offset,
+            problem: self.problem,
+        }
     }
 }
 
@@ -734,17 +969,33 @@ mod tests {
     use super::*;
 
     fn spec(id: u64, len: u64) -> PageSpec {
-        PageSpec { id, len, epoch: 3, meta: PageMeta::default() }
+        PageSpec {
+            id,
+            len,
+            epoch: 3,
+            meta: PageMeta::default(),
+        }
     }
 
     fn tiny() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.ckpt");
-        let meta = PageMeta { name: Some("w".into()), tensor: Some(TensorInfo { dtype: "F32".into(), shape: vec![2] }), residency: Residency::Device };
+        let meta = PageMeta {
+            name: Some("w".into()),
+            tensor: Some(TensorInfo {
+                dtype: "F32".into(),
+                shape: vec![2],
+            }),
+            residency: Residency::Device,
+        };
         write_checkpoint(
             &path,
             BTreeMap::from([("k".to_string(), "v".to_string())]),
-            [(PageSpec { meta, ..spec(1, 8) }, &[1u8, 2, 3, 4, 5, 6, 7, 8][..]), (spec(5, 0), &[][..]), (spec(9, 5000), &vec![7u8; 5000][..])],
+            [
+                (PageSpec { meta, ..spec(1, 8) }, &[1u8, 2, 3, 4, 5, 6, 7, 8][..]),
+                (spec(5, 0), &[][..]),
+                (spec(9, 5000), &vec![7u8; 5000][..]),
+            ],
         )
         .unwrap();
         (dir, path)
@@ -789,7 +1040,14 @@ mod tests {
         let (_d, path) = tiny();
         let mut b = std::fs::read(&path).unwrap();
         b[8..10].copy_from_slice(&2u16.to_le_bytes());
-        assert_eq!(parse_err(&b).problem, Corruption::UnsupportedVersion { major: 2, minor: 0, supported: 1 });
+        assert_eq!(
+            parse_err(&b).problem,
+            Corruption::UnsupportedVersion {
+                major: 2,
+                minor: 0,
+                supported: 1
+            }
+        );
     }
 
     #[test]
@@ -800,7 +1058,13 @@ mod tests {
         let mut sections = c.head().sections.clone();
         let last = *sections.last().unwrap();
         let extra = b"future";
-        sections.push(Section { kind: 77, flags: 0, offset: last.offset + last.len, len: extra.len() as u64, crc32c: crc32c(extra) });
+        sections.push(Section {
+            kind: 77,
+            flags: 0,
+            offset: last.offset + last.len,
+            len: extra.len() as u64,
+            crc32c: crc32c(extra),
+        });
         let mut b = c.bytes().to_vec();
         let at = (last.offset + last.len) as usize;
         b[at..at + extra.len()].copy_from_slice(extra);
@@ -849,7 +1113,13 @@ mod tests {
         let mut idx = Vec::new();
         idx.put_u64(1 << 60);
         idx.put_u64(0);
-        let sections = [Section { kind: SECTION_PAGE_INDEX, flags: 1, offset: 4096, len: 16, crc32c: crc32c(&idx) }];
+        let sections = [Section {
+            kind: SECTION_PAGE_INDEX,
+            flags: 1,
+            offset: 4096,
+            len: 16,
+            crc32c: crc32c(&idx),
+        }];
         let mut b = encode_header(8192, 1 << 60, 8192, &sections);
         b.extend_from_slice(&idx);
         b.resize(8192, 0);
@@ -870,7 +1140,11 @@ mod tests {
         let c = Checkpoint::open(&path).unwrap();
         let problems = c.check_pages(None);
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].to_string().contains("page 9 data checksum mismatch"), "{}", problems[0]);
+        assert!(
+            problems[0].to_string().contains("page 9 data checksum mismatch"),
+            "{}",
+            problems[0]
+        );
     }
 
     #[test]
@@ -883,7 +1157,9 @@ mod tests {
         b[off] = 1;
         std::fs::write(&path, &b).unwrap();
         let problems = Checkpoint::open(&path).unwrap().check_pages(None);
-        assert!(matches!(&problems[0], Error::Corrupt { offset, problem: Corruption::NonZeroPadding { .. }, .. } if *offset == off as u64));
+        assert!(
+            matches!(&problems[0], Error::Corrupt { offset, problem: Corruption::NonZeroPadding { .. }, .. } if *offset == off as u64)
+        );
     }
 
     #[test]

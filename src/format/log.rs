@@ -65,33 +65,77 @@ impl SegmentHeader {
         let mut c = Cursor::new(bytes, 0);
         let magic = c.array::<8>()?;
         if magic != MAGIC {
-            return Err(ParseError::new(0, Corruption::BadMagic { found: String::from_utf8_lossy(&magic).into_owned(), expected: "MMSBLOG\\0" }));
+            return Err(ParseError::new(
+                0,
+                Corruption::BadMagic {
+                    found: String::from_utf8_lossy(&magic).into_owned(),
+                    expected: "MMSBLOG\\0",
+                },
+            ));
         }
         let major = c.u16()?;
         let minor = c.u16()?;
         if major != FORMAT_MAJOR {
-            return Err(ParseError::new(8, Corruption::UnsupportedVersion { major, minor, supported: FORMAT_MAJOR }));
+            return Err(ParseError::new(
+                8,
+                Corruption::UnsupportedVersion {
+                    major,
+                    minor,
+                    supported: FORMAT_MAJOR,
+                },
+            ));
         }
         let header_len = c.u32()?;
         // A newer minor may lengthen the header; the CRC is always its last four bytes.
-        let ok_len = if minor <= FORMAT_MINOR { header_len as usize == SEGMENT_HEADER_LEN } else { header_len as usize >= SEGMENT_HEADER_LEN && header_len <= 4096 };
+        let ok_len = if super::is_known_minor(minor) {
+            header_len as usize == SEGMENT_HEADER_LEN
+        } else {
+            header_len as usize >= SEGMENT_HEADER_LEN && header_len <= 4096
+        };
         if !ok_len {
-            return Err(bad_field(12, "header_len", header_len.into(), "72 in version 1.0; at most 4096"));
+            return Err(bad_field(
+                12,
+                "header_len",
+                header_len.into(),
+                "72 in version 1.0; at most 4096",
+            ));
         }
         let hl = header_len as usize;
-        let head = bytes.get(..hl).ok_or_else(|| ParseError::new(0, Corruption::Truncated { needed: hl as u64, available: bytes.len() as u64 }))?;
+        let head = bytes.get(..hl).ok_or_else(|| {
+            ParseError::new(
+                0,
+                Corruption::Truncated {
+                    needed: hl as u64,
+                    available: bytes.len() as u64,
+                },
+            )
+        })?;
         let stored = u32::from_le_bytes(head[hl - 4..].try_into().expect("4 bytes"));
         let computed = crc32c(&head[..hl - 4]);
         if stored != computed {
-            return Err(ParseError::new(hl as u64 - 4, Corruption::ChecksumMismatch { what: "segment header".into(), stored, computed }));
+            return Err(ParseError::new(
+                hl as u64 - 4,
+                Corruption::ChecksumMismatch {
+                    what: "segment header".into(),
+                    stored,
+                    computed,
+                },
+            ));
         }
         let segment_no = c.u64()?;
         let first_seq = c.u64()?;
         let base = StateHash(c.array()?);
-        if minor <= FORMAT_MINOR {
+        if super::is_known_minor(minor) {
             c.zeros(4, "segment header reserved bytes")?;
         }
-        Ok(SegmentHeader { major, minor, header_len, segment_no, first_seq, base })
+        Ok(SegmentHeader {
+            major,
+            minor,
+            header_len,
+            segment_no,
+            first_seq,
+            base,
+        })
     }
 }
 
@@ -150,7 +194,10 @@ enum FrameFault {
 fn read_frame(bytes: &[u8], at: u64) -> Result<FrameRef, FrameFault> {
     let rest = &bytes[at as usize..];
     let Some(h) = rest.get(..FRAME_HEADER_LEN) else {
-        return Err(FrameFault::Tearable(format!("{} bytes of a {FRAME_HEADER_LEN}-byte frame header", rest.len())));
+        return Err(FrameFault::Tearable(format!(
+            "{} bytes of a {FRAME_HEADER_LEN}-byte frame header",
+            rest.len()
+        )));
     };
     let field = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8 bytes"));
     let word = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4 bytes"));
@@ -159,7 +206,10 @@ fn read_frame(bytes: &[u8], at: u64) -> Result<FrameRef, FrameFault> {
     }
     let payload_len = field(0);
     if payload_len > (rest.len() - FRAME_HEADER_LEN) as u64 {
-        return Err(FrameFault::Tearable(format!("payload of {payload_len} bytes, {} present", rest.len() - FRAME_HEADER_LEN)));
+        return Err(FrameFault::Tearable(format!(
+            "payload of {payload_len} bytes, {} present",
+            rest.len() - FRAME_HEADER_LEN
+        )));
     }
     let payload = &rest[FRAME_HEADER_LEN..FRAME_HEADER_LEN + payload_len as usize];
     if crc32c::crc32c_append(crc32c(&h[..28]), payload) != word(28) {
@@ -167,15 +217,35 @@ fn read_frame(bytes: &[u8], at: u64) -> Result<FrameRef, FrameFault> {
     }
     let (kind, flags) = (h[16], h[17]);
     if flags & !FLAG_ZSTD != 0 {
-        return Err(FrameFault::Invalid(bad_field(at + 17, "frame flags", flags.into(), "only bit 0 (zstd) is defined")));
+        return Err(FrameFault::Invalid(bad_field(
+            at + 17,
+            "frame flags",
+            flags.into(),
+            "only bit 0 (zstd) is defined",
+        )));
     }
     if h[18..24].iter().any(|&b| b != 0) {
-        return Err(FrameFault::Invalid(ParseError::new(at + 18, Corruption::NonZeroPadding { what: "frame reserved bytes", value: h[18..24].iter().copied().find(|&b| b != 0).unwrap_or(0) })));
+        return Err(FrameFault::Invalid(ParseError::new(
+            at + 18,
+            Corruption::NonZeroPadding {
+                what: "frame reserved bytes",
+                value: h[18..24].iter().copied().find(|&b| b != 0).unwrap_or(0),
+            },
+        )));
     }
     if !(TYPE_CREATE..=TYPE_MASKED).contains(&kind) && kind < OPTIONAL_TYPE_MIN {
-        return Err(FrameFault::Invalid(ParseError::new(at + 16, Corruption::UnknownRecordType { kind })));
+        return Err(FrameFault::Invalid(ParseError::new(
+            at + 16,
+            Corruption::UnknownRecordType { kind },
+        )));
     }
-    Ok(FrameRef { offset: at, seq: field(8), kind, flags, payload_len })
+    Ok(FrameRef {
+        offset: at,
+        seq: field(8),
+        kind,
+        flags,
+        payload_len,
+    })
 }
 
 /// True when a whole, valid frame starts anywhere after `from` (the torn-tail test).
@@ -216,7 +286,13 @@ impl Segment {
         let map = ReadOnlyMap::open(path)?;
         let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
         let (frames, end) = scan(map.bytes(), &header);
-        Ok(Segment { path: path.to_owned(), map, header, frames, end })
+        Ok(Segment {
+            path: path.to_owned(),
+            map,
+            header,
+            frames,
+            end,
+        })
     }
 
     /// The file's path.
@@ -251,7 +327,11 @@ impl Segment {
         if f.flags & FLAG_ZSTD == 0 {
             return Ok(Cow::Borrowed(stored));
         }
-        let bad = |why: String| Error::Corrupt { path: self.path.clone(), offset: f.payload_offset(), problem: Corruption::Compression(why) };
+        let bad = |why: String| Error::Corrupt {
+            path: self.path.clone(),
+            offset: f.payload_offset(),
+            problem: Corruption::Compression(why),
+        };
         let size = match zstd::zstd_safe::get_frame_content_size(stored) {
             Ok(Some(n)) if n <= MAX_DECOMPRESSED => n,
             Ok(Some(n)) => return Err(bad(format!("content size {n} above the 4 GiB limit"))),
@@ -275,7 +355,11 @@ fn scan(bytes: &[u8], header: &SegmentHeader) -> (Vec<FrameRef>, SegmentEnd) {
     while at < bytes.len() as u64 {
         match read_frame(bytes, at) {
             Ok(f) if f.seq != expected => {
-                let end = SegmentEnd::Damaged { offset: at + 8, problem: Corruption::SequenceGap { expected, found: f.seq }, tearable: false };
+                let end = SegmentEnd::Damaged {
+                    offset: at + 8,
+                    problem: Corruption::SequenceGap { expected, found: f.seq },
+                    tearable: false,
+                };
                 return (frames, end);
             }
             Ok(f) => {
@@ -283,12 +367,35 @@ fn scan(bytes: &[u8], header: &SegmentHeader) -> (Vec<FrameRef>, SegmentEnd) {
                 expected += 1;
                 frames.push(f);
             }
-            Err(FrameFault::Invalid(e)) => return (frames, SegmentEnd::Damaged { offset: e.offset, problem: e.problem, tearable: false }),
+            Err(FrameFault::Invalid(e)) => {
+                return (
+                    frames,
+                    SegmentEnd::Damaged {
+                        offset: e.offset,
+                        problem: e.problem,
+                        tearable: false,
+                    },
+                );
+            }
             Err(FrameFault::Tearable(why)) => {
                 let len = bytes.len() as u64 - at;
                 let followed = valid_frame_after(bytes, at);
-                let problem = if followed { Corruption::CorruptRecord { why, context: "with whole records after it" } } else { Corruption::TornTail { len, why } };
-                return (frames, SegmentEnd::Damaged { offset: at, problem, tearable: !followed });
+                let problem = if followed {
+                    Corruption::CorruptRecord {
+                        why,
+                        context: "with whole records after it",
+                    }
+                } else {
+                    Corruption::TornTail { len, why }
+                };
+                return (
+                    frames,
+                    SegmentEnd::Damaged {
+                        offset: at,
+                        problem,
+                        tearable: !followed,
+                    },
+                );
             }
         }
     }
@@ -297,9 +404,10 @@ fn scan(bytes: &[u8], header: &SegmentHeader) -> (Vec<FrameRef>, SegmentEnd) {
 
 /// Lists the segment files named by `paths`: files as given, directories expanded to the
 /// `*.mmsblog` files in them.
-pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub fn expand_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
+        let p = p.as_ref();
         if p.is_dir() {
             let mut inner: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| Error::io(p, e))?
@@ -308,11 +416,14 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .collect();
             inner.sort();
             if inner.is_empty() {
-                return Err(Error::Invalid(format!("{}: directory holds no .{SEGMENT_EXT} segment files", p.display())));
+                return Err(Error::Invalid(format!(
+                    "{}: directory holds no .{SEGMENT_EXT} segment files",
+                    p.display()
+                )));
             }
             out.extend(inner);
         } else {
-            out.push(p.clone());
+            out.push(p.to_owned());
         }
     }
     Ok(out)
@@ -352,7 +463,9 @@ impl LogRecord<'_> {
         if self.frame.kind >= OPTIONAL_TYPE_MIN {
             return Ok(None);
         }
-        Delta::decode(self.frame.kind, &self.payload, self.frame.payload_offset()).map(Some).map_err(|e| e.at(self.segment.path()))
+        Delta::decode(self.frame.kind, &self.payload, self.frame.payload_offset())
+            .map(Some)
+            .map_err(|e| e.at(self.segment.path()))
     }
 }
 
@@ -360,7 +473,7 @@ impl Log {
     /// Opens the segments named by `paths` (files or directories) and checks that they form one
     /// log: the same base state, segment numbers 0, 1, 2, ... and gapless sequence numbers.
     /// Problems in the bytes are collected in [`Log::problems`]; only I/O errors fail the call.
-    pub fn open(paths: &[PathBuf]) -> Result<Log> {
+    pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<Log> {
         let mut problems = Vec::new();
         let mut segments = Vec::new();
         for p in expand_paths(paths)? {
@@ -371,27 +484,61 @@ impl Log {
             }
         }
         segments.sort_by_key(|s| s.header.segment_no);
-        let chain = |s: &Segment, offset: u64, why: String| Error::Corrupt { path: s.path.clone(), offset, problem: Corruption::SegmentChain(why) };
+        let chain = |s: &Segment, offset: u64, why: String| Error::Corrupt {
+            path: s.path.clone(),
+            offset,
+            problem: Corruption::SegmentChain(why),
+        };
         for (i, s) in segments.iter().enumerate() {
             if s.header.segment_no != i as u64 {
-                problems.push(chain(s, 16, format!("segment number {} where {i} was expected (is a segment missing or given twice?)", s.header.segment_no)));
+                problems.push(chain(
+                    s,
+                    16,
+                    format!(
+                        "segment number {} where {i} was expected (is a segment missing or given twice?)",
+                        s.header.segment_no
+                    ),
+                ));
             }
             if s.header.base != segments[0].header.base {
-                problems.push(chain(s, 32, format!("base state {} differs from segment 0's {}", s.header.base, segments[0].header.base)));
+                problems.push(chain(
+                    s,
+                    32,
+                    format!(
+                        "base state {} differs from segment 0's {}",
+                        s.header.base, segments[0].header.base
+                    ),
+                ));
             }
             if let Some(prev) = i.checked_sub(1).map(|j| &segments[j]) {
                 let next = prev.header.first_seq + prev.frames.len() as u64;
                 if prev.end == SegmentEnd::Clean && s.header.first_seq != next {
-                    problems.push(Error::Corrupt { path: s.path.clone(), offset: 24, problem: Corruption::SequenceGap { expected: next, found: s.header.first_seq } });
+                    problems.push(Error::Corrupt {
+                        path: s.path.clone(),
+                        offset: 24,
+                        problem: Corruption::SequenceGap {
+                            expected: next,
+                            found: s.header.first_seq,
+                        },
+                    });
                 }
             }
         }
         let mut torn_tail = None;
         let last = segments.len().saturating_sub(1);
         for (i, s) in segments.iter().enumerate() {
-            if let SegmentEnd::Damaged { offset, problem, tearable } = &s.end {
+            if let SegmentEnd::Damaged {
+                offset,
+                problem,
+                tearable,
+            } = &s.end
+            {
                 if *tearable && i == last {
-                    torn_tail = Some(TornTail { path: s.path.clone(), offset: *offset, len: s.file_len() - offset });
+                    torn_tail = Some(TornTail {
+                        path: s.path.clone(),
+                        offset: *offset,
+                        len: s.file_len() - offset,
+                    });
                 } else if *tearable {
                     // A crash tears only the record being appended: in a segment that has a
                     // successor, damage is corruption.
@@ -399,13 +546,28 @@ impl Log {
                         Corruption::TornTail { why, .. } => why.clone(),
                         other => other.to_string(),
                     };
-                    problems.push(Error::Corrupt { path: s.path.clone(), offset: *offset, problem: Corruption::CorruptRecord { why, context: "in a segment that has a successor" } });
+                    problems.push(Error::Corrupt {
+                        path: s.path.clone(),
+                        offset: *offset,
+                        problem: Corruption::CorruptRecord {
+                            why,
+                            context: "in a segment that has a successor",
+                        },
+                    });
                 } else {
-                    problems.push(Error::Corrupt { path: s.path.clone(), offset: *offset, problem: problem.clone() });
+                    problems.push(Error::Corrupt {
+                        path: s.path.clone(),
+                        offset: *offset,
+                        problem: problem.clone(),
+                    });
                 }
             }
         }
-        Ok(Log { segments, problems, torn_tail })
+        Ok(Log {
+            segments,
+            problems,
+            torn_tail,
+        })
     }
 
     /// The segments, in order.
@@ -427,7 +589,11 @@ impl Log {
     /// Fails with the first corruption, if any.
     pub fn check(&self) -> Result<()> {
         match self.problems.first() {
-            Some(Error::Corrupt { path, offset, problem }) => Err(Error::Corrupt { path: path.clone(), offset: *offset, problem: problem.clone() }),
+            Some(Error::Corrupt { path, offset, problem }) => Err(Error::Corrupt {
+                path: path.clone(),
+                offset: *offset,
+                problem: problem.clone(),
+            }),
             Some(other) => Err(Error::Invalid(other.to_string())),
             None => Ok(()),
         }
@@ -439,8 +605,20 @@ impl Log {
     /// Every whole record, in sequence order, decompressed. Stops after the first damaged
     /// segment: records after damage cannot be put in sequence.
     pub fn records(&self) -> impl Iterator<Item = Result<LogRecord<'_>>> {
-        let usable = self.segments.iter().position(|s| s.end != SegmentEnd::Clean).map_or(self.segments.len(), |i| i + 1);
-        self.segments[..usable].iter().flat_map(|s| s.frames.iter().map(move |f| s.payload(f).map(|payload| LogRecord { segment: s, frame: *f, payload })))
+        let usable = self
+            .segments
+            .iter()
+            .position(|s| s.end != SegmentEnd::Clean)
+            .map_or(self.segments.len(), |i| i + 1);
+        self.segments[..usable].iter().flat_map(|s| {
+            s.frames.iter().map(move |f| {
+                s.payload(f).map(|payload| LogRecord {
+                    segment: s,
+                    frame: *f,
+                    payload,
+                })
+            })
+        })
     }
 }
 
@@ -484,7 +662,11 @@ pub struct LogOptions {
 
 impl Default for LogOptions {
     fn default() -> Self {
-        LogOptions { segment_size: 64 << 20, durability: Durability::EveryRecord, compression: Compression::None }
+        LogOptions {
+            segment_size: 64 << 20,
+            durability: Durability::EveryRecord,
+            compression: Compression::None,
+        }
     }
 }
 
@@ -513,24 +695,49 @@ impl LogWriter {
     /// state `base`, with first sequence number `first_seq`.
     pub fn create(dir: &Path, base: StateHash, first_seq: u64, options: LogOptions) -> Result<LogWriter> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        if expand_paths(&[dir.to_owned()]).is_ok() {
+        if expand_paths(&[dir]).is_ok() {
             return Err(Error::Invalid(format!("{}: already holds log segments", dir.display())));
         }
         let (file, file_path) = new_segment(dir, 0, first_seq, base)?;
-        Ok(LogWriter { dir: dir.to_owned(), options, base, segment_no: 0, file, file_path, segment_len: SEGMENT_HEADER_LEN as u64, segment_records: 0, next_seq: first_seq, unsynced_records: 0, unsynced_bytes: 0 })
+        Ok(LogWriter {
+            dir: dir.to_owned(),
+            options,
+            base,
+            segment_no: 0,
+            file,
+            file_path,
+            segment_len: SEGMENT_HEADER_LEN as u64,
+            segment_records: 0,
+            next_seq: first_seq,
+            unsynced_records: 0,
+            unsynced_bytes: 0,
+        })
     }
 
     /// Opens an existing log in `dir` to append to it. A log with corruption or a torn tail is
     /// refused (`mmsb recover` cuts a torn tail).
     pub fn open(dir: &Path, options: LogOptions) -> Result<LogWriter> {
-        let log = Log::open(&[dir.to_owned()])?;
+        let log = Log::open(&[dir])?;
         log.check()?;
         if let Some(t) = log.torn_tail() {
-            return Err(Error::Corrupt { path: t.path.clone(), offset: t.offset, problem: Corruption::TornTail { len: t.len, why: "run `mmsb recover` before appending".into() } });
+            return Err(Error::Corrupt {
+                path: t.path.clone(),
+                offset: t.offset,
+                problem: Corruption::TornTail {
+                    len: t.len,
+                    why: "run `mmsb recover` before appending".into(),
+                },
+            });
         }
-        let last = log.segments().last().ok_or_else(|| Error::Invalid(format!("{}: no segments", dir.display())))?;
+        let last = log
+            .segments()
+            .last()
+            .ok_or_else(|| Error::Invalid(format!("{}: no segments", dir.display())))?;
         let file_path = last.path().to_owned();
-        let file = OpenOptions::new().append(true).open(&file_path).map_err(|e| Error::io(&file_path, e))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&file_path)
+            .map_err(|e| Error::io(&file_path, e))?;
         Ok(LogWriter {
             dir: dir.to_owned(),
             options,
@@ -616,8 +823,19 @@ impl LogWriter {
 
 fn new_segment(dir: &Path, n: u64, first_seq: u64, base: StateHash) -> Result<(File, PathBuf)> {
     let path = segment_path(dir, n);
-    let mut file = OpenOptions::new().append(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
-    let header = SegmentHeader { major: FORMAT_MAJOR, minor: FORMAT_MINOR, header_len: SEGMENT_HEADER_LEN as u32, segment_no: n, first_seq, base };
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    let header = SegmentHeader {
+        major: FORMAT_MAJOR,
+        minor: FORMAT_MINOR,
+        header_len: SEGMENT_HEADER_LEN as u32,
+        segment_no: n,
+        first_seq,
+        base,
+    };
     file.write_all(&header.encode()).map_err(|e| Error::io(&path, e))?;
     file.sync_all().map_err(|e| Error::io(&path, e))?;
     sync_dir(dir)?;
@@ -634,7 +852,9 @@ pub fn compress(payload: &[u8], policy: Compression) -> (u8, Cow<'_, [u8]>) {
         Compression::Auto => 3,
     };
     match zstd::bulk::compress(payload, level) {
-        Ok(z) if policy != Compression::Auto || z.len() <= payload.len() - payload.len() / 8 => (FLAG_ZSTD, Cow::Owned(z)),
+        Ok(z) if policy != Compression::Auto || z.len() <= payload.len() - payload.len() / 8 => {
+            (FLAG_ZSTD, Cow::Owned(z))
+        }
         _ => (0, Cow::Borrowed(payload)),
     }
 }
@@ -642,17 +862,24 @@ pub fn compress(payload: &[u8], policy: Compression) -> (u8, Cow<'_, [u8]>) {
 /// Cuts a torn tail off the last segment of a log: the cut bytes are first written to
 /// `backup` (fsynced), then the segment is truncated and fsynced. Refuses a log with
 /// corruption, and does nothing to a log without a torn tail. Returns what was cut.
-pub fn recover(paths: &[PathBuf], backup: &Path) -> Result<Option<TornTail>> {
+pub fn recover<P: AsRef<Path>>(paths: &[P], backup: &Path) -> Result<Option<TornTail>> {
     let log = Log::open(paths)?;
     log.check()?;
     let Some(torn) = log.torn_tail().cloned() else {
         return Ok(None);
     };
-    let seg = log.segments().iter().find(|s| s.path() == torn.path).expect("the torn tail is in one of the segments");
+    let seg = log
+        .segments()
+        .iter()
+        .find(|s| s.path() == torn.path)
+        .expect("the torn tail is in one of the segments");
     let cut = seg.map.bytes()[torn.offset as usize..].to_vec();
     drop(log);
     crate::fsutil::write_atomic(backup, &cut)?;
-    let f = OpenOptions::new().write(true).open(&torn.path).map_err(|e| Error::io(&torn.path, e))?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&torn.path)
+        .map_err(|e| Error::io(&torn.path, e))?;
     f.set_len(torn.offset).map_err(|e| Error::io(&torn.path, e))?;
     f.sync_all().map_err(|e| Error::io(&torn.path, e))?;
     Ok(Some(torn))
@@ -664,7 +891,13 @@ mod tests {
     use crate::format::record::Op;
 
     fn delta(page_id: u64, epoch: u64, data: &[u8]) -> Delta<'_> {
-        Delta { page_id, epoch, timestamp_ns: 1, source: "t".into(), op: Op::Sparse(vec![(0, data)]) }
+        Delta {
+            page_id,
+            epoch,
+            timestamp_ns: 1,
+            source: "t".into(),
+            op: Op::Sparse(vec![(0, data)]),
+        }
     }
 
     fn write_log(dir: &Path, n: u64, options: LogOptions) -> PathBuf {
@@ -680,7 +913,11 @@ mod tests {
     #[test]
     fn records_read_back_across_rotated_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = LogOptions { segment_size: 1000, durability: Durability::Never, compression: Compression::Auto };
+        let opts = LogOptions {
+            segment_size: 1000,
+            durability: Durability::Never,
+            compression: Compression::Auto,
+        };
         let logdir = write_log(dir.path(), 20, opts);
         let log = Log::open(&[logdir]).unwrap();
         assert!(log.segments().len() > 2);
@@ -699,15 +936,18 @@ mod tests {
         let seg = segment_path(&logdir, 0);
         let full = std::fs::read(&seg).unwrap();
         std::fs::write(&seg, &full[..full.len() - 10]).unwrap();
-        let log = Log::open(&[logdir.clone()]).unwrap();
+        let log = Log::open(&[&logdir]).unwrap();
         assert!(log.problems().is_empty());
         let torn = log.torn_tail().unwrap().clone();
         assert_eq!(log.records().count(), 4);
         drop(log);
         let backup = dir.path().join("cut.bin");
-        assert_eq!(recover(&[logdir.clone()], &backup).unwrap(), Some(torn.clone()));
-        assert_eq!(std::fs::read(&backup).unwrap(), &full[torn.offset as usize..full.len() - 10]);
-        let log = Log::open(&[logdir.clone()]).unwrap();
+        assert_eq!(recover(&[&logdir], &backup).unwrap(), Some(torn.clone()));
+        assert_eq!(
+            std::fs::read(&backup).unwrap(),
+            &full[torn.offset as usize..full.len() - 10]
+        );
+        let log = Log::open(&[&logdir]).unwrap();
         assert_eq!(log.torn_tail(), None);
         assert_eq!(log.records().count(), 4);
         // Appending continues the sequence.
@@ -725,39 +965,77 @@ mod tests {
         let second = SEGMENT_HEADER_LEN + FRAME_HEADER_LEN + 100 + 25 + 2 + 4 + 16 + 40;
         b[second] ^= 1;
         std::fs::write(&seg, &b).unwrap();
-        let log = Log::open(&[logdir.clone()]).unwrap();
+        let log = Log::open(&[&logdir]).unwrap();
         assert_eq!(log.torn_tail(), None);
         assert_eq!(log.problems().len(), 1);
-        assert!(log.problems()[0].to_string().contains("with whole records after it"), "{}", log.problems()[0]);
+        assert!(
+            log.problems()[0].to_string().contains("with whole records after it"),
+            "{}",
+            log.problems()[0]
+        );
         assert!(recover(&[logdir], &dir.path().join("b")).is_err());
     }
 
     #[test]
     fn sequence_gap_between_segments_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = LogOptions { segment_size: 300, durability: Durability::Never, compression: Compression::None };
+        let opts = LogOptions {
+            segment_size: 300,
+            durability: Durability::Never,
+            compression: Compression::None,
+        };
         let logdir = write_log(dir.path(), 6, opts);
         let seg1 = segment_path(&logdir, 1);
         let mut b = std::fs::read(&seg1).unwrap();
         let h = SegmentHeader::parse(&b).unwrap();
-        let bumped = SegmentHeader { first_seq: h.first_seq + 1, ..h }.encode();
+        let bumped = SegmentHeader {
+            first_seq: h.first_seq + 1,
+            ..h
+        }
+        .encode();
         b[..SEGMENT_HEADER_LEN].copy_from_slice(&bumped);
         std::fs::write(&seg1, &b).unwrap();
         let log = Log::open(&[logdir]).unwrap();
-        assert!(log.problems().iter().any(|p| matches!(p, Error::Corrupt { problem: Corruption::SequenceGap { .. }, .. })), "{:?}", log.problems());
+        assert!(
+            log.problems().iter().any(|p| matches!(
+                p,
+                Error::Corrupt {
+                    problem: Corruption::SequenceGap { .. },
+                    ..
+                }
+            )),
+            "{:?}",
+            log.problems()
+        );
     }
 
     #[test]
     fn segment_header_faults_are_named() {
-        let h = SegmentHeader { major: 1, minor: 0, header_len: 72, segment_no: 0, first_seq: 1, base: StateHash([1; 32]) };
+        let h = SegmentHeader {
+            major: 1,
+            minor: 0,
+            header_len: 72,
+            segment_no: 0,
+            first_seq: 1,
+            base: StateHash([1; 32]),
+        };
         let mut b = h.encode();
         assert_eq!(SegmentHeader::parse(&b).unwrap(), h);
         b[8] = 9;
-        assert!(matches!(SegmentHeader::parse(&b).unwrap_err().problem, Corruption::UnsupportedVersion { major: 9, .. }));
+        assert!(matches!(
+            SegmentHeader::parse(&b).unwrap_err().problem,
+            Corruption::UnsupportedVersion { major: 9, .. }
+        ));
         let mut b = h.encode();
         b[40] ^= 1;
-        assert!(matches!(SegmentHeader::parse(&b).unwrap_err().problem, Corruption::ChecksumMismatch { .. }));
-        assert!(matches!(SegmentHeader::parse(b"MMSBCKPT").unwrap_err().problem, Corruption::BadMagic { .. }));
+        assert!(matches!(
+            SegmentHeader::parse(&b).unwrap_err().problem,
+            Corruption::ChecksumMismatch { .. }
+        ));
+        assert!(matches!(
+            SegmentHeader::parse(b"MMSBCKPT").unwrap_err().problem,
+            Corruption::BadMagic { .. }
+        ));
     }
 
     #[test]
@@ -769,7 +1047,8 @@ mod tests {
         let mut huge = vec![0x28, 0xB5, 0x2F, 0xFD, 0xE0];
         huge.extend_from_slice(&(1u64 << 40).to_le_bytes());
         w.append_frame(&encode_frame(1, 4, FLAG_ZSTD, &huge)).unwrap();
-        w.append_frame(&encode_frame(2, 4, FLAG_ZSTD, b"not zstd at all")).unwrap();
+        w.append_frame(&encode_frame(2, 4, FLAG_ZSTD, b"not zstd at all"))
+            .unwrap();
         w.finish().unwrap();
         let log = Log::open(&[logdir]).unwrap();
         let errs: Vec<String> = log.records().map(|r| r.err().unwrap().to_string()).collect();

@@ -13,6 +13,13 @@ use crate::error::Corruption;
 pub const FORMAT_MAJOR: u16 = 1;
 /// The format minor version this build writes. Newer minors are read as far as FORMAT.md allows.
 pub const FORMAT_MINOR: u16 = 0;
+/// True for a minor version this build knows, whose reserved fields must be zero; newer minors
+/// are read leniently (FORMAT.md, "Versions").
+#[allow(clippy::absurd_extreme_comparisons)] // FORMAT_MINOR is 0 today; the rule holds for any value.
+pub fn is_known_minor(minor: u16) -> bool {
+    minor <= FORMAT_MINOR
+}
+
 /// Page data, sections and the file length are aligned to this many bytes.
 pub const ALIGN: u64 = 4096;
 
@@ -71,11 +78,7 @@ impl ParseError {
 
 impl<'a> Cursor<'a> {
     pub(crate) fn new(bytes: &'a [u8], base: u64) -> Self {
-        Cursor {
-            bytes,
-            pos: 0,
-            base,
-        }
+        Cursor { bytes, pos: 0, base }
     }
 
     /// Absolute file offset of the next byte.
@@ -141,10 +144,7 @@ pub(crate) fn check_zero(bytes: &[u8], offset: u64, what: &'static str) -> Resul
         None => Ok(()),
         Some(i) => Err(ParseError::new(
             offset + i as u64,
-            Corruption::NonZeroPadding {
-                what,
-                value: bytes[i],
-            },
+            Corruption::NonZeroPadding { what, value: bytes[i] },
         )),
     }
 }
@@ -209,7 +209,9 @@ mod tests {
 
     #[test]
     fn parallel_crc_equals_serial_crc() {
-        let data: Vec<u8> = (0..(9u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..(9u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         assert_eq!(crc32c_parallel(&data), crc32c(&data));
     }
 

@@ -129,7 +129,10 @@ impl<'a> Delta<'a> {
         let id = self.page_id;
         let Some(p) = page else {
             return match &self.op {
-                Op::Create { len, .. } => Ok(Some(PageShape { len: *len, epoch: self.epoch })),
+                Op::Create { len, .. } => Ok(Some(PageShape {
+                    len: *len,
+                    epoch: self.epoch,
+                })),
                 _ => Err(format!("page {id} does not exist")),
             };
         };
@@ -137,7 +140,10 @@ impl<'a> Delta<'a> {
             return Err(format!("page {id} already exists"));
         }
         if self.epoch <= p.epoch {
-            return Err(format!("epoch {} does not advance page {id} past its epoch {}", self.epoch, p.epoch));
+            return Err(format!(
+                "epoch {} does not advance page {id} past its epoch {}",
+                self.epoch, p.epoch
+            ));
         }
         let in_bounds = |off: u64, n: u64| off.checked_add(n).is_some_and(|e| e <= p.len);
         let len = match &self.op {
@@ -145,16 +151,27 @@ impl<'a> Delta<'a> {
             Op::Delete => return Ok(None),
             Op::Resize { len } => *len,
             Op::Full(d) if d.len() as u64 != p.len => {
-                return Err(format!("full write of {} bytes to page {id} of {} bytes", d.len(), p.len));
+                return Err(format!(
+                    "full write of {} bytes to page {id} of {} bytes",
+                    d.len(),
+                    p.len
+                ));
             }
             Op::Sparse(ranges) => {
                 if let Some((off, d)) = ranges.iter().find(|(off, d)| !in_bounds(*off, d.len() as u64)) {
-                    return Err(format!("range {off}+{} past the end of page {id} ({} bytes)", d.len(), p.len));
+                    return Err(format!(
+                        "range {off}+{} past the end of page {id} ({} bytes)",
+                        d.len(),
+                        p.len
+                    ));
                 }
                 p.len
             }
             Op::Masked { offset, len, .. } if !in_bounds(*offset, *len) => {
-                return Err(format!("masked range {offset}+{len} past the end of page {id} ({} bytes)", p.len));
+                return Err(format!(
+                    "masked range {offset}+{len} past the end of page {id} ({} bytes)",
+                    p.len
+                ));
             }
             _ => p.len,
         };
@@ -177,7 +194,14 @@ impl<'a> Delta<'a> {
                 if *len > MAX_PAGE_LEN {
                     return Err(Error::Invalid(format!("page length {len} above the 1 TiB limit")));
                 }
-                let entry = PageEntry { id: self.page_id, offset: 0, len: *len, epoch: self.epoch, crc32c: 0, meta: meta.clone() };
+                let entry = PageEntry {
+                    id: self.page_id,
+                    offset: 0,
+                    len: *len,
+                    epoch: self.epoch,
+                    crc32c: 0,
+                    meta: meta.clone(),
+                };
                 let (mut e, mut heap) = (Vec::new(), Vec::new());
                 encode_entry(&entry, &mut e, &mut heap)?;
                 b.put_u64(heap.len() as u64);
@@ -202,9 +226,15 @@ impl<'a> Delta<'a> {
                     b.extend_from_slice(d);
                 }
             }
-            Op::Masked { offset, len, mask, values } => {
+            Op::Masked {
+                offset,
+                len,
+                mask,
+                values,
+            } => {
                 let set = popcount(mask);
-                if mask.len() as u64 != len.div_ceil(8) || set != values.len() as u64 || trailing_bits(mask, *len) != 0 {
+                if mask.len() as u64 != len.div_ceil(8) || set != values.len() as u64 || trailing_bits(mask, *len) != 0
+                {
                     return Err(Error::Invalid("masked delta: mask and values disagree".into()));
                 }
                 b.put_u64(*offset);
@@ -225,8 +255,15 @@ impl<'a> Delta<'a> {
         let timestamp_ns = c.u64()?;
         let source_len = c.u8()?;
         let at = c.offset();
-        let source = std::str::from_utf8(c.take(source_len.into())?)
-            .map_err(|e| ParseError::new(at, Corruption::BadText { what: "source tag", why: e.to_string() }))?;
+        let source = std::str::from_utf8(c.take(source_len.into())?).map_err(|e| {
+            ParseError::new(
+                at,
+                Corruption::BadText {
+                    what: "source tag",
+                    why: e.to_string(),
+                },
+            )
+        })?;
         let op = match kind {
             TYPE_CREATE => {
                 let heap_len = c.u64()?;
@@ -236,12 +273,20 @@ impl<'a> Delta<'a> {
                 let heap = c.take(heap_len)?;
                 let e = decode_entry(&mut entry_c, heap, heap_base, false)?;
                 if e.id != page_id || e.epoch != epoch {
-                    return Err(bad_field(heap_base - 64, "entry id/epoch", e.id, "must equal the record's page id and epoch"));
+                    return Err(bad_field(
+                        heap_base - 64,
+                        "entry id/epoch",
+                        e.id,
+                        "must equal the record's page id and epoch",
+                    ));
                 }
                 if e.len > MAX_PAGE_LEN {
                     return Err(bad_field(heap_base - 48, "len", e.len, "above the 1 TiB page limit"));
                 }
-                Op::Create { len: e.len, meta: e.meta }
+                Op::Create {
+                    len: e.len,
+                    meta: e.meta,
+                }
             }
             TYPE_DELETE => Op::Delete,
             TYPE_RESIZE => {
@@ -259,7 +304,12 @@ impl<'a> Delta<'a> {
                 // Each range takes 16 bytes of table: a count the payload cannot hold is refused
                 // before anything is allocated for it.
                 if u64::from(n) * 16 > c.remaining() as u64 {
-                    return Err(bad_field(at, "range_count", n.into(), "the payload is too short for that many ranges"));
+                    return Err(bad_field(
+                        at,
+                        "range_count",
+                        n.into(),
+                        "the payload is too short for that many ranges",
+                    ));
                 }
                 let mut table = Vec::with_capacity(n as usize);
                 for _ in 0..n {
@@ -277,17 +327,38 @@ impl<'a> Delta<'a> {
                 let len = c.u64()?;
                 let mask = c.take(len.div_ceil(8))?;
                 if trailing_bits(mask, len) != 0 {
-                    return Err(bad_field(at, "mask", len, "mask bits past the range's length must be zero"));
+                    return Err(bad_field(
+                        at,
+                        "mask",
+                        len,
+                        "mask bits past the range's length must be zero",
+                    ));
                 }
                 let values = c.take(popcount(mask))?;
-                Op::Masked { offset, len, mask, values }
+                Op::Masked {
+                    offset,
+                    len,
+                    mask,
+                    values,
+                }
             }
             other => return Err(ParseError::new(base, Corruption::UnknownRecordType { kind: other })),
         };
         if !c.is_empty() {
-            return Err(bad_field(c.offset(), "payload length", payload.len() as u64, format!("{} bytes left over after the record's fields", c.remaining())));
+            return Err(bad_field(
+                c.offset(),
+                "payload length",
+                payload.len() as u64,
+                format!("{} bytes left over after the record's fields", c.remaining()),
+            ));
         }
-        Ok(Delta { page_id, epoch, timestamp_ns, source: Cow::Borrowed(source), op })
+        Ok(Delta {
+            page_id,
+            epoch,
+            timestamp_ns,
+            source: Cow::Borrowed(source),
+            op,
+        })
     }
 }
 
@@ -314,7 +385,12 @@ pub fn apply_writes(op: &Op<'_>, page: &mut [u8]) {
                 page[*off as usize..*off as usize + d.len()].copy_from_slice(d);
             }
         }
-        Op::Masked { offset, len, mask, values } => {
+        Op::Masked {
+            offset,
+            len,
+            mask,
+            values,
+        } => {
             let target = &mut page[*offset as usize..(*offset + *len) as usize];
             let mut v = values.iter();
             for (i, &m) in mask.iter().enumerate() {
@@ -336,12 +412,25 @@ mod tests {
     use crate::page::{Residency, TensorInfo};
 
     fn delta(op: Op<'_>) -> Delta<'_> {
-        Delta { page_id: 7, epoch: 3, timestamp_ns: 99, source: "trainer".into(), op }
+        Delta {
+            page_id: 7,
+            epoch: 3,
+            timestamp_ns: 99,
+            source: "trainer".into(),
+            op,
+        }
     }
 
     #[test]
     fn every_op_round_trips() {
-        let meta = PageMeta { name: Some("emb".into()), tensor: Some(TensorInfo { dtype: "BF16".into(), shape: vec![4, 2] }), residency: Residency::Unified };
+        let meta = PageMeta {
+            name: Some("emb".into()),
+            tensor: Some(TensorInfo {
+                dtype: "BF16".into(),
+                shape: vec![4, 2],
+            }),
+            residency: Residency::Unified,
+        };
         let data = [1u8, 2, 3, 4, 5];
         for op in [
             Op::Create { len: 16, meta },
@@ -349,7 +438,12 @@ mod tests {
             Op::Resize { len: 1 << 20 },
             Op::Full(&data),
             Op::Sparse(vec![(0, &data[..2]), (10, &data[2..])]),
-            Op::Masked { offset: 2, len: 10, mask: &[0b1000_0101, 0b10], values: &data[..4] },
+            Op::Masked {
+                offset: 2,
+                len: 10,
+                mask: &[0b1000_0101, 0b10],
+                values: &data[..4],
+            },
         ] {
             let d = delta(op);
             let bytes = d.encode().unwrap();
@@ -363,7 +457,13 @@ mod tests {
         b.put_u32(u32::MAX);
         let e = Delta::decode(TYPE_SPARSE, &b, 1000).unwrap_err();
         assert_eq!(e.offset, 1000 + 25 + 7);
-        assert!(matches!(e.problem, Corruption::BadField { field: "range_count", .. }));
+        assert!(matches!(
+            e.problem,
+            Corruption::BadField {
+                field: "range_count",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -372,10 +472,19 @@ mod tests {
         b.put_u64(0);
         b.put_u64(3);
         b.put_u8(0b1000); // bit 3 of a 3-byte range
-        assert!(matches!(Delta::decode(TYPE_MASKED, &b, 0).unwrap_err().problem, Corruption::BadField { field: "mask", .. }));
+        assert!(matches!(
+            Delta::decode(TYPE_MASKED, &b, 0).unwrap_err().problem,
+            Corruption::BadField { field: "mask", .. }
+        ));
         let mut b = delta(Op::Resize { len: 5 }).encode().unwrap();
         b.push(0);
-        assert!(matches!(Delta::decode(TYPE_RESIZE, &b, 0).unwrap_err().problem, Corruption::BadField { field: "payload length", .. }));
+        assert!(matches!(
+            Delta::decode(TYPE_RESIZE, &b, 0).unwrap_err().problem,
+            Corruption::BadField {
+                field: "payload length",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -389,21 +498,53 @@ mod tests {
     fn check_enforces_existence_bounds_and_epochs() {
         let p = Some(PageShape { len: 8, epoch: 2 });
         assert!(delta(Op::Full(&[0; 8])).check(p).is_ok());
-        assert!(delta(Op::Full(&[0; 7])).check(p).unwrap_err().contains("full write of 7 bytes"));
-        assert!(delta(Op::Sparse(vec![(7, &[1, 2])])).check(p).unwrap_err().contains("past the end"));
+        assert!(
+            delta(Op::Full(&[0; 7]))
+                .check(p)
+                .unwrap_err()
+                .contains("full write of 7 bytes")
+        );
+        assert!(
+            delta(Op::Sparse(vec![(7, &[1, 2])]))
+                .check(p)
+                .unwrap_err()
+                .contains("past the end")
+        );
         assert!(delta(Op::Sparse(vec![(u64::MAX, &[1])])).check(p).is_err());
         assert!(delta(Op::Delete).check(None).unwrap_err().contains("does not exist"));
-        assert!(delta(Op::Create { len: 1, meta: PageMeta::default() }).check(p).unwrap_err().contains("already exists"));
-        let old = Delta { epoch: 2, ..delta(Op::Delete) };
+        assert!(
+            delta(Op::Create {
+                len: 1,
+                meta: PageMeta::default()
+            })
+            .check(p)
+            .unwrap_err()
+            .contains("already exists")
+        );
+        let old = Delta {
+            epoch: 2,
+            ..delta(Op::Delete)
+        };
         assert!(old.check(p).unwrap_err().contains("does not advance"));
-        assert_eq!(delta(Op::Resize { len: 3 }).check(p).unwrap(), Some(PageShape { len: 3, epoch: 3 }));
+        assert_eq!(
+            delta(Op::Resize { len: 3 }).check(p).unwrap(),
+            Some(PageShape { len: 3, epoch: 3 })
+        );
         assert_eq!(delta(Op::Delete).check(p).unwrap(), None);
     }
 
     #[test]
     fn masked_write_replaces_exactly_the_set_bits() {
         let mut page = [0u8; 12];
-        apply_writes(&Op::Masked { offset: 2, len: 10, mask: &[0b1000_0101, 0b10], values: &[1, 2, 3, 4] }, &mut page);
+        apply_writes(
+            &Op::Masked {
+                offset: 2,
+                len: 10,
+                mask: &[0b1000_0101, 0b10],
+                values: &[1, 2, 3, 4],
+            },
+            &mut page,
+        );
         assert_eq!(page, [0, 0, 1, 0, 2, 0, 0, 0, 0, 3, 0, 4]);
     }
 }

@@ -12,18 +12,51 @@ use mmsb::format::record::{Delta, Op};
 use mmsb::page::{PageMeta, Residency, StateHash, TensorInfo};
 
 fn d(page_id: u64, epoch: u64, op: Op<'_>) -> Delta<'_> {
-    Delta { page_id, epoch, timestamp_ns: 1_750_000_000_000_000_000 + epoch, source: "golden".into(), op }
+    Delta {
+        page_id,
+        epoch,
+        timestamp_ns: 1_750_000_000_000_000_000 + epoch,
+        source: "golden".into(),
+        op,
+    }
 }
 
 fn write_log(dir: &Path, base: StateHash) -> Result<(), Box<dyn std::error::Error>> {
     let _ = std::fs::remove_dir_all(dir);
-    let opts = LogOptions { segment_size: 700, durability: Durability::Never, compression: Compression::Auto };
+    let opts = LogOptions {
+        segment_size: 700,
+        durability: Durability::Never,
+        compression: Compression::Auto,
+    };
     let mut w = LogWriter::create(dir, base, 1, opts)?;
     let zeros = [0u8; 600];
     w.append(&d(1, 1, Op::Sparse(vec![(0, b"ab"), (50, b"cdef")])))?;
     w.append(&d(0, 2, Op::Full(b"HELLO")))?;
-    w.append(&d(2, 3, Op::Masked { offset: 10, len: 12, mask: &[0b1010_0001, 0b1001], values: b"wxyz5" }))?;
-    w.append(&d(7, 4, Op::Create { len: 16, meta: PageMeta { name: Some("created".into()), tensor: Some(TensorInfo { dtype: "U8".into(), shape: vec![16] }), residency: Residency::Host } }))?;
+    w.append(&d(
+        2,
+        3,
+        Op::Masked {
+            offset: 10,
+            len: 12,
+            mask: &[0b1010_0001, 0b1001],
+            values: b"wxyz5",
+        },
+    ))?;
+    w.append(&d(
+        7,
+        4,
+        Op::Create {
+            len: 16,
+            meta: PageMeta {
+                name: Some("created".into()),
+                tensor: Some(TensorInfo {
+                    dtype: "U8".into(),
+                    shape: vec![16],
+                }),
+                residency: Residency::Host,
+            },
+        },
+    ))?;
     w.append(&d(7, 5, Op::Sparse(vec![(4, b"new page")])))?;
     w.append(&d(1, 6, Op::Resize { len: 120 }))?;
     w.append(&d(2, 7, Op::Sparse(vec![(100, &zeros)])))?; // compresses: stored as zstd
@@ -39,7 +72,14 @@ pub fn write_all(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
         id,
         len,
         epoch: 0,
-        meta: PageMeta { name: name.map(str::to_owned), tensor: tensor.map(|(dtype, shape)| TensorInfo { dtype: dtype.into(), shape }), residency },
+        meta: PageMeta {
+            name: name.map(str::to_owned),
+            tensor: tensor.map(|(dtype, shape)| TensorInfo {
+                dtype: dtype.into(),
+                shape,
+            }),
+            residency,
+        },
     };
     let p2: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
     let p1: Vec<u8> = (0..100u8).collect();
@@ -48,8 +88,14 @@ pub fn write_all(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
         &small,
         BTreeMap::from([("format".to_string(), "pt".to_string())]),
         [
-            (page(0, 5, Some("greeting"), Some(("U8", vec![5])), Residency::Host), &b"hello"[..]),
-            (page(1, 100, Some("weights"), Some(("F32", vec![5, 5])), Residency::Device), &p1[..]),
+            (
+                page(0, 5, Some("greeting"), Some(("U8", vec![5])), Residency::Host),
+                &b"hello"[..],
+            ),
+            (
+                page(1, 100, Some("weights"), Some(("F32", vec![5, 5])), Residency::Device),
+                &p1[..],
+            ),
             (page(2, 3000, None, None, Residency::Unified), &p2[..]),
         ],
     )?;
@@ -88,7 +134,8 @@ pub fn write_all(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let mut b = std::fs::read(&small)?;
     let count = u32::from_le_bytes(b[12..16].try_into()?) as usize;
     let last_entry = 64 + 32 * (count - 1);
-    let end = u64::from_le_bytes(b[last_entry + 8..last_entry + 16].try_into()?) + u64::from_le_bytes(b[last_entry + 16..last_entry + 24].try_into()?);
+    let end = u64::from_le_bytes(b[last_entry + 8..last_entry + 16].try_into()?)
+        + u64::from_le_bytes(b[last_entry + 16..last_entry + 24].try_into()?);
     let extra = b"from the future";
     assert!(end as usize + extra.len() <= 8192, "room before data_offset");
     b[end as usize..end as usize + extra.len()].copy_from_slice(extra);

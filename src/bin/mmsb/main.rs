@@ -48,7 +48,9 @@ enum Command {
 
 /// Writes a synthetic checkpoint and log from a seed.
 #[derive(Args)]
-#[command(after_help = "EXAMPLE:\n  mmsb gen -o demo.ckpt --total-size 64MiB --pages 32 --deltas 10000 --mix full=1,sparse=8,masked=1\n  (writes demo.ckpt and the log directory demo.log/)")]
+#[command(
+    after_help = "EXAMPLE:\n  mmsb gen -o demo.ckpt --total-size 64MiB --pages 32 --deltas 10000 --mix full=1,sparse=8,masked=1\n  (writes demo.ckpt and the log directory demo.log/)"
+)]
 struct GenArgs {
     /// Checkpoint to write.
     #[arg(short, long)]
@@ -150,13 +152,18 @@ struct LimitArgs {
 
 impl LimitArgs {
     fn limit(&self) -> ReplayLimit {
-        ReplayLimit { to_seq: self.to_seq, to_epoch: self.to_epoch }
+        ReplayLimit {
+            to_seq: self.to_seq,
+            to_epoch: self.to_epoch,
+        }
     }
 }
 
 /// Shows what is inside checkpoints and logs.
 #[derive(Args)]
-#[command(after_help = "EXAMPLES:\n  mmsb inspect model.ckpt\n  mmsb inspect model.log --records --page 3 --from-seq 100 --to-seq 200")]
+#[command(
+    after_help = "EXAMPLES:\n  mmsb inspect model.ckpt\n  mmsb inspect model.log --records --page 3 --from-seq 100 --to-seq 200"
+)]
 struct InspectArgs {
     /// Checkpoints, log segments or log directories (all segments given form one log).
     #[arg(required = true)]
@@ -180,7 +187,9 @@ struct InspectArgs {
 
 /// Checks every checksum, the structure, and that every delta applies. Quiet unless asked.
 #[derive(Args)]
-#[command(after_help = "EXAMPLES:\n  mmsb verify model.ckpt model.log && echo ok\n  mmsb verify --json model.ckpt model.log | jq .problems\n  mmsb verify --repair model.ckpt model.log    (cuts a torn tail, keeping a backup)")]
+#[command(
+    after_help = "EXAMPLES:\n  mmsb verify model.ckpt model.log && echo ok\n  mmsb verify --json model.ckpt model.log | jq .problems\n  mmsb verify --repair model.ckpt model.log    (cuts a torn tail, keeping a backup)"
+)]
 struct VerifyArgs {
     /// One checkpoint and its log segments/directories, or any number of checkpoints.
     #[arg(required = true)]
@@ -213,7 +222,9 @@ struct RecoverArgs {
 
 /// Replays a checkpoint plus logs, prints the state hash and timings, optionally writes the result.
 #[derive(Args)]
-#[command(after_help = "EXAMPLES:\n  mmsb replay model.ckpt model.log\n  mmsb replay model.ckpt model.log --to-seq 5000 -o model-5000.ckpt --json")]
+#[command(
+    after_help = "EXAMPLES:\n  mmsb replay model.ckpt model.log\n  mmsb replay model.ckpt model.log --to-seq 5000 -o model-5000.ckpt --json"
+)]
 struct ReplayArgs {
     /// The checkpoint.
     checkpoint: PathBuf,
@@ -236,7 +247,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 4096, 64MiB, 1G)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 4096, 64MiB, 1G)"))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "K" | "KiB" | "k" => 1 << 10,
@@ -258,9 +271,18 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
 }
 
 fn parse_mix(s: &str) -> Result<Mix, String> {
-    let mut m = Mix { full: 0, sparse: 0, masked: 0, create: 0, resize: 0, delete: 0 };
+    let mut m = Mix {
+        full: 0,
+        sparse: 0,
+        masked: 0,
+        create: 0,
+        resize: 0,
+        delete: 0,
+    };
     for part in s.split(',') {
-        let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} is not KIND=WEIGHT"))?;
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not KIND=WEIGHT"))?;
         let v: u32 = v.parse().map_err(|_| format!("{v:?} is not a weight"))?;
         match k.trim() {
             "full" => m.full = v,
@@ -269,7 +291,11 @@ fn parse_mix(s: &str) -> Result<Mix, String> {
             "create" => m.create = v,
             "resize" => m.resize = v,
             "delete" => m.delete = v,
-            other => return Err(format!("unknown record kind {other:?} (full, sparse, masked, create, resize, delete)")),
+            other => {
+                return Err(format!(
+                    "unknown record kind {other:?} (full, sparse, masked, create, resize, delete)"
+                ));
+            }
         }
     }
     Ok(m)
@@ -299,11 +325,16 @@ fn main() -> ExitCode {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::DataBad) => ExitCode::from(1),
         Err(e) => {
-            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("mmsb: {e:#}");
-            let data_bad = e.chain().any(|c| c.downcast_ref::<mmsb::Error>().is_some_and(mmsb::Error::is_data_error));
+            let data_bad = e
+                .chain()
+                .any(|c| c.downcast_ref::<mmsb::Error>().is_some_and(mmsb::Error::is_data_error));
             ExitCode::from(if data_bad { 1 } else { 2 })
         }
     }
@@ -313,13 +344,31 @@ fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Gen(a) => gen_cmd(a),
         Command::Import(a) => {
-            let s = mmsb::safetensors_io::import(&a.input, &a.output).with_context(|| format!("import {}", a.input.display()))?;
-            print::summary(a.json, &s, &[("tensors", s.tensors.to_string()), ("bytes", s.bytes.to_string()), ("state hash", s.state_hash.to_hex())])?;
+            let s = mmsb::safetensors_io::import(&a.input, &a.output)
+                .with_context(|| format!("import {}", a.input.display()))?;
+            print::summary(
+                a.json,
+                &s,
+                &[
+                    ("tensors", s.tensors.to_string()),
+                    ("bytes", s.bytes.to_string()),
+                    ("state hash", s.state_hash.to_hex()),
+                ],
+            )?;
             Ok(Outcome::Ok)
         }
         Command::Export(a) => {
-            let s = mmsb::safetensors_io::export(&a.checkpoint, &a.logs, a.limit.limit(), &a.output).with_context(|| format!("export {}", a.checkpoint.display()))?;
-            print::summary(a.json, &s, &[("tensors", s.tensors.to_string()), ("bytes", s.bytes.to_string()), ("state hash", s.state_hash.to_hex())])?;
+            let s = mmsb::safetensors_io::export(&a.checkpoint, &a.logs, a.limit.limit(), &a.output)
+                .with_context(|| format!("export {}", a.checkpoint.display()))?;
+            print::summary(
+                a.json,
+                &s,
+                &[
+                    ("tensors", s.tensors.to_string()),
+                    ("bytes", s.bytes.to_string()),
+                    ("state hash", s.state_hash.to_hex()),
+                ],
+            )?;
             Ok(Outcome::Ok)
         }
         Command::Inspect(a) => inspect_cmd(a),
@@ -369,8 +418,24 @@ fn gen_cmd(a: GenArgs) -> Result<Outcome> {
         compression: a.compress,
     };
     let s = mmsb::generate::generate(&a.output, Some(&log), &o).context("gen")?;
-    let log_shown = if a.deltas > 0 { log.display().to_string() } else { "(none)".into() };
-    print::summary(a.json, &s, &[("checkpoint", a.output.display().to_string()), ("log", log_shown), ("pages", s.pages.to_string()), ("page bytes", s.data_bytes.to_string()), ("records", s.records.to_string()), ("delta bytes", s.delta_bytes.to_string()), ("checkpoint state hash", s.checkpoint_state_hash.to_hex())])?;
+    let log_shown = if a.deltas > 0 {
+        log.display().to_string()
+    } else {
+        "(none)".into()
+    };
+    print::summary(
+        a.json,
+        &s,
+        &[
+            ("checkpoint", a.output.display().to_string()),
+            ("log", log_shown),
+            ("pages", s.pages.to_string()),
+            ("page bytes", s.data_bytes.to_string()),
+            ("records", s.records.to_string()),
+            ("delta bytes", s.delta_bytes.to_string()),
+            ("checkpoint state hash", s.checkpoint_state_hash.to_hex()),
+        ],
+    )?;
     Ok(Outcome::Ok)
 }
 
@@ -386,7 +451,11 @@ fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
         }
     }
     if !logs.is_empty() {
-        let filter = a.records.then(|| mmsb::inspect::RecordFilter { from_seq: a.from_seq, to_seq: a.to_seq, pages: a.pages.clone() });
+        let filter = a.records.then(|| mmsb::inspect::RecordFilter {
+            from_seq: a.from_seq,
+            to_seq: a.to_seq,
+            pages: a.pages.clone(),
+        });
         let (info, records) = mmsb::inspect::inspect_log(&logs, filter.as_ref())?;
         if a.json {
             let mut v = serde_json::to_value(&info)?;
@@ -405,7 +474,12 @@ fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
 }
 
 fn verify_cmd(a: VerifyArgs) -> Result<Outcome> {
-    let total: u64 = a.files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let total: u64 = a
+        .files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
     let bar = progress::Progress::start(total, "verify");
     let report = mmsb::verify::verify(&a.files, Some(bar.counter()));
     bar.finish();
@@ -429,10 +503,20 @@ fn verify_cmd(a: VerifyArgs) -> Result<Outcome> {
             print::verify_report(&report)?;
         }
         if let Some(r) = &repaired {
-            eprintln!("mmsb: repaired: cut {} bytes at offset {} of {}, backup in {}", r.len, r.offset, r.segment.display(), r.backup.display());
+            eprintln!(
+                "mmsb: repaired: cut {} bytes at offset {} of {}, backup in {}",
+                r.len,
+                r.offset,
+                r.segment.display(),
+                r.backup.display()
+            );
         }
     }
-    Ok(if report.ok || repaired.is_some() { Outcome::Ok } else { Outcome::DataBad })
+    Ok(if report.ok || repaired.is_some() {
+        Outcome::Ok
+    } else {
+        Outcome::DataBad
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -451,9 +535,16 @@ fn recover(logs: &[PathBuf], backup: Option<&Path>) -> Result<Option<Repaired>> 
         return Ok(None);
     };
     drop(log);
-    let backup = backup.map(Path::to_owned).unwrap_or_else(|| PathBuf::from(format!("{}.torn-{}", t.path.display(), t.offset)));
+    let backup = backup
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from(format!("{}.torn-{}", t.path.display(), t.offset)));
     let cut = mmsb::format::log::recover(logs, &backup)?;
-    Ok(cut.map(|t| Repaired { segment: t.path, offset: t.offset, len: t.len, backup }))
+    Ok(cut.map(|t| Repaired {
+        segment: t.path,
+        offset: t.offset,
+        len: t.len,
+        backup,
+    }))
 }
 
 fn recover_cmd(a: RecoverArgs) -> Result<Outcome> {
@@ -462,7 +553,13 @@ fn recover_cmd(a: RecoverArgs) -> Result<Outcome> {
         print::json(&serde_json::json!({ "repaired": r }))?;
     } else {
         match &r {
-            Some(r) => println!("cut {} bytes of a torn last record at offset {} of {}; backup in {}", r.len, r.offset, r.segment.display(), r.backup.display()),
+            Some(r) => println!(
+                "cut {} bytes of a torn last record at offset {} of {}; backup in {}",
+                r.len,
+                r.offset,
+                r.segment.display(),
+                r.backup.display()
+            ),
             None => println!("no torn tail: nothing to do"),
         }
     }
@@ -501,13 +598,19 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
     let device = match a.device.as_str() {
         "cpu" => "cpu".to_string(),
         "auto" => "cpu (auto: this build has no GPU replay)".to_string(),
-        d if d.starts_with("cuda:") => bail!("--device {d}: GPU replay is not available in this build; use --device cpu"),
+        d if d.starts_with("cuda:") => {
+            bail!("--device {d}: GPU replay is not available in this build; use --device cpu")
+        }
         d => bail!("--device {d}: expected auto, cpu or cuda:N"),
     };
     let start = Instant::now();
     let mut t = Timings::default();
     let ckpt = Checkpoint::open(&a.checkpoint)?;
-    let log = if a.logs.is_empty() { None } else { Some(Log::open(&a.logs)?) };
+    let log = if a.logs.is_empty() {
+        None
+    } else {
+        Some(Log::open(&a.logs)?)
+    };
     t.open = ms(start);
     let phase = Instant::now();
     let mut state = State::from_checkpoint(&ckpt, true)?;
@@ -528,7 +631,12 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
     t.write = ms(phase);
     t.total = ms(start);
     if let Some(torn) = &summary.torn_tail {
-        eprintln!("mmsb: warning: {}: torn tail of {} bytes at offset {} ignored (run `mmsb recover`)", torn.path.display(), torn.len, torn.offset);
+        eprintln!(
+            "mmsb: warning: {}: torn tail of {} bytes at offset {} ignored (run `mmsb recover`)",
+            torn.path.display(),
+            torn.len,
+            torn.offset
+        );
     }
     let page_bytes: u64 = state.pages().map(|(_, p)| p.data().len() as u64).sum();
     let report = ReplayReport {
@@ -554,7 +662,13 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
             ("records applied", r.summary.records.to_string()),
             ("delta bytes", r.summary.bytes_written.to_string()),
             ("last seq", r.summary.last_seq.map_or("-".into(), |s| s.to_string())),
-            ("open / check / apply / hash / write ms", format!("{:.1} / {:.1} / {:.1} / {:.1} / {:.1}", r.timings_ms.open, r.timings_ms.check, r.timings_ms.apply, r.timings_ms.hash, r.timings_ms.write)),
+            (
+                "open / check / apply / hash / write ms",
+                format!(
+                    "{:.1} / {:.1} / {:.1} / {:.1} / {:.1}",
+                    r.timings_ms.open, r.timings_ms.check, r.timings_ms.apply, r.timings_ms.hash, r.timings_ms.write
+                ),
+            ),
             ("total ms", format!("{:.1}", r.timings_ms.total)),
             ("throughput", format!("{:.2} GB/s", r.throughput_gb_per_s)),
         ])?;

@@ -49,8 +49,22 @@ pub fn checkpoint_info(c: &CheckpointInfo) -> Result<()> {
         ("pages", c.page_count.to_string()),
         ("page bytes", c.data_bytes.to_string()),
         ("data offset", c.data_offset.to_string()),
-        ("sections", c.sections.iter().map(|s| format!("{} ({} bytes)", s.name, s.len)).collect::<Vec<_>>().join(", ")),
-        ("metadata", if c.metadata.is_empty() { "-".into() } else { serde_json::to_string(&c.metadata)? }),
+        (
+            "sections",
+            c.sections
+                .iter()
+                .map(|s| format!("{} ({} bytes)", s.name, s.len))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        (
+            "metadata",
+            if c.metadata.is_empty() {
+                "-".into()
+            } else {
+                serde_json::to_string(&c.metadata)?
+            },
+        ),
         ("state hash", c.state_hash.to_hex()),
     ])?;
     let mut t = table(&["id", "name", "dtype", "shape", "bytes", "epoch", "crc32c", "residency"]);
@@ -75,23 +89,59 @@ pub fn log_info(l: &LogInfo, records: Option<&[RecordInfo]>) -> Result<()> {
         ("base state hash", l.base_state_hash.map_or("-".into(), |h| h.to_hex())),
         ("segments", l.segments.len().to_string()),
         ("records", l.records.to_string()),
-        ("by type", l.records_by_type.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")),
-        ("sequence", match (l.first_seq, l.last_seq) {
-            (Some(a), Some(b)) => format!("{a}..={b}"),
-            _ => "-".into(),
-        }),
+        (
+            "by type",
+            l.records_by_type
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        (
+            "sequence",
+            match (l.first_seq, l.last_seq) {
+                (Some(a), Some(b)) => format!("{a}..={b}"),
+                _ => "-".into(),
+            },
+        ),
         ("file bytes", l.file_bytes.to_string()),
-        ("payload bytes (stored / decoded)", format!("{} / {}", l.stored_payload_bytes, l.payload_bytes)),
-        ("compression ratio", format!("{:.2} ({} records compressed)", l.compression_ratio, l.compressed_records)),
-        ("problems", if l.problems.is_empty() { "none".into() } else { l.problems.join("\n") }),
+        (
+            "payload bytes (stored / decoded)",
+            format!("{} / {}", l.stored_payload_bytes, l.payload_bytes),
+        ),
+        (
+            "compression ratio",
+            format!(
+                "{:.2} ({} records compressed)",
+                l.compression_ratio, l.compressed_records
+            ),
+        ),
+        (
+            "problems",
+            if l.problems.is_empty() {
+                "none".into()
+            } else {
+                l.problems.join("\n")
+            },
+        ),
     ])?;
     let mut t = table(&["segment", "file", "version", "first seq", "records", "bytes", "end"]);
     for s in &l.segments {
-        t.add_row(vec![s.segment_no.to_string(), s.path.display().to_string(), s.version.clone(), s.first_seq.to_string(), s.records.to_string(), s.file_bytes.to_string(), s.end.to_string()]);
+        t.add_row(vec![
+            s.segment_no.to_string(),
+            s.path.display().to_string(),
+            s.version.clone(),
+            s.first_seq.to_string(),
+            s.records.to_string(),
+            s.file_bytes.to_string(),
+            s.end.to_string(),
+        ]);
     }
     emit(&t)?;
     if let Some(recs) = records {
-        let mut t = table(&["seq", "seg", "offset", "type", "page", "epoch", "source", "stored", "zstd", "written", "detail"]);
+        let mut t = table(&[
+            "seq", "seg", "offset", "type", "page", "epoch", "source", "stored", "zstd", "written", "detail",
+        ]);
         for r in recs {
             t.add_row(vec![
                 r.seq.to_string(),
@@ -113,13 +163,30 @@ pub fn log_info(l: &LogInfo, records: Option<&[RecordInfo]>) -> Result<()> {
 }
 
 pub fn verify_report(r: &VerifyReport) -> Result<()> {
-    let mut rows = vec![("result", if r.ok { "ok".to_string() } else { format!("{} problem(s)", r.problems.len()) })];
+    let mut rows = vec![(
+        "result",
+        if r.ok {
+            "ok".to_string()
+        } else {
+            format!("{} problem(s)", r.problems.len())
+        },
+    )];
     for c in &r.checkpoints {
-        rows.push(("checkpoint", format!("{} ({} pages, {} bytes)", c.path.display(), c.pages, c.data_bytes)));
+        rows.push((
+            "checkpoint",
+            format!("{} ({} pages, {} bytes)", c.path.display(), c.pages, c.data_bytes),
+        ));
     }
     if let Some(l) = &r.log {
-        rows.push(("log", format!("{} segments, {} records, {} applied", l.segments, l.records, l.applied)));
+        rows.push((
+            "log",
+            format!("{} segments, {} records, {} applied", l.segments, l.records, l.applied),
+        ));
     }
-    rows.push(("state hash", r.state_hash.map_or("- (not computed: problems found)".into(), |h| h.to_hex())));
+    rows.push((
+        "state hash",
+        r.state_hash
+            .map_or("- (not computed: problems found)".into(), |h| h.to_hex()),
+    ));
     table_kv(&rows)
 }

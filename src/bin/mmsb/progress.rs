@@ -26,7 +26,12 @@ impl Progress {
                     std::thread::park_timeout(Duration::from_millis(100));
                     if bar.is_none() && started.elapsed() > Duration::from_secs(1) {
                         let b = indicatif::ProgressBar::new(total).with_message(label);
-                        b.set_style(indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}").expect("valid template"));
+                        b.set_style(
+                            indicatif::ProgressStyle::with_template(
+                                "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+                            )
+                            .expect("valid template"),
+                        );
                         bar = Some(b);
                     }
                     if let Some(b) = &bar {

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command (README.md): installs the Python peer the interop tests need, then runs the
+# checks CI runs. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -q
+cargo test --locked
