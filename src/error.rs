@@ -53,6 +53,9 @@ pub enum Error {
         /// The checkpoint's state hash.
         checkpoint_state: String,
     },
+    /// A CUDA driver, NVRTC or device problem (no driver, no device, out of memory, ...).
+    #[error("GPU: {0}")]
+    Gpu(String),
     /// The request itself cannot be carried out (bad argument, missing page, ...).
     #[error("{0}")]
     Invalid(String),

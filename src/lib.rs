@@ -41,11 +41,13 @@ pub mod error;
 pub mod format;
 pub mod fsutil;
 pub mod generate;
+pub mod gpu;
 pub mod inspect;
 mod mmap;
 pub mod page;
 pub mod replay;
 pub mod safetensors_io;
+pub mod select;
 pub mod verify;
 
 pub use error::{Corruption, Error, Result};

@@ -80,7 +80,7 @@ impl From<&Error> for Problem {
             Error::DeltaRejected { path, offset, .. } => (path.clone(), Some(*offset), "delta_rejected"),
             Error::WrongBase { path, .. } => (path.clone(), Some(32), "wrong_base"),
             Error::Io { path, .. } => (path.clone(), None, "io"),
-            Error::Invalid(_) => (PathBuf::new(), None, "invalid"),
+            Error::Invalid(_) | Error::Gpu(_) => (PathBuf::new(), None, "invalid"),
         };
         Problem {
             file,

@@ -52,6 +52,52 @@ pub fn crc32c_parallel(bytes: &[u8]) -> u32 {
         .unwrap_or(0)
 }
 
+const CRC32C_POLY_REFLECTED: u32 = 0x82F6_3B78;
+
+/// `a * b mod P` in the reflected bit order of CRC32C (bit 31 is x^0).
+fn crc32c_multmodp(a: u32, mut b: u32) -> u32 {
+    let mut m = 1u32 << 31;
+    let mut p = 0;
+    loop {
+        if a & m != 0 {
+            p ^= b;
+            if a & (m - 1) == 0 {
+                return p;
+            }
+        }
+        m >>= 1;
+        b = if b & 1 != 0 {
+            (b >> 1) ^ CRC32C_POLY_REFLECTED
+        } else {
+            b >> 1
+        };
+    }
+}
+
+/// `x^(8 * len) mod P`: the factor that shifts a CRC past `len` bytes.
+pub fn crc32c_shift_factor(len: u64) -> u32 {
+    // x^(2^k) for k = 3 (one byte) upward, by repeated squaring.
+    let mut square = 1u32 << 30; // x^1
+    for _ in 0..3 {
+        square = crc32c_multmodp(square, square);
+    }
+    let (mut n, mut p) = (len, 1u32 << 31); // x^0
+    while n != 0 {
+        if n & 1 != 0 {
+            p = crc32c_multmodp(square, p);
+        }
+        square = crc32c_multmodp(square, square);
+        n >>= 1;
+    }
+    p
+}
+
+/// The CRC32C of `A ++ B` from `crc(A)`, `crc(B)` and the shift factor of `B`'s length
+/// ([`crc32c_shift_factor`]); with equal-length pieces the factor is computed once.
+pub fn crc32c_combine_with(crc_a: u32, crc_b: u32, shift_b: u32) -> u32 {
+    crc32c_multmodp(shift_b, crc_a) ^ crc_b
+}
+
 /// A bounds-checked little-endian reader over a byte slice that knows the file offset of its
 /// first byte, so every error names the absolute offset where the bytes ran out.
 #[derive(Clone)]
@@ -213,6 +259,24 @@ mod tests {
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         assert_eq!(crc32c_parallel(&data), crc32c(&data));
+    }
+
+    #[test]
+    fn fast_combine_equals_the_crate_combine_and_the_whole_crc() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31 >> 3) as u8).collect();
+        for split in [0usize, 1, 7, 4096, 65_536, 99_999, 100_000] {
+            let (a, b) = data.split_at(split);
+            let f = crc32c_shift_factor(b.len() as u64);
+            assert_eq!(
+                crc32c_combine_with(crc32c(a), crc32c(b), f),
+                crc32c(&data),
+                "split {split}"
+            );
+            assert_eq!(
+                crc32c_combine_with(crc32c(a), crc32c(b), f),
+                crc32c::crc32c_combine(crc32c(a), crc32c(b), b.len())
+            );
+        }
     }
 
     #[test]

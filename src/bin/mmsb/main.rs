@@ -37,6 +37,8 @@ enum Command {
     Verify(VerifyArgs),
     Recover(RecoverArgs),
     Replay(ReplayArgs),
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Writes the man pages (mmsb.1 and one per subcommand) into a directory.
     #[command(hide = true)]
     ManPages {
@@ -100,6 +102,19 @@ struct GenArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MemoryArg {
+    Device,
+    Unified,
+    HostMapped,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReadArg {
+    Mmap,
+    Direct,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -230,9 +245,24 @@ struct ReplayArgs {
     checkpoint: PathBuf,
     /// Log segments or log directories.
     logs: Vec<PathBuf>,
-    /// Where to replay: auto, cpu, or cuda:N.
+    /// Where to replay: auto (cuda:0 when a GPU is there, else the CPU), cpu, or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// GPU memory for the pages: device, unified or host-mapped.
+    #[arg(long, value_enum, default_value_t = MemoryArg::Device)]
+    memory: MemoryArg,
+    /// GPU: check the bytes on the device against the checkpoint's CRC32C and compute the state
+    /// hash on the GPU. (The CPU replay always checks, and always prints the hash.)
+    #[arg(long)]
+    verify: bool,
+    /// GPU: load only these pages, and apply only their deltas: an id (7), an id range (10-20)
+    /// or a glob over names ('model.layers.1?.*'); repeatable.
+    #[arg(long = "pages", value_name = "PATTERN")]
+    pages: Vec<String>,
+    /// GPU: how to read the checkpoint (default: from the page cache when the file is cached,
+    /// else with O_DIRECT).
+    #[arg(long, value_enum, hide = true)]
+    read: Option<ReadArg>,
     #[command(flatten)]
     limit: LimitArgs,
     /// Write the replayed state as a checkpoint.
@@ -241,6 +271,90 @@ struct ReplayArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// In-process benchmarks (CUDA started once, then timed runs); JSON on stdout.
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Times loading a checkpoint into GPU memory: file open to the last byte on the device.
+    #[command(after_help = "EXAMPLE:\n  mmsb bench load model.ckpt --runs 7 --cold")]
+    Load {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// The device.
+        #[arg(long, default_value = "cuda:0")]
+        device: String,
+        /// Timed runs (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Drop the file from the page cache before each run.
+        #[arg(long)]
+        cold: bool,
+        /// How to read the file (default: by page-cache residency).
+        #[arg(long, value_enum)]
+        read: Option<ReadArg>,
+    },
+    /// Times applying a log to a resident checkpoint: log open to applied and synchronised.
+    #[command(after_help = "EXAMPLE:\n  mmsb bench deltas model.ckpt model.log --runs 5")]
+    Deltas {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// Log segments or directories.
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// The device.
+        #[arg(long, default_value = "cuda:0")]
+        device: String,
+        /// Timed runs (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn bench_cmd(b: BenchCommand) -> Result<Outcome> {
+    let open = |d: &str| -> Result<std::sync::Arc<mmsb::gpu::Gpu>> {
+        let ordinal = mmsb::gpu::parse_device(d).with_context(|| format!("--device {d}: expected cuda:N"))?;
+        Ok(std::sync::Arc::new(mmsb::gpu::Gpu::open(ordinal)?))
+    };
+    match b {
+        BenchCommand::Load {
+            checkpoint,
+            device,
+            runs,
+            cold,
+            read,
+        } => {
+            let gpu = open(&device)?;
+            let mode = read.map(|r| match r {
+                ReadArg::Mmap => mmsb::gpu::loader::ReadMode::Mmap,
+                ReadArg::Direct => mmsb::gpu::loader::ReadMode::Direct,
+            });
+            let r = mmsb::gpu::replay::bench_load(&gpu, &checkpoint, runs.max(1), cold, mode)?;
+            let med = median(r.iter().map(|x| x.open_to_resident_ms).collect());
+            print::json(
+                &serde_json::json!({"device": gpu.name, "cuda_start_ms": gpu.start_ms, "cold": cold, "median_ms": med, "median_gb_per_s": r[0].page_bytes as f64 / (med / 1e3) / 1e9, "runs": r}),
+            )?;
+        }
+        BenchCommand::Deltas {
+            checkpoint,
+            logs,
+            device,
+            runs,
+        } => {
+            let gpu = open(&device)?;
+            let r = mmsb::gpu::replay::bench_deltas(&gpu, &checkpoint, &logs, runs.max(1))?;
+            let med = median(r.iter().map(|x| x.log_open_to_applied_ms).collect());
+            print::json(
+                &serde_json::json!({"device": gpu.name, "median_ms": med, "median_payload_gb_per_s": r[0].payload_bytes as f64 / (med / 1e3) / 1e9, "runs": r}),
+            )?;
+        }
+    }
+    Ok(Outcome::Ok)
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -375,6 +489,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Verify(a) => verify_cmd(a),
         Command::Recover(a) => recover_cmd(a),
         Command::Replay(a) => replay_cmd(a),
+        Command::Bench(b) => bench_cmd(b),
         Command::ManPages { out } => {
             std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
             write_man_pages(&Cli::command(), &out)?;
@@ -566,6 +681,93 @@ fn recover_cmd(a: RecoverArgs) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
+    use mmsb::gpu::driver::MemoryKind;
+    use mmsb::gpu::loader::ReadMode;
+    let opts = mmsb::gpu::replay::GpuReplayOptions {
+        ordinal,
+        memory: match a.memory {
+            MemoryArg::Device => MemoryKind::Device,
+            MemoryArg::Unified => MemoryKind::Unified,
+            MemoryArg::HostMapped => MemoryKind::HostMapped,
+        },
+        limit: a.limit.limit(),
+        verify: a.verify,
+        pages: mmsb::select::PageSelector::parse(&a.pages)?,
+        output: a.output.clone(),
+        read_mode: a.read.map(|r| match r {
+            ReadArg::Mmap => ReadMode::Mmap,
+            ReadArg::Direct => ReadMode::Direct,
+        }),
+        poison: None,
+    };
+    let (r, _store) = mmsb::gpu::replay::replay(&a.checkpoint, &a.logs, &opts)?;
+    if let Some(torn) = &r.summary.torn_tail {
+        eprintln!(
+            "mmsb: warning: {}: torn tail of {} bytes at offset {} ignored (run `mmsb recover`)",
+            torn.path.display(),
+            torn.len,
+            torn.offset
+        );
+    }
+    if a.json {
+        print::json(&r)?;
+    } else {
+        let t = &r.timings_ms;
+        let mut rows = vec![
+            (
+                "device",
+                format!("{} ({}), memory {}", r.device, r.device_name, r.memory),
+            ),
+            (
+                "state hash",
+                r.state_hash.map_or("- (computed with --verify)".into(), |h| h.to_hex()),
+            ),
+            ("pages", r.pages.to_string()),
+            ("page bytes loaded", r.load.page_bytes.to_string()),
+            (
+                "read mode",
+                r.load.read_mode.map_or("host-mapped copy".into(), |m| {
+                    format!("{m:?} ({:.0}% cached)", r.load.cached_fraction * 100.0)
+                }),
+            ),
+            ("records applied", r.summary.records.to_string()),
+            ("delta bytes", r.summary.bytes_written.to_string()),
+        ];
+        if let Some(ap) = &r.apply {
+            rows.push((
+                "delta kernels",
+                format!("{} copies, {} masked, {} wave(s)", ap.copies, ap.masked, ap.waves),
+            ));
+        }
+        rows.extend([
+            (
+                "cuda start / nvrtc ms (in parallel)",
+                format!("{:.1} / {:.1}", t.cuda_start, t.nvrtc_compile),
+            ),
+            (
+                "open / wait for cuda ms",
+                format!("{:.1} / {:.1}", t.open, t.wait_for_cuda),
+            ),
+            ("alloc / read+h2d ms", format!("{:.2} / {:.2}", t.alloc, t.read_h2d)),
+            (
+                "verify / delta apply / hash / write ms",
+                format!(
+                    "{:.2} / {:.2} / {:.2} / {:.1}",
+                    t.verify, t.delta_apply, t.hash, t.write
+                ),
+            ),
+            (
+                "open to resident",
+                format!("{:.2} ms, {:.2} GB/s", t.open_to_resident, r.load_gb_per_s),
+            ),
+            ("total ms", format!("{:.1}", t.total)),
+        ]);
+        print::table_kv(&rows)?;
+    }
+    Ok(Outcome::Ok)
+}
+
 #[derive(serde::Serialize)]
 struct ReplayReport {
     device: String,
@@ -597,12 +799,20 @@ fn ms(t: Instant) -> f64 {
 fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
     let device = match a.device.as_str() {
         "cpu" => "cpu".to_string(),
-        "auto" => "cpu (auto: this build has no GPU replay)".to_string(),
-        d if d.starts_with("cuda:") => {
-            bail!("--device {d}: GPU replay is not available in this build; use --device cpu")
-        }
+        "auto" => match mmsb::gpu::device_count() {
+            Ok(n) if n > 0 => "cuda:0".to_string(),
+            Ok(_) => "cpu (auto: no CUDA device)".to_string(),
+            Err(e) => format!("cpu (auto: {e})"),
+        },
+        d if mmsb::gpu::parse_device(d).is_some() => d.to_string(),
         d => bail!("--device {d}: expected auto, cpu or cuda:N"),
     };
+    if let Some(ordinal) = mmsb::gpu::parse_device(&device) {
+        return gpu_replay_cmd(&a, ordinal);
+    }
+    if !a.pages.is_empty() || a.read.is_some() || !matches!(a.memory, MemoryArg::Device) {
+        bail!("--pages, --memory and --read apply to GPU replay (--device cuda:N)");
+    }
     let start = Instant::now();
     let mut t = Timings::default();
     let ckpt = Checkpoint::open(&a.checkpoint)?;

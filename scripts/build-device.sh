@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds what the lent GPU machine runs (it has no Rust toolchain): the release mmsb binary and
+# the GPU test binary, copied into .device/ (git-ignored; name it in the device tool's `carry`).
+# With --probes, also copies ../shared/gpu-limits there and builds its Rust probes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .device
+cargo build --release --locked -q
+cp target/release/mmsb .device/mmsb
+exe=$(cargo test --release --locked --no-run --test gpu --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("executable") and m.get("target", {}).get("name") == "gpu": print(m["executable"])')
+cp "$exe" .device/gpu-tests
+if [ "${1:-}" = "--probes" ]; then
+  rm -rf .device/gpu-limits && cp -r ../shared/gpu-limits .device/gpu-limits && chmod -R u+w .device/gpu-limits
+  (cd .device/gpu-limits/rust && cargo build --release -q && mkdir -p ../bin && cp target/release/{start,alloc,paths,preg} ../bin/ && rm -rf target)
+fi
+strip .device/mmsb .device/gpu-tests
+ls -la .device

@@ -1,0 +1,123 @@
+//! GPU replay on CUDA, through cudarc with dynamic loading: the crate builds and its CPU parts
+//! run on machines without CUDA; [`Gpu::open`] fails with one clear error where there is no
+//! driver or no device.
+//!
+//! - [`Gpu`]: a device's context, stream and kernels (NVRTC-compiled at run time).
+//! - [`store::DevicePageStore`]: pages in device memory (pooled), unified memory or host-mapped
+//!   memory, with residency, eviction and safe page handles.
+//! - [`loader`]: file bytes to device memory through a ring of registered staging slots.
+//! - [`apply`]: log deltas applied by kernels, bit-identical to the CPU replay.
+
+pub mod apply;
+pub mod driver;
+pub mod kernels;
+pub mod loader;
+pub mod replay;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cudarc::driver::{CudaContext, CudaStream};
+
+use crate::error::{Error, Result};
+use driver::gpu_err;
+
+/// An opened CUDA device: context, the stream all replay work is ordered on, and the kernels.
+pub struct Gpu {
+    /// The device's primary context.
+    pub ctx: Arc<CudaContext>,
+    /// The stream delta application, CRCs and page copies are ordered on.
+    pub stream: Arc<CudaStream>,
+    /// The loaded kernels.
+    pub kernels: kernels::Kernels,
+    /// The device ordinal.
+    pub ordinal: usize,
+    /// The device's name.
+    pub name: String,
+    /// Milliseconds from the call to a usable context (driver load, context creation).
+    pub start_ms: f64,
+    /// Milliseconds the NVRTC compile took (in parallel with context creation).
+    pub compile_ms: f64,
+}
+
+/// Number of CUDA devices, or an error saying why there are none to use.
+pub fn device_count() -> Result<usize> {
+    if !driver::driver_present() {
+        return Err(Error::Gpu("no CUDA driver (libcuda.so) on this machine".into()));
+    }
+    let n = CudaContext::device_count().map_err(|e| Error::Gpu(format!("CUDA driver present but unusable: {e}")))?;
+    Ok(n.max(0) as usize)
+}
+
+impl Gpu {
+    /// Opens device `ordinal`: creates its context while NVRTC compiles the kernels on another
+    /// thread, then loads them.
+    pub fn open(ordinal: usize) -> Result<Gpu> {
+        let t0 = Instant::now();
+        let count = device_count()?;
+        if ordinal >= count {
+            return Err(Error::Gpu(format!(
+                "no device cuda:{ordinal} ({count} CUDA device(s) present)"
+            )));
+        }
+        let compile = std::thread::spawn(|| {
+            let t = Instant::now();
+            kernels::compile().map(|p| (p, t.elapsed().as_secs_f64() * 1e3))
+        });
+        let ctx = CudaContext::new(ordinal).map_err(gpu_err)?;
+        let start_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let (ptx, compile_ms) = compile
+            .join()
+            .map_err(|_| Error::Gpu("NVRTC thread panicked".into()))??;
+        let kernels = kernels::Kernels::load(&ctx, ptx)?;
+        let stream = ctx.new_stream().map_err(gpu_err)?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown".into());
+        Ok(Gpu {
+            ctx,
+            stream,
+            kernels,
+            ordinal,
+            name,
+            start_ms,
+            compile_ms,
+        })
+    }
+
+    /// Waits for all work queued on the replay stream.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(gpu_err)
+    }
+}
+
+/// Parses `cuda:N` (or `cuda`, meaning `cuda:0`).
+pub fn parse_device(s: &str) -> Option<usize> {
+    match s {
+        "cuda" => Some(0),
+        _ => s.strip_prefix("cuda:")?.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_parse() {
+        assert_eq!(parse_device("cuda:3"), Some(3));
+        assert_eq!(parse_device("cuda"), Some(0));
+        assert_eq!(parse_device("cpu"), None);
+        assert_eq!(parse_device("cuda:x"), None);
+    }
+
+    #[test]
+    fn kernels_compile_or_nvrtc_is_absent() {
+        // NVRTC is a separate library: where it is installed the kernel source must compile.
+        // SAFETY: only tries to dlopen the library.
+        if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            kernels::compile().expect("kernel source compiles");
+        } else {
+            eprintln!("skipped: no NVRTC library on this machine");
+        }
+    }
+}

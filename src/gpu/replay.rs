@@ -1,0 +1,297 @@
+//! `mmsb replay --device cuda:N`: a whole replay on the GPU, with the time of each phase.
+//! CUDA starts (and NVRTC compiles) on other threads while this one opens the checkpoint and the
+//! log and asks the kernel to read the file ahead, so a cold small file is in the page cache by
+//! the time the device is ready.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::Gpu;
+use super::apply::ApplyStats;
+use super::driver::MemoryKind;
+use super::loader::ReadMode;
+use super::store::{DevicePageStore, LoadOptions, LoadStats};
+use crate::error::{Error, Result};
+use crate::format::checkpoint::Checkpoint;
+use crate::format::log::Log;
+use crate::page::StateHash;
+use crate::replay::{ReplayLimit, ReplaySummary};
+use crate::select::PageSelector;
+
+/// What to replay and how.
+#[derive(Debug, Clone)]
+pub struct GpuReplayOptions {
+    /// CUDA device ordinal.
+    pub ordinal: usize,
+    /// Pool memory kind.
+    pub memory: MemoryKind,
+    /// Where to stop in the log.
+    pub limit: ReplayLimit,
+    /// Check the bytes on the device against the checkpoint's CRCs and compute the state hash.
+    pub verify: bool,
+    /// Which pages to load (and which deltas to apply).
+    pub pages: PageSelector,
+    /// Write the replayed state here.
+    pub output: Option<PathBuf>,
+    /// Read mode (`None`: by page-cache residency).
+    pub read_mode: Option<ReadMode>,
+    /// Poison the pool with this byte first (tests).
+    pub poison: Option<u8>,
+}
+
+/// Phase timings in milliseconds, from the start of the call.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GpuTimings {
+    /// CUDA driver load and context creation (on its own thread, overlapping `open`).
+    pub cuda_start: f64,
+    /// NVRTC compile of the kernels (overlapping the above).
+    pub nvrtc_compile: f64,
+    /// Opening the checkpoint and log (headers, index, log scan with CRCs).
+    pub open: f64,
+    /// Waiting for CUDA after `open` was done.
+    pub wait_for_cuda: f64,
+    /// Device allocation of the page pool.
+    pub alloc: f64,
+    /// File read and host-to-device copy (pipelined together).
+    pub read_h2d: f64,
+    /// GPU CRC32C of the loaded pages against the checkpoint (`--verify`).
+    pub verify: f64,
+    /// Log upload, record decoding, kernels.
+    pub delta_apply: f64,
+    /// State hash from GPU CRCs (`--verify`).
+    pub hash: f64,
+    /// Writing the output checkpoint.
+    pub write: f64,
+    /// From the call to the end.
+    pub total: f64,
+    /// From opening the checkpoint to the last byte on the device (allocation included).
+    pub open_to_resident: f64,
+}
+
+/// What a GPU replay did.
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuReplayReport {
+    /// `cuda:N`.
+    pub device: String,
+    /// The device's name.
+    pub device_name: String,
+    /// Pool memory kind.
+    pub memory: String,
+    /// Pages in the store at the end.
+    pub pages: u64,
+    /// The load.
+    pub load: LoadStats,
+    /// The delta application, when a log was given.
+    pub apply: Option<ApplyStats>,
+    /// Records applied and bytes written.
+    pub summary: ReplaySummary,
+    /// State hash computed on the GPU (with `--verify`).
+    pub state_hash: Option<StateHash>,
+    /// Phase timings.
+    pub timings_ms: GpuTimings,
+    /// Page bytes loaded per second from open to resident, GB/s.
+    pub load_gb_per_s: f64,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Asks the kernel to read `path` into the page cache in the background.
+fn read_ahead(path: &Path) {
+    use std::os::unix::io::AsRawFd;
+    if let Ok(f) = std::fs::File::open(path) {
+        // SAFETY: a valid descriptor; the advice only starts readahead.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+    }
+}
+
+/// Files up to this size are read ahead into the page cache while CUDA starts; larger ones
+/// are read with O_DIRECT when cold.
+const READ_AHEAD_MAX: u64 = 1 << 30;
+
+/// Replays `checkpoint` plus `logs` on a GPU.
+pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Result<(GpuReplayReport, DevicePageStore)> {
+    let t0 = Instant::now();
+    let ordinal = o.ordinal;
+    let starting = std::thread::spawn(move || Gpu::open(ordinal));
+    let len = std::fs::metadata(checkpoint)
+        .map_err(|e| Error::io(checkpoint, e))?
+        .len();
+    if len <= READ_AHEAD_MAX && o.read_mode != Some(ReadMode::Direct) {
+        read_ahead(checkpoint);
+    }
+    let topen = Instant::now();
+    let ckpt = Checkpoint::open(checkpoint)?;
+    let log = if logs.is_empty() { None } else { Some(Log::open(logs)?) };
+    let mut t = GpuTimings {
+        open: ms(topen),
+        ..Default::default()
+    };
+    let twait = Instant::now();
+    let gpu = Arc::new(
+        starting
+            .join()
+            .map_err(|_| Error::Gpu("CUDA start thread panicked".into()))??,
+    );
+    t.wait_for_cuda = ms(twait);
+    t.cuda_start = gpu.start_ms;
+    t.nvrtc_compile = gpu.compile_ms;
+    let tload = Instant::now();
+    let sel = &o.pages;
+    let opts = LoadOptions {
+        memory: o.memory,
+        read_mode: o.read_mode,
+        pipeline: None,
+        poison: o.poison,
+    };
+    let (mut store, load) = DevicePageStore::load(&gpu, &ckpt, &|p| sel.matches(p.id, &p.meta), &opts)?;
+    t.alloc = load.alloc_ms;
+    t.read_h2d = load.read_h2d_ms;
+    t.open_to_resident = t.open + ms(tload);
+    if o.verify {
+        let tv = Instant::now();
+        store.verify_against(&ckpt)?;
+        t.verify = ms(tv);
+    }
+    let (summary, apply) = match &log {
+        Some(l) => {
+            let ta = Instant::now();
+            let (s, a) = store.apply_log(l, ckpt.head(), o.limit, &|id, meta| sel.matches(id, meta))?;
+            t.delta_apply = ms(ta);
+            (s, Some(a))
+        }
+        None => (ReplaySummary::default(), None),
+    };
+    let state_hash = if o.verify {
+        let th = Instant::now();
+        let h = store.state_hash()?;
+        t.hash = ms(th);
+        Some(h)
+    } else {
+        None
+    };
+    if let Some(out) = &o.output {
+        let tw = Instant::now();
+        store.write_checkpoint(out, ckpt.head().metadata.clone())?;
+        t.write = ms(tw);
+    }
+    t.total = ms(t0);
+    let report = GpuReplayReport {
+        device: format!("cuda:{}", gpu.ordinal),
+        device_name: gpu.name.clone(),
+        memory: format!("{:?}", o.memory).to_lowercase(),
+        pages: store.len() as u64,
+        load_gb_per_s: load.page_bytes as f64 / (t.open_to_resident / 1e3) / 1e9,
+        load,
+        apply,
+        summary,
+        state_hash,
+        timings_ms: t,
+    };
+    Ok((report, store))
+}
+
+/// One timed load, in a process where CUDA has already started.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadRun {
+    /// From opening the checkpoint to the last byte on the device, allocation included, ms.
+    pub open_to_resident_ms: f64,
+    /// Page bytes loaded.
+    pub page_bytes: u64,
+    /// GB/s.
+    pub gb_per_s: f64,
+    /// The load's own breakdown.
+    pub load: LoadStats,
+}
+
+/// Evicts a file's pages from the page cache (for cold-start measurements).
+pub fn drop_from_page_cache(path: &Path) -> Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))?;
+    // SAFETY: a valid descriptor; DONTNEED only drops clean cached pages of this file.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        return Err(Error::io(path, std::io::Error::from_raw_os_error(rc)));
+    }
+    Ok(())
+}
+
+/// Loads `checkpoint` `runs` times on an open device (each load freed before the next); with
+/// `cold`, the file is dropped from the page cache before each run.
+pub fn bench_load(
+    gpu: &Arc<Gpu>,
+    checkpoint: &Path,
+    runs: usize,
+    cold: bool,
+    read_mode: Option<ReadMode>,
+) -> Result<Vec<LoadRun>> {
+    let mut out = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        if cold {
+            drop_from_page_cache(checkpoint)?;
+        }
+        let t = Instant::now();
+        let ckpt = Checkpoint::open(checkpoint)?;
+        let (store, load) = DevicePageStore::load(
+            gpu,
+            &ckpt,
+            &|_| true,
+            &LoadOptions {
+                read_mode,
+                ..Default::default()
+            },
+        )?;
+        gpu.synchronize()?;
+        let ms = ms(t);
+        drop(store);
+        out.push(LoadRun {
+            open_to_resident_ms: ms,
+            page_bytes: load.page_bytes,
+            gb_per_s: load.page_bytes as f64 / (ms / 1e3) / 1e9,
+            load,
+        });
+    }
+    Ok(out)
+}
+
+/// One timed delta application.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeltaRun {
+    /// From opening the log to every delta applied and synchronised, ms.
+    pub log_open_to_applied_ms: f64,
+    /// Records applied.
+    pub records: u64,
+    /// Payload bytes written.
+    pub payload_bytes: u64,
+    /// Payload GB/s.
+    pub payload_gb_per_s: f64,
+    /// The apply's breakdown.
+    pub apply: ApplyStats,
+}
+
+/// Applies `logs` to a freshly loaded `checkpoint`, `runs` times (the load is not timed).
+pub fn bench_deltas(gpu: &Arc<Gpu>, checkpoint: &Path, logs: &[PathBuf], runs: usize) -> Result<Vec<DeltaRun>> {
+    let ckpt = Checkpoint::open(checkpoint)?;
+    let mut out = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let (mut store, _) = DevicePageStore::load(gpu, &ckpt, &|_| true, &LoadOptions::default())?;
+        gpu.synchronize()?;
+        let t = Instant::now();
+        let log = Log::open(logs)?;
+        let (s, apply) = store.apply_log(&log, ckpt.head(), ReplayLimit::default(), &|_, _| true)?;
+        let ms = ms(t);
+        out.push(DeltaRun {
+            log_open_to_applied_ms: ms,
+            records: s.records,
+            payload_bytes: s.bytes_written,
+            payload_gb_per_s: s.bytes_written as f64 / (ms / 1e3) / 1e9,
+            apply,
+        });
+    }
+    Ok(out)
+}

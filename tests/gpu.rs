@@ -1,0 +1,319 @@
+//! GPU replay against the CPU replay, byte for byte, on generated workloads. Runs for real on a
+//! machine with a CUDA device (scripts/gpu-test.sh on the lent GPU machine); elsewhere each test
+//! prints "skipped: no CUDA device" and returns.
+//!
+//! Device memory is poisoned before every load, so a byte the GPU path forgets to write shows.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use mmsb::format::checkpoint::Checkpoint;
+use mmsb::format::log::{Compression, Log};
+use mmsb::generate::{GenOptions, Mix, SizeDist, generate};
+use mmsb::gpu::Gpu;
+use mmsb::gpu::driver::MemoryKind;
+use mmsb::gpu::loader::ReadMode;
+use mmsb::gpu::store::{DevicePageStore, LoadOptions, PageResidency};
+use mmsb::replay::{ReplayLimit, State};
+use mmsb::select::PageSelector;
+
+fn gpu() -> Option<Arc<Gpu>> {
+    static GPU: OnceLock<Result<Arc<Gpu>, String>> = OnceLock::new();
+    let g = GPU.get_or_init(|| match mmsb::gpu::device_count() {
+        Ok(n) if n > 0 => Gpu::open(0).map(Arc::new).map_err(|e| e.to_string()),
+        Ok(_) => Err("no device".into()),
+        Err(e) => Err(e.to_string()),
+    });
+    match g {
+        Ok(g) => Some(g.clone()),
+        Err(e) if e.contains("no CUDA driver") || e == "no device" => {
+            eprintln!("skipped: no CUDA device ({e})");
+            println!("skipped: no CUDA device");
+            None
+        }
+        Err(e) => panic!("a CUDA device is present but cannot be used: {e}"),
+    }
+}
+
+fn workloads() -> Vec<(&'static str, GenOptions)> {
+    let all = Mix {
+        full: 1,
+        sparse: 6,
+        masked: 3,
+        create: 1,
+        resize: 1,
+        delete: 1,
+    };
+    let mut w = vec![
+        (
+            "tiny pages, every record kind, hot overlaps",
+            GenOptions {
+                seed: 1,
+                pages: 40,
+                total_size: 40_000,
+                deltas: 3000,
+                mix: all,
+                delta_bytes: (1, 300),
+                hot_fraction: 0.05,
+                hot_weight: 0.95,
+                ..Default::default()
+            },
+        ),
+        (
+            "log-uniform pages 1 B.. MiB, zstd",
+            GenOptions {
+                seed: 2,
+                pages: 200,
+                total_size: 48 << 20,
+                deltas: 5000,
+                mix: all,
+                compression: Compression::Auto,
+                segment_size: 1 << 20,
+                ..Default::default()
+            },
+        ),
+        (
+            "sparse only, no overlap expected",
+            GenOptions {
+                seed: 3,
+                pages: 16,
+                size_dist: SizeDist::Equal,
+                total_size: 64 << 20,
+                deltas: 20000,
+                mix: Mix {
+                    full: 0,
+                    sparse: 1,
+                    masked: 0,
+                    create: 0,
+                    resize: 0,
+                    delete: 0,
+                },
+                hot_fraction: 1.0,
+                ..Default::default()
+            },
+        ),
+        (
+            "masked heavy, large spans",
+            GenOptions {
+                seed: 4,
+                pages: 8,
+                total_size: 8 << 20,
+                deltas: 2000,
+                mix: Mix {
+                    full: 1,
+                    sparse: 1,
+                    masked: 8,
+                    create: 0,
+                    resize: 0,
+                    delete: 0,
+                },
+                delta_bytes: (1, 64 << 10),
+                ..Default::default()
+            },
+        ),
+    ];
+    if std::env::var("MMSB_GPU_BIG").is_ok() {
+        w.push((
+            "pages up to hundreds of MiB",
+            GenOptions {
+                seed: 5,
+                pages: 6,
+                total_size: 900 << 20,
+                deltas: 20000,
+                mix: all,
+                full_max: 8 << 20,
+                ..Default::default()
+            },
+        ));
+    }
+    w
+}
+
+/// Generates a workload, replays it on the CPU and on the GPU (poisoned), compares every page.
+fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: &LoadOptions) {
+    let ck = dir.join(format!("{}.ckpt", o.seed));
+    let lg = dir.join(format!("{}.log", o.seed));
+    if !ck.exists() {
+        generate(&ck, Some(&lg), o).unwrap();
+    }
+    let ckpt = Checkpoint::open(&ck).unwrap();
+    let log = Log::open(&[&lg]).unwrap();
+    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    cpu.replay(&log, ReplayLimit::default()).unwrap();
+
+    let (mut store, _) = DevicePageStore::load(gpu, &ckpt, &|_| true, opts).unwrap();
+    store
+        .verify_against(&ckpt)
+        .unwrap_or_else(|e| panic!("{name}: loaded bytes: {e}"));
+    let (summary, stats) = store
+        .apply_log(&log, ckpt.head(), ReplayLimit::default(), &|_, _| true)
+        .unwrap();
+    assert_eq!(summary.records, o.deltas, "{name}");
+    let ids: Vec<u64> = store.page_ids().collect();
+    let cpu_ids: Vec<u64> = cpu.pages().map(|(id, _)| id).collect();
+    assert_eq!(ids, cpu_ids, "{name}: page sets differ");
+    for (id, page) in cpu.pages() {
+        let got = store.read_page(id).unwrap();
+        if got != page.data() {
+            let first = got.iter().zip(page.data()).position(|(a, b)| a != b);
+            panic!(
+                "{name}: page {id} differs (len {} vs {}), first differing byte {first:?}",
+                got.len(),
+                page.data().len()
+            );
+        }
+        assert_eq!(store.page_info(id).unwrap().0, page.epoch, "{name}: epoch of page {id}");
+    }
+    assert_eq!(store.state_hash().unwrap(), cpu.state_hash(), "{name}: GPU state hash");
+    eprintln!(
+        "{name}: {} pages equal; {} copies, {} masked, {} waves, {} structural",
+        cpu.pages().len(),
+        stats.copies,
+        stats.masked,
+        stats.waves,
+        stats.structural
+    );
+}
+
+#[test]
+fn gpu_replay_equals_cpu_replay_on_generated_workloads() {
+    let Some(gpu) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = workloads();
+    if std::env::var("MMSB_GPU_SMALL").is_ok() {
+        all.truncate(1); // under compute-sanitizer, which runs kernels far slower
+    }
+    for (name, o) in all {
+        check_workload(
+            &gpu,
+            dir.path(),
+            name,
+            &o,
+            &LoadOptions {
+                poison: Some(0xA5),
+                ..Default::default()
+            },
+        );
+    }
+}
+
+#[test]
+fn gpu_replay_is_exact_in_every_memory_kind_and_read_mode() {
+    let Some(gpu) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (name, o) = workloads().swap_remove(1);
+    for memory in [MemoryKind::Device, MemoryKind::Unified, MemoryKind::HostMapped] {
+        for read_mode in [ReadMode::Mmap, ReadMode::Direct] {
+            let opts = LoadOptions {
+                memory,
+                read_mode: Some(read_mode),
+                poison: Some(0x5A),
+                ..Default::default()
+            };
+            check_workload(
+                &gpu,
+                dir.path(),
+                &format!("{name} [{memory:?}, {read_mode:?}]"),
+                &o,
+                &opts,
+            );
+        }
+    }
+}
+
+#[test]
+fn gpu_selected_pages_load_alone_and_get_only_their_deltas() {
+    let Some(gpu) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let o = GenOptions {
+        seed: 9,
+        pages: 30,
+        total_size: 4 << 20,
+        deltas: 2000,
+        ..Default::default()
+    };
+    let ck = dir.path().join("s.ckpt");
+    let lg = dir.path().join("s.log");
+    generate(&ck, Some(&lg), &o).unwrap();
+    let ckpt = Checkpoint::open(&ck).unwrap();
+    let log = Log::open(&[&lg]).unwrap();
+    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    cpu.replay(&log, ReplayLimit::default()).unwrap();
+    let sel = PageSelector::parse(&["3-5", "page.2?"]).unwrap();
+    let (mut store, stats) = DevicePageStore::load(
+        &gpu,
+        &ckpt,
+        &|p| sel.matches(p.id, &p.meta),
+        &LoadOptions {
+            poison: Some(0xEE),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let expect: Vec<u64> = ckpt
+        .pages()
+        .iter()
+        .filter(|p| sel.matches(p.id, &p.meta))
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(store.page_ids().collect::<Vec<_>>(), expect);
+    assert_eq!(
+        stats.page_bytes,
+        ckpt.pages()
+            .iter()
+            .filter(|p| sel.matches(p.id, &p.meta))
+            .map(|p| p.len)
+            .sum::<u64>()
+    );
+    assert!(!store.loaded_all());
+    store.verify_against(&ckpt).unwrap();
+    store
+        .apply_log(&log, ckpt.head(), ReplayLimit::default(), &|id, m| sel.matches(id, m))
+        .unwrap();
+    for id in expect {
+        assert_eq!(store.read_page(id).unwrap(), cpu.page(id).unwrap().data(), "page {id}");
+    }
+}
+
+#[test]
+fn gpu_pages_can_be_evicted_restored_and_written_back() {
+    let Some(gpu) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let o = GenOptions {
+        seed: 11,
+        pages: 12,
+        total_size: 1 << 20,
+        deltas: 500,
+        ..Default::default()
+    };
+    let ck = dir.path().join("e.ckpt");
+    let lg = dir.path().join("e.log");
+    generate(&ck, Some(&lg), &o).unwrap();
+    let ckpt = Checkpoint::open(&ck).unwrap();
+    let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+    let before = store.read_page(4).unwrap();
+    let h = store.page(4).unwrap();
+    assert_eq!(h.len(), before.len() as u64);
+    assert_eq!(h.device(), 0);
+    assert!(h.device_ptr() != 0);
+    store.evict(4).unwrap();
+    assert_eq!(store.residency(4), Some(PageResidency::Evicted));
+    assert!(store.page(4).is_none());
+    assert_eq!(
+        store.read_page(4).unwrap(),
+        before,
+        "evicted page keeps its bytes on the host"
+    );
+    store.restore(4).unwrap();
+    assert_eq!(store.residency(4), Some(PageResidency::Device));
+    assert_eq!(store.read_page(4).unwrap(), before);
+    let log = Log::open(&[&lg]).unwrap();
+    store
+        .apply_log(&log, ckpt.head(), ReplayLimit::default(), &|_, _| true)
+        .unwrap();
+    let out = dir.path().join("out.ckpt");
+    store.write_checkpoint(&out, Default::default()).unwrap();
+    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    cpu.replay(&log, ReplayLimit::default()).unwrap();
+    assert_eq!(Checkpoint::open(&out).unwrap().state_hash(), cpu.state_hash());
+}
