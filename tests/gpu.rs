@@ -203,7 +203,7 @@ fn gpu_replay_is_exact_in_every_memory_kind_and_read_mode() {
     let dir = tempfile::tempdir().unwrap();
     let (name, o) = workloads().swap_remove(1);
     for memory in [MemoryKind::Device, MemoryKind::Unified, MemoryKind::HostMapped] {
-        for read_mode in [ReadMode::Mmap, ReadMode::Direct] {
+        for read_mode in [ReadMode::Buffered, ReadMode::PinMapping, ReadMode::Direct] {
             let opts = LoadOptions {
                 memory,
                 read_mode: Some(read_mode),

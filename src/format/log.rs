@@ -283,7 +283,8 @@ pub struct Segment {
 impl Segment {
     /// Maps `path`, parses its header and finds every whole frame.
     pub fn open(path: &Path) -> Result<Segment> {
-        let map = ReadOnlyMap::open(path)?;
+        // Every byte of a segment is read (the frame scan checks every CRC): map it whole.
+        let map = ReadOnlyMap::open_with(path, true)?;
         let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
         let (frames, end) = scan(map.bytes(), &header);
         Ok(Segment {

@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn fast_combine_equals_the_crate_combine_and_the_whole_crc() {
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31 >> 3) as u8).collect();
+        let data: Vec<u8> = (0..100_000u32).map(|i| ((i * 31) >> 3) as u8).collect();
         for split in [0usize, 1, 7, 4096, 65_536, 99_999, 100_000] {
             let (a, b) = data.split_at(split);
             let f = crc32c_shift_factor(b.len() as u64);

@@ -72,14 +72,14 @@ impl DevicePageStore {
         keep_created: &dyn Fn(u64, &PageMeta) -> bool,
     ) -> Result<(ReplaySummary, ApplyStats)> {
         log.check()?;
-        if let Some(seg) = log.segments().first() {
-            if seg.header().base != self.base {
-                return Err(Error::WrongBase {
-                    path: seg.path().to_owned(),
-                    log_base: seg.header().base.to_hex(),
-                    checkpoint_state: self.base.to_hex(),
-                });
-            }
+        if let Some(seg) = log.segments().first()
+            && seg.header().base != self.base
+        {
+            return Err(Error::WrongBase {
+                path: seg.path().to_owned(),
+                log_base: seg.header().base.to_hex(),
+                checkpoint_state: self.base.to_hex(),
+            });
         }
         let mut stats = ApplyStats::default();
         let t = Instant::now();
@@ -91,21 +91,27 @@ impl DevicePageStore {
             total += s.file_len();
         }
         let logbuf = DeviceBuffer::alloc(&self.gpu.ctx, total as usize, MemoryKind::Device)?;
-        for (s, base) in log.segments().iter().zip(&seg_base) {
-            let job = [CopyJob {
+        // One load for all segments: one staging setup, every thread busy across files.
+        let sources: Vec<(&std::path::Path, &[u8])> = log.segments().iter().map(|s| (s.path(), s.bytes())).collect();
+        let jobs: Vec<CopyJob> = log
+            .segments()
+            .iter()
+            .zip(&seg_base)
+            .enumerate()
+            .map(|(i, (s, base))| CopyJob {
+                src: i,
                 file_off: 0,
                 len: s.file_len(),
                 dst: logbuf.ptr() + base,
-            }];
-            super::loader::load(
-                &self.gpu.ctx,
-                s.path(),
-                s.bytes(),
-                &job,
-                ReadMode::Mmap,
-                Pipeline::for_bytes(total),
-            )?;
-        }
+            })
+            .collect();
+        super::loader::load(
+            &self.gpu.ctx,
+            &sources,
+            &jobs,
+            ReadMode::Buffered,
+            Pipeline::for_bytes(total),
+        )?;
         stats.log_bytes = total;
         stats.upload_ms = t.elapsed().as_secs_f64() * 1e3;
 
@@ -133,12 +139,32 @@ impl DevicePageStore {
             extra: Vec::new(),
         };
         let mut keep_alive: Vec<DeviceBuffer> = Vec::new();
-        for rec in log.records() {
-            let rec = rec?;
-            if limit.to_seq.is_some_and(|n| rec.frame.seq > n) {
-                break;
-            }
-            let Some(delta) = rec.delta()? else {
+        // Decompress and decode every record in parallel; checks and descriptors follow in order.
+        let records: Vec<_> = {
+            use rayon::prelude::*;
+            let frames: Vec<_> = log
+                .segments()
+                .iter()
+                .flat_map(|s| s.frames().iter().map(move |f| (s, *f)))
+                .take_while(|(_, f)| limit.to_seq.is_none_or(|n| f.seq <= n))
+                .collect();
+            frames
+                .into_par_iter()
+                .map(|(segment, frame)| {
+                    segment.payload(&frame).map(|payload| crate::format::log::LogRecord {
+                        segment,
+                        frame,
+                        payload,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        let deltas: Vec<_> = {
+            use rayon::prelude::*;
+            records.par_iter().map(|r| r.delta()).collect::<Result<Vec<_>>>()?
+        };
+        for (rec, delta) in records.iter().zip(deltas) {
+            let Some(delta) = delta else {
                 summary.skipped_unknown += 1;
                 continue;
             };
@@ -178,7 +204,7 @@ impl DevicePageStore {
                     if keep_created(delta.page_id, meta) {
                         self.flush(&mut pending, &mut stats, &mut keep_alive, &mut kernel_s)?;
                         let buf = DeviceBuffer::alloc(&self.gpu.ctx, *len as usize, self.memory)?;
-                        memset(self.gpu.stream.cu_stream(), buf.ptr(), 0, *len as usize)?;
+                        memset(&self.gpu.stream, buf.ptr(), 0, *len as usize)?;
                         let residency = if self.memory == MemoryKind::Device {
                             PageResidency::Device
                         } else if self.memory == MemoryKind::Unified {
@@ -228,7 +254,7 @@ impl DevicePageStore {
                     self.flush(&mut pending, &mut stats, &mut keep_alive, &mut kernel_s)?;
                     let buf = DeviceBuffer::alloc(&self.gpu.ctx, *len as usize, self.memory)?;
                     let keep = page_len.min(*len);
-                    let stream = self.gpu.stream.cu_stream();
+                    let stream = &self.gpu.stream;
                     copy_d2d(stream, buf.ptr(), dst, keep as usize)?;
                     memset(stream, buf.ptr() + keep, 0, (*len - keep) as usize)?;
                     let page = self.pages.get_mut(&delta.page_id).expect("present");

@@ -312,31 +312,37 @@ pub fn copy_h2d_sync(ctx: &Arc<CudaContext>, dst: u64, src: &[u8]) -> Result<()>
 }
 
 /// Device-to-device copy, ordered on `stream`.
-pub fn copy_d2d(stream: sys::CUstream, dst: u64, src: u64, len: usize) -> Result<()> {
+pub(crate) fn copy_d2d(stream: &cudarc::driver::CudaStream, dst: u64, src: u64, len: usize) -> Result<()> {
     if len == 0 {
         return Ok(());
     }
     // SAFETY: both ranges lie in live device allocations (callers take them from pages).
     check(
-        unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, len, stream) },
+        unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, len, stream.cu_stream()) },
         "cuMemcpyDtoDAsync",
     )
 }
 
 /// Fills `len` bytes at `dst` with `value`, ordered on `stream`.
-pub fn memset(stream: sys::CUstream, dst: u64, value: u8, len: usize) -> Result<()> {
+pub(crate) fn memset(stream: &cudarc::driver::CudaStream, dst: u64, value: u8, len: usize) -> Result<()> {
     if len == 0 {
         return Ok(());
     }
     // SAFETY: the range lies in a live device allocation.
     check(
-        unsafe { sys::cuMemsetD8Async(dst, value, len, stream) },
+        unsafe { sys::cuMemsetD8Async(dst, value, len, stream.cu_stream()) },
         "cuMemsetD8Async",
     )
 }
 
 /// Prefetches unified memory to the device (or, with `to_host`, back to the CPU).
-pub fn prefetch(ctx: &Arc<CudaContext>, stream: sys::CUstream, ptr: u64, len: usize, to_host: bool) -> Result<()> {
+pub(crate) fn prefetch(
+    ctx: &Arc<CudaContext>,
+    stream: &cudarc::driver::CudaStream,
+    ptr: u64,
+    len: usize,
+    to_host: bool,
+) -> Result<()> {
     let location = if to_host {
         sys::CUmemLocation {
             type_: sys::CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST,
@@ -360,7 +366,7 @@ pub fn prefetch(ctx: &Arc<CudaContext>, stream: sys::CUstream, ptr: u64, len: us
             "cuMemAdvise",
         )?;
         check(
-            sys::cuMemPrefetchAsync_v2(ptr, len, location, 0, stream),
+            sys::cuMemPrefetchAsync_v2(ptr, len, location, 0, stream.cu_stream()),
             "cuMemPrefetchAsync",
         )
     }

@@ -17,10 +17,15 @@ use crate::format::ALIGN;
 
 /// How file bytes are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum ReadMode {
-    /// Copy out of the page cache through the file mapping (warm files).
-    Mmap,
+    /// `pread` out of the page cache into the staging slots (warm, large files). Copying out of
+    /// a fresh mapping instead would take a page fault per 4 KiB, which costs about as much as
+    /// the disk on some of the lent machines.
+    Buffered,
+    /// Pin the read-only file mapping itself in 16 MiB pieces and copy each piece as soon as it
+    /// is pinned (warm, small files: no staging memory to set up).
+    PinMapping,
     /// `O_DIRECT` reads, several in flight (cold files: the only way to reach the disk's rate).
     Direct,
 }
@@ -28,6 +33,8 @@ pub enum ReadMode {
 /// One contiguous piece to move: `len` bytes from file offset `file_off` to device address `dst`.
 #[derive(Debug, Clone, Copy)]
 pub struct CopyJob {
+    /// Index of the source file in the `sources` given to [`load`].
+    pub src: usize,
     /// Offset in the source file.
     pub file_off: u64,
     /// Bytes.
@@ -64,20 +71,43 @@ impl Pipeline {
     }
 }
 
-/// The fraction of `map`'s pages that are in the page cache (sampled with mincore).
-pub fn cached_fraction(map: &[u8]) -> f64 {
-    if map.is_empty() {
+/// The fraction of a file's bytes in `ranges` that are in the page cache, from up to 256
+/// one-byte `preadv2(RWF_NOWAIT)` probes spread over them (a read that would go to the disk
+/// fails with EAGAIN instead). mincore is no use here: for files the caller cannot write, it
+/// reports only the pages mapped in the caller.
+pub fn cached_fraction(path: &Path, ranges: &[(u64, u64)]) -> f64 {
+    let total: u64 = ranges.iter().map(|r| r.1).sum();
+    let Ok(file) = std::fs::File::open(path) else {
+        return 0.0;
+    };
+    if total == 0 {
         return 1.0;
     }
-    let pages = map.len().div_ceil(4096);
-    let mut vec = vec![0u8; pages];
-    // SAFETY: `map` is a live mapping of `map.len()` bytes starting at a page boundary (mmap
-    // returns page-aligned addresses); `vec` has one byte per page, as mincore requires.
-    let rc = unsafe { libc::mincore(map.as_ptr() as *mut _, map.len(), vec.as_mut_ptr()) };
-    if rc != 0 {
-        return 0.0;
+    let samples = 256u64.min(total.div_ceil(ALIGN));
+    let mut hits = 0;
+    for i in 0..samples {
+        // The i-th sample's position among all the ranges' bytes.
+        let mut at = total / samples * i;
+        let mut off = 0;
+        for &(start, len) in ranges {
+            if at < len {
+                off = start + at;
+                break;
+            }
+            at -= len;
+        }
+        let mut byte = [0u8; 1];
+        let iov = libc::iovec {
+            iov_base: byte.as_mut_ptr() as *mut _,
+            iov_len: 1,
+        };
+        // SAFETY: one iovec of one writable byte; a valid descriptor.
+        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off as i64, libc::RWF_NOWAIT) };
+        if n == 1 {
+            hits += 1;
+        }
     }
-    vec.iter().filter(|&&b| b & 1 == 1).count() as f64 / pages as f64
+    hits as f64 / samples as f64
 }
 
 /// Splits jobs into pieces of at most `slot` bytes.
@@ -88,6 +118,7 @@ fn pieces(jobs: &[CopyJob], slot: u64) -> Vec<CopyJob> {
         while done < j.len {
             let n = slot.min(j.len - done);
             out.push(CopyJob {
+                src: j.src,
                 file_off: j.file_off + done,
                 len: n,
                 dst: j.dst + done,
@@ -98,17 +129,28 @@ fn pieces(jobs: &[CopyJob], slot: u64) -> Vec<CopyJob> {
     out
 }
 
-/// Moves `jobs` from the file (`map` is its mapping) to the device. With [`ReadMode::Direct`],
-/// job offsets must be multiples of 4096 (reads are rounded up to 4096 bytes and may end short
-/// at the end of the file). Returns when every byte is on the device.
+/// Moves `jobs` from the file (`map` is its mapping) to the device. With [`ReadMode::Direct`]
+/// and [`ReadMode::PinMapping`], job offsets and lengths must be multiples of 4096 (direct reads
+/// may end short at the end of the file). Returns when every byte is on the device.
 pub fn load(
     ctx: &Arc<CudaContext>,
-    path: &Path,
-    map: &[u8],
+    sources: &[(&Path, &[u8])],
     jobs: &[CopyJob],
     mode: ReadMode,
     p: Pipeline,
 ) -> Result<()> {
+    if mode == ReadMode::PinMapping {
+        return load_pinning_mapping(ctx, sources, jobs);
+    }
+    // Direct reads go to the disk: fewer, larger requests keep it busier.
+    let p = if mode == ReadMode::Direct {
+        Pipeline {
+            slot: p.slot.max(8 << 20),
+            ..p
+        }
+    } else {
+        p
+    };
     let work = pieces(jobs, p.slot as u64);
     if work.is_empty() {
         return Ok(());
@@ -122,21 +164,23 @@ pub fn load(
     ctx.bind_to_thread().map_err(gpu_err)?;
     // SAFETY: the arena stays allocated until after `pinned` drops (declared after it).
     let pinned = unsafe { Registered::new(arena.ptr, arena_len, false)? };
-    let direct = match mode {
-        ReadMode::Direct => Some(
+    let flags = if mode == ReadMode::Direct { libc::O_DIRECT } else { 0 };
+    let files = sources
+        .iter()
+        .map(|(path, _)| {
             std::fs::OpenOptions::new()
                 .read(true)
-                .custom_flags(libc::O_DIRECT)
+                .custom_flags(flags)
                 .open(path)
-                .map_err(|e| Error::io(path, e))?,
-        ),
-        ReadMode::Mmap => None,
-    };
+                .map_err(|e| Error::io(path, e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let direct = mode == ReadMode::Direct;
     let next = AtomicUsize::new(0);
     let result: Result<()> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|tid| {
-                let (ctx, work, next, direct, pinned) = (ctx.clone(), &work, &next, direct.as_ref(), &pinned);
+                let (ctx, work, next, files, pinned) = (ctx.clone(), &work, &next, &files, &pinned);
                 s.spawn(move || -> Result<()> {
                     ctx.bind_to_thread().map_err(gpu_err)?;
                     let stream = RawStream::new()?;
@@ -152,22 +196,35 @@ pub fn load(
                         // registered arena; the event wait above means no copy reads it now.
                         let slot_ptr = unsafe { pinned.ptr().add((tid * 2 + k) * slot) };
                         let len = job.len as usize;
-                        match direct {
-                            None => {
-                                let src = &map[job.file_off as usize..job.file_off as usize + len];
-                                // SAFETY: `len <= slot`; source and slot do not overlap.
-                                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), slot_ptr, len) };
+                        let (file, path) = (&files[job.src], sources[job.src].0);
+                        let want = if direct {
+                            len.next_multiple_of(ALIGN as usize)
+                        } else {
+                            len
+                        };
+                        let mut got = 0usize;
+                        while got < len {
+                            // SAFETY: reads at most `want - got` bytes into the slot past `got`;
+                            // `want <= slot`.
+                            let n = unsafe {
+                                libc::pread(
+                                    file.as_raw_fd(),
+                                    slot_ptr.add(got) as *mut _,
+                                    want - got,
+                                    (job.file_off as usize + got) as i64,
+                                )
+                            };
+                            if n < 0 {
+                                return Err(Error::io(path, std::io::Error::last_os_error()));
                             }
-                            Some(f) => {
-                                let want = len.next_multiple_of(ALIGN as usize);
-                                // SAFETY: reads at most `want <= slot` bytes into the slot.
-                                let got = unsafe {
-                                    libc::pread(f.as_raw_fd(), slot_ptr as *mut _, want, job.file_off as i64)
-                                };
-                                if got < len as isize {
-                                    return Err(Error::io(path, std::io::Error::last_os_error()));
-                                }
+                            if n == 0 {
+                                let eof = std::io::Error::new(
+                                    std::io::ErrorKind::UnexpectedEof,
+                                    "file shorter than its index says",
+                                );
+                                return Err(Error::io(path, eof));
                             }
+                            got += n as usize;
                         }
                         // SAFETY: the slot stays untouched until the event recorded next fires
                         // (waited for above before reuse, or at the stream sync below).
@@ -179,17 +236,38 @@ pub fn load(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Gpu("a copy thread panicked".into())))
-            })
-            .collect()
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::Gpu("a copy thread panicked".into())))
+        })
     });
     drop(pinned);
     drop(arena);
     result
+}
+
+/// Pins the file mapping piece by piece (read-only registration) and copies each piece straight
+/// from it, the pinning of the next piece overlapping the copy of the last.
+fn load_pinning_mapping(ctx: &Arc<CudaContext>, sources: &[(&Path, &[u8])], jobs: &[CopyJob]) -> Result<()> {
+    const PIECE: u64 = 16 << 20;
+    ctx.bind_to_thread().map_err(gpu_err)?;
+    let stream = RawStream::new()?;
+    let mut pinned = Vec::new();
+    for j in pieces(jobs, PIECE) {
+        if j.file_off % ALIGN != 0 || j.len % ALIGN != 0 {
+            return Err(Error::Gpu("pinning the mapping needs 4096-aligned pieces".into()));
+        }
+        let src = &sources[j.src].1[j.file_off as usize..(j.file_off + j.len) as usize];
+        // SAFETY: `src` is part of the read-only mapping, which outlives this function; the
+        // registration is dropped (unpinned) below, after the stream has finished every copy.
+        let r = unsafe { Registered::new(src.as_ptr(), src.len(), true)? };
+        // SAFETY: the source stays mapped and pinned until after the synchronisation below.
+        unsafe { stream.copy_h2d(j.dst, src.as_ptr(), src.len())? };
+        pinned.push(r);
+    }
+    stream.synchronize()?;
+    drop(pinned);
+    Ok(())
 }
 
 /// Page-aligned host memory for staging slots.

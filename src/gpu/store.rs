@@ -145,6 +145,8 @@ pub struct DevicePageStore {
 }
 
 const CRC_CHUNK: u64 = 32 << 10;
+/// Loads up to this size, when cached, pin the file mapping instead of setting up staging.
+const SMALL_LOAD: u64 = 256 << 20;
 
 impl DevicePageStore {
     /// Loads the pages of `ckpt` that `select` accepts into device memory, reading no other
@@ -165,6 +167,7 @@ impl DevicePageStore {
         let pool_len = if complete {
             if head.file_len > head.data_offset {
                 jobs.push(CopyJob {
+                    src: 0,
                     file_off: head.data_offset,
                     len: head.file_len - head.data_offset,
                     dst: 0,
@@ -180,6 +183,7 @@ impl DevicePageStore {
                 let span = align_up(p.len).expect("checked against the file length");
                 if span > 0 {
                     jobs.push(CopyJob {
+                        src: 0,
                         file_off: p.offset,
                         len: span,
                         dst: at,
@@ -202,7 +206,7 @@ impl DevicePageStore {
             match pool.host_slice_mut() {
                 Some(h) => h.fill(b),
                 None => {
-                    memset(gpu.stream.cu_stream(), pool.ptr(), b, pool_len as usize)?;
+                    memset(&gpu.stream, pool.ptr(), b, pool_len as usize)?;
                     gpu.synchronize()?;
                 }
             }
@@ -220,10 +224,13 @@ impl DevicePageStore {
                     .for_each(|(d, s)| d.copy_from_slice(s));
             }
         } else {
-            let cached = super::loader::cached_fraction(bytes);
-            let mode = opts
-                .read_mode
-                .unwrap_or(if cached > 0.9 { ReadMode::Mmap } else { ReadMode::Direct });
+            let ranges: Vec<(u64, u64)> = jobs.iter().map(|j| (j.file_off, j.len)).collect();
+            let cached = super::loader::cached_fraction(ckpt.path(), &ranges);
+            let mode = opts.read_mode.unwrap_or(match (cached > 0.9, pool_len <= SMALL_LOAD) {
+                (true, true) => ReadMode::PinMapping,
+                (true, false) => ReadMode::Buffered,
+                (false, _) => ReadMode::Direct,
+            });
             stats.cached_fraction = cached;
             stats.read_mode = Some(mode);
             let jobs: Vec<CopyJob> = jobs
@@ -234,9 +241,9 @@ impl DevicePageStore {
                 })
                 .collect();
             let p = opts.pipeline.unwrap_or_else(|| Pipeline::for_bytes(pool_len));
-            super::loader::load(&gpu.ctx, ckpt.path(), bytes, &jobs, mode, p)?;
+            super::loader::load(&gpu.ctx, &[(ckpt.path(), bytes)], &jobs, mode, p)?;
             if opts.memory == MemoryKind::Unified {
-                prefetch(&gpu.ctx, gpu.stream.cu_stream(), pool.ptr(), pool_len as usize, false)?;
+                prefetch(&gpu.ctx, &gpu.stream, pool.ptr(), pool_len as usize, false)?;
                 gpu.synchronize()?;
             }
         }

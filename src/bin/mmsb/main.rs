@@ -113,8 +113,20 @@ enum MemoryArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ReadArg {
-    Mmap,
+    Buffered,
+    PinMapping,
     Direct,
+}
+
+impl ReadArg {
+    fn mode(self) -> mmsb::gpu::loader::ReadMode {
+        use mmsb::gpu::loader::ReadMode;
+        match self {
+            ReadArg::Buffered => ReadMode::Buffered,
+            ReadArg::PinMapping => ReadMode::PinMapping,
+            ReadArg::Direct => ReadMode::Direct,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -330,10 +342,7 @@ fn bench_cmd(b: BenchCommand) -> Result<Outcome> {
             read,
         } => {
             let gpu = open(&device)?;
-            let mode = read.map(|r| match r {
-                ReadArg::Mmap => mmsb::gpu::loader::ReadMode::Mmap,
-                ReadArg::Direct => mmsb::gpu::loader::ReadMode::Direct,
-            });
+            let mode = read.map(ReadArg::mode);
             let r = mmsb::gpu::replay::bench_load(&gpu, &checkpoint, runs.max(1), cold, mode)?;
             let med = median(r.iter().map(|x| x.open_to_resident_ms).collect());
             print::json(
@@ -683,7 +692,6 @@ fn recover_cmd(a: RecoverArgs) -> Result<Outcome> {
 
 fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
     use mmsb::gpu::driver::MemoryKind;
-    use mmsb::gpu::loader::ReadMode;
     let opts = mmsb::gpu::replay::GpuReplayOptions {
         ordinal,
         memory: match a.memory {
@@ -695,10 +703,7 @@ fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
         verify: a.verify,
         pages: mmsb::select::PageSelector::parse(&a.pages)?,
         output: a.output.clone(),
-        read_mode: a.read.map(|r| match r {
-            ReadArg::Mmap => ReadMode::Mmap,
-            ReadArg::Direct => ReadMode::Direct,
-        }),
+        read_mode: a.read.map(ReadArg::mode),
         poison: None,
     };
     let (r, _store) = mmsb::gpu::replay::replay(&a.checkpoint, &a.logs, &opts)?;
