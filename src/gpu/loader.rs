@@ -63,11 +63,9 @@ impl Pipeline {
                 slot: 1 << 20,
             }
         } else {
-            // 2 MiB slots: less staging to pin (pinning is dear on Firecracker machines) at the
-            // same copy rate (../shared/gpu-limits/README.md).
             Pipeline {
                 threads: cores.min(16),
-                slot: 2 << 20,
+                slot: 4 << 20,
             }
         }
     }
@@ -144,13 +142,11 @@ pub fn load(
     if mode == ReadMode::PinMapping {
         return load_pinning_mapping(ctx, sources, jobs);
     }
-    // Direct reads wait on the disk, not on a core: keep 16 in flight, each large enough to
-    // stream (8 MiB) unless that would leave threads idle on a small file.
+    // Direct reads go to the disk: fewer, larger requests keep it busier.
     let p = if mode == ReadMode::Direct {
-        let total: u64 = jobs.iter().map(|j| j.len).sum();
         Pipeline {
-            threads: 16,
-            slot: if total >= 256 << 20 { 8 << 20 } else { 2 << 20 },
+            slot: p.slot.max(8 << 20),
+            ..p
         }
     } else {
         p
