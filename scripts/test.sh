@@ -7,4 +7,6 @@ python3 -m pip install -q --disable-pip-version-check -r tests/py/requirements.t
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -q
-cargo test --locked
+cargo test --locked -- --skip gpu_
+# The GPU suite again, uncaptured: on a machine without CUDA it prints "skipped: no CUDA device".
+cargo test --locked --test gpu -- --nocapture
