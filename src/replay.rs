@@ -176,15 +176,7 @@ impl<'a> State<'a> {
         limit: ReplayLimit,
         problem: &mut dyn FnMut(Error) -> Result<()>,
     ) -> Result<ReplaySummary> {
-        if let Some(seg) = log.segments().first()
-            && seg.header().base != self.base
-        {
-            return Err(Error::WrongBase {
-                path: seg.path().to_owned(),
-                log_base: seg.header().base.to_hex(),
-                checkpoint_state: self.base.to_hex(),
-            });
-        }
+        log.check_base(self.base)?;
         let mut s = ReplaySummary {
             torn_tail: log.torn_tail().cloned(),
             ..Default::default()

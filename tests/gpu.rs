@@ -28,7 +28,6 @@ fn gpu() -> Option<Arc<Gpu>> {
         Ok(g) => Some(g.clone()),
         Err(e) if e.contains("no CUDA driver") || e == "no device" => {
             eprintln!("skipped: no CUDA device ({e})");
-            println!("skipped: no CUDA device");
             None
         }
         Err(e) => panic!("a CUDA device is present but cannot be used: {e}"),

@@ -599,6 +599,18 @@ impl Log {
             None => Ok(()),
         }
     }
+    /// Fails with [`Error::WrongBase`] unless the log was written against the state `state`.
+    pub fn check_base(&self, state: StateHash) -> Result<()> {
+        match self.segments.first() {
+            Some(seg) if seg.header.base != state => Err(Error::WrongBase {
+                path: seg.path.clone(),
+                log_base: seg.header.base.to_hex(),
+                checkpoint_state: state.to_hex(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Sequence number of the last whole record.
     pub fn last_seq(&self) -> Option<u64> {
         self.segments.iter().rev().find_map(|s| s.frames.last().map(|f| f.seq))

@@ -72,15 +72,7 @@ impl DevicePageStore {
         keep_created: &dyn Fn(u64, &PageMeta) -> bool,
     ) -> Result<(ReplaySummary, ApplyStats)> {
         log.check()?;
-        if let Some(seg) = log.segments().first()
-            && seg.header().base != self.base
-        {
-            return Err(Error::WrongBase {
-                path: seg.path().to_owned(),
-                log_base: seg.header().base.to_hex(),
-                checkpoint_state: self.base.to_hex(),
-            });
-        }
+        log.check_base(self.base)?;
         let mut stats = ApplyStats::default();
         let t = Instant::now();
         // The segments, back to back, in one device buffer.

@@ -469,30 +469,12 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Import(a) => {
             let s = mmsb::safetensors_io::import(&a.input, &a.output)
                 .with_context(|| format!("import {}", a.input.display()))?;
-            print::summary(
-                a.json,
-                &s,
-                &[
-                    ("tensors", s.tensors.to_string()),
-                    ("bytes", s.bytes.to_string()),
-                    ("state hash", s.state_hash.to_hex()),
-                ],
-            )?;
-            Ok(Outcome::Ok)
+            tensor_file_summary(a.json, &s)
         }
         Command::Export(a) => {
             let s = mmsb::safetensors_io::export(&a.checkpoint, &a.logs, a.limit.limit(), &a.output)
                 .with_context(|| format!("export {}", a.checkpoint.display()))?;
-            print::summary(
-                a.json,
-                &s,
-                &[
-                    ("tensors", s.tensors.to_string()),
-                    ("bytes", s.bytes.to_string()),
-                    ("state hash", s.state_hash.to_hex()),
-                ],
-            )?;
-            Ok(Outcome::Ok)
+            tensor_file_summary(a.json, &s)
         }
         Command::Inspect(a) => inspect_cmd(a),
         Command::Verify(a) => verify_cmd(a),
@@ -505,6 +487,16 @@ fn run(cli: Cli) -> Result<Outcome> {
             Ok(Outcome::Ok)
         }
     }
+}
+
+fn tensor_file_summary(json: bool, s: &mmsb::safetensors_io::TensorFileSummary) -> Result<Outcome> {
+    let rows = [
+        ("tensors", s.tensors.to_string()),
+        ("bytes", s.bytes.to_string()),
+        ("state hash", s.state_hash.to_hex()),
+    ];
+    print::summary(json, s, &rows)?;
+    Ok(Outcome::Ok)
 }
 
 fn write_man_pages(cmd: &clap::Command, dir: &Path) -> Result<()> {
