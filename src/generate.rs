@@ -181,6 +181,16 @@ const CHUNK: usize = 8 << 20;
 
 /// Writes a checkpoint to `ckpt_path` and, when `o.deltas > 0`, a log to `log_dir`.
 pub fn generate(ckpt_path: &Path, log_dir: Option<&Path>, o: &GenOptions) -> Result<GenSummary> {
+    generate_with_progress(ckpt_path, log_dir, o, None)
+}
+
+/// [`generate`], counting checkpoint bytes written into `progress`.
+pub fn generate_with_progress(
+    ckpt_path: &Path,
+    log_dir: Option<&Path>,
+    o: &GenOptions,
+    progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+) -> Result<GenSummary> {
     use rayon::prelude::*;
     let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
     let sizes = page_sizes(o, &mut rng)?;
@@ -197,7 +207,7 @@ pub fn generate(ckpt_path: &Path, log_dir: Option<&Path>, o: &GenOptions) -> Res
             },
         })
         .collect();
-    let mut w = CheckpointWriter::create(ckpt_path, specs, BTreeMap::new())?;
+    let mut w = CheckpointWriter::create(ckpt_path, specs, BTreeMap::new())?.with_progress(progress);
     // Chunks of all pages, generated a batch at a time in parallel and written in order.
     let chunks: Vec<(u64, u64, usize)> = sizes
         .iter()

@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde::Serialize;
@@ -40,7 +42,8 @@ fn parse_dtype(name: &str) -> Option<Dtype> {
 }
 
 /// Imports a safetensors file as a checkpoint: tensor `i` in file order is page `i`, epoch 0.
-pub fn import(input: &Path, output: &Path) -> Result<TensorFileSummary> {
+/// `progress`, when given, counts the bytes written.
+pub fn import(input: &Path, output: &Path, progress: Option<Arc<AtomicU64>>) -> Result<TensorFileSummary> {
     let map = ReadOnlyMap::open(input)?;
     let bytes = map.bytes();
     let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| {
@@ -95,7 +98,7 @@ pub fn import(input: &Path, output: &Path) -> Result<TensorFileSummary> {
             .collect::<Vec<_>>()
             .into_iter(),
     );
-    let mut w = CheckpointWriter::create(output, specs, file_meta)?;
+    let mut w = CheckpointWriter::create(output, specs, file_meta)?.with_progress(progress);
     for s in &slices {
         w.write(s)?;
     }
@@ -111,6 +114,8 @@ struct PageView<'a> {
     dtype: Dtype,
     shape: Vec<usize>,
     data: &'a [u8],
+    /// Counts bytes handed to the serializer, which asks for each tensor's data once, to write it.
+    progress: Option<&'a AtomicU64>,
 }
 
 impl View for &PageView<'_> {
@@ -121,6 +126,9 @@ impl View for &PageView<'_> {
         &self.shape
     }
     fn data(&self) -> Cow<'_, [u8]> {
+        if let Some(p) = self.progress {
+            p.fetch_add(self.data.len() as u64, Ordering::Relaxed);
+        }
         Cow::Borrowed(self.data)
     }
     fn data_len(&self) -> usize {
@@ -129,8 +137,15 @@ impl View for &PageView<'_> {
 }
 
 /// Exports a checkpoint, after replaying `logs` on it, as a safetensors file. Every page must
-/// have a name and a dtype and shape that match its length.
-pub fn export(checkpoint: &Path, logs: &[PathBuf], limit: ReplayLimit, output: &Path) -> Result<TensorFileSummary> {
+/// have a name and a dtype and shape that match its length. `progress`, when given, counts the
+/// tensor bytes written.
+pub fn export(
+    checkpoint: &Path,
+    logs: &[PathBuf],
+    limit: ReplayLimit,
+    output: &Path,
+    progress: Option<Arc<AtomicU64>>,
+) -> Result<TensorFileSummary> {
     let ckpt = Checkpoint::open(checkpoint)?;
     let mut state = State::from_checkpoint(&ckpt, true)?;
     if !logs.is_empty() {
@@ -174,6 +189,7 @@ pub fn export(checkpoint: &Path, logs: &[PathBuf], limit: ReplayLimit, output: &
                 dtype,
                 shape,
                 data: page.data(),
+                progress: progress.as_deref(),
             },
         ));
     }

@@ -666,6 +666,7 @@ pub struct CheckpointWriter {
     written: u64,
     crc: u32,
     buf: Vec<u8>,
+    progress: Option<std::sync::Arc<AtomicU64>>,
 }
 
 const WRITE_BUF: usize = 8 << 20;
@@ -721,6 +722,7 @@ impl CheckpointWriter {
             written: 0,
             crc: 0,
             buf: Vec::with_capacity(WRITE_BUF),
+            progress: None,
         };
         w.skip_empty_pages();
         Ok(w)
@@ -750,9 +752,18 @@ impl CheckpointWriter {
         Ok(())
     }
 
+    /// Counts page bytes written into `counter` (for a progress display).
+    pub fn with_progress(mut self, counter: Option<std::sync::Arc<AtomicU64>>) -> Self {
+        self.progress = counter;
+        self
+    }
+
     /// Appends bytes of the current page (pages are written in id order, each completely,
     /// possibly over several calls).
     pub fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
+        if let Some(p) = &self.progress {
+            p.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
         while !bytes.is_empty() {
             let Some(page) = self.pages.get(self.current) else {
                 return Err(Error::Invalid(

@@ -467,13 +467,20 @@ fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Gen(a) => gen_cmd(a),
         Command::Import(a) => {
-            let s = mmsb::safetensors_io::import(&a.input, &a.output)
-                .with_context(|| format!("import {}", a.input.display()))?;
+            let total = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
+            let bar = progress::Progress::start(total, "import");
+            let s = mmsb::safetensors_io::import(&a.input, &a.output, Some(bar.shared()));
+            bar.finish();
+            let s = s.with_context(|| format!("import {}", a.input.display()))?;
             tensor_file_summary(a.json, &s)
         }
         Command::Export(a) => {
-            let s = mmsb::safetensors_io::export(&a.checkpoint, &a.logs, a.limit.limit(), &a.output)
-                .with_context(|| format!("export {}", a.checkpoint.display()))?;
+            let total = std::fs::metadata(&a.checkpoint).map(|m| m.len()).unwrap_or(0);
+            let bar = progress::Progress::start(total, "export");
+            let s =
+                mmsb::safetensors_io::export(&a.checkpoint, &a.logs, a.limit.limit(), &a.output, Some(bar.shared()));
+            bar.finish();
+            let s = s.with_context(|| format!("export {}", a.checkpoint.display()))?;
             tensor_file_summary(a.json, &s)
         }
         Command::Inspect(a) => inspect_cmd(a),
@@ -533,7 +540,10 @@ fn gen_cmd(a: GenArgs) -> Result<Outcome> {
         segment_size: a.segment_size,
         compression: a.compress,
     };
-    let s = mmsb::generate::generate(&a.output, Some(&log), &o).context("gen")?;
+    let bar = progress::Progress::start(o.total_size, "gen");
+    let s = mmsb::generate::generate_with_progress(&a.output, Some(&log), &o, Some(bar.shared()));
+    bar.finish();
+    let s = s.context("gen")?;
     let log_shown = if a.deltas > 0 {
         log.display().to_string()
     } else {
@@ -820,7 +830,13 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
     };
     t.open = ms(start);
     let phase = Instant::now();
-    let mut state = State::from_checkpoint(&ckpt, true)?;
+    let bar = progress::Progress::start(ckpt.head().data_bytes(), "check");
+    let bad = ckpt.check_pages(Some(bar.counter()));
+    bar.finish();
+    if let Some(e) = bad.into_iter().next() {
+        return Err(e.into());
+    }
+    let mut state = State::from_checkpoint(&ckpt, false)?;
     t.check = ms(phase);
     let phase = Instant::now();
     let summary = match &log {

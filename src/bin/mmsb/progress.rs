@@ -25,7 +25,10 @@ impl Progress {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::park_timeout(Duration::from_millis(100));
                     if bar.is_none() && started.elapsed() > Duration::from_secs(1) {
-                        let b = indicatif::ProgressBar::new(total).with_message(label);
+                        // Starting from the work already done keeps the first rate estimate sane.
+                        let b = indicatif::ProgressBar::new(total)
+                            .with_message(label)
+                            .with_position(done.load(Ordering::Relaxed));
                         b.set_style(
                             indicatif::ProgressStyle::with_template(
                                 "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
@@ -48,6 +51,11 @@ impl Progress {
 
     pub fn counter(&self) -> &AtomicU64 {
         &self.done
+    }
+
+    /// The counter, for library calls that keep it.
+    pub fn shared(&self) -> Arc<AtomicU64> {
+        self.done.clone()
     }
 
     pub fn finish(mut self) {
