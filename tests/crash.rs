@@ -44,6 +44,63 @@ fn crash_child_writer() {
     }
 }
 
+/// Starts the writer child on `logdir`; returns it with its acknowledgement lines.
+fn spawn_writer(
+    logdir: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+        .env("MMSB_CRASH_CHILD", logdir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+#[test]
+fn a_reader_sees_a_whole_prefix_while_a_writer_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let logdir = dir.path().join("r.log");
+    let (mut child, mut acks) = spawn_writer(&logdir);
+    // Wait until records are acknowledged (the segment exists from then on). The harness prints
+    // "test crash_child_writer ... " without a newline, so the first number may share its line.
+    let first = acks
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find_map(|l| l.trim().parse::<u64>().ok());
+    assert!(first.is_some(), "the writer acknowledged nothing");
+    let mut seen_max = 0;
+    for round in 0..60 {
+        let log = Log::open(&[&logdir]).unwrap();
+        assert!(
+            log.problems().is_empty(),
+            "round {round}: a concurrent reader saw corruption: {:?}",
+            log.problems()
+        );
+        let seqs: Vec<u64> = log.records().map(|r| r.unwrap().frame.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "round {round}: not a gapless prefix"
+        );
+        seen_max = seen_max.max(seqs.len());
+        // Drain acknowledgements so the writer never blocks on a full pipe.
+        for _ in 0..3 {
+            if acks.next().is_none() {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen_max > 1, "the reader saw the log grow");
+}
+
 #[test]
 fn acknowledged_records_survive_sigkill_of_the_writer() {
     let trials: u64 = std::env::var("MMSB_CRASH_TRIALS")
@@ -53,17 +110,10 @@ fn acknowledged_records_survive_sigkill_of_the_writer() {
     for trial in 0..trials {
         let dir = tempfile::tempdir().unwrap();
         let logdir = dir.path().join("c.log");
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
-            .env("MMSB_CRASH_CHILD", &logdir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let (mut child, mut lines) = spawn_writer(&logdir);
         // Kill after a varying number of acknowledgements (a cheap deterministic spread).
         let kill_after = 5 + (trial * 7919) % 150;
         let mut acked = 0u64;
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         while let Some(Ok(line)) = lines.next() {
             let Ok(seq) = line.trim().parse::<u64>() else { continue };
             acked = seq;

@@ -1,0 +1,15 @@
+//! `mmsb import` on arbitrary bytes as a safetensors file: refused with an error or imported
+//! into a checkpoint that verifies. Must never panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.safetensors");
+    let output = dir.path().join("out.ckpt");
+    std::fs::write(&input, data).unwrap();
+    if mmsb::safetensors_io::import(&input, &output, None).is_ok() {
+        let report = mmsb::verify::verify(&[output], None).unwrap();
+        assert!(report.ok, "an imported file must verify: {:?}", report.problems);
+    }
+});

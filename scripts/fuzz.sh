@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs each cargo-fuzz target for SECONDS (default 60) with corpora seeded from testdata/.
+# Needs the nightly toolchain; installs cargo-fuzz if missing. A crash stops the script with its
+# input under fuzz/artifacts/TARGET/: turn it into a regression test in testdata/ (TESTING.md).
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-60}
+shift || true
+targets=${*:-checkpoint log_segment delta safetensors_import}
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+for t in $targets; do
+  corpus=fuzz/corpus/$t
+  mkdir -p "$corpus"
+  case $t in
+    checkpoint) cp testdata/*.ckpt "$corpus"/ ;;
+    log_segment) for f in testdata/*.log/*.mmsblog; do cp "$f" "$corpus/$(echo "$f" | tr / _)"; done ;;
+    delta) python3 - "$corpus" <<'PY'
+import pathlib, struct, sys
+# One seed per record type: type byte, then the 25-byte prefix (page 1, epoch 1, ts, empty source).
+prefix = struct.pack("<QQQB", 1, 1, 0, 0)
+bodies = {2: b"", 3: struct.pack("<Q", 32), 4: bytes(64), 5: struct.pack("<IQQ", 1, 3, 4) + b"abcd",
+          6: struct.pack("<QQ", 0, 9) + bytes([0b101, 1]) + b"xyz"}
+for k, b in bodies.items():
+    (pathlib.Path(sys.argv[1]) / f"type{k}").write_bytes(bytes([k]) + prefix + b)
+PY
+    ;;
+    safetensors_import) python3 - "$corpus" <<'PY' || true
+import sys, numpy as np
+from safetensors.numpy import save_file
+save_file({"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, dtype=np.int8)}, sys.argv[1] + "/seed.safetensors", metadata={"k": "v"})
+PY
+    ;;
+  esac
+  echo "== fuzz $t for ${secs}s"
+  cargo +nightly fuzz run "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=4096 2>&1 | grep -E "^#[0-9]+ *DONE|Done [0-9]+ runs|ERROR|panicked|SUMMARY" || true
+  if ls fuzz/artifacts/"$t"/crash-* >/dev/null 2>&1; then echo "CRASH in $t: see fuzz/artifacts/$t"; exit 1; fi
+done
