@@ -29,13 +29,13 @@ impl ReadOnlyMap {
         if len == 0 {
             return Ok(ReadOnlyMap { map: None });
         }
-        // SAFETY: the mapping is read-only and private to this process; per the module contract
-        // the file is not truncated or modified in place while mapped, so the bytes behind the
-        // slice stay valid for the mapping's lifetime.
         let mut options = memmap2::MmapOptions::new();
         if populate {
             options.populate();
         }
+        // SAFETY: the mapping is read-only; per the module contract the file is not truncated or
+        // modified in place while mapped, so the bytes behind the slice stay valid and unchanged
+        // for the mapping's lifetime.
         let map = unsafe { options.map(&file) }.map_err(|e| Error::io(path, e))?;
         let _ = map.advise(memmap2::Advice::Sequential);
         Ok(ReadOnlyMap { map: Some(map) })
