@@ -261,7 +261,7 @@ impl<'a> State<'a> {
         for p in self.pages.values() {
             w.write(&p.data)?;
         }
-        w.finish()
+        w.finish().map(drop)
     }
 }
 

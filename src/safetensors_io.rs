@@ -90,19 +90,11 @@ pub fn import(input: &Path, output: &Path, progress: Option<Arc<AtomicU64>>) -> 
         });
     }
     let file_meta: BTreeMap<String, String> = metadata.metadata().clone().unwrap_or_default().into_iter().collect();
-    let hash = StateHash::compute(
-        specs
-            .iter()
-            .zip(&slices)
-            .map(|(s, d)| (s.id, s.len, 0, crate::format::crc32c_parallel(d)))
-            .collect::<Vec<_>>()
-            .into_iter(),
-    );
     let mut w = CheckpointWriter::create(output, specs, file_meta)?.with_progress(progress);
     for s in &slices {
         w.write(s)?;
     }
-    w.finish()?;
+    let hash = w.finish()?;
     Ok(TensorFileSummary {
         tensors: slices.len() as u64,
         bytes: slices.iter().map(|s| s.len() as u64).sum(),

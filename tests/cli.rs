@@ -245,15 +245,30 @@ fn gen_is_deterministic_and_its_output_verifies() {
 fn verify_repair_cuts_a_torn_tail_and_keeps_a_backup() {
     let dir = tempfile::tempdir().unwrap();
     common::copy_testdata("small.ckpt", dir.path());
-    common::copy_testdata("torn.log", dir.path());
+    let torn = common::copy_testdata("torn.log", dir.path());
+    let seg = torn.join("00000001.mmsblog");
+    let before = std::fs::read(&seg).unwrap();
     let o = run(dir.path(), &["verify", "--repair", "--json", "small.ckpt", "torn.log"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v = json(&o);
-    let backup = v["repaired"]["backup"].as_str().unwrap();
-    assert!(std::path::Path::new(backup).is_absolute() || dir.path().join(backup).exists());
+    let offset = v["repaired"]["offset"].as_u64().unwrap() as usize;
+    let backup = dir.path().join(v["repaired"]["backup"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read(&backup).unwrap(),
+        &before[offset..],
+        "the backup holds exactly the cut bytes"
+    );
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        &before[..offset],
+        "only the torn tail was cut"
+    );
     assert_eq!(code(&run(dir.path(), &["verify", "small.ckpt", "torn.log"])), 0);
     // Nothing to repair on a clean log; a corrupt one is left alone with exit 1.
     assert_eq!(code(&run(dir.path(), &["recover", "torn.log"])), 0);
+    common::copy_testdata("midcorrupt.log", dir.path());
+    let o = run(dir.path(), &["verify", "--repair", "small.ckpt", "midcorrupt.log"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
 }
 
 #[test]

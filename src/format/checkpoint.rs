@@ -788,8 +788,9 @@ impl CheckpointWriter {
         Ok(())
     }
 
-    /// Writes the index and header, fsyncs, and renames the file into place.
-    pub fn finish(mut self) -> Result<()> {
+    /// Writes the index and header, fsyncs, and renames the file into place. Returns the state
+    /// hash of what was written, from the CRCs computed while the pages streamed through.
+    pub fn finish(mut self) -> Result<StateHash> {
         if self.current != self.pages.len() {
             let p = &self.pages[self.current];
             return Err(Error::Invalid(format!(
@@ -827,7 +828,10 @@ impl CheckpointWriter {
         f.seek(SeekFrom::Start(0)).map_err(io)?;
         f.write_all(&header).map_err(io)?;
         f.write_all(&head).map_err(io)?;
-        self.temp.commit()
+        self.temp.commit()?;
+        Ok(StateHash::compute(
+            self.pages.iter().map(|p| (p.id, p.len, p.epoch, p.crc32c)),
+        ))
     }
 }
 
@@ -836,7 +840,7 @@ pub fn write_checkpoint<'a>(
     path: &Path,
     metadata: BTreeMap<String, String>,
     pages: impl IntoIterator<Item = (PageSpec, &'a [u8])>,
-) -> Result<()> {
+) -> Result<StateHash> {
     let (specs, data): (Vec<PageSpec>, Vec<&[u8]>) = pages.into_iter().unzip();
     for (s, d) in specs.iter().zip(&data) {
         if s.len != d.len() as u64 {
@@ -910,15 +914,6 @@ impl Checkpoint {
     /// Checks every page's CRC32C and that all padding after pages is zero, using all cores.
     /// Returns one problem per bad page; `progress` counts bytes done.
     pub fn check_pages(&self, progress: Option<&AtomicU64>) -> Vec<Error> {
-        self.check_pages_where(|_| true, progress)
-    }
-
-    /// [`Checkpoint::check_pages`] for the pages that `select` accepts.
-    pub fn check_pages_where(
-        &self,
-        select: impl Fn(&PageEntry) -> bool + Sync,
-        progress: Option<&AtomicU64>,
-    ) -> Vec<Error> {
         use rayon::prelude::*;
         let bytes = self.map.bytes();
         let n = self.head.pages.len();
@@ -927,7 +922,6 @@ impl Checkpoint {
             .pages
             .par_iter()
             .enumerate()
-            .filter(|(_, p)| select(p))
             .filter_map(|(i, p)| {
                 let data = self.page_bytes(p);
                 let computed = super::crc32c_parallel(data);

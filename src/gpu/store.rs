@@ -508,6 +508,6 @@ impl DevicePageStore {
         for id in self.pages.keys() {
             w.write(&self.read_page(*id)?)?;
         }
-        w.finish()
+        w.finish().map(drop)
     }
 }
