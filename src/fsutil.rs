@@ -88,6 +88,69 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.commit()
 }
 
+/// A directory being filled that appears at its path only when committed (for log outputs:
+/// a reader never sees a log whose last segments are still missing).
+pub struct AtomicDir {
+    target: PathBuf,
+    temp: Option<tempfile::TempDir>,
+}
+
+impl AtomicDir {
+    /// Creates an empty temporary directory beside `target`, which must not exist yet (or be an
+    /// empty directory): an output log never replaces a log the user has.
+    pub fn create(target: &Path) -> Result<AtomicDir> {
+        if let Ok(mut entries) = std::fs::read_dir(target)
+            && entries.next().is_some()
+        {
+            return Err(Error::Invalid(format!(
+                "{}: exists and is not empty; choose a new output directory",
+                target.display()
+            )));
+        }
+        if target.exists() && !target.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{}: exists and is not a directory",
+                target.display()
+            )));
+        }
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempdir_in(parent_dir(target))
+            .map_err(|e| Error::io(target, e))?;
+        Ok(AtomicDir {
+            target: target.to_owned(),
+            temp: Some(temp),
+        })
+    }
+
+    /// The temporary directory to write into.
+    pub fn path(&self) -> &Path {
+        self.temp.as_ref().expect("present until commit").path()
+    }
+
+    /// fsyncs the directory, renames it into place and makes the rename durable. The files in it
+    /// must already be synced (a [`crate::format::log::LogWriter`] syncs on `finish`).
+    pub fn commit(mut self) -> Result<()> {
+        let temp = self.temp.take().expect("present until commit");
+        sync_dir(temp.path())?;
+        let kept = temp.keep();
+        if self.target.is_dir() {
+            // An empty directory is in the way: rename(2) replaces it atomically.
+            std::fs::remove_dir(&self.target).map_err(|e| Error::io(&self.target, e))?;
+        }
+        std::fs::rename(&kept, &self.target).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&kept);
+            Error::io(&self.target, e)
+        })?;
+        sync_dir(parent_dir(&self.target))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +170,28 @@ mod tests {
         write_atomic(&target, b"new").unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_directory_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.log");
+        {
+            let d = AtomicDir::create(&target).unwrap();
+            std::fs::write(d.path().join("a"), b"1").unwrap();
+            assert!(!target.exists());
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "dropped: nothing left"
+        );
+        let d = AtomicDir::create(&target).unwrap();
+        std::fs::write(d.path().join("a"), b"1").unwrap();
+        d.commit().unwrap();
+        assert_eq!(std::fs::read(target.join("a")).unwrap(), b"1");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let e = AtomicDir::create(&target).err().expect("a non-empty target is refused");
+        assert!(e.to_string().contains("not empty"), "{e}");
     }
 }

@@ -37,6 +37,9 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod compact;
+pub mod diff;
+pub mod encoding;
 pub mod error;
 pub mod format;
 pub mod fsutil;

@@ -4,6 +4,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, CheckpointWriter, PageSpec};
@@ -26,6 +28,11 @@ impl Page<'_> {
     /// The page's bytes.
     pub fn data(&self) -> &[u8] {
         &self.data
+    }
+    /// The CRC32C from the checkpoint's index, while the page still holds the bytes it was
+    /// loaded with (`None` once a delta has written to it).
+    pub fn stored_crc(&self) -> Option<u32> {
+        self.known_crc
     }
     fn shape(&self) -> PageShape {
         PageShape {
@@ -245,8 +252,14 @@ impl<'a> State<'a> {
         StateHash::compute(self.page_checksums().into_iter())
     }
 
-    /// Writes the state as a checkpoint (atomically).
-    pub fn write_checkpoint(&self, path: &Path, metadata: BTreeMap<String, String>) -> Result<()> {
+    /// Writes the state as a checkpoint (atomically) and returns its state hash; `progress`
+    /// counts the page bytes written.
+    pub fn write_checkpoint(
+        &self,
+        path: &Path,
+        metadata: BTreeMap<String, String>,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> Result<StateHash> {
         let specs = self
             .pages
             .iter()
@@ -257,11 +270,11 @@ impl<'a> State<'a> {
                 meta: p.meta.clone(),
             })
             .collect();
-        let mut w = CheckpointWriter::create(path, specs, metadata)?;
+        let mut w = CheckpointWriter::create(path, specs, metadata)?.with_progress(progress);
         for p in self.pages.values() {
             w.write(&p.data)?;
         }
-        w.finish().map(drop)
+        w.finish()
     }
 }
 
@@ -353,7 +366,7 @@ mod tests {
         assert_ne!(all.state_hash(), ckpt.state_hash());
         // The written checkpoint has the replayed state's hash.
         let out = dir.path().join("b.ckpt");
-        all.write_checkpoint(&out, BTreeMap::new()).unwrap();
+        all.write_checkpoint(&out, BTreeMap::new(), None).unwrap();
         assert_eq!(Checkpoint::open(&out).unwrap().state_hash(), all.state_hash());
     }
 

@@ -5,7 +5,9 @@ mod common;
 
 use common::{code, json, run, stderr, stdout, testdata};
 
-const SUBCOMMANDS: &[&str] = &["gen", "import", "export", "inspect", "verify", "recover", "replay"];
+const SUBCOMMANDS: &[&str] = &[
+    "gen", "import", "export", "inspect", "verify", "recover", "replay", "compact", "diff",
+];
 
 #[test]
 fn every_subcommand_help_has_an_example() {
@@ -319,4 +321,198 @@ fn man_pages_in_man_are_current() {
         root.contains("EXIT STATUS"),
         "exit codes are documented in the man page"
     );
+}
+
+/// Every file under `dir` with its bytes, to show a command left its inputs alone.
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(snapshot(&p));
+        } else {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn state_hash(dir: &std::path::Path, args: &[&str]) -> String {
+    let mut a = vec!["replay", "--device", "cpu", "--json"];
+    a.extend_from_slice(args);
+    let o = run(dir, &a);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    json(&o)["state_hash"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn compact_folds_a_log_into_a_checkpoint_with_replays_state_and_leaves_inputs_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = run(
+        d,
+        &[
+            "gen",
+            "-o",
+            "a.ckpt",
+            "--total-size",
+            "2MiB",
+            "--pages",
+            "8",
+            "--deltas",
+            "400",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let before = snapshot(d);
+    let want = state_hash(d, &["a.ckpt", "a.log"]);
+
+    let o = run(d, &["compact", "a.ckpt", "a.log", "-o", "b.ckpt", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["state_hash"], want.as_str());
+    assert_eq!(r["records_folded"], 400);
+    assert_eq!(r["input"]["records"], 400);
+    assert!(r["output"]["file_bytes"].as_u64().unwrap() < r["input"]["file_bytes"].as_u64().unwrap());
+    assert_eq!(state_hash(d, &["b.ckpt"]), want);
+
+    // A prefix into the checkpoint, the rest as a log against it.
+    let o = run(
+        d,
+        &[
+            "compact",
+            "a.ckpt",
+            "a.log",
+            "--to-seq",
+            "150",
+            "-o",
+            "c.ckpt",
+            "--rest-log",
+            "c.log",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        (json(&o)["records_folded"].as_u64(), json(&o)["records_kept"].as_u64()),
+        (Some(150), Some(250))
+    );
+    assert_eq!(state_hash(d, &["c.ckpt", "c.log"]), want);
+    assert_eq!(
+        state_hash(d, &["c.ckpt"]),
+        state_hash(d, &["a.ckpt", "a.log", "--to-seq", "150"])
+    );
+
+    // Log-only: fewer records, the same state.
+    let o = run(d, &["compact", "--log-only", "a.log", "-o", "m.log"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("size ratio"), "{}", stdout(&o));
+    assert_eq!(state_hash(d, &["a.ckpt", "m.log"]), want);
+
+    // An existing output log is never replaced, and a failed run leaves nothing behind.
+    let o = run(d, &["compact", "--log-only", "a.log", "-o", "m.log"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("m.log: exists and is not empty"), "{}", stderr(&o));
+    for (path, bytes) in &before {
+        assert_eq!(&std::fs::read(path).unwrap(), bytes, "{} changed", path.display());
+    }
+    let names: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.ends_with(".tmp")),
+        "temporary files left: {names:?}"
+    );
+}
+
+#[test]
+fn compact_refuses_a_corrupt_log_with_exit_1_and_writes_nothing() {
+    let td = testdata();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.ckpt");
+    let o = run(
+        &td,
+        &["compact", "small.ckpt", "midcorrupt.log", "-o", out.to_str().unwrap()],
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("at byte offset 72"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn diff_exit_codes_are_those_of_cmp() {
+    let td = testdata();
+    let o = run(&td, &["diff", "small.ckpt", "small.ckpt"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "identical: nothing printed");
+    let o = run(&td, &["diff", "small.ckpt", "small.ckpt", "--b-log", "small.log"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stdout(&o).contains("pages differ"), "{}", stdout(&o));
+    let o = run(&td, &["diff", "-q", "small.ckpt", "small.ckpt", "--b-log", "small.log"]);
+    assert_eq!((code(&o), o.stdout.is_empty()), (1, true));
+    // Errors, bad data included, are 2: 1 already means "different".
+    assert_eq!(
+        code(&run(
+            &td,
+            &["diff", "small.ckpt", "small.ckpt", "--b-log", "midcorrupt.log"]
+        )),
+        2
+    );
+    assert_eq!(code(&run(&td, &["diff", "small.ckpt", "future-major.ckpt"])), 2);
+    assert_eq!(code(&run(&td, &["diff", "small.ckpt", "no-such.ckpt"])), 2);
+}
+
+#[test]
+fn diff_json_lists_changed_pages_and_emit_log_turns_a_into_b() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = run(
+        d,
+        &[
+            "gen",
+            "-o",
+            "a.ckpt",
+            "--total-size",
+            "2MiB",
+            "--pages",
+            "8",
+            "--deltas",
+            "300",
+            "--mix",
+            "full=1,sparse=8,masked=2,create=1,resize=1,delete=1",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(d, &["replay", "--device", "cpu", "a.ckpt", "a.log", "-o", "b.ckpt"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    let o = run(d, &["diff", "--json", "a.ckpt", "b.ckpt"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["identical"], false);
+    let pages = r["pages"].as_array().unwrap();
+    assert!(!pages.is_empty());
+    for p in pages {
+        assert!(
+            ["added", "removed", "changed"].contains(&p["change"].as_str().unwrap()),
+            "{p}"
+        );
+        assert!(p["first_ranges"].as_array().unwrap().len() <= 3);
+    }
+    assert_eq!(
+        r["pages"].as_array().unwrap().len() as u64,
+        r["added"].as_u64().unwrap() + r["removed"].as_u64().unwrap() + r["changed"].as_u64().unwrap()
+    );
+
+    let o = run(d, &["diff", "a.ckpt", "b.ckpt", "--emit-log", "ab.log", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(json(&o)["records"].as_u64().unwrap() > 0);
+    assert_eq!(state_hash(d, &["a.ckpt", "ab.log"]), state_hash(d, &["b.ckpt"]));
+    let o = run(d, &["replay", "--device", "cpu", "a.ckpt", "ab.log", "-o", "c.ckpt"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&run(d, &["diff", "-q", "b.ckpt", "c.ckpt"])), 0);
+    let o = run(d, &["diff", "--stat", "a.ckpt", "b.ckpt"]);
+    assert!(stdout(&o).lines().count() as u64 > 1, "{}", stdout(&o));
 }

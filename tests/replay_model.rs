@@ -1,8 +1,11 @@
-//! Property tests: what mmsb writes it reads back unchanged, and replaying a checkpoint plus a
-//! log gives exactly the pages that a naive in-memory model of the same deltas gives.
+//! Property tests: what mmsb writes it reads back unchanged; replaying a checkpoint plus a log
+//! gives exactly the pages that a naive in-memory model of the same deltas gives; and what
+//! `compact` and `diff --emit-log` write replays to that same state.
 
 use std::collections::BTreeMap;
 
+use mmsb::compact::{compact_checkpoint, compact_log};
+use mmsb::diff::{DiffSide, diff, emit_log};
 use mmsb::format::checkpoint::{Checkpoint, PageSpec, write_checkpoint};
 use mmsb::format::log::{Compression, Durability, Log, LogOptions, LogWriter};
 use mmsb::format::record::{Delta, Op};
@@ -207,6 +210,73 @@ proptest! {
             prop_assert_eq!(&got, expect);
             prop_assert_eq!(state.state_hash(), model_hash(expect));
         }
+    }
+
+    #[test]
+    fn compacted_logs_and_checkpoints_and_emitted_logs_replay_to_the_model(
+        initial in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..600), 0..6),
+        ops in prop::collection::vec(raw_op(), 0..60),
+        comp in compression(),
+        stop in any::<u16>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt_path = dir.path().join("m.ckpt");
+        let pages: Vec<(PageSpec, &[u8])> = initial.iter().enumerate().map(|(i, d)| (PageSpec { id: i as u64 * 3, len: d.len() as u64, epoch: 0, meta: PageMeta::default() }, &d[..])).collect();
+        write_checkpoint(&ckpt_path, BTreeMap::new(), pages).unwrap();
+        let ckpt = Checkpoint::open(&ckpt_path).unwrap();
+        let mut model: Model = initial.iter().enumerate().map(|(i, d)| (i as u64 * 3, (d.clone(), 0))).collect();
+        let log_dir = dir.path().join("m.log");
+        let opts = LogOptions { segment_size: 1 << 20, durability: Durability::Never, compression: Compression::None };
+        let mut w = LogWriter::create(&log_dir, ckpt.state_hash(), 1, opts).unwrap();
+        let mut next_id = 1000;
+        let mut models_after = vec![model.clone()];
+        for raw in &ops {
+            let epoch = w.next_seq();
+            if let Some((id, owned)) = concretize(raw, &mut model, epoch, &mut next_id) {
+                w.append(&Delta { page_id: id, epoch, timestamp_ns: epoch, source: "prop".into(), op: owned.op() }).unwrap();
+                models_after.push(model.clone());
+            }
+        }
+        w.finish().unwrap();
+        let n = models_after.len() - 1;
+        let k = stop as u64 % (n as u64 + 1);
+        let replayed = |ck: &Checkpoint, logs: &[std::path::PathBuf]| -> Model {
+            let mut state = State::from_checkpoint(ck, true).unwrap();
+            if !logs.is_empty() {
+                state.replay(&Log::open(logs).unwrap(), ReplayLimit::default()).unwrap();
+            }
+            state.pages().map(|(id, p)| (id, (p.data().to_vec(), p.epoch))).collect()
+        };
+
+        // --log-only, whole and up to a prefix: the same final state, and never more records.
+        for (i, to_seq) in [None, Some(k)].into_iter().enumerate() {
+            let merged = dir.path().join(format!("merged{i}.log"));
+            let r = compact_log(std::slice::from_ref(&log_dir), to_seq, &merged, comp, None).unwrap();
+            prop_assert!(r.output.records <= r.input.records);
+            prop_assert_eq!(&replayed(&ckpt, &[merged]), &models_after[n]);
+        }
+
+        // Into a checkpoint up to a prefix, the rest as a log against it.
+        let out = dir.path().join("c.ckpt");
+        let rest = dir.path().join("c.log");
+        let r = compact_checkpoint(&ckpt_path, std::slice::from_ref(&log_dir), Some(k), &out, Some(&rest), comp, None).unwrap();
+        let folded = Checkpoint::open(&out).unwrap();
+        prop_assert_eq!(Some(folded.state_hash()), r.state_hash);
+        prop_assert_eq!(folded.state_hash(), model_hash(&models_after[k as usize]));
+        let rest_logs: Vec<_> = if r.records_kept > 0 { vec![rest] } else { vec![] };
+        prop_assert_eq!(&replayed(&folded, &rest_logs), &models_after[n]);
+
+        // diff of the start and the end, and the log it emits.
+        let log = Log::open(std::slice::from_ref(&log_dir)).unwrap();
+        let a = DiffSide::open(&ckpt, None, ReplayLimit::default()).unwrap();
+        let b = DiffSide::open(&ckpt, Some(&log), ReplayLimit::default()).unwrap();
+        let report = diff(&a, &b, 4).unwrap();
+        let pages_equal = models_after[0].iter().map(|(id, (d, _))| (id, d)).eq(models_after[n].iter().map(|(id, (d, _))| (id, d)));
+        prop_assert_eq!(report.identical, pages_equal);
+        let emitted = dir.path().join("e.log");
+        emit_log(&a, &b, &emitted, comp).unwrap();
+        // The log's epochs always advance, so the emitted log reaches the model exactly.
+        prop_assert_eq!(&replayed(&ckpt, &[emitted]), &models_after[n]);
     }
 
     #[test]

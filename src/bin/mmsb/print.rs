@@ -4,6 +4,8 @@ use std::io::Write;
 
 use anyhow::Result;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use mmsb::compact::CompactReport;
+use mmsb::diff::{Change, DiffReport};
 use mmsb::inspect::{CheckpointInfo, LogInfo, RecordInfo};
 use mmsb::verify::VerifyReport;
 
@@ -189,4 +191,132 @@ pub fn verify_report(r: &VerifyReport) -> Result<()> {
             .map_or("- (not computed: problems found)".into(), |h| h.to_hex()),
     ));
     table_kv(&rows)
+}
+
+pub fn compact_report(r: &CompactReport) -> Result<()> {
+    let mut t = table(&["", "before", "after"]);
+    let rows: [(&str, u64, u64); 6] = [
+        ("file bytes", r.input.file_bytes, r.output.file_bytes),
+        ("checkpoint bytes", r.input.checkpoint_bytes, r.output.checkpoint_bytes),
+        ("log bytes", r.input.log_bytes, r.output.log_bytes),
+        ("records", r.input.records, r.output.records),
+        ("payload bytes", r.input.payload_bytes, r.output.payload_bytes),
+        (
+            "stored payload bytes",
+            r.input.stored_payload_bytes,
+            r.output.stored_payload_bytes,
+        ),
+    ];
+    for (k, a, b) in rows {
+        t.add_row(vec![k.to_string(), a.to_string(), b.to_string()]);
+    }
+    emit(&t)?;
+    let mut rows = vec![
+        ("size ratio", format!("{:.2}x smaller", r.size_ratio)),
+        (
+            "records folded / kept",
+            format!("{} / {}", r.records_folded, r.records_kept),
+        ),
+    ];
+    if let Some(h) = r.state_hash {
+        rows.push(("state hash", h.to_hex()));
+    }
+    if let Some(c) = &r.checkpoint {
+        rows.push(("checkpoint", c.display().to_string()));
+    }
+    if let Some(l) = &r.log {
+        rows.push(("log", l.display().to_string()));
+    }
+    table_kv(&rows)
+}
+
+fn change_name(c: Change) -> &'static str {
+    match c {
+        Change::Added => "added",
+        Change::Removed => "removed",
+        Change::Changed => "changed",
+    }
+}
+
+fn len_change(a: Option<u64>, b: Option<u64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if a == b => a.to_string(),
+        (a, b) => format!(
+            "{} -> {}",
+            a.map_or("-".into(), |v| v.to_string()),
+            b.map_or("-".into(), |v| v.to_string())
+        ),
+    }
+}
+
+fn diff_summary(r: &DiffReport) -> String {
+    format!(
+        "{} pages differ ({} added, {} removed, {} changed; {} unchanged); {} of {} bytes differ",
+        r.pages.len(),
+        r.added,
+        r.removed,
+        r.changed,
+        r.unchanged,
+        r.bytes_differ,
+        r.bytes_compared
+    )
+}
+
+pub fn diff_report(r: &DiffReport) -> Result<()> {
+    if r.identical {
+        return Ok(());
+    }
+    let mut t = table(&[
+        "id",
+        "name",
+        "change",
+        "bytes (A -> B)",
+        "ranges",
+        "bytes differ",
+        "first ranges",
+    ]);
+    for p in &r.pages {
+        let mut change = change_name(p.change).to_string();
+        if p.meta_changed {
+            change.push_str(" (metadata)");
+        }
+        t.add_row(vec![
+            p.id.to_string(),
+            p.name.clone().unwrap_or_default(),
+            change,
+            len_change(p.len_a, p.len_b),
+            p.ranges.to_string(),
+            p.bytes.to_string(),
+            p.first_ranges
+                .iter()
+                .map(|g| format!("{}+{}", g.offset, g.len))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ]);
+    }
+    emit(&t)?;
+    writeln!(std::io::stdout().lock(), "{}", diff_summary(r))?;
+    Ok(())
+}
+
+pub fn diff_stat(r: &DiffReport) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for p in &r.pages {
+        let name = p.name.clone().unwrap_or_else(|| format!("page {}", p.id));
+        match p.change {
+            Change::Changed => writeln!(
+                out,
+                "{} {name}: {} bytes in {} ranges{}",
+                p.id,
+                p.bytes,
+                p.ranges,
+                if p.meta_changed { ", metadata changed" } else { "" }
+            )?,
+            c => writeln!(out, "{} {name}: {} ({} bytes)", p.id, change_name(c), p.bytes)?,
+        }
+    }
+    if !r.identical {
+        writeln!(out, "{}", diff_summary(r))?;
+    }
+    Ok(())
 }

@@ -1,0 +1,710 @@
+//! Compaction. [`compact_checkpoint`] folds a log into a new checkpoint (optionally only a
+//! prefix, writing the rest as a new log against it); [`compact_log`] merges a log's deltas
+//! without the checkpoint: per page, later writes win byte for byte, ranges coalesce, a full
+//! write or a delete drops what came before, and each page's merged writes become the smallest
+//! record that carries them ([`crate::encoding`]).
+//!
+//! The merged log replays to the same state as the original on the checkpoint it belongs to:
+//! the same bytes, lengths, metadata and epochs, so the same state hash.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::encoding::{PageWrites, WriteOp, smallest_write};
+use crate::error::{Error, Result};
+use crate::format::checkpoint::Checkpoint;
+use crate::format::log::{Compression, Durability, Log, LogOptions, LogRecord, LogWriter};
+use crate::format::record::{Delta, Op};
+use crate::fsutil::AtomicDir;
+use crate::inspect::inspect_log;
+use crate::page::{PageMeta, StateHash};
+use crate::replay::{ReplayLimit, State};
+
+/// Sizes of one side of a compaction.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Side {
+    /// Bytes on disk: the checkpoint (if any) plus every log segment.
+    pub file_bytes: u64,
+    /// Checkpoint file bytes (0 when there is none).
+    pub checkpoint_bytes: u64,
+    /// Log segment file bytes.
+    pub log_bytes: u64,
+    /// Log records.
+    pub records: u64,
+    /// Payload bytes as stored (after compression).
+    pub stored_payload_bytes: u64,
+    /// Payload bytes before compression.
+    pub payload_bytes: u64,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompactReport {
+    /// Before.
+    pub input: Side,
+    /// After.
+    pub output: Side,
+    /// `input.file_bytes / output.file_bytes`.
+    pub size_ratio: f64,
+    /// Records folded or merged.
+    pub records_folded: u64,
+    /// Records after the folded prefix, copied into the output log.
+    pub records_kept: u64,
+    /// State hash of the new checkpoint (equal to `replay`'s); `None` for `--log-only`, which
+    /// does not read the checkpoint.
+    pub state_hash: Option<StateHash>,
+    /// The output checkpoint, if one was written.
+    pub checkpoint: Option<PathBuf>,
+    /// The output log, if one was written.
+    pub log: Option<PathBuf>,
+}
+
+fn log_side(paths: &[PathBuf]) -> Result<Side> {
+    let (info, _) = inspect_log(paths, None)?;
+    Ok(Side {
+        file_bytes: info.file_bytes,
+        checkpoint_bytes: 0,
+        log_bytes: info.file_bytes,
+        records: info.records,
+        stored_payload_bytes: info.stored_payload_bytes,
+        payload_bytes: info.payload_bytes,
+    })
+}
+
+fn file_len(path: &Path) -> Result<u64> {
+    std::fs::metadata(path).map(|m| m.len()).map_err(|e| Error::io(path, e))
+}
+
+fn with_checkpoint(mut side: Side, ckpt: &Path) -> Result<Side> {
+    side.checkpoint_bytes = file_len(ckpt)?;
+    side.file_bytes += side.checkpoint_bytes;
+    Ok(side)
+}
+
+fn output_options(compression: Compression) -> LogOptions {
+    LogOptions {
+        durability: Durability::Never,
+        compression,
+        ..LogOptions::default()
+    }
+}
+
+/// Fails on corruption; warns nothing itself: a torn tail is left out and reported by the caller.
+fn open_log(logs: &[PathBuf]) -> Result<Log> {
+    let log = Log::open(logs)?;
+    log.check()?;
+    Ok(log)
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Replays `logs` on `ckpt_path` up to `to_seq` (all of it when `None`) and writes the result as
+/// the checkpoint `out`; records after `to_seq` go, unchanged, into a new log `rest_log` against
+/// the new checkpoint (required when there are any). Outputs appear only when complete; inputs
+/// are only read. `progress` counts checkpoint bytes written.
+pub fn compact_checkpoint(
+    ckpt_path: &Path,
+    logs: &[PathBuf],
+    to_seq: Option<u64>,
+    out: &Path,
+    rest_log: Option<&Path>,
+    compression: Compression,
+    progress: Option<Arc<AtomicU64>>,
+) -> Result<CompactReport> {
+    let ckpt = Checkpoint::open(ckpt_path)?;
+    if let Some(e) = ckpt.check_pages(None).into_iter().next() {
+        return Err(e);
+    }
+    let log = open_log(logs)?;
+    let mut state = State::from_checkpoint(&ckpt, false)?;
+    let summary = state.replay(&log, ReplayLimit { to_seq, to_epoch: None })?;
+    let rest: Vec<_> = log
+        .records()
+        .filter(|r| !matches!(r, Ok(r) if to_seq.is_none_or(|n| r.frame.seq <= n)))
+        .collect::<Result<_>>()?;
+    let rest_log = match (rest.is_empty(), rest_log) {
+        (true, _) => None,
+        (false, Some(p)) => Some(p),
+        (false, None) => {
+            return Err(Error::Invalid(format!(
+                "{} records follow sequence number {}: name a log for them",
+                rest.len(),
+                to_seq.unwrap_or(0)
+            )));
+        }
+    };
+    // Prepare the rest log before the checkpoint, so a refused output directory costs nothing.
+    let rest_dir = rest_log.map(AtomicDir::create).transpose()?;
+    let hash = state.write_checkpoint(out, ckpt.head().metadata.clone(), progress)?;
+    if let Some(dir) = rest_dir {
+        let mut w = LogWriter::create(dir.path(), hash, rest[0].frame.seq, output_options(compression))?;
+        append_unchanged(&mut w, &rest)?;
+        w.finish()?;
+        dir.commit()?;
+    }
+    let input = with_checkpoint(log_side(logs)?, ckpt_path)?;
+    let output = match rest_log {
+        Some(p) => with_checkpoint(log_side(&[p.to_owned()])?, out)?,
+        None => with_checkpoint(Side::default(), out)?,
+    };
+    Ok(CompactReport {
+        size_ratio: ratio(input.file_bytes, output.file_bytes),
+        input,
+        output,
+        records_folded: summary.records,
+        records_kept: rest.len() as u64,
+        state_hash: Some(hash),
+        checkpoint: Some(out.to_owned()),
+        log: rest_log.map(Path::to_owned),
+    })
+}
+
+fn known_delta<'r>(rec: &'r LogRecord<'_>) -> Result<Delta<'r>> {
+    rec.delta()?.ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: record {} has an optional type this build does not know, so it cannot be rewritten",
+            rec.segment.path().display(),
+            rec.frame.seq
+        ))
+    })
+}
+
+/// Re-appends records as they are (with new frames, and compression per the writer's policy).
+fn append_unchanged(w: &mut LogWriter, records: &[LogRecord<'_>]) -> Result<()> {
+    for rec in records {
+        w.append(&known_delta(rec)?)?;
+    }
+    Ok(())
+}
+
+/// Who wrote a record and when, and the epoch it gave its page: merged records take these from
+/// the records they replace.
+#[derive(Debug, Clone)]
+struct Stamp {
+    epoch: u64,
+    timestamp_ns: u64,
+    source: String,
+}
+
+impl Stamp {
+    fn of(d: &Delta<'_>) -> Stamp {
+        Stamp {
+            epoch: d.epoch,
+            timestamp_ns: d.timestamp_ns,
+            source: d.source.to_string(),
+        }
+    }
+}
+
+/// Disjoint byte ranges written over a page, keyed by offset; touching ranges are joined.
+#[derive(Debug, Default)]
+struct Overlay(BTreeMap<u64, Vec<u8>>);
+
+impl Overlay {
+    fn write(&mut self, off: u64, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let end = off + bytes.len() as u64;
+        // Extend the range that starts at or before `off` and reaches it, else start a new one.
+        let start = match self.0.range_mut(..=off).next_back() {
+            Some((s, v)) if s + v.len() as u64 >= off => {
+                let at = (off - s) as usize;
+                let keep = v.len().min(at + bytes.len());
+                v[at..keep].copy_from_slice(&bytes[..keep - at]);
+                v.extend_from_slice(&bytes[keep - at..]);
+                *s
+            }
+            _ => {
+                self.0.insert(off, bytes.to_vec());
+                off
+            }
+        };
+        // Absorb the ranges that start inside or right after the written one.
+        let later: Vec<u64> = self.0.range(start + 1..=end).map(|(s, _)| *s).collect();
+        for s in later {
+            let v = self.0.remove(&s).expect("listed");
+            let tail = (s + v.len() as u64).saturating_sub(end) as usize;
+            let mine = self.0.get_mut(&start).expect("present");
+            mine.extend_from_slice(&v[v.len() - tail..]);
+        }
+    }
+
+    fn write_masked(&mut self, offset: u64, len: u64, mask: &[u8], values: &[u8]) {
+        let (mut v, mut i) = (0usize, 0u64);
+        while i < len {
+            if mask[(i / 8) as usize] >> (i % 8) & 1 == 0 {
+                i += 1;
+                continue;
+            }
+            let run = (i..len)
+                .take_while(|j| mask[(j / 8) as usize] >> (j % 8) & 1 == 1)
+                .count();
+            self.write(offset + i, &values[v..v + run]);
+            v += run;
+            i += run as u64;
+        }
+    }
+
+    fn clip(&mut self, len: u64) {
+        let past: Vec<u64> = self.0.range(len..).map(|(s, _)| *s).collect();
+        for s in past {
+            self.0.remove(&s);
+        }
+        if let Some((s, v)) = self.0.iter_mut().next_back()
+            && s + v.len() as u64 > len
+        {
+            v.truncate((len - s) as usize);
+        }
+    }
+
+    fn ranges(&self) -> Vec<(u64, &[u8])> {
+        self.0.iter().map(|(o, v)| (*o, &v[..])).collect()
+    }
+}
+
+/// A page's history in the log, reduced.
+#[derive(Debug)]
+enum Body {
+    /// The page as it is in the base state (bytes and length unknown here), cut to `shrink`
+    /// bytes at the smallest and then grown to `len` with zeros, with writes over it.
+    OnBase {
+        shrink: Option<u64>,
+        len: Option<u64>,
+        writes: Overlay,
+    },
+    /// A page the log created (zero bytes), with writes over it.
+    Created {
+        meta: PageMeta,
+        len: u64,
+        writes: Overlay,
+        create: Stamp,
+    },
+}
+
+#[derive(Debug, Default)]
+struct PageProgram {
+    /// The first record was not a create: the page is in the base state.
+    existed: bool,
+    /// The delete that removed the base page.
+    base_deleted: Option<Stamp>,
+    body: Option<Body>,
+    /// Stamps of the records since the body began.
+    stamps: Vec<Stamp>,
+    /// Records seen, and the page's records in order (the fallback if merging would need more
+    /// records than it replaces, which the reduction rules out).
+    seen: u64,
+}
+
+impl PageProgram {
+    /// Folds one more delta in; `Err` when it could not apply to any base state.
+    fn push(&mut self, d: &Delta<'_>) -> std::result::Result<(), String> {
+        let id = d.page_id;
+        if self.seen == 0 && !matches!(d.op, Op::Create { .. }) {
+            self.existed = true;
+            self.body = Some(Body::OnBase {
+                shrink: None,
+                len: None,
+                writes: Overlay::default(),
+            });
+        }
+        self.seen += 1;
+        if let Some(last) = self.stamps.last().map(|s| s.epoch).or(match &self.body {
+            Some(Body::Created { create, .. }) => Some(create.epoch),
+            _ => None,
+        }) && !matches!(d.op, Op::Create { .. })
+            && d.epoch <= last
+        {
+            return Err(format!(
+                "epoch {} does not advance page {id} past its epoch {last}",
+                d.epoch
+            ));
+        }
+        let known_len = match &self.body {
+            Some(Body::OnBase { len, .. }) => *len,
+            Some(Body::Created { len, .. }) => Some(*len),
+            None => None,
+        };
+        let in_bounds = |off: u64, n: u64| known_len.is_none_or(|l| off.checked_add(n).is_some_and(|e| e <= l));
+        match (&d.op, &mut self.body) {
+            (Op::Create { len, meta }, None) => {
+                self.body = Some(Body::Created {
+                    meta: meta.clone(),
+                    len: *len,
+                    writes: Overlay::default(),
+                    create: Stamp::of(d),
+                });
+                self.stamps.clear();
+                return Ok(());
+            }
+            (Op::Create { .. }, Some(_)) => return Err(format!("page {id} already exists")),
+            (_, None) => return Err(format!("page {id} does not exist")),
+            (Op::Delete, Some(body)) => {
+                if matches!(body, Body::OnBase { .. }) {
+                    self.base_deleted = Some(Stamp::of(d));
+                }
+                self.body = None;
+                self.stamps.clear();
+                return Ok(());
+            }
+            (Op::Resize { len: r }, Some(Body::OnBase { shrink, len, writes })) => {
+                writes.clip(*r);
+                *shrink = Some(shrink.map_or(*r, |s| s.min(*r)));
+                *len = Some(*r);
+            }
+            (Op::Resize { len: r }, Some(Body::Created { len, writes, .. })) => {
+                writes.clip(*r);
+                *len = *r;
+            }
+            (Op::Full(data), Some(body)) => {
+                let n = data.len() as u64;
+                if known_len.is_some_and(|l| l != n) {
+                    return Err(format!(
+                        "full write of {n} bytes to page {id} of {} bytes",
+                        known_len.unwrap_or(0)
+                    ));
+                }
+                let writes = match body {
+                    Body::OnBase { shrink, len, writes } => {
+                        // After a resize the emitted resizes must leave the page this long.
+                        if shrink.is_some() {
+                            *shrink = Some(n);
+                        }
+                        *len = Some(n);
+                        writes
+                    }
+                    Body::Created { writes, .. } => writes,
+                };
+                writes.0.clear();
+                writes.write(0, data);
+            }
+            (Op::Sparse(ranges), Some(body)) => {
+                if let Some((o, r)) = ranges.iter().find(|(o, r)| !in_bounds(*o, r.len() as u64)) {
+                    return Err(format!("range {o}+{} past the end of page {id}", r.len()));
+                }
+                let writes = match body {
+                    Body::OnBase { writes, .. } | Body::Created { writes, .. } => writes,
+                };
+                for (o, r) in ranges {
+                    writes.write(*o, r);
+                }
+            }
+            (
+                Op::Masked {
+                    offset,
+                    len,
+                    mask,
+                    values,
+                },
+                Some(body),
+            ) => {
+                if !in_bounds(*offset, *len) {
+                    return Err(format!("masked range {offset}+{len} past the end of page {id}"));
+                }
+                let writes = match body {
+                    Body::OnBase { writes, .. } | Body::Created { writes, .. } => writes,
+                };
+                writes.write_masked(*offset, *len, mask, values);
+            }
+        }
+        self.stamps.push(Stamp::of(d));
+        Ok(())
+    }
+
+    /// The merged records for this page, in the order they must be applied.
+    fn emit(&self, id: u64) -> Vec<(Stamp, OwnedOp)> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.base_deleted {
+            out.push((s.clone(), OwnedOp::Delete));
+        }
+        let Some(body) = &self.body else { return out };
+        let mut ops = Vec::new();
+        let pool: Vec<&Stamp> = match body {
+            Body::OnBase { shrink, len, writes } => {
+                if let (Some(s), Some(l)) = (shrink, len) {
+                    ops.push(OwnedOp::Resize(*s));
+                    if l > s {
+                        ops.push(OwnedOp::Resize(*l));
+                    }
+                }
+                let ranges = writes.ranges();
+                ops.extend(
+                    smallest_write(&PageWrites {
+                        ranges: &ranges,
+                        page_len: *len,
+                        target: None,
+                    })
+                    .map(OwnedOp::Write),
+                );
+                self.stamps.iter().collect()
+            }
+            Body::Created {
+                meta,
+                len,
+                writes,
+                create,
+            } => {
+                ops.push(OwnedOp::Create(*len, meta.clone()));
+                let ranges = writes.ranges();
+                ops.extend(
+                    smallest_write(&PageWrites {
+                        ranges: &ranges,
+                        page_len: Some(*len),
+                        target: None,
+                    })
+                    .map(OwnedOp::Write),
+                );
+                std::iter::once(create).chain(&self.stamps).collect()
+            }
+        };
+        // Each record takes the stamp of one it replaces, the last one last, so epochs still
+        // advance and the page ends at its original epoch. The reduction never emits more
+        // records for a body than the body had.
+        assert!(
+            ops.len() <= pool.len(),
+            "page {id}: {} merged records from {}",
+            ops.len(),
+            pool.len()
+        );
+        if ops.is_empty() && !pool.is_empty() {
+            // Nothing to write, but the page's epoch advanced: keep the last record's epoch with
+            // an empty sparse write.
+            ops.push(OwnedOp::Write(WriteOp::Sparse(Vec::new())));
+        }
+        let stamps = &pool[pool.len() - ops.len()..];
+        out.extend(stamps.iter().map(|s| (*s).clone()).zip(ops));
+        out
+    }
+}
+
+#[derive(Debug)]
+enum OwnedOp {
+    Create(u64, PageMeta),
+    Delete,
+    Resize(u64),
+    Write(WriteOp),
+}
+
+impl OwnedOp {
+    fn op(&self) -> Op<'_> {
+        match self {
+            OwnedOp::Create(len, meta) => Op::Create {
+                len: *len,
+                meta: meta.clone(),
+            },
+            OwnedOp::Delete => Op::Delete,
+            OwnedOp::Resize(len) => Op::Resize { len: *len },
+            OwnedOp::Write(w) => w.op(),
+        }
+    }
+}
+
+/// Merges the deltas of `logs` (up to `to_seq`; records after it are kept unchanged after the
+/// merged ones) into a new log `out` against the same base state. `out` appears only when
+/// complete; the inputs are only read. `progress` counts log bytes read.
+pub fn compact_log(
+    logs: &[PathBuf],
+    to_seq: Option<u64>,
+    out: &Path,
+    compression: Compression,
+    progress: Option<&AtomicU64>,
+) -> Result<CompactReport> {
+    let log = open_log(logs)?;
+    let base = log
+        .base()
+        .ok_or_else(|| Error::Invalid("the log has no readable segment".into()))?;
+    let first_seq = log.segments()[0].header().first_seq;
+    let dir = AtomicDir::create(out)?;
+    let mut programs: BTreeMap<u64, PageProgram> = BTreeMap::new();
+    let mut rest = Vec::new();
+    let mut folded = 0u64;
+    for rec in log.records() {
+        let rec = rec?;
+        if let Some(p) = progress {
+            p.fetch_add(rec.frame.frame_len(), Ordering::Relaxed);
+        }
+        if to_seq.is_some_and(|n| rec.frame.seq > n) {
+            rest.push(rec);
+            continue;
+        }
+        let d = known_delta(&rec)?;
+        programs
+            .entry(d.page_id)
+            .or_default()
+            .push(&d)
+            .map_err(|reason| Error::DeltaRejected {
+                path: rec.segment.path().to_owned(),
+                offset: rec.frame.offset,
+                seq: rec.frame.seq,
+                reason,
+            })?;
+        folded += 1;
+    }
+    let mut w = LogWriter::create(dir.path(), base, first_seq, output_options(compression))?;
+    for (id, program) in &programs {
+        for (stamp, op) in program.emit(*id) {
+            w.append(&Delta {
+                page_id: *id,
+                epoch: stamp.epoch,
+                timestamp_ns: stamp.timestamp_ns,
+                source: stamp.source.into(),
+                op: op.op(),
+            })?;
+        }
+    }
+    append_unchanged(&mut w, &rest)?;
+    w.finish()?;
+    dir.commit()?;
+    let input = log_side(logs)?;
+    let output = log_side(&[out.to_owned()])?;
+    Ok(CompactReport {
+        size_ratio: ratio(input.file_bytes, output.file_bytes),
+        input,
+        output,
+        records_folded: folded,
+        records_kept: rest.len() as u64,
+        state_hash: None,
+        checkpoint: None,
+        log: Some(out.to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::checkpoint::{PageSpec, write_checkpoint};
+
+    fn d(page_id: u64, epoch: u64, op: Op<'_>) -> Delta<'_> {
+        Delta {
+            page_id,
+            epoch,
+            timestamp_ns: epoch,
+            source: "t".into(),
+            op,
+        }
+    }
+
+    /// The merged records as `(page, epoch, op)`, and page 1 after replaying them.
+    type Merged = (Vec<(u64, u64, String)>, Option<Vec<u8>>);
+
+    /// Merges `deltas` against one 16-byte page (id 1).
+    fn merge(deltas: &[Delta<'_>]) -> Merged {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("a.ckpt");
+        let spec = PageSpec {
+            id: 1,
+            len: 16,
+            epoch: 0,
+            meta: PageMeta::default(),
+        };
+        write_checkpoint(&ck, BTreeMap::new(), [(spec, &[b'.'; 16][..])]).unwrap();
+        let ckpt = Checkpoint::open(&ck).unwrap();
+        let log = dir.path().join("a.log");
+        let mut w = LogWriter::create(&log, ckpt.state_hash(), 1, LogOptions::default()).unwrap();
+        for x in deltas {
+            w.append(x).unwrap();
+        }
+        w.finish().unwrap();
+        let out = dir.path().join("m.log");
+        compact_log(&[log], None, &out, Compression::None, None).unwrap();
+        let merged = Log::open(&[&out]).unwrap();
+        let recs = merged
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                let x = r.delta().unwrap().unwrap();
+                (x.page_id, x.epoch, format!("{:?}", x.op))
+            })
+            .collect();
+        let mut state = State::from_checkpoint(&ckpt, true).unwrap();
+        state.replay(&merged, ReplayLimit::default()).unwrap();
+        (recs, state.page(1).map(|p| p.data().to_vec()))
+    }
+
+    #[test]
+    fn later_writes_win_and_touching_ranges_coalesce() {
+        let (recs, page) = merge(&[
+            d(1, 1, Op::Sparse(vec![(0, b"aaaa")])),
+            d(1, 2, Op::Sparse(vec![(2, b"bbbb")])),
+            d(1, 3, Op::Sparse(vec![(6, b"cc")])),
+        ]);
+        assert_eq!(page.unwrap(), b"aabbbbcc........");
+        // One record at the last epoch; for 8 bytes a masked span (25 bytes) beats a sparse
+        // range (28).
+        assert_eq!(
+            recs,
+            vec![(
+                1,
+                3,
+                "Masked { offset: 0, len: 8, mask: [255], values: [97, 97, 98, 98, 98, 98, 99, 99] }".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_full_write_supersedes_what_came_before() {
+        let (recs, page) = merge(&[
+            d(1, 1, Op::Sparse(vec![(0, b"zz")])),
+            d(1, 2, Op::Full(b"0123456789abcdef")),
+            d(1, 3, Op::Sparse(vec![(15, b"!")])),
+        ]);
+        assert_eq!(page.unwrap(), b"0123456789abcde!");
+        assert_eq!(recs.len(), 1);
+        assert_eq!((recs[0].1, &recs[0].2[..5]), (3, "Full("));
+    }
+
+    #[test]
+    fn a_delete_drops_earlier_writes_and_a_recreated_page_starts_from_zeros() {
+        let meta = PageMeta::default();
+        let (recs, page) = merge(&[
+            d(1, 1, Op::Sparse(vec![(0, b"zz")])),
+            d(1, 2, Op::Delete),
+            d(1, 3, Op::Create { len: 4, meta }),
+            d(1, 4, Op::Sparse(vec![(1, b"x")])),
+        ]);
+        assert_eq!(page.unwrap(), b"\0x\0\0");
+        let kinds: Vec<(u64, &str)> = recs.iter().map(|(_, e, op)| (*e, &op[..5])).collect();
+        assert_eq!(kinds, vec![(2, "Delet"), (3, "Creat"), (4, "Maske")]);
+    }
+
+    #[test]
+    fn shrinking_then_growing_leaves_zeros_without_knowing_the_page() {
+        let (recs, page) = merge(&[
+            d(1, 1, Op::Sparse(vec![(10, b"kk")])),
+            d(1, 2, Op::Resize { len: 4 }),
+            d(1, 3, Op::Resize { len: 12 }),
+            d(1, 4, Op::Sparse(vec![(0, b"s")])),
+        ]);
+        assert_eq!(page.unwrap(), b"s...\0\0\0\0\0\0\0\0");
+        let ops: Vec<&str> = recs.iter().map(|(_, _, op)| &op[..]).collect();
+        assert_eq!(
+            ops,
+            vec![
+                "Resize { len: 4 }",
+                "Resize { len: 12 }",
+                "Masked { offset: 0, len: 1, mask: [1], values: [115] }"
+            ]
+        );
+    }
+
+    #[test]
+    fn records_that_cannot_apply_to_any_base_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        let base = StateHash::compute(std::iter::empty());
+        let mut w = LogWriter::create(&log, base, 1, LogOptions::default()).unwrap();
+        w.append(&d(1, 5, Op::Sparse(vec![(0, b"a")]))).unwrap();
+        w.append(&d(1, 5, Op::Sparse(vec![(0, b"b")]))).unwrap();
+        w.finish().unwrap();
+        let out = dir.path().join("m.log");
+        let e = compact_log(&[log], None, &out, Compression::None, None).unwrap_err();
+        assert!(matches!(e, Error::DeltaRejected { seq: 2, .. }), "{e}");
+        assert!(!out.exists(), "no output on failure");
+    }
+}

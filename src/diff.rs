@@ -1,0 +1,683 @@
+//! Differences between two states (each a checkpoint, optionally after a log): pages added,
+//! removed, resized and changed, with the byte ranges that differ; and [`emit_log`], the smallest
+//! log that turns one state into the other.
+//!
+//! Pages are compared in 256 KiB chunks on all cores. A page still holding the bytes it was
+//! loaded with is checked against its checkpoint CRC in the same pass, while the chunk is in
+//! cache, so a diff reads each byte once and never reports on corrupt data.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::encoding::{PageWrites, WriteOp, smallest_write};
+use crate::error::{Corruption, Error, Result};
+use crate::format::checkpoint::Checkpoint;
+use crate::format::log::{Compression, Durability, Log, LogOptions, LogWriter};
+use crate::format::record::{Delta, Op};
+use crate::fsutil::AtomicDir;
+use crate::page::{PageMeta, StateHash};
+use crate::replay::{Page, ReplayLimit, State};
+
+/// Bytes compared per task: small enough that both sides of a chunk stay in L2 between the
+/// checksum and the comparison.
+const CHUNK: usize = 256 << 10;
+
+/// One side of a diff: a checkpoint, optionally with a log replayed onto it.
+pub struct DiffSide<'a> {
+    checkpoint: &'a Checkpoint,
+    state: State<'a>,
+    /// Every page was checked before the log was applied (so the diff pass need not).
+    checked: bool,
+}
+
+impl<'a> DiffSide<'a> {
+    /// The checkpoint's state after `log` (up to `limit`). With a log every page is checked
+    /// against its CRC first, since deltas could otherwise land on corrupt bytes unnoticed;
+    /// without one, the diff itself checks each page as it reads it.
+    pub fn open(checkpoint: &'a Checkpoint, log: Option<&Log>, limit: ReplayLimit) -> Result<DiffSide<'a>> {
+        let checked = log.is_some();
+        let mut state = State::from_checkpoint(checkpoint, checked)?;
+        if let Some(log) = log {
+            if let Some(t) = log.torn_tail() {
+                return Err(Error::Corrupt {
+                    path: t.path.clone(),
+                    offset: t.offset,
+                    problem: Corruption::TornTail {
+                        len: t.len,
+                        why: "run `mmsb recover` first".into(),
+                    },
+                });
+            }
+            state.replay(log, limit)?;
+        }
+        Ok(DiffSide {
+            checkpoint,
+            state,
+            checked,
+        })
+    }
+
+    /// The side's pages.
+    pub fn state(&self) -> &State<'a> {
+        &self.state
+    }
+
+    /// The CRC a page's bytes must have, when the diff pass is to check it.
+    fn expected_crc(&self, page: &Page<'_>) -> Option<u32> {
+        if self.checked { None } else { page.stored_crc() }
+    }
+
+    fn corrupt(&self, id: u64, stored: u32, computed: u32) -> Error {
+        let offset = self.checkpoint.head().page(id).map_or(0, |e| e.offset);
+        Error::Corrupt {
+            path: self.checkpoint.path().to_owned(),
+            offset,
+            problem: Corruption::ChecksumMismatch {
+                what: format!("page {id} data"),
+                stored,
+                computed,
+            },
+        }
+    }
+}
+
+/// How a page differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// Only in B.
+    Added,
+    /// Only in A.
+    Removed,
+    /// In both, with different bytes, length or metadata.
+    Changed,
+}
+
+/// A differing byte range: `[offset, offset + len)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Range {
+    /// First byte.
+    pub offset: u64,
+    /// Length.
+    pub len: u64,
+}
+
+/// One page that differs.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageDiff {
+    /// Page id.
+    pub id: u64,
+    /// Name (B's, else A's).
+    pub name: Option<String>,
+    /// How it differs.
+    pub change: Change,
+    /// Length in A.
+    pub len_a: Option<u64>,
+    /// Length in B.
+    pub len_b: Option<u64>,
+    /// Epoch in A.
+    pub epoch_a: Option<u64>,
+    /// Epoch in B.
+    pub epoch_b: Option<u64>,
+    /// Name, dtype, shape or residency differ.
+    pub meta_changed: bool,
+    /// Differing ranges over the bytes both have, plus the bytes one side has past the other's
+    /// end as one more range.
+    pub ranges: u64,
+    /// Bytes in those ranges.
+    pub bytes: u64,
+    /// The first ranges, in offset order.
+    pub first_ranges: Vec<Range>,
+}
+
+/// The result of [`diff`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffReport {
+    /// Same pages, lengths, bytes and metadata (epochs are not compared: they count versions,
+    /// and two imports of the same tensors are the same state to a user).
+    pub identical: bool,
+    /// State hash of A.
+    pub state_hash_a: StateHash,
+    /// State hash of B.
+    pub state_hash_b: StateHash,
+    /// Pages in A.
+    pub pages_a: u64,
+    /// Pages in B.
+    pub pages_b: u64,
+    /// Pages only in B.
+    pub added: u64,
+    /// Pages only in A.
+    pub removed: u64,
+    /// Pages in both that differ.
+    pub changed: u64,
+    /// Pages in both with equal content and metadata.
+    pub unchanged: u64,
+    /// Unchanged pages whose epochs differ.
+    pub epoch_only: u64,
+    /// Page bytes read, both sides.
+    pub bytes_compared: u64,
+    /// Bytes in differing ranges, over all pages (an added or removed page counts whole).
+    pub bytes_differ: u64,
+    /// The pages that differ, in id order.
+    pub pages: Vec<PageDiff>,
+}
+
+/// Calls `f(start, end)` for each maximal run of positions where `a` and `b` differ.
+fn for_each_diff_run(a: &[u8], b: &[u8], mut f: impl FnMut(usize, usize)) {
+    const BLOCK: usize = 64;
+    debug_assert_eq!(a.len(), b.len());
+    let mut run: Option<usize> = None;
+    let mut i = 0;
+    while i < a.len() {
+        let e = (i + BLOCK).min(a.len());
+        if a[i..e] == b[i..e] {
+            if let Some(s) = run.take() {
+                f(s, i);
+            }
+        } else {
+            for j in i..e {
+                match (a[j] != b[j], run) {
+                    (true, None) => run = Some(j),
+                    (false, Some(s)) => {
+                        f(s, j);
+                        run = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        i = e;
+    }
+    if let Some(s) = run {
+        f(s, a.len());
+    }
+}
+
+/// What one chunk of a page pair holds: its CRCs and a bounded summary of its differing runs.
+#[derive(Default)]
+struct ChunkResult {
+    crc_a: u32,
+    crc_b: u32,
+    runs: u64,
+    bytes: u64,
+    first: Vec<Range>,
+    starts_at_chunk_start: bool,
+    ends_at_chunk_end: bool,
+}
+
+struct Task<'s> {
+    page: usize,
+    start: usize,
+    a: &'s [u8],
+    b: &'s [u8],
+    /// Compare the chunk's common bytes (both sides have the page, same metadata or not).
+    compare: bool,
+}
+
+fn run_chunk(t: &Task<'_>, crc_a: bool, crc_b: bool, keep: usize) -> ChunkResult {
+    let mut r = ChunkResult {
+        crc_a: if crc_a { crc32c::crc32c(t.a) } else { 0 },
+        crc_b: if crc_b { crc32c::crc32c(t.b) } else { 0 },
+        ..Default::default()
+    };
+    let n = t.a.len().min(t.b.len());
+    if t.compare && t.a[..n] != t.b[..n] {
+        for_each_diff_run(&t.a[..n], &t.b[..n], |s, e| {
+            r.starts_at_chunk_start |= s == 0;
+            r.ends_at_chunk_end = e == n;
+            r.runs += 1;
+            r.bytes += (e - s) as u64;
+            if r.first.len() < keep {
+                r.first.push(Range {
+                    offset: (t.start + s) as u64,
+                    len: (e - s) as u64,
+                });
+            }
+        });
+    }
+    r
+}
+
+/// Compares two states; `keep_ranges` is how many ranges to list per page.
+pub fn diff(a: &DiffSide<'_>, b: &DiffSide<'_>, keep_ranges: usize) -> Result<DiffReport> {
+    let ids: BTreeSet<u64> = a
+        .state
+        .pages()
+        .map(|(id, _)| id)
+        .chain(b.state.pages().map(|(id, _)| id))
+        .collect();
+    let pairs: Vec<(u64, Option<&Page<'_>>, Option<&Page<'_>>)> = ids
+        .iter()
+        .map(|id| (*id, a.state.page(*id), b.state.page(*id)))
+        .collect();
+    let mut tasks = Vec::new();
+    for (i, (_, pa, pb)) in pairs.iter().enumerate() {
+        let da = pa.map_or(&[][..], |p| p.data());
+        let db = pb.map_or(&[][..], |p| p.data());
+        let longest = da.len().max(db.len());
+        let mut start = 0;
+        loop {
+            let end = (start + CHUNK).min(longest);
+            tasks.push(Task {
+                page: i,
+                start,
+                a: &da[start.min(da.len())..end.min(da.len())],
+                b: &db[start.min(db.len())..end.min(db.len())],
+                compare: pa.is_some() && pb.is_some(),
+            });
+            start = end;
+            if start >= longest {
+                break;
+            }
+        }
+    }
+    let results: Vec<ChunkResult> = tasks
+        .par_iter()
+        .map(|t| {
+            let (_, pa, pb) = pairs[t.page];
+            let ca = pa.and_then(|p| a.expected_crc(p)).is_some();
+            let cb = pb.and_then(|p| b.expected_crc(p)).is_some();
+            run_chunk(t, ca, cb, keep_ranges)
+        })
+        .collect();
+
+    let mut report = DiffReport {
+        identical: true,
+        state_hash_a: a.state.state_hash(),
+        state_hash_b: b.state.state_hash(),
+        pages_a: a.state.pages().len() as u64,
+        pages_b: b.state.pages().len() as u64,
+        added: 0,
+        removed: 0,
+        changed: 0,
+        unchanged: 0,
+        epoch_only: 0,
+        bytes_compared: 0,
+        bytes_differ: 0,
+        pages: Vec::new(),
+    };
+    let mut k = 0;
+    for (i, (id, pa, pb)) in pairs.iter().enumerate() {
+        let (mut crc_a, mut crc_b) = (None::<u32>, None::<u32>);
+        let mut d = PageDiff {
+            id: *id,
+            name: pb.or(*pa).and_then(|p| p.meta.name.clone()),
+            change: Change::Changed,
+            len_a: pa.map(|p| p.data().len() as u64),
+            len_b: pb.map(|p| p.data().len() as u64),
+            epoch_a: pa.map(|p| p.epoch),
+            epoch_b: pb.map(|p| p.epoch),
+            meta_changed: matches!((pa, pb), (Some(x), Some(y)) if x.meta != y.meta),
+            ranges: 0,
+            bytes: 0,
+            first_ranges: Vec::new(),
+        };
+        let mut open_run_at_end = false;
+        while k < tasks.len() && tasks[k].page == i {
+            let (t, r) = (&tasks[k], &results[k]);
+            crc_a = Some(crc_a.map_or(r.crc_a, |c| crc32c::crc32c_combine(c, r.crc_a, t.a.len())));
+            crc_b = Some(crc_b.map_or(r.crc_b, |c| crc32c::crc32c_combine(c, r.crc_b, t.b.len())));
+            // A run that crosses a chunk boundary is one range.
+            let joined = open_run_at_end && r.starts_at_chunk_start;
+            d.ranges += r.runs - u64::from(joined);
+            d.bytes += r.bytes;
+            let mut first = r.first.iter();
+            if joined
+                && let (Some(last), Some(next)) = (d.first_ranges.last_mut(), first.clone().next())
+                && last.offset + last.len == next.offset
+            {
+                last.len += next.len;
+                first.next();
+            }
+            for rg in first {
+                if d.first_ranges.len() < keep_ranges {
+                    d.first_ranges.push(*rg);
+                }
+            }
+            open_run_at_end = r.ends_at_chunk_end && r.runs > 0 && t.a.len() == t.b.len();
+            k += 1;
+        }
+        for (side, page, crc) in [(a, pa, crc_a), (b, pb, crc_b)] {
+            if let (Some(p), Some(c)) = (page, crc)
+                && let Some(stored) = side.expected_crc(p)
+                && stored != c
+            {
+                return Err(side.corrupt(*id, stored, c));
+            }
+        }
+        let (la, lb) = (d.len_a.unwrap_or(0), d.len_b.unwrap_or(0));
+        report.bytes_compared += la + lb;
+        match (pa, pb) {
+            (Some(_), None) => {
+                d.change = Change::Removed;
+                report.removed += 1;
+                d.bytes = la;
+            }
+            (None, Some(_)) => {
+                d.change = Change::Added;
+                report.added += 1;
+                d.bytes = lb;
+            }
+            _ => {
+                if la != lb {
+                    // The bytes past the shorter side's end are one more range.
+                    let (lo, hi) = (la.min(lb), la.max(lb));
+                    d.ranges += 1;
+                    d.bytes += hi - lo;
+                    if d.first_ranges.len() < keep_ranges {
+                        d.first_ranges.push(Range {
+                            offset: lo,
+                            len: hi - lo,
+                        });
+                    }
+                }
+                if d.bytes == 0 && !d.meta_changed {
+                    report.unchanged += 1;
+                    report.epoch_only += u64::from(d.epoch_a != d.epoch_b);
+                    continue;
+                }
+                report.changed += 1;
+            }
+        }
+        report.bytes_differ += d.bytes;
+        report.pages.push(d);
+    }
+    report.identical = report.pages.is_empty();
+    Ok(report)
+}
+
+/// What [`emit_log`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmitReport {
+    /// The log directory.
+    pub log: PathBuf,
+    /// The state the log applies to (A's).
+    pub base_state_hash: StateHash,
+    /// Records written.
+    pub records: u64,
+    /// Bytes that differ between A and B (what any log must carry, before compression).
+    pub bytes_changed: u64,
+    /// Payload bytes of the records, before compression.
+    pub payload_bytes: u64,
+    /// Bytes of the log's segment files.
+    pub file_bytes: u64,
+}
+
+/// The ranges where `b` differs from `a` resized to `b`'s length (bytes past `a`'s end count as
+/// zeros, as a resize or a create leaves them), touching ranges joined.
+fn diff_ranges(a: &[u8], b: &[u8]) -> Vec<(u64, u64)> {
+    let n = a.len().min(b.len());
+    let zeros = vec![0u8; CHUNK.min(b.len().saturating_sub(n))];
+    let chunks: Vec<(usize, usize)> = (0..b.len())
+        .step_by(CHUNK)
+        .map(|s| (s, (s + CHUNK).min(b.len())))
+        .collect();
+    let per_chunk: Vec<Vec<(u64, u64)>> = chunks
+        .par_iter()
+        .map(|&(s, e)| {
+            let mut out = Vec::new();
+            let mut push = |x: usize, y: usize| out.push(((s + x) as u64, (y - x) as u64));
+            let common_end = e.min(n).max(s);
+            if s < common_end {
+                for_each_diff_run(&a[s..common_end], &b[s..common_end], &mut push);
+            }
+            if common_end < e {
+                let off = common_end - s;
+                for_each_diff_run(&zeros[..e - common_end], &b[common_end..e], |x, y| {
+                    push(off + x, off + y)
+                });
+            }
+            out
+        })
+        .collect();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (o, l) in per_chunk.into_iter().flatten() {
+        match out.last_mut() {
+            Some((po, pl)) if *po + *pl == o => *pl += l,
+            _ => out.push((o, l)),
+        }
+    }
+    out
+}
+
+/// Epochs for `k` records that take a page from epoch `from` to `to`: ending at `to` when the
+/// gap allows, else the next `k` after `from` (a state whose epoch did not advance cannot be
+/// reached by deltas, which must advance it).
+fn epochs(from: Option<u64>, to: u64, k: usize) -> Vec<u64> {
+    let k = k as u64;
+    let first = match from {
+        Some(f) if to < f.saturating_add(k) => f + 1,
+        None if to + 1 < k => 0,
+        _ => to + 1 - k,
+    };
+    (first..first + k).collect()
+}
+
+/// One record of a page's plan, before epochs are assigned.
+enum Emit {
+    Create(u64, PageMeta),
+    Delete,
+    Resize(u64),
+    Write(WriteOp),
+}
+
+/// Writes the smallest log that turns A into B (per page the smallest of a full, sparse or
+/// masked write, with compression as asked), as a new log directory `out` against A's state.
+/// Replaying it onto a checkpoint of A gives B's bytes, lengths and metadata, and B's epochs
+/// wherever B's epochs are above A's (deltas can only advance an epoch).
+pub fn emit_log(a: &DiffSide<'_>, b: &DiffSide<'_>, out: &Path, compression: Compression) -> Result<EmitReport> {
+    let dir = AtomicDir::create(out)?;
+    let base = a.state.state_hash();
+    let options = LogOptions {
+        durability: Durability::Never,
+        compression,
+        ..LogOptions::default()
+    };
+    let mut w = LogWriter::create(dir.path(), base, 1, options)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let ids: BTreeSet<u64> = a
+        .state
+        .pages()
+        .map(|(id, _)| id)
+        .chain(b.state.pages().map(|(id, _)| id))
+        .collect();
+    let (mut records, mut changed, mut payload) = (0u64, 0u64, 0u64);
+    for id in ids {
+        let (pa, pb) = (a.state.page(id), b.state.page(id));
+        for (side, page) in [(a, pa), (b, pb)] {
+            if let Some(p) = page
+                && let Some(stored) = side.expected_crc(p)
+            {
+                let c = crate::format::crc32c_parallel(p.data());
+                if c != stored {
+                    return Err(side.corrupt(id, stored, c));
+                }
+            }
+        }
+        let mut plan: Vec<Emit> = Vec::new();
+        let recreate = match (pa, pb) {
+            (None, None) => unreachable!("id from one of the sides"),
+            (Some(_), None) => {
+                plan.push(Emit::Delete);
+                None
+            }
+            (None, Some(y)) => Some(y),
+            (Some(x), Some(y)) if x.meta != y.meta => {
+                plan.push(Emit::Delete);
+                Some(y)
+            }
+            (Some(_), Some(_)) => None,
+        };
+        let (from_data, to): (Cow<'_, [u8]>, Option<&Page<'_>>) = match (recreate, pa, pb) {
+            (Some(y), _, _) => {
+                plan.push(Emit::Create(y.data().len() as u64, y.meta.clone()));
+                (Cow::Borrowed(&[][..]), Some(y))
+            }
+            (None, Some(x), Some(y)) => {
+                if x.data().len() != y.data().len() {
+                    plan.push(Emit::Resize(y.data().len() as u64));
+                }
+                (Cow::Borrowed(x.data()), Some(y))
+            }
+            _ => (Cow::Borrowed(&[][..]), None),
+        };
+        if let Some(y) = to {
+            let ranges = diff_ranges(&from_data, y.data());
+            let target = y.data();
+            let slices: Vec<(u64, &[u8])> = ranges
+                .iter()
+                .map(|(o, l)| (*o, &target[*o as usize..(o + l) as usize]))
+                .collect();
+            changed += ranges.iter().map(|(_, l)| l).sum::<u64>();
+            if let Some(wr) = smallest_write(&PageWrites {
+                ranges: &slices,
+                page_len: Some(target.len() as u64),
+                target: Some(target),
+            }) {
+                plan.push(Emit::Write(wr));
+            } else if plan.is_empty() && pa.is_some_and(|x| y.epoch > x.epoch) {
+                // Same bytes, newer epoch: an empty write carries the epoch.
+                plan.push(Emit::Write(WriteOp::Sparse(Vec::new())));
+            }
+        }
+        if plan.is_empty() {
+            continue;
+        }
+        // A delete advances A's epoch; a create starts afresh, so what follows it counts from it.
+        let target_epoch = pb.map_or(0, |p| p.epoch);
+        let from = pa.map(|p| p.epoch);
+        let split = plan.iter().position(|e| matches!(e, Emit::Create(..)));
+        let mut stamps = Vec::with_capacity(plan.len());
+        match split {
+            Some(c) => {
+                stamps.extend(epochs(from, from.map_or(0, |f| f + c as u64), c));
+                stamps.extend(epochs(None, target_epoch, plan.len() - c));
+            }
+            None => stamps.extend(epochs(from, target_epoch, plan.len())),
+        }
+        for (e, epoch) in plan.iter().zip(stamps) {
+            let op = match e {
+                Emit::Create(len, meta) => Op::Create {
+                    len: *len,
+                    meta: meta.clone(),
+                },
+                Emit::Delete => Op::Delete,
+                Emit::Resize(len) => Op::Resize { len: *len },
+                Emit::Write(wr) => wr.op(),
+            };
+            let delta = Delta {
+                page_id: id,
+                epoch,
+                timestamp_ns: now,
+                source: "mmsb diff".into(),
+                op,
+            };
+            payload += delta.encode()?.len() as u64;
+            w.append(&delta)?;
+            records += 1;
+        }
+    }
+    w.finish()?;
+    dir.commit()?;
+    let file_bytes = crate::format::log::expand_paths(&[out])?
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).map_err(|e| Error::io(p, e)))
+        .sum::<Result<u64>>()?;
+    Ok(EmitReport {
+        log: out.to_owned(),
+        base_state_hash: base,
+        records,
+        bytes_changed: changed,
+        payload_bytes: payload,
+        file_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::format::checkpoint::{PageSpec, write_checkpoint};
+
+    fn ckpt(dir: &Path, name: &str, pages: &[(u64, &[u8])]) -> PathBuf {
+        let path = dir.join(name);
+        let input: Vec<(PageSpec, &[u8])> = pages
+            .iter()
+            .map(|(id, d)| {
+                (
+                    PageSpec {
+                        id: *id,
+                        len: d.len() as u64,
+                        epoch: 0,
+                        meta: PageMeta::default(),
+                    },
+                    *d,
+                )
+            })
+            .collect();
+        write_checkpoint(&path, BTreeMap::new(), input).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_range_across_a_chunk_boundary_is_one_range_and_tails_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = vec![0u8; 3 * CHUNK];
+        let mut b = a.clone();
+        b[CHUNK - 10..CHUNK + 10].fill(1);
+        b[2 * CHUNK + 5] = 9;
+        b.extend_from_slice(b"tail");
+        let pa = ckpt(dir.path(), "a.ckpt", &[(1, &a), (2, b"gone")]);
+        let pb = ckpt(dir.path(), "b.ckpt", &[(1, &b), (3, b"new!")]);
+        let (ca, cb) = (Checkpoint::open(&pa).unwrap(), Checkpoint::open(&pb).unwrap());
+        let sa = DiffSide::open(&ca, None, ReplayLimit::default()).unwrap();
+        let sb = DiffSide::open(&cb, None, ReplayLimit::default()).unwrap();
+        let r = diff(&sa, &sb, 10).unwrap();
+        assert!(!r.identical);
+        assert_eq!((r.added, r.removed, r.changed), (1, 1, 1));
+        let p = &r.pages[0];
+        assert_eq!((p.id, p.ranges, p.bytes), (1, 3, 20 + 1 + 4));
+        let want = [
+            ((CHUNK - 10) as u64, 20),
+            ((2 * CHUNK + 5) as u64, 1),
+            ((3 * CHUNK) as u64, 4),
+        ];
+        let got: Vec<(u64, u64)> = p.first_ranges.iter().map(|g| (g.offset, g.len)).collect();
+        assert_eq!(got, want);
+        assert!(diff(&sa, &sa, 1).unwrap().identical);
+    }
+
+    #[test]
+    fn a_corrupt_page_is_an_error_naming_file_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let pa = ckpt(dir.path(), "a.ckpt", &[(1, b"abcdefgh")]);
+        let pb = ckpt(dir.path(), "b.ckpt", &[(1, b"abcdefgh")]);
+        let mut bytes = std::fs::read(&pb).unwrap();
+        let off = Checkpoint::open(&pb).unwrap().pages()[0].offset;
+        bytes[off as usize + 3] ^= 0x20;
+        std::fs::write(&pb, bytes).unwrap();
+        let (ca, cb) = (Checkpoint::open(&pa).unwrap(), Checkpoint::open(&pb).unwrap());
+        let sa = DiffSide::open(&ca, None, ReplayLimit::default()).unwrap();
+        let sb = DiffSide::open(&cb, None, ReplayLimit::default()).unwrap();
+        match diff(&sa, &sb, 1) {
+            Err(Error::Corrupt { path, offset, .. }) => assert_eq!((path, offset), (pb, off)),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn epochs_end_at_the_target_when_the_gap_allows() {
+        assert_eq!(epochs(Some(3), 10, 2), vec![9, 10]);
+        assert_eq!(epochs(Some(3), 4, 2), vec![4, 5]);
+        assert_eq!(epochs(Some(7), 0, 1), vec![8]);
+        assert_eq!(epochs(None, 5, 2), vec![4, 5]);
+        assert_eq!(epochs(None, 0, 2), vec![0, 1]);
+    }
+}

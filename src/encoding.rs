@@ -1,0 +1,254 @@
+//! Choosing the smallest record for a page's new bytes: one full-page write, sparse ranges, or a
+//! masked span. `compact` (merged writes) and `diff --emit-log` (differences) both choose here,
+//! so the two never disagree about what "smallest" means.
+
+use crate::format::record::Op;
+
+/// Table bytes a sparse record spends per range (offset and length).
+const SPARSE_RANGE_COST: u64 = 16;
+
+/// A page write that owns its bytes; [`WriteOp::op`] borrows it as a record operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// All of the page's bytes.
+    Full(Vec<u8>),
+    /// Byte ranges, ascending and disjoint.
+    Sparse(Vec<(u64, Vec<u8>)>),
+    /// A span with a bit per byte.
+    Masked {
+        /// First byte of the span.
+        offset: u64,
+        /// Length of the span.
+        len: u64,
+        /// One bit per byte of the span, least significant first.
+        mask: Vec<u8>,
+        /// The bytes whose bit is set, in order.
+        values: Vec<u8>,
+    },
+}
+
+impl WriteOp {
+    /// The record operation, borrowing this write's bytes.
+    pub fn op(&self) -> Op<'_> {
+        match self {
+            WriteOp::Full(d) => Op::Full(d),
+            WriteOp::Sparse(r) => Op::Sparse(r.iter().map(|(o, d)| (*o, &d[..])).collect()),
+            WriteOp::Masked {
+                offset,
+                len,
+                mask,
+                values,
+            } => Op::Masked {
+                offset: *offset,
+                len: *len,
+                mask,
+                values,
+            },
+        }
+    }
+}
+
+/// What is known about a page's new bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct PageWrites<'a> {
+    /// The bytes to write: disjoint ranges in ascending offset order.
+    pub ranges: &'a [(u64, &'a [u8])],
+    /// The page's length when it is known.
+    pub page_len: Option<u64>,
+    /// All of the page's new bytes, when known (`diff`): bytes between ranges are then unchanged
+    /// and may be written too, which lets nearby ranges share one table entry.
+    pub target: Option<&'a [u8]>,
+}
+
+/// The payload bytes each form would take (before compression), for reports and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodingCosts {
+    /// A full-page write, when it can express the change.
+    pub full: Option<u64>,
+    /// Sparse ranges (after merging ranges whose gap costs less than a table entry).
+    pub sparse: u64,
+    /// One masked span from the first changed byte to the last.
+    pub masked: u64,
+}
+
+/// Merges ranges whose gaps are cheaper to write than a new table entry; needs the target bytes.
+fn merge_gaps(ranges: &[(u64, &[u8])], target: &[u8]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (off, d) in ranges {
+        let end = off + d.len() as u64;
+        match out.last_mut() {
+            Some((s, e)) if off - *e < SPARSE_RANGE_COST => *e = end,
+            _ => out.push((*off, end)),
+        }
+        debug_assert!(end as usize <= target.len());
+    }
+    out.into_iter().map(|(s, e)| (s, e - s)).collect()
+}
+
+fn costs(w: &PageWrites<'_>, merged: Option<&[(u64, u64)]>) -> EncodingCosts {
+    let changed: u64 = w.ranges.iter().map(|(_, d)| d.len() as u64).sum();
+    let sparse = 4 + match merged {
+        Some(m) => m.iter().map(|(_, l)| SPARSE_RANGE_COST + l).sum::<u64>(),
+        None => w.ranges.len() as u64 * SPARSE_RANGE_COST + changed,
+    };
+    let (first, last) = match (w.ranges.first(), w.ranges.last()) {
+        (Some(f), Some(l)) => (f.0, l.0 + l.1.len() as u64),
+        _ => (0, 0),
+    };
+    let masked = 16 + (last - first).div_ceil(8) + changed;
+    let covers_all = w
+        .page_len
+        .is_some_and(|n| w.ranges.len() == 1 && w.ranges[0].0 == 0 && w.ranges[0].1.len() as u64 == n);
+    let full = match (w.page_len, w.target) {
+        (Some(n), Some(_)) => Some(n),
+        (Some(n), None) if covers_all => Some(n),
+        _ => None,
+    };
+    EncodingCosts { full, sparse, masked }
+}
+
+/// The payload sizes of each form for these writes.
+pub fn encoding_costs(w: &PageWrites<'_>) -> EncodingCosts {
+    let merged = w.target.map(|t| merge_gaps(w.ranges, t));
+    costs(w, merged.as_deref())
+}
+
+/// The smallest single write that puts these bytes in place (ties go to the simpler form), or
+/// `None` when there is nothing to write.
+pub fn smallest_write(w: &PageWrites<'_>) -> Option<WriteOp> {
+    if w.ranges.iter().all(|(_, d)| d.is_empty()) {
+        return None;
+    }
+    let ranges: Vec<(u64, &[u8])> = w.ranges.iter().filter(|(_, d)| !d.is_empty()).copied().collect();
+    let w = PageWrites { ranges: &ranges, ..*w };
+    let merged = w.target.map(|t| merge_gaps(&ranges, t));
+    let c = costs(&w, merged.as_deref());
+    if let Some(full) = c.full
+        && full <= c.sparse
+        && full <= c.masked
+    {
+        return Some(WriteOp::Full(match w.target {
+            Some(t) => t.to_vec(),
+            None => ranges[0].1.to_vec(),
+        }));
+    }
+    if c.sparse <= c.masked {
+        return Some(WriteOp::Sparse(match (&merged, w.target) {
+            (Some(m), Some(t)) => m
+                .iter()
+                .map(|(o, l)| (*o, t[*o as usize..(o + l) as usize].to_vec()))
+                .collect(),
+            _ => ranges.iter().map(|(o, d)| (*o, d.to_vec())).collect(),
+        }));
+    }
+    let offset = ranges[0].0;
+    let last = ranges.last().expect("not empty");
+    let len = last.0 + last.1.len() as u64 - offset;
+    let mut mask = vec![0u8; len.div_ceil(8) as usize];
+    let mut values = Vec::with_capacity(ranges.iter().map(|(_, d)| d.len()).sum());
+    for (o, d) in &ranges {
+        let rel = (o - offset) as usize;
+        for i in rel..rel + d.len() {
+            mask[i / 8] |= 1 << (i % 8);
+        }
+        values.extend_from_slice(d);
+    }
+    Some(WriteOp::Masked {
+        offset,
+        len,
+        mask,
+        values,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::record::apply_writes;
+
+    fn apply(w: &WriteOp, page: &mut [u8]) {
+        apply_writes(&w.op(), page)
+    }
+
+    #[test]
+    fn scattered_single_bytes_become_a_masked_span() {
+        let ranges: Vec<(u64, &[u8])> = (0..50).map(|i| (i * 3, &b"x"[..])).collect();
+        let w = smallest_write(&PageWrites {
+            ranges: &ranges,
+            page_len: None,
+            target: None,
+        })
+        .unwrap();
+        assert!(
+            matches!(
+                w,
+                WriteOp::Masked {
+                    offset: 0,
+                    len: 148,
+                    ..
+                }
+            ),
+            "{w:?}"
+        );
+        let mut page = vec![0u8; 200];
+        apply(&w, &mut page);
+        for (i, b) in page.iter().enumerate() {
+            assert_eq!(*b, if i % 3 == 0 && i < 150 { b'x' } else { 0 }, "byte {i}");
+        }
+    }
+
+    #[test]
+    fn few_long_ranges_stay_sparse_and_a_whole_page_is_a_full_write() {
+        let a = vec![7u8; 1000];
+        let ranges: Vec<(u64, &[u8])> = vec![(0, &a[..]), (100_000, &a[..])];
+        let w = smallest_write(&PageWrites {
+            ranges: &ranges,
+            page_len: None,
+            target: None,
+        });
+        assert!(matches!(w, Some(WriteOp::Sparse(ref r)) if r.len() == 2));
+        let whole: Vec<(u64, &[u8])> = vec![(0, &a[..])];
+        let w = smallest_write(&PageWrites {
+            ranges: &whole,
+            page_len: Some(1000),
+            target: None,
+        });
+        assert_eq!(w, Some(WriteOp::Full(a.clone())));
+        // The same range on a longer page of unknown other bytes cannot be a full write.
+        let w = smallest_write(&PageWrites {
+            ranges: &whole,
+            page_len: Some(1001),
+            target: None,
+        });
+        assert!(matches!(w, Some(WriteOp::Sparse(_))));
+    }
+
+    #[test]
+    fn with_the_target_known_close_ranges_share_an_entry() {
+        let target: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+        let ranges: Vec<(u64, &[u8])> = vec![
+            (10, &target[10..12]),
+            (20, &target[20..22]),
+            (1500, &target[1500..1502]),
+        ];
+        let w = smallest_write(&PageWrites {
+            ranges: &ranges,
+            page_len: Some(2000),
+            target: Some(&target),
+        })
+        .unwrap();
+        // 8 unchanged bytes cost less than a second table entry; the far range gets its own.
+        assert_eq!(
+            w,
+            WriteOp::Sparse(vec![(10, target[10..22].to_vec()), (1500, target[1500..1502].to_vec())])
+        );
+        assert!(
+            smallest_write(&PageWrites {
+                ranges: &[],
+                page_len: Some(3),
+                target: None
+            })
+            .is_none()
+        );
+    }
+}
