@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::encoding::{PageWrites, WriteOp, smallest_write};
+use crate::encoding::{PageWrites, WriteOp, smallest_writes};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::log::{Compression, Durability, Log, LogOptions, LogRecord, LogWriter};
@@ -434,14 +434,13 @@ impl PageProgram {
                     }
                 }
                 let ranges = writes.ranges();
-                ops.extend(
-                    smallest_write(&PageWrites {
-                        ranges: &ranges,
-                        page_len: *len,
-                        target: None,
-                    })
-                    .map(OwnedOp::Write),
-                );
+                let room = self.stamps.len().saturating_sub(ops.len());
+                let w = PageWrites {
+                    ranges: &ranges,
+                    page_len: *len,
+                    target: None,
+                };
+                ops.extend(smallest_writes(&w, room).into_iter().map(OwnedOp::Write));
                 self.stamps.iter().collect()
             }
             Body::Created {
@@ -452,20 +451,19 @@ impl PageProgram {
             } => {
                 ops.push(OwnedOp::Create(*len, meta.clone()));
                 let ranges = writes.ranges();
-                ops.extend(
-                    smallest_write(&PageWrites {
-                        ranges: &ranges,
-                        page_len: Some(*len),
-                        target: None,
-                    })
-                    .map(OwnedOp::Write),
-                );
+                let w = PageWrites {
+                    ranges: &ranges,
+                    page_len: Some(*len),
+                    target: None,
+                };
+                // The create and the writes share the create's stamp and those after it.
+                ops.extend(smallest_writes(&w, self.stamps.len()).into_iter().map(OwnedOp::Write));
                 std::iter::once(create).chain(&self.stamps).collect()
             }
         };
         // Each record takes the stamp of one it replaces, the last one last, so epochs still
         // advance and the page ends at its original epoch. The reduction never emits more
-        // records for a body than the body had.
+        // records for a body than the body had, and writes are split only into the records left.
         assert!(
             ops.len() <= pool.len(),
             "page {id}: {} merged records from {}",

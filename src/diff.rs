@@ -13,11 +13,12 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::encoding::{PageWrites, WriteOp, smallest_write};
+use crate::encoding::{PageWrites, WriteOp, smallest_writes};
 use crate::error::{Corruption, Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::log::{Compression, Durability, Log, LogOptions, LogWriter};
 use crate::format::record::{Delta, Op};
+use crate::format::{crc32c_combine_with, crc32c_shift_factor};
 use crate::fsutil::AtomicDir;
 use crate::page::{PageMeta, StateHash};
 use crate::replay::{Page, ReplayLimit, State};
@@ -32,6 +33,8 @@ pub struct DiffSide<'a> {
     state: State<'a>,
     /// Every page was checked before the log was applied (so the diff pass need not).
     checked: bool,
+    /// The log's path when it was one directory replayed to its end.
+    whole_log: Option<PathBuf>,
 }
 
 impl<'a> DiffSide<'a> {
@@ -40,6 +43,7 @@ impl<'a> DiffSide<'a> {
     /// without one, the diff itself checks each page as it reads it.
     pub fn open(checkpoint: &'a Checkpoint, log: Option<&Log>, limit: ReplayLimit) -> Result<DiffSide<'a>> {
         let checked = log.is_some();
+        let mut whole_log = None;
         let mut state = State::from_checkpoint(checkpoint, checked)?;
         if let Some(log) = log {
             if let Some(t) = log.torn_tail() {
@@ -52,12 +56,17 @@ impl<'a> DiffSide<'a> {
                     },
                 });
             }
-            state.replay(log, limit)?;
+            let summary = state.replay(log, limit)?;
+            let dirs: BTreeSet<_> = log.segments().iter().filter_map(|s| s.path().parent()).collect();
+            if summary.last_seq == log.last_seq() && dirs.len() == 1 {
+                whole_log = dirs.first().map(|d| d.to_path_buf());
+            }
         }
         Ok(DiffSide {
             checkpoint,
             state,
             checked,
+            whole_log,
         })
     }
 
@@ -300,6 +309,8 @@ pub fn diff(a: &DiffSide<'_>, b: &DiffSide<'_>, keep_ranges: usize) -> Result<Di
         bytes_differ: 0,
         pages: Vec::new(),
     };
+    // Combining chunk CRCs with the one shift factor of a whole chunk keeps this loop cheap.
+    let chunk_shift = crc32c_shift_factor(CHUNK as u64);
     let mut k = 0;
     for (i, (id, pa, pb)) in pairs.iter().enumerate() {
         let (mut crc_a, mut crc_b) = (None::<u32>, None::<u32>);
@@ -319,8 +330,18 @@ pub fn diff(a: &DiffSide<'_>, b: &DiffSide<'_>, keep_ranges: usize) -> Result<Di
         let mut open_run_at_end = false;
         while k < tasks.len() && tasks[k].page == i {
             let (t, r) = (&tasks[k], &results[k]);
-            crc_a = Some(crc_a.map_or(r.crc_a, |c| crc32c::crc32c_combine(c, r.crc_a, t.a.len())));
-            crc_b = Some(crc_b.map_or(r.crc_b, |c| crc32c::crc32c_combine(c, r.crc_b, t.b.len())));
+            let combine = |acc: Option<u32>, crc: u32, len: usize| {
+                Some(acc.map_or(crc, |c| {
+                    let shift = if len == CHUNK {
+                        chunk_shift
+                    } else {
+                        crc32c_shift_factor(len as u64)
+                    };
+                    crc32c_combine_with(c, crc, shift)
+                }))
+            };
+            crc_a = combine(crc_a, r.crc_a, t.a.len());
+            crc_b = combine(crc_b, r.crc_b, t.b.len());
             // A run that crosses a chunk boundary is one range.
             let joined = open_run_at_end && r.starts_at_chunk_start;
             d.ranges += r.runs - u64::from(joined);
@@ -465,19 +486,50 @@ enum Emit {
     Write(WriteOp),
 }
 
+/// Where [`emit_log`] writes.
+#[derive(Debug, Clone, Copy)]
+pub enum EmitTarget<'p> {
+    /// A new log directory against A's state; it appears only when complete.
+    New(&'p Path),
+    /// The end of A's own log: A must be a checkpoint plus exactly this log, replayed whole. A
+    /// series of snapshots so becomes one checkpoint and one log.
+    Append(&'p Path),
+}
+
 /// Writes the smallest log that turns A into B (per page the smallest of a full, sparse or
-/// masked write, with compression as asked), as a new log directory `out` against A's state.
-/// Replaying it onto a checkpoint of A gives B's bytes, lengths and metadata, and B's epochs
-/// wherever B's epochs are above A's (deltas can only advance an epoch).
-pub fn emit_log(a: &DiffSide<'_>, b: &DiffSide<'_>, out: &Path, compression: Compression) -> Result<EmitReport> {
-    let dir = AtomicDir::create(out)?;
-    let base = a.state.state_hash();
+/// masked write, with compression as asked). Replaying it onto A gives B's bytes, lengths and
+/// metadata, and B's epochs wherever B's epochs are above A's (deltas can only advance an
+/// epoch).
+pub fn emit_log(
+    a: &DiffSide<'_>,
+    b: &DiffSide<'_>,
+    target: EmitTarget<'_>,
+    compression: Compression,
+) -> Result<EmitReport> {
     let options = LogOptions {
         durability: Durability::Never,
         compression,
         ..LogOptions::default()
     };
-    let mut w = LogWriter::create(dir.path(), base, 1, options)?;
+    let (mut w, dir, out, base) = match target {
+        EmitTarget::New(out) => {
+            let dir = AtomicDir::create(out)?;
+            let base = a.state.state_hash();
+            (LogWriter::create(dir.path(), base, 1, options)?, Some(dir), out, base)
+        }
+        EmitTarget::Append(out) => {
+            let log = Log::open(&[out])?;
+            let base = log.base().unwrap_or_else(|| a.checkpoint.state_hash());
+            let same = |p: &Path| std::fs::canonicalize(p).ok() == std::fs::canonicalize(out).ok();
+            if base != a.checkpoint.state_hash() || !a.whole_log.as_deref().is_some_and(same) {
+                return Err(Error::Invalid(format!(
+                    "{}: to append, A must be the checkpoint this log belongs to plus this whole log",
+                    out.display()
+                )));
+            }
+            (LogWriter::open(out, options)?, None, out, base)
+        }
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -535,12 +587,25 @@ pub fn emit_log(a: &DiffSide<'_>, b: &DiffSide<'_>, out: &Path, compression: Com
                 .map(|(o, l)| (*o, &target[*o as usize..(o + l) as usize]))
                 .collect();
             changed += ranges.iter().map(|(_, l)| l).sum::<u64>();
-            if let Some(wr) = smallest_write(&PageWrites {
-                ranges: &slices,
-                page_len: Some(target.len() as u64),
-                target: Some(target),
-            }) {
-                plan.push(Emit::Write(wr));
+            // More than one write record only where B's epoch still comes out exact, or could
+            // not have anyway (B's epoch not above A's, or a page created at epoch 0).
+            let room = match (recreate, pa) {
+                (Some(_), _) if y.epoch == 0 => usize::MAX,
+                (Some(_), _) => y.epoch as usize,
+                (None, Some(x)) if y.epoch <= x.epoch => usize::MAX,
+                (None, Some(x)) => (y.epoch - x.epoch) as usize - plan.len().min((y.epoch - x.epoch) as usize),
+                (None, None) => 1,
+            };
+            let writes = smallest_writes(
+                &PageWrites {
+                    ranges: &slices,
+                    page_len: Some(target.len() as u64),
+                    target: Some(target),
+                },
+                room.max(1),
+            );
+            if !writes.is_empty() {
+                plan.extend(writes.into_iter().map(Emit::Write));
             } else if plan.is_empty() && pa.is_some_and(|x| y.epoch > x.epoch) {
                 // Same bytes, newer epoch: an empty write carries the epoch.
                 plan.push(Emit::Write(WriteOp::Sparse(Vec::new())));
@@ -584,7 +649,9 @@ pub fn emit_log(a: &DiffSide<'_>, b: &DiffSide<'_>, out: &Path, compression: Com
         }
     }
     w.finish()?;
-    dir.commit()?;
+    if let Some(dir) = dir {
+        dir.commit()?;
+    }
     let file_bytes = crate::format::log::expand_paths(&[out])?
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).map_err(|e| Error::io(p, e)))

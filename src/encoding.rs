@@ -161,6 +161,60 @@ pub fn smallest_write(w: &PageWrites<'_>) -> Option<WriteOp> {
     })
 }
 
+/// Bytes a record spends besides its writes: the frame (32), the payload's page id, epoch,
+/// timestamp and source length (25), and a short source tag.
+pub const RECORD_OVERHEAD: u64 = 32 + 25 + 10;
+
+impl WriteOp {
+    /// Payload bytes of this write (the part after the record's common fields).
+    pub fn payload_len(&self) -> u64 {
+        match self {
+            WriteOp::Full(d) => d.len() as u64,
+            WriteOp::Sparse(r) => 4 + r.iter().map(|(_, d)| SPARSE_RANGE_COST + d.len() as u64).sum::<u64>(),
+            WriteOp::Masked { mask, values, .. } => 16 + (mask.len() + values.len()) as u64,
+        }
+    }
+}
+
+/// Like [`smallest_write`], but may use up to `max_records` records: the ranges are split at
+/// the widest gaps that cost more to bridge (at least a bit per byte, in a masked span) than a
+/// record of their own. Scattered clusters (a few changed rows of a large embedding table) then
+/// each get a tight masked or sparse record instead of one span over all of them.
+pub fn smallest_writes(w: &PageWrites<'_>, max_records: usize) -> Vec<WriteOp> {
+    let Some(single) = smallest_write(w) else {
+        return Vec::new();
+    };
+    let ranges: Vec<(u64, &[u8])> = w.ranges.iter().filter(|(_, d)| !d.is_empty()).copied().collect();
+    let mut splits: Vec<(u64, usize)> = (1..ranges.len())
+        .map(|i| (ranges[i].0 - (ranges[i - 1].0 + ranges[i - 1].1.len() as u64), i))
+        .filter(|(gap, _)| gap / 8 > RECORD_OVERHEAD)
+        .collect();
+    if max_records <= 1 || splits.is_empty() {
+        return vec![single];
+    }
+    splits.sort_by_key(|s| std::cmp::Reverse(s.0));
+    splits.truncate(max_records - 1);
+    let mut cuts: Vec<usize> = splits.into_iter().map(|(_, i)| i).collect();
+    cuts.sort_unstable();
+    let mut groups = Vec::with_capacity(cuts.len() + 1);
+    let mut start = 0;
+    for end in cuts.into_iter().chain([ranges.len()]) {
+        let part = PageWrites {
+            ranges: &ranges[start..end],
+            page_len: None,
+            target: w.target,
+        };
+        groups.extend(smallest_write(&part));
+        start = end;
+    }
+    let split_cost: u64 = groups.iter().map(|g| g.payload_len() + RECORD_OVERHEAD).sum();
+    if split_cost < single.payload_len() + RECORD_OVERHEAD {
+        groups
+    } else {
+        vec![single]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +275,39 @@ mod tests {
             target: None,
         });
         assert!(matches!(w, Some(WriteOp::Sparse(_))));
+    }
+
+    #[test]
+    fn far_apart_clusters_get_a_record_each_when_allowed() {
+        let target = vec![1u8; 1 << 20];
+        // Three "rows" of every other byte changed, far apart.
+        let mut ranges: Vec<(u64, &[u8])> = Vec::new();
+        for row in [1000u64, 300_000, 900_000] {
+            for i in 0..500 {
+                ranges.push((row + 2 * i, &target[..1]));
+            }
+        }
+        let w = PageWrites {
+            ranges: &ranges,
+            page_len: Some(target.len() as u64),
+            target: Some(&target),
+        };
+        let split = smallest_writes(&w, 10);
+        assert_eq!(split.len(), 3);
+        assert!(
+            split.iter().all(|g| matches!(g, WriteOp::Masked { len: 999, .. })),
+            "{split:?}"
+        );
+        assert_eq!(smallest_writes(&w, 1), vec![smallest_write(&w).unwrap()]);
+        let mut page = vec![0u8; target.len()];
+        for g in &split {
+            apply(g, &mut page);
+        }
+        let mut want = vec![0u8; target.len()];
+        for (o, d) in &ranges {
+            want[*o as usize] = d[0];
+        }
+        assert_eq!(page, want);
     }
 
     #[test]

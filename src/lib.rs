@@ -51,6 +51,7 @@ pub mod page;
 pub mod replay;
 pub mod safetensors_io;
 pub mod select;
+pub mod stress;
 pub mod verify;
 
 pub use error::{Corruption, Error, Result};

@@ -516,3 +516,64 @@ fn diff_json_lists_changed_pages_and_emit_log_turns_a_into_b() {
     let o = run(d, &["diff", "--stat", "a.ckpt", "b.ckpt"]);
     assert!(stdout(&o).lines().count() as u64 > 1, "{}", stdout(&o));
 }
+
+#[test]
+fn a_series_of_snapshots_becomes_one_checkpoint_and_one_log_with_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = run(
+        d,
+        &[
+            "gen",
+            "-o",
+            "s0.ckpt",
+            "--total-size",
+            "1MiB",
+            "--pages",
+            "6",
+            "--deltas",
+            "90",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // Three snapshots: the state after 30, 60 and 90 records.
+    for (i, seq) in ["30", "60", "90"].iter().enumerate() {
+        let out = format!("s{}.ckpt", i + 1);
+        let o = run(
+            d,
+            &[
+                "replay", "--device", "cpu", "s0.ckpt", "s0.log", "--to-seq", seq, "-o", &out,
+            ],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let o = run(d, &["diff", "s0.ckpt", "s1.ckpt", "--emit-log", "series.log"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for i in 2..=3 {
+        let b = format!("s{i}.ckpt");
+        let o = run(
+            d,
+            &[
+                "diff",
+                "s0.ckpt",
+                "--a-log",
+                "series.log",
+                &b,
+                "--emit-log",
+                "series.log",
+                "--append",
+            ],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let o = run(d, &["diff", "-q", "s0.ckpt", "--a-log", "series.log", &b]);
+        assert_eq!(code(&o), 0, "after appending, base + series.log is snapshot {i}");
+    }
+    assert_eq!(state_hash(d, &["s0.ckpt", "series.log"]), state_hash(d, &["s3.ckpt"]));
+    // Appending from a state that is not the log's end is refused.
+    let o = run(
+        d,
+        &["diff", "s1.ckpt", "s3.ckpt", "--emit-log", "series.log", "--append"],
+    );
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("to append"), "{}", stderr(&o));
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use mmsb::compact::{compact_checkpoint, compact_log};
-use mmsb::diff::{DiffSide, diff, emit_log};
+use mmsb::diff::{DiffSide, EmitTarget, diff, emit_log};
 use mmsb::format::checkpoint::{Checkpoint, PageSpec, write_checkpoint};
 use mmsb::format::log::{Compression, Durability, Log, LogOptions, LogWriter};
 use mmsb::format::record::{Delta, Op};
@@ -274,7 +274,7 @@ proptest! {
         let pages_equal = models_after[0].iter().map(|(id, (d, _))| (id, d)).eq(models_after[n].iter().map(|(id, (d, _))| (id, d)));
         prop_assert_eq!(report.identical, pages_equal);
         let emitted = dir.path().join("e.log");
-        emit_log(&a, &b, &emitted, comp).unwrap();
+        emit_log(&a, &b, EmitTarget::New(&emitted), comp).unwrap();
         // The log's epochs always advance, so the emitted log reaches the model exactly.
         prop_assert_eq!(&replayed(&ckpt, &[emitted]), &models_after[n]);
     }

@@ -40,6 +40,8 @@ pub fn crc32c_parallel(bytes: &[u8]) -> u32 {
     if bytes.len() <= PIECE {
         return crc32c(bytes);
     }
+    // Every piece but the last has one length: one shift factor serves them all.
+    let piece_shift = crc32c_shift_factor(PIECE as u64);
     bytes
         .par_chunks(PIECE)
         .map(|c| (crc32c(c), c.len()))
@@ -47,7 +49,14 @@ pub fn crc32c_parallel(bytes: &[u8]) -> u32 {
         .into_iter()
         .fold(None, |acc: Option<u32>, (crc, len)| match acc {
             None => Some(crc),
-            Some(a) => Some(crc32c::crc32c_combine(a, crc, len)),
+            Some(a) => {
+                let shift = if len == PIECE {
+                    piece_shift
+                } else {
+                    crc32c_shift_factor(len as u64)
+                };
+                Some(crc32c_combine_with(a, crc, shift))
+            }
         })
         .unwrap_or(0)
 }
