@@ -10,3 +10,6 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -q
 cargo test --locked -- --skip gpu_
 # The GPU suite again, uncaptured: on a machine without CUDA it prints "skipped: no CUDA device".
 cargo test --locked --test gpu -- --nocapture
+# A short soak (issue "Hardening"): seeded from the clock, the seed is printed; a failure names
+# the round and seed that reproduce it (`mmsb stress --seed N`).
+cargo run --locked -q -- stress --duration 20s
