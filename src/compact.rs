@@ -61,6 +61,9 @@ pub struct CompactReport {
     pub checkpoint: Option<PathBuf>,
     /// The output log, if one was written.
     pub log: Option<PathBuf>,
+    /// The input log ended in a torn tail (a record cut short by a crash), left out as `replay`
+    /// leaves it out.
+    pub torn_tail_ignored: bool,
 }
 
 fn log_side(paths: &[PathBuf]) -> Result<Side> {
@@ -162,6 +165,7 @@ pub fn compact_checkpoint(
         state_hash: Some(hash),
         checkpoint: Some(out.to_owned()),
         log: rest_log.map(Path::to_owned),
+        torn_tail_ignored: log.torn_tail().is_some(),
     })
 }
 
@@ -202,18 +206,96 @@ impl Stamp {
     }
 }
 
-/// Disjoint byte ranges written over a page, keyed by offset; touching ranges are joined.
-#[derive(Debug, Default)]
-struct Overlay(BTreeMap<u64, Vec<u8>>);
+/// The bytes written over a page so far: disjoint ranges keyed by offset (touching ranges
+/// joined), or, once writes cover a good part of the span they reach, a dense buffer with a
+/// bit per byte saying which bytes were written. The dense form turns millions of masked
+/// single-byte writes into plain stores; it is taken only when the payload seen is at least an
+/// eighth of the span, so its memory stays within nine times the log's own bytes.
+#[derive(Debug)]
+enum Overlay {
+    Ranges {
+        map: BTreeMap<u64, Vec<u8>>,
+        /// Bytes written so far, overlaps counted again (bounds the dense form's memory).
+        seen: u64,
+    },
+    Dense {
+        data: Vec<u8>,
+        written: Vec<u64>,
+    },
+}
+
+impl Default for Overlay {
+    fn default() -> Self {
+        Overlay::Ranges {
+            map: BTreeMap::new(),
+            seen: 0,
+        }
+    }
+}
+
+/// Spans below this stay in range form.
+const DENSE_MIN_SPAN: u64 = 64 << 10;
+
+fn set_bits(bits: &mut [u64], from: usize, to: usize) {
+    let mut i = from;
+    while i < to {
+        if i.is_multiple_of(64) && to - i >= 64 {
+            bits[i / 64] = u64::MAX;
+            i += 64;
+        } else {
+            bits[i / 64] |= 1 << (i % 64);
+            i += 1;
+        }
+    }
+}
 
 impl Overlay {
+    fn clear(&mut self) {
+        *self = Overlay::default();
+    }
+
+    /// Switches to the dense form when writes up to `end` carrying `adding` more bytes make it
+    /// worthwhile.
+    fn maybe_densify(&mut self, end: u64, adding: u64) {
+        let Overlay::Ranges { map, seen } = self else { return };
+        let span = map.iter().next_back().map_or(0, |(s, v)| s + v.len() as u64).max(end);
+        if span < DENSE_MIN_SPAN || (*seen + adding) * 8 < span {
+            return;
+        }
+        let mut data = vec![0u8; span as usize];
+        let mut written = vec![0u64; (span as usize).div_ceil(64)];
+        for (o, v) in std::mem::take(map) {
+            data[o as usize..o as usize + v.len()].copy_from_slice(&v);
+            set_bits(&mut written, o as usize, o as usize + v.len());
+        }
+        *self = Overlay::Dense { data, written };
+    }
+
+    fn grow_to(data: &mut Vec<u8>, written: &mut Vec<u64>, end: usize) {
+        if data.len() < end {
+            data.resize(end, 0);
+            written.resize(end.div_ceil(64), 0);
+        }
+    }
+
     fn write(&mut self, off: u64, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
         let end = off + bytes.len() as u64;
+        self.maybe_densify(end, bytes.len() as u64);
+        let (map, seen) = match self {
+            Overlay::Dense { data, written } => {
+                Self::grow_to(data, written, end as usize);
+                data[off as usize..end as usize].copy_from_slice(bytes);
+                set_bits(written, off as usize, end as usize);
+                return;
+            }
+            Overlay::Ranges { map, seen } => (map, seen),
+        };
+        *seen += bytes.len() as u64;
         // Extend the range that starts at or before `off` and reaches it, else start a new one.
-        let start = match self.0.range_mut(..=off).next_back() {
+        let start = match map.range_mut(..=off).next_back() {
             Some((s, v)) if s + v.len() as u64 >= off => {
                 let at = (off - s) as usize;
                 let keep = v.len().min(at + bytes.len());
@@ -222,21 +304,36 @@ impl Overlay {
                 *s
             }
             _ => {
-                self.0.insert(off, bytes.to_vec());
+                map.insert(off, bytes.to_vec());
                 off
             }
         };
         // Absorb the ranges that start inside or right after the written one.
-        let later: Vec<u64> = self.0.range(start + 1..=end).map(|(s, _)| *s).collect();
+        let later: Vec<u64> = map.range(start + 1..=end).map(|(s, _)| *s).collect();
         for s in later {
-            let v = self.0.remove(&s).expect("listed");
+            let v = map.remove(&s).expect("listed");
             let tail = (s + v.len() as u64).saturating_sub(end) as usize;
-            let mine = self.0.get_mut(&start).expect("present");
+            let mine = map.get_mut(&start).expect("present");
             mine.extend_from_slice(&v[v.len() - tail..]);
         }
     }
 
     fn write_masked(&mut self, offset: u64, len: u64, mask: &[u8], values: &[u8]) {
+        self.maybe_densify(offset + len, values.len() as u64);
+        if let Overlay::Dense { data, written } = self {
+            Self::grow_to(data, written, (offset + len) as usize);
+            let mut v = values.iter();
+            for (i, &m) in mask.iter().enumerate() {
+                let mut bits = m;
+                while bits != 0 {
+                    let at = offset as usize + i * 8 + bits.trailing_zeros() as usize;
+                    data[at] = *v.next().expect("checked: one value per set bit");
+                    written[at / 64] |= 1 << (at % 64);
+                    bits &= bits - 1;
+                }
+            }
+            return;
+        }
         let (mut v, mut i) = (0usize, 0u64);
         while i < len {
             if mask[(i / 8) as usize] >> (i % 8) & 1 == 0 {
@@ -253,19 +350,62 @@ impl Overlay {
     }
 
     fn clip(&mut self, len: u64) {
-        let past: Vec<u64> = self.0.range(len..).map(|(s, _)| *s).collect();
-        for s in past {
-            self.0.remove(&s);
-        }
-        if let Some((s, v)) = self.0.iter_mut().next_back()
-            && s + v.len() as u64 > len
-        {
-            v.truncate((len - s) as usize);
+        match self {
+            Overlay::Ranges { map, .. } => {
+                let past: Vec<u64> = map.range(len..).map(|(s, _)| *s).collect();
+                for s in past {
+                    map.remove(&s);
+                }
+                if let Some((s, v)) = map.iter_mut().next_back()
+                    && s + v.len() as u64 > len
+                {
+                    v.truncate((len - s) as usize);
+                }
+            }
+            Overlay::Dense { data, written } => {
+                let len = (len as usize).min(data.len());
+                data.truncate(len);
+                written.truncate(len.div_ceil(64));
+                if !len.is_multiple_of(64)
+                    && let Some(last) = written.last_mut()
+                {
+                    *last &= (1u64 << (len % 64)) - 1;
+                }
+            }
         }
     }
 
     fn ranges(&self) -> Vec<(u64, &[u8])> {
-        self.0.iter().map(|(o, v)| (*o, &v[..])).collect()
+        match self {
+            Overlay::Ranges { map, .. } => map.iter().map(|(o, v)| (*o, &v[..])).collect(),
+            Overlay::Dense { data, written } => {
+                let (n, bit) = (data.len(), |i: usize| written[i / 64] >> (i % 64) & 1 == 1);
+                let mut out = Vec::new();
+                let mut i = 0;
+                while i < n {
+                    if i.is_multiple_of(64) && written[i / 64] == 0 {
+                        i += 64;
+                        continue;
+                    }
+                    if !bit(i) {
+                        i += 1;
+                        continue;
+                    }
+                    let s = i;
+                    while i < n {
+                        if i.is_multiple_of(64) && i + 64 <= n && written[i / 64] == u64::MAX {
+                            i += 64;
+                        } else if bit(i) {
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    out.push((s as u64, &data[s..i]));
+                }
+                out
+            }
+        }
     }
 }
 
@@ -381,7 +521,7 @@ impl PageProgram {
                     }
                     Body::Created { writes, .. } => writes,
                 };
-                writes.0.clear();
+                writes.clear();
                 writes.write(0, data);
             }
             (Op::Sparse(ranges), Some(body)) => {
@@ -570,6 +710,7 @@ pub fn compact_log(
         state_hash: None,
         checkpoint: None,
         log: Some(out.to_owned()),
+        torn_tail_ignored: log.torn_tail().is_some(),
     })
 }
 
@@ -689,6 +830,81 @@ mod tests {
                 "Masked { offset: 0, len: 1, mask: [1], values: [115] }"
             ]
         );
+    }
+
+    /// The dense and the range forms of an overlay hold the same bytes after the same writes.
+    #[test]
+    fn dense_and_range_overlays_agree() {
+        use rand_chacha::ChaCha8Rng;
+        use rand_chacha::rand_core::{Rng, SeedableRng};
+        for seed in 0..200u64 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut ranges = Overlay::default();
+            let mut dense = Overlay::Dense {
+                data: Vec::new(),
+                written: Vec::new(),
+            };
+            let mut model: Vec<Option<u8>> = Vec::new();
+            for step in 0..30 {
+                let off = rng.next_u64() % 300;
+                let len = 1 + rng.next_u64() % 150;
+                let fill = |m: &mut Vec<Option<u8>>, at: usize, b: u8| {
+                    if m.len() <= at {
+                        m.resize(at + 1, None);
+                    }
+                    m[at] = Some(b);
+                };
+                match rng.next_u64() % 4 {
+                    0 | 1 => {
+                        let bytes: Vec<u8> = (0..len).map(|i| (step * 7 + i) as u8).collect();
+                        ranges.write(off, &bytes);
+                        dense.write(off, &bytes);
+                        for (i, b) in bytes.iter().enumerate() {
+                            fill(&mut model, off as usize + i, *b);
+                        }
+                    }
+                    2 => {
+                        let mask: Vec<u8> = (0..len.div_ceil(8)).map(|_| rng.next_u64() as u8).collect();
+                        let mut mask = mask;
+                        if len % 8 != 0 {
+                            *mask.last_mut().unwrap() &= (1u8 << (len % 8)) - 1;
+                        }
+                        let n: u32 = mask.iter().map(|b| b.count_ones()).sum();
+                        let values: Vec<u8> = (0..n).map(|i| (i as u8).wrapping_mul(3) ^ step as u8).collect();
+                        ranges.write_masked(off, len, &mask, &values);
+                        dense.write_masked(off, len, &mask, &values);
+                        let mut v = values.iter();
+                        for i in 0..len as usize {
+                            if mask[i / 8] >> (i % 8) & 1 == 1 {
+                                fill(&mut model, off as usize + i, *v.next().unwrap());
+                            }
+                        }
+                    }
+                    _ => {
+                        let cut = rng.next_u64() % 400;
+                        ranges.clip(cut);
+                        dense.clip(cut);
+                        model.truncate(cut as usize);
+                    }
+                }
+                let want: Vec<(u64, Vec<u8>)> = {
+                    let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+                    for (i, b) in model.iter().enumerate() {
+                        match (b, out.last_mut()) {
+                            (Some(b), Some((o, v))) if *o as usize + v.len() == i => v.push(*b),
+                            (Some(b), _) => out.push((i as u64, vec![*b])),
+                            (None, _) => {}
+                        }
+                    }
+                    out
+                };
+                let as_owned = |o: &Overlay| -> Vec<(u64, Vec<u8>)> {
+                    o.ranges().into_iter().map(|(a, b)| (a, b.to_vec())).collect()
+                };
+                assert_eq!(as_owned(&ranges), want, "seed {seed} step {step}: ranges");
+                assert_eq!(as_owned(&dense), want, "seed {seed} step {step}: dense");
+            }
+        }
     }
 
     #[test]

@@ -228,13 +228,18 @@ struct Task<'s> {
 }
 
 fn run_chunk(t: &Task<'_>, crc_a: bool, crc_b: bool, keep: usize) -> ChunkResult {
-    let mut r = ChunkResult {
-        crc_a: if crc_a { crc32c::crc32c(t.a) } else { 0 },
-        crc_b: if crc_b { crc32c::crc32c(t.b) } else { 0 },
-        ..Default::default()
-    };
+    let mut r = ChunkResult::default();
     let n = t.a.len().min(t.b.len());
-    if t.compare && t.a[..n] != t.b[..n] {
+    // Equal chunks have equal CRCs: checksum one side only (the comparison has just brought
+    // both into cache, so the checksum reads from there).
+    let equal = t.compare && t.a.len() == t.b.len() && t.a == t.b;
+    r.crc_a = if crc_a { crc32c::crc32c(t.a) } else { 0 };
+    r.crc_b = match (crc_b, equal && crc_a) {
+        (false, _) => 0,
+        (true, true) => r.crc_a,
+        (true, false) => crc32c::crc32c(t.b),
+    };
+    if t.compare && !equal && t.a[..n] != t.b[..n] {
         for_each_diff_run(&t.a[..n], &t.b[..n], |s, e| {
             r.starts_at_chunk_start |= s == 0;
             r.ends_at_chunk_end = e == n;

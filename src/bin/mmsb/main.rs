@@ -1047,6 +1047,9 @@ fn compact_cmd(a: CompactArgs) -> Result<Outcome> {
         bar.finish();
         r.with_context(|| format!("compact {}", ckpt.display()))?
     };
+    if report.torn_tail_ignored {
+        eprintln!("mmsb: warning: the log ends in a torn tail, left out (run `mmsb recover` to cut it)");
+    }
     if a.json {
         print::json(&report)?;
     } else {
