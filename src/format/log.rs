@@ -477,8 +477,13 @@ impl Log {
     pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<Log> {
         let mut problems = Vec::new();
         let mut segments = Vec::new();
-        for p in expand_paths(paths)? {
-            match Segment::open(&p) {
+        // Segments are independent until chained: map and scan them (every CRC) in parallel.
+        let opened: Vec<Result<Segment>> = {
+            use rayon::prelude::*;
+            expand_paths(paths)?.par_iter().map(|p| Segment::open(p)).collect()
+        };
+        for s in opened {
+            match s {
                 Ok(s) => segments.push(s),
                 Err(e) if e.is_data_error() => problems.push(e),
                 Err(e) => return Err(e),

@@ -344,18 +344,20 @@ impl DevicePageStore {
         let nwaves = waves.iter().copied().max().map_or(0, |w| w + 1);
         stats.waves += u64::from(nwaves);
         let mut uploads: Vec<CudaSlice<u64>> = Vec::new();
-        for wave in 0..nwaves {
-            let (mut copies, mut masks) = (Vec::new(), Vec::new());
-            for (w, wv) in pending.writes.iter().zip(&waves) {
-                if *wv != wave || w.len == 0 {
-                    continue;
-                }
-                if w.masked {
-                    masks.extend_from_slice(&[w.dst, resolve(w.src), resolve(w.values), w.len]);
-                } else {
-                    copies.extend_from_slice(&[w.dst, resolve(w.src), w.len]);
-                }
+        // Descriptors bucketed by wave in one pass over the writes.
+        let mut buckets: Vec<(Vec<u64>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); nwaves as usize];
+        for (w, wv) in pending.writes.iter().zip(&waves) {
+            if w.len == 0 {
+                continue;
             }
+            let (copies, masks) = &mut buckets[*wv as usize];
+            if w.masked {
+                masks.extend_from_slice(&[w.dst, resolve(w.src), resolve(w.values), w.len]);
+            } else {
+                copies.extend_from_slice(&[w.dst, resolve(w.src), w.len]);
+            }
+        }
+        for (copies, masks) in buckets {
             stats.copies += copies.len() as u64 / 3;
             stats.masked += masks.len() as u64 / 4;
             let stream = &self.gpu.stream;

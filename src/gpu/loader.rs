@@ -63,9 +63,11 @@ impl Pipeline {
                 slot: 1 << 20,
             }
         } else {
+            // 2 MiB slots: less staging to pin (pinning is dear on Firecracker machines) at the
+            // same copy rate (../shared/gpu-limits/README.md).
             Pipeline {
                 threads: cores.min(16),
-                slot: 4 << 20,
+                slot: 2 << 20,
             }
         }
     }
@@ -142,11 +144,13 @@ pub fn load(
     if mode == ReadMode::PinMapping {
         return load_pinning_mapping(ctx, sources, jobs);
     }
-    // Direct reads go to the disk: fewer, larger requests keep it busier.
+    // Direct reads wait on the disk, not on a core: keep 16 in flight, each large enough to
+    // stream (8 MiB) unless that would leave threads idle on a small file.
     let p = if mode == ReadMode::Direct {
+        let total: u64 = jobs.iter().map(|j| j.len).sum();
         Pipeline {
-            slot: p.slot.max(8 << 20),
-            ..p
+            threads: 16,
+            slot: if total >= 256 << 20 { 8 << 20 } else { 2 << 20 },
         }
     } else {
         p
