@@ -102,7 +102,7 @@ impl DevicePageStore {
             &sources,
             &jobs,
             ReadMode::Buffered,
-            Pipeline::for_bytes(total),
+            Pipeline::for_load(total, ReadMode::Buffered),
         )?;
         stats.log_bytes = total;
         stats.upload_ms = t.elapsed().as_secs_f64() * 1e3;

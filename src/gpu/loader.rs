@@ -53,22 +53,27 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Threads and slot size for `bytes` to move: small loads want little staging (registering it
-    /// costs more than moving the data), large ones many threads and MiB-sized slots.
-    pub fn for_bytes(bytes: u64) -> Pipeline {
+    /// Threads and slot size for moving `bytes` with `mode`: small loads want little staging
+    /// (registering it costs more than moving the data), large ones many threads and MiB-sized
+    /// slots; direct reads wait on the disk, not on a core, so they keep 16 in flight, each
+    /// large enough to stream unless that would leave threads idle on a small file.
+    pub fn for_load(bytes: u64, mode: ReadMode) -> Pipeline {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-        if bytes <= 256 << 20 {
-            Pipeline {
+        match mode {
+            ReadMode::Direct => Pipeline {
+                threads: 16,
+                slot: if bytes >= 256 << 20 { 8 << 20 } else { 2 << 20 },
+            },
+            _ if bytes <= 256 << 20 => Pipeline {
                 threads: cores.min(8),
                 slot: 1 << 20,
-            }
-        } else {
+            },
             // 2 MiB slots: less staging to pin (pinning is dear on Firecracker machines) at the
             // same copy rate (../shared/gpu-limits/README.md).
-            Pipeline {
+            _ => Pipeline {
                 threads: cores.min(16),
                 slot: 2 << 20,
-            }
+            },
         }
     }
 }
@@ -144,17 +149,6 @@ pub fn load(
     if mode == ReadMode::PinMapping {
         return load_pinning_mapping(ctx, sources, jobs);
     }
-    // Direct reads wait on the disk, not on a core: keep 16 in flight, each large enough to
-    // stream (8 MiB) unless that would leave threads idle on a small file.
-    let p = if mode == ReadMode::Direct {
-        let total: u64 = jobs.iter().map(|j| j.len).sum();
-        Pipeline {
-            threads: 16,
-            slot: if total >= 256 << 20 { 8 << 20 } else { 2 << 20 },
-        }
-    } else {
-        p
-    };
     let work = pieces(jobs, p.slot as u64);
     if work.is_empty() {
         return Ok(());

@@ -235,13 +235,15 @@ pub fn drop_from_page_cache(path: &Path) -> Result<()> {
 }
 
 /// Loads `checkpoint` `runs` times on an open device (each load freed before the next); with
-/// `cold`, the file is dropped from the page cache before each run.
+/// `cold`, the file is dropped from the page cache before each run; `pipeline` overrides the
+/// staging pipeline chosen by size (for tuning sweeps).
 pub fn bench_load(
     gpu: &Arc<Gpu>,
     checkpoint: &Path,
     runs: usize,
     cold: bool,
     read_mode: Option<ReadMode>,
+    pipeline: Option<super::loader::Pipeline>,
 ) -> Result<Vec<LoadRun>> {
     let mut out = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -256,6 +258,7 @@ pub fn bench_load(
             &|_| true,
             &LoadOptions {
                 read_mode,
+                pipeline,
                 ..Default::default()
             },
         )?;

@@ -240,7 +240,7 @@ impl DevicePageStore {
                     ..*j
                 })
                 .collect();
-            let p = opts.pipeline.unwrap_or_else(|| Pipeline::for_bytes(pool_len));
+            let p = opts.pipeline.unwrap_or_else(|| Pipeline::for_load(pool_len, mode));
             super::loader::load(&gpu.ctx, &[(ckpt.path(), bytes)], &jobs, mode, p)?;
             if opts.memory == MemoryKind::Unified {
                 prefetch(&gpu.ctx, &gpu.stream, pool.ptr(), pool_len as usize, false)?;

@@ -407,6 +407,12 @@ enum BenchCommand {
         /// How to read the file (default: by page-cache residency).
         #[arg(long, value_enum)]
         read: Option<ReadArg>,
+        /// Staging threads (tuning; default: chosen by size and read mode).
+        #[arg(long, hide = true, requires = "slot")]
+        threads: Option<usize>,
+        /// Staging slot size (tuning; with --threads).
+        #[arg(long, hide = true, value_parser = parse_size, requires = "threads")]
+        slot: Option<u64>,
     },
     /// Times applying a log to a resident checkpoint: log open to applied and synchronised.
     #[command(after_help = "EXAMPLE:\n  mmsb bench deltas model.ckpt model.log --runs 5")]
@@ -442,10 +448,16 @@ fn bench_cmd(b: BenchCommand) -> Result<Outcome> {
             runs,
             cold,
             read,
+            threads,
+            slot,
         } => {
             let gpu = open(&device)?;
             let mode = read.map(ReadArg::mode);
-            let r = mmsb::gpu::replay::bench_load(&gpu, &checkpoint, runs.max(1), cold, mode)?;
+            let pipeline = threads.zip(slot).map(|(threads, slot)| mmsb::gpu::loader::Pipeline {
+                threads,
+                slot: slot as usize,
+            });
+            let r = mmsb::gpu::replay::bench_load(&gpu, &checkpoint, runs.max(1), cold, mode, pipeline)?;
             let med = median(r.iter().map(|x| x.open_to_resident_ms).collect());
             print::json(
                 &serde_json::json!({"device": gpu.name, "cuda_start_ms": gpu.start_ms, "cold": cold, "median_ms": med, "median_gb_per_s": r[0].page_bytes as f64 / (med / 1e3) / 1e9, "runs": r}),
