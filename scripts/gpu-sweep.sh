@@ -38,9 +38,12 @@ run "model cold default" model.ckpt 5 --cold
 for c in "8 1MiB" "16 1MiB" "32 1MiB" "16 2MiB" "8 4MiB"; do
   set -- $c; run "model cold direct $1x$2" model.ckpt 5 --cold --read direct --threads "$1" --slot "$2"
 done
-run "model cold buffered 8x1MiB" model.ckpt 5 --cold --read buffered --threads 8 --slot 1MiB
+for c in "8 1MiB" "16 1MiB" "4 4MiB" "16 512KiB" "32 256KiB"; do
+  set -- $c; run "model cold buffered $1x$2" model.ckpt 5 --cold --read buffered --threads "$1" --slot "$2"
+done
 run "big cold default" big.ckpt 2 --cold
-for c in "16 4MiB" "32 4MiB" "8 16MiB" "32 8MiB" "16 16MiB"; do
+for c in "16 8MiB" "32 4MiB" "64 4MiB" "48 8MiB"; do
   set -- $c; run "big cold direct $1x$2" big.ckpt 2 --cold --read direct --threads "$1" --slot "$2"
 done
+run "big cold buffered 16x2MiB" big.ckpt 2 --cold --read buffered --threads 16 --slot 2MiB
 echo "== sweep done"

@@ -53,26 +53,26 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Threads and slot size for moving `bytes` with `mode`: small loads want little staging
-    /// (registering it costs more than moving the data), large ones many threads and MiB-sized
-    /// slots; direct reads wait on the disk, not on a core, so they keep 16 in flight, each
-    /// large enough to stream unless that would leave threads idle on a small file.
+    /// Threads and slot size for moving `bytes` with `mode`, from sweeps on the lent H100
+    /// (scripts/gpu-sweep.sh, BENCHMARKS.md): small loads want little staging (registering it
+    /// costs more than moving the data); large warm loads peak at 8-12 threads with 2 MiB slots
+    /// (more threads or larger slots were slower); large direct reads wait on the disk, not on a
+    /// core, and do best with 32 reads of 8 MiB in flight.
     pub fn for_load(bytes: u64, mode: ReadMode) -> Pipeline {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let large = bytes > 256 << 20;
         match mode {
-            ReadMode::Direct => Pipeline {
-                threads: 16,
-                slot: if bytes >= 256 << 20 { 8 << 20 } else { 2 << 20 },
+            ReadMode::Direct if large => Pipeline {
+                threads: 32,
+                slot: 8 << 20,
             },
-            _ if bytes <= 256 << 20 => Pipeline {
+            _ if large => Pipeline {
+                threads: cores.min(12),
+                slot: 2 << 20,
+            },
+            _ => Pipeline {
                 threads: cores.min(8),
                 slot: 1 << 20,
-            },
-            // 2 MiB slots: less staging to pin (pinning is dear on Firecracker machines) at the
-            // same copy rate (../shared/gpu-limits/README.md).
-            _ => Pipeline {
-                threads: cores.min(16),
-                slot: 2 << 20,
             },
         }
     }
