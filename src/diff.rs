@@ -175,34 +175,57 @@ pub struct DiffReport {
     pub pages: Vec<PageDiff>,
 }
 
-/// Calls `f(start, end)` for each maximal run of positions where `a` and `b` differ.
+/// Calls `f(start, end)` for each maximal run of positions where `a` and `b` differ. Outside a
+/// run it skips equal 256-byte blocks; inside, it goes a word at a time, and only words that
+/// are partly equal are looked at byte by byte.
 fn for_each_diff_run(a: &[u8], b: &[u8], mut f: impl FnMut(usize, usize)) {
-    const BLOCK: usize = 64;
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
     debug_assert_eq!(a.len(), b.len());
+    let n = a.len();
+    let word = |i: usize| {
+        let x = u64::from_le_bytes(a[i..i + 8].try_into().expect("8 bytes"));
+        x ^ u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"))
+    };
     let mut run: Option<usize> = None;
     let mut i = 0;
-    while i < a.len() {
-        let e = (i + BLOCK).min(a.len());
-        if a[i..e] == b[i..e] {
-            if let Some(s) = run.take() {
-                f(s, i);
-            }
-        } else {
-            for j in i..e {
-                match (a[j] != b[j], run) {
-                    (true, None) => run = Some(j),
-                    (false, Some(s)) => {
-                        f(s, j);
-                        run = None;
-                    }
-                    _ => {}
+    while i < n {
+        if run.is_none() && i + 256 <= n && a[i..i + 256] == b[i..i + 256] {
+            i += 256;
+            continue;
+        }
+        if i + 8 <= n {
+            let x = word(i);
+            // No byte of x is zero: all 8 differ. x == 0: all 8 are equal.
+            let all_differ = x.wrapping_sub(LO) & !x & HI == 0;
+            if x == 0 {
+                if let Some(s) = run.take() {
+                    f(s, i);
                 }
+                i += 8;
+                continue;
+            }
+            if all_differ {
+                run.get_or_insert(i);
+                i += 8;
+                continue;
+            }
+        }
+        let e = (i + 8).min(n);
+        for j in i..e {
+            match (a[j] != b[j], run) {
+                (true, None) => run = Some(j),
+                (false, Some(s)) => {
+                    f(s, j);
+                    run = None;
+                }
+                _ => {}
             }
         }
         i = e;
     }
     if let Some(s) = run {
-        f(s, a.len());
+        f(s, n);
     }
 }
 
@@ -741,6 +764,46 @@ mod tests {
         match diff(&sa, &sb, 1) {
             Err(Error::Corrupt { path, offset, .. }) => assert_eq!((path, offset), (pb, off)),
             other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn diff_runs_match_a_byte_by_byte_scan() {
+        use rand_chacha::ChaCha8Rng;
+        use rand_chacha::rand_core::{Rng, SeedableRng};
+        for seed in 0..300u64 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let n = (rng.next_u64() % 2000) as usize;
+            let a: Vec<u8> = (0..n).map(|_| (rng.next_u64() % 4) as u8).collect();
+            let mut b = a.clone();
+            for _ in 0..rng.next_u64() % 40 {
+                if n == 0 {
+                    break;
+                }
+                let at = (rng.next_u64() as usize) % n;
+                let len = ((rng.next_u64() % 40) as usize).min(n - at);
+                for x in &mut b[at..at + len] {
+                    *x = (rng.next_u64() % 4) as u8;
+                }
+            }
+            let mut got = Vec::new();
+            for_each_diff_run(&a, &b, |s, e| got.push((s, e)));
+            let mut want = Vec::new();
+            let mut run = None;
+            for i in 0..n {
+                match (a[i] != b[i], run) {
+                    (true, None) => run = Some(i),
+                    (false, Some(s)) => {
+                        want.push((s, i));
+                        run = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(s) = run {
+                want.push((s, n));
+            }
+            assert_eq!(got, want, "seed {seed}");
         }
     }
 
