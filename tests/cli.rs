@@ -145,9 +145,14 @@ fn replay_on_cuda_without_a_driver_is_refused_with_one_line_and_exit_2() {
         eprintln!("skipped: a CUDA device is present (the GPU suite covers replay there)");
         return;
     }
-    let o = run(&testdata(), &["replay", "small.ckpt", "--device", "cuda:0"]);
+    for device in ["cuda:0", "cuda:0,cuda:1"] {
+        let o = run(&testdata(), &["replay", "small.ckpt", "--device", device]);
+        assert_eq!(code(&o), 2, "{device}");
+        assert_eq!(stderr(&o).lines().count(), 1, "{device}: {}", stderr(&o));
+    }
+    let o = run(&testdata(), &["replay", "small.ckpt", "--device", "cuda:0,gpu1"]);
     assert_eq!(code(&o), 2);
-    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("expected cuda:N,cuda:M"), "{}", stderr(&o));
 }
 
 #[test]

@@ -316,3 +316,87 @@ fn gpu_pages_can_be_evicted_restored_and_written_back() {
     cpu.replay(&log, ReplayLimit::default()).unwrap();
     assert_eq!(Checkpoint::open(&out).unwrap().state_hash(), cpu.state_hash());
 }
+
+/// Sharded and replicated restores on two devices (two contexts of device 0 when the machine has
+/// one GPU): each device's pages equal the CPU replay's; shards cover every page once and their
+/// combined hash is the CPU's; replicas all hold every page and agree.
+#[test]
+fn gpu_sharded_and_replicated_restores_equal_the_cpu_replay() {
+    use mmsb::gpu::multi::{MultiReplayOptions, Placement, replay_multi};
+    let Some(_) = gpu() else { return };
+    let count = mmsb::gpu::device_count().unwrap();
+    let ordinals = if count >= 2 { vec![0, 1] } else { vec![0, 0] };
+    let dir = tempfile::tempdir().unwrap();
+    let o = GenOptions {
+        seed: 31,
+        pages: 40,
+        total_size: 24 << 20,
+        deltas: 3000,
+        mix: Mix {
+            full: 1,
+            sparse: 6,
+            masked: 2,
+            create: 1,
+            resize: 1,
+            delete: 1,
+        },
+        compression: Compression::Auto,
+        ..Default::default()
+    };
+    let (ck, lg) = (dir.path().join("m.ckpt"), dir.path().join("m.log"));
+    generate(&ck, Some(&lg), &o).unwrap();
+    let ckpt = Checkpoint::open(&ck).unwrap();
+    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    cpu.replay(&Log::open(&[&lg]).unwrap(), ReplayLimit::default()).unwrap();
+    for placement in [Placement::Shard, Placement::Replicate] {
+        let opts = MultiReplayOptions {
+            ordinals: ordinals.clone(),
+            placement,
+            memory: MemoryKind::Device,
+            limit: ReplayLimit::default(),
+            verify: true,
+            read_mode: None,
+        };
+        let (report, stores) = replay_multi(&ck, std::slice::from_ref(&lg), &opts).unwrap();
+        assert_eq!(
+            report.state_hash,
+            Some(cpu.state_hash()),
+            "{placement:?}: whole-state hash"
+        );
+        let mut seen = std::collections::BTreeMap::new();
+        for (i, store) in stores.iter().enumerate() {
+            assert_eq!(store.gpu().ordinal, ordinals[i]);
+            for id in store.page_ids() {
+                let page = cpu
+                    .page(id)
+                    .unwrap_or_else(|| panic!("{placement:?}: page {id} not in the CPU state"));
+                assert_eq!(
+                    store.read_page(id).unwrap(),
+                    page.data(),
+                    "{placement:?}: device {i} page {id}"
+                );
+                assert_eq!(store.page(id).unwrap().device(), ordinals[i]);
+                *seen.entry(id).or_insert(0) += 1;
+            }
+        }
+        let want = match placement {
+            Placement::Shard => 1,
+            Placement::Replicate => stores.len(),
+        };
+        assert_eq!(seen.len(), cpu.pages().len(), "{placement:?}: every page somewhere");
+        assert!(seen.values().all(|n| *n == want), "{placement:?}: copies per page");
+        if placement == Placement::Replicate {
+            assert_eq!(report.replicas_agree, Some(true));
+        }
+        eprintln!(
+            "{placement:?} on {:?}: equal; {}",
+            ordinals,
+            report
+                .devices
+                .iter()
+                .map(|d| format!("{} {} pages {} bytes", d.device, d.pages, d.page_bytes))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use super::record::{Delta, OPTIONAL_TYPE_MIN, TYPE_CREATE, TYPE_MASKED};
 use super::{Cursor, FORMAT_MAJOR, FORMAT_MINOR, ParseError, PutLe, bad_field, crc32c};
 use crate::error::{Corruption, Error, Result};
-use crate::fsutil::sync_dir;
 use crate::mmap::ReadOnlyMap;
 use crate::page::StateHash;
 
@@ -839,13 +838,14 @@ impl LogWriter {
     }
 }
 
+/// Creates segment `n` with its header in place before it appears under its name (written to a
+/// temporary file, fsynced, renamed, directory fsynced): a crash during rotation leaves no
+/// segment without a whole header, which a reader would have to call corrupt.
 fn new_segment(dir: &Path, n: u64, first_seq: u64, base: StateHash) -> Result<(File, PathBuf)> {
     let path = segment_path(dir, n);
-    let mut file = OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
+    if path.exists() {
+        return Err(Error::Invalid(format!("{}: segment exists already", path.display())));
+    }
     let header = SegmentHeader {
         major: FORMAT_MAJOR,
         minor: FORMAT_MINOR,
@@ -854,9 +854,15 @@ fn new_segment(dir: &Path, n: u64, first_seq: u64, base: StateHash) -> Result<(F
         first_seq,
         base,
     };
-    file.write_all(&header.encode()).map_err(|e| Error::io(&path, e))?;
-    file.sync_all().map_err(|e| Error::io(&path, e))?;
-    sync_dir(dir)?;
+    let mut tmp = crate::fsutil::AtomicFile::create(&path)?;
+    tmp.file()
+        .write_all(&header.encode())
+        .map_err(|e| Error::io(&path, e))?;
+    tmp.commit()?;
+    let file = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
     Ok((file, path))
 }
 

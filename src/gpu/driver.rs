@@ -323,6 +323,43 @@ pub(crate) fn copy_d2d(stream: &cudarc::driver::CudaStream, dst: u64, src: u64, 
     )
 }
 
+/// Copies `len` bytes from `src` (an allocation of `src_ctx`) to `dst` (one of `dst_ctx`),
+/// ordered on `stream` (of `dst_ctx`). Between two devices the driver copies peer to peer where
+/// the devices allow it, else through host memory; within one context it is a plain copy.
+pub(crate) fn copy_peer(
+    stream: &cudarc::driver::CudaStream,
+    dst_ctx: &CudaContext,
+    dst: u64,
+    src_ctx: &CudaContext,
+    src: u64,
+    len: usize,
+) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: both ranges lie in live allocations of the named contexts (callers take them from
+    // page stores), and the stream belongs to the destination's context.
+    check(
+        unsafe { sys::cuMemcpyPeerAsync(dst, dst_ctx.cu_ctx(), src, src_ctx.cu_ctx(), len, stream.cu_stream()) },
+        "cuMemcpyPeerAsync",
+    )
+}
+
+/// Lets `ctx` access `peer`'s memory directly (NVLink or PCIe peer to peer). Returns whether
+/// direct access is on; when the devices cannot, peer copies still work through the host.
+pub(crate) fn enable_peer_access(ctx: &Arc<CudaContext>, peer: &CudaContext) -> Result<bool> {
+    if ctx.cu_ctx() == peer.cu_ctx() {
+        return Ok(true);
+    }
+    ctx.bind_to_thread().map_err(gpu_err)?;
+    // SAFETY: two live contexts; the call only changes the current context's mappings.
+    let rc = unsafe { sys::cuCtxEnablePeerAccess(peer.cu_ctx(), 0) };
+    Ok(matches!(
+        rc,
+        sys::CUresult::CUDA_SUCCESS | sys::CUresult::CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED
+    ))
+}
+
 /// Fills `len` bytes at `dst` with `value`, ordered on `stream`.
 pub(crate) fn memset(stream: &cudarc::driver::CudaStream, dst: u64, value: u8, len: usize) -> Result<()> {
     if len == 0 {

@@ -12,6 +12,7 @@ pub mod apply;
 pub mod driver;
 pub mod kernels;
 pub mod loader;
+pub mod multi;
 pub mod replay;
 pub mod store;
 

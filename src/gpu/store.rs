@@ -287,6 +287,56 @@ impl DevicePageStore {
         ))
     }
 
+    /// A copy of this store on another device (or another context of the same one), made by
+    /// copying the page pool device to device: the file is not read again. Every page must
+    /// still be in the pool as loaded (no delta applied, nothing evicted).
+    pub fn replicate_to(&self, gpu: &Arc<Gpu>) -> Result<DevicePageStore> {
+        let pool = self
+            .pool
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("the store has no page pool".into()))?;
+        if self
+            .pages
+            .values()
+            .any(|p| p.own.is_some() || p.residency == PageResidency::Evicted)
+        {
+            return Err(Error::Invalid(
+                "only a store whose pages are all in its pool, as loaded, can be replicated".into(),
+            ));
+        }
+        let copy = DeviceBuffer::alloc(&gpu.ctx, pool.len(), self.memory)?;
+        super::driver::copy_peer(&gpu.stream, &gpu.ctx, copy.ptr(), &self.gpu.ctx, pool.ptr(), pool.len())?;
+        gpu.synchronize()?;
+        let pages = self
+            .pages
+            .iter()
+            .map(|(id, p)| {
+                (
+                    *id,
+                    DevicePage {
+                        epoch: p.epoch,
+                        meta: p.meta.clone(),
+                        ptr: copy.ptr() + (p.ptr - pool.ptr()),
+                        len: p.len,
+                        residency: p.residency,
+                        own: None,
+                        host: None,
+                        crc: p.crc,
+                    },
+                )
+            })
+            .collect();
+        Ok(DevicePageStore {
+            gpu: gpu.clone(),
+            memory: self.memory,
+            pool: Some(copy),
+            pages,
+            retired: Vec::new(),
+            base: self.base,
+            complete: self.complete,
+        })
+    }
+
     /// Whether every page of the checkpoint was loaded (no `--pages` selection).
     pub fn loaded_all(&self) -> bool {
         self.complete

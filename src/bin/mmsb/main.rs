@@ -115,6 +115,12 @@ enum MemoryArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum PlacementArg {
+    Shard,
+    Replicate,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ReadArg {
     Buffered,
     PinMapping,
@@ -253,16 +259,21 @@ struct RecoverArgs {
 /// Replays a checkpoint plus logs, prints the state hash and timings, optionally writes the result.
 #[derive(Args)]
 #[command(
-    after_help = "EXAMPLES:\n  mmsb replay model.ckpt model.log\n  mmsb replay model.ckpt model.log --to-seq 5000 -o model-5000.ckpt --json"
+    after_help = "EXAMPLES:\n  mmsb replay model.ckpt model.log\n  mmsb replay model.ckpt model.log --to-seq 5000 -o model-5000.ckpt --json\n  mmsb replay model.ckpt model.log --device cuda:0,cuda:1 --placement replicate --verify"
 )]
 struct ReplayArgs {
     /// The checkpoint.
     checkpoint: PathBuf,
     /// Log segments or log directories.
     logs: Vec<PathBuf>,
-    /// Where to replay: auto (cuda:0 when a GPU is there, else the CPU), cpu, or cuda:N.
+    /// Where to replay: auto (cuda:0 when a GPU is there, else the CPU), cpu, cuda:N, or a list
+    /// of devices (cuda:0,cuda:1) with --placement.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// With several devices: shard (each page on one device, balanced by bytes) or replicate
+    /// (every page on every device; the file is read once and copied device to device).
+    #[arg(long, value_enum, default_value_t = PlacementArg::Shard)]
+    placement: PlacementArg,
     /// GPU memory for the pages: device, unified or host-mapped.
     #[arg(long, value_enum, default_value_t = MemoryArg::Device)]
     memory: MemoryArg,
@@ -828,15 +839,61 @@ fn recover_cmd(a: RecoverArgs) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
-    use mmsb::gpu::driver::MemoryKind;
-    let opts = mmsb::gpu::replay::GpuReplayOptions {
-        ordinal,
-        memory: match a.memory {
+impl MemoryArg {
+    fn kind(self) -> mmsb::gpu::driver::MemoryKind {
+        use mmsb::gpu::driver::MemoryKind;
+        match self {
             MemoryArg::Device => MemoryKind::Device,
             MemoryArg::Unified => MemoryKind::Unified,
             MemoryArg::HostMapped => MemoryKind::HostMapped,
+        }
+    }
+}
+
+fn warn_torn_tail(summary: &mmsb::replay::ReplaySummary) {
+    if let Some(torn) = &summary.torn_tail {
+        eprintln!(
+            "mmsb: warning: {}: torn tail of {} bytes at offset {} ignored (run `mmsb recover`)",
+            torn.path.display(),
+            torn.len,
+            torn.offset
+        );
+    }
+}
+
+fn multi_replay_cmd(a: &ReplayArgs, ordinals: Vec<usize>) -> Result<Outcome> {
+    use mmsb::gpu::multi::{MultiReplayOptions, Placement, replay_multi};
+    if !a.pages.is_empty() || a.output.is_some() {
+        bail!("--pages and -o work with one device; with several, the placement decides the pages");
+    }
+    let opts = MultiReplayOptions {
+        ordinals,
+        placement: match a.placement {
+            PlacementArg::Shard => Placement::Shard,
+            PlacementArg::Replicate => Placement::Replicate,
         },
+        memory: a.memory.kind(),
+        limit: a.limit.limit(),
+        verify: a.verify,
+        read_mode: a.read.map(ReadArg::mode),
+    };
+    let (r, _stores) = replay_multi(&a.checkpoint, &a.logs, &opts)?;
+    warn_torn_tail(&r.summary);
+    if a.json {
+        print::json(&r)?;
+    } else {
+        print::multi_replay(&r)?;
+    }
+    if r.replicas_agree == Some(false) {
+        bail!("the replicas' state hashes differ");
+    }
+    Ok(Outcome::Ok)
+}
+
+fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
+    let opts = mmsb::gpu::replay::GpuReplayOptions {
+        ordinal,
+        memory: a.memory.kind(),
         limit: a.limit.limit(),
         verify: a.verify,
         pages: mmsb::select::PageSelector::parse(&a.pages)?,
@@ -845,14 +902,7 @@ fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
         poison: None,
     };
     let (r, _store) = mmsb::gpu::replay::replay(&a.checkpoint, &a.logs, &opts)?;
-    if let Some(torn) = &r.summary.torn_tail {
-        eprintln!(
-            "mmsb: warning: {}: torn tail of {} bytes at offset {} ignored (run `mmsb recover`)",
-            torn.path.display(),
-            torn.len,
-            torn.offset
-        );
-    }
+    warn_torn_tail(&r.summary);
     if a.json {
         print::json(&r)?;
     } else {
@@ -948,7 +998,15 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
             Err(e) => format!("cpu (auto: {e})"),
         },
         d if mmsb::gpu::parse_device(d).is_some() => d.to_string(),
-        d => bail!("--device {d}: expected auto, cpu or cuda:N"),
+        d if d.contains(',') => {
+            let ordinals = d
+                .split(',')
+                .map(|x| mmsb::gpu::parse_device(x.trim()))
+                .collect::<Option<Vec<usize>>>()
+                .with_context(|| format!("--device {d}: expected cuda:N,cuda:M,..."))?;
+            return multi_replay_cmd(&a, ordinals);
+        }
+        d => bail!("--device {d}: expected auto, cpu, cuda:N or a list cuda:N,cuda:M"),
     };
     if let Some(ordinal) = mmsb::gpu::parse_device(&device) {
         return gpu_replay_cmd(&a, ordinal);

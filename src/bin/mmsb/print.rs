@@ -320,3 +320,47 @@ pub fn diff_stat(r: &DiffReport) -> Result<()> {
     }
     Ok(())
 }
+
+pub fn multi_replay(r: &mmsb::gpu::multi::MultiReplayReport) -> Result<()> {
+    let t = &r.timings_ms;
+    table_kv(&[
+        ("placement", format!("{:?}", r.placement).to_lowercase()),
+        (
+            "state hash",
+            r.state_hash.map_or("- (computed with --verify)".into(), |h| h.to_hex()),
+        ),
+        ("records applied", r.summary.records.to_string()),
+        (
+            "cuda start / open / open to resident / apply / hash ms",
+            format!(
+                "{:.1} / {:.1} / {:.1} / {:.1} / {:.1}",
+                t.cuda_start, t.open, t.open_to_resident, t.apply, t.hash
+            ),
+        ),
+        ("total ms", format!("{:.1}", t.total)),
+    ])?;
+    let mut tab = table(&[
+        "device",
+        "pages",
+        "bytes",
+        "load ms",
+        "fan-out ms",
+        "apply ms",
+        "hash ms",
+        "state hash",
+    ]);
+    for d in &r.devices {
+        let tm = &d.timings_ms;
+        tab.add_row(vec![
+            format!("{} ({})", d.device, d.device_name),
+            d.pages.to_string(),
+            d.page_bytes.to_string(),
+            format!("{:.2}", tm.load),
+            format!("{:.2}", tm.fanout),
+            format!("{:.2}", tm.apply),
+            format!("{:.2}", tm.hash),
+            d.state_hash.map_or("-".into(), |h| h.to_hex()[..16].to_string()),
+        ]);
+    }
+    emit(&tab)
+}
