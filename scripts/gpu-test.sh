@@ -29,6 +29,15 @@ if [ -n "$cpu" ] && [ "$cpu" = "$gpu" ] && [ "$cpu" = "$out" ]; then echo "binar
 auto=$("$D/mmsb" replay /tmp/g.ckpt --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["device"])')
 echo "--device auto used: $auto"
 
+step "binary: several devices (two contexts of cuda:0 when there is one GPU)"
+n=$(nvidia-smi -L | wc -l)
+devs=$([ "$n" -ge 2 ] && echo cuda:0,cuda:1 || echo cuda:0,cuda:0)
+for p in shard replicate; do
+  h=$("$D/mmsb" replay /tmp/g.ckpt /tmp/g.log --device "$devs" --placement $p --verify --json | tee "$OUT/multi-$p.json" | hash)
+  echo "$p on $devs: $h"
+  [ "$h" = "$cpu" ] || { echo "multi $p: MISMATCH"; fail=1; }
+done
+
 if [ "${MMSB_SKIP_SANITIZER:-}" = "" ]; then
   for tool in memcheck racecheck; do
     step "compute-sanitizer --tool $tool"
