@@ -62,6 +62,11 @@ impl Pipeline {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let large = bytes > 256 << 20;
         match mode {
+            // One thread pinning 16 MiB pieces of the mapping (the probe's 4.8 ms recipe).
+            ReadMode::PinMapping => Pipeline {
+                threads: 1,
+                slot: 16 << 20,
+            },
             ReadMode::Direct if large => Pipeline {
                 threads: 32,
                 slot: 8 << 20,
@@ -147,7 +152,7 @@ pub fn load(
     p: Pipeline,
 ) -> Result<()> {
     if mode == ReadMode::PinMapping {
-        return load_pinning_mapping(ctx, sources, jobs);
+        return load_pinning_mapping(ctx, sources, jobs, p);
     }
     let work = pieces(jobs, p.slot as u64);
     if work.is_empty() {
@@ -245,27 +250,55 @@ pub fn load(
 }
 
 /// Pins the file mapping piece by piece (read-only registration) and copies each piece straight
-/// from it, the pinning of the next piece overlapping the copy of the last.
-fn load_pinning_mapping(ctx: &Arc<CudaContext>, sources: &[(&Path, &[u8])], jobs: &[CopyJob]) -> Result<()> {
-    const PIECE: u64 = 16 << 20;
-    ctx.bind_to_thread().map_err(gpu_err)?;
-    let stream = RawStream::new()?;
-    let mut pinned = Vec::new();
-    for j in pieces(jobs, PIECE) {
-        if j.file_off % ALIGN != 0 || j.len % ALIGN != 0 {
-            return Err(Error::Gpu("pinning the mapping needs 4096-aligned pieces".into()));
-        }
-        let src = &sources[j.src].1[j.file_off as usize..(j.file_off + j.len) as usize];
-        // SAFETY: `src` is part of the read-only mapping, which outlives this function; the
-        // registration is dropped (unpinned) below, after the stream has finished every copy.
-        let r = unsafe { Registered::new(src.as_ptr(), src.len(), true)? };
-        // SAFETY: the source stays mapped and pinned until after the synchronisation below.
-        unsafe { stream.copy_h2d(j.dst, src.as_ptr(), src.len())? };
-        pinned.push(r);
+/// from it: `p.threads` threads take `p.slot`-byte pieces in turn, each pinning its next piece
+/// while its last one copies on its own stream.
+fn load_pinning_mapping(
+    ctx: &Arc<CudaContext>,
+    sources: &[(&Path, &[u8])],
+    jobs: &[CopyJob],
+    p: Pipeline,
+) -> Result<()> {
+    let work = pieces(jobs, (p.slot as u64).next_multiple_of(ALIGN));
+    if let Some(j) = work.iter().find(|j| j.file_off % ALIGN != 0 || j.len % ALIGN != 0) {
+        return Err(Error::Gpu(format!(
+            "pinning the mapping needs 4096-aligned pieces (offset {}, length {})",
+            j.file_off, j.len
+        )));
     }
-    stream.synchronize()?;
-    drop(pinned);
-    Ok(())
+    let next = AtomicUsize::new(0);
+    let threads = p.threads.clamp(1, work.len().max(1));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (ctx, work, next) = (ctx.clone(), &work, &next);
+                s.spawn(move || -> Result<()> {
+                    ctx.bind_to_thread().map_err(gpu_err)?;
+                    let stream = RawStream::new()?;
+                    let mut pinned = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(j) = work.get(i) else { break };
+                        let src = &sources[j.src].1[j.file_off as usize..(j.file_off + j.len) as usize];
+                        // SAFETY: `src` is part of the read-only mapping, which outlives this
+                        // function; the registration is dropped (unpinned) after the stream has
+                        // finished every copy (synchronised below).
+                        let r = unsafe { Registered::new(src.as_ptr(), src.len(), true)? };
+                        // SAFETY: the source stays mapped and pinned until after the
+                        // synchronisation below.
+                        unsafe { stream.copy_h2d(j.dst, src.as_ptr(), src.len())? };
+                        pinned.push(r);
+                    }
+                    stream.synchronize()?;
+                    drop(pinned);
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::Gpu("a pinning thread panicked".into())))
+        })
+    })
 }
 
 /// Page-aligned host memory for staging slots.
