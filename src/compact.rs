@@ -318,6 +318,29 @@ impl Overlay {
         }
     }
 
+    /// A run of one byte value. Its length comes from the log and may be up to a page's 1 TiB
+    /// limit, so the bytes are allocated fallibly, as replay allocates a created page.
+    fn write_fill(&mut self, off: u64, len: u64, value: u8) -> std::result::Result<(), String> {
+        let too_big = || format!("cannot allocate {len} bytes to merge a fill");
+        let end = off.checked_add(len).ok_or_else(too_big)?;
+        self.maybe_densify(end, len);
+        if let Overlay::Dense { data, written } = self {
+            if data.len() < end as usize {
+                data.try_reserve_exact(end as usize - data.len())
+                    .map_err(|_| too_big())?;
+            }
+            Self::grow_to(data, written, end as usize);
+            data[off as usize..end as usize].fill(value);
+            set_bits(written, off as usize, end as usize);
+            return Ok(());
+        }
+        let mut run = Vec::new();
+        run.try_reserve_exact(len as usize).map_err(|_| too_big())?;
+        run.resize(len as usize, value);
+        self.write(off, &run);
+        Ok(())
+    }
+
     fn write_masked(&mut self, offset: u64, len: u64, mask: &[u8], values: &[u8]) {
         self.maybe_densify(offset + len, values.len() as u64);
         if let Overlay::Dense { data, written } = self {
@@ -551,6 +574,15 @@ impl PageProgram {
                     Body::OnBase { writes, .. } | Body::Created { writes, .. } => writes,
                 };
                 writes.write_masked(*offset, *len, mask, values);
+            }
+            (Op::Fill { offset, len, value }, Some(body)) => {
+                if !in_bounds(*offset, *len) {
+                    return Err(format!("fill range {offset}+{len} past the end of page {id}"));
+                }
+                let writes = match body {
+                    Body::OnBase { writes, .. } | Body::Created { writes, .. } => writes,
+                };
+                writes.write_fill(*offset, *len, *value)?;
             }
         }
         self.stamps.push(Stamp::of(d));

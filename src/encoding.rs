@@ -6,6 +6,8 @@ use crate::format::record::Op;
 
 /// Table bytes a sparse record spends per range (offset and length).
 const SPARSE_RANGE_COST: u64 = 16;
+/// Payload bytes of a fill (offset, length, value).
+const FILL_COST: u64 = 17;
 
 /// A page write that owns its bytes; [`WriteOp::op`] borrows it as a record operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +27,15 @@ pub enum WriteOp {
         /// The bytes whose bit is set, in order.
         values: Vec<u8>,
     },
+    /// A run of one byte value.
+    Fill {
+        /// First byte.
+        offset: u64,
+        /// Length.
+        len: u64,
+        /// The value.
+        value: u8,
+    },
 }
 
 impl WriteOp {
@@ -43,6 +54,11 @@ impl WriteOp {
                 len: *len,
                 mask,
                 values,
+            },
+            WriteOp::Fill { offset, len, value } => Op::Fill {
+                offset: *offset,
+                len: *len,
+                value: *value,
             },
         }
     }
@@ -121,6 +137,17 @@ pub fn smallest_write(w: &PageWrites<'_>) -> Option<WriteOp> {
     }
     let ranges: Vec<(u64, &[u8])> = w.ranges.iter().filter(|(_, d)| !d.is_empty()).copied().collect();
     let w = PageWrites { ranges: &ranges, ..*w };
+    // One run of a single byte value: run-length form (a zeroed tensor in 17 bytes).
+    if let [(offset, d)] = ranges[..]
+        && d.len() as u64 > FILL_COST
+        && d.iter().all(|b| *b == d[0])
+    {
+        return Some(WriteOp::Fill {
+            offset,
+            len: d.len() as u64,
+            value: d[0],
+        });
+    }
     let merged = w.target.map(|t| merge_gaps(&ranges, t));
     let c = costs(&w, merged.as_deref());
     if let Some(full) = c.full
@@ -172,6 +199,7 @@ impl WriteOp {
             WriteOp::Full(d) => d.len() as u64,
             WriteOp::Sparse(r) => 4 + r.iter().map(|(_, d)| SPARSE_RANGE_COST + d.len() as u64).sum::<u64>(),
             WriteOp::Masked { mask, values, .. } => 16 + (mask.len() + values.len()) as u64,
+            WriteOp::Fill { .. } => FILL_COST,
         }
     }
 }
@@ -253,7 +281,7 @@ mod tests {
 
     #[test]
     fn few_long_ranges_stay_sparse_and_a_whole_page_is_a_full_write() {
-        let a = vec![7u8; 1000];
+        let a: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
         let ranges: Vec<(u64, &[u8])> = vec![(0, &a[..]), (100_000, &a[..])];
         let w = smallest_write(&PageWrites {
             ranges: &ranges,
@@ -275,6 +303,35 @@ mod tests {
             target: None,
         });
         assert!(matches!(w, Some(WriteOp::Sparse(_))));
+    }
+
+    #[test]
+    fn a_run_of_one_value_becomes_a_fill() {
+        let zeros = vec![0u8; 4096];
+        let ranges: Vec<(u64, &[u8])> = vec![(0, &zeros[..])];
+        let w = PageWrites {
+            ranges: &ranges,
+            page_len: Some(4096),
+            target: None,
+        };
+        assert_eq!(
+            smallest_write(&w),
+            Some(WriteOp::Fill {
+                offset: 0,
+                len: 4096,
+                value: 0
+            })
+        );
+        // Short runs stay literal: a fill costs 17 bytes.
+        let short: Vec<(u64, &[u8])> = vec![(5, &zeros[..10])];
+        assert!(matches!(
+            smallest_write(&PageWrites {
+                ranges: &short,
+                page_len: None,
+                target: None
+            }),
+            Some(WriteOp::Masked { .. })
+        ));
     }
 
     #[test]

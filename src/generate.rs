@@ -38,6 +38,8 @@ pub struct Mix {
     pub resize: u32,
     /// Page deletions (the last page is never deleted).
     pub delete: u32,
+    /// Fills of a range with one byte value.
+    pub fill: u32,
 }
 
 impl Default for Mix {
@@ -49,6 +51,7 @@ impl Default for Mix {
             create: 0,
             resize: 0,
             delete: 0,
+            fill: 0,
         }
     }
 }
@@ -256,6 +259,7 @@ pub fn generate_with_progress(
         o.mix.create,
         o.mix.resize,
         o.mix.delete,
+        o.mix.fill,
     ];
     let total_weight: u64 = weights.iter().map(|&w| u64::from(w)).sum();
     if total_weight == 0 {
@@ -368,6 +372,14 @@ pub fn generate_with_progress(
                 alive[slot].1 = l;
                 Op::Resize { len: l }
             }
+            6 => {
+                let l = between(&mut rng, lo, hi).min(len);
+                Op::Fill {
+                    offset: between(&mut rng, 0, len - l),
+                    len: l,
+                    value: rng.next_u64() as u8,
+                }
+            }
             _ if alive.len() > 1 => {
                 alive.swap_remove(slot);
                 Op::Delete
@@ -416,6 +428,7 @@ mod tests {
                 create: 1,
                 resize: 1,
                 delete: 1,
+                fill: 0,
             },
             ..Default::default()
         };

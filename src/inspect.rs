@@ -267,6 +267,7 @@ pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<
                 Some(Op::Full(d)) => format!("{} bytes", d.len()),
                 Some(Op::Sparse(r)) => format!("{} ranges, first at {}", r.len(), r.first().map_or(0, |x| x.0)),
                 Some(Op::Masked { offset, len, .. }) => format!("mask over {offset}+{len}"),
+                Some(Op::Fill { offset, len, value }) => format!("fill {offset}+{len} with {value:#04x}"),
             };
             listed.push(RecordInfo {
                 seq,

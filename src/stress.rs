@@ -105,6 +105,7 @@ fn round(dir: &Path, seed: u64, r: &mut StressReport) -> Result<()> {
             create: pick(2) as u32,
             resize: pick(2) as u32,
             delete: pick(2) as u32,
+            fill: pick(2) as u32,
         },
         delta_bytes: (1, 1 + pick(8192)),
         max_ranges: 1 + pick(8) as u32,

@@ -273,6 +273,7 @@ fn dense_sample_of_flips_in_a_larger_generated_checkpoint_and_log_is_caught() {
             create: 1,
             resize: 1,
             delete: 1,
+            fill: 0,
         },
         compression: mmsb::format::log::Compression::Auto,
         segment_size: 64 << 10,

@@ -42,6 +42,7 @@ fn workloads() -> Vec<(&'static str, GenOptions)> {
         create: 1,
         resize: 1,
         delete: 1,
+        fill: 1,
     };
     let mut w = vec![
         (
@@ -86,6 +87,7 @@ fn workloads() -> Vec<(&'static str, GenOptions)> {
                     create: 0,
                     resize: 0,
                     delete: 0,
+                    fill: 0,
                 },
                 hot_fraction: 1.0,
                 ..Default::default()
@@ -105,6 +107,7 @@ fn workloads() -> Vec<(&'static str, GenOptions)> {
                     create: 0,
                     resize: 0,
                     delete: 0,
+                    fill: 0,
                 },
                 delta_bytes: (1, 64 << 10),
                 ..Default::default()
@@ -331,14 +334,15 @@ fn gpu_sharded_and_replicated_restores_equal_the_cpu_replay() {
         seed: 31,
         pages: 40,
         total_size: 24 << 20,
-        deltas: 3000,
+        deltas: 600,
         mix: Mix {
             full: 1,
             sparse: 6,
             masked: 2,
             create: 1,
-            resize: 1,
+            resize: 0,
             delete: 1,
+            fill: 0,
         },
         compression: Compression::Auto,
         ..Default::default()

@@ -22,6 +22,7 @@ enum RawOp {
     Create(u16),
     Resize(usize, u16),
     Delete(usize),
+    Fill(usize, u16, u16, u8),
 }
 
 fn raw_op() -> impl Strategy<Value = RawOp> {
@@ -42,6 +43,7 @@ fn raw_op() -> impl Strategy<Value = RawOp> {
         (0u16..700).prop_map(RawOp::Create),
         (any::<usize>(), 0u16..700).prop_map(|(s, l)| RawOp::Resize(s, l)),
         any::<usize>().prop_map(RawOp::Delete),
+        (any::<usize>(), any::<u16>(), 0u16..700, any::<u8>()).prop_map(|(s, o, l, v)| RawOp::Fill(s, o, l, v)),
     ]
 }
 
@@ -114,6 +116,16 @@ fn concretize(raw: &RawOp, model: &mut Model, epoch: u64, next_id: &mut u64) -> 
             model.remove(&id);
             Some((id, OwnedOp::Delete))
         }
+        RawOp::Fill(s, off, l, value) => {
+            let id = pick(*s)?;
+            let page = model.get_mut(&id).unwrap();
+            let len = page.0.len();
+            let off = if len == 0 { 0 } else { *off as usize % (len + 1) };
+            let n = (*l as usize).min(len - off);
+            page.0[off..off + n].fill(*value);
+            page.1 = epoch;
+            Some((id, OwnedOp::Fill(off as u64, n as u64, *value)))
+        }
     }
 }
 
@@ -124,6 +136,7 @@ enum OwnedOp {
     Masked(u64, u64, Vec<u8>, Vec<u8>),
     Resize(u64),
     Delete,
+    Fill(u64, u64, u8),
 }
 
 impl OwnedOp {
@@ -143,6 +156,11 @@ impl OwnedOp {
             },
             OwnedOp::Resize(len) => Op::Resize { len: *len },
             OwnedOp::Delete => Op::Delete,
+            OwnedOp::Fill(offset, len, value) => Op::Fill {
+                offset: *offset,
+                len: *len,
+                value: *value,
+            },
         }
     }
 }

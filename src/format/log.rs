@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::record::{Delta, OPTIONAL_TYPE_MIN, TYPE_CREATE, TYPE_MASKED};
+use super::record::{Delta, OPTIONAL_TYPE_MIN, TYPE_CREATE, TYPE_FILL};
 use super::{Cursor, FORMAT_MAJOR, FORMAT_MINOR, ParseError, PutLe, bad_field, crc32c};
 use crate::error::{Corruption, Error, Result};
 use crate::mmap::ReadOnlyMap;
@@ -232,7 +232,7 @@ fn read_frame(bytes: &[u8], at: u64) -> Result<FrameRef, FrameFault> {
             },
         )));
     }
-    if !(TYPE_CREATE..=TYPE_MASKED).contains(&kind) && kind < OPTIONAL_TYPE_MIN {
+    if !(TYPE_CREATE..=TYPE_FILL).contains(&kind) && kind < OPTIONAL_TYPE_MIN {
         return Err(FrameFault::Invalid(ParseError::new(
             at + 16,
             Corruption::UnknownRecordType { kind },

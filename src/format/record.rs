@@ -20,6 +20,8 @@ pub const TYPE_FULL: u8 = 4;
 pub const TYPE_SPARSE: u8 = 5;
 /// Record type: write the bytes of a range whose mask bit is set.
 pub const TYPE_MASKED: u8 = 6;
+/// Record type: set a range of bytes to one value.
+pub const TYPE_FILL: u8 = 7;
 /// Record types from this value up are optional: readers that do not know one skip it.
 pub const OPTIONAL_TYPE_MIN: u8 = 0x80;
 /// Largest page length a CREATE or RESIZE record may ask for (1 TiB).
@@ -36,6 +38,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         TYPE_FULL => "full",
         TYPE_SPARSE => "sparse",
         TYPE_MASKED => "masked",
+        TYPE_FILL => "fill",
         k if k >= OPTIONAL_TYPE_MIN => "optional",
         _ => "unknown",
     }
@@ -74,6 +77,15 @@ pub enum Op<'a> {
         /// The replacement bytes, in order.
         values: &'a [u8],
     },
+    /// Set `len` bytes from `offset` to `value` (run-length form).
+    Fill {
+        /// First byte of the range.
+        offset: u64,
+        /// Length of the range.
+        len: u64,
+        /// The byte they all take.
+        value: u8,
+    },
 }
 
 /// One log record's content.
@@ -110,6 +122,7 @@ impl<'a> Delta<'a> {
             Op::Full(_) => TYPE_FULL,
             Op::Sparse(_) => TYPE_SPARSE,
             Op::Masked { .. } => TYPE_MASKED,
+            Op::Fill { .. } => TYPE_FILL,
         }
     }
 
@@ -119,6 +132,7 @@ impl<'a> Delta<'a> {
             Op::Full(d) => d.len() as u64,
             Op::Sparse(r) => r.iter().map(|(_, d)| d.len() as u64).sum(),
             Op::Masked { values, .. } => values.len() as u64,
+            Op::Fill { len, .. } => *len,
             _ => 0,
         }
     }
@@ -170,6 +184,12 @@ impl<'a> Delta<'a> {
             Op::Masked { offset, len, .. } if !in_bounds(*offset, *len) => {
                 return Err(format!(
                     "masked range {offset}+{len} past the end of page {id} ({} bytes)",
+                    p.len
+                ));
+            }
+            Op::Fill { offset, len, .. } if !in_bounds(*offset, *len) => {
+                return Err(format!(
+                    "fill range {offset}+{len} past the end of page {id} ({} bytes)",
                     p.len
                 ));
             }
@@ -241,6 +261,11 @@ impl<'a> Delta<'a> {
                 b.put_u64(*len);
                 b.extend_from_slice(mask);
                 b.extend_from_slice(values);
+            }
+            Op::Fill { offset, len, value } => {
+                b.put_u64(*offset);
+                b.put_u64(*len);
+                b.put_u8(*value);
             }
         }
         Ok(b)
@@ -342,6 +367,12 @@ impl<'a> Delta<'a> {
                     values,
                 }
             }
+            TYPE_FILL => {
+                let offset = c.u64()?;
+                let len = c.u64()?;
+                let value = c.u8()?;
+                Op::Fill { offset, len, value }
+            }
             other => return Err(ParseError::new(base, Corruption::UnknownRecordType { kind: other })),
         };
         if !c.is_empty() {
@@ -402,6 +433,7 @@ pub fn apply_writes(op: &Op<'_>, page: &mut [u8]) {
                 }
             }
         }
+        Op::Fill { offset, len, value } => page[*offset as usize..(*offset + *len) as usize].fill(*value),
         Op::Create { .. } | Op::Delete | Op::Resize { .. } => {}
     }
 }
@@ -444,11 +476,36 @@ mod tests {
                 mask: &[0b1000_0101, 0b10],
                 values: &data[..4],
             },
+            Op::Fill {
+                offset: 3,
+                len: 1 << 30,
+                value: 0xAB,
+            },
         ] {
             let d = delta(op);
             let bytes = d.encode().unwrap();
             assert_eq!(Delta::decode(d.kind(), &bytes, 0).unwrap(), d);
         }
+    }
+
+    #[test]
+    fn a_fill_record_is_seventeen_bytes_after_the_common_fields() {
+        let d = delta(Op::Fill {
+            offset: 2,
+            len: 3,
+            value: 9,
+        });
+        let b = d.encode().unwrap();
+        let common = 8 + 8 + 8 + 1 + "trainer".len();
+        assert_eq!(&b[common..], &[2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 9]);
+        let mut page = *b"abcdefg";
+        apply_writes(&d.op, &mut page);
+        assert_eq!(&page, b"ab\t\t\tfg");
+        assert!(
+            d.check(Some(PageShape { len: 4, epoch: 0 })).is_err(),
+            "2+3 is past a 4-byte page"
+        );
+        assert!(Delta::decode(TYPE_FILL, &b[..b.len() - 1], 0).is_err(), "value missing");
     }
 
     #[test]

@@ -294,6 +294,12 @@ impl DevicePageStore {
                         values: vals,
                     });
                 }
+                Op::Fill { offset, len, value } => {
+                    // A stream-ordered memset after the writes queued before it.
+                    self.flush(&mut pending, &mut stats, &mut keep_alive, &mut kernel_s)?;
+                    memset(&self.gpu.stream, dst + offset, *value, *len as usize)?;
+                    stats.copies += 1;
+                }
                 Op::Create { .. } | Op::Delete => unreachable!("handled above"),
             }
             let page = self.pages.get_mut(&delta.page_id).expect("present");

@@ -78,7 +78,7 @@ struct GenArgs {
     /// Records in the log (0: no log).
     #[arg(long, default_value_t = 1000)]
     deltas: u64,
-    /// Weights of record kinds: full, sparse, masked, create, resize, delete.
+    /// Weights of record kinds: full, sparse, masked, create, resize, delete, fill.
     #[arg(long, default_value = "full=1,sparse=8,masked=1", value_parser = parse_mix)]
     mix: Mix,
     /// Bytes per sparse range, masked span or created page, as MIN..MAX.
@@ -543,6 +543,7 @@ fn parse_mix(s: &str) -> Result<Mix, String> {
         create: 0,
         resize: 0,
         delete: 0,
+        fill: 0,
     };
     for part in s.split(',') {
         let (k, v) = part
@@ -556,9 +557,10 @@ fn parse_mix(s: &str) -> Result<Mix, String> {
             "create" => m.create = v,
             "resize" => m.resize = v,
             "delete" => m.delete = v,
+            "fill" => m.fill = v,
             other => {
                 return Err(format!(
-                    "unknown record kind {other:?} (full, sparse, masked, create, resize, delete)"
+                    "unknown record kind {other:?} (full, sparse, masked, create, resize, delete, fill)"
                 ));
             }
         }
