@@ -46,16 +46,7 @@ impl<'a> DiffSide<'a> {
         let mut whole_log = None;
         let mut state = State::from_checkpoint(checkpoint, checked)?;
         if let Some(log) = log {
-            if let Some(t) = log.torn_tail() {
-                return Err(Error::Corrupt {
-                    path: t.path.clone(),
-                    offset: t.offset,
-                    problem: Corruption::TornTail {
-                        len: t.len,
-                        why: "run `mmsb recover` first".into(),
-                    },
-                });
-            }
+            log.refuse_torn_tail("run `mmsb recover` first")?;
             let summary = state.replay(log, limit)?;
             let dirs: BTreeSet<_> = log.segments().iter().filter_map(|s| s.path().parent()).collect();
             if summary.last_seq == log.last_seq() && dirs.len() == 1 {
@@ -279,14 +270,18 @@ fn run_chunk(t: &Task<'_>, crc_a: bool, crc_b: bool, keep: usize) -> ChunkResult
     r
 }
 
-/// Compares two states; `keep_ranges` is how many ranges to list per page.
-pub fn diff(a: &DiffSide<'_>, b: &DiffSide<'_>, keep_ranges: usize) -> Result<DiffReport> {
-    let ids: BTreeSet<u64> = a
-        .state
+/// Ids of the pages in either side, in order.
+fn page_ids(a: &DiffSide<'_>, b: &DiffSide<'_>) -> BTreeSet<u64> {
+    a.state
         .pages()
         .map(|(id, _)| id)
         .chain(b.state.pages().map(|(id, _)| id))
-        .collect();
+        .collect()
+}
+
+/// Compares two states; `keep_ranges` is how many ranges to list per page.
+pub fn diff(a: &DiffSide<'_>, b: &DiffSide<'_>, keep_ranges: usize) -> Result<DiffReport> {
+    let ids = page_ids(a, b);
     let pairs: Vec<(u64, Option<&Page<'_>>, Option<&Page<'_>>)> = ids
         .iter()
         .map(|id| (*id, a.state.page(*id), b.state.page(*id)))
@@ -561,12 +556,7 @@ pub fn emit_log(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let ids: BTreeSet<u64> = a
-        .state
-        .pages()
-        .map(|(id, _)| id)
-        .chain(b.state.pages().map(|(id, _)| id))
-        .collect();
+    let ids = page_ids(a, b);
     let (mut records, mut changed, mut payload) = (0u64, 0u64, 0u64);
     for id in ids {
         let (pa, pb) = (a.state.page(id), b.state.page(id));

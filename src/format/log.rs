@@ -615,6 +615,22 @@ impl Log {
         }
     }
 
+    /// Fails when the log ends in a torn tail, saying `why` that matters to the caller (for
+    /// those that must not silently leave the cut record out).
+    pub fn refuse_torn_tail(&self, why: &str) -> Result<()> {
+        match &self.torn_tail {
+            Some(t) => Err(Error::Corrupt {
+                path: t.path.clone(),
+                offset: t.offset,
+                problem: Corruption::TornTail {
+                    len: t.len,
+                    why: why.into(),
+                },
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Sequence number of the last whole record.
     pub fn last_seq(&self) -> Option<u64> {
         self.segments.iter().rev().find_map(|s| s.frames.last().map(|f| f.seq))
@@ -736,16 +752,7 @@ impl LogWriter {
     pub fn open(dir: &Path, options: LogOptions) -> Result<LogWriter> {
         let log = Log::open(&[dir])?;
         log.check()?;
-        if let Some(t) = log.torn_tail() {
-            return Err(Error::Corrupt {
-                path: t.path.clone(),
-                offset: t.offset,
-                problem: Corruption::TornTail {
-                    len: t.len,
-                    why: "run `mmsb recover` before appending".into(),
-                },
-            });
-        }
+        log.refuse_torn_tail("run `mmsb recover` before appending")?;
         let last = log
             .segments()
             .last()

@@ -1049,14 +1049,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
     }
     t.write = ms(phase);
     t.total = ms(start);
-    if let Some(torn) = &summary.torn_tail {
-        eprintln!(
-            "mmsb: warning: {}: torn tail of {} bytes at offset {} ignored (run `mmsb recover`)",
-            torn.path.display(),
-            torn.len,
-            torn.offset
-        );
-    }
+    warn_torn_tail(&summary);
     let page_bytes: u64 = state.pages().map(|(_, p)| p.data().len() as u64).sum();
     let report = ReplayReport {
         device,
