@@ -20,7 +20,7 @@ import pathlib, struct, sys
 # One seed per record type: type byte, then the 25-byte prefix (page 1, epoch 1, ts, empty source).
 prefix = struct.pack("<QQQB", 1, 1, 0, 0)
 bodies = {2: b"", 3: struct.pack("<Q", 32), 4: bytes(64), 5: struct.pack("<IQQ", 1, 3, 4) + b"abcd",
-          6: struct.pack("<QQ", 0, 9) + bytes([0b101, 1]) + b"xyz"}
+          6: struct.pack("<QQ", 0, 9) + bytes([0b101, 1]) + b"xyz", 7: struct.pack("<QQB", 2, 8, 0xAB)}
 for k, b in bodies.items():
     (pathlib.Path(sys.argv[1]) / f"type{k}").write_bytes(bytes([k]) + prefix + b)
 PY

@@ -203,7 +203,14 @@ impl<'a> Delta<'a> {
         if self.source.len() > MAX_SOURCE_LEN {
             return Err(Error::Invalid(format!("source tag longer than {MAX_SOURCE_LEN} bytes")));
         }
-        let mut b = Vec::with_capacity(64 + self.written_bytes() as usize);
+        // Sized by the bytes the payload carries: a FILL writes `len` bytes but carries 17.
+        let carried = match &self.op {
+            Op::Full(d) => d.len(),
+            Op::Sparse(r) => r.iter().map(|(_, d)| 16 + d.len()).sum(),
+            Op::Masked { mask, values, .. } => mask.len() + values.len(),
+            _ => 0,
+        };
+        let mut b = Vec::with_capacity(64 + self.source.len() + carried);
         b.put_u64(self.page_id);
         b.put_u64(self.epoch);
         b.put_u64(self.timestamp_ns);
