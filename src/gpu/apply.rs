@@ -36,8 +36,14 @@ pub struct ApplyStats {
     pub upload_ms: f64,
     /// Decoding and checking records and building descriptors on the CPU, ms.
     pub decode_ms: f64,
+    /// Of `decode_ms`: decompressing and decoding every record (in parallel), ms.
+    pub parse_ms: f64,
+    /// Of `decode_ms`: checking records in sequence order and building descriptors, ms.
+    pub check_ms: f64,
     /// Descriptor upload, kernels and synchronisation, ms.
     pub kernel_ms: f64,
+    /// Of `kernel_ms`: grouping overlapping writes into waves and bucketing descriptors (CPU), ms.
+    pub waves_ms: f64,
 }
 
 /// High bit of a descriptor source: the byte is in the decompressed-payload buffer.
@@ -155,6 +161,7 @@ impl DevicePageStore {
             use rayon::prelude::*;
             records.par_iter().map(|r| r.delta()).collect::<Result<Vec<_>>>()?
         };
+        stats.parse_ms = t.elapsed().as_secs_f64() * 1e3;
         for (rec, delta) in records.iter().zip(deltas) {
             let Some(delta) = delta else {
                 summary.skipped_unknown += 1;
@@ -314,6 +321,7 @@ impl DevicePageStore {
         drop(logbuf);
         stats.kernel_ms = kernel_s * 1e3;
         stats.decode_ms = t.elapsed().as_secs_f64() * 1e3 - stats.kernel_ms;
+        stats.check_ms = stats.decode_ms - stats.parse_ms;
         Ok((summary, stats))
     }
 
@@ -346,6 +354,7 @@ impl DevicePageStore {
                 src
             }
         };
+        let tw = Instant::now();
         let waves = assign_waves(&pending.writes);
         let nwaves = waves.iter().copied().max().map_or(0, |w| w + 1);
         stats.waves += u64::from(nwaves);
@@ -363,6 +372,7 @@ impl DevicePageStore {
                 copies.extend_from_slice(&[w.dst, resolve(w.src), w.len]);
             }
         }
+        stats.waves_ms += tw.elapsed().as_secs_f64() * 1e3;
         for (copies, masks) in buckets {
             stats.copies += copies.len() as u64 / 3;
             stats.masked += masks.len() as u64 / 4;
