@@ -137,182 +137,187 @@ impl DevicePageStore {
             extra: Vec::new(),
         };
         let mut keep_alive: Vec<DeviceBuffer> = Vec::new();
-        // Decompress and decode every record in parallel; checks and descriptors follow in order.
-        let records: Vec<_> = {
-            use rayon::prelude::*;
-            let frames: Vec<_> = log
-                .segments()
-                .iter()
-                .flat_map(|s| s.frames().iter().map(move |f| (s, *f)))
-                .take_while(|(_, f)| limit.to_seq.is_none_or(|n| f.seq <= n))
-                .collect();
-            frames
-                .into_par_iter()
-                .map(|(segment, frame)| {
+        // Records go in chunks: each chunk is decompressed and decoded in parallel, then checked
+        // and turned into descriptors in sequence order. Reusing chunk-sized buffers keeps the
+        // memory small; a million decoded records at once cost more in fresh-page faults than in
+        // decoding.
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 15;
+        let frames: Vec<_> = log
+            .segments()
+            .iter()
+            .flat_map(|s| s.frames().iter().map(move |f| (s, *f)))
+            .take_while(|(_, f)| limit.to_seq.is_none_or(|n| f.seq <= n))
+            .collect();
+        pending.writes.reserve(frames.len());
+        let mut parse_s = 0.0;
+        'records: for chunk in frames.chunks(CHUNK) {
+            let tp = Instant::now();
+            let records: Vec<_> = chunk
+                .par_iter()
+                .map(|&(segment, frame)| {
                     segment.payload(&frame).map(|payload| crate::format::log::LogRecord {
                         segment,
                         frame,
                         payload,
                     })
                 })
-                .collect::<Result<Vec<_>>>()?
-        };
-        let deltas: Vec<_> = {
-            use rayon::prelude::*;
-            records.par_iter().map(|r| r.delta()).collect::<Result<Vec<_>>>()?
-        };
-        stats.parse_ms = t.elapsed().as_secs_f64() * 1e3;
-        for (rec, delta) in records.iter().zip(deltas) {
-            let Some(delta) = delta else {
-                summary.skipped_unknown += 1;
-                continue;
-            };
-            if limit.to_epoch.is_some_and(|n| delta.epoch > n) {
-                break;
-            }
-            let reject = |reason: String| Error::DeltaRejected {
-                path: rec.segment.path().to_owned(),
-                offset: rec.frame.offset,
-                seq: rec.frame.seq,
-                reason,
-            };
-            let after = delta.check(shapes.get(&delta.page_id).copied()).map_err(reject)?;
-            match after {
-                Some(s) => shapes.insert(delta.page_id, s),
-                None => shapes.remove(&delta.page_id),
-            };
-            summary.records += 1;
-            summary.bytes_written += delta.written_bytes();
-            summary.last_seq = Some(rec.frame.seq);
-            // Where a payload slice is: in the uploaded log bytes, or (decompressed) in `extra`.
-            let seg_bytes = rec.segment.bytes();
-            let seg_off = seg_base[rec.segment.header().segment_no as usize];
-            let locate = |data: &[u8], extra: &mut Vec<u8>| -> u64 {
-                let p = data.as_ptr() as usize;
-                let start = seg_bytes.as_ptr() as usize;
-                if p >= start && p + data.len() <= start + seg_bytes.len() {
-                    logbuf.ptr() + seg_off + (p - start) as u64
-                } else {
-                    extra.extend_from_slice(data);
-                    EXTRA | (extra.len() - data.len()) as u64
+                .collect::<Result<Vec<_>>>()?;
+            let deltas: Vec<_> = records.par_iter().map(|r| r.delta()).collect::<Result<Vec<_>>>()?;
+            parse_s += tp.elapsed().as_secs_f64();
+            for (rec, delta) in records.iter().zip(deltas) {
+                let Some(delta) = delta else {
+                    summary.skipped_unknown += 1;
+                    continue;
+                };
+                if limit.to_epoch.is_some_and(|n| delta.epoch > n) {
+                    break 'records;
                 }
-            };
-            match &delta.op {
-                Op::Create { len, meta } => {
-                    stats.structural += 1;
-                    if keep_created(delta.page_id, meta) {
+                let reject = |reason: String| Error::DeltaRejected {
+                    path: rec.segment.path().to_owned(),
+                    offset: rec.frame.offset,
+                    seq: rec.frame.seq,
+                    reason,
+                };
+                let after = delta.check(shapes.get(&delta.page_id).copied()).map_err(reject)?;
+                match after {
+                    Some(s) => shapes.insert(delta.page_id, s),
+                    None => shapes.remove(&delta.page_id),
+                };
+                summary.records += 1;
+                summary.bytes_written += delta.written_bytes();
+                summary.last_seq = Some(rec.frame.seq);
+                // Where a payload slice is: in the uploaded log bytes, or (decompressed) in `extra`.
+                let seg_bytes = rec.segment.bytes();
+                let seg_off = seg_base[rec.segment.header().segment_no as usize];
+                let locate = |data: &[u8], extra: &mut Vec<u8>| -> u64 {
+                    let p = data.as_ptr() as usize;
+                    let start = seg_bytes.as_ptr() as usize;
+                    if p >= start && p + data.len() <= start + seg_bytes.len() {
+                        logbuf.ptr() + seg_off + (p - start) as u64
+                    } else {
+                        extra.extend_from_slice(data);
+                        EXTRA | (extra.len() - data.len()) as u64
+                    }
+                };
+                match &delta.op {
+                    Op::Create { len, meta } => {
+                        stats.structural += 1;
+                        if keep_created(delta.page_id, meta) {
+                            self.flush(&mut pending, &mut stats, &mut keep_alive, &mut kernel_s)?;
+                            let buf = DeviceBuffer::alloc(&self.gpu.ctx, *len as usize, self.memory)?;
+                            memset(&self.gpu.stream, buf.ptr(), 0, *len as usize)?;
+                            let residency = if self.memory == MemoryKind::Device {
+                                PageResidency::Device
+                            } else if self.memory == MemoryKind::Unified {
+                                PageResidency::Unified
+                            } else {
+                                PageResidency::HostMapped
+                            };
+                            self.pages.insert(
+                                delta.page_id,
+                                DevicePage {
+                                    epoch: delta.epoch,
+                                    meta: meta.clone(),
+                                    ptr: buf.ptr(),
+                                    len: *len,
+                                    residency,
+                                    own: Some(buf),
+                                    host: None,
+                                    crc: None,
+                                },
+                            );
+                        }
+                        continue;
+                    }
+                    Op::Delete => {
+                        stats.structural += 1;
+                        if let Some(p) = self.pages.remove(&delta.page_id) {
+                            // Queued writes may still target it: free only when the store drops.
+                            self.retired.extend(p.own);
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+                let Some(page) = self.pages.get(&delta.page_id) else {
+                    continue;
+                };
+                if page.residency == PageResidency::Evicted {
+                    return Err(Error::Invalid(format!(
+                        "page {} is evicted: restore it before applying deltas",
+                        delta.page_id
+                    )));
+                }
+                let (dst, page_len) = (page.ptr, page.len);
+                match &delta.op {
+                    Op::Resize { len } => {
+                        stats.structural += 1;
                         self.flush(&mut pending, &mut stats, &mut keep_alive, &mut kernel_s)?;
                         let buf = DeviceBuffer::alloc(&self.gpu.ctx, *len as usize, self.memory)?;
-                        memset(&self.gpu.stream, buf.ptr(), 0, *len as usize)?;
-                        let residency = if self.memory == MemoryKind::Device {
-                            PageResidency::Device
-                        } else if self.memory == MemoryKind::Unified {
-                            PageResidency::Unified
-                        } else {
-                            PageResidency::HostMapped
-                        };
-                        self.pages.insert(
-                            delta.page_id,
-                            DevicePage {
-                                epoch: delta.epoch,
-                                meta: meta.clone(),
-                                ptr: buf.ptr(),
-                                len: *len,
-                                residency,
-                                own: Some(buf),
-                                host: None,
-                                crc: None,
-                            },
-                        );
+                        let keep = page_len.min(*len);
+                        let stream = &self.gpu.stream;
+                        copy_d2d(stream, buf.ptr(), dst, keep as usize)?;
+                        memset(stream, buf.ptr() + keep, 0, (*len - keep) as usize)?;
+                        let page = self.pages.get_mut(&delta.page_id).expect("present");
+                        page.ptr = buf.ptr();
+                        page.len = *len;
+                        if let Some(old) = page.own.replace(buf) {
+                            self.retired.push(old);
+                        }
                     }
-                    continue;
-                }
-                Op::Delete => {
-                    stats.structural += 1;
-                    if let Some(p) = self.pages.remove(&delta.page_id) {
-                        // Queued writes may still target it: free only when the store drops.
-                        self.retired.extend(p.own);
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            let Some(page) = self.pages.get(&delta.page_id) else {
-                continue;
-            };
-            if page.residency == PageResidency::Evicted {
-                return Err(Error::Invalid(format!(
-                    "page {} is evicted: restore it before applying deltas",
-                    delta.page_id
-                )));
-            }
-            let (dst, page_len) = (page.ptr, page.len);
-            match &delta.op {
-                Op::Resize { len } => {
-                    stats.structural += 1;
-                    self.flush(&mut pending, &mut stats, &mut keep_alive, &mut kernel_s)?;
-                    let buf = DeviceBuffer::alloc(&self.gpu.ctx, *len as usize, self.memory)?;
-                    let keep = page_len.min(*len);
-                    let stream = &self.gpu.stream;
-                    copy_d2d(stream, buf.ptr(), dst, keep as usize)?;
-                    memset(stream, buf.ptr() + keep, 0, (*len - keep) as usize)?;
-                    let page = self.pages.get_mut(&delta.page_id).expect("present");
-                    page.ptr = buf.ptr();
-                    page.len = *len;
-                    if let Some(old) = page.own.replace(buf) {
-                        self.retired.push(old);
-                    }
-                }
-                Op::Full(data) => {
-                    let src = locate(data, &mut pending.extra);
-                    pending.writes.push(Write {
-                        dst,
-                        len: data.len() as u64,
-                        masked: false,
-                        src,
-                        values: 0,
-                    });
-                }
-                Op::Sparse(ranges) => {
-                    for (off, data) in ranges {
+                    Op::Full(data) => {
                         let src = locate(data, &mut pending.extra);
                         pending.writes.push(Write {
-                            dst: dst + off,
+                            dst,
                             len: data.len() as u64,
                             masked: false,
                             src,
                             values: 0,
                         });
                     }
+                    Op::Sparse(ranges) => {
+                        for (off, data) in ranges {
+                            let src = locate(data, &mut pending.extra);
+                            pending.writes.push(Write {
+                                dst: dst + off,
+                                len: data.len() as u64,
+                                masked: false,
+                                src,
+                                values: 0,
+                            });
+                        }
+                    }
+                    Op::Masked {
+                        offset,
+                        len,
+                        mask,
+                        values,
+                    } => {
+                        let src = locate(mask, &mut pending.extra);
+                        let vals = locate(values, &mut pending.extra);
+                        pending.writes.push(Write {
+                            dst: dst + offset,
+                            len: *len,
+                            masked: true,
+                            src,
+                            values: vals,
+                        });
+                    }
+                    Op::Fill { offset, len, value } => {
+                        // A stream-ordered memset after the writes queued before it.
+                        self.flush(&mut pending, &mut stats, &mut keep_alive, &mut kernel_s)?;
+                        memset(&self.gpu.stream, dst + offset, *value, *len as usize)?;
+                        stats.copies += 1;
+                    }
+                    Op::Create { .. } | Op::Delete => unreachable!("handled above"),
                 }
-                Op::Masked {
-                    offset,
-                    len,
-                    mask,
-                    values,
-                } => {
-                    let src = locate(mask, &mut pending.extra);
-                    let vals = locate(values, &mut pending.extra);
-                    pending.writes.push(Write {
-                        dst: dst + offset,
-                        len: *len,
-                        masked: true,
-                        src,
-                        values: vals,
-                    });
-                }
-                Op::Fill { offset, len, value } => {
-                    // A stream-ordered memset after the writes queued before it.
-                    self.flush(&mut pending, &mut stats, &mut keep_alive, &mut kernel_s)?;
-                    memset(&self.gpu.stream, dst + offset, *value, *len as usize)?;
-                    stats.copies += 1;
-                }
-                Op::Create { .. } | Op::Delete => unreachable!("handled above"),
+                let page = self.pages.get_mut(&delta.page_id).expect("present");
+                page.epoch = delta.epoch;
+                page.crc = None;
             }
-            let page = self.pages.get_mut(&delta.page_id).expect("present");
-            page.epoch = delta.epoch;
-            page.crc = None;
         }
+        stats.parse_ms = parse_s * 1e3;
         self.flush(&mut pending, &mut stats, &mut keep_alive, &mut kernel_s)?;
         let ts = Instant::now();
         self.gpu.synchronize()?;
