@@ -20,7 +20,7 @@ use crate::format::checkpoint::Checkpoint;
 use crate::format::log::{Compression, Durability, Log, LogOptions, LogRecord, LogWriter};
 use crate::format::record::{Delta, Op};
 use crate::fsutil::AtomicDir;
-use crate::inspect::inspect_log;
+use crate::inspect::log_info;
 use crate::page::{PageMeta, StateHash};
 use crate::replay::{ReplayLimit, State};
 
@@ -66,16 +66,16 @@ pub struct CompactReport {
     pub torn_tail_ignored: bool,
 }
 
-fn log_side(paths: &[PathBuf]) -> Result<Side> {
-    let (info, _) = inspect_log(paths, None)?;
-    Ok(Side {
+fn log_side(log: &Log) -> Side {
+    let info = log_info(log);
+    Side {
         file_bytes: info.file_bytes,
         checkpoint_bytes: 0,
         log_bytes: info.file_bytes,
         records: info.records,
         stored_payload_bytes: info.stored_payload_bytes,
         payload_bytes: info.payload_bytes,
-    })
+    }
 }
 
 fn file_len(path: &Path) -> Result<u64> {
@@ -151,9 +151,9 @@ pub fn compact_checkpoint(
         w.finish()?;
         dir.commit()?;
     }
-    let input = with_checkpoint(log_side(logs)?, ckpt_path)?;
+    let input = with_checkpoint(log_side(&log), ckpt_path)?;
     let output = match rest_log {
-        Some(p) => with_checkpoint(log_side(&[p.to_owned()])?, out)?,
+        Some(p) => with_checkpoint(log_side(&Log::open(&[p])?), out)?,
         None => with_checkpoint(Side::default(), out)?,
     };
     Ok(CompactReport {
@@ -453,31 +453,28 @@ enum Body {
 
 #[derive(Debug, Default)]
 struct PageProgram {
-    /// The first record was not a create: the page is in the base state.
-    existed: bool,
     /// The delete that removed the base page.
     base_deleted: Option<Stamp>,
     body: Option<Body>,
     /// Stamps of the records since the body began.
     stamps: Vec<Stamp>,
-    /// Records seen, and the page's records in order (the fallback if merging would need more
-    /// records than it replaces, which the reduction rules out).
-    seen: u64,
+    /// A record has been folded in (the first one decides whether the page is in the base).
+    started: bool,
 }
 
 impl PageProgram {
     /// Folds one more delta in; `Err` when it could not apply to any base state.
     fn push(&mut self, d: &Delta<'_>) -> std::result::Result<(), String> {
         let id = d.page_id;
-        if self.seen == 0 && !matches!(d.op, Op::Create { .. }) {
-            self.existed = true;
+        // A first record other than a create means the page is in the base state.
+        if !self.started && !matches!(d.op, Op::Create { .. }) {
             self.body = Some(Body::OnBase {
                 shrink: None,
                 len: None,
                 writes: Overlay::default(),
             });
         }
-        self.seen += 1;
+        self.started = true;
         if let Some(last) = self.stamps.last().map(|s| s.epoch).or(match &self.body {
             Some(Body::Created { create, .. }) => Some(create.epoch),
             _ => None,
@@ -731,8 +728,8 @@ pub fn compact_log(
     append_unchanged(&mut w, &rest)?;
     w.finish()?;
     dir.commit()?;
-    let input = log_side(logs)?;
-    let output = log_side(&[out.to_owned()])?;
+    let input = log_side(&log);
+    let output = log_side(&Log::open(&[out])?);
     Ok(CompactReport {
         size_ratio: ratio(input.file_bytes, output.file_bytes),
         input,

@@ -20,6 +20,7 @@ use crate::format::log::{Compression, Durability, Log, LogOptions, LogWriter};
 use crate::format::record::{Delta, Op};
 use crate::format::{crc32c_combine_with, crc32c_shift_factor};
 use crate::fsutil::AtomicDir;
+use crate::inspect::log_info;
 use crate::page::{PageMeta, StateHash};
 use crate::replay::{Page, ReplayLimit, State};
 
@@ -246,14 +247,15 @@ fn run_chunk(t: &Task<'_>, crc_a: bool, crc_b: bool, keep: usize) -> ChunkResult
     let n = t.a.len().min(t.b.len());
     // Equal chunks have equal CRCs: checksum one side only (the comparison has just brought
     // both into cache, so the checksum reads from there).
-    let equal = t.compare && t.a.len() == t.b.len() && t.a == t.b;
+    let prefix_equal = t.compare && t.a[..n] == t.b[..n];
+    let equal = prefix_equal && t.a.len() == t.b.len();
     r.crc_a = if crc_a { crc32c::crc32c(t.a) } else { 0 };
     r.crc_b = match (crc_b, equal && crc_a) {
         (false, _) => 0,
         (true, true) => r.crc_a,
         (true, false) => crc32c::crc32c(t.b),
     };
-    if t.compare && !equal && t.a[..n] != t.b[..n] {
+    if t.compare && !prefix_equal {
         for_each_diff_run(&t.a[..n], &t.b[..n], |s, e| {
             r.starts_at_chunk_start |= s == 0;
             r.ends_at_chunk_end = e == n;
@@ -445,9 +447,9 @@ pub struct EmitReport {
     pub records: u64,
     /// Bytes that differ between A and B (what any log must carry, before compression).
     pub bytes_changed: u64,
-    /// Payload bytes of the records, before compression.
+    /// Payload bytes of the records written, before compression.
     pub payload_bytes: u64,
-    /// Bytes of the log's segment files.
+    /// Bytes of the log's segment files (the whole log, when appending).
     pub file_bytes: u64,
 }
 
@@ -534,11 +536,17 @@ pub fn emit_log(
         compression,
         ..LogOptions::default()
     };
-    let (mut w, dir, out, base) = match target {
+    let (mut w, dir, out, base, payload_before) = match target {
         EmitTarget::New(out) => {
             let dir = AtomicDir::create(out)?;
             let base = a.state.state_hash();
-            (LogWriter::create(dir.path(), base, 1, options)?, Some(dir), out, base)
+            (
+                LogWriter::create(dir.path(), base, 1, options)?,
+                Some(dir),
+                out,
+                base,
+                0,
+            )
         }
         EmitTarget::Append(out) => {
             let log = Log::open(&[out])?;
@@ -550,14 +558,15 @@ pub fn emit_log(
                     out.display()
                 )));
             }
-            (LogWriter::open(out, options)?, None, out, base)
+            let payload_before = log_info(&log).payload_bytes;
+            (LogWriter::open(out, options)?, None, out, base, payload_before)
         }
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let ids = page_ids(a, b);
-    let (mut records, mut changed, mut payload) = (0u64, 0u64, 0u64);
+    let (mut records, mut changed) = (0u64, 0u64);
     for id in ids {
         let (pa, pb) = (a.state.page(id), b.state.page(id));
         for (side, page) in [(a, pa), (b, pb)] {
@@ -661,7 +670,6 @@ pub fn emit_log(
                 source: "mmsb diff".into(),
                 op,
             };
-            payload += delta.encode()?.len() as u64;
             w.append(&delta)?;
             records += 1;
         }
@@ -670,17 +678,14 @@ pub fn emit_log(
     if let Some(dir) = dir {
         dir.commit()?;
     }
-    let file_bytes = crate::format::log::expand_paths(&[out])?
-        .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).map_err(|e| Error::io(p, e)))
-        .sum::<Result<u64>>()?;
+    let after = log_info(&Log::open(&[out])?);
     Ok(EmitReport {
         log: out.to_owned(),
         base_state_hash: base,
         records,
         bytes_changed: changed,
-        payload_bytes: payload,
-        file_bytes,
+        payload_bytes: after.payload_bytes - payload_before,
+        file_bytes: after.file_bytes,
     })
 }
 

@@ -218,33 +218,7 @@ pub struct RecordFilter {
 /// Reads a log's segments; with `records`, also decodes and lists the records it selects.
 pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<(LogInfo, Vec<RecordInfo>)> {
     let log = Log::open(paths)?;
-    let mut by_type = BTreeMap::new();
-    let (mut stored, mut decoded, mut compressed) = (0u64, 0u64, 0u64);
     let mut listed = Vec::new();
-    let mut problems: Vec<String> = log.problems().iter().map(|e| e.to_string()).collect();
-    if let Some(t) = log.torn_tail() {
-        problems.push(format!(
-            "{}: at byte offset {}: torn tail of {} bytes",
-            t.path.display(),
-            t.offset,
-            t.len
-        ));
-    }
-    for s in log.segments() {
-        for f in s.frames() {
-            *by_type.entry(kind_name(f.kind)).or_insert(0) += 1;
-            stored += f.payload_len;
-            if f.flags & FLAG_ZSTD != 0 {
-                compressed += 1;
-                let start = f.payload_offset() as usize;
-                // The content size is in the zstd frame header: no need to decompress to count.
-                let size = zstd::zstd_safe::get_frame_content_size(&s.bytes()[start..start + f.payload_len as usize]);
-                decoded += size.ok().flatten().unwrap_or(0);
-            } else {
-                decoded += f.payload_len;
-            }
-        }
-    }
     if let Some(filter) = records {
         for rec in log.records() {
             let rec = rec?;
@@ -285,6 +259,37 @@ pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<
             });
         }
     }
+    Ok((log_info(&log), listed))
+}
+
+/// Segments, record counts by type, sequence range, bytes and compression of an open log.
+pub fn log_info(log: &Log) -> LogInfo {
+    let mut by_type = BTreeMap::new();
+    let (mut stored, mut decoded, mut compressed) = (0u64, 0u64, 0u64);
+    let mut problems: Vec<String> = log.problems().iter().map(|e| e.to_string()).collect();
+    if let Some(t) = log.torn_tail() {
+        problems.push(format!(
+            "{}: at byte offset {}: torn tail of {} bytes",
+            t.path.display(),
+            t.offset,
+            t.len
+        ));
+    }
+    for s in log.segments() {
+        for f in s.frames() {
+            *by_type.entry(kind_name(f.kind)).or_insert(0) += 1;
+            stored += f.payload_len;
+            if f.flags & FLAG_ZSTD != 0 {
+                compressed += 1;
+                let start = f.payload_offset() as usize;
+                // The content size is in the zstd frame header: no need to decompress to count.
+                let size = zstd::zstd_safe::get_frame_content_size(&s.bytes()[start..start + f.payload_len as usize]);
+                decoded += size.ok().flatten().unwrap_or(0);
+            } else {
+                decoded += f.payload_len;
+            }
+        }
+    }
     let segments: Vec<SegmentInfo> = log
         .segments()
         .iter()
@@ -302,7 +307,7 @@ pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<
             },
         })
         .collect();
-    let info = LogInfo {
+    LogInfo {
         kind: "log",
         base_state_hash: log.base(),
         records: segments.iter().map(|s| s.records).sum(),
@@ -320,6 +325,5 @@ pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<
         },
         compressed_records: compressed,
         problems,
-    };
-    Ok((info, listed))
+    }
 }

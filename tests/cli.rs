@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{code, json, run, stderr, stdout, testdata};
+use common::{code, json, ok, replay_hash, run, stderr, stdout, testdata};
 
 const SUBCOMMANDS: &[&str] = &[
     "gen", "import", "export", "inspect", "verify", "recover", "replay", "compact", "diff",
@@ -31,8 +31,7 @@ fn every_subcommand_help_has_an_example() {
 
 #[test]
 fn verify_is_quiet_and_exits_0_on_good_data() {
-    let o = run(&testdata(), &["verify", "small.ckpt", "small.log"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = ok(&testdata(), &["verify", "small.ckpt", "small.log"]);
     assert!(o.stdout.is_empty() && o.stderr.is_empty(), "quiet by default");
 }
 
@@ -90,7 +89,7 @@ fn verify_and_replay_agree_on_the_state_hash_and_replay_output_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let td = testdata();
     let v = json(&run(&td, &["verify", "--json", "small.ckpt", "small.log"]));
-    let o = run(
+    let o = ok(
         &td,
         &[
             "replay",
@@ -101,7 +100,6 @@ fn verify_and_replay_agree_on_the_state_hash_and_replay_output_verifies() {
             dir.path().join("out.ckpt").to_str().unwrap(),
         ],
     );
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
     let r = json(&o);
     assert_eq!(r["state_hash"], v["state_hash"]);
     assert_eq!(r["records"], 9);
@@ -255,8 +253,7 @@ fn verify_repair_cuts_a_torn_tail_and_keeps_a_backup() {
     let torn = common::copy_testdata("torn.log", dir.path());
     let seg = torn.join("00000001.mmsblog");
     let before = std::fs::read(&seg).unwrap();
-    let o = run(dir.path(), &["verify", "--repair", "--json", "small.ckpt", "torn.log"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = ok(dir.path(), &["verify", "--repair", "--json", "small.ckpt", "torn.log"]);
     let v = json(&o);
     let offset = v["repaired"]["offset"].as_u64().unwrap() as usize;
     let backup = dir.path().join(v["repaired"]["backup"].as_str().unwrap());
@@ -303,8 +300,7 @@ fn outputs_are_not_left_behind_when_a_command_fails() {
 #[test]
 fn man_pages_in_man_are_current() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(dir.path(), &["man-pages", "--out", "man"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    ok(dir.path(), &["man-pages", "--out", "man"]);
     let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
     let mut fresh: Vec<_> = std::fs::read_dir(dir.path().join("man"))
         .unwrap()
@@ -343,19 +339,11 @@ fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     out
 }
 
-fn state_hash(dir: &std::path::Path, args: &[&str]) -> String {
-    let mut a = vec!["replay", "--device", "cpu", "--json"];
-    a.extend_from_slice(args);
-    let o = run(dir, &a);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    json(&o)["state_hash"].as_str().unwrap().to_string()
-}
-
 #[test]
 fn compact_folds_a_log_into_a_checkpoint_with_replays_state_and_leaves_inputs_alone() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let o = run(
+    ok(
         d,
         &[
             "gen",
@@ -369,21 +357,19 @@ fn compact_folds_a_log_into_a_checkpoint_with_replays_state_and_leaves_inputs_al
             "400",
         ],
     );
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
     let before = snapshot(d);
-    let want = state_hash(d, &["a.ckpt", "a.log"]);
+    let want = replay_hash(d, &["a.ckpt", "a.log"]);
 
-    let o = run(d, &["compact", "a.ckpt", "a.log", "-o", "b.ckpt", "--json"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = ok(d, &["compact", "a.ckpt", "a.log", "-o", "b.ckpt", "--json"]);
     let r = json(&o);
     assert_eq!(r["state_hash"], want.as_str());
     assert_eq!(r["records_folded"], 400);
     assert_eq!(r["input"]["records"], 400);
     assert!(r["output"]["file_bytes"].as_u64().unwrap() < r["input"]["file_bytes"].as_u64().unwrap());
-    assert_eq!(state_hash(d, &["b.ckpt"]), want);
+    assert_eq!(replay_hash(d, &["b.ckpt"]), want);
 
     // A prefix into the checkpoint, the rest as a log against it.
-    let o = run(
+    let o = ok(
         d,
         &[
             "compact",
@@ -398,22 +384,20 @@ fn compact_folds_a_log_into_a_checkpoint_with_replays_state_and_leaves_inputs_al
             "--json",
         ],
     );
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(
         (json(&o)["records_folded"].as_u64(), json(&o)["records_kept"].as_u64()),
         (Some(150), Some(250))
     );
-    assert_eq!(state_hash(d, &["c.ckpt", "c.log"]), want);
+    assert_eq!(replay_hash(d, &["c.ckpt", "c.log"]), want);
     assert_eq!(
-        state_hash(d, &["c.ckpt"]),
-        state_hash(d, &["a.ckpt", "a.log", "--to-seq", "150"])
+        replay_hash(d, &["c.ckpt"]),
+        replay_hash(d, &["a.ckpt", "a.log", "--to-seq", "150"])
     );
 
     // Log-only: fewer records, the same state.
-    let o = run(d, &["compact", "--log-only", "a.log", "-o", "m.log"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = ok(d, &["compact", "--log-only", "a.log", "-o", "m.log"]);
     assert!(stdout(&o).contains("size ratio"), "{}", stdout(&o));
-    assert_eq!(state_hash(d, &["a.ckpt", "m.log"]), want);
+    assert_eq!(replay_hash(d, &["a.ckpt", "m.log"]), want);
 
     // An existing output log is never replaced, and a failed run leaves nothing behind.
     let o = run(d, &["compact", "--log-only", "a.log", "-o", "m.log"]);
@@ -449,8 +433,7 @@ fn compact_refuses_a_corrupt_log_with_exit_1_and_writes_nothing() {
 #[test]
 fn diff_exit_codes_are_those_of_cmp() {
     let td = testdata();
-    let o = run(&td, &["diff", "small.ckpt", "small.ckpt"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = ok(&td, &["diff", "small.ckpt", "small.ckpt"]);
     assert!(o.stdout.is_empty(), "identical: nothing printed");
     let o = run(&td, &["diff", "small.ckpt", "small.ckpt", "--b-log", "small.log"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
@@ -473,7 +456,7 @@ fn diff_exit_codes_are_those_of_cmp() {
 fn diff_json_lists_changed_pages_and_emit_log_turns_a_into_b() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let o = run(
+    ok(
         d,
         &[
             "gen",
@@ -489,9 +472,7 @@ fn diff_json_lists_changed_pages_and_emit_log_turns_a_into_b() {
             "full=1,sparse=8,masked=2,create=1,resize=1,delete=1",
         ],
     );
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let o = run(d, &["replay", "--device", "cpu", "a.ckpt", "a.log", "-o", "b.ckpt"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    ok(d, &["replay", "--device", "cpu", "a.ckpt", "a.log", "-o", "b.ckpt"]);
 
     let o = run(d, &["diff", "--json", "a.ckpt", "b.ckpt"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
@@ -511,12 +492,10 @@ fn diff_json_lists_changed_pages_and_emit_log_turns_a_into_b() {
         r["added"].as_u64().unwrap() + r["removed"].as_u64().unwrap() + r["changed"].as_u64().unwrap()
     );
 
-    let o = run(d, &["diff", "a.ckpt", "b.ckpt", "--emit-log", "ab.log", "--json"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = ok(d, &["diff", "a.ckpt", "b.ckpt", "--emit-log", "ab.log", "--json"]);
     assert!(json(&o)["records"].as_u64().unwrap() > 0);
-    assert_eq!(state_hash(d, &["a.ckpt", "ab.log"]), state_hash(d, &["b.ckpt"]));
-    let o = run(d, &["replay", "--device", "cpu", "a.ckpt", "ab.log", "-o", "c.ckpt"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(replay_hash(d, &["a.ckpt", "ab.log"]), replay_hash(d, &["b.ckpt"]));
+    ok(d, &["replay", "--device", "cpu", "a.ckpt", "ab.log", "-o", "c.ckpt"]);
     assert_eq!(code(&run(d, &["diff", "-q", "b.ckpt", "c.ckpt"])), 0);
     let o = run(d, &["diff", "--stat", "a.ckpt", "b.ckpt"]);
     assert!(stdout(&o).lines().count() as u64 > 1, "{}", stdout(&o));
@@ -526,7 +505,7 @@ fn diff_json_lists_changed_pages_and_emit_log_turns_a_into_b() {
 fn a_series_of_snapshots_becomes_one_checkpoint_and_one_log_with_append() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let o = run(
+    ok(
         d,
         &[
             "gen",
@@ -540,23 +519,20 @@ fn a_series_of_snapshots_becomes_one_checkpoint_and_one_log_with_append() {
             "90",
         ],
     );
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
     // Three snapshots: the state after 30, 60 and 90 records.
     for (i, seq) in ["30", "60", "90"].iter().enumerate() {
         let out = format!("s{}.ckpt", i + 1);
-        let o = run(
+        ok(
             d,
             &[
                 "replay", "--device", "cpu", "s0.ckpt", "s0.log", "--to-seq", seq, "-o", &out,
             ],
         );
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
     }
-    let o = run(d, &["diff", "s0.ckpt", "s1.ckpt", "--emit-log", "series.log"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    ok(d, &["diff", "s0.ckpt", "s1.ckpt", "--emit-log", "series.log"]);
     for i in 2..=3 {
         let b = format!("s{i}.ckpt");
-        let o = run(
+        ok(
             d,
             &[
                 "diff",
@@ -569,11 +545,10 @@ fn a_series_of_snapshots_becomes_one_checkpoint_and_one_log_with_append() {
                 "--append",
             ],
         );
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
         let o = run(d, &["diff", "-q", "s0.ckpt", "--a-log", "series.log", &b]);
         assert_eq!(code(&o), 0, "after appending, base + series.log is snapshot {i}");
     }
-    assert_eq!(state_hash(d, &["s0.ckpt", "series.log"]), state_hash(d, &["s3.ckpt"]));
+    assert_eq!(replay_hash(d, &["s0.ckpt", "series.log"]), replay_hash(d, &["s3.ckpt"]));
     // Appending from a state that is not the log's end is refused.
     let o = run(
         d,

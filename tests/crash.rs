@@ -16,8 +16,11 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::{ok, replay_hash};
 use mmsb::format::checkpoint::{Checkpoint, PageSpec, write_checkpoint};
 use mmsb::format::log::{Durability, Log, LogOptions, LogWriter, recover};
 use mmsb::format::record::{Delta, Op};
@@ -288,27 +291,6 @@ fn run_and_kill(dir: &std::path::Path, args: &[&str], target: &str, kill_at: u64
     }
 }
 
-fn cli(dir: &std::path::Path, args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_mmsb"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "mmsb {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn replayed_hash(dir: &std::path::Path, args: &[&str]) -> String {
-    let mut a = vec!["replay", "--device", "cpu", "--json"];
-    a.extend_from_slice(args);
-    let v: serde_json::Value = serde_json::from_str(&cli(dir, &a)).unwrap();
-    v["state_hash"].as_str().unwrap().to_string()
-}
-
 #[test]
 fn a_killed_compact_leaves_the_old_output_or_the_whole_new_one() {
     let trials: u64 = std::env::var("MMSB_CRASH_TRIALS")
@@ -319,7 +301,7 @@ fn a_killed_compact_leaves_the_old_output_or_the_whole_new_one() {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    cli(
+    ok(
         d,
         &[
             "gen",
@@ -333,7 +315,7 @@ fn a_killed_compact_leaves_the_old_output_or_the_whole_new_one() {
             "3000",
         ],
     );
-    cli(
+    ok(
         d,
         &[
             "gen",
@@ -349,7 +331,7 @@ fn a_killed_compact_leaves_the_old_output_or_the_whole_new_one() {
             "9",
         ],
     );
-    let want = replayed_hash(d, &["a.ckpt", "a.log"]);
+    let want = replay_hash(d, &["a.ckpt", "a.log"]);
     let old = std::fs::read(d.join("old.ckpt")).unwrap();
     let ckpt_len = std::fs::metadata(d.join("a.ckpt")).unwrap().len();
     let (mut killed, mut finished) = (0, 0);
@@ -367,11 +349,11 @@ fn a_killed_compact_leaves_the_old_output_or_the_whole_new_one() {
         let now = std::fs::read(d.join("out.ckpt")).unwrap();
         if now != old {
             assert_eq!(
-                replayed_hash(d, &["out.ckpt"]),
+                replay_hash(d, &["out.ckpt"]),
                 want,
                 "trial {trial}: a new output is whole"
             );
-            cli(d, &["verify", "out.ckpt"]);
+            ok(d, &["verify", "out.ckpt"]);
         }
         assert!(!was_killed || remove_temporaries(d) <= 1, "trial {trial}");
         (killed, finished) = if was_killed {
@@ -386,7 +368,7 @@ fn a_killed_compact_leaves_the_old_output_or_the_whole_new_one() {
         run_and_kill(d, &["compact", "--log-only", "a.log", "-o", "m.log"], "m.log", kill_at);
         if d.join("m.log").exists() {
             assert_eq!(
-                replayed_hash(d, &["a.ckpt", "m.log"]),
+                replay_hash(d, &["a.ckpt", "m.log"]),
                 want,
                 "trial {trial}: the merged log is whole"
             );
@@ -395,5 +377,5 @@ fn a_killed_compact_leaves_the_old_output_or_the_whole_new_one() {
     }
     assert!(killed + finished == trials as usize);
     // Inputs untouched throughout.
-    assert_eq!(replayed_hash(d, &["a.ckpt", "a.log"]), want);
+    assert_eq!(replay_hash(d, &["a.ckpt", "a.log"]), want);
 }

@@ -3,6 +3,7 @@
 //! `compact` and `diff --emit-log` write replays to that same state.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use mmsb::compact::{compact_checkpoint, compact_log};
 use mmsb::diff::{DiffSide, EmitTarget, diff, emit_log};
@@ -183,6 +184,53 @@ fn compression() -> impl Strategy<Value = Compression> {
     ]
 }
 
+/// Writes `initial` as a checkpoint `m.ckpt` (pages 0, 3, 6, ... at epoch 0) and `ops`, made
+/// concrete, as a log `m.log` in `dir`. Returns the checkpoint's path, the log's, and the model
+/// after each record written (index 0: the checkpoint itself).
+fn write_workload(dir: &Path, initial: &[Vec<u8>], ops: &[RawOp], opts: LogOptions) -> (PathBuf, PathBuf, Vec<Model>) {
+    let ckpt_path = dir.join("m.ckpt");
+    let pages: Vec<(PageSpec, &[u8])> = initial
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let spec = PageSpec {
+                id: i as u64 * 3,
+                len: d.len() as u64,
+                epoch: 0,
+                meta: PageMeta::default(),
+            };
+            (spec, &d[..])
+        })
+        .collect();
+    write_checkpoint(&ckpt_path, BTreeMap::new(), pages).unwrap();
+    let base = Checkpoint::open(&ckpt_path).unwrap().state_hash();
+    let mut model: Model = initial
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i as u64 * 3, (d.clone(), 0)))
+        .collect();
+    let log_dir = dir.join("m.log");
+    let mut w = LogWriter::create(&log_dir, base, 1, opts).unwrap();
+    let mut next_id = 1000;
+    let mut models_after = vec![model.clone()];
+    for raw in ops {
+        let epoch = w.next_seq();
+        if let Some((id, owned)) = concretize(raw, &mut model, epoch, &mut next_id) {
+            let d = Delta {
+                page_id: id,
+                epoch,
+                timestamp_ns: epoch,
+                source: "prop".into(),
+                op: owned.op(),
+            };
+            w.append(&d).unwrap();
+            models_after.push(model.clone());
+        }
+    }
+    w.finish().unwrap();
+    (ckpt_path, log_dir, models_after)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
@@ -195,26 +243,10 @@ proptest! {
         stop in any::<u16>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let ckpt_path = dir.path().join("m.ckpt");
-        let pages: Vec<(PageSpec, &[u8])> = initial.iter().enumerate().map(|(i, d)| (PageSpec { id: i as u64 * 3, len: d.len() as u64, epoch: 0, meta: PageMeta::default() }, &d[..])).collect();
-        write_checkpoint(&ckpt_path, BTreeMap::new(), pages).unwrap();
-        let ckpt = Checkpoint::open(&ckpt_path).unwrap();
-        let mut model: Model = initial.iter().enumerate().map(|(i, d)| (i as u64 * 3, (d.clone(), 0))).collect();
-        prop_assert_eq!(ckpt.state_hash(), model_hash(&model));
-
-        let log_dir = dir.path().join("m.log");
         let opts = LogOptions { segment_size, durability: Durability::Never, compression: comp };
-        let mut w = LogWriter::create(&log_dir, ckpt.state_hash(), 1, opts).unwrap();
-        let mut next_id = 1000;
-        let mut models_after = vec![model.clone()];
-        for raw in &ops {
-            let epoch = w.next_seq();
-            if let Some((id, owned)) = concretize(raw, &mut model, epoch, &mut next_id) {
-                w.append(&Delta { page_id: id, epoch, timestamp_ns: epoch, source: "prop".into(), op: owned.op() }).unwrap();
-                models_after.push(model.clone());
-            }
-        }
-        w.finish().unwrap();
+        let (ckpt_path, log_dir, models_after) = write_workload(dir.path(), &initial, &ops, opts);
+        let ckpt = Checkpoint::open(&ckpt_path).unwrap();
+        prop_assert_eq!(ckpt.state_hash(), model_hash(&models_after[0]));
         let log = Log::open(&[log_dir]).unwrap();
         prop_assert!(log.problems().is_empty());
 
@@ -238,27 +270,12 @@ proptest! {
         stop in any::<u16>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let ckpt_path = dir.path().join("m.ckpt");
-        let pages: Vec<(PageSpec, &[u8])> = initial.iter().enumerate().map(|(i, d)| (PageSpec { id: i as u64 * 3, len: d.len() as u64, epoch: 0, meta: PageMeta::default() }, &d[..])).collect();
-        write_checkpoint(&ckpt_path, BTreeMap::new(), pages).unwrap();
-        let ckpt = Checkpoint::open(&ckpt_path).unwrap();
-        let mut model: Model = initial.iter().enumerate().map(|(i, d)| (i as u64 * 3, (d.clone(), 0))).collect();
-        let log_dir = dir.path().join("m.log");
         let opts = LogOptions { segment_size: 1 << 20, durability: Durability::Never, compression: Compression::None };
-        let mut w = LogWriter::create(&log_dir, ckpt.state_hash(), 1, opts).unwrap();
-        let mut next_id = 1000;
-        let mut models_after = vec![model.clone()];
-        for raw in &ops {
-            let epoch = w.next_seq();
-            if let Some((id, owned)) = concretize(raw, &mut model, epoch, &mut next_id) {
-                w.append(&Delta { page_id: id, epoch, timestamp_ns: epoch, source: "prop".into(), op: owned.op() }).unwrap();
-                models_after.push(model.clone());
-            }
-        }
-        w.finish().unwrap();
+        let (ckpt_path, log_dir, models_after) = write_workload(dir.path(), &initial, &ops, opts);
+        let ckpt = Checkpoint::open(&ckpt_path).unwrap();
         let n = models_after.len() - 1;
         let k = stop as u64 % (n as u64 + 1);
-        let replayed = |ck: &Checkpoint, logs: &[std::path::PathBuf]| -> Model {
+        let replayed = |ck: &Checkpoint, logs: &[PathBuf]| -> Model {
             let mut state = State::from_checkpoint(ck, true).unwrap();
             if !logs.is_empty() {
                 state.replay(&Log::open(logs).unwrap(), ReplayLimit::default()).unwrap();

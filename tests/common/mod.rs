@@ -23,6 +23,23 @@ pub fn run(dir: &Path, args: &[&str]) -> Output {
     mmsb(dir).args(args).output().expect("mmsb runs")
 }
 
+/// Runs `mmsb ARGS` in `dir` and asserts that it succeeded (showing its stderr if not).
+pub fn ok(dir: &Path, args: &[&str]) -> Output {
+    let o = run(dir, args);
+    assert_eq!(code(&o), 0, "mmsb {args:?}: {}", stderr(&o));
+    o
+}
+
+/// The state hash `mmsb replay --device cpu ARGS` prints.
+pub fn replay_hash(dir: &Path, args: &[&str]) -> String {
+    let mut a = vec!["replay", "--device", "cpu", "--json"];
+    a.extend_from_slice(args);
+    json(&ok(dir, &a))["state_hash"]
+        .as_str()
+        .expect("a state hash")
+        .to_string()
+}
+
 /// Exit code, stdout and stderr of a run.
 pub fn code(o: &Output) -> i32 {
     o.status.code().expect("exited, not killed")
