@@ -147,8 +147,10 @@ fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: 
     store
         .verify_against(&ckpt)
         .unwrap_or_else(|e| panic!("{name}: loaded bytes: {e}"));
+    // The files are opened while they upload, without their record checksums, which the
+    // device checks.
     let (summary, stats) = store
-        .apply_log(&log, ckpt.head(), ReplayLimit::default(), &|_, _| true)
+        .apply_log_files(std::slice::from_ref(&lg), ckpt.head(), ReplayLimit::default(), &|_, _| true)
         .unwrap();
     assert_eq!(summary.records, o.deltas, "{name}");
     let ids: Vec<u64> = store.page_ids().collect();
@@ -168,11 +170,11 @@ fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: 
     }
     assert_eq!(store.state_hash().unwrap(), cpu.state_hash(), "{name}: GPU state hash");
     eprintln!(
-        "{name}: {} pages equal; {} copies, {} masked, {} waves, {} structural",
+        "{name}: {} pages equal; {} copies, {} masked, {} tiles, {} structural",
         cpu.pages().len(),
         stats.copies,
         stats.masked,
-        stats.waves,
+        stats.tiles,
         stats.structural
     );
 }
@@ -318,6 +320,66 @@ fn gpu_pages_can_be_evicted_restored_and_written_back() {
     let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
     cpu.replay(&log, ReplayLimit::default()).unwrap();
     assert_eq!(Checkpoint::open(&out).unwrap().state_hash(), cpu.state_hash());
+}
+
+/// A log opened without its record checksums has them checked on the device: a damaged record
+/// in the middle fails the apply with the CPU's verdict, and a damaged last record is a torn
+/// tail left out, as on the CPU.
+#[test]
+fn gpu_checks_record_checksums_and_gives_the_cpu_verdict() {
+    let Some(gpu) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let o = GenOptions {
+        seed: 5,
+        pages: 8,
+        total_size: 1 << 20,
+        deltas: 300,
+        ..Default::default()
+    };
+    let ck = dir.path().join("c.ckpt");
+    let lg = dir.path().join("c.log");
+    generate(&ck, Some(&lg), &o).unwrap();
+    let ckpt = Checkpoint::open(&ck).unwrap();
+    let seg = mmsb::format::log::segment_path(&lg, 0);
+    let good = std::fs::read(&seg).unwrap();
+    let frames = Log::open(&[&lg]).unwrap().segments()[0].frames().to_vec();
+    let flip = |frame: usize| {
+        let mut b = good.clone();
+        let at = frames[frame].payload_offset() as usize + frames[frame].payload_len as usize / 2;
+        b[at] ^= 0x40;
+        std::fs::write(&seg, &b).unwrap();
+    };
+
+    flip(100);
+    let cpu_err = Log::open(&[&lg]).unwrap().check().unwrap_err().to_string();
+    let deferred = Log::open_deferred(&[&lg]).unwrap();
+    assert!(
+        deferred.problems().is_empty(),
+        "the header scan cannot see a payload flip"
+    );
+    let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+    let err = store
+        .apply_log(&deferred, ckpt.head(), ReplayLimit::default(), &|_, _| true)
+        .unwrap_err();
+    assert_eq!(err.to_string(), cpu_err);
+
+    flip(frames.len() - 1);
+    let checked = Log::open(&[&lg]).unwrap();
+    assert!(checked.torn_tail().is_some());
+    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    let cpu_summary = cpu.replay(&checked, ReplayLimit::default()).unwrap();
+    let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+    let (summary, _) = store
+        .apply_log(
+            &Log::open_deferred(&[&lg]).unwrap(),
+            ckpt.head(),
+            ReplayLimit::default(),
+            &|_, _| true,
+        )
+        .unwrap();
+    assert_eq!(summary, cpu_summary);
+    assert_eq!(summary.records, 299);
+    assert_eq!(store.state_hash().unwrap(), cpu.state_hash());
 }
 
 /// Sharded and replicated restores on two devices (two contexts of device 0 when the machine has

@@ -189,8 +189,9 @@ enum FrameFault {
     Invalid(ParseError),
 }
 
-/// Reads the frame at `at`.
-fn read_frame(bytes: &[u8], at: u64) -> Result<FrameRef, FrameFault> {
+/// Reads the frame at `at`; with `check_payload` false the record checksum (over the payload) is
+/// left to the caller, and only the header's checksum and fields are checked.
+fn read_frame(bytes: &[u8], at: u64, check_payload: bool) -> Result<FrameRef, FrameFault> {
     let rest = &bytes[at as usize..];
     let Some(h) = rest.get(..FRAME_HEADER_LEN) else {
         return Err(FrameFault::Tearable(format!(
@@ -211,7 +212,7 @@ fn read_frame(bytes: &[u8], at: u64) -> Result<FrameRef, FrameFault> {
         )));
     }
     let payload = &rest[FRAME_HEADER_LEN..FRAME_HEADER_LEN + payload_len as usize];
-    if crc32c::crc32c_append(crc32c(&h[..28]), payload) != word(28) {
+    if check_payload && crc32c::crc32c_append(crc32c(&h[..28]), payload) != word(28) {
         return Err(FrameFault::Tearable("record checksum mismatch".into()));
     }
     let (kind, flags) = (h[16], h[17]);
@@ -250,7 +251,7 @@ fn read_frame(bytes: &[u8], at: u64) -> Result<FrameRef, FrameFault> {
 /// True when a whole, valid frame starts anywhere after `from` (the torn-tail test).
 fn valid_frame_after(bytes: &[u8], from: u64) -> bool {
     let end = bytes.len().saturating_sub(FRAME_HEADER_LEN - 1) as u64;
-    (from + 1..end).any(|at| read_frame(bytes, at).is_ok())
+    (from + 1..end).any(|at| read_frame(bytes, at, true).is_ok())
 }
 
 /// How a segment's records end.
@@ -277,6 +278,7 @@ pub struct Segment {
     header: SegmentHeader,
     frames: Vec<FrameRef>,
     end: SegmentEnd,
+    payloads_checked: bool,
 }
 
 impl Segment {
@@ -285,14 +287,48 @@ impl Segment {
         // Every byte of a segment is read (the frame scan checks every CRC): map it whole.
         let map = ReadOnlyMap::open_with(path, true)?;
         let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
-        let (frames, end) = scan(map.bytes(), &header);
+        let (frames, end) = scan(map.bytes(), &header, true);
         Ok(Segment {
             path: path.to_owned(),
             map,
             header,
             frames,
             end,
+            payloads_checked: true,
         })
+    }
+
+    /// Like [`Segment::open`], but reads only the frame headers: the record checksums over the
+    /// payloads are left unchecked (see [`Log::open_deferred`]). A segment whose frames do not
+    /// end cleanly is scanned again in full, so its damage is classified exactly as by `open`.
+    pub fn open_deferred(path: &Path) -> Result<Segment> {
+        // Only one header per record is touched: no need to populate the whole mapping.
+        let map = ReadOnlyMap::open_with(path, false)?;
+        let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
+        let (frames, end) = scan(map.bytes(), &header, false);
+        if end != SegmentEnd::Clean {
+            return Segment::open(path);
+        }
+        Ok(Segment {
+            path: path.to_owned(),
+            map,
+            header,
+            frames,
+            end,
+            payloads_checked: false,
+        })
+    }
+
+    /// Whether the record checksum of every listed frame was checked when the segment was read.
+    pub fn payloads_checked(&self) -> bool {
+        self.payloads_checked
+    }
+
+    /// The record checksum stored in a frame's header: the CRC32C of the header's first 28
+    /// bytes followed by the stored payload.
+    pub fn record_checksum(&self, f: &FrameRef) -> u32 {
+        let at = f.offset as usize + 28;
+        u32::from_le_bytes(self.map.bytes()[at..at + 4].try_into().expect("4 bytes"))
     }
 
     /// The file's path.
@@ -348,12 +384,74 @@ impl Segment {
 
 /// Finds the whole frames of a segment and how they end. Sequence numbers must run on from
 /// the header's `first_seq` without gaps.
-fn scan(bytes: &[u8], header: &SegmentHeader) -> (Vec<FrameRef>, SegmentEnd) {
+fn scan(bytes: &[u8], header: &SegmentHeader, check_payloads: bool) -> (Vec<FrameRef>, SegmentEnd) {
+    if let Some(frames) = scan_in_parallel(bytes, header, check_payloads) {
+        return (frames, SegmentEnd::Clean);
+    }
+    scan_in_order(bytes, header, check_payloads)
+}
+
+/// Bytes of a segment per parallel scan piece.
+const SCAN_PIECE: u64 = 8 << 20;
+/// How far past a piece's start a scan looks for the first frame header.
+const SCAN_PROBE: u64 = 256 << 10;
+
+/// The frames of a clean segment, found by several threads: each piece of the segment is walked
+/// from the first offset in it where a valid frame header starts. A walk must end exactly where
+/// the next piece's walk begins, which makes every start a link of the one chain of frames from
+/// the segment's header; together with gapless sequence numbers, the result is the in-order
+/// scan's. `None` (scan in order) when that does not hold, when any frame is damaged, or when the
+/// segment is small.
+fn scan_in_parallel(bytes: &[u8], header: &SegmentHeader, check_payloads: bool) -> Option<Vec<FrameRef>> {
+    use rayon::prelude::*;
+    let first = u64::from(header.header_len);
+    let len = bytes.len() as u64;
+    let pieces = (len.saturating_sub(first) / SCAN_PIECE).min(64);
+    if pieces < 2 {
+        return None;
+    }
+    // The first frame start at or after each piece's nominal start.
+    let mut starts: Vec<u64> = (1..pieces)
+        .into_par_iter()
+        .map(|k| {
+            let from = first + k * (len - first) / pieces;
+            let until = (from + SCAN_PROBE).min(len.saturating_sub(FRAME_HEADER_LEN as u64 - 1));
+            (from..until).find(|&at| read_frame(bytes, at, false).is_ok())
+        })
+        .collect::<Option<Vec<u64>>>()?;
+    starts.insert(0, first);
+    starts.push(len);
+    if starts.windows(2).any(|w| w[0] >= w[1]) {
+        return None;
+    }
+    let walks: Vec<Vec<FrameRef>> = starts
+        .par_windows(2)
+        .map(|w| {
+            let mut frames = Vec::new();
+            let mut at = w[0];
+            while at < w[1] {
+                let f = read_frame(bytes, at, check_payloads).ok()?;
+                at += f.frame_len();
+                frames.push(f);
+            }
+            (at == w[1]).then_some(frames)
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let frames: Vec<FrameRef> = walks.concat();
+    let gapless = frames
+        .iter()
+        .enumerate()
+        .all(|(i, f)| f.seq == header.first_seq + i as u64);
+    gapless.then_some(frames)
+}
+
+/// Finds the frames one after another, and classifies the damage where they stop.
+fn scan_in_order(bytes: &[u8], header: &SegmentHeader, check_payloads: bool) -> (Vec<FrameRef>, SegmentEnd) {
     let mut frames = Vec::new();
     let mut at = u64::from(header.header_len);
     let mut expected = header.first_seq;
     while at < bytes.len() as u64 {
-        match read_frame(bytes, at) {
+        match read_frame(bytes, at, check_payloads) {
             Ok(f) if f.seq != expected => {
                 let end = SegmentEnd::Damaged {
                     offset: at + 8,
@@ -474,12 +572,38 @@ impl Log {
     /// log: the same base state, segment numbers 0, 1, 2, ... and gapless sequence numbers.
     /// Problems in the bytes are collected in [`Log::problems`]; only I/O errors fail the call.
     pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<Log> {
+        Log::open_with(paths, Segment::open)
+    }
+
+    /// Opens a log reading only its frame headers: the record checksums over the payloads are
+    /// not checked ([`Log::payloads_checked`] is false), which saves reading every payload byte
+    /// on the CPU. For a reader that checks them elsewhere before using any record (the GPU
+    /// apply checks them on the device), and that calls [`Log::reopen_checked`] when one fails.
+    /// Everything else (headers, chaining, sequence numbers, damage) is checked as by
+    /// [`Log::open`].
+    pub fn open_deferred<P: AsRef<Path>>(paths: &[P]) -> Result<Log> {
+        Log::open_with(paths, Segment::open_deferred)
+    }
+
+    /// The same segments opened again with every checksum checked: the exact verdict on a log
+    /// opened with [`Log::open_deferred`] whose record checksums did not all match.
+    pub fn reopen_checked(&self) -> Result<Log> {
+        let paths: Vec<&Path> = self.segments.iter().map(|s| s.path()).collect();
+        Log::open(&paths)
+    }
+
+    /// Whether every listed record's checksum has been checked.
+    pub fn payloads_checked(&self) -> bool {
+        self.segments.iter().all(|s| s.payloads_checked)
+    }
+
+    fn open_with<P: AsRef<Path>>(paths: &[P], open_segment: fn(&Path) -> Result<Segment>) -> Result<Log> {
         let mut problems = Vec::new();
         let mut segments = Vec::new();
-        // Segments are independent until chained: map and scan them (every CRC) in parallel.
+        // Segments are independent until chained: map and scan them in parallel.
         let opened: Vec<Result<Segment>> = {
             use rayon::prelude::*;
-            expand_paths(paths)?.par_iter().map(|p| Segment::open(p)).collect()
+            expand_paths(paths)?.par_iter().map(|p| open_segment(p)).collect()
         };
         for s in opened {
             match s {
@@ -1005,6 +1129,81 @@ mod tests {
             log.problems()[0]
         );
         assert!(recover(&[logdir], &dir.path().join("b")).is_err());
+    }
+
+    #[test]
+    fn the_parallel_scan_finds_the_in_order_scans_frames_or_declines() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = dir.path().join("big.log");
+        let opts = LogOptions {
+            segment_size: 64 << 20,
+            durability: Durability::Never,
+            compression: Compression::None,
+        };
+        let mut w = LogWriter::create(&logdir, StateHash([7; 32]), 1, opts).unwrap();
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for i in 0..1500u64 {
+            // Sizes from 1 byte to 70 KB, so pieces start inside payloads of every size.
+            let n = ((i * 7919) % 70_000 + 1) as usize;
+            w.append(&delta(i % 5, i + 1, &data[..n])).unwrap();
+        }
+        w.finish().unwrap();
+        let seg = segment_path(&logdir, 0);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        assert!(bytes.len() as u64 > 4 * SCAN_PIECE, "several pieces");
+        let header = SegmentHeader::parse(&bytes).unwrap();
+        let (in_order, end) = scan_in_order(&bytes, &header, true);
+        assert_eq!(end, SegmentEnd::Clean);
+        assert_eq!(in_order.len(), 1500);
+        for check in [true, false] {
+            assert_eq!(scan_in_parallel(&bytes, &header, check).as_deref(), Some(&in_order[..]));
+        }
+        // Damage anywhere: the parallel scan declines, and the in-order scan says what it is.
+        let mid = in_order[900].payload_offset() as usize + 3;
+        bytes[mid] ^= 1;
+        assert_eq!(scan_in_parallel(&bytes, &header, true), None);
+        let (frames, end) = scan(&bytes, &header, true);
+        assert_eq!(frames.len(), 900);
+        assert!(matches!(end, SegmentEnd::Damaged { tearable: false, .. }), "{end:?}");
+        // A header flip the deferred scan sees as well.
+        bytes[mid] ^= 1;
+        bytes[in_order[1200].offset as usize + 9] ^= 1;
+        assert_eq!(scan_in_parallel(&bytes, &header, false), None);
+        assert_eq!(scan(&bytes, &header, false).0.len(), 1200);
+    }
+
+    #[test]
+    fn a_deferred_open_reads_headers_only_and_reopening_gives_the_full_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = write_log(dir.path(), 5, LogOptions::default());
+        let seg = segment_path(&logdir, 0);
+        let mut b = std::fs::read(&seg).unwrap();
+        let frames = Log::open(&[&logdir]).unwrap().segments()[0].frames().to_vec();
+        // A payload byte of the second record: its header still checks.
+        b[frames[1].payload_offset() as usize + 40] ^= 1;
+        std::fs::write(&seg, &b).unwrap();
+        let deferred = Log::open_deferred(&[&logdir]).unwrap();
+        assert!(!deferred.payloads_checked());
+        assert!(deferred.problems().is_empty());
+        assert_eq!(deferred.segments()[0].frames(), &frames[..]);
+        let s = &deferred.segments()[0];
+        let f = &frames[1];
+        let stored = s.record_checksum(f);
+        let start = f.offset as usize;
+        let header = &s.bytes()[start..start + 28];
+        let payload = &s.bytes()[f.payload_offset() as usize..(f.payload_offset() + f.payload_len) as usize];
+        assert_ne!(crc32c::crc32c_append(crc32c(header), payload), stored);
+        let full = deferred.reopen_checked().unwrap();
+        assert!(full.payloads_checked());
+        assert_eq!(full.problems().len(), 1);
+        assert_eq!(full.segments()[0].frames().len(), 1);
+        // A torn header is found by the header scan too, and classified by a full scan.
+        b[frames[1].payload_offset() as usize + 40] ^= 1;
+        std::fs::write(&seg, &b[..frames[4].offset as usize + 10]).unwrap();
+        let deferred = Log::open_deferred(&[&logdir]).unwrap();
+        assert!(deferred.segments()[0].payloads_checked());
+        assert!(deferred.problems().is_empty());
+        assert_eq!(deferred.torn_tail().map(|t| t.offset), Some(frames[4].offset));
     }
 
     #[test]

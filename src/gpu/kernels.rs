@@ -6,6 +6,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 
 use super::driver::gpu_err;
+use super::plan::{TileRun, WriteDesc};
 use crate::error::{Error, Result};
 
 /// Kernel source. Descriptors are flat arrays of u64 so that the host side is plain `Vec<u64>`.
@@ -14,69 +15,8 @@ typedef unsigned long long u64;
 typedef unsigned int u32;
 typedef unsigned char u8;
 
-// copies[3*i .. 3*i+3] = {dst, src, len}: one block per descriptor.
-extern "C" __global__ void apply_copies(const u64* copies, u32 n) {
-    for (u32 i = blockIdx.x; i < n; i += gridDim.x) {
-        u8* dst = (u8*)copies[3 * i];
-        const u8* src = (const u8*)copies[3 * i + 1];
-        u64 len = copies[3 * i + 2];
-        if ((((u64)dst | (u64)src) & 15) == 0) {
-            u64 v = len / 16;
-            for (u64 j = threadIdx.x; j < v; j += blockDim.x) ((uint4*)dst)[j] = ((const uint4*)src)[j];
-            for (u64 j = v * 16 + threadIdx.x; j < len; j += blockDim.x) dst[j] = src[j];
-        } else {
-            for (u64 j = threadIdx.x; j < len; j += blockDim.x) dst[j] = src[j];
-        }
-    }
-}
-
-// masks[4*i .. 4*i+4] = {dst, mask, values, len}: byte dst[k] takes the next value where bit k
-// of the mask is set. One block per descriptor; a block-wide scan of popcounts places values.
-extern "C" __global__ void apply_masked(const u64* masks, u32 n) {
-    __shared__ u64 warp_sums[32];
-    const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    for (u32 i = blockIdx.x; i < n; i += gridDim.x) {
-        u8* dst = (u8*)masks[4 * i];
-        const u8* mask = (const u8*)masks[4 * i + 1];
-        const u8* vals = (const u8*)masks[4 * i + 2];
-        u64 nbytes = (masks[4 * i + 3] + 7) / 8;
-        u64 running = 0;
-        for (u64 t0 = 0; t0 < nbytes; t0 += blockDim.x) {
-            u64 k = t0 + threadIdx.x;
-            u32 bits = k < nbytes ? mask[k] : 0;
-            u64 c = __popc(bits);
-            u64 x = c;
-            for (int o = 1; o < 32; o <<= 1) {
-                u64 y = __shfl_up_sync(0xffffffffu, x, o);
-                if (lane >= (u32)o) x += y;
-            }
-            if (lane == 31) warp_sums[warp] = x;
-            __syncthreads();
-            if (warp == 0) {
-                u64 s = lane < nwarps ? warp_sums[lane] : 0;
-                for (int o = 1; o < 32; o <<= 1) {
-                    u64 y = __shfl_up_sync(0xffffffffu, s, o);
-                    if (lane >= (u32)o) s += y;
-                }
-                if (lane < nwarps) warp_sums[lane] = s;
-            }
-            __syncthreads();
-            u64 v = running + x - c + (warp > 0 ? warp_sums[warp - 1] : 0);
-            u64 total = warp_sums[nwarps - 1];
-            while (bits) {
-                int b = __ffs(bits) - 1;
-                dst[k * 8 + b] = vals[v++];
-                bits &= bits - 1;
-            }
-            __syncthreads();
-            running += total;
-        }
-    }
-}
-
-// CRC32C (Castagnoli, reflected, init and xorout 0xFFFFFFFF) of chunks[i] = base + off[i], len[i].
-extern "C" __global__ void crc32c_chunks(u64 base, const u64* off, const u32* len, u32 n, u32* out) {
-    __shared__ u32 T[4][256];
+// CRC32C (Castagnoli, reflected, init and xorout 0xFFFFFFFF) tables, slicing by four.
+__device__ void crc32c_tables(u32 T[4][256]) {
     for (u32 i = threadIdx.x; i < 256; i += blockDim.x) {
         u32 c = i;
         for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
@@ -87,21 +27,116 @@ extern "C" __global__ void crc32c_chunks(u64 base, const u64* off, const u32* le
         for (u32 i = threadIdx.x; i < 256; i += blockDim.x) T[t][i] = (T[t - 1][i] >> 8) ^ T[0][T[t - 1][i] & 0xff];
         __syncthreads();
     }
+}
+
+__device__ u32 crc32c_update(const u32 T[4][256], u32 crc, const u8* p, u64 l) {
+    u64 j = 0;
+    while (j < l && (((u64)(p + j)) & 15)) { crc = T[0][(crc ^ p[j]) & 0xff] ^ (crc >> 8); j++; }
+    for (; j + 16 <= l; j += 16) {
+        uint4 q = *(const uint4*)(p + j);
+        u32 w[4] = {q.x, q.y, q.z, q.w};
+        #pragma unroll
+        for (int k = 0; k < 4; k++) {
+            u32 x = w[k] ^ crc;
+            crc = T[3][x & 0xff] ^ T[2][(x >> 8) & 0xff] ^ T[1][(x >> 16) & 0xff] ^ T[0][x >> 24];
+        }
+    }
+    for (; j < l; j++) crc = T[0][(crc ^ p[j]) & 0xff] ^ (crc >> 8);
+    return crc;
+}
+
+// CRC32C of chunks[i] = base + off[i], len[i] & 0x7FFFFFFF. Where the top bit of len[i] is set,
+// the chunk is the first piece of a log record's payload, and its CRC starts over the 28 bytes
+// of the frame header 32 bytes before it (the record checksum covers header then payload).
+extern "C" __global__ void crc32c_chunks(u64 base, const u64* off, const u32* len, u32 n, u32* out) {
+    __shared__ u32 T[4][256];
+    crc32c_tables(T);
     for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         const u8* p = (const u8*)(base + off[i]);
-        u32 l = len[i], j = 0, crc = 0xFFFFFFFFu;
-        while (j < l && (((u64)(p + j)) & 15)) { crc = T[0][(crc ^ p[j]) & 0xff] ^ (crc >> 8); j++; }
-        for (; j + 16 <= l; j += 16) {
-            uint4 q = *(const uint4*)(p + j);
-            u32 w[4] = {q.x, q.y, q.z, q.w};
-            #pragma unroll
-            for (int k = 0; k < 4; k++) {
-                u32 x = w[k] ^ crc;
-                crc = T[3][x & 0xff] ^ T[2][(x >> 8) & 0xff] ^ T[1][(x >> 16) & 0xff] ^ T[0][x >> 24];
+        u32 l = len[i], crc = 0xFFFFFFFFu;
+        if (l & 0x80000000u) crc = crc32c_update(T, crc, p - 32, 28);
+        out[i] = ~crc32c_update(T, crc, p, l & 0x7FFFFFFFu);
+    }
+}
+
+// Runs batches of writes planned on the host (src/gpu/plan.rs). tiles[2t] = slot << 32 | tile
+// number, tiles[2t+1] = first entry | count << 32; entries[] index writes[] (4 u64 each: page
+// offset, length, source, slot | kind << 32 | value-base index << 34); pages[slot] is the page's
+// device address. One block runs one tile's writes in order, each clipped to the tile, so that
+// the last write to a byte lands last.
+#define TILE_SHIFT 16
+extern "C" __global__ void apply_tiles(const u64* tiles, u32 ntiles, const u32* entries, const u64* writes,
+                                       const u64* pages, const u64* vbase, u64 log_base, u64 extra_base) {
+    __shared__ u64 warp_sums[32];
+    const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    for (u32 t = blockIdx.x; t < ntiles; t += gridDim.x) {
+        const u64 key = tiles[2 * t], fc = tiles[2 * t + 1];
+        const u64 tile_no = key & 0xFFFFFFFFull;
+        const u64 lo = tile_no << TILE_SHIFT, hi = lo + (1ull << TILE_SHIFT);
+        u8* page = (u8*)pages[key >> 32];
+        const u32 first = (u32)fc, count = (u32)(fc >> 32);
+        for (u32 e = first; e < first + count; e++) {
+            const u64* w = writes + 4ull * entries[e];
+            const u64 off = w[0], len = w[1], src = w[2], sk = w[3];
+            const u32 kind = (u32)(sk >> 32) & 3u;
+            const u64 a = off > lo ? off : lo;
+            const u64 z = off + len < hi ? off + len : hi;
+            if (kind == 2) {
+                const u8 v = (u8)src;
+                for (u64 j = a + threadIdx.x; j < z; j += blockDim.x) page[j] = v;
+            } else {
+                const u8* s = (const u8*)((src >> 63) ? extra_base + (src & ~(1ull << 63)) : log_base + src);
+                if (kind == 0) {
+                    const u8* sp = s + (a - off);
+                    u8* dp = page + a;
+                    const u64 n = z - a;
+                    for (u64 j = threadIdx.x; j < n; j += blockDim.x) dp[j] = sp[j];
+                } else {
+                    const u8* vals = s + (len + 7) / 8;
+                    u64 running = vbase[(sk >> 34) + tile_no - (off >> TILE_SHIFT)];
+                    const u64 b0 = a - off, b1 = z - off;
+                    const u64 m0 = b0 >> 3, m1 = (b1 + 7) >> 3;
+                    for (u64 t0 = m0; t0 < m1; t0 += blockDim.x) {
+                        const u64 m = t0 + threadIdx.x;
+                        u32 bits = 0;
+                        if (m < m1) {
+                            bits = s[m];
+                            const u64 bit_lo = m * 8, bit_hi = bit_lo + 8;
+                            if (bit_lo < b0) bits &= 0xFFu << (u32)(b0 - bit_lo);
+                            if (bit_hi > b1) bits &= 0xFFu >> (u32)(bit_hi - b1);
+                            bits &= 0xFFu;
+                        }
+                        const u64 c = __popc(bits);
+                        u64 x = c;
+                        for (int o = 1; o < 32; o <<= 1) {
+                            u64 y = __shfl_up_sync(0xffffffffu, x, o);
+                            if (lane >= (u32)o) x += y;
+                        }
+                        if (lane == 31) warp_sums[warp] = x;
+                        __syncthreads();
+                        if (warp == 0) {
+                            u64 q = lane < nwarps ? warp_sums[lane] : 0;
+                            for (int o = 1; o < 32; o <<= 1) {
+                                u64 y = __shfl_up_sync(0xffffffffu, q, o);
+                                if (lane >= (u32)o) q += y;
+                            }
+                            if (lane < nwarps) warp_sums[lane] = q;
+                        }
+                        __syncthreads();
+                        u64 v = running + x - c + (warp > 0 ? warp_sums[warp - 1] : 0);
+                        const u64 total = warp_sums[nwarps - 1];
+                        while (bits) {
+                            const int b = __ffs(bits) - 1;
+                            page[off + m * 8 + b] = vals[v++];
+                            bits &= bits - 1;
+                        }
+                        __syncthreads();
+                        running += total;
+                    }
+                }
             }
+            __syncthreads();
         }
-        for (; j < l; j++) crc = T[0][(crc ^ p[j]) & 0xff] ^ (crc >> 8);
-        out[i] = ~crc;
     }
 }
 "#;
@@ -117,8 +152,7 @@ pub fn compile() -> Result<cudarc::nvrtc::Ptx> {
 
 /// The loaded kernels.
 pub struct Kernels {
-    copies: CudaFunction,
-    masked: CudaFunction,
+    tiles: CudaFunction,
     crc: CudaFunction,
     blocks: u32,
 }
@@ -133,8 +167,7 @@ impl Kernels {
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(gpu_err)?;
         Ok(Kernels {
-            copies: m.load_function("apply_copies").map_err(gpu_err)?,
-            masked: m.load_function("apply_masked").map_err(gpu_err)?,
+            tiles: m.load_function("apply_tiles").map_err(gpu_err)?,
             crc: m.load_function("crc32c_chunks").map_err(gpu_err)?,
             blocks: (sms.max(1) as u32) * 8,
         })
@@ -148,30 +181,46 @@ impl Kernels {
         }
     }
 
-    /// Launches the copy kernel over `desc` (3 u64 per copy) on `stream`.
-    pub fn apply_copies(&self, stream: &Arc<CudaStream>, desc: &CudaSlice<u64>, n: u32) -> Result<()> {
+    /// Launches `apply_tiles` over a batch uploaded by the caller: `ntiles` tiles, `entries`,
+    /// `writes`, `pages` (a device address per slot) and
+    /// `value_base`, with the sources resolved against `log_base` and `extra_base`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_tiles(
+        &self,
+        stream: &Arc<CudaStream>,
+        tiles: &CudaSlice<TileRun>,
+        ntiles: usize,
+        entries: &CudaSlice<u32>,
+        writes: &CudaSlice<WriteDesc>,
+        pages: &CudaSlice<u64>,
+        value_base: &CudaSlice<u64>,
+        log_base: u64,
+        extra_base: u64,
+    ) -> Result<()> {
+        let n = u32::try_from(ntiles).map_err(|_| Error::Gpu("too many tiles in one batch".into()))?;
         if n == 0 {
             return Ok(());
         }
-        let mut b = stream.launch_builder(&self.copies);
-        b.arg(desc).arg(&n);
-        // SAFETY: the kernel reads `n` descriptors from `desc` (3n u64, checked by the caller) and
-        // each descriptor's ranges lie in live device allocations (built from the page table).
+        let mut b = stream.launch_builder(&self.tiles);
+        b.arg(tiles)
+            .arg(&n)
+            .arg(entries)
+            .arg(writes)
+            .arg(pages)
+            .arg(value_base)
+            .arg(&log_base)
+            .arg(&extra_base);
+        // SAFETY: the plan (src/gpu/plan.rs) built every index in range of the arrays passed:
+        // entries index writes, tile keys name slots of `pages`, masked writes name their
+        // value-base entries; every write was bounds-checked against its page's length, and
+        // its source against the record it came from, which lies in the uploaded log or in
+        // the extra buffer.
         unsafe { b.launch(self.cfg(n)) }.map(|_| ()).map_err(gpu_err)
     }
 
-    /// Launches the masked-write kernel over `desc` (4 u64 per write).
-    pub fn apply_masked(&self, stream: &Arc<CudaStream>, desc: &CudaSlice<u64>, n: u32) -> Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        let mut b = stream.launch_builder(&self.masked);
-        b.arg(desc).arg(&n);
-        // SAFETY: as for `apply_copies`; mask and value ranges were checked against the record.
-        unsafe { b.launch(self.cfg(n)) }.map(|_| ()).map_err(gpu_err)
-    }
-
-    /// CRC32C of each chunk `base + off[i] .. + len[i]`, returned to the host.
+    /// CRC32C of each chunk `base + off[i] .. + len[i]`, returned to the host. A length with
+    /// bit 31 set marks the first payload piece of a log record: its CRC starts over the frame
+    /// header's first 28 bytes, 32 bytes before the chunk.
     pub fn crc32c_chunks(&self, stream: &Arc<CudaStream>, base: u64, off: &[u64], len: &[u32]) -> Result<Vec<u32>> {
         let n = off.len();
         if n == 0 {

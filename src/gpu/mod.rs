@@ -6,13 +6,16 @@
 //! - [`store::DevicePageStore`]: pages in device memory (pooled), unified memory or host-mapped
 //!   memory, with residency, eviction and safe page handles.
 //! - [`loader`]: file bytes to device memory through a ring of registered staging slots.
-//! - [`apply`]: log deltas applied by kernels, bit-identical to the CPU replay.
+//! - [`plan`]: the CPU half of applying a log: records checked and turned into tile-ordered
+//!   batches of writes.
+//! - [`apply`]: those batches run by a kernel, bit-identical to the CPU replay.
 
 pub mod apply;
 pub mod driver;
 pub mod kernels;
 pub mod loader;
 pub mod multi;
+pub mod plan;
 pub mod replay;
 pub mod store;
 

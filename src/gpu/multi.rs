@@ -187,7 +187,11 @@ pub fn replay_multi(
         .collect();
     let topen = Instant::now();
     let ckpt = Checkpoint::open(checkpoint)?;
-    let log = if logs.is_empty() { None } else { Some(Log::open(logs)?) };
+    let log = if logs.is_empty() {
+        None
+    } else {
+        Some(Log::open_deferred(logs)?)
+    };
     let mut t = MultiTimings {
         open: ms(topen),
         ..Default::default()

@@ -139,7 +139,11 @@ pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Resu
     }
     let topen = Instant::now();
     let ckpt = Checkpoint::open(checkpoint)?;
-    let log = if logs.is_empty() { None } else { Some(Log::open(logs)?) };
+    let log = if logs.is_empty() {
+        None
+    } else {
+        Some(Log::open_deferred(logs)?)
+    };
     let mut t = GpuTimings {
         open: ms(topen),
         ..Default::default()
@@ -298,8 +302,7 @@ pub fn bench_deltas(gpu: &Arc<Gpu>, checkpoint: &Path, logs: &[PathBuf], runs: u
         let (mut store, _) = DevicePageStore::load(gpu, &ckpt, &|_| true, &LoadOptions::default())?;
         gpu.synchronize()?;
         let t = Instant::now();
-        let log = Log::open(logs)?;
-        let (s, apply) = store.apply_log(&log, ckpt.head(), ReplayLimit::default(), &|_, _| true)?;
+        let (s, apply) = store.apply_log_files(logs, ckpt.head(), ReplayLimit::default(), &|_, _| true)?;
         let ms = ms(t);
         out.push(DeltaRun {
             log_open_to_applied_ms: ms,

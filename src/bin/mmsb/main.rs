@@ -932,7 +932,10 @@ fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
         if let Some(ap) = &r.apply {
             rows.push((
                 "delta kernels",
-                format!("{} copies, {} masked, {} wave(s)", ap.copies, ap.masked, ap.waves),
+                format!(
+                    "{} copies, {} masked, {} tile(s) in {} batch(es)",
+                    ap.copies, ap.masked, ap.tiles, ap.batches
+                ),
             ));
         }
         rows.extend([

@@ -1,0 +1,849 @@
+//! The CPU half of applying a log on the GPU: records are decoded and checked, and their writes
+//! become descriptors that the `apply_tiles` kernel runs (see [`super::kernels`]). This module
+//! needs no GPU, so its decisions are tested on every machine.
+//!
+//! Ordering. The bytes of each page are cut into tiles of [`TILE`] bytes. Every write is listed
+//! once for each tile it touches, and a tile's list is in sequence order. One thread block runs
+//! a tile's list from first to last, so where writes overlap, the later one lands last, as in
+//! the CPU replay; different tiles never share a byte, so they run in parallel.
+//!
+//! Speed. Records between two structural records (create, resize, delete) cannot change any
+//! page's length, so they are decoded and bounds-checked in parallel; only the epoch check
+//! (each record must advance its page's epoch) runs in sequence order, on a dense table.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::format::checkpoint::CheckpointHead;
+use crate::format::log::{FrameRef, Log, Segment};
+use crate::format::record::{Delta, OPTIONAL_TYPE_MIN, Op, PageShape, TYPE_CREATE, TYPE_DELETE, TYPE_RESIZE};
+use crate::page::PageMeta;
+use crate::replay::{ReplayLimit, ReplaySummary};
+
+/// log2 of [`TILE`].
+pub const TILE_SHIFT: u32 = 16;
+/// Bytes of a page that one thread block owns while applying a batch.
+pub const TILE: u64 = 1 << TILE_SHIFT;
+/// High bit of a descriptor source: the bytes are in the batch's `extra` buffer (decompressed
+/// payloads), not in the uploaded log.
+pub const EXTRA: u64 = 1 << 63;
+/// Descriptor kind: copy `len` bytes from `src`.
+pub const KIND_COPY: u64 = 0;
+/// Descriptor kind: masked write; the mask starts at `src`, the values follow the mask.
+pub const KIND_MASKED: u64 = 1;
+/// Descriptor kind: set `len` bytes to the value in `src`.
+pub const KIND_FILL: u64 = 2;
+
+/// One write, as the kernel reads it (four little-endian u64).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteDesc {
+    /// Offset in the page.
+    pub offset: u64,
+    /// Bytes the write covers.
+    pub len: u64,
+    /// Where the bytes are (offset in the uploaded log, or [`EXTRA`] | offset in `extra`), or
+    /// the fill value.
+    pub src: u64,
+    /// Bits 0..32: the page's slot in the batch; bits 32..34: the kind; bits 34..64: for a masked
+    /// write, its first entry in the batch's `value_base` table.
+    pub slot_kind: u64,
+}
+
+impl WriteDesc {
+    fn slot(&self) -> u32 {
+        self.slot_kind as u32
+    }
+    fn kind(&self) -> u64 {
+        (self.slot_kind >> 32) & 3
+    }
+    fn side(&self) -> u64 {
+        self.slot_kind >> 34
+    }
+}
+
+/// A tile's run of entries (two u64 for the kernel: key, then first | count << 32).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileRun {
+    /// slot << 32 | tile number in the page.
+    pub key: u64,
+    /// First entry (low 32 bits) and number of entries (high 32 bits).
+    pub first_count: u64,
+}
+
+/// Writes between two structural records, ready for the kernel.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    /// Page id of each slot.
+    pub pages: Vec<u64>,
+    /// The writes, in sequence order.
+    pub writes: Vec<WriteDesc>,
+    /// Per tile entry: the write's index; grouped by tile, in sequence order within a tile.
+    pub entries: Vec<u32>,
+    /// The tiles.
+    pub tiles: Vec<TileRun>,
+    /// For masked writes: how many values come before each tile the write touches.
+    pub value_base: Vec<u64>,
+    /// Decompressed payload bytes that writes refer to.
+    pub extra: Vec<u8>,
+}
+
+/// One step of a plan, run in order.
+#[derive(Debug)]
+pub enum Step {
+    /// Run a batch of writes.
+    Writes(WriteBatch),
+    /// Allocate a page of zero bytes.
+    Create {
+        /// Page id.
+        page_id: u64,
+        /// Length.
+        len: u64,
+        /// Its metadata.
+        meta: PageMeta,
+    },
+    /// Drop a page.
+    Delete {
+        /// Page id.
+        page_id: u64,
+    },
+    /// Truncate or zero-extend a page.
+    Resize {
+        /// Page id.
+        page_id: u64,
+        /// New length.
+        len: u64,
+    },
+}
+
+/// What the records of a log do to the pages of a store.
+#[derive(Debug, Default)]
+pub struct ApplyPlan {
+    /// The steps.
+    pub steps: Vec<Step>,
+    /// Records applied, bytes written, last sequence number.
+    pub summary: ReplaySummary,
+    /// Epoch after the log of every present page that a record touched.
+    pub epochs: Vec<(u64, u64)>,
+    /// Structural records (create, resize, delete).
+    pub structural: u64,
+    /// Of the planning time: decoding and bounds checks (parallel), ms.
+    pub parse_ms: f64,
+    /// Of the planning time: epoch checks in sequence order and gathering writes, ms.
+    pub check_ms: f64,
+    /// Of the planning time: listing and sorting tile entries, ms.
+    pub tiles_ms: f64,
+}
+
+/// Where in the uploaded log bytes each segment starts (segments back to back).
+pub fn segment_bases(log: &Log) -> Vec<u64> {
+    let mut at = 0;
+    log.segments()
+        .iter()
+        .map(|s| {
+            let b = at;
+            at += s.file_len();
+            b
+        })
+        .collect()
+}
+
+/// The pages' shapes and where each is: a slot per page id ever seen.
+struct Pages {
+    slot_of: HashMap<u64, u32>,
+    ids: Vec<u64>,
+    shape: Vec<Option<PageShape>>,
+    present: Vec<bool>,
+    touched: Vec<bool>,
+}
+
+impl Pages {
+    fn slot(&mut self, id: u64) -> u32 {
+        if let Some(s) = self.slot_of.get(&id) {
+            return *s;
+        }
+        let s = self.ids.len() as u32;
+        self.slot_of.insert(id, s);
+        self.ids.push(id);
+        self.shape.push(None);
+        self.present.push(false);
+        self.touched.push(false);
+        s
+    }
+}
+
+/// A record as the parallel pass leaves it.
+#[derive(Clone, Copy)]
+struct Decoded {
+    state: RecordState,
+    slot: u32,
+    epoch: u64,
+    bytes: u64,
+    /// End of the record's writes / value-base entries / extra bytes in its chunk.
+    writes_end: u32,
+    side_end: u32,
+    extra_end: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RecordState {
+    /// Checked against the page's length; writes listed when the page is present.
+    Ok,
+    /// An optional record type this build does not know.
+    Unknown,
+    /// Fails to decode or to check: the sequential pass produces the exact error.
+    Bad,
+}
+
+#[derive(Default)]
+struct Chunk {
+    records: Vec<Decoded>,
+    writes: Vec<WriteDesc>,
+    side: Vec<u64>,
+    extra: Vec<u8>,
+}
+
+/// Consecutive records of one segment: its index and their frames.
+type Span<'a> = (usize, &'a [FrameRef]);
+
+/// Plans the pending run of writes (if any) and empties it. False when the epoch limit stopped
+/// the replay inside it.
+fn flush_run(
+    log: &Log,
+    seg_base: &[u64],
+    run: &mut Vec<Span>,
+    pages: &mut Pages,
+    limit: ReplayLimit,
+    out: &mut ApplyPlan,
+) -> Result<bool> {
+    if run.is_empty() {
+        return Ok(true);
+    }
+    let (batch, stopped) = plan_writes(log, seg_base, run, pages, limit, out)?;
+    run.clear();
+    if !batch.writes.is_empty() {
+        out.steps.push(Step::Writes(batch));
+    }
+    Ok(!stopped)
+}
+
+/// Plans applying `log` (up to `limit`) to a store holding the pages for which `present`
+/// is true, loaded from the checkpoint whose index is `head`. Every record is checked against
+/// the shapes of all the checkpoint's pages, also those not present; pages the log creates are
+/// kept when `keep_created` accepts them. `seg_base` is from [`segment_bases`].
+pub fn plan(
+    log: &Log,
+    seg_base: &[u64],
+    head: &CheckpointHead,
+    present: &dyn Fn(u64) -> bool,
+    limit: ReplayLimit,
+    keep_created: &dyn Fn(u64, &PageMeta) -> bool,
+) -> Result<ApplyPlan> {
+    let mut pages = Pages {
+        slot_of: HashMap::with_capacity(head.pages.len()),
+        ids: Vec::with_capacity(head.pages.len()),
+        shape: Vec::with_capacity(head.pages.len()),
+        present: Vec::with_capacity(head.pages.len()),
+        touched: Vec::with_capacity(head.pages.len()),
+    };
+    for p in &head.pages {
+        let s = pages.slot(p.id);
+        pages.shape[s as usize] = Some(PageShape {
+            len: p.len,
+            epoch: p.epoch,
+        });
+        pages.present[s as usize] = present(p.id);
+    }
+    // The records in sequence order, as slices of the segments' frame lists (no copy).
+    let spans: Vec<Span> = log
+        .segments()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let f = s.frames();
+            (i, &f[..f.partition_point(|f| limit.to_seq.is_none_or(|n| f.seq <= n))])
+        })
+        .filter(|(_, f)| !f.is_empty())
+        .collect();
+    let mut out = ApplyPlan {
+        summary: ReplaySummary {
+            torn_tail: log.torn_tail().cloned(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let structural = |f: &FrameRef| matches!(f.kind, TYPE_CREATE | TYPE_DELETE | TYPE_RESIZE);
+    // A run: the records between two structural records, possibly across segments.
+    let mut run: Vec<Span> = Vec::new();
+    'spans: for &(si, frames) in &spans {
+        let mut rest = frames;
+        loop {
+            let Some(k) = rest.iter().position(structural) else {
+                if !rest.is_empty() {
+                    run.push((si, rest));
+                }
+                break;
+            };
+            if k > 0 {
+                run.push((si, &rest[..k]));
+            }
+            if !flush_run(log, seg_base, &mut run, &mut pages, limit, &mut out)? {
+                break 'spans;
+            }
+            if !plan_structural(log, (si, rest[k]), &mut pages, limit, keep_created, &mut out)? {
+                break 'spans;
+            }
+            rest = &rest[k + 1..];
+        }
+    }
+    flush_run(log, seg_base, &mut run, &mut pages, limit, &mut out)?;
+    out.epochs = (0..pages.ids.len())
+        .filter(|&s| pages.touched[s] && pages.present[s])
+        .filter_map(|s| pages.shape[s].map(|sh| (pages.ids[s], sh.epoch)))
+        .collect();
+    Ok(out)
+}
+
+/// The exact error for a record that failed the parallel pass (or the epoch check).
+fn record_error(log: &Log, (si, f): (usize, FrameRef), shape: Option<PageShape>) -> Error {
+    let seg = &log.segments()[si];
+    let payload = match seg.payload(&f) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let delta = match Delta::decode(f.kind, &payload, f.payload_offset()) {
+        Ok(d) => d,
+        Err(e) => return e.at(seg.path()),
+    };
+    let reason = match delta.check(shape) {
+        Err(r) => r,
+        Ok(_) => "record rejected".into(),
+    };
+    Error::DeltaRejected {
+        path: seg.path().to_owned(),
+        offset: f.offset,
+        seq: f.seq,
+        reason,
+    }
+}
+
+/// Applies one structural record to the shapes and adds its step. False when the epoch limit
+/// stops the replay at it.
+fn plan_structural(
+    log: &Log,
+    (si, f): (usize, FrameRef),
+    pages: &mut Pages,
+    limit: ReplayLimit,
+    keep_created: &dyn Fn(u64, &PageMeta) -> bool,
+    out: &mut ApplyPlan,
+) -> Result<bool> {
+    let seg = &log.segments()[si];
+    let payload = seg.payload(&f)?;
+    let delta = Delta::decode(f.kind, &payload, f.payload_offset()).map_err(|e| e.at(seg.path()))?;
+    if limit.to_epoch.is_some_and(|n| delta.epoch > n) {
+        return Ok(false);
+    }
+    let slot = pages.slot(delta.page_id) as usize;
+    let after = delta.check(pages.shape[slot]).map_err(|reason| Error::DeltaRejected {
+        path: seg.path().to_owned(),
+        offset: f.offset,
+        seq: f.seq,
+        reason,
+    })?;
+    pages.shape[slot] = after;
+    pages.touched[slot] = true;
+    out.structural += 1;
+    out.summary.records += 1;
+    out.summary.bytes_written += delta.written_bytes();
+    out.summary.last_seq = Some(f.seq);
+    match delta.op {
+        Op::Create { len, meta } => {
+            let keep = keep_created(delta.page_id, &meta);
+            pages.present[slot] = keep;
+            if keep {
+                out.steps.push(Step::Create {
+                    page_id: delta.page_id,
+                    len,
+                    meta,
+                });
+            }
+        }
+        Op::Delete => {
+            if pages.present[slot] {
+                out.steps.push(Step::Delete { page_id: delta.page_id });
+            }
+            pages.present[slot] = false;
+        }
+        Op::Resize { len } => {
+            if pages.present[slot] {
+                out.steps.push(Step::Resize {
+                    page_id: delta.page_id,
+                    len,
+                });
+            }
+        }
+        _ => unreachable!("only structural records come here"),
+    }
+    Ok(true)
+}
+
+/// Records decoded per parallel task.
+const CHUNK: usize = 4096;
+
+/// Plans a run of records that contains no structural record. Returns the batch and whether the
+/// epoch limit stopped the replay inside the run.
+fn plan_writes(
+    log: &Log,
+    seg_base: &[u64],
+    run: &[Span],
+    pages: &mut Pages,
+    limit: ReplayLimit,
+    out: &mut ApplyPlan,
+) -> Result<(WriteBatch, bool)> {
+    let t = Instant::now();
+    let view: &Pages = pages;
+    let pieces: Vec<Span> = run
+        .iter()
+        .flat_map(|&(si, frames)| frames.chunks(CHUNK).map(move |c| (si, c)))
+        .collect();
+    let chunks: Vec<Chunk> = pieces
+        .par_iter()
+        .map(|&(si, c)| decode_chunk(log, si, seg_base[si], view, c))
+        .collect();
+    out.parse_ms += ms(t);
+
+    // In sequence order: epochs, the first failure, the epoch limit.
+    let t = Instant::now();
+    let mut stop: Option<(usize, usize)> = None; // (chunk, records kept in it)
+    'chunks: for (ci, c) in chunks.iter().enumerate() {
+        let (si, frames) = pieces[ci];
+        for (ri, r) in c.records.iter().enumerate() {
+            let frame = (si, frames[ri]);
+            match r.state {
+                RecordState::Unknown => {
+                    out.summary.skipped_unknown += 1;
+                    continue;
+                }
+                RecordState::Bad => {
+                    // The epoch limit comes first where the record decodes far enough to say.
+                    let shape = pages
+                        .slot_of
+                        .get(&r_page_id(log, frame))
+                        .and_then(|s| pages.shape[*s as usize]);
+                    if let Some(epoch) = record_epoch(log, frame)
+                        && limit.to_epoch.is_some_and(|n| epoch > n)
+                    {
+                        stop = Some((ci, ri));
+                        break 'chunks;
+                    }
+                    return Err(record_error(log, frame, shape));
+                }
+                RecordState::Ok => {}
+            }
+            if limit.to_epoch.is_some_and(|n| r.epoch > n) {
+                stop = Some((ci, ri));
+                break 'chunks;
+            }
+            let slot = r.slot as usize;
+            let shape = pages.shape[slot].as_mut().expect("checked in the parallel pass");
+            if r.epoch <= shape.epoch {
+                let before = *shape;
+                return Err(record_error(log, frame, Some(before)));
+            }
+            shape.epoch = r.epoch;
+            pages.touched[slot] = true;
+            out.summary.records += 1;
+            out.summary.bytes_written += r.bytes;
+            out.summary.last_seq = Some(frame.1.seq);
+        }
+    }
+    let batch = gather(pages, &chunks, stop);
+    out.check_ms += ms(t);
+    let t = Instant::now();
+    let batch = list_tiles(batch);
+    out.tiles_ms += ms(t);
+    Ok((batch, stop.is_some()))
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// The page id at the start of a record's payload, or an id no page has.
+fn r_page_id(log: &Log, (si, f): (usize, FrameRef)) -> u64 {
+    let seg = &log.segments()[si];
+    seg.payload(&f)
+        .ok()
+        .and_then(|p| p.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))))
+        .unwrap_or(u64::MAX)
+}
+
+/// The epoch of a record that decodes, if it does.
+fn record_epoch(log: &Log, (si, f): (usize, FrameRef)) -> Option<u64> {
+    let seg = &log.segments()[si];
+    let payload = seg.payload(&f).ok()?;
+    Delta::decode(f.kind, &payload, f.payload_offset())
+        .ok()
+        .map(|d| d.epoch)
+}
+
+/// Decodes and bounds-checks a chunk of records, listing the writes of present pages.
+fn decode_chunk(log: &Log, si: usize, seg_base: u64, pages: &Pages, c: &[FrameRef]) -> Chunk {
+    let mut out = Chunk {
+        records: Vec::with_capacity(c.len()),
+        ..Default::default()
+    };
+    for &f in c {
+        let mut rec = Decoded {
+            state: RecordState::Bad,
+            slot: 0,
+            epoch: 0,
+            bytes: 0,
+            writes_end: 0,
+            side_end: 0,
+            extra_end: 0,
+        };
+        if f.kind >= OPTIONAL_TYPE_MIN {
+            rec.state = RecordState::Unknown;
+        } else {
+            decode_one(log.segments().get(si), seg_base, pages, f, &mut rec, &mut out);
+        }
+        rec.writes_end = out.writes.len() as u32;
+        rec.side_end = out.side.len() as u32;
+        rec.extra_end = out.extra.len() as u64;
+        out.records.push(rec);
+    }
+    out
+}
+
+fn decode_one(seg: Option<&Segment>, seg_base: u64, pages: &Pages, f: FrameRef, rec: &mut Decoded, out: &mut Chunk) {
+    let Some(seg) = seg else { return };
+    let Ok(payload) = seg.payload(&f) else { return };
+    let Ok(delta) = Delta::decode(f.kind, &payload, f.payload_offset()) else {
+        return;
+    };
+    let Some(&slot) = pages.slot_of.get(&delta.page_id) else {
+        return;
+    };
+    let Some(shape) = pages.shape[slot as usize] else {
+        return;
+    };
+    // Bounds only: the epoch is checked in sequence order. Epoch 0 never advances a page, so
+    // checking against epoch 0 rejects nothing that the real check accepts.
+    let probe = PageShape {
+        len: shape.len,
+        epoch: 0,
+    };
+    if delta.epoch == 0 || delta.check(Some(probe)).is_err() {
+        return;
+    }
+    rec.state = RecordState::Ok;
+    rec.slot = slot;
+    rec.epoch = delta.epoch;
+    rec.bytes = delta.written_bytes();
+    if !pages.present[slot as usize] {
+        return;
+    }
+    // Payload slices are either in the mapped segment (uploaded as is) or decompressed.
+    let seg_bytes = seg.bytes();
+    let extra_start = out.extra.len() as u64;
+    let mut copied_payload = false;
+    let mut locate = |data: &[u8], out: &mut Chunk| -> u64 {
+        let p = data.as_ptr() as usize;
+        let start = seg_bytes.as_ptr() as usize;
+        if p >= start && p + data.len() <= start + seg_bytes.len() {
+            seg_base + (p - start) as u64
+        } else {
+            // Decompressed: the whole payload goes to `extra` once, so masks and values stay
+            // adjacent.
+            if !copied_payload {
+                out.extra.extend_from_slice(&payload);
+                copied_payload = true;
+            }
+            EXTRA | (extra_start + (p - payload.as_ptr() as usize) as u64)
+        }
+    };
+    let slot = u64::from(slot);
+    let push = |offset: u64, len: u64, src: u64, kind: u64, out: &mut Chunk| {
+        if len > 0 {
+            out.writes.push(WriteDesc {
+                offset,
+                len,
+                src,
+                slot_kind: slot | kind << 32,
+            });
+        }
+    };
+    match &delta.op {
+        Op::Full(data) => {
+            let src = locate(data, out);
+            push(0, data.len() as u64, src, KIND_COPY, out);
+        }
+        Op::Sparse(ranges) => {
+            for (off, data) in ranges {
+                let src = locate(data, out);
+                push(*off, data.len() as u64, src, KIND_COPY, out);
+            }
+        }
+        Op::Masked { offset, len, mask, .. } => {
+            if *len == 0 {
+                return;
+            }
+            let src = locate(mask, out);
+            // Values before each tile the write touches after its first.
+            let side = out.side.len() as u64;
+            let (t0, t1) = (offset >> TILE_SHIFT, (offset + len - 1) >> TILE_SHIFT);
+            let mut count = 0u64;
+            let mut bit = 0u64;
+            out.side.push(0);
+            for t in t0 + 1..=t1 {
+                let until = (t << TILE_SHIFT) - offset;
+                count += popcount_bits(mask, bit, until);
+                bit = until;
+                out.side.push(count);
+            }
+            push(*offset, *len, src, KIND_MASKED | side << 2, out);
+        }
+        Op::Fill { offset, len, value } => push(*offset, *len, u64::from(*value), KIND_FILL, out),
+        Op::Create { .. } | Op::Delete | Op::Resize { .. } => unreachable!("not in a run of writes"),
+    }
+}
+
+/// Set bits of `mask` in bit positions `from..to`.
+fn popcount_bits(mask: &[u8], from: u64, to: u64) -> u64 {
+    let mut n = 0u64;
+    let mut b = from;
+    while b < to && !b.is_multiple_of(8) {
+        n += u64::from(mask[(b / 8) as usize] >> (b % 8) & 1);
+        b += 1;
+    }
+    let whole = ((to - b) / 8) as usize;
+    let start = (b / 8) as usize;
+    n += mask[start..start + whole]
+        .iter()
+        .map(|x| u64::from(x.count_ones()))
+        .sum::<u64>();
+    b += whole as u64 * 8;
+    while b < to {
+        n += u64::from(mask[(b / 8) as usize] >> (b % 8) & 1);
+        b += 1;
+    }
+    n
+}
+
+/// Concatenates the chunks' writes up to `stop`, renumbering slots densely for the batch and
+/// moving extra and value-base references to their place in the batch.
+fn gather(pages: &Pages, chunks: &[Chunk], stop: Option<(usize, usize)>) -> WriteBatch {
+    // (writes, value-base entries, extra bytes) kept of each chunk.
+    let kept: Vec<(usize, usize, usize)> = chunks
+        .iter()
+        .enumerate()
+        .map(|(ci, c)| match stop {
+            Some((s, _)) if ci > s => (0, 0, 0),
+            Some((s, kept)) if ci == s => kept.checked_sub(1).map_or((0, 0, 0), |k| {
+                let r = c.records[k];
+                (r.writes_end as usize, r.side_end as usize, r.extra_end as usize)
+            }),
+            _ => (c.writes.len(), c.side.len(), c.extra.len()),
+        })
+        .collect();
+    // Batch slots: any numbering will do, so each chunk's slots are sorted and deduplicated in
+    // parallel, and numbered in one pass.
+    let used: Vec<Vec<u32>> = chunks
+        .par_iter()
+        .zip(&kept)
+        .map(|(c, k)| {
+            let mut v: Vec<u32> = c.writes[..k.0].iter().map(WriteDesc::slot).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        })
+        .collect();
+    let mut b = WriteBatch::default();
+    let mut batch_slot = vec![u32::MAX; pages.ids.len()];
+    for &g in used.iter().flatten() {
+        if batch_slot[g as usize] == u32::MAX {
+            batch_slot[g as usize] = b.pages.len() as u32;
+            b.pages.push(pages.ids[g as usize]);
+        }
+    }
+    let mut bases = Vec::with_capacity(chunks.len());
+    for (c, k) in chunks.iter().zip(&kept) {
+        bases.push((b.value_base.len() as u64, b.extra.len() as u64));
+        b.value_base.extend_from_slice(&c.side[..k.1]);
+        b.extra.extend_from_slice(&c.extra[..k.2]);
+    }
+    let total: usize = kept.iter().map(|k| k.0).sum();
+    b.writes = vec![WriteDesc::default(); total];
+    let mut regions = Vec::with_capacity(chunks.len());
+    let mut rest: &mut [WriteDesc] = &mut b.writes;
+    for k in &kept {
+        let (here, tail) = rest.split_at_mut(k.0);
+        regions.push(here);
+        rest = tail;
+    }
+    regions
+        .into_par_iter()
+        .zip(chunks)
+        .zip(&bases)
+        .for_each(|((dst, c), &(side_base, extra_base))| {
+            for (d, w) in dst.iter_mut().zip(&c.writes) {
+                let mut w = *w;
+                let side = if w.kind() == KIND_MASKED {
+                    w.side() + side_base
+                } else {
+                    0
+                };
+                if w.kind() != KIND_FILL && w.src & EXTRA != 0 {
+                    w.src += extra_base;
+                }
+                w.slot_kind = u64::from(batch_slot[w.slot() as usize]) | w.kind() << 32 | side << 34;
+                *d = w;
+            }
+        });
+    b
+}
+
+/// Lists each write under every tile it touches and groups the list by tile, keeping sequence
+/// order inside a tile.
+fn list_tiles(mut b: WriteBatch) -> WriteBatch {
+    const BLOCK: usize = 4096;
+    let span = |w: &WriteDesc| {
+        let t0 = w.offset >> TILE_SHIFT;
+        (t0, ((w.offset + w.len - 1) >> TILE_SHIFT) - t0 + 1)
+    };
+    // Each block of writes fills its own stretch of the list.
+    let sizes: Vec<usize> = b
+        .writes
+        .par_chunks(BLOCK)
+        .map(|ws| ws.iter().map(|w| span(w).1 as usize).sum())
+        .collect();
+    let mut keyed: Vec<(u64, u32)> = vec![(0, 0); sizes.iter().sum()];
+    let mut regions = Vec::with_capacity(sizes.len());
+    let mut rest: &mut [(u64, u32)] = &mut keyed;
+    for n in &sizes {
+        let (here, tail) = rest.split_at_mut(*n);
+        regions.push(here);
+        rest = tail;
+    }
+    regions
+        .into_par_iter()
+        .zip(b.writes.par_chunks(BLOCK))
+        .enumerate()
+        .for_each(|(bi, (dst, ws))| {
+            let mut at = 0;
+            for (i, w) in ws.iter().enumerate() {
+                let (t0, n) = span(w);
+                let slot = u64::from(w.slot()) << 32;
+                for k in 0..n {
+                    dst[at] = (slot | (t0 + k), (bi * BLOCK + i) as u32);
+                    at += 1;
+                }
+            }
+        });
+    keyed.par_sort_unstable();
+    b.entries = keyed.par_iter().map(|k| k.1).collect();
+    let starts: Vec<usize> = (0..keyed.len())
+        .into_par_iter()
+        .filter(|&i| i == 0 || keyed[i].0 != keyed[i - 1].0)
+        .collect();
+    b.tiles = starts
+        .par_iter()
+        .enumerate()
+        .map(|(j, &i)| {
+            let end = starts.get(j + 1).copied().unwrap_or(keyed.len());
+            TileRun {
+                key: keyed[i].0,
+                first_count: i as u64 | ((end - i) as u64) << 32,
+            }
+        })
+        .collect();
+    b
+}
+
+/// Runs a batch on host pages the way the kernel runs it on the device: tile by tile, each
+/// tile's entries in order, each write clipped to the tile. `log_bytes` is the uploaded log.
+/// For tests of the plan; the GPU is the real executor.
+pub fn run_batch_on_host(b: &WriteBatch, pages: &mut HashMap<u64, Vec<u8>>, log_bytes: &[u8]) {
+    for t in &b.tiles {
+        let slot = (t.key >> 32) as usize;
+        let lo = (t.key & 0xffff_ffff) << TILE_SHIFT;
+        let hi = lo + TILE;
+        let page = pages.get_mut(&b.pages[slot]).expect("a present page");
+        let (first, count) = (t.first_count & 0xffff_ffff, t.first_count >> 32);
+        for e in first..first + count {
+            let w = &b.writes[b.entries[e as usize] as usize];
+            let (a, z) = (w.offset.max(lo), (w.offset + w.len).min(hi));
+            let src = |at: u64| -> u8 {
+                if w.src & EXTRA != 0 {
+                    b.extra[((w.src & !EXTRA) + at) as usize]
+                } else {
+                    log_bytes[(w.src + at) as usize]
+                }
+            };
+            match w.kind() {
+                KIND_COPY => {
+                    for x in a..z {
+                        page[x as usize] = src(x - w.offset);
+                    }
+                }
+                KIND_FILL => page[a as usize..z as usize].fill(w.src as u8),
+                _ => {
+                    let mask_len = w.len.div_ceil(8);
+                    let tile_no = lo >> TILE_SHIFT;
+                    let mut v = b.value_base[(w.side() + tile_no - (w.offset >> TILE_SHIFT)) as usize];
+                    for x in a..z {
+                        let bit = x - w.offset;
+                        if src(bit / 8) >> (bit % 8) & 1 == 1 {
+                            page[x as usize] = src(mask_len + v);
+                            v += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn popcount_of_bit_ranges() {
+        let mask = [0b1010_1010u8, 0xff, 0x01];
+        assert_eq!(popcount_bits(&mask, 0, 24), 4 + 8 + 1);
+        assert_eq!(popcount_bits(&mask, 1, 2), 1);
+        assert_eq!(popcount_bits(&mask, 3, 17), 3 + 8 + 1);
+        assert_eq!(popcount_bits(&mask, 9, 9), 0);
+    }
+
+    #[test]
+    fn a_write_is_listed_under_every_tile_it_touches_in_sequence_order() {
+        let w = |offset, len| WriteDesc {
+            offset,
+            len,
+            src: 0,
+            slot_kind: 0,
+        };
+        let b = list_tiles(WriteBatch {
+            pages: vec![7],
+            // 0: tiles 0-1; 1: tile 1; 2: tile 0; 3: tiles 0-2.
+            writes: vec![w(TILE - 2, 4), w(TILE + 5, 1), w(3, 1), w(0, 2 * TILE + 1)],
+            ..Default::default()
+        });
+        let lists: Vec<(u64, Vec<u32>)> = b
+            .tiles
+            .iter()
+            .map(|t| {
+                let (f, n) = ((t.first_count & 0xffff_ffff) as usize, (t.first_count >> 32) as usize);
+                (t.key, b.entries[f..f + n].to_vec())
+            })
+            .collect();
+        assert_eq!(lists, vec![(0, vec![0, 2, 3]), (1, vec![0, 1, 3]), (2, vec![3])]);
+    }
+}

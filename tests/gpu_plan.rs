@@ -1,0 +1,181 @@
+//! The GPU apply's plan (src/gpu/plan.rs), run on the host the way the `apply_tiles` kernel runs
+//! it, gives the CPU replay's pages, epochs and summary: for every record kind, compressed or
+//! not, with replay limits and page selections, from a log opened with or without its record
+//! checksums. No GPU needed: this checks the ordering and clipping decisions the kernel follows.
+
+use std::collections::HashMap;
+
+use mmsb::format::checkpoint::Checkpoint;
+use mmsb::format::log::{Compression, Log};
+use mmsb::generate::{GenOptions, Mix, SizeDist, generate};
+use mmsb::gpu::plan::{self, Step};
+use mmsb::replay::{ReplayLimit, State};
+use proptest::prelude::*;
+
+/// Pages of the checkpoint for which `selected` holds, after running the plan on the host.
+fn run_on_host(
+    ckpt: &Checkpoint,
+    log: &Log,
+    limit: ReplayLimit,
+    selected: &dyn Fn(u64) -> bool,
+) -> (HashMap<u64, (u64, Vec<u8>)>, plan::ApplyPlan) {
+    let mut pages: HashMap<u64, Vec<u8>> = ckpt
+        .pages()
+        .iter()
+        .filter(|p| selected(p.id))
+        .map(|p| (p.id, ckpt.page_bytes(p).to_vec()))
+        .collect();
+    let bases = plan::segment_bases(log);
+    let log_bytes: Vec<u8> = log.segments().iter().flat_map(|s| s.bytes().iter().copied()).collect();
+    let present: Vec<u64> = pages.keys().copied().collect();
+    let p = plan::plan(
+        log,
+        &bases,
+        ckpt.head(),
+        &|id| present.contains(&id),
+        limit,
+        &|id, _| selected(id),
+    )
+    .expect("the generated log plans");
+    for step in &p.steps {
+        match step {
+            Step::Writes(b) => plan::run_batch_on_host(b, &mut pages, &log_bytes),
+            Step::Create { page_id, len, .. } => {
+                pages.insert(*page_id, vec![0; *len as usize]);
+            }
+            Step::Delete { page_id } => {
+                pages.remove(page_id);
+            }
+            Step::Resize { page_id, len } => pages.get_mut(page_id).unwrap().resize(*len as usize, 0),
+        }
+    }
+    let epochs: HashMap<u64, u64> = ckpt
+        .pages()
+        .iter()
+        .map(|p| (p.id, p.epoch))
+        .chain(p.epochs.iter().copied())
+        .collect();
+    let out = pages.into_iter().map(|(id, data)| (id, (epochs[&id], data))).collect();
+    (out, p)
+}
+
+fn check_against_cpu(o: &GenOptions, limit: ReplayLimit, every: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt_path, log_path) = (dir.path().join("a.ckpt"), dir.path().join("a.log"));
+    generate(&ckpt_path, Some(&log_path), o).unwrap();
+    let ckpt = Checkpoint::open(&ckpt_path).unwrap();
+    let selected = |id: u64| id.is_multiple_of(every);
+    let mut cpu = State::from_checkpoint(&ckpt, false).unwrap();
+    let cpu_summary = cpu.replay(&Log::open(&[&log_path]).unwrap(), limit).unwrap();
+    for log in [
+        Log::open(&[&log_path]).unwrap(),
+        Log::open_deferred(&[&log_path]).unwrap(),
+    ] {
+        let (pages, p) = run_on_host(&ckpt, &log, limit, &selected);
+        assert_eq!(
+            p.summary,
+            cpu_summary,
+            "summary, checksums read: {}",
+            log.payloads_checked()
+        );
+        let expected: HashMap<u64, (u64, Vec<u8>)> = cpu
+            .pages()
+            .filter(|(id, _)| selected(*id))
+            .map(|(id, pg)| (id, (pg.epoch, pg.data().to_vec())))
+            .collect();
+        assert_eq!(pages.len(), expected.len());
+        for (id, want) in &expected {
+            let got = &pages[id];
+            assert_eq!(got.0, want.0, "epoch of page {id}");
+            assert!(
+                got.1 == want.1,
+                "bytes of page {id} differ ({} vs {} bytes)",
+                got.1.len(),
+                want.1.len()
+            );
+        }
+    }
+}
+
+fn mixes() -> impl Strategy<Value = Mix> {
+    prop_oneof![
+        Just(Mix::default()),
+        Just(Mix {
+            full: 1,
+            sparse: 4,
+            masked: 4,
+            create: 1,
+            resize: 1,
+            delete: 1,
+            fill: 2,
+        }),
+        Just(Mix {
+            full: 0,
+            sparse: 1,
+            masked: 1,
+            create: 0,
+            resize: 0,
+            delete: 0,
+            fill: 1,
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_plan_run_on_the_host_equals_the_cpu_replay(
+        seed in any::<u64>(),
+        mix in mixes(),
+        zstd in any::<bool>(),
+        small_pages in any::<bool>(),
+        limit in prop_oneof![Just(0u8), Just(1), Just(2)],
+        every in prop_oneof![Just(1u64), Just(2)],
+    ) {
+        let o = GenOptions {
+            seed,
+            pages: if small_pages { 40 } else { 6 },
+            // Pages of several tiles, so that writes cross tile boundaries.
+            total_size: if small_pages { 64 << 10 } else { 3 << 20 },
+            size_dist: SizeDist::LogUniform,
+            deltas: 400,
+            mix,
+            delta_bytes: (1, 200_000),
+            max_ranges: 4,
+            hot_fraction: 0.3,
+            hot_weight: 0.9,
+            segment_size: 256 << 10,
+            compression: if zstd { Compression::Zstd(1) } else { Compression::None },
+            ..GenOptions::default()
+        };
+        let limit = match limit {
+            0 => ReplayLimit::default(),
+            1 => ReplayLimit { to_seq: Some(seed % 300 + 1), to_epoch: None },
+            _ => ReplayLimit { to_seq: None, to_epoch: Some(seed % 200 + 1) },
+        };
+        check_against_cpu(&o, limit, every);
+    }
+}
+
+#[test]
+fn overlapping_writes_in_one_tile_land_in_sequence_order() {
+    // One small page written over and over: every write shares tiles with many others.
+    let o = GenOptions {
+        seed: 7,
+        pages: 1,
+        total_size: 200_000,
+        deltas: 2000,
+        mix: Mix {
+            full: 1,
+            sparse: 6,
+            masked: 3,
+            fill: 2,
+            ..Mix::default()
+        },
+        delta_bytes: (1, 70_000),
+        max_ranges: 8,
+        ..GenOptions::default()
+    };
+    check_against_cpu(&o, ReplayLimit::default(), 1);
+}
