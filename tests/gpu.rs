@@ -150,7 +150,12 @@ fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: 
     // The files are opened while they upload, without their record checksums, which the
     // device checks.
     let (summary, stats) = store
-        .apply_log_files(std::slice::from_ref(&lg), ckpt.head(), ReplayLimit::default(), &|_, _| true)
+        .apply_log_files(
+            std::slice::from_ref(&lg),
+            ckpt.head(),
+            ReplayLimit::default(),
+            &|_, _| true,
+        )
         .unwrap();
     assert_eq!(summary.records, o.deltas, "{name}");
     let ids: Vec<u64> = store.page_ids().collect();

@@ -60,7 +60,7 @@ impl WriteDesc {
     fn kind(&self) -> u64 {
         (self.slot_kind >> 32) & 3
     }
-    fn side(&self) -> u64 {
+    fn value_base_index(&self) -> u64 {
         self.slot_kind >> 34
     }
 }
@@ -185,7 +185,7 @@ struct Decoded {
     bytes: u64,
     /// End of the record's writes / value-base entries / extra bytes in its chunk.
     writes_end: u32,
-    side_end: u32,
+    value_base_end: u32,
     extra_end: u64,
 }
 
@@ -203,7 +203,7 @@ enum RecordState {
 struct Chunk {
     records: Vec<Decoded>,
     writes: Vec<WriteDesc>,
-    side: Vec<u64>,
+    value_base: Vec<u64>,
     extra: Vec<u8>,
 }
 
@@ -432,7 +432,7 @@ fn plan_writes(
                     // The epoch limit comes first where the record decodes far enough to say.
                     let shape = pages
                         .slot_of
-                        .get(&r_page_id(log, frame))
+                        .get(&record_page_id(log, frame))
                         .and_then(|s| pages.shape[*s as usize]);
                     if let Some(epoch) = record_epoch(log, frame)
                         && limit.to_epoch.is_some_and(|n| epoch > n)
@@ -464,7 +464,7 @@ fn plan_writes(
     let batch = gather(pages, &chunks, stop);
     out.check_ms += ms(t);
     let t = Instant::now();
-    let batch = list_tiles(batch);
+    let batch = list_tiles(batch)?;
     out.tiles_ms += ms(t);
     Ok((batch, stop.is_some()))
 }
@@ -474,7 +474,7 @@ fn ms(t: Instant) -> f64 {
 }
 
 /// The page id at the start of a record's payload, or an id no page has.
-fn r_page_id(log: &Log, (si, f): (usize, FrameRef)) -> u64 {
+fn record_page_id(log: &Log, (si, f): (usize, FrameRef)) -> u64 {
     let seg = &log.segments()[si];
     seg.payload(&f)
         .ok()
@@ -504,7 +504,7 @@ fn decode_chunk(log: &Log, si: usize, seg_base: u64, pages: &Pages, c: &[FrameRe
             epoch: 0,
             bytes: 0,
             writes_end: 0,
-            side_end: 0,
+            value_base_end: 0,
             extra_end: 0,
         };
         if f.kind >= OPTIONAL_TYPE_MIN {
@@ -513,7 +513,7 @@ fn decode_chunk(log: &Log, si: usize, seg_base: u64, pages: &Pages, c: &[FrameRe
             decode_one(log.segments().get(si), seg_base, pages, f, &mut rec, &mut out);
         }
         rec.writes_end = out.writes.len() as u32;
-        rec.side_end = out.side.len() as u32;
+        rec.value_base_end = out.value_base.len() as u32;
         rec.extra_end = out.extra.len() as u64;
         out.records.push(rec);
     }
@@ -595,18 +595,18 @@ fn decode_one(seg: Option<&Segment>, seg_base: u64, pages: &Pages, f: FrameRef, 
             }
             let src = locate(mask, out);
             // Values before each tile the write touches after its first.
-            let side = out.side.len() as u64;
+            let first_value_base = out.value_base.len() as u64;
             let (t0, t1) = (offset >> TILE_SHIFT, (offset + len - 1) >> TILE_SHIFT);
             let mut count = 0u64;
             let mut bit = 0u64;
-            out.side.push(0);
+            out.value_base.push(0);
             for t in t0 + 1..=t1 {
                 let until = (t << TILE_SHIFT) - offset;
                 count += popcount_bits(mask, bit, until);
                 bit = until;
-                out.side.push(count);
+                out.value_base.push(count);
             }
-            push(*offset, *len, src, KIND_MASKED | side << 2, out);
+            push(*offset, *len, src, KIND_MASKED | first_value_base << 2, out);
         }
         Op::Fill { offset, len, value } => push(*offset, *len, u64::from(*value), KIND_FILL, out),
         Op::Create { .. } | Op::Delete | Op::Resize { .. } => unreachable!("not in a run of writes"),
@@ -646,9 +646,9 @@ fn gather(pages: &Pages, chunks: &[Chunk], stop: Option<(usize, usize)>) -> Writ
             Some((s, _)) if ci > s => (0, 0, 0),
             Some((s, kept)) if ci == s => kept.checked_sub(1).map_or((0, 0, 0), |k| {
                 let r = c.records[k];
-                (r.writes_end as usize, r.side_end as usize, r.extra_end as usize)
+                (r.writes_end as usize, r.value_base_end as usize, r.extra_end as usize)
             }),
-            _ => (c.writes.len(), c.side.len(), c.extra.len()),
+            _ => (c.writes.len(), c.value_base.len(), c.extra.len()),
         })
         .collect();
     // Batch slots: any numbering will do, so each chunk's slots are sorted and deduplicated in
@@ -674,7 +674,7 @@ fn gather(pages: &Pages, chunks: &[Chunk], stop: Option<(usize, usize)>) -> Writ
     let mut bases = Vec::with_capacity(chunks.len());
     for (c, k) in chunks.iter().zip(&kept) {
         bases.push((b.value_base.len() as u64, b.extra.len() as u64));
-        b.value_base.extend_from_slice(&c.side[..k.1]);
+        b.value_base.extend_from_slice(&c.value_base[..k.1]);
         b.extra.extend_from_slice(&c.extra[..k.2]);
     }
     let total: usize = kept.iter().map(|k| k.0).sum();
@@ -690,18 +690,18 @@ fn gather(pages: &Pages, chunks: &[Chunk], stop: Option<(usize, usize)>) -> Writ
         .into_par_iter()
         .zip(chunks)
         .zip(&bases)
-        .for_each(|((dst, c), &(side_base, extra_base))| {
+        .for_each(|((dst, c), &(value_base_start, extra_base))| {
             for (d, w) in dst.iter_mut().zip(&c.writes) {
                 let mut w = *w;
-                let side = if w.kind() == KIND_MASKED {
-                    w.side() + side_base
+                let value_base = if w.kind() == KIND_MASKED {
+                    w.value_base_index() + value_base_start
                 } else {
                     0
                 };
                 if w.kind() != KIND_FILL && w.src & EXTRA != 0 {
                     w.src += extra_base;
                 }
-                w.slot_kind = u64::from(batch_slot[w.slot() as usize]) | w.kind() << 32 | side << 34;
+                w.slot_kind = u64::from(batch_slot[w.slot() as usize]) | w.kind() << 32 | value_base << 34;
                 *d = w;
             }
         });
@@ -710,7 +710,7 @@ fn gather(pages: &Pages, chunks: &[Chunk], stop: Option<(usize, usize)>) -> Writ
 
 /// Lists each write under every tile it touches and groups the list by tile, keeping sequence
 /// order inside a tile.
-fn list_tiles(mut b: WriteBatch) -> WriteBatch {
+fn list_tiles(mut b: WriteBatch) -> Result<WriteBatch> {
     const BLOCK: usize = 4096;
     let span = |w: &WriteDesc| {
         let t0 = w.offset >> TILE_SHIFT;
@@ -722,7 +722,15 @@ fn list_tiles(mut b: WriteBatch) -> WriteBatch {
         .par_chunks(BLOCK)
         .map(|ws| ws.iter().map(|w| span(w).1 as usize).sum())
         .collect();
-    let mut keyed: Vec<(u64, u32)> = vec![(0, 0); sizes.iter().sum()];
+    // The kernel indexes writes and entries with 32 bits.
+    let total: usize = sizes.iter().sum();
+    if b.writes.len() > u32::MAX as usize || total > u32::MAX as usize {
+        return Err(Error::Invalid(format!(
+            "{} writes ({total} tile entries) between two structural records: more than one GPU batch holds",
+            b.writes.len()
+        )));
+    }
+    let mut keyed: Vec<(u64, u32)> = vec![(0, 0); total];
     let mut regions = Vec::with_capacity(sizes.len());
     let mut rest: &mut [(u64, u32)] = &mut keyed;
     for n in &sizes {
@@ -762,7 +770,7 @@ fn list_tiles(mut b: WriteBatch) -> WriteBatch {
             }
         })
         .collect();
-    b
+    Ok(b)
 }
 
 /// Runs a batch on host pages the way the kernel runs it on the device: tile by tile, each
@@ -795,7 +803,7 @@ pub fn run_batch_on_host(b: &WriteBatch, pages: &mut HashMap<u64, Vec<u8>>, log_
                 _ => {
                     let mask_len = w.len.div_ceil(8);
                     let tile_no = lo >> TILE_SHIFT;
-                    let mut v = b.value_base[(w.side() + tile_no - (w.offset >> TILE_SHIFT)) as usize];
+                    let mut v = b.value_base[(w.value_base_index() + tile_no - (w.offset >> TILE_SHIFT)) as usize];
                     for x in a..z {
                         let bit = x - w.offset;
                         if src(bit / 8) >> (bit % 8) & 1 == 1 {
@@ -835,7 +843,8 @@ mod tests {
             // 0: tiles 0-1; 1: tile 1; 2: tile 0; 3: tiles 0-2.
             writes: vec![w(TILE - 2, 4), w(TILE + 5, 1), w(3, 1), w(0, 2 * TILE + 1)],
             ..Default::default()
-        });
+        })
+        .unwrap();
         let lists: Vec<(u64, Vec<u32>)> = b
             .tiles
             .iter()
