@@ -333,21 +333,45 @@ fn gpu_pages_can_be_evicted_restored_and_written_back() {
 #[test]
 fn gpu_checks_record_checksums_and_gives_the_cpu_verdict() {
     let Some(gpu) = gpu() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let o = GenOptions {
+    let small = GenOptions {
         seed: 5,
         pages: 8,
         total_size: 1 << 20,
         deltas: 300,
         ..Default::default()
     };
+    // Full writes of about 2 MiB: payloads the device checks in several pieces.
+    let big = GenOptions {
+        seed: 6,
+        pages: 2,
+        total_size: 4 << 20,
+        size_dist: SizeDist::Equal,
+        deltas: 40,
+        mix: Mix {
+            full: 1,
+            sparse: 0,
+            masked: 0,
+            ..Mix::default()
+        },
+        full_max: 4 << 20,
+        segment_size: 1 << 30,
+        ..Default::default()
+    };
+    for o in [small, big] {
+        check_damaged_records(&gpu, &o);
+    }
+}
+
+fn check_damaged_records(gpu: &Arc<Gpu>, o: &GenOptions) {
+    let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("c.ckpt");
     let lg = dir.path().join("c.log");
-    generate(&ck, Some(&lg), &o).unwrap();
+    generate(&ck, Some(&lg), o).unwrap();
     let ckpt = Checkpoint::open(&ck).unwrap();
     let seg = mmsb::format::log::segment_path(&lg, 0);
     let good = std::fs::read(&seg).unwrap();
     let frames = Log::open(&[&lg]).unwrap().segments()[0].frames().to_vec();
+    assert_eq!(frames.len() as u64, o.deltas, "one segment");
     let flip = |frame: usize| {
         let mut b = good.clone();
         let at = frames[frame].payload_offset() as usize + frames[frame].payload_len as usize / 2;
@@ -355,14 +379,16 @@ fn gpu_checks_record_checksums_and_gives_the_cpu_verdict() {
         std::fs::write(&seg, &b).unwrap();
     };
 
-    flip(100);
+    // The largest record before the last one.
+    let mid = (1..frames.len() - 1).max_by_key(|&i| frames[i].payload_len).unwrap();
+    flip(mid);
     let cpu_err = Log::open(&[&lg]).unwrap().check().unwrap_err().to_string();
     let deferred = Log::open_deferred(&[&lg]).unwrap();
     assert!(
         deferred.problems().is_empty(),
         "the header scan cannot see a payload flip"
     );
-    let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+    let (mut store, _) = DevicePageStore::load(gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
     let err = store
         .apply_log(&deferred, ckpt.head(), ReplayLimit::default(), &|_, _| true)
         .unwrap_err();
@@ -373,7 +399,7 @@ fn gpu_checks_record_checksums_and_gives_the_cpu_verdict() {
     assert!(checked.torn_tail().is_some());
     let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
     let cpu_summary = cpu.replay(&checked, ReplayLimit::default()).unwrap();
-    let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+    let (mut store, _) = DevicePageStore::load(gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
     let (summary, _) = store
         .apply_log(
             &Log::open_deferred(&[&lg]).unwrap(),
@@ -383,7 +409,7 @@ fn gpu_checks_record_checksums_and_gives_the_cpu_verdict() {
         )
         .unwrap();
     assert_eq!(summary, cpu_summary);
-    assert_eq!(summary.records, 299);
+    assert_eq!(summary.records, o.deltas - 1);
     assert_eq!(store.state_hash().unwrap(), cpu.state_hash());
 }
 

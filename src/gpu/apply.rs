@@ -369,51 +369,83 @@ impl DevicePageStore {
         Ok(())
     }
 
-    /// Checks every record checksum of `log` against its bytes uploaded at `log_base`: the
-    /// payloads are cut into pieces whose CRCs the device computes, and the host combines them
-    /// per record and compares them with the stored checksums. True when all match.
+    /// Checks every record checksum of `log` against its bytes uploaded at `log_base`. The
+    /// device computes the CRC of each payload and compares it with the stored checksum; a
+    /// payload over 256 KiB is cut into pieces whose CRCs the host combines and compares. True
+    /// when all match.
     fn records_match(&self, log: &Log, seg_base: &[u64], log_base: u64) -> Result<bool> {
         const PIECE: u64 = 256 << 10;
+        const FIRST: u32 = 1 << 31;
+        const WHOLE: u32 = 1 << 30;
         let pieces_of = |len: u64| len.div_ceil(PIECE).max(1);
-        let per_segment: Vec<(Vec<u64>, Vec<u32>)> = log
+        let frames: Vec<(usize, &[crate::format::log::FrameRef])> = log
             .segments()
+            .iter()
+            .enumerate()
+            .flat_map(|(si, s)| s.frames().chunks(8192).map(move |c| (si, c)))
+            .collect();
+        let per_chunk: Vec<(Vec<u64>, Vec<u32>)> = frames
             .par_iter()
-            .zip(seg_base)
-            .map(|(s, base)| {
-                let (mut off, mut len) = (Vec::new(), Vec::new());
-                for f in s.frames() {
-                    let start = base + f.payload_offset();
-                    for k in 0..pieces_of(f.payload_len) {
-                        let n = PIECE.min(f.payload_len - k * PIECE) as u32;
+            .map(|&(si, fs)| {
+                let (mut off, mut len) = (Vec::with_capacity(fs.len()), Vec::with_capacity(fs.len()));
+                for f in fs {
+                    let start = seg_base[si] + f.payload_offset();
+                    let n = pieces_of(f.payload_len);
+                    for k in 0..n {
+                        let bytes = PIECE.min(f.payload_len - k * PIECE) as u32;
                         off.push(start + k * PIECE);
-                        len.push(if k == 0 { n | 1 << 31 } else { n });
+                        len.push(match (k, n) {
+                            (0, 1) => bytes | FIRST | WHOLE,
+                            (0, _) => bytes | FIRST,
+                            _ => bytes,
+                        });
                     }
                 }
                 (off, len)
             })
             .collect();
-        let off: Vec<u64> = per_segment.iter().flat_map(|(o, _)| o.iter().copied()).collect();
-        let len: Vec<u32> = per_segment.iter().flat_map(|(_, l)| l.iter().copied()).collect();
-        let crcs = self.gpu.kernels.crc32c_chunks(&self.gpu.stream, log_base, &off, &len)?;
-        let mut first_piece = Vec::with_capacity(per_segment.len());
-        let mut n = 0;
-        for (o, _) in &per_segment {
-            first_piece.push(n);
-            n += o.len();
+        let mut off = Vec::with_capacity(per_chunk.iter().map(|c| c.0.len()).sum());
+        let mut len = Vec::with_capacity(off.capacity());
+        for (o, l) in &per_chunk {
+            off.extend_from_slice(o);
+            len.extend_from_slice(l);
         }
+        let split = off.len() > frames.iter().map(|(_, fs)| fs.len()).sum::<usize>();
+        let (mismatches, crcs) = self
+            .gpu
+            .kernels
+            .check_record_pieces(&self.gpu.stream, log_base, &off, &len, split)?;
+        if mismatches > 0 {
+            return Ok(false);
+        }
+        if !split {
+            return Ok(true);
+        }
+        // Records in several pieces: combine their pieces' CRCs.
         let full_shift = crc32c_shift_factor(PIECE);
-        Ok(log.segments().par_iter().zip(first_piece).all(|(s, mut at)| {
-            s.frames().iter().all(|f| {
-                let stored = s.record_checksum(f);
-                let mut crc = crcs[at];
-                for k in 1..pieces_of(f.payload_len) {
-                    let n = PIECE.min(f.payload_len - k * PIECE);
-                    let shift = if n == PIECE { full_shift } else { crc32c_shift_factor(n) };
-                    crc = crc32c_combine_with(crc, crcs[at + k as usize], shift);
+        let mut at = 0usize;
+        for (si, fs) in &frames {
+            let s = &log.segments()[*si];
+            for f in *fs {
+                let n = pieces_of(f.payload_len) as usize;
+                if n > 1 {
+                    let mut crc = crcs[at];
+                    for k in 1..n as u64 {
+                        let bytes = PIECE.min(f.payload_len - k * PIECE);
+                        let shift = if bytes == PIECE {
+                            full_shift
+                        } else {
+                            crc32c_shift_factor(bytes)
+                        };
+                        crc = crc32c_combine_with(crc, crcs[at + k as usize], shift);
+                    }
+                    if crc != s.record_checksum(f) {
+                        return Ok(false);
+                    }
                 }
-                at += pieces_of(f.payload_len) as usize;
-                crc == stored
-            })
-        }))
+                at += n;
+            }
+        }
+        Ok(true)
     }
 }

@@ -45,17 +45,24 @@ __device__ u32 crc32c_update(const u32 T[4][256], u32 crc, const u8* p, u64 l) {
     return crc;
 }
 
-// CRC32C of chunks[i] = base + off[i], len[i] & 0x7FFFFFFF. Where the top bit of len[i] is set,
+// CRC32C of chunks[i] = base + off[i], len[i] & 0x3FFFFFFF. Where bit 31 of len[i] is set,
 // the chunk is the first piece of a log record's payload, and its CRC starts over the 28 bytes
 // of the frame header 32 bytes before it (the record checksum covers header then payload).
-extern "C" __global__ void crc32c_chunks(u64 base, const u64* off, const u32* len, u32 n, u32* out) {
+// Where bit 30 is set too, the chunk is the whole payload: its CRC is compared with the
+// checksum stored in the header's last 4 bytes, and a mismatch counted in *mismatches.
+extern "C" __global__ void crc32c_chunks(u64 base, const u64* off, const u32* len, u32 n, u32* out, u32* mismatches) {
     __shared__ u32 T[4][256];
     crc32c_tables(T);
     for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         const u8* p = (const u8*)(base + off[i]);
         u32 l = len[i], crc = 0xFFFFFFFFu;
         if (l & 0x80000000u) crc = crc32c_update(T, crc, p - 32, 28);
-        out[i] = ~crc32c_update(T, crc, p, l & 0x7FFFFFFFu);
+        crc = ~crc32c_update(T, crc, p, l & 0x3FFFFFFFu);
+        out[i] = crc;
+        if ((l & 0xC0000000u) == 0xC0000000u) {
+            const u32 stored = (u32)p[-4] | ((u32)p[-3] << 8) | ((u32)p[-2] << 16) | ((u32)p[-1] << 24);
+            if (crc != stored) atomicAdd(mismatches, 1u);
+        }
     }
 }
 
@@ -218,22 +225,56 @@ impl Kernels {
         unsafe { b.launch(self.cfg(n)) }.map(|_| ()).map_err(gpu_err)
     }
 
-    /// CRC32C of each chunk `base + off[i] .. + len[i]`, returned to the host. A length with
-    /// bit 31 set marks the first payload piece of a log record: its CRC starts over the frame
-    /// header's first 28 bytes, 32 bytes before the chunk.
+    /// CRC32C of each chunk `base + off[i] .. + len[i]`, returned to the host.
     pub fn crc32c_chunks(&self, stream: &Arc<CudaStream>, base: u64, off: &[u64], len: &[u32]) -> Result<Vec<u32>> {
+        self.run_crc(stream, base, off, len, true).map(|(crcs, _)| crcs)
+    }
+
+    /// CRCs of log record payload pieces (see the kernel: bit 31 of a length marks a record's
+    /// first piece, bits 31 and 30 a record in one piece, checked against its stored checksum on
+    /// the device). Returns the number of one-piece records whose checksum did not match, and
+    /// every piece's CRC when `want_crcs` (for records in several pieces, combined by the
+    /// caller).
+    pub fn check_record_pieces(
+        &self,
+        stream: &Arc<CudaStream>,
+        base: u64,
+        off: &[u64],
+        len: &[u32],
+        want_crcs: bool,
+    ) -> Result<(u32, Vec<u32>)> {
+        let (crcs, bad) = self.run_crc(stream, base, off, len, want_crcs)?;
+        Ok((bad, crcs))
+    }
+
+    fn run_crc(
+        &self,
+        stream: &Arc<CudaStream>,
+        base: u64,
+        off: &[u64],
+        len: &[u32],
+        want_crcs: bool,
+    ) -> Result<(Vec<u32>, u32)> {
         let n = off.len();
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         let d_off = stream.clone_htod(off).map_err(gpu_err)?;
         let d_len = stream.clone_htod(len).map_err(gpu_err)?;
         let mut d_out = stream.alloc_zeros::<u32>(n).map_err(gpu_err)?;
+        let mut d_bad = stream.alloc_zeros::<u32>(1).map_err(gpu_err)?;
         let n32 = u32::try_from(n).map_err(|_| Error::Gpu("too many CRC chunks".into()))?;
         let mut b = stream.launch_builder(&self.crc);
-        b.arg(&base).arg(&d_off).arg(&d_len).arg(&n32).arg(&mut d_out);
+        b.arg(&base)
+            .arg(&d_off)
+            .arg(&d_len)
+            .arg(&n32)
+            .arg(&mut d_out)
+            .arg(&mut d_bad);
         let blocks = n32.div_ceil(THREADS).clamp(1, self.blocks * 4);
-        // SAFETY: each chunk lies inside a live allocation starting at `base` (built from pages).
+        // SAFETY: each chunk lies inside a live allocation starting at `base` (built from pages,
+        // or from the frames of an uploaded log, whose first pieces have their 32-byte frame
+        // header right before them in the same allocation).
         unsafe {
             b.launch(LaunchConfig {
                 grid_dim: (blocks, 1, 1),
@@ -242,6 +283,12 @@ impl Kernels {
             })
         }
         .map_err(gpu_err)?;
-        stream.clone_dtoh(&d_out).map_err(gpu_err)
+        let bad = stream.clone_dtoh(&d_bad).map_err(gpu_err)?[0];
+        let crcs = if want_crcs {
+            stream.clone_dtoh(&d_out).map_err(gpu_err)?
+        } else {
+            Vec::new()
+        };
+        Ok((crcs, bad))
     }
 }
