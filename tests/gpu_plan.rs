@@ -179,3 +179,73 @@ fn overlapping_writes_in_one_tile_land_in_sequence_order() {
     };
     check_against_cpu(&o, ReplayLimit::default(), 1);
 }
+
+/// A log whose `bad` record breaks a rule: the plan fails with the CPU replay's error, at the
+/// same record, or stops where the CPU stops when an epoch limit comes first.
+#[test]
+fn a_rejected_record_gives_the_cpu_replays_error() {
+    use mmsb::format::log::{Durability, LogOptions, LogWriter};
+    use mmsb::format::record::{Delta, Op};
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt_path = dir.path().join("a.ckpt");
+    let o = GenOptions {
+        pages: 4,
+        total_size: 1 << 20,
+        size_dist: SizeDist::Equal,
+        deltas: 0,
+        ..GenOptions::default()
+    };
+    generate(&ckpt_path, None, &o).unwrap();
+    let ckpt = Checkpoint::open(&ckpt_path).unwrap();
+    let ids: Vec<u64> = ckpt.pages().iter().map(|p| p.id).collect();
+    let data = [7u8; 100];
+    let write = |page_id: u64, epoch: u64, offset: u64| Delta {
+        page_id,
+        epoch,
+        timestamp_ns: 1,
+        source: "t".into(),
+        op: Op::Sparse(vec![(offset, &data[..])]),
+    };
+    let cases: Vec<(&str, Delta, Option<u64>)> = vec![
+        ("epoch does not advance", write(ids[1], 1, 0), None),
+        ("range past the end", write(ids[2], 9000, (1 << 18) - 50), None),
+        ("no such page", write(12345, 9000, 0), None),
+        ("epoch limit before the bad record", write(ids[1], 1, 0), Some(4000)),
+        (
+            "epoch limit at the bad record",
+            write(ids[2], 99_999, 1 << 20),
+            Some(5500),
+        ),
+    ];
+    for (name, bad, to_epoch) in cases {
+        let log_path = dir.path().join(format!("{name}.log"));
+        let opts = LogOptions {
+            segment_size: 1 << 20,
+            durability: Durability::Never,
+            compression: Compression::None,
+        };
+        let mut w = LogWriter::create(&log_path, ckpt.state_hash(), 1, opts).unwrap();
+        // Enough records before and after for several parallel chunks.
+        for i in 0..6000u64 {
+            w.append(&write(ids[(i % 4) as usize], 1000 + i, i % 1000)).unwrap();
+            if i == 4444 {
+                w.append(&bad).unwrap();
+            }
+        }
+        w.finish().unwrap();
+        let limit = ReplayLimit { to_seq: None, to_epoch };
+        let mut cpu = State::from_checkpoint(&ckpt, false).unwrap();
+        let cpu_result = cpu.replay(&Log::open(&[&log_path]).unwrap(), limit);
+        let log = Log::open_deferred(&[&log_path]).unwrap();
+        let bases = plan::segment_bases(&log);
+        let planned = plan::plan(&log, &bases, ckpt.head(), &|_| true, limit, &|_, _| true);
+        match (cpu_result, planned) {
+            (Err(c), Err(p)) => assert_eq!(p.to_string(), c.to_string(), "{name}"),
+            (Ok(c), Ok(p)) => {
+                assert!(to_epoch.is_some(), "{name}: the CPU accepted the log");
+                assert_eq!(p.summary, c, "{name}");
+            }
+            (c, p) => panic!("{name}: CPU {:?}, plan {:?}", c.err(), p.err()),
+        }
+    }
+}
