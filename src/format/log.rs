@@ -285,37 +285,33 @@ impl Segment {
     /// Maps `path`, parses its header and finds every whole frame.
     pub fn open(path: &Path) -> Result<Segment> {
         // Every byte of a segment is read (the frame scan checks every CRC): map it whole.
-        let map = ReadOnlyMap::open_with(path, true)?;
-        let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
-        let (frames, end) = scan(map.bytes(), &header, true);
-        Ok(Segment {
-            path: path.to_owned(),
-            map,
-            header,
-            frames,
-            end,
-            payloads_checked: true,
-        })
+        Segment::open_scanned(path, true)
     }
 
     /// Like [`Segment::open`], but reads only the frame headers: the record checksums over the
     /// payloads are left unchecked (see [`Log::open_deferred`]). A segment whose frames do not
     /// end cleanly is scanned again in full, so its damage is classified exactly as by `open`.
     pub fn open_deferred(path: &Path) -> Result<Segment> {
-        // Only one header per record is touched: no need to populate the whole mapping.
-        let map = ReadOnlyMap::open_with(path, false)?;
-        let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
-        let (frames, end) = scan(map.bytes(), &header, false);
-        if end != SegmentEnd::Clean {
+        let s = Segment::open_scanned(path, false)?;
+        if s.end != SegmentEnd::Clean {
             return Segment::open(path);
         }
+        Ok(s)
+    }
+
+    fn open_scanned(path: &Path, check_payloads: bool) -> Result<Segment> {
+        // Without the payload checks only one header per record is touched: no need to
+        // populate the whole mapping.
+        let map = ReadOnlyMap::open_with(path, check_payloads)?;
+        let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
+        let (frames, end) = scan(map.bytes(), &header, check_payloads);
         Ok(Segment {
             path: path.to_owned(),
             map,
             header,
             frames,
             end,
-            payloads_checked: false,
+            payloads_checked: check_payloads,
         })
     }
 

@@ -227,7 +227,8 @@ impl Kernels {
 
     /// CRC32C of each chunk `base + off[i] .. + len[i]`, returned to the host.
     pub fn crc32c_chunks(&self, stream: &Arc<CudaStream>, base: u64, off: &[u64], len: &[u32]) -> Result<Vec<u32>> {
-        self.run_crc(stream, base, off, len, true).map(|(crcs, _)| crcs)
+        self.check_record_pieces(stream, base, off, len, true)
+            .map(|(_, crcs)| crcs)
     }
 
     /// CRCs of log record payload pieces (see the kernel: bit 31 of a length marks a record's
@@ -243,21 +244,9 @@ impl Kernels {
         len: &[u32],
         want_crcs: bool,
     ) -> Result<(u32, Vec<u32>)> {
-        let (crcs, bad) = self.run_crc(stream, base, off, len, want_crcs)?;
-        Ok((bad, crcs))
-    }
-
-    fn run_crc(
-        &self,
-        stream: &Arc<CudaStream>,
-        base: u64,
-        off: &[u64],
-        len: &[u32],
-        want_crcs: bool,
-    ) -> Result<(Vec<u32>, u32)> {
         let n = off.len();
         if n == 0 {
-            return Ok((Vec::new(), 0));
+            return Ok((0, Vec::new()));
         }
         let d_off = stream.clone_htod(off).map_err(gpu_err)?;
         let d_len = stream.clone_htod(len).map_err(gpu_err)?;
@@ -289,6 +278,6 @@ impl Kernels {
         } else {
             Vec::new()
         };
-        Ok((crcs, bad))
+        Ok((bad, crcs))
     }
 }
