@@ -464,7 +464,14 @@ fn plan_writes(
     let batch = gather(pages, &chunks, stop);
     out.check_ms += ms(t);
     let t = Instant::now();
-    let batch = list_tiles(batch)?;
+    // Every slot's page length: the writes were checked against these, and no structural
+    // record comes inside a batch.
+    let page_len: Vec<u64> = batch
+        .pages
+        .iter()
+        .map(|id| pages.shape[pages.slot_of[id] as usize].map_or(0, |s| s.len))
+        .collect();
+    let batch = list_tiles(batch, &page_len)?;
     out.tiles_ms += ms(t);
     Ok((batch, stop.is_some()))
 }
@@ -709,8 +716,8 @@ fn gather(pages: &Pages, chunks: &[Chunk], stop: Option<(usize, usize)>) -> Writ
 }
 
 /// Lists each write under every tile it touches and groups the list by tile, keeping sequence
-/// order inside a tile.
-fn list_tiles(mut b: WriteBatch) -> Result<WriteBatch> {
+/// order inside a tile. `page_len` is each slot's page length (the writes lie inside it).
+fn list_tiles(mut b: WriteBatch, page_len: &[u64]) -> Result<WriteBatch> {
     const BLOCK: usize = 4096;
     let span = |w: &WriteDesc| {
         let t0 = w.offset >> TILE_SHIFT;
@@ -753,6 +760,57 @@ fn list_tiles(mut b: WriteBatch) -> Result<WriteBatch> {
                 }
             }
         });
+    // Tiles numbered densely, slot after slot: when there are not many more tiles than entries,
+    // a counting sort (stable, so sequence order holds inside a tile); else a comparison sort.
+    let mut tile_base = Vec::with_capacity(page_len.len());
+    let mut ntiles = 0u64;
+    for len in page_len {
+        tile_base.push(ntiles);
+        ntiles += len.div_ceil(TILE);
+    }
+    if ntiles <= 4 * total as u64 + 4096 {
+        count_tiles(&mut b, &keyed, &tile_base, ntiles as usize);
+    } else {
+        sort_tiles(&mut b, keyed);
+    }
+    Ok(b)
+}
+
+/// Groups `keyed` (tile key, write) by tile with a counting sort over the dense tile numbers.
+fn count_tiles(b: &mut WriteBatch, keyed: &[(u64, u32)], tile_base: &[u64], ntiles: usize) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let dense = |key: u64| (tile_base[(key >> 32) as usize] + (key & 0xffff_ffff)) as usize;
+    let counts: Vec<AtomicU32> = (0..ntiles).map(|_| AtomicU32::new(0)).collect();
+    keyed.par_iter().for_each(|(key, _)| {
+        counts[dense(*key)].fetch_add(1, Ordering::Relaxed);
+    });
+    let mut cursor = vec![0u32; ntiles];
+    let mut at = 0u32;
+    b.tiles.clear();
+    for (slot, base) in tile_base.iter().enumerate() {
+        let end = tile_base.get(slot + 1).copied().unwrap_or(ntiles as u64);
+        for t in *base..end {
+            let n = counts[t as usize].load(Ordering::Relaxed);
+            cursor[t as usize] = at;
+            if n > 0 {
+                b.tiles.push(TileRun {
+                    key: (slot as u64) << 32 | (t - base),
+                    first_count: u64::from(at) | u64::from(n) << 32,
+                });
+            }
+            at += n;
+        }
+    }
+    b.entries = vec![0; keyed.len()];
+    for (key, w) in keyed {
+        let c = &mut cursor[dense(*key)];
+        b.entries[*c as usize] = *w;
+        *c += 1;
+    }
+}
+
+/// Groups `keyed` (tile key, write) by tile with a parallel comparison sort.
+fn sort_tiles(b: &mut WriteBatch, mut keyed: Vec<(u64, u32)>) {
     keyed.par_sort_unstable();
     b.entries = keyed.par_iter().map(|k| k.1).collect();
     let starts: Vec<usize> = (0..keyed.len())
@@ -770,7 +828,6 @@ fn list_tiles(mut b: WriteBatch) -> Result<WriteBatch> {
             }
         })
         .collect();
-    Ok(b)
 }
 
 /// Runs a batch on host pages the way the kernel runs it on the device: tile by tile, each
@@ -838,21 +895,29 @@ mod tests {
             src: 0,
             slot_kind: 0,
         };
-        let b = list_tiles(WriteBatch {
-            pages: vec![7],
-            // 0: tiles 0-1; 1: tile 1; 2: tile 0; 3: tiles 0-2.
-            writes: vec![w(TILE - 2, 4), w(TILE + 5, 1), w(3, 1), w(0, 2 * TILE + 1)],
-            ..Default::default()
-        })
-        .unwrap();
-        let lists: Vec<(u64, Vec<u32>)> = b
-            .tiles
-            .iter()
-            .map(|t| {
-                let (f, n) = ((t.first_count & 0xffff_ffff) as usize, (t.first_count >> 32) as usize);
-                (t.key, b.entries[f..f + n].to_vec())
-            })
-            .collect();
-        assert_eq!(lists, vec![(0, vec![0, 2, 3]), (1, vec![0, 1, 3]), (2, vec![3])]);
+        // 0: tiles 0-1; 1: tile 1; 2: tile 0; 3: tiles 0-2.
+        let writes = vec![w(TILE - 2, 4), w(TILE + 5, 1), w(3, 1), w(0, 2 * TILE + 1)];
+        let lists = |page_len: u64| {
+            let b = list_tiles(
+                WriteBatch {
+                    pages: vec![7],
+                    writes: writes.clone(),
+                    ..Default::default()
+                },
+                &[page_len],
+            )
+            .unwrap();
+            b.tiles
+                .iter()
+                .map(|t| {
+                    let (f, n) = ((t.first_count & 0xffff_ffff) as usize, (t.first_count >> 32) as usize);
+                    (t.key, b.entries[f..f + n].to_vec())
+                })
+                .collect::<Vec<(u64, Vec<u32>)>>()
+        };
+        let want = vec![(0, vec![0, 2, 3]), (1, vec![0, 1, 3]), (2, vec![3])];
+        // A page of three tiles takes the counting sort, a huge one the comparison sort.
+        assert_eq!(lists(3 * TILE), want);
+        assert_eq!(lists(1 << 40), want);
     }
 }
