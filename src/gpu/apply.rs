@@ -149,6 +149,7 @@ impl DevicePageStore {
             let (logbuf, files, file_base) = (&logbuf, &files, &file_base);
             let upload = outer.spawn(move || -> Result<f64> {
                 let t = Instant::now();
+                // Buffered reads need only the paths, not mappings (none exist yet here).
                 let sources: Vec<(&std::path::Path, &[u8])> =
                     files.iter().map(|(p, _)| (p.as_path(), &[][..])).collect();
                 let jobs: Vec<CopyJob> = files

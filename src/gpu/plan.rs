@@ -308,27 +308,37 @@ pub fn plan(
     Ok(out)
 }
 
-/// The exact error for a record that failed the parallel pass (or the epoch check).
-fn record_error(log: &Log, (si, f): (usize, FrameRef), shape: Option<PageShape>) -> Error {
+/// The exact error for a record that failed the parallel pass (or the epoch check), decoded
+/// again, with `shape_of` giving its page's shape at that point of the log. `None` when the
+/// record decodes and the epoch limit `to_epoch` stops the replay before it, as on the CPU.
+fn record_error(
+    log: &Log,
+    (si, f): (usize, FrameRef),
+    to_epoch: Option<u64>,
+    shape_of: &dyn Fn(u64) -> Option<PageShape>,
+) -> Option<Error> {
     let seg = &log.segments()[si];
     let payload = match seg.payload(&f) {
         Ok(p) => p,
-        Err(e) => return e,
+        Err(e) => return Some(e),
     };
     let delta = match Delta::decode(f.kind, &payload, f.payload_offset()) {
         Ok(d) => d,
-        Err(e) => return e.at(seg.path()),
+        Err(e) => return Some(e.at(seg.path())),
     };
-    let reason = match delta.check(shape) {
+    if to_epoch.is_some_and(|n| delta.epoch > n) {
+        return None;
+    }
+    let reason = match delta.check(shape_of(delta.page_id)) {
         Err(r) => r,
         Ok(_) => "record rejected".into(),
     };
-    Error::DeltaRejected {
+    Some(Error::DeltaRejected {
         path: seg.path().to_owned(),
         offset: f.offset,
         seq: f.seq,
         reason,
-    }
+    })
 }
 
 /// Applies one structural record to the shapes and adds its step. False when the epoch limit
@@ -429,18 +439,14 @@ fn plan_writes(
                     continue;
                 }
                 RecordState::Bad => {
-                    // The epoch limit comes first where the record decodes far enough to say.
-                    let shape = pages
-                        .slot_of
-                        .get(&record_page_id(log, frame))
-                        .and_then(|s| pages.shape[*s as usize]);
-                    if let Some(epoch) = record_epoch(log, frame)
-                        && limit.to_epoch.is_some_and(|n| epoch > n)
-                    {
-                        stop = Some((ci, ri));
-                        break 'chunks;
+                    let shape_of = |id: u64| pages.slot_of.get(&id).and_then(|s| pages.shape[*s as usize]);
+                    match record_error(log, frame, limit.to_epoch, &shape_of) {
+                        Some(e) => return Err(e),
+                        None => {
+                            stop = Some((ci, ri));
+                            break 'chunks;
+                        }
                     }
-                    return Err(record_error(log, frame, shape));
                 }
                 RecordState::Ok => {}
             }
@@ -452,7 +458,8 @@ fn plan_writes(
             let shape = pages.shape[slot].as_mut().expect("checked in the parallel pass");
             if r.epoch <= shape.epoch {
                 let before = *shape;
-                return Err(record_error(log, frame, Some(before)));
+                return Err(record_error(log, frame, None, &|_| Some(before))
+                    .expect("without an epoch limit there is always an error"));
             }
             shape.epoch = r.epoch;
             pages.touched[slot] = true;
@@ -478,24 +485,6 @@ fn plan_writes(
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
-}
-
-/// The page id at the start of a record's payload, or an id no page has.
-fn record_page_id(log: &Log, (si, f): (usize, FrameRef)) -> u64 {
-    let seg = &log.segments()[si];
-    seg.payload(&f)
-        .ok()
-        .and_then(|p| p.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))))
-        .unwrap_or(u64::MAX)
-}
-
-/// The epoch of a record that decodes, if it does.
-fn record_epoch(log: &Log, (si, f): (usize, FrameRef)) -> Option<u64> {
-    let seg = &log.segments()[si];
-    let payload = seg.payload(&f).ok()?;
-    Delta::decode(f.kind, &payload, f.payload_offset())
-        .ok()
-        .map(|d| d.epoch)
 }
 
 /// Decodes and bounds-checks a chunk of records, listing the writes of present pages.
