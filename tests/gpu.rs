@@ -413,6 +413,57 @@ fn check_damaged_records(gpu: &Arc<Gpu>, o: &GenOptions) {
     assert_eq!(store.state_hash().unwrap(), cpu.state_hash());
 }
 
+/// A log of many segment files goes to the device in groups, each group's checksums checked
+/// while the next uploads: a damaged record in a middle segment gives the CPU's error and
+/// leaves the store as loaded; undamaged, the result equals the CPU replay.
+#[test]
+fn gpu_checks_checksums_group_by_group_across_segments() {
+    let Some(gpu) = gpu() else { return };
+    let o = GenOptions {
+        seed: 8,
+        pages: 12,
+        total_size: 2 << 20,
+        deltas: 500,
+        segment_size: 32 << 10,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("s.ckpt");
+    let lg = dir.path().join("s.log");
+    generate(&ck, Some(&lg), &o).unwrap();
+    let ckpt = Checkpoint::open(&ck).unwrap();
+    let segments = Log::open(&[&lg]).unwrap().segments().len();
+    assert!(segments >= 8, "{segments} segments: too few to upload in groups");
+
+    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    let cpu_summary = cpu.replay(&Log::open(&[&lg]).unwrap(), ReplayLimit::default()).unwrap();
+    let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+    let (summary, _) = store
+        .apply_log_files(&[lg.clone()], ckpt.head(), ReplayLimit::default(), &|_, _| true)
+        .unwrap();
+    assert_eq!(summary, cpu_summary);
+    assert_eq!(store.state_hash().unwrap(), cpu.state_hash());
+
+    // Damage the largest record of the segment in the middle.
+    let opened = Log::open(&[&lg]).unwrap();
+    let middle = &opened.segments()[segments / 2];
+    let (seg, frames) = (middle.path().to_owned(), middle.frames().to_vec());
+    drop(opened);
+    let f = frames.iter().max_by_key(|f| f.payload_len).unwrap();
+    let mut b = std::fs::read(&seg).unwrap();
+    b[f.payload_offset() as usize + f.payload_len as usize / 2] ^= 0x10;
+    std::fs::write(&seg, &b).unwrap();
+    let cpu_err = Log::open(&[&lg]).unwrap().check().unwrap_err().to_string();
+    let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+    let err = store
+        .apply_log_files(&[lg.clone()], ckpt.head(), ReplayLimit::default(), &|_, _| true)
+        .unwrap_err();
+    assert_eq!(err.to_string(), cpu_err);
+    let loaded = State::from_checkpoint(&ckpt, true).unwrap().state_hash();
+    assert_eq!(store.state_hash().unwrap(), loaded, "nothing written before the checks");
+    println!("{segments} segments: equal; damaged record in segment {} refused as on the CPU", segments / 2);
+}
+
 /// Sharded and replicated restores on two devices (two contexts of device 0 when the machine has
 /// one GPU): each device's pages equal the CPU replay's; shards cover every page once and their
 /// combined hash is the CPU's; replicas all hold every page and agree.

@@ -864,7 +864,7 @@ pub fn write_checkpoint<'a>(
 /// checked by [`Checkpoint::check_pages`] (or as they are used).
 pub struct Checkpoint {
     path: PathBuf,
-    map: crate::mmap::ReadOnlyMap,
+    map: std::sync::Arc<crate::mmap::ReadOnlyMap>,
     head: CheckpointHead,
 }
 
@@ -875,7 +875,7 @@ impl Checkpoint {
         let head = CheckpointHead::parse(map.bytes(), map.len() as u64).map_err(|e| e.at(path))?;
         Ok(Checkpoint {
             path: path.to_owned(),
-            map,
+            map: std::sync::Arc::new(map),
             head,
         })
     }
@@ -903,6 +903,12 @@ impl Checkpoint {
     /// The whole file's bytes.
     pub fn bytes(&self) -> &[u8] {
         self.map.bytes()
+    }
+
+    /// The mapping itself, shared: for users that must keep it mapped past the checkpoint's
+    /// life (pinned pieces of it being let go on another thread).
+    pub fn mapping(&self) -> &std::sync::Arc<crate::mmap::ReadOnlyMap> {
+        &self.map
     }
 
     /// A page's bytes, zero-copy (not checksum-checked by this call).

@@ -11,7 +11,7 @@ use cudarc::driver::{CudaSlice, DeviceRepr};
 use rayon::prelude::*;
 
 use super::driver::{DeviceBuffer, MemoryKind, copy_d2d, gpu_err, memset};
-use super::loader::{CopyJob, Pipeline, ReadMode};
+use super::loader::{CopyJob, Pipeline, ReadMode, Source};
 use super::plan::{self, ApplyPlan, KIND_MASKED, Step, TileRun, WriteBatch, WriteDesc};
 use super::store::{DevicePage, DevicePageStore, PageResidency};
 use crate::error::{Error, Result};
@@ -54,12 +54,23 @@ pub struct ApplyStats {
     pub check_ms: f64,
     /// Of `plan_ms`: listing and sorting tile entries, ms.
     pub tiles_ms: f64,
-    /// Checking the record checksums on the device after the upload, ms (0 when the log's
-    /// opening checked them).
+    /// Checking the record checksums on the device, group by group as the upload goes, ms
+    /// summed (0 when the log's opening checked them).
     pub crc_ms: f64,
+    /// Opening the log (frame headers only), ms; 0 when the caller opened it.
+    pub open_ms: f64,
+    /// From the start to the upload and its checksum checks being done, ms.
+    pub upload_done_ms: f64,
+    /// From the start to the plan being done (the log opened first), ms. The larger of this
+    /// and `upload_done_ms` is the critical path, and about `plan_ms`.
+    pub plan_done_ms: f64,
     /// Descriptor uploads, kernels and structural steps until synchronised, ms.
     pub kernel_ms: f64,
 }
+
+/// Log files go to the device in groups of at least this many bytes (or an eighth of the log,
+/// if less), each group's record checksums checked while the next uploads.
+const UPLOAD_GROUP: u64 = 64 << 20;
 
 /// The log to apply: opened already, or files to open while they upload.
 enum LogInput<'a> {
@@ -69,8 +80,8 @@ enum LogInput<'a> {
 
 /// How the upload-and-plan phase ended.
 enum Outcome {
-    /// Planned, with the upload and checksum times.
-    Planned(ApplyPlan, f64, f64),
+    /// Planned, with the times (see [`ApplyStats`]) filled in.
+    Planned(ApplyPlan, ApplyStats),
     /// Run again on this log, opened with every checksum checked on the CPU.
     Again(Log),
 }
@@ -144,14 +155,25 @@ impl DevicePageStore {
         let t = Instant::now();
         let check_base = self.base;
         let this = &*self;
+        // The log this call opens; unmapping its segments costs tens of ms on some machines, so
+        // it is let go on another thread once nothing refers to it.
+        let mut opened: Option<Log> = None;
         let outcome = std::thread::scope(|outer| -> Result<Outcome> {
-            let ctx = &this.gpu.ctx;
             let (logbuf, files, file_base) = (&logbuf, &files, &file_base);
+            // Files go up in groups of at least UPLOAD_GROUP bytes; after each group the
+            // number of files on the device is sent, so that their checksums are checked while
+            // later files upload.
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<usize>();
             let upload = outer.spawn(move || -> Result<f64> {
                 let t = Instant::now();
                 // Buffered reads need only the paths, not mappings (none exist yet here).
-                let sources: Vec<(&std::path::Path, &[u8])> =
-                    files.iter().map(|(p, _)| (p.as_path(), &[][..])).collect();
+                let sources: Vec<Source> = files
+                    .iter()
+                    .map(|(p, _)| Source {
+                        path: p.as_path(),
+                        map: None,
+                    })
+                    .collect();
                 let jobs: Vec<CopyJob> = files
                     .iter()
                     .zip(file_base)
@@ -164,20 +186,27 @@ impl DevicePageStore {
                     })
                     .collect();
                 let pipe = Pipeline::for_load(total, ReadMode::Buffered);
-                super::loader::load(ctx, &sources, &jobs, ReadMode::Buffered, pipe)?;
+                let group = (total / 8).clamp(1, UPLOAD_GROUP);
+                let mut start = 0;
+                while start < jobs.len() {
+                    let mut end = start;
+                    let mut bytes = 0;
+                    while end < jobs.len() && (end == start || bytes < group) {
+                        bytes += jobs[end].len;
+                        end += 1;
+                    }
+                    super::loader::load(&this.gpu, &sources, &jobs[start..end], ReadMode::Buffered, pipe)?;
+                    // The checker may have stopped listening (a mismatch): nothing to tell then.
+                    let _ = done_tx.send(end);
+                    start = end;
+                }
                 Ok(t.elapsed().as_secs_f64() * 1e3)
             });
-            let opened;
             let log: &Log = match &input {
                 LogInput::Opened(log) => log,
-                LogInput::Files(paths) => {
-                    opened = Log::open_deferred(paths);
-                    match &opened {
-                        Ok(l) => l,
-                        Err(_) => return Err(opened.err().expect("an error")),
-                    }
-                }
+                LogInput::Files(paths) => opened.insert(Log::open_deferred(paths)?),
             };
+            let open_ms = t.elapsed().as_secs_f64() * 1e3;
             log.check()?;
             log.check_base(check_base)?;
             // Each segment's place in the upload; a file that changed since it was measured
@@ -198,35 +227,72 @@ impl DevicePageStore {
             };
             std::thread::scope(|inner| {
                 let seg_base = &seg_base;
-                let checked = inner.spawn(move || -> Result<(f64, f64, bool)> {
+                let checked = inner.spawn(move || -> Result<(f64, f64, bool, f64)> {
+                    let mut crc_ms = 0.0;
+                    let mut all_match = true;
+                    if !log.payloads_checked() {
+                        // Segments in upload order: (file index, segment index).
+                        let mut order: Vec<(usize, usize)> = log
+                            .segments()
+                            .iter()
+                            .enumerate()
+                            .map(|(si, s)| (files.iter().position(|(p, _)| p == s.path()).unwrap_or(0), si))
+                            .collect();
+                        order.sort_unstable();
+                        let mut next = 0;
+                        while next < order.len() {
+                            let Ok(done) = done_rx.recv() else { break };
+                            let ready: Vec<usize> =
+                                order[next..].iter().take_while(|(fi, _)| *fi < done).map(|&(_, si)| si).collect();
+                            next += ready.len();
+                            let tc = Instant::now();
+                            let ok = ready.is_empty() || this.records_match(log, seg_base, &ready, logbuf.ptr())?;
+                            crc_ms += tc.elapsed().as_secs_f64() * 1e3;
+                            if !ok {
+                                all_match = false;
+                                break;
+                            }
+                        }
+                    }
+                    drop(done_rx);
                     let upload_ms = upload
                         .join()
                         .unwrap_or_else(|_| Err(Error::Gpu("log upload thread panicked".into())))?;
-                    let t = Instant::now();
-                    let all_match = log.payloads_checked() || this.records_match(log, seg_base, logbuf.ptr())?;
-                    Ok((upload_ms, t.elapsed().as_secs_f64() * 1e3, all_match))
+                    Ok((upload_ms, crc_ms, all_match, t.elapsed().as_secs_f64() * 1e3))
                 });
                 let pages = &this.pages;
                 let present = |id: u64| pages.contains_key(&id);
                 let planned = plan::plan(log, seg_base, head, &present, limit, keep_created);
-                let (upload_ms, crc_ms, all_match) = checked
+                let plan_done_ms = t.elapsed().as_secs_f64() * 1e3;
+                let (upload_ms, crc_ms, all_match, upload_done_ms) = checked
                     .join()
                     .unwrap_or_else(|_| Err(Error::Gpu("checksum thread panicked".into())))?;
                 if !all_match {
                     return Ok(Outcome::Again(log.reopen_checked()?));
                 }
-                Ok(Outcome::Planned(planned?, upload_ms, crc_ms))
+                let times = ApplyStats {
+                    upload_ms,
+                    crc_ms,
+                    open_ms,
+                    upload_done_ms,
+                    plan_done_ms,
+                    ..Default::default()
+                };
+                Ok(Outcome::Planned(planned?, times))
             })
-        })?;
-        let (plan, upload_ms, crc_ms) = match outcome {
-            Outcome::Planned(p, u, c) => (p, u, c),
+        });
+        let (plan, times) = match outcome? {
+            Outcome::Planned(p, times) => (p, times),
             Outcome::Again(log) => {
                 drop(logbuf);
                 return self.apply(LogInput::Opened(&log), head, limit, keep_created);
             }
         };
-        stats.upload_ms = upload_ms;
-        stats.crc_ms = crc_ms;
+        stats.upload_ms = times.upload_ms;
+        stats.crc_ms = times.crc_ms;
+        stats.open_ms = times.open_ms;
+        stats.upload_done_ms = times.upload_done_ms;
+        stats.plan_done_ms = times.plan_done_ms;
         stats.plan_ms = t.elapsed().as_secs_f64() * 1e3;
         stats.parse_ms = plan.parse_ms;
         stats.check_ms = plan.check_ms;
@@ -237,6 +303,11 @@ impl DevicePageStore {
         let summary = self.run_plan(plan, logbuf.ptr(), &mut stats)?;
         drop(logbuf);
         stats.kernel_ms = t.elapsed().as_secs_f64() * 1e3;
+        // After the kernels: unmapping beside the descriptor uploads slowed them (both take the
+        // process's memory-map lock).
+        if let Some(log) = opened.take() {
+            std::thread::spawn(move || drop(log));
+        }
         Ok((summary, stats))
     }
 
@@ -370,20 +441,19 @@ impl DevicePageStore {
         Ok(())
     }
 
-    /// Checks every record checksum of `log` against its bytes uploaded at `log_base`. The
+    /// Checks every record checksum of the segments `segs` of `log` against their bytes
+    /// uploaded at `log_base`. The
     /// device computes the CRC of each payload and compares it with the stored checksum; a
     /// payload over 256 KiB is cut into pieces whose CRCs the host combines and compares. True
     /// when all match.
-    fn records_match(&self, log: &Log, seg_base: &[u64], log_base: u64) -> Result<bool> {
+    fn records_match(&self, log: &Log, seg_base: &[u64], segs: &[usize], log_base: u64) -> Result<bool> {
         const PIECE: u64 = 256 << 10;
         const FIRST: u32 = 1 << 31;
         const WHOLE: u32 = 1 << 30;
         let pieces_of = |len: u64| len.div_ceil(PIECE).max(1);
-        let frames: Vec<(usize, &[crate::format::log::FrameRef])> = log
-            .segments()
+        let frames: Vec<(usize, &[crate::format::log::FrameRef])> = segs
             .iter()
-            .enumerate()
-            .flat_map(|(si, s)| s.frames().chunks(8192).map(move |c| (si, c)))
+            .flat_map(|&si| log.segments()[si].frames().chunks(8192).map(move |c| (si, c)))
             .collect();
         let per_chunk: Vec<(Vec<u64>, Vec<u32>)> = frames
             .par_iter()

@@ -9,11 +9,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::time::Instant;
+
 use cudarc::driver::CudaContext;
 
+use super::Gpu;
 use super::driver::{RawStream, Registered, gpu_err};
 use crate::error::{Error, Result};
 use crate::format::ALIGN;
+use crate::mmap::ReadOnlyMap;
 
 /// How file bytes are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -30,6 +34,15 @@ pub enum ReadMode {
     Direct,
 }
 
+/// A file to read from: its path, and for [`ReadMode::PinMapping`] its mapping.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    /// The file.
+    pub path: &'a Path,
+    /// Its read-only mapping (needed only to pin the mapping).
+    pub map: Option<&'a Arc<ReadOnlyMap>>,
+}
+
 /// One contiguous piece to move: `len` bytes from file offset `file_off` to device address `dst`.
 #[derive(Debug, Clone, Copy)]
 pub struct CopyJob {
@@ -43,6 +56,49 @@ pub struct CopyJob {
     pub dst: u64,
 }
 
+/// Where a [`load`]'s time went, ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct LoadTimes {
+    /// Allocating and pinning staging memory (0 when the device's kept staging was big enough),
+    /// or pinning the mapping's pieces, summed over threads.
+    pub setup_ms: f64,
+    /// From the first read to the last byte on the device.
+    pub copy_ms: f64,
+    /// Unpinning and freeing before returning (pinned mappings are let go on another thread
+    /// after the return, so this is 0 for them).
+    pub release_ms: f64,
+}
+
+/// Staging memory kept by a [`Gpu`] between loads, so that a process allocates and pins it once:
+/// pinning costs more than moving a small file (../shared/gpu-limits). Loads that want more
+/// than [`STAGING_KEEP`] bytes use staging of their own and free it after.
+pub(crate) struct Staging {
+    // Declared first: unpinned before the arena is freed.
+    pinned: Registered,
+    _arena: StagingArena,
+}
+
+/// The most staging memory a [`Gpu`] keeps pinned between loads (16 threads x 2 slots x 4 MiB
+/// fit).
+pub const STAGING_KEEP: usize = 128 << 20;
+
+impl Staging {
+    /// Bytes of staging.
+    pub(crate) fn len(&self) -> usize {
+        self.pinned.len()
+    }
+
+    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Staging> {
+        let layout =
+            std::alloc::Layout::from_size_align(len, ALIGN as usize).map_err(|e| Error::Gpu(e.to_string()))?;
+        let arena = StagingArena::new(layout)?;
+        ctx.bind_to_thread().map_err(gpu_err)?;
+        // SAFETY: the arena stays allocated until after `pinned` drops (field order).
+        let pinned = unsafe { Registered::new(arena.ptr, len, false)? };
+        Ok(Staging { pinned, _arena: arena })
+    }
+}
+
 /// Tuning of the staging pipeline.
 #[derive(Debug, Clone, Copy)]
 pub struct Pipeline {
@@ -53,11 +109,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Threads and slot size for moving `bytes` with `mode`, from sweeps on the lent H100
-    /// (scripts/gpu-sweep.sh, BENCHMARKS.md): small loads want little staging (registering it
-    /// costs more than moving the data); large warm loads peak at 8-12 threads with 2 MiB slots
-    /// (more threads or larger slots were slower); large direct reads wait on the disk, not on a
-    /// core, and do best with 32 reads of 8 MiB in flight.
+    /// Threads and slot size for moving `bytes` with `mode`, from sweeps on the lent machines
+    /// (scripts/gpu-sweep.sh, BENCHMARKS.md): small loads want little staging; large warm loads
+    /// peaked at 12 threads with 4 MiB slots on the H200 (2 MiB slots and 8 or 16 threads were
+    /// slower there; on the H100, 2 MiB and 4 MiB were within noise); large direct reads wait on
+    /// the disk, not on a core, and do best with 32 reads of 8 MiB in flight.
     pub fn for_load(bytes: u64, mode: ReadMode) -> Pipeline {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let large = bytes > 256 << 20;
@@ -73,13 +129,18 @@ impl Pipeline {
             },
             _ if large => Pipeline {
                 threads: cores.min(12),
-                slot: 2 << 20,
+                slot: 4 << 20,
             },
             _ => Pipeline {
                 threads: cores.min(8),
-                slot: 1 << 20,
+                slot: 2 << 20,
             },
         }
+    }
+
+    /// Bytes of staging memory this pipeline uses (two slots per thread).
+    pub fn staging_len(&self) -> usize {
+        self.threads.max(1) * 2 * self.slot.next_multiple_of(ALIGN as usize)
     }
 }
 
@@ -141,36 +202,43 @@ fn pieces(jobs: &[CopyJob], slot: u64) -> Vec<CopyJob> {
     out
 }
 
-/// Moves `jobs` from the file (`map` is its mapping) to the device. With [`ReadMode::Direct`]
-/// and [`ReadMode::PinMapping`], job offsets and lengths must be multiples of 4096 (direct reads
-/// may end short at the end of the file). Returns when every byte is on the device.
+/// Moves `jobs` from the file (`map` is its mapping) to the device of `gpu`. With
+/// [`ReadMode::Direct`] and [`ReadMode::PinMapping`], job offsets and lengths must be multiples
+/// of 4096 (direct reads may end short at the end of the file). Returns when every byte is on
+/// the device.
 pub fn load(
-    ctx: &Arc<CudaContext>,
-    sources: &[(&Path, &[u8])],
+    gpu: &Gpu,
+    sources: &[Source],
     jobs: &[CopyJob],
     mode: ReadMode,
     p: Pipeline,
-) -> Result<()> {
+) -> Result<LoadTimes> {
+    let ctx = &gpu.ctx;
     if mode == ReadMode::PinMapping {
         return load_pinning_mapping(ctx, sources, jobs, p);
     }
+    let mut times = LoadTimes::default();
     let work = pieces(jobs, p.slot as u64);
     if work.is_empty() {
-        return Ok(());
+        return Ok(times);
     }
     let threads = p.threads.clamp(1, work.len());
     let slot = p.slot.next_multiple_of(ALIGN as usize);
-    let arena_len = threads * 2 * slot;
-    let layout =
-        std::alloc::Layout::from_size_align(arena_len, ALIGN as usize).map_err(|e| Error::Gpu(e.to_string()))?;
-    let arena = StagingArena::new(layout)?;
-    ctx.bind_to_thread().map_err(gpu_err)?;
-    // SAFETY: the arena stays allocated until after `pinned` drops (declared after it).
-    let pinned = unsafe { Registered::new(arena.ptr, arena_len, false)? };
+    let arena_len = p.staging_len();
+    let t = Instant::now();
+    // The device's kept staging when it is big enough; otherwise staging of this load's own.
+    let kept = gpu.staging.lock().map_err(|_| Error::Gpu("staging lock poisoned".into()))?.take();
+    let staging = match kept {
+        Some(s) if s.pinned.len() >= arena_len => s,
+        _ => Staging::new(ctx, arena_len)?,
+    };
+    times.setup_ms = ms(t);
+    let t = Instant::now();
+    let pinned = &staging.pinned;
     let flags = if mode == ReadMode::Direct { libc::O_DIRECT } else { 0 };
     let files = sources
         .iter()
-        .map(|(path, _)| {
+        .map(|Source { path, .. }| {
             std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(flags)
@@ -183,15 +251,18 @@ pub fn load(
     let result: Result<()> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|tid| {
-                let (ctx, work, next, files, pinned) = (ctx.clone(), &work, &next, &files, &pinned);
+                let (ctx, work, next, files) = (ctx.clone(), &work, &next, &files);
                 s.spawn(move || -> Result<()> {
                     ctx.bind_to_thread().map_err(gpu_err)?;
                     let stream = RawStream::new()?;
                     let mut inflight: [Option<super::driver::RawEvent>; 2] = [None, None];
                     let mut k = 0;
+                    // The stream is synchronised however the loop ends, so that no copy still
+                    // reads the staging when it is reused or freed.
+                    let copied = (|| -> Result<()> {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(job) = work.get(i) else { break };
+                        let Some(job) = work.get(i) else { break Ok(()) };
                         if let Some(ev) = inflight[k].take() {
                             ev.wait()?;
                         }
@@ -199,7 +270,7 @@ pub fn load(
                         // registered arena; the event wait above means no copy reads it now.
                         let slot_ptr = unsafe { pinned.ptr().add((tid * 2 + k) * slot) };
                         let len = job.len as usize;
-                        let (file, path) = (&files[job.src], sources[job.src].0);
+                        let (file, path) = (&files[job.src], sources[job.src].path);
                         let want = if direct {
                             len.next_multiple_of(ALIGN as usize)
                         } else {
@@ -235,7 +306,9 @@ pub fn load(
                         inflight[k] = Some(stream.record()?);
                         k ^= 1;
                     }
-                    stream.synchronize()
+                    })();
+                    let synced = stream.synchronize();
+                    copied.and(synced)
                 })
             })
             .collect();
@@ -244,20 +317,34 @@ pub fn load(
                 .unwrap_or_else(|_| Err(Error::Gpu("a copy thread panicked".into())))
         })
     });
-    drop(pinned);
-    drop(arena);
-    result
+    times.copy_ms = ms(t);
+    let t = Instant::now();
+    if staging.pinned.len() <= STAGING_KEEP {
+        let mut slot = gpu.staging.lock().map_err(|_| Error::Gpu("staging lock poisoned".into()))?;
+        if slot.as_ref().is_none_or(|s| s.pinned.len() < staging.pinned.len()) {
+            *slot = Some(staging);
+        }
+    } else {
+        drop(staging);
+    }
+    times.release_ms = ms(t);
+    result.map(|()| times)
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// Pins the file mapping piece by piece (read-only registration) and copies each piece straight
 /// from it: `p.threads` threads take `p.slot`-byte pieces in turn, each pinning its next piece
-/// while its last one copies on its own stream.
+/// while its last one copies on its own stream. Unpinning costs about as much as pinning, so it
+/// happens on another thread after the return, which keeps the mappings alive until then.
 fn load_pinning_mapping(
     ctx: &Arc<CudaContext>,
-    sources: &[(&Path, &[u8])],
+    sources: &[Source],
     jobs: &[CopyJob],
     p: Pipeline,
-) -> Result<()> {
+) -> Result<LoadTimes> {
     let work = pieces(jobs, (p.slot as u64).next_multiple_of(ALIGN));
     if let Some(j) = work.iter().find(|j| j.file_off % ALIGN != 0 || j.len % ALIGN != 0) {
         return Err(Error::Gpu(format!(
@@ -265,39 +352,80 @@ fn load_pinning_mapping(
             j.file_off, j.len
         )));
     }
+    let maps = sources
+        .iter()
+        .map(|s| {
+            s.map
+                .cloned()
+                .ok_or_else(|| Error::Gpu(format!("{}: pinning the mapping needs the file mapped", s.path.display())))
+        })
+        .collect::<Result<Vec<Arc<ReadOnlyMap>>>>()?;
+    if let Some(j) = work.iter().find(|j| j.file_off + j.len > maps[j.src].len() as u64) {
+        return Err(Error::Gpu(format!(
+            "{}: piece at {} of {} bytes is past the mapping's end",
+            sources[j.src].path.display(),
+            j.file_off,
+            j.len
+        )));
+    }
     let next = AtomicUsize::new(0);
     let threads = p.threads.clamp(1, work.len().max(1));
-    std::thread::scope(|s| {
+    let t = Instant::now();
+    // Each thread's pins and the time it spent pinning.
+    let per_thread: Result<Vec<(Vec<Registered>, f64)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                let (ctx, work, next) = (ctx.clone(), &work, &next);
-                s.spawn(move || -> Result<()> {
+                let (ctx, work, next, maps) = (ctx.clone(), &work, &next, &maps);
+                s.spawn(move || -> Result<(Vec<Registered>, f64)> {
                     ctx.bind_to_thread().map_err(gpu_err)?;
                     let stream = RawStream::new()?;
                     let mut pinned = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(j) = work.get(i) else { break };
-                        let src = &sources[j.src].1[j.file_off as usize..(j.file_off + j.len) as usize];
-                        // SAFETY: `src` is part of the read-only mapping, which outlives this
-                        // function; the registration is dropped (unpinned) after the stream has
-                        // finished every copy (synchronised below).
-                        let r = unsafe { Registered::new(src.as_ptr(), src.len(), true)? };
-                        // SAFETY: the source stays mapped and pinned until after the
-                        // synchronisation below.
-                        unsafe { stream.copy_h2d(j.dst, src.as_ptr(), src.len())? };
-                        pinned.push(r);
-                    }
-                    stream.synchronize()?;
-                    drop(pinned);
-                    Ok(())
+                    let mut pin_ms = 0.0;
+                    let copied = (|| -> Result<()> {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(j) = work.get(i) else { break Ok(()) };
+                            let src = &maps[j.src].bytes()[j.file_off as usize..(j.file_off + j.len) as usize];
+                            let tp = Instant::now();
+                            // SAFETY: `src` is part of a read-only mapping that is kept alive
+                            // (an `Arc` held beside the registrations) until after they drop.
+                            let r = unsafe { Registered::new(src.as_ptr(), src.len(), true)? };
+                            pin_ms += ms(tp);
+                            // SAFETY: the source stays mapped and pinned until after the
+                            // synchronisation below.
+                            unsafe { stream.copy_h2d(j.dst, src.as_ptr(), src.len())? };
+                            pinned.push(r);
+                        }
+                    })();
+                    // However the loop ended, no copy may still read a piece once it is unpinned.
+                    let synced = stream.synchronize();
+                    copied.and(synced).map(|()| (pinned, pin_ms))
                 })
             })
             .collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(Error::Gpu("a pinning thread panicked".into())))
-        })
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Gpu("a pinning thread panicked".into())))
+            })
+            .collect()
+    });
+    let copy_ms = ms(t);
+    let per_thread = per_thread?;
+    let setup_ms = per_thread.iter().map(|(_, ms)| ms).sum();
+    let pins: Vec<Registered> = per_thread.into_iter().flat_map(|(p, _)| p).collect();
+    let ctx = ctx.clone();
+    std::thread::spawn(move || {
+        let _ = ctx.bind_to_thread();
+        // The pins first: each must drop before the mapping it pins.
+        drop(pins);
+        drop(maps);
+    });
+    Ok(LoadTimes {
+        setup_ms,
+        copy_ms,
+        release_ms: 0.0,
     })
 }
 
@@ -306,6 +434,9 @@ struct StagingArena {
     ptr: *mut u8,
     layout: std::alloc::Layout,
 }
+
+// SAFETY: the arena is a plain heap allocation owned by this value; any thread may use or free it.
+unsafe impl Send for StagingArena {}
 
 impl StagingArena {
     fn new(layout: std::alloc::Layout) -> Result<StagingArena> {

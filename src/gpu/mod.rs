@@ -43,6 +43,8 @@ pub struct Gpu {
     pub start_ms: f64,
     /// Milliseconds the NVRTC compile took (in parallel with context creation).
     pub compile_ms: f64,
+    /// Pinned staging memory kept between loads (see [`loader::STAGING_KEEP`]).
+    pub(crate) staging: std::sync::Mutex<Option<loader::Staging>>,
 }
 
 /// Number of CUDA devices, or an error saying why there are none to use.
@@ -85,12 +87,31 @@ impl Gpu {
             name,
             start_ms,
             compile_ms,
+            staging: std::sync::Mutex::new(None),
         })
     }
 
     /// Waits for all work queued on the replay stream.
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(gpu_err)
+    }
+
+    /// Whether this device keeps at least `len` bytes of pinned staging memory from an
+    /// earlier load.
+    pub fn has_staging(&self, len: usize) -> bool {
+        self.staging
+            .lock()
+            .is_ok_and(|s| s.as_ref().is_some_and(|s| s.len() >= len))
+    }
+
+    /// Unpins and frees the staging memory kept between loads (a later load pins it again).
+    pub fn release_staging(&self) {
+        if let Ok(mut s) = self.staging.lock() {
+            if s.is_some() {
+                let _ = self.ctx.bind_to_thread();
+                *s = None;
+            }
+        }
     }
 }
 
