@@ -147,6 +147,11 @@ fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: 
     store
         .verify_against(&ckpt)
         .unwrap_or_else(|e| panic!("{name}: loaded bytes: {e}"));
+    // A load that pinned the file mapping keeps its pieces pinned until they are let go (or the
+    // store drops); the pages stay usable after.
+    let pinned = opts.read_mode == Some(ReadMode::PinMapping) && opts.memory != MemoryKind::HostMapped;
+    assert_eq!(store.release_pinned_source(), pinned, "{name}: pinned pieces kept");
+    assert!(!store.release_pinned_source(), "{name}: released once");
     // The files are opened while they upload, without their record checksums, which the
     // device checks.
     let (summary, stats) = store
@@ -439,7 +444,12 @@ fn gpu_checks_checksums_group_by_group_across_segments() {
     let cpu_summary = cpu.replay(&Log::open(&[&lg]).unwrap(), ReplayLimit::default()).unwrap();
     let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
     let (summary, _) = store
-        .apply_log_files(&[lg.clone()], ckpt.head(), ReplayLimit::default(), &|_, _| true)
+        .apply_log_files(
+            std::slice::from_ref(&lg),
+            ckpt.head(),
+            ReplayLimit::default(),
+            &|_, _| true,
+        )
         .unwrap();
     assert_eq!(summary, cpu_summary);
     assert_eq!(store.state_hash().unwrap(), cpu.state_hash());
@@ -456,12 +466,20 @@ fn gpu_checks_checksums_group_by_group_across_segments() {
     let cpu_err = Log::open(&[&lg]).unwrap().check().unwrap_err().to_string();
     let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
     let err = store
-        .apply_log_files(&[lg.clone()], ckpt.head(), ReplayLimit::default(), &|_, _| true)
+        .apply_log_files(
+            std::slice::from_ref(&lg),
+            ckpt.head(),
+            ReplayLimit::default(),
+            &|_, _| true,
+        )
         .unwrap_err();
     assert_eq!(err.to_string(), cpu_err);
     let loaded = State::from_checkpoint(&ckpt, true).unwrap().state_hash();
     assert_eq!(store.state_hash().unwrap(), loaded, "nothing written before the checks");
-    println!("{segments} segments: equal; damaged record in segment {} refused as on the CPU", segments / 2);
+    println!(
+        "{segments} segments: equal; damaged record in segment {} refused as on the CPU",
+        segments / 2
+    );
 }
 
 /// Sharded and replicated restores on two devices (two contexts of device 0 when the machine has

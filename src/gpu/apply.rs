@@ -242,8 +242,11 @@ impl DevicePageStore {
                         let mut next = 0;
                         while next < order.len() {
                             let Ok(done) = done_rx.recv() else { break };
-                            let ready: Vec<usize> =
-                                order[next..].iter().take_while(|(fi, _)| *fi < done).map(|&(_, si)| si).collect();
+                            let ready: Vec<usize> = order[next..]
+                                .iter()
+                                .take_while(|(fi, _)| *fi < done)
+                                .map(|&(_, si)| si)
+                                .collect();
                             next += ready.len();
                             let tc = Instant::now();
                             let ok = ready.is_empty() || this.records_match(log, seg_base, &ready, logbuf.ptr())?;

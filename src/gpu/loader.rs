@@ -64,8 +64,8 @@ pub struct LoadTimes {
     pub setup_ms: f64,
     /// From the first read to the last byte on the device.
     pub copy_ms: f64,
-    /// Unpinning and freeing before returning (pinned mappings are let go on another thread
-    /// after the return, so this is 0 for them).
+    /// Unpinning and freeing before returning (0 for pinned mappings, which the caller lets
+    /// go later: see [`PinnedMapping`]).
     pub release_ms: f64,
 }
 
@@ -89,8 +89,7 @@ impl Staging {
     }
 
     fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Staging> {
-        let layout =
-            std::alloc::Layout::from_size_align(len, ALIGN as usize).map_err(|e| Error::Gpu(e.to_string()))?;
+        let layout = std::alloc::Layout::from_size_align(len, ALIGN as usize).map_err(|e| Error::Gpu(e.to_string()))?;
         let arena = StagingArena::new(layout)?;
         ctx.bind_to_thread().map_err(gpu_err)?;
         // SAFETY: the arena stays allocated until after `pinned` drops (field order).
@@ -110,10 +109,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Threads and slot size for moving `bytes` with `mode`, from sweeps on the lent machines
-    /// (scripts/gpu-sweep.sh, BENCHMARKS.md): small loads want little staging; large warm loads
-    /// peaked at 12 threads with 4 MiB slots on the H200 (2 MiB slots and 8 or 16 threads were
-    /// slower there; on the H100, 2 MiB and 4 MiB were within noise); large direct reads wait on
-    /// the disk, not on a core, and do best with 32 reads of 8 MiB in flight.
+    /// (scripts/gpu-sweep.sh, BENCHMARKS.md): small loads want little staging (8 x 2 MiB, warm
+    /// or direct); large warm loads peaked at 12 threads with 4 MiB slots on the H200 (2 MiB
+    /// slots and 8 or 16 threads were slower there; on the H100, 2 MiB and 4 MiB were within
+    /// noise); large direct reads wait on the disk, not on a core: 16 reads of 8 MiB in flight
+    /// did best on the H200 (32 were within the disk's run-to-run spread on the H100).
     pub fn for_load(bytes: u64, mode: ReadMode) -> Pipeline {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let large = bytes > 256 << 20;
@@ -124,7 +124,7 @@ impl Pipeline {
                 slot: 16 << 20,
             },
             ReadMode::Direct if large => Pipeline {
-                threads: 32,
+                threads: 16,
                 slot: 8 << 20,
             },
             _ if large => Pipeline {
@@ -205,29 +205,34 @@ fn pieces(jobs: &[CopyJob], slot: u64) -> Vec<CopyJob> {
 /// Moves `jobs` from the file (`map` is its mapping) to the device of `gpu`. With
 /// [`ReadMode::Direct`] and [`ReadMode::PinMapping`], job offsets and lengths must be multiples
 /// of 4096 (direct reads may end short at the end of the file). Returns when every byte is on
-/// the device.
+/// the device. With [`ReadMode::PinMapping`], the pinned pieces of the mapping come back with
+/// the times: they stay pinned until that value drops.
 pub fn load(
     gpu: &Gpu,
     sources: &[Source],
     jobs: &[CopyJob],
     mode: ReadMode,
     p: Pipeline,
-) -> Result<LoadTimes> {
+) -> Result<(LoadTimes, Option<PinnedMapping>)> {
     let ctx = &gpu.ctx;
     if mode == ReadMode::PinMapping {
-        return load_pinning_mapping(ctx, sources, jobs, p);
+        return load_pinning_mapping(ctx, sources, jobs, p).map(|(t, pins)| (t, Some(pins)));
     }
     let mut times = LoadTimes::default();
     let work = pieces(jobs, p.slot as u64);
     if work.is_empty() {
-        return Ok(times);
+        return Ok((times, None));
     }
     let threads = p.threads.clamp(1, work.len());
     let slot = p.slot.next_multiple_of(ALIGN as usize);
     let arena_len = p.staging_len();
     let t = Instant::now();
     // The device's kept staging when it is big enough; otherwise staging of this load's own.
-    let kept = gpu.staging.lock().map_err(|_| Error::Gpu("staging lock poisoned".into()))?.take();
+    let kept = gpu
+        .staging
+        .lock()
+        .map_err(|_| Error::Gpu("staging lock poisoned".into()))?
+        .take();
     let staging = match kept {
         Some(s) if s.pinned.len() >= arena_len => s,
         _ => Staging::new(ctx, arena_len)?,
@@ -260,52 +265,52 @@ pub fn load(
                     // The stream is synchronised however the loop ends, so that no copy still
                     // reads the staging when it is reused or freed.
                     let copied = (|| -> Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(job) = work.get(i) else { break Ok(()) };
-                        if let Some(ev) = inflight[k].take() {
-                            ev.wait()?;
-                        }
-                        // SAFETY: slot (tid, k) is this thread's alone and lies inside the
-                        // registered arena; the event wait above means no copy reads it now.
-                        let slot_ptr = unsafe { pinned.ptr().add((tid * 2 + k) * slot) };
-                        let len = job.len as usize;
-                        let (file, path) = (&files[job.src], sources[job.src].path);
-                        let want = if direct {
-                            len.next_multiple_of(ALIGN as usize)
-                        } else {
-                            len
-                        };
-                        let mut got = 0usize;
-                        while got < len {
-                            // SAFETY: reads at most `want - got` bytes into the slot past `got`;
-                            // `want <= slot`.
-                            let n = unsafe {
-                                libc::pread(
-                                    file.as_raw_fd(),
-                                    slot_ptr.add(got) as *mut _,
-                                    want - got,
-                                    (job.file_off as usize + got) as i64,
-                                )
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(job) = work.get(i) else { break Ok(()) };
+                            if let Some(ev) = inflight[k].take() {
+                                ev.wait()?;
+                            }
+                            // SAFETY: slot (tid, k) is this thread's alone and lies inside the
+                            // registered arena; the event wait above means no copy reads it now.
+                            let slot_ptr = unsafe { pinned.ptr().add((tid * 2 + k) * slot) };
+                            let len = job.len as usize;
+                            let (file, path) = (&files[job.src], sources[job.src].path);
+                            let want = if direct {
+                                len.next_multiple_of(ALIGN as usize)
+                            } else {
+                                len
                             };
-                            if n < 0 {
-                                return Err(Error::io(path, std::io::Error::last_os_error()));
+                            let mut got = 0usize;
+                            while got < len {
+                                // SAFETY: reads at most `want - got` bytes into the slot past `got`;
+                                // `want <= slot`.
+                                let n = unsafe {
+                                    libc::pread(
+                                        file.as_raw_fd(),
+                                        slot_ptr.add(got) as *mut _,
+                                        want - got,
+                                        (job.file_off as usize + got) as i64,
+                                    )
+                                };
+                                if n < 0 {
+                                    return Err(Error::io(path, std::io::Error::last_os_error()));
+                                }
+                                if n == 0 {
+                                    let eof = std::io::Error::new(
+                                        std::io::ErrorKind::UnexpectedEof,
+                                        "file shorter than its index says",
+                                    );
+                                    return Err(Error::io(path, eof));
+                                }
+                                got += n as usize;
                             }
-                            if n == 0 {
-                                let eof = std::io::Error::new(
-                                    std::io::ErrorKind::UnexpectedEof,
-                                    "file shorter than its index says",
-                                );
-                                return Err(Error::io(path, eof));
-                            }
-                            got += n as usize;
+                            // SAFETY: the slot stays untouched until the event recorded next fires
+                            // (waited for above before reuse, or at the stream sync below).
+                            unsafe { stream.copy_h2d(job.dst, slot_ptr, len)? };
+                            inflight[k] = Some(stream.record()?);
+                            k ^= 1;
                         }
-                        // SAFETY: the slot stays untouched until the event recorded next fires
-                        // (waited for above before reuse, or at the stream sync below).
-                        unsafe { stream.copy_h2d(job.dst, slot_ptr, len)? };
-                        inflight[k] = Some(stream.record()?);
-                        k ^= 1;
-                    }
                     })();
                     let synced = stream.synchronize();
                     copied.and(synced)
@@ -320,7 +325,10 @@ pub fn load(
     times.copy_ms = ms(t);
     let t = Instant::now();
     if staging.pinned.len() <= STAGING_KEEP {
-        let mut slot = gpu.staging.lock().map_err(|_| Error::Gpu("staging lock poisoned".into()))?;
+        let mut slot = gpu
+            .staging
+            .lock()
+            .map_err(|_| Error::Gpu("staging lock poisoned".into()))?;
         if slot.as_ref().is_none_or(|s| s.pinned.len() < staging.pinned.len()) {
             *slot = Some(staging);
         }
@@ -328,7 +336,7 @@ pub fn load(
         drop(staging);
     }
     times.release_ms = ms(t);
-    result.map(|()| times)
+    result.map(|()| (times, None))
 }
 
 fn ms(t: Instant) -> f64 {
@@ -337,14 +345,13 @@ fn ms(t: Instant) -> f64 {
 
 /// Pins the file mapping piece by piece (read-only registration) and copies each piece straight
 /// from it: `p.threads` threads take `p.slot`-byte pieces in turn, each pinning its next piece
-/// while its last one copies on its own stream. Unpinning costs about as much as pinning, so it
-/// happens on another thread after the return, which keeps the mappings alive until then.
+/// while its last one copies on its own stream. The pieces stay pinned in the returned value.
 fn load_pinning_mapping(
     ctx: &Arc<CudaContext>,
     sources: &[Source],
     jobs: &[CopyJob],
     p: Pipeline,
-) -> Result<LoadTimes> {
+) -> Result<(LoadTimes, PinnedMapping)> {
     let work = pieces(jobs, (p.slot as u64).next_multiple_of(ALIGN));
     if let Some(j) = work.iter().find(|j| j.file_off % ALIGN != 0 || j.len % ALIGN != 0) {
         return Err(Error::Gpu(format!(
@@ -355,9 +362,12 @@ fn load_pinning_mapping(
     let maps = sources
         .iter()
         .map(|s| {
-            s.map
-                .cloned()
-                .ok_or_else(|| Error::Gpu(format!("{}: pinning the mapping needs the file mapped", s.path.display())))
+            s.map.cloned().ok_or_else(|| {
+                Error::Gpu(format!(
+                    "{}: pinning the mapping needs the file mapped",
+                    s.path.display()
+                ))
+            })
         })
         .collect::<Result<Vec<Arc<ReadOnlyMap>>>>()?;
     if let Some(j) = work.iter().find(|j| j.file_off + j.len > maps[j.src].len() as u64) {
@@ -415,18 +425,36 @@ fn load_pinning_mapping(
     let per_thread = per_thread?;
     let setup_ms = per_thread.iter().map(|(_, ms)| ms).sum();
     let pins: Vec<Registered> = per_thread.into_iter().flat_map(|(p, _)| p).collect();
-    let ctx = ctx.clone();
-    std::thread::spawn(move || {
-        let _ = ctx.bind_to_thread();
-        // The pins first: each must drop before the mapping it pins.
-        drop(pins);
-        drop(maps);
-    });
-    Ok(LoadTimes {
+    let times = LoadTimes {
         setup_ms,
         copy_ms,
         release_ms: 0.0,
-    })
+    };
+    Ok((
+        times,
+        PinnedMapping {
+            ctx: ctx.clone(),
+            pins,
+            _maps: maps,
+        },
+    ))
+}
+
+/// Pieces of file mappings left pinned by a load that pinned the mapping: unpinning costs about
+/// as much as pinning, so the caller lets them go when it likes (a page store, when it drops;
+/// a process that ends, never: the driver unpins at exit).
+pub struct PinnedMapping {
+    ctx: Arc<CudaContext>,
+    // Declared before the mappings: each pin drops before the mapping it pins.
+    pins: Vec<Registered>,
+    _maps: Vec<Arc<ReadOnlyMap>>,
+}
+
+impl Drop for PinnedMapping {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        self.pins.clear();
+    }
 }
 
 /// Page-aligned host memory for staging slots.

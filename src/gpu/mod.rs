@@ -106,11 +106,11 @@ impl Gpu {
 
     /// Unpins and frees the staging memory kept between loads (a later load pins it again).
     pub fn release_staging(&self) {
-        if let Ok(mut s) = self.staging.lock() {
-            if s.is_some() {
-                let _ = self.ctx.bind_to_thread();
-                *s = None;
-            }
+        if let Ok(mut s) = self.staging.lock()
+            && s.is_some()
+        {
+            let _ = self.ctx.bind_to_thread();
+            *s = None;
         }
     }
 }

@@ -146,6 +146,9 @@ pub struct DevicePageStore {
     pub(crate) base: StateHash,
     /// Whether every page of the checkpoint was loaded.
     pub(crate) complete: bool,
+    /// The file mapping's pinned pieces, when the load pinned the mapping (at most
+    /// `SMALL_LOAD` bytes): unpinned when the store drops, off the load's path.
+    pub(crate) pinned_source: Option<super::loader::PinnedMapping>,
 }
 
 const CRC_CHUNK: u64 = 32 << 10;
@@ -218,6 +221,7 @@ impl DevicePageStore {
         stats.alloc_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
         let bytes = ckpt.bytes();
+        let mut pinned_source = None;
         if let Some(host) = pool.host_slice_mut() {
             use rayon::prelude::*;
             for j in &jobs {
@@ -232,17 +236,17 @@ impl DevicePageStore {
             let tp = Instant::now();
             let cached = super::loader::cached_fraction(ckpt.path(), &ranges);
             stats.probe_ms = tp.elapsed().as_secs_f64() * 1e3;
-            // Measured on the lent H100 and H200 (scripts/gpu-sweep.sh): a small cold file comes
-            // faster through buffered reads (the kernel's readahead) than through O_DIRECT; a
-            // small warm one through staging the device already keeps pinned (3.1 ms for 87 MiB
-            // on the H200), else by pinning the file mapping (4.6 ms), since pinning fresh
-            // staging costs more than either (18.6 ms).
+            // Measured on the lent H200 (scripts/gpu-sweep.sh, BENCHMARKS.md): a small warm file
+            // comes fastest through staging the device already keeps pinned (3.1 ms for 87 MiB),
+            // else by pinning the file mapping (4.6 ms), since pinning fresh staging costs more
+            // than either (18.6 ms); a cold file, small or large, through O_DIRECT (87 MiB: 49 ms
+            // against 55-58 buffered; the lent H100 had it the other way round for small files).
             let small_staging = Pipeline::for_load(pool_len, ReadMode::Buffered).staging_len();
             let mode = opts.read_mode.unwrap_or(match (cached > 0.9, pool_len <= SMALL_LOAD) {
                 (true, true) if gpu.has_staging(small_staging) => ReadMode::Buffered,
                 (true, true) => ReadMode::PinMapping,
-                (true, false) | (false, true) => ReadMode::Buffered,
-                (false, false) => ReadMode::Direct,
+                (true, false) => ReadMode::Buffered,
+                (false, _) => ReadMode::Direct,
             });
             stats.cached_fraction = cached;
             stats.read_mode = Some(mode);
@@ -258,7 +262,9 @@ impl DevicePageStore {
                 path: ckpt.path(),
                 map: Some(ckpt.mapping()),
             };
-            stats.phases = super::loader::load(gpu, &[source], &jobs, mode, p)?;
+            let (phases, pins) = super::loader::load(gpu, &[source], &jobs, mode, p)?;
+            stats.phases = phases;
+            pinned_source = pins;
             if opts.memory == MemoryKind::Unified {
                 prefetch(&gpu.ctx, &gpu.stream, pool.ptr(), pool_len as usize, false)?;
                 gpu.synchronize()?;
@@ -297,9 +303,17 @@ impl DevicePageStore {
                 retired: Vec::new(),
                 base: ckpt.state_hash(),
                 complete,
+                pinned_source,
             },
             stats,
         ))
+    }
+
+    /// Unpins the pieces of the checkpoint's file mapping that a load by pinning the mapping
+    /// ([`ReadMode::PinMapping`]) left pinned; otherwise they are unpinned when the store drops.
+    /// True when there were any.
+    pub fn release_pinned_source(&mut self) -> bool {
+        self.pinned_source.take().is_some()
     }
 
     /// A copy of this store on another device (or another context of the same one), made by
@@ -349,6 +363,7 @@ impl DevicePageStore {
             retired: Vec::new(),
             base: self.base,
             complete: self.complete,
+            pinned_source: None,
         })
     }
 

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# A/B of two mmsb builds on the lent GPU machine, same machine, same files, alternating rounds:
+# the build under test (.device/mmsb, from scripts/build-device.sh) against another one
+# (BASE=path, default .device/mmsb-base: copy an older build there before the run).
+#   bash scripts/gpu-ab.sh [loads] [sweep] [deltas] [whole] [cold] [suite]   (default: all)
+# loads: `bench load` of an 87 MiB model-shaped checkpoint and a 4 GiB one, warm, with the
+#   loader's phase timers; sweep: staging configurations of the build under test (warm);
+# deltas: `bench deltas` of 1M sparse deltas with phase timers, and the CPU replay of the log;
+# whole: whole-process `mmsb replay` against a minimal CUDA program (init_probe of gpu-limits);
+# cold: cold loads by read mode and staging; suite: the GPU tests and memcheck.
+set -u
+D=.device; W=${W:-/tmp/bw}; BASE=${BASE:-$D/mmsb-base}
+mkdir -p "$W"
+parts=${*:-loads sweep deltas whole cold suite}
+has() { [[ " $parts " == *" $1 "* ]]; }
+echo "machine: $(uname -r) $(nvidia-smi --query-gpu=name --format=csv,noheader)"
+[ -f "$W/model.ckpt" ] || { python3 scripts/make_shaped_model.py "$W/shaped.safetensors" >/dev/null && "$D/mmsb" import "$W/shaped.safetensors" -o "$W/model.ckpt" >/dev/null; }
+if [ ! -f "$W/big.ckpt" ]; then
+  python3 - "$W/big.safetensors" <<'PY'
+import sys, numpy as np
+from safetensors.numpy import save_file
+rng = np.random.default_rng(0)
+save_file({f"layer.{i}.weight": rng.integers(0, 2**31, size=(2048, 2048), dtype=np.int32).view(np.float32) for i in range(256)}, sys.argv[1])
+PY
+  "$D/mmsb" import "$W/big.safetensors" -o "$W/big.ckpt" >/dev/null && rm -f "$W/big.safetensors"
+fi
+# One line per `bench load`: median, first run, cache probe and loader phases (medians), mode.
+sum() { python3 -c "
+import json,sys,statistics as st; d=json.load(sys.stdin); r=d['runs']
+ph=[x['load'].get('phases') or {} for x in r]
+print('%-30s med %8.2f ms %6.2f GB/s first %8.2f ' % ('$1', d['median_ms'], d['median_gb_per_s'], r[0]['open_to_resident_ms']) + ' '.join('%s %.2f' % (k, st.median(p[k] for p in ph)) for k in sorted(ph[0])) + ' mode %s' % r[-1]['load'].get('read_mode'))"; }
+if has loads; then
+  cat "$W/model.ckpt" "$W/big.ckpt" >/dev/null
+  for round in 1 2; do
+    for b in "$BASE" "$D/mmsb"; do
+      "$b" bench load "$W/model.ckpt" --runs 11 | sum "$(basename "$b") model warm"
+      "$b" bench load "$W/big.ckpt" --runs 7 | sum "$(basename "$b") big warm"
+    done
+  done
+fi
+if has sweep; then
+  cat "$W/model.ckpt" "$W/big.ckpt" >/dev/null
+  for c in "buffered 4 1MiB" "buffered 8 1MiB" "buffered 8 2MiB" "pin-mapping 1 16MiB" "pin-mapping 2 8MiB"; do
+    set -- $c; "$D/mmsb" bench load "$W/model.ckpt" --runs 11 --read "$1" --threads "$2" --slot "$3" | sum "model $1 $2x$3"
+  done
+  for c in "8 2MiB" "16 2MiB" "8 4MiB" "12 4MiB" "16 4MiB"; do
+    set -- $c; "$D/mmsb" bench load "$W/big.ckpt" --runs 5 --read buffered --threads "$1" --slot "$2" | sum "big buffered $1x$2"
+  done
+fi
+if has deltas; then
+  [ -d "$W/d.log" ] || "$D/mmsb" gen -o "$W/d.ckpt" --total-size 1GiB --pages 64 --page-sizes equal --deltas 1000000 --mix full=0,sparse=1,masked=0 --max-ranges 1 --delta-bytes 4..4096 --hot-fraction 1 --segment-size 256MiB >/dev/null
+  dsum() { python3 -c "
+import json,sys,statistics as st; d=json.load(sys.stdin); r=d['runs']; a=[x['apply'] for x in r]
+print('%-22s med %7.1f ms %5.2f GB/s | ' % ('$1', d['median_ms'], d['median_payload_gb_per_s']) + ' '.join('%s %.1f' % (k.replace('_ms',''), st.median(x[k] for x in a)) for k in a[0] if k.endswith('_ms')))"; }
+  for round in 1 2; do
+    for b in "$BASE" "$D/mmsb"; do "$b" bench deltas "$W/d.ckpt" "$W/d.log" --runs 7 | dsum "$(basename "$b") deltas"; done
+  done
+  "$D/mmsb" replay "$W/d.ckpt" "$W/d.log" --device cpu --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("cpu replay", {k: round(v,1) for k,v in d["timings_ms"].items()})'
+fi
+if has whole; then
+  nvcc -O2 "$D/gpu-limits/init_probe.cu" -o /tmp/init_probe 2>/dev/null
+  whole() { python3 - "$@" <<'PY'
+import os, statistics, subprocess, sys, time
+cold = sys.argv[1] == "cold"; f = sys.argv[2]; cmd = sys.argv[3:]
+ts = []
+for _ in range(7):
+    if cold:
+        fd = os.open(f, os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)
+    t = time.perf_counter(); subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL); ts.append((time.perf_counter() - t) * 1e3)
+print("%.1f  (%s)" % (statistics.median(ts), " ".join("%.0f" % x for x in ts)))
+PY
+  }
+  cat "$W/model.ckpt" >/dev/null
+  for mode in warm warm warm cold cold; do
+    echo "$mode: minimal $(whole $mode "$W/model.ckpt" /tmp/init_probe) | $(basename "$D/mmsb") $(whole $mode "$W/model.ckpt" "$D/mmsb" replay "$W/model.ckpt" --device cuda:0) | $(basename "$BASE") $(whole $mode "$W/model.ckpt" "$BASE" replay "$W/model.ckpt" --device cuda:0)"
+  done
+fi
+if has cold; then
+  cs() { python3 -c "import json,sys; d=json.load(sys.stdin); r=d['runs']; print('%-30s med %8.2f ms  %5.2f GB/s  %s runs %s' % ('$1', d['median_ms'], d['median_gb_per_s'], r[-1]['load']['read_mode'], ' '.join('%.0f' % x['open_to_resident_ms'] for x in r)))"; }
+  for round in 1 2; do
+    "$D/mmsb" bench load "$W/model.ckpt" --runs 5 --cold | cs "model cold default"
+    for c in "direct 8 2MiB" "direct 16 1MiB" "buffered 8 2MiB" "buffered 16 1MiB"; do
+      set -- $c; "$D/mmsb" bench load "$W/model.ckpt" --runs 5 --cold --read "$1" --threads "$2" --slot "$3" | cs "model cold $1 $2x$3"
+    done
+    "$D/mmsb" bench load "$W/big.ckpt" --runs 2 --cold | cs "big cold default"
+    for c in "16 8MiB" "32 8MiB"; do
+      set -- $c; "$D/mmsb" bench load "$W/big.ckpt" --runs 2 --cold --read direct --threads "$1" --slot "$2" | cs "big cold direct $1x$2"
+    done
+  done
+fi
+if has suite; then
+  MMSB_SKIP_SANITIZER=1 bash scripts/gpu-test.sh 2>&1 | grep -vE "^(log-uniform|tiny|sparse|masked|pages up)"
+fi
+echo "== gpu-ab done"
