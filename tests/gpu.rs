@@ -132,6 +132,16 @@ fn workloads() -> Vec<(&'static str, GenOptions)> {
 }
 
 /// Generates a workload, replays it on the CPU and on the GPU (poisoned), compares every page.
+/// Applies the whole log at `lg` to `store` the way `mmsb replay` does: the files opened while
+/// they upload, their record checksums checked on the device.
+fn apply_files(
+    store: &mut DevicePageStore,
+    lg: &Path,
+    ckpt: &Checkpoint,
+) -> mmsb::Result<(mmsb::replay::ReplaySummary, mmsb::gpu::apply::ApplyStats)> {
+    store.apply_log_files(&[lg.to_owned()], ckpt.head(), ReplayLimit::default(), &|_, _| true)
+}
+
 fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: &LoadOptions) {
     let ck = dir.join(format!("{}.ckpt", o.seed));
     let lg = dir.join(format!("{}.log", o.seed));
@@ -154,14 +164,7 @@ fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: 
     assert!(!store.release_pinned_source(), "{name}: released once");
     // The files are opened while they upload, without their record checksums, which the
     // device checks.
-    let (summary, stats) = store
-        .apply_log_files(
-            std::slice::from_ref(&lg),
-            ckpt.head(),
-            ReplayLimit::default(),
-            &|_, _| true,
-        )
-        .unwrap();
+    let (summary, stats) = apply_files(&mut store, &lg, &ckpt).unwrap();
     assert_eq!(summary.records, o.deltas, "{name}");
     let ids: Vec<u64> = store.page_ids().collect();
     let cpu_ids: Vec<u64> = cpu.pages().map(|(id, _)| id).collect();
@@ -443,14 +446,7 @@ fn gpu_checks_checksums_group_by_group_across_segments() {
     let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
     let cpu_summary = cpu.replay(&Log::open(&[&lg]).unwrap(), ReplayLimit::default()).unwrap();
     let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
-    let (summary, _) = store
-        .apply_log_files(
-            std::slice::from_ref(&lg),
-            ckpt.head(),
-            ReplayLimit::default(),
-            &|_, _| true,
-        )
-        .unwrap();
+    let (summary, _) = apply_files(&mut store, &lg, &ckpt).unwrap();
     assert_eq!(summary, cpu_summary);
     assert_eq!(store.state_hash().unwrap(), cpu.state_hash());
 
@@ -465,14 +461,7 @@ fn gpu_checks_checksums_group_by_group_across_segments() {
     std::fs::write(&seg, &b).unwrap();
     let cpu_err = Log::open(&[&lg]).unwrap().check().unwrap_err().to_string();
     let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
-    let err = store
-        .apply_log_files(
-            std::slice::from_ref(&lg),
-            ckpt.head(),
-            ReplayLimit::default(),
-            &|_, _| true,
-        )
-        .unwrap_err();
+    let err = apply_files(&mut store, &lg, &ckpt).unwrap_err();
     assert_eq!(err.to_string(), cpu_err);
     let loaded = State::from_checkpoint(&ckpt, true).unwrap().state_hash();
     assert_eq!(store.state_hash().unwrap(), loaded, "nothing written before the checks");

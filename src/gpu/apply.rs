@@ -291,16 +291,15 @@ impl DevicePageStore {
                 return self.apply(LogInput::Opened(&log), head, limit, keep_created);
             }
         };
-        stats.upload_ms = times.upload_ms;
-        stats.crc_ms = times.crc_ms;
-        stats.open_ms = times.open_ms;
-        stats.upload_done_ms = times.upload_done_ms;
-        stats.plan_done_ms = times.plan_done_ms;
-        stats.plan_ms = t.elapsed().as_secs_f64() * 1e3;
-        stats.parse_ms = plan.parse_ms;
-        stats.check_ms = plan.check_ms;
-        stats.tiles_ms = plan.tiles_ms;
-        stats.structural = plan.structural;
+        let mut stats = ApplyStats {
+            log_bytes: stats.log_bytes,
+            plan_ms: t.elapsed().as_secs_f64() * 1e3,
+            parse_ms: plan.parse_ms,
+            check_ms: plan.check_ms,
+            tiles_ms: plan.tiles_ms,
+            structural: plan.structural,
+            ..times
+        };
 
         let t = Instant::now();
         let summary = self.run_plan(plan, logbuf.ptr(), &mut stats)?;
