@@ -115,6 +115,13 @@ impl Gpu {
     }
 }
 
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        // The staging is unpinned while the context is certainly alive (the fields drop after).
+        self.release_staging();
+    }
+}
+
 /// Parses `cuda:N` (or `cuda`, meaning `cuda:0`).
 pub fn parse_device(s: &str) -> Option<usize> {
     match s {
