@@ -28,12 +28,7 @@ if [ -z "$MODEL" ] || [ ! -f "$MODEL" ]; then
   python3 scripts/make_shaped_model.py "$MODEL"
 fi
 "$D/mmsb" import "$MODEL" -o "$W/model.ckpt" >/dev/null
-python3 - "$W/big.safetensors" <<'PY'
-import sys, numpy as np
-from safetensors.numpy import save_file
-rng = np.random.default_rng(0)
-save_file({f"layer.{i}.weight": rng.integers(0, 2**31, size=(2048, 2048), dtype=np.int32).view(np.float32) for i in range(256)}, sys.argv[1])
-PY
+python3 scripts/make_big_safetensors.py "$W/big.safetensors"
 "$D/mmsb" import "$W/big.safetensors" -o "$W/big.ckpt" >/dev/null
 ls -la "$MODEL" "$W"/*.ckpt "$W/big.safetensors" | tee -a "$OUT/log.txt"
 
@@ -57,17 +52,7 @@ done
 
 # --- whole process: mmsb replay vs a minimal CUDA program (init_probe from gpu-limits)
 nvcc -O2 "$D/gpu-limits/init_probe.cu" -o /tmp/init_probe 2>/dev/null
-whole() { python3 - "$@" <<'PY'
-import json, os, statistics, subprocess, sys, time
-cold = sys.argv[1] == "cold"; f = sys.argv[2]; cmd = sys.argv[3:]
-ts = []
-for _ in range(5):
-    if cold:
-        fd = os.open(f, os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)
-    t = time.perf_counter(); subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL); ts.append((time.perf_counter() - t) * 1e3)
-print(json.dumps({"median_ms": statistics.median(ts), "runs_ms": ts}))
-PY
-}
+whole() { python3 scripts/whole_process.py "$1" "$2" 5 "${@:3}"; }
 for mode in warm cold; do
   emit "minimal_cuda_process_$mode" "$(whole $mode "$W/model.ckpt" /tmp/init_probe)"
   emit "mmsb_replay_process_model_$mode" "$(whole $mode "$W/model.ckpt" "$D/mmsb" replay "$W/model.ckpt" --device cuda:0)"

@@ -16,12 +16,7 @@ has() { [[ " $parts " == *" $1 "* ]]; }
 echo "machine: $(uname -r) $(nvidia-smi --query-gpu=name --format=csv,noheader)"
 [ -f "$W/model.ckpt" ] || { python3 scripts/make_shaped_model.py "$W/shaped.safetensors" >/dev/null && "$D/mmsb" import "$W/shaped.safetensors" -o "$W/model.ckpt" >/dev/null; }
 if [ ! -f "$W/big.ckpt" ]; then
-  python3 - "$W/big.safetensors" <<'PY'
-import sys, numpy as np
-from safetensors.numpy import save_file
-rng = np.random.default_rng(0)
-save_file({f"layer.{i}.weight": rng.integers(0, 2**31, size=(2048, 2048), dtype=np.int32).view(np.float32) for i in range(256)}, sys.argv[1])
-PY
+  python3 scripts/make_big_safetensors.py "$W/big.safetensors"
   "$D/mmsb" import "$W/big.safetensors" -o "$W/big.ckpt" >/dev/null && rm -f "$W/big.safetensors"
 fi
 # One line per `bench load`: median, first run, cache probe and loader phases (medians), mode.
@@ -59,16 +54,8 @@ print('%-22s med %7.1f ms %5.2f GB/s | ' % ('$1', d['median_ms'], d['median_payl
 fi
 if has whole; then
   nvcc -O2 "$D/gpu-limits/init_probe.cu" -o /tmp/init_probe 2>/dev/null
-  whole() { python3 - "$@" <<'PY'
-import os, statistics, subprocess, sys, time
-cold = sys.argv[1] == "cold"; f = sys.argv[2]; cmd = sys.argv[3:]
-ts = []
-for _ in range(7):
-    if cold:
-        fd = os.open(f, os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)
-    t = time.perf_counter(); subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL); ts.append((time.perf_counter() - t) * 1e3)
-print("%.1f  (%s)" % (statistics.median(ts), " ".join("%.0f" % x for x in ts)))
-PY
+  whole() {
+    python3 scripts/whole_process.py "$1" "$2" 7 "${@:3}" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f  (%s)" % (d["median_ms"], " ".join("%.0f" % x for x in d["runs_ms"])))'
   }
   cat "$W/model.ckpt" >/dev/null
   for mode in warm warm warm cold cold; do

@@ -11,12 +11,7 @@ mkdir -p "$W"
 echo "machine: $(uname -r) $(nvidia-smi --query-gpu=name --format=csv,noheader)"
 [ -f "$W/model.ckpt" ] || { python3 scripts/make_shaped_model.py "$W/shaped.safetensors" && "$D/mmsb" import "$W/shaped.safetensors" -o "$W/model.ckpt" >/dev/null; }
 if [ ! -f "$W/big.ckpt" ]; then
-  python3 - "$W/big.safetensors" <<'PY'
-import sys, numpy as np
-from safetensors.numpy import save_file
-rng = np.random.default_rng(0)
-save_file({f"layer.{i}.weight": rng.integers(0, 2**31, size=(2048, 2048), dtype=np.int32).view(np.float32) for i in range(256)}, sys.argv[1])
-PY
+  python3 scripts/make_big_safetensors.py "$W/big.safetensors"
   "$D/mmsb" import "$W/big.safetensors" -o "$W/big.ckpt" >/dev/null
 fi
 run() { # label file runs [args...]

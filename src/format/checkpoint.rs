@@ -906,7 +906,7 @@ impl Checkpoint {
     }
 
     /// The mapping itself, shared: for users that must keep it mapped past the checkpoint's
-    /// life (pinned pieces of it being let go on another thread).
+    /// life (a device page store holding pinned pieces of it).
     pub fn mapping(&self) -> &std::sync::Arc<crate::mmap::ReadOnlyMap> {
         &self.map
     }

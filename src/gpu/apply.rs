@@ -209,35 +209,32 @@ impl DevicePageStore {
             let open_ms = t.elapsed().as_secs_f64() * 1e3;
             log.check()?;
             log.check_base(check_base)?;
-            // Each segment's place in the upload; a file that changed since it was measured
+            // Each segment's file in the upload; a file that changed since it was measured
             // is uploaded again by the opened-log path.
-            let seg_base: Option<Vec<u64>> = log
+            let seg_file: Option<Vec<usize>> = log
                 .segments()
                 .iter()
                 .map(|s| {
                     let i = files.iter().position(|(p, _)| p == s.path())?;
-                    (files[i].1 == s.file_len()).then_some(file_base[i])
+                    (files[i].1 == s.file_len()).then_some(i)
                 })
                 .collect();
-            let Some(seg_base) = seg_base.filter(|b| b.len() == files.len()) else {
+            let Some(seg_file) = seg_file.filter(|f| f.len() == files.len()) else {
                 upload
                     .join()
                     .unwrap_or_else(|_| Err(Error::Gpu("log upload thread panicked".into())))?;
                 return Ok(Outcome::Again(log.reopen_checked()?));
             };
+            let seg_base: Vec<u64> = seg_file.iter().map(|&i| file_base[i]).collect();
             std::thread::scope(|inner| {
-                let seg_base = &seg_base;
+                let (seg_base, seg_file) = (&seg_base, &seg_file);
                 let checked = inner.spawn(move || -> Result<(f64, f64, bool, f64)> {
                     let mut crc_ms = 0.0;
                     let mut all_match = true;
                     if !log.payloads_checked() {
                         // Segments in upload order: (file index, segment index).
-                        let mut order: Vec<(usize, usize)> = log
-                            .segments()
-                            .iter()
-                            .enumerate()
-                            .map(|(si, s)| (files.iter().position(|(p, _)| p == s.path()).unwrap_or(0), si))
-                            .collect();
+                        let mut order: Vec<(usize, usize)> =
+                            seg_file.iter().enumerate().map(|(si, &fi)| (fi, si)).collect();
                         order.sort_unstable();
                         let mut next = 0;
                         while next < order.len() {
@@ -444,10 +441,9 @@ impl DevicePageStore {
     }
 
     /// Checks every record checksum of the segments `segs` of `log` against their bytes
-    /// uploaded at `log_base`. The
-    /// device computes the CRC of each payload and compares it with the stored checksum; a
-    /// payload over 256 KiB is cut into pieces whose CRCs the host combines and compares. True
-    /// when all match.
+    /// uploaded at `log_base`. The device computes the CRC of each payload and compares it with
+    /// the stored checksum; a payload over 256 KiB is cut into pieces whose CRCs the host
+    /// combines and compares. True when all match.
     fn records_match(&self, log: &Log, seg_base: &[u64], segs: &[usize], log_base: u64) -> Result<bool> {
         const PIECE: u64 = 256 << 10;
         const FIRST: u32 = 1 << 31;

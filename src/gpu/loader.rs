@@ -8,7 +8,6 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
 use std::time::Instant;
 
 use cudarc::driver::CudaContext;
@@ -202,7 +201,7 @@ fn pieces(jobs: &[CopyJob], slot: u64) -> Vec<CopyJob> {
     out
 }
 
-/// Moves `jobs` from the file (`map` is its mapping) to the device of `gpu`. With
+/// Moves `jobs` from the `sources` files to the device of `gpu`. With
 /// [`ReadMode::Direct`] and [`ReadMode::PinMapping`], job offsets and lengths must be multiples
 /// of 4096 (direct reads may end short at the end of the file). Returns when every byte is on
 /// the device. With [`ReadMode::PinMapping`], the pinned pieces of the mapping come back with
@@ -228,13 +227,9 @@ pub fn load(
     let arena_len = p.staging_len();
     let t = Instant::now();
     // The device's kept staging when it is big enough; otherwise staging of this load's own.
-    let kept = gpu
-        .staging
-        .lock()
-        .map_err(|_| Error::Gpu("staging lock poisoned".into()))?
-        .take();
+    let kept = gpu.kept_staging().take();
     let staging = match kept {
-        Some(s) if s.pinned.len() >= arena_len => s,
+        Some(s) if s.len() >= arena_len => s,
         _ => Staging::new(ctx, arena_len)?,
     };
     times.setup_ms = ms(t);
@@ -324,13 +319,10 @@ pub fn load(
     });
     times.copy_ms = ms(t);
     let t = Instant::now();
-    if staging.pinned.len() <= STAGING_KEEP {
-        let mut slot = gpu
-            .staging
-            .lock()
-            .map_err(|_| Error::Gpu("staging lock poisoned".into()))?;
-        if slot.as_ref().is_none_or(|s| s.pinned.len() < staging.pinned.len()) {
-            *slot = Some(staging);
+    if staging.len() <= STAGING_KEEP {
+        let mut kept = gpu.kept_staging();
+        if kept.as_ref().is_none_or(|s| s.len() < staging.len()) {
+            *kept = Some(staging);
         }
     } else {
         drop(staging);

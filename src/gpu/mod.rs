@@ -99,19 +99,22 @@ impl Gpu {
     /// Whether this device keeps at least `len` bytes of pinned staging memory from an
     /// earlier load.
     pub fn has_staging(&self, len: usize) -> bool {
-        self.staging
-            .lock()
-            .is_ok_and(|s| s.as_ref().is_some_and(|s| s.len() >= len))
+        self.kept_staging().as_ref().is_some_and(|s| s.len() >= len)
     }
 
     /// Unpins and frees the staging memory kept between loads (a later load pins it again).
     pub fn release_staging(&self) {
-        if let Ok(mut s) = self.staging.lock()
-            && s.is_some()
-        {
+        let mut kept = self.kept_staging();
+        if kept.is_some() {
             let _ = self.ctx.bind_to_thread();
-            *s = None;
+            *kept = None;
         }
+    }
+
+    /// The kept staging. A thread that panicked while holding the lock left either some staging
+    /// (synchronised: loads put it back only after their streams finish) or none, both usable.
+    pub(crate) fn kept_staging(&self) -> std::sync::MutexGuard<'_, Option<loader::Staging>> {
+        self.staging.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
