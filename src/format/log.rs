@@ -420,25 +420,42 @@ fn scan_in_parallel(bytes: &[u8], header: &SegmentHeader, check_payloads: bool) 
     if starts.windows(2).any(|w| w[0] >= w[1]) {
         return None;
     }
-    let walks: Vec<Vec<FrameRef>> = starts
-        .par_windows(2)
-        .map(|w| {
-            let mut frames = Vec::new();
-            let mut at = w[0];
-            while at < w[1] {
-                let f = read_frame(bytes, at, check_payloads).ok()?;
-                at += f.frame_len();
-                frames.push(f);
-            }
-            (at == w[1]).then_some(frames)
-        })
+    let pieces: Vec<(u64, u64)> = starts.windows(2).map(|w| (w[0], w[1])).collect();
+    let walks: Vec<Vec<Vec<FrameRef>>> = pieces
+        .par_chunks(INTERLEAVED_WALKS)
+        .map(|group| walk_interleaved(bytes, group, check_payloads))
         .collect::<Option<Vec<_>>>()?;
-    let frames: Vec<FrameRef> = walks.concat();
+    let frames: Vec<FrameRef> = walks.concat().concat();
     let gapless = frames
         .iter()
         .enumerate()
         .all(|(i, f)| f.seq == header.first_seq + i as u64);
     gapless.then_some(frames)
+}
+
+/// Pieces one task walks at once, a frame of each in turn.
+const INTERLEAVED_WALKS: usize = 4;
+
+/// Walks each piece `(start, end)` of `group` from frame to frame, one step of each piece in
+/// turn: in a large segment every frame header read waits for memory, and reads of different
+/// pieces do not depend on each other, so the CPU overlaps their waits. `None` when a frame is
+/// invalid or a walk does not end exactly at its piece's end.
+fn walk_interleaved(bytes: &[u8], group: &[(u64, u64)], check_payloads: bool) -> Option<Vec<Vec<FrameRef>>> {
+    let mut at: Vec<u64> = group.iter().map(|p| p.0).collect();
+    let mut frames: Vec<Vec<FrameRef>> = vec![Vec::new(); group.len()];
+    let mut walking = true;
+    while walking {
+        walking = false;
+        for (k, &(_, end)) in group.iter().enumerate() {
+            if at[k] < end {
+                let f = read_frame(bytes, at[k], check_payloads).ok()?;
+                at[k] += f.frame_len();
+                frames[k].push(f);
+                walking = true;
+            }
+        }
+    }
+    group.iter().zip(&at).all(|(p, &a)| a == p.1).then_some(frames)
 }
 
 /// Finds the frames one after another, and classifies the damage where they stop.
@@ -1146,7 +1163,11 @@ mod tests {
         w.finish().unwrap();
         let seg = segment_path(&logdir, 0);
         let mut bytes = std::fs::read(&seg).unwrap();
-        assert!(bytes.len() as u64 > 4 * SCAN_PIECE, "several pieces");
+        // Several pieces, and more than one task's interleaved walks (the last group short).
+        assert!(
+            bytes.len() as u64 > (INTERLEAVED_WALKS as u64 + 1) * SCAN_PIECE,
+            "pieces for more than one group of walks"
+        );
         let header = SegmentHeader::parse(&bytes).unwrap();
         let (in_order, end) = scan_in_order(&bytes, &header, true);
         assert_eq!(end, SegmentEnd::Clean);
