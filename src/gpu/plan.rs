@@ -724,19 +724,21 @@ fn gather(pages: &Pages, chunks: &[Chunk], stop: Option<(usize, usize)>) -> Writ
     b
 }
 
+/// The tiles a write touches: the first one's number in the page, and how many.
+fn tile_span(w: &WriteDesc) -> (u64, u64) {
+    let t0 = w.offset >> TILE_SHIFT;
+    (t0, ((w.offset + w.len - 1) >> TILE_SHIFT) - t0 + 1)
+}
+
 /// Lists each write under every tile it touches and groups the list by tile, keeping sequence
 /// order inside a tile. `page_len` is each slot's page length (the writes lie inside it).
 fn list_tiles(mut b: WriteBatch, page_len: &[u64]) -> Result<WriteBatch> {
     const BLOCK: usize = 4096;
-    let span = |w: &WriteDesc| {
-        let t0 = w.offset >> TILE_SHIFT;
-        (t0, ((w.offset + w.len - 1) >> TILE_SHIFT) - t0 + 1)
-    };
     // Each block of writes fills its own stretch of the list.
     let sizes: Vec<usize> = b
         .writes
         .par_chunks(BLOCK)
-        .map(|ws| ws.iter().map(|w| span(w).1 as usize).sum())
+        .map(|ws| ws.iter().map(|w| tile_span(w).1 as usize).sum())
         .collect();
     // The kernel indexes writes and entries with 32 bits.
     let total: usize = sizes.iter().sum();
@@ -745,6 +747,18 @@ fn list_tiles(mut b: WriteBatch, page_len: &[u64]) -> Result<WriteBatch> {
             "{} writes ({total} tile entries) between two structural records: more than one GPU batch holds",
             b.writes.len()
         )));
+    }
+    // Tiles numbered densely, slot after slot: when there are not many more tiles than entries,
+    // a counting sort (stable, so sequence order holds inside a tile); else a comparison sort.
+    let mut tile_base = Vec::with_capacity(page_len.len());
+    let mut ntiles = 0u64;
+    for len in page_len {
+        tile_base.push(ntiles);
+        ntiles += len.div_ceil(TILE);
+    }
+    if ntiles <= 4 * total as u64 + 4096 {
+        count_tiles(&mut b, total, &tile_base, ntiles as usize);
+        return Ok(b);
     }
     let mut keyed: Vec<(u64, u32)> = vec![(0, 0); total];
     let mut regions = Vec::with_capacity(sizes.len());
@@ -761,7 +775,7 @@ fn list_tiles(mut b: WriteBatch, page_len: &[u64]) -> Result<WriteBatch> {
         .for_each(|(bi, (dst, ws))| {
             let mut at = 0;
             for (i, w) in ws.iter().enumerate() {
-                let (t0, n) = span(w);
+                let (t0, n) = tile_span(w);
                 let slot = u64::from(w.slot()) << 32;
                 for k in 0..n {
                     dst[at] = (slot | (t0 + k), (bi * BLOCK + i) as u32);
@@ -769,53 +783,73 @@ fn list_tiles(mut b: WriteBatch, page_len: &[u64]) -> Result<WriteBatch> {
                 }
             }
         });
-    // Tiles numbered densely, slot after slot: when there are not many more tiles than entries,
-    // a counting sort (stable, so sequence order holds inside a tile); else a comparison sort.
-    let mut tile_base = Vec::with_capacity(page_len.len());
-    let mut ntiles = 0u64;
-    for len in page_len {
-        tile_base.push(ntiles);
-        ntiles += len.div_ceil(TILE);
-    }
-    if ntiles <= 4 * total as u64 + 4096 {
-        count_tiles(&mut b, &keyed, &tile_base, ntiles as usize);
-    } else {
-        sort_tiles(&mut b, keyed);
-    }
+    sort_tiles(&mut b, keyed);
     Ok(b)
 }
 
-/// Groups `keyed` (tile key, write) by tile with a counting sort over the dense tile numbers.
-fn count_tiles(b: &mut WriteBatch, keyed: &[(u64, u32)], tile_base: &[u64], ntiles: usize) {
+/// Groups the writes' `total` tile entries by tile with a counting sort over the dense tile
+/// numbers (`tile_base[slot]` + tile in the page). The writes are cut into parts that count and
+/// place their entries in parallel: a part's entries for a tile go after those of the parts
+/// before it, and in order within it, so each tile's list stays in sequence order.
+fn count_tiles(b: &mut WriteBatch, total: usize, tile_base: &[u64], ntiles: usize) {
     use std::sync::atomic::{AtomicU32, Ordering};
-    let dense = |key: u64| (tile_base[(key >> 32) as usize] + (key & 0xffff_ffff)) as usize;
-    let counts: Vec<AtomicU32> = (0..ntiles).map(|_| AtomicU32::new(0)).collect();
-    keyed.par_iter().for_each(|(key, _)| {
-        counts[dense(*key)].fetch_add(1, Ordering::Relaxed);
-    });
-    let mut cursor = vec![0u32; ntiles];
-    let mut at = 0u32;
+    let dense = |w: &WriteDesc| tile_base[w.slot() as usize] + tile_span(w).0;
+    // One count per part and tile: at most 4 x 4 bytes per entry of memory.
+    let max_parts = 2 * rayon::current_num_threads();
+    let parts = (4 * total / ntiles.max(1)).clamp(1, max_parts);
+    let per_part = b.writes.len().div_ceil(parts).max(1);
+    let mut counts: Vec<Vec<u32>> = b
+        .writes
+        .par_chunks(per_part)
+        .map(|ws| {
+            let mut c = vec![0u32; ntiles];
+            for w in ws {
+                let (first, n) = (dense(w), tile_span(w).1);
+                for t in first..first + n {
+                    c[t as usize] += 1;
+                }
+            }
+            c
+        })
+        .collect();
+    // Counts become each part's first position per tile; the tiles are listed on the way.
     b.tiles.clear();
+    let mut at = 0u32;
     for (slot, base) in tile_base.iter().enumerate() {
         let end = tile_base.get(slot + 1).copied().unwrap_or(ntiles as u64);
-        for t in *base..end {
-            let n = counts[t as usize].load(Ordering::Relaxed);
-            cursor[t as usize] = at;
-            if n > 0 {
+        for t in *base as usize..end as usize {
+            let first = at;
+            for c in &mut counts {
+                let n = c[t];
+                c[t] = at;
+                at += n;
+            }
+            if at > first {
                 b.tiles.push(TileRun {
-                    key: (slot as u64) << 32 | (t - base),
-                    first_count: u64::from(at) | u64::from(n) << 32,
+                    key: (slot as u64) << 32 | (t as u64 - base),
+                    first_count: u64::from(first) | u64::from(at - first) << 32,
                 });
             }
-            at += n;
         }
     }
-    b.entries = vec![0; keyed.len()];
-    for (key, w) in keyed {
-        let c = &mut cursor[dense(*key)];
-        b.entries[*c as usize] = *w;
-        *c += 1;
-    }
+    let entries: Vec<AtomicU32> = (0..total).map(|_| AtomicU32::new(0)).collect();
+    b.writes
+        .par_chunks(per_part)
+        .zip(counts.par_iter_mut())
+        .enumerate()
+        .for_each(|(p, (ws, next))| {
+            for (i, w) in ws.iter().enumerate() {
+                let (first, n) = (dense(w), tile_span(w).1);
+                for t in first..first + n {
+                    let at = &mut next[t as usize];
+                    // Positions are disjoint between parts: relaxed stores suffice, and the
+                    // parallel loop's end orders them before the reads below.
+                    entries[*at as usize].store((p * per_part + i) as u32, Ordering::Relaxed);
+                    *at += 1;
+                }
+            }
+        });
+    b.entries = entries.into_par_iter().map(AtomicU32::into_inner).collect();
 }
 
 /// Groups `keyed` (tile key, write) by tile with a parallel comparison sort.
