@@ -7,12 +7,12 @@
 
 use std::time::Instant;
 
-use cudarc::driver::{CudaSlice, DeviceRepr};
 use rayon::prelude::*;
 
 use super::driver::{DeviceBuffer, MemoryKind, copy_d2d, gpu_err, memset};
+use super::kernels::SOURCE_PAD;
 use super::loader::{CopyJob, Pipeline, ReadMode, Source};
-use super::plan::{self, ApplyPlan, KIND_MASKED, Step, TileRun, WriteBatch, WriteDesc};
+use super::plan::{self, ApplyPlan, KIND_MASKED, Step, WriteBatch};
 use super::store::{DevicePage, DevicePageStore, PageResidency};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::CheckpointHead;
@@ -20,12 +20,6 @@ use crate::format::log::Log;
 use crate::format::{crc32c_combine_with, crc32c_shift_factor};
 use crate::page::PageMeta;
 use crate::replay::{ReplayLimit, ReplaySummary};
-
-// SAFETY: both are `repr(C)` structs of plain u64 fields, valid for any bit pattern, with the
-// layout the kernel reads (see the kernel source).
-unsafe impl DeviceRepr for WriteDesc {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for TileRun {}
 
 /// What the GPU apply did and how long each part took.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -66,6 +60,91 @@ pub struct ApplyStats {
     pub plan_done_ms: f64,
     /// Descriptor uploads, kernels and structural steps until synchronised, ms.
     pub kernel_ms: f64,
+}
+
+/// Batches whose upload is at least this large go up from the kept pinned staging.
+const PINNED_UPLOAD_MIN: usize = 1 << 20;
+
+/// Where a batch's arrays lie in its one upload (each 256-byte aligned; the value-base table
+/// never empty, so that the kernel always gets a valid address).
+struct UploadLayout {
+    tiles: usize,
+    entries: usize,
+    writes: usize,
+    pages: usize,
+    value_base: usize,
+    /// Decompressed payloads, followed by [`SOURCE_PAD`] bytes.
+    extra: usize,
+    len: usize,
+}
+
+impl UploadLayout {
+    fn of(b: &WriteBatch, npages: usize) -> UploadLayout {
+        let mut at = 0usize;
+        let mut take = |bytes: usize| {
+            let start = at;
+            at = (at + bytes).next_multiple_of(256);
+            start
+        };
+        let tiles = take(b.tiles.len() * 16);
+        let entries = take(b.entries.len() * 4);
+        let writes = take(b.writes.len() * 32);
+        let pages = take(npages * 8);
+        let value_base = take(b.value_base.len().max(1) * 8);
+        let extra = take(b.extra.len() + SOURCE_PAD);
+        UploadLayout {
+            tiles,
+            entries,
+            writes,
+            pages,
+            value_base,
+            extra,
+            len: at,
+        }
+    }
+
+    /// Writes the batch's arrays into `dst` (`len` bytes), little-endian as the kernel reads
+    /// them, in parallel.
+    fn fill(&self, dst: &mut [u8], b: &WriteBatch, ptrs: &[u64]) {
+        let (head, extra) = dst.split_at_mut(self.extra);
+        let (head, value_base) = head.split_at_mut(self.value_base);
+        let (head, pages) = head.split_at_mut(self.pages);
+        let (head, writes) = head.split_at_mut(self.writes);
+        let (tiles, entries) = head.split_at_mut(self.entries);
+        put_le(tiles, &b.tiles, |t| {
+            let mut x = [0u8; 16];
+            x[..8].copy_from_slice(&t.key.to_le_bytes());
+            x[8..].copy_from_slice(&t.first_count.to_le_bytes());
+            x
+        });
+        put_le(entries, &b.entries, |e| e.to_le_bytes());
+        put_le(writes, &b.writes, |w| {
+            let mut x = [0u8; 32];
+            for (k, v) in [w.offset, w.len, w.src, w.slot_kind].into_iter().enumerate() {
+                x[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
+            }
+            x
+        });
+        put_le(pages, ptrs, |p| p.to_le_bytes());
+        put_le(value_base, &b.value_base, |v| v.to_le_bytes());
+        extra[..b.extra.len()]
+            .par_chunks_mut(1 << 20)
+            .zip(b.extra.par_chunks(1 << 20))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+    }
+}
+
+/// Encodes `src` into the front of `dst`, `N` bytes per item, in parallel.
+fn put_le<T: Sync, const N: usize>(dst: &mut [u8], src: &[T], encode: impl Fn(&T) -> [u8; N] + Sync) {
+    const ITEMS: usize = 8192;
+    dst[..src.len() * N]
+        .par_chunks_mut(N * ITEMS)
+        .zip(src.par_chunks(ITEMS))
+        .for_each(|(d, s)| {
+            for (d, x) in d.chunks_exact_mut(N).zip(s) {
+                d.copy_from_slice(&encode(x));
+            }
+        });
 }
 
 /// Log files go to the device in groups of at least this many bytes (or an eighth of the log,
@@ -147,7 +226,7 @@ impl DevicePageStore {
             file_base.push(total);
             total += len;
         }
-        let logbuf = DeviceBuffer::alloc(&self.gpu.ctx, total as usize, MemoryKind::Device)?;
+        let logbuf = DeviceBuffer::alloc(&self.gpu.ctx, total as usize + SOURCE_PAD, MemoryKind::Device)?;
         stats.log_bytes = total;
 
         // The upload; meanwhile the log is opened, then planned on the CPU while the device
@@ -386,7 +465,10 @@ impl DevicePageStore {
         Ok(page)
     }
 
-    /// Uploads one batch and launches its kernel.
+    /// Uploads one batch and launches its kernel. The batch's arrays go up in one copy on the
+    /// replay stream: from the device's kept pinned staging when the batch is large and the
+    /// staging holds it (a copy at the link's rate instead of the driver's pageable path), else
+    /// from ordinary memory.
     fn run_batch(
         &self,
         b: &WriteBatch,
@@ -400,33 +482,45 @@ impl DevicePageStore {
             .map(|id| self.resident(*id).map(|p| p.ptr))
             .collect::<Result<Vec<u64>>>()?;
         let stream = &self.gpu.stream;
-        let extra_base = if b.extra.is_empty() {
-            0
-        } else {
-            let buf = DeviceBuffer::alloc(&self.gpu.ctx, b.extra.len(), MemoryKind::Device)?;
-            super::driver::copy_h2d_sync(&self.gpu.ctx, buf.ptr(), &b.extra)?;
-            let p = buf.ptr();
-            keep_alive.push(Box::new(buf));
-            p
+        let l = UploadLayout::of(b, ptrs.len());
+        let buf = DeviceBuffer::alloc(&self.gpu.ctx, l.len, MemoryKind::Device)?;
+        let mut kept = self.gpu.kept_staging();
+        let pinned = match kept.as_mut() {
+            Some(s) if l.len >= PINNED_UPLOAD_MIN && s.len() >= l.len => Some(&mut s.bytes_mut()[..l.len]),
+            _ => None,
         };
-        // An empty table still needs a valid device pointer.
-        let value_base: &[u64] = if b.value_base.is_empty() { &[0] } else { &b.value_base };
-        let d_tiles: CudaSlice<TileRun> = stream.clone_htod(&b.tiles).map_err(gpu_err)?;
-        let d_entries = stream.clone_htod(&b.entries).map_err(gpu_err)?;
-        let d_writes: CudaSlice<WriteDesc> = stream.clone_htod(&b.writes).map_err(gpu_err)?;
-        let d_pages = stream.clone_htod(&ptrs).map_err(gpu_err)?;
-        let d_vbase = stream.clone_htod(value_base).map_err(gpu_err)?;
+        let used_pinned = pinned.is_some();
+        let mut pageable = Vec::new();
+        let host = match pinned {
+            Some(p) => p,
+            None => {
+                pageable = vec![0u8; l.len];
+                &mut pageable[..]
+            }
+        };
+        l.fill(host, b, &ptrs);
+        // SAFETY: `buf` holds `l.len` bytes. Pinned staging is not touched again before the
+        // event below fires; pageable memory is staged by the driver before the call returns.
+        unsafe { super::driver::copy_h2d_on(stream, buf.ptr(), host)? };
+        let copied = stream.record_event(None).map_err(gpu_err)?;
+        let at = |off: usize| buf.ptr() + off as u64;
         self.gpu.kernels.apply_tiles(
             stream,
-            &d_tiles,
+            at(l.tiles),
             b.tiles.len(),
-            &d_entries,
-            &d_writes,
-            &d_pages,
-            &d_vbase,
+            at(l.entries),
+            at(l.writes),
+            at(l.pages),
+            at(l.value_base),
             log_base,
-            extra_base,
+            at(l.extra),
         )?;
+        if used_pinned {
+            // Later loads reuse the staging: it is handed back only once read.
+            copied.synchronize().map_err(gpu_err)?;
+        }
+        drop(kept);
+        drop(pageable);
         let masked = b
             .writes
             .iter()
@@ -436,7 +530,7 @@ impl DevicePageStore {
         stats.copies += b.writes.len() as u64 - masked;
         stats.tiles += b.tiles.len() as u64;
         stats.batches += 1;
-        keep_alive.push(Box::new((d_tiles, d_entries, d_writes, d_pages, d_vbase)));
+        keep_alive.push(Box::new(buf));
         Ok(())
     }
 
@@ -516,5 +610,47 @@ impl DevicePageStore {
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::plan::{TileRun, WriteDesc};
+
+    #[test]
+    fn a_batch_upload_holds_each_array_where_its_layout_says() {
+        let w = |i: u64| WriteDesc {
+            offset: 10 * i,
+            len: 3,
+            src: 1000 + i,
+            slot_kind: i % 2,
+        };
+        let b = WriteBatch {
+            pages: vec![5, 9],
+            writes: (0..3).map(w).collect(),
+            entries: vec![2, 0, 1],
+            tiles: vec![TileRun {
+                key: 1 << 32 | 4,
+                first_count: 3 << 32,
+            }],
+            value_base: Vec::new(),
+            extra: vec![7, 8, 9],
+        };
+        let l = UploadLayout::of(&b, 2);
+        let starts = [l.tiles, l.entries, l.writes, l.pages, l.value_base, l.extra];
+        assert!(starts.iter().all(|s| s % 256 == 0), "{starts:?}");
+        assert!(starts.windows(2).all(|s| s[0] < s[1]), "ascending, the empty value-base table too");
+        assert!(l.len >= l.extra + 3 + SOURCE_PAD, "room for the kernel's reads past the last byte");
+        let mut up = vec![0xEE; l.len];
+        l.fill(&mut up, &b, &[0x1000, 0x2000]);
+        let u64_at = |off: usize| u64::from_le_bytes(up[off..off + 8].try_into().unwrap());
+        let u32_at = |off: usize| u32::from_le_bytes(up[off..off + 4].try_into().unwrap());
+        assert_eq!((u64_at(l.tiles), u64_at(l.tiles + 8)), (1 << 32 | 4, 3 << 32));
+        assert_eq!([0, 1, 2].map(|k| u32_at(l.entries + 4 * k)), [2, 0, 1]);
+        let third = l.writes + 2 * 32;
+        assert_eq!([0, 8, 16, 24].map(|k| u64_at(third + k)), [20, 3, 1002, 0]);
+        assert_eq!((u64_at(l.pages), u64_at(l.pages + 8)), (0x1000, 0x2000));
+        assert_eq!(&up[l.extra..l.extra + 3], &[7, 8, 9]);
     }
 }

@@ -311,6 +311,23 @@ pub fn copy_h2d_sync(ctx: &Arc<CudaContext>, dst: u64, src: &[u8]) -> Result<()>
     )
 }
 
+/// Host-to-device copy, ordered on `stream`.
+///
+/// # Safety
+/// `src` must stay valid and unchanged until the copy has run when it is pinned memory (wait
+/// on an event recorded after it); pageable memory is staged by the driver before this returns.
+/// The destination range must lie in a live allocation.
+pub(crate) unsafe fn copy_h2d_on(stream: &cudarc::driver::CudaStream, dst: u64, src: &[u8]) -> Result<()> {
+    if src.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: per the function's contract.
+    check(
+        unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src.as_ptr() as *const _, src.len(), stream.cu_stream()) },
+        "cuMemcpyHtoDAsync",
+    )
+}
+
 /// Device-to-device copy, ordered on `stream`.
 pub(crate) fn copy_d2d(stream: &cudarc::driver::CudaStream, dst: u64, src: u64, len: usize) -> Result<()> {
     if len == 0 {

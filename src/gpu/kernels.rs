@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 
 use super::driver::gpu_err;
-use super::plan::{TileRun, WriteDesc};
 use crate::error::{Error, Result};
 
 /// Kernel source. Descriptors are flat arrays of u64 so that the host side is plain `Vec<u64>`.
@@ -72,6 +71,41 @@ extern "C" __global__ void crc32c_chunks(u64 base, const u64* off, const u32* le
 // device address. One block runs one tile's writes in order, each clipped to the tile, so that
 // the last write to a byte lands last.
 #define TILE_SHIFT 16
+
+// Copies n bytes from sp to dp with the block's threads: single bytes up to dp's next 8-byte
+// boundary and after the last whole word, 8-byte stores in between, each assembled from the two
+// aligned source words it straddles. The last of those reads can pass the source's end by up to
+// 7 bytes: the buffers sources live in are allocated SOURCE_PAD bytes longer.
+__device__ void block_copy(u8* dp, const u8* sp, u64 n) {
+    u64 head = (8 - ((u64)dp & 7)) & 7;
+    if (head > n) head = n;
+    for (u64 j = threadIdx.x; j < head; j += blockDim.x) dp[j] = sp[j];
+    const u64 words = (n - head) >> 3;
+    u64* d = (u64*)(dp + head);
+    const u8* s = sp + head;
+    const u32 r = (u32)((u64)s & 7);
+    const u64* s64 = (const u64*)(s - r);
+    if (r == 0) {
+        for (u64 k = threadIdx.x; k < words; k += blockDim.x) d[k] = s64[k];
+    } else {
+        const u32 lo = 8 * r, hi = 64 - lo;
+        for (u64 k = threadIdx.x; k < words; k += blockDim.x) d[k] = (s64[k] >> lo) | (s64[k + 1] << hi);
+    }
+    for (u64 j = head + (words << 3) + threadIdx.x; j < n; j += blockDim.x) dp[j] = sp[j];
+}
+
+// Sets n bytes at dp to v: 8-byte stores between single bytes at the edges.
+__device__ void block_fill(u8* dp, u8 v, u64 n) {
+    u64 head = (8 - ((u64)dp & 7)) & 7;
+    if (head > n) head = n;
+    for (u64 j = threadIdx.x; j < head; j += blockDim.x) dp[j] = v;
+    const u64 words = (n - head) >> 3;
+    u64* d = (u64*)(dp + head);
+    const u64 pattern = 0x0101010101010101ull * v;
+    for (u64 k = threadIdx.x; k < words; k += blockDim.x) d[k] = pattern;
+    for (u64 j = head + (words << 3) + threadIdx.x; j < n; j += blockDim.x) dp[j] = v;
+}
+
 extern "C" __global__ void apply_tiles(const u64* tiles, u32 ntiles, const u32* entries, const u64* writes,
                                        const u64* pages, const u64* vbase, u64 log_base, u64 extra_base) {
     __shared__ u64 warp_sums[32];
@@ -89,15 +123,11 @@ extern "C" __global__ void apply_tiles(const u64* tiles, u32 ntiles, const u32* 
             const u64 a = off > lo ? off : lo;
             const u64 z = off + len < hi ? off + len : hi;
             if (kind == 2) {
-                const u8 v = (u8)src;
-                for (u64 j = a + threadIdx.x; j < z; j += blockDim.x) page[j] = v;
+                block_fill(page + a, (u8)src, z - a);
             } else {
                 const u8* s = (const u8*)((src >> 63) ? extra_base + (src & ~(1ull << 63)) : log_base + src);
                 if (kind == 0) {
-                    const u8* sp = s + (a - off);
-                    u8* dp = page + a;
-                    const u64 n = z - a;
-                    for (u64 j = threadIdx.x; j < n; j += blockDim.x) dp[j] = sp[j];
+                    block_copy(page + a, s + (a - off), z - a);
                 } else {
                     const u8* vals = s + (len + 7) / 8;
                     u64 running = vbase[(sk >> 34) + tile_no - (off >> TILE_SHIFT)];
@@ -148,6 +178,10 @@ extern "C" __global__ void apply_tiles(const u64* tiles, u32 ntiles, const u32* 
 }
 "#;
 
+/// Bytes allocated past the end of every buffer that `apply_tiles` copies from (the uploaded log,
+/// decompressed payloads): its 8-byte reads may pass a source's last byte by up to 7.
+pub const SOURCE_PAD: usize = 16;
+
 /// Compiles [`SOURCE`] to PTX (no GPU needed; NVRTC only).
 pub fn compile() -> Result<cudarc::nvrtc::Ptx> {
     let opts = cudarc::nvrtc::CompileOptions {
@@ -188,19 +222,19 @@ impl Kernels {
         }
     }
 
-    /// Launches `apply_tiles` over a batch uploaded by the caller: `ntiles` tiles, `entries`,
-    /// `writes`, `pages` (a device address per slot) and
-    /// `value_base`, with the sources resolved against `log_base` and `extra_base`.
+    /// Launches `apply_tiles` over a batch uploaded by the caller: `ntiles` tiles at `tiles`,
+    /// and the device addresses of the `entries`, `writes`, `pages` (a device address per slot)
+    /// and `value_base` arrays, with the sources resolved against `log_base` and `extra_base`.
     #[allow(clippy::too_many_arguments)]
     pub fn apply_tiles(
         &self,
         stream: &Arc<CudaStream>,
-        tiles: &CudaSlice<TileRun>,
+        tiles: u64,
         ntiles: usize,
-        entries: &CudaSlice<u32>,
-        writes: &CudaSlice<WriteDesc>,
-        pages: &CudaSlice<u64>,
-        value_base: &CudaSlice<u64>,
+        entries: u64,
+        writes: u64,
+        pages: u64,
+        value_base: u64,
         log_base: u64,
         extra_base: u64,
     ) -> Result<()> {
@@ -209,19 +243,20 @@ impl Kernels {
             return Ok(());
         }
         let mut b = stream.launch_builder(&self.tiles);
-        b.arg(tiles)
+        b.arg(&tiles)
             .arg(&n)
-            .arg(entries)
-            .arg(writes)
-            .arg(pages)
-            .arg(value_base)
+            .arg(&entries)
+            .arg(&writes)
+            .arg(&pages)
+            .arg(&value_base)
             .arg(&log_base)
             .arg(&extra_base);
-        // SAFETY: the plan (src/gpu/plan.rs) built every index in range of the arrays passed:
-        // entries index writes, tile keys name slots of `pages`, masked writes name their
-        // value-base entries; every write was bounds-checked against its page's length, and
-        // its source against the record it came from, which lies in the uploaded log or in
-        // the extra buffer.
+        // SAFETY: the caller uploaded the batch's arrays to the addresses given, ordered before
+        // this launch on `stream`, and the plan (src/gpu/plan.rs) built every index in range of
+        // them: entries index writes, tile keys name slots of `pages`, masked writes name their
+        // value-base entries; every write was bounds-checked against its page's length, and its
+        // source against the record it came from, which lies in the uploaded log or in the extra
+        // buffer (both allocated SOURCE_PAD bytes longer for the kernel's word reads).
         unsafe { b.launch(self.cfg(n)) }.map(|_| ()).map_err(gpu_err)
     }
 

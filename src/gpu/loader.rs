@@ -87,6 +87,14 @@ impl Staging {
         self.pinned.len()
     }
 
+    /// The staging memory, for a caller that fills it and copies it to the device itself.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the arena is a live allocation of at least `len()` bytes that this value owns
+        // (registered from its start), and `&mut self` makes this the only view of it. Loads
+        // hand staging back only after their copies are done, so no copy reads it now.
+        unsafe { std::slice::from_raw_parts_mut(self.pinned.ptr(), self.len()) }
+    }
+
     fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Staging> {
         let layout = std::alloc::Layout::from_size_align(len, ALIGN as usize).map_err(|e| Error::Gpu(e.to_string()))?;
         let arena = StagingArena::new(layout)?;
