@@ -21,7 +21,9 @@ fn main() -> mmsb::Result<()> {
         let log = Log::open_deferred(&[&log])?;
         let open_ms = t.elapsed().as_secs_f64() * 1e3;
         let bases = plan::segment_bases(&log);
-        let p = plan::plan(&log, &bases, ckpt.head(), &|_| true, ReplayLimit::default(), &|_, _| true)?;
+        let p = plan::plan(&log, &bases, ckpt.head(), &|_| true, ReplayLimit::default(), &|_, _| {
+            true
+        })?;
         let total_ms = t.elapsed().as_secs_f64() * 1e3;
         println!(
             "open {open_ms:.1} parse {:.1} check {:.1} tiles {:.1} total {total_ms:.1} ms; {} records",

@@ -502,9 +502,16 @@ impl DevicePageStore {
         // SAFETY: `buf` holds `l.len` bytes. Pinned staging is not touched again before the
         // event below fires; pageable memory is staged by the driver before the call returns.
         unsafe { super::driver::copy_h2d_on(stream, buf.ptr(), host)? };
-        let copied = stream.record_event(None).map_err(gpu_err)?;
+        let copied = match stream.record_event(None) {
+            Ok(ev) => ev,
+            Err(e) => {
+                // The copy is queued: nothing it reads or writes may go before it is done.
+                let _ = stream.synchronize();
+                return Err(gpu_err(e));
+            }
+        };
         let at = |off: usize| buf.ptr() + off as u64;
-        self.gpu.kernels.apply_tiles(
+        let launched = self.gpu.kernels.apply_tiles(
             stream,
             at(l.tiles),
             b.tiles.len(),
@@ -514,11 +521,13 @@ impl DevicePageStore {
             at(l.value_base),
             log_base,
             at(l.extra),
-        )?;
+        );
         if used_pinned {
-            // Later loads reuse the staging: it is handed back only once read.
+            // Later loads reuse the staging: it is handed back only once read, also when the
+            // launch failed.
             copied.synchronize().map_err(gpu_err)?;
         }
+        launched?;
         drop(kept);
         drop(pageable);
         let masked = b
@@ -640,8 +649,14 @@ mod tests {
         let l = UploadLayout::of(&b, 2);
         let starts = [l.tiles, l.entries, l.writes, l.pages, l.value_base, l.extra];
         assert!(starts.iter().all(|s| s % 256 == 0), "{starts:?}");
-        assert!(starts.windows(2).all(|s| s[0] < s[1]), "ascending, the empty value-base table too");
-        assert!(l.len >= l.extra + 3 + SOURCE_PAD, "room for the kernel's reads past the last byte");
+        assert!(
+            starts.windows(2).all(|s| s[0] < s[1]),
+            "ascending, the empty value-base table too"
+        );
+        assert!(
+            l.len >= l.extra + 3 + SOURCE_PAD,
+            "room for the kernel's reads past the last byte"
+        );
         let mut up = vec![0xEE; l.len];
         l.fill(&mut up, &b, &[0x1000, 0x2000]);
         let u64_at = |off: usize| u64::from_le_bytes(up[off..off + 8].try_into().unwrap());
