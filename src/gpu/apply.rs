@@ -203,7 +203,6 @@ impl DevicePageStore {
         limit: ReplayLimit,
         keep_created: &dyn Fn(u64, &PageMeta) -> bool,
     ) -> Result<(ReplaySummary, ApplyStats)> {
-        let mut stats = ApplyStats::default();
         // The files and their lengths, back to back in one device buffer.
         let files: Vec<(std::path::PathBuf, u64)> = match &input {
             LogInput::Opened(log) => log
@@ -227,7 +226,6 @@ impl DevicePageStore {
             total += len;
         }
         let logbuf = DeviceBuffer::alloc(&self.gpu.ctx, total as usize + SOURCE_PAD, MemoryKind::Device)?;
-        stats.log_bytes = total;
 
         // The upload; meanwhile the log is opened, then planned on the CPU while the device
         // checks the record checksums once the upload is done.
@@ -368,7 +366,7 @@ impl DevicePageStore {
             }
         };
         let mut stats = ApplyStats {
-            log_bytes: stats.log_bytes,
+            log_bytes: total,
             plan_ms: t.elapsed().as_secs_f64() * 1e3,
             parse_ms: plan.parse_ms,
             check_ms: plan.check_ms,

@@ -298,17 +298,14 @@ pub fn copy_d2h(ctx: &Arc<CudaContext>, src: u64, dst: &mut [u8]) -> Result<()> 
     )
 }
 
-/// Synchronous host-to-device copy.
-pub fn copy_h2d_sync(ctx: &Arc<CudaContext>, dst: u64, src: &[u8]) -> Result<()> {
-    ctx.bind_to_thread().map_err(gpu_err)?;
-    if src.is_empty() {
-        return Ok(());
-    }
-    // SAFETY: `src` is a live host slice; the destination range is inside a live allocation.
-    check(
-        unsafe { sys::cuMemcpyHtoD_v2(dst, src.as_ptr() as *const _, src.len()) },
-        "cuMemcpyHtoD",
-    )
+/// Host-to-device copy on `stream`, returning once it is done. It goes on the stream rather
+/// than the legacy default stream: a copy there is not ordered against the non-blocking streams
+/// kernels run on, and from pageable memory it may return before its data has landed.
+pub fn copy_h2d_sync(stream: &cudarc::driver::CudaStream, dst: u64, src: &[u8]) -> Result<()> {
+    // SAFETY: the destination is the caller's live allocation, and the copy is waited for below,
+    // before `src` can change or go.
+    unsafe { copy_h2d_on(stream, dst, src)? };
+    stream.synchronize().map_err(gpu_err)
 }
 
 /// Host-to-device copy, ordered on `stream`.
@@ -321,6 +318,7 @@ pub(crate) unsafe fn copy_h2d_on(stream: &cudarc::driver::CudaStream, dst: u64, 
     if src.is_empty() {
         return Ok(());
     }
+    stream.context().bind_to_thread().map_err(gpu_err)?;
     // SAFETY: per the function's contract.
     check(
         unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src.as_ptr() as *const _, src.len(), stream.cu_stream()) },

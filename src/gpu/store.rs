@@ -449,14 +449,14 @@ impl DevicePageStore {
     /// Brings an evicted page back into device memory of the store's kind.
     pub fn restore(&mut self, id: u64) -> Result<()> {
         let memory = self.memory;
-        let ctx = self.gpu.ctx.clone();
+        let gpu = self.gpu.clone();
         let p = self
             .pages
             .get_mut(&id)
             .ok_or_else(|| Error::Invalid(format!("no page {id} in the device store")))?;
         let Some(host) = p.host.take() else { return Ok(()) };
-        let buf = DeviceBuffer::alloc(&ctx, host.len(), memory)?;
-        copy_h2d_sync(&ctx, buf.ptr(), &host)?;
+        let buf = DeviceBuffer::alloc(&gpu.ctx, host.len(), memory)?;
+        copy_h2d_sync(&gpu.stream, buf.ptr(), &host)?;
         p.ptr = buf.ptr();
         p.own = Some(buf);
         p.residency = match memory {
