@@ -793,7 +793,11 @@ fn list_tiles(mut b: WriteBatch, page_len: &[u64]) -> Result<WriteBatch> {
 /// before it, and in order within it, so each tile's list stays in sequence order.
 fn count_tiles(b: &mut WriteBatch, total: usize, tile_base: &[u64], ntiles: usize) {
     use std::sync::atomic::{AtomicU32, Ordering};
-    let dense = |w: &WriteDesc| tile_base[w.slot() as usize] + tile_span(w).0;
+    // A write's first tile in the dense numbering, and how many tiles it touches.
+    let dense_span = |w: &WriteDesc| {
+        let (t0, n) = tile_span(w);
+        (tile_base[w.slot() as usize] + t0, n)
+    };
     // One count per part and tile: at most 4 x 4 bytes per entry of memory.
     let max_parts = 2 * rayon::current_num_threads();
     let parts = (4 * total / ntiles.max(1)).clamp(1, max_parts);
@@ -804,7 +808,7 @@ fn count_tiles(b: &mut WriteBatch, total: usize, tile_base: &[u64], ntiles: usiz
         .map(|ws| {
             let mut c = vec![0u32; ntiles];
             for w in ws {
-                let (first, n) = (dense(w), tile_span(w).1);
+                let (first, n) = dense_span(w);
                 for t in first..first + n {
                     c[t as usize] += 1;
                 }
@@ -839,7 +843,7 @@ fn count_tiles(b: &mut WriteBatch, total: usize, tile_base: &[u64], ntiles: usiz
         .enumerate()
         .for_each(|(p, (ws, next))| {
             for (i, w) in ws.iter().enumerate() {
-                let (first, n) = (dense(w), tile_span(w).1);
+                let (first, n) = dense_span(w);
                 for t in first..first + n {
                     let at = &mut next[t as usize];
                     // Positions are disjoint between parts: relaxed stores suffice, and the
