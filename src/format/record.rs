@@ -343,12 +343,13 @@ impl<'a> Delta<'a> {
                         "the payload is too short for that many ranges",
                     ));
                 }
-                let mut table = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    table.push((c.u64()?, c.u64()?));
-                }
+                // The table is read through a second cursor while `c` takes the data after
+                // it: one allocation per record, not two (records are decoded by the million).
+                let mut table = c.clone();
+                c.take(u64::from(n) * 16)?;
                 let mut ranges = Vec::with_capacity(n as usize);
-                for (off, len) in table {
+                for _ in 0..n {
+                    let (off, len) = (table.u64()?, table.u64()?);
                     ranges.push((off, c.take(len)?));
                 }
                 Op::Sparse(ranges)

@@ -154,7 +154,8 @@ pub fn segment_bases(log: &Log) -> Vec<u64> {
 
 /// The pages' shapes and where each is: a slot per page id ever seen.
 struct Pages {
-    slot_of: HashMap<u64, u32>,
+    /// Looked up once per record: foldhash, seeded per process (page ids come from files).
+    slot_of: HashMap<u64, u32, foldhash::fast::RandomState>,
     ids: Vec<u64>,
     shape: Vec<Option<PageShape>>,
     present: Vec<bool>,
@@ -244,7 +245,7 @@ pub fn plan(
     keep_created: &dyn Fn(u64, &PageMeta) -> bool,
 ) -> Result<ApplyPlan> {
     let mut pages = Pages {
-        slot_of: HashMap::with_capacity(head.pages.len()),
+        slot_of: HashMap::with_capacity_and_hasher(head.pages.len(), Default::default()),
         ids: Vec::with_capacity(head.pages.len()),
         shape: Vec::with_capacity(head.pages.len()),
         present: Vec::with_capacity(head.pages.len()),
