@@ -204,6 +204,8 @@ enum RecordState {
 struct Chunk {
     records: Vec<Decoded>,
     writes: Vec<WriteDesc>,
+    /// The slots its writes use, each once.
+    slots: Vec<u32>,
     value_base: Vec<u64>,
     extra: Vec<u8>,
 }
@@ -423,7 +425,10 @@ fn plan_writes(
         .collect();
     let chunks: Vec<Chunk> = pieces
         .par_iter()
-        .map(|&(si, c)| decode_chunk(log, si, seg_base[si], view, c))
+        .map_init(
+            || vec![0u64; view.ids.len().div_ceil(64)],
+            |seen, &(si, c)| decode_chunk(log, si, seg_base[si], view, c, seen),
+        )
         .collect();
     out.parse_ms += ms(t);
 
@@ -504,8 +509,9 @@ fn prefetch(bytes: &[u8], at: u64) {
     let _ = (bytes, at);
 }
 
-/// Decodes and bounds-checks a chunk of records, listing the writes of present pages.
-fn decode_chunk(log: &Log, si: usize, seg_base: u64, pages: &Pages, c: &[FrameRef]) -> Chunk {
+/// Decodes and bounds-checks a chunk of records, listing the writes of present pages and the
+/// slots they use. `seen` is a bit per slot, all clear, and left clear.
+fn decode_chunk(log: &Log, si: usize, seg_base: u64, pages: &Pages, c: &[FrameRef], seen: &mut [u64]) -> Chunk {
     let mut out = Chunk {
         records: Vec::with_capacity(c.len()),
         ..Default::default()
@@ -533,6 +539,19 @@ fn decode_chunk(log: &Log, si: usize, seg_base: u64, pages: &Pages, c: &[FrameRe
         rec.value_base_end = out.value_base.len() as u32;
         rec.extra_end = out.extra.len() as u64;
         out.records.push(rec);
+    }
+    // While the writes are in cache: a bit test per write, where sorting them by slot in the
+    // gather took as long as copying them.
+    for w in &out.writes {
+        let s = w.slot();
+        let bit = 1u64 << (s % 64);
+        if seen[(s / 64) as usize] & bit == 0 {
+            seen[(s / 64) as usize] |= bit;
+            out.slots.push(s);
+        }
+    }
+    for &s in &out.slots {
+        seen[(s / 64) as usize] = 0;
     }
     out
 }
@@ -668,21 +687,16 @@ fn gather(pages: &Pages, chunks: &[Chunk], stop: Option<(usize, usize)>) -> Writ
             _ => (c.writes.len(), c.value_base.len(), c.extra.len()),
         })
         .collect();
-    // Batch slots: any numbering will do, so each chunk's slots are sorted and deduplicated in
-    // parallel, and numbered in one pass.
-    let used: Vec<Vec<u32>> = chunks
-        .par_iter()
-        .zip(&kept)
-        .map(|(c, k)| {
-            let mut v: Vec<u32> = c.writes[..k.0].iter().map(WriteDesc::slot).collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        })
-        .collect();
+    // Batch slots: any numbering will do. A chunk cut short by `stop` may add a slot no kept
+    // write uses: a present page, so harmless.
     let mut b = WriteBatch::default();
     let mut batch_slot = vec![u32::MAX; pages.ids.len()];
-    for &g in used.iter().flatten() {
+    for &g in chunks
+        .iter()
+        .zip(&kept)
+        .filter(|(_, k)| k.0 > 0)
+        .flat_map(|(c, _)| &c.slots)
+    {
         if batch_slot[g as usize] == u32::MAX {
             batch_slot[g as usize] = b.pages.len() as u32;
             b.pages.push(pages.ids[g as usize]);
