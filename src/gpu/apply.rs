@@ -118,12 +118,20 @@ impl UploadLayout {
             x
         });
         put_le(entries, &b.entries, |e| e.to_le_bytes());
-        put_le(writes, &b.writes, |w| {
-            let mut x = [0u8; 32];
-            for (k, v) in [w.offset, w.len, w.src, w.slot_kind].into_iter().enumerate() {
-                x[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
+        // Each part of the writes to its place, in parallel.
+        let mut regions = Vec::new();
+        let mut rest = writes;
+        for (_, part) in b.writes.parts().collect::<Vec<_>>() {
+            let (here, tail) = rest.split_at_mut(part.len() * 32);
+            regions.push((here, part));
+            rest = tail;
+        }
+        regions.into_par_iter().for_each(|(dst, part)| {
+            for (d, w) in dst.chunks_exact_mut(32).zip(part) {
+                for (k, v) in [w.offset, w.len, w.src, w.slot_kind].into_iter().enumerate() {
+                    d[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
+                }
             }
-            x
         });
         put_le(pages, ptrs, |p| p.to_le_bytes());
         put_le(value_base, &b.value_base, |v| v.to_le_bytes());
@@ -623,7 +631,7 @@ impl DevicePageStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::plan::{TileRun, WriteDesc};
+    use crate::gpu::plan::{TileRun, WriteDesc, Writes};
 
     #[test]
     fn a_batch_upload_holds_each_array_where_its_layout_says() {
@@ -635,7 +643,7 @@ mod tests {
         };
         let b = WriteBatch {
             pages: vec![5, 9],
-            writes: (0..3).map(w).collect(),
+            writes: Writes::from_parts(vec![vec![w(0)], Vec::new(), vec![w(1), w(2)]]),
             entries: vec![2, 0, 1],
             tiles: vec![TileRun {
                 key: 1 << 32 | 4,

@@ -65,6 +65,62 @@ impl WriteDesc {
     }
 }
 
+/// A batch's writes in sequence order, kept in the parts the parallel decode produced them in:
+/// copying a million of them into one array took as long as sorting them into tiles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Writes {
+    parts: Vec<Vec<WriteDesc>>,
+    /// Index of each part's first write.
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl Writes {
+    /// The writes of `parts`, one after another (empty parts are dropped).
+    pub fn from_parts(parts: Vec<Vec<WriteDesc>>) -> Writes {
+        let parts: Vec<Vec<WriteDesc>> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut len = 0;
+        for p in &parts {
+            starts.push(len);
+            len += p.len();
+        }
+        Writes { parts, starts, len }
+    }
+
+    /// How many writes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The parts, each with the index of its first write.
+    pub fn parts(&self) -> impl IndexedParallelIterator<Item = (usize, &[WriteDesc])> {
+        self.starts.par_iter().zip(&self.parts).map(|(s, p)| (*s, &p[..]))
+    }
+
+    /// The writes in order.
+    pub fn iter(&self) -> impl Iterator<Item = &WriteDesc> {
+        self.parts.iter().flatten()
+    }
+
+    /// The write at `index`.
+    pub fn get(&self, index: usize) -> Option<&WriteDesc> {
+        let p = self.starts.partition_point(|&s| s <= index).checked_sub(1)?;
+        self.parts[p].get(index - self.starts[p])
+    }
+}
+
+impl From<Vec<WriteDesc>> for Writes {
+    fn from(writes: Vec<WriteDesc>) -> Writes {
+        Writes::from_parts(vec![writes])
+    }
+}
+
 /// A tile's run of entries (two u64 for the kernel: key, then first | count << 32).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +137,7 @@ pub struct WriteBatch {
     /// Page id of each slot.
     pub pages: Vec<u64>,
     /// The writes, in sequence order.
-    pub writes: Vec<WriteDesc>,
+    pub writes: Writes,
     /// Per tile entry: the write's index; grouped by tile, in sequence order within a tile.
     pub entries: Vec<u32>,
     /// The tiles.
@@ -474,7 +530,7 @@ fn plan_writes(
             out.summary.last_seq = Some(frame.1.seq);
         }
     }
-    let batch = gather(pages, &chunks, stop);
+    let batch = gather(pages, chunks, stop);
     out.check_ms += ms(t);
     let t = Instant::now();
     // Every slot's page length: the writes were checked against these, and no structural
@@ -671,9 +727,9 @@ fn popcount_bits(mask: &[u8], from: u64, to: u64) -> u64 {
     n
 }
 
-/// Concatenates the chunks' writes up to `stop`, renumbering slots densely for the batch and
-/// moving extra and value-base references to their place in the batch.
-fn gather(pages: &Pages, chunks: &[Chunk], stop: Option<(usize, usize)>) -> WriteBatch {
+/// Takes the chunks' writes up to `stop`, renumbering slots densely for the batch and moving
+/// extra and value-base references to their place in the batch.
+fn gather(pages: &Pages, mut chunks: Vec<Chunk>, stop: Option<(usize, usize)>) -> WriteBatch {
     // (writes, value-base entries, extra bytes) kept of each chunk.
     let kept: Vec<(usize, usize, usize)> = chunks
         .iter()
@@ -708,22 +764,14 @@ fn gather(pages: &Pages, chunks: &[Chunk], stop: Option<(usize, usize)>) -> Writ
         b.value_base.extend_from_slice(&c.value_base[..k.1]);
         b.extra.extend_from_slice(&c.extra[..k.2]);
     }
-    let total: usize = kept.iter().map(|k| k.0).sum();
-    b.writes = vec![WriteDesc::default(); total];
-    let mut regions = Vec::with_capacity(chunks.len());
-    let mut rest: &mut [WriteDesc] = &mut b.writes;
-    for k in &kept {
-        let (here, tail) = rest.split_at_mut(k.0);
-        regions.push(here);
-        rest = tail;
-    }
-    regions
-        .into_par_iter()
-        .zip(chunks)
+    let parts: Vec<Vec<WriteDesc>> = chunks
+        .par_iter_mut()
+        .zip(&kept)
         .zip(&bases)
-        .for_each(|((dst, c), &(value_base_start, extra_base))| {
-            for (d, w) in dst.iter_mut().zip(&c.writes) {
-                let mut w = *w;
+        .map(|((c, k), &(value_base_start, extra_base))| {
+            let mut writes = std::mem::take(&mut c.writes);
+            writes.truncate(k.0);
+            for w in &mut writes {
                 let value_base = if w.kind() == KIND_MASKED {
                     w.value_base_index() + value_base_start
                 } else {
@@ -733,9 +781,11 @@ fn gather(pages: &Pages, chunks: &[Chunk], stop: Option<(usize, usize)>) -> Writ
                     w.src += extra_base;
                 }
                 w.slot_kind = u64::from(batch_slot[w.slot() as usize]) | w.kind() << 32 | value_base << 34;
-                *d = w;
             }
-        });
+            writes
+        })
+        .collect();
+    b.writes = Writes::from_parts(parts);
     b
 }
 
@@ -748,12 +798,11 @@ fn tile_span(w: &WriteDesc) -> (u64, u64) {
 /// Lists each write under every tile it touches and groups the list by tile, keeping sequence
 /// order inside a tile. `page_len` is each slot's page length (the writes lie inside it).
 fn list_tiles(mut b: WriteBatch, page_len: &[u64]) -> Result<WriteBatch> {
-    const BLOCK: usize = 4096;
-    // Each block of writes fills its own stretch of the list.
+    // Each part of the writes fills its own stretch of the list.
     let sizes: Vec<usize> = b
         .writes
-        .par_chunks(BLOCK)
-        .map(|ws| ws.iter().map(|w| tile_span(w).1 as usize).sum())
+        .parts()
+        .map(|(_, ws)| ws.iter().map(|w| tile_span(w).1 as usize).sum())
         .collect();
     // The kernel indexes writes and entries with 32 bits.
     let total: usize = sizes.iter().sum();
@@ -785,15 +834,14 @@ fn list_tiles(mut b: WriteBatch, page_len: &[u64]) -> Result<WriteBatch> {
     }
     regions
         .into_par_iter()
-        .zip(b.writes.par_chunks(BLOCK))
-        .enumerate()
-        .for_each(|(bi, (dst, ws))| {
+        .zip(b.writes.parts())
+        .for_each(|(dst, (first, ws))| {
             let mut at = 0;
             for (i, w) in ws.iter().enumerate() {
                 let (t0, n) = tile_span(w);
                 let slot = u64::from(w.slot()) << 32;
                 for k in 0..n {
-                    dst[at] = (slot | (t0 + k), (bi * BLOCK + i) as u32);
+                    dst[at] = (slot | (t0 + k), (first + i) as u32);
                     at += 1;
                 }
             }
@@ -817,12 +865,22 @@ fn count_tiles(b: &mut WriteBatch, total: usize, tile_base: &[u64], ntiles: usiz
     let max_parts = 2 * rayon::current_num_threads();
     let parts = (4 * total / ntiles.max(1)).clamp(1, max_parts);
     let per_part = b.writes.len().div_ceil(parts).max(1);
-    let mut counts: Vec<Vec<u32>> = b
-        .writes
-        .par_chunks(per_part)
-        .map(|ws| {
+    // A part: consecutive pieces of the writes (each with its first write's index).
+    let mut groups: Vec<Vec<(usize, &[WriteDesc])>> = vec![Vec::new()];
+    let mut in_group = 0;
+    for piece in b.writes.parts().collect::<Vec<_>>() {
+        if in_group >= per_part {
+            groups.push(Vec::new());
+            in_group = 0;
+        }
+        in_group += piece.1.len();
+        groups.last_mut().expect("never empty").push(piece);
+    }
+    let mut counts: Vec<Vec<u32>> = groups
+        .par_iter()
+        .map(|g| {
             let mut c = vec![0u32; ntiles];
-            for w in ws {
+            for w in g.iter().flat_map(|p| p.1) {
                 let (first, n) = dense_span(w);
                 for t in first..first + n {
                     c[t as usize] += 1;
@@ -852,22 +910,20 @@ fn count_tiles(b: &mut WriteBatch, total: usize, tile_base: &[u64], ntiles: usiz
         }
     }
     let entries: Vec<AtomicU32> = (0..total).map(|_| AtomicU32::new(0)).collect();
-    b.writes
-        .par_chunks(per_part)
-        .zip(counts.par_iter_mut())
-        .enumerate()
-        .for_each(|(p, (ws, next))| {
+    groups.par_iter().zip(counts.par_iter_mut()).for_each(|(g, next)| {
+        for &(start, ws) in g {
             for (i, w) in ws.iter().enumerate() {
                 let (first, n) = dense_span(w);
                 for t in first..first + n {
                     let at = &mut next[t as usize];
                     // Positions are disjoint between parts: relaxed stores suffice, and the
                     // parallel loop's end orders them before the reads below.
-                    entries[*at as usize].store((p * per_part + i) as u32, Ordering::Relaxed);
+                    entries[*at as usize].store((start + i) as u32, Ordering::Relaxed);
                     *at += 1;
                 }
             }
-        });
+        }
+    });
     b.entries = entries.into_par_iter().map(AtomicU32::into_inner).collect();
 }
 
@@ -903,7 +959,10 @@ pub fn run_batch_on_host(b: &WriteBatch, pages: &mut HashMap<u64, Vec<u8>>, log_
         let page = pages.get_mut(&b.pages[slot]).expect("a present page");
         let (first, count) = (t.first_count & 0xffff_ffff, t.first_count >> 32);
         for e in first..first + count {
-            let w = &b.writes[b.entries[e as usize] as usize];
+            let w = b
+                .writes
+                .get(b.entries[e as usize] as usize)
+                .expect("entries index the writes");
             let (a, z) = (w.offset.max(lo), (w.offset + w.len).min(hi));
             let src = |at: u64| -> u8 {
                 if w.src & EXTRA != 0 {
@@ -950,6 +1009,32 @@ mod tests {
     }
 
     #[test]
+    fn writes_kept_in_parts_read_as_one_list() {
+        let w = |offset| WriteDesc {
+            offset,
+            len: 1,
+            src: 0,
+            slot_kind: 0,
+        };
+        let writes = Writes::from_parts(vec![vec![w(0), w(1)], Vec::new(), vec![w(2)], vec![w(3), w(4), w(5)]]);
+        assert_eq!(writes.len(), 6);
+        assert_eq!(writes.iter().map(|w| w.offset).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            (0..7).map(|i| writes.get(i).map(|w| w.offset)).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4, 5]
+                .map(Some)
+                .into_iter()
+                .chain([None])
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            writes.parts().map(|(first, p)| (first, p.len())).collect::<Vec<_>>(),
+            [(0, 2), (2, 1), (3, 3)]
+        );
+        assert!(Writes::from_parts(vec![Vec::new()]).is_empty());
+    }
+
+    #[test]
     fn a_write_is_listed_under_every_tile_it_touches_in_sequence_order() {
         let w = |offset, len| WriteDesc {
             offset,
@@ -963,7 +1048,7 @@ mod tests {
             let b = list_tiles(
                 WriteBatch {
                     pages: vec![7],
-                    writes: writes.clone(),
+                    writes: writes.clone().into(),
                     ..Default::default()
                 },
                 &[page_len],
