@@ -153,13 +153,14 @@ fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: 
     let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
     cpu.replay(&log, ReplayLimit::default()).unwrap();
 
-    let (mut store, _) = DevicePageStore::load(gpu, &ckpt, &|_| true, opts).unwrap();
+    let (mut store, loaded) = DevicePageStore::load(gpu, &ckpt, &|_| true, opts).unwrap();
     store
         .verify_against(&ckpt)
         .unwrap_or_else(|e| panic!("{name}: loaded bytes: {e}"));
     // A load that pinned the file mapping keeps its pieces pinned until they are let go (or the
-    // store drops); the pages stay usable after.
-    let pinned = opts.read_mode == Some(ReadMode::PinMapping) && opts.memory != MemoryKind::HostMapped;
+    // store drops); the pages stay usable after. Without a read mode asked for, the loader picks
+    // one: a process's first warm load of a small file pins the mapping.
+    let pinned = loaded.read_mode == Some(ReadMode::PinMapping) && opts.memory != MemoryKind::HostMapped;
     assert_eq!(store.release_pinned_source(), pinned, "{name}: pinned pieces kept");
     assert!(!store.release_pinned_source(), "{name}: released once");
     // The files are opened while they upload, without their record checksums, which the
