@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B of two mmsb builds on the lent GPU machine, same machine, same files, alternating rounds:
 # the build under test (.device/mmsb, from scripts/build-device.sh) against another one
-# (BASE=path, default .device/mmsb-base: copy an older build there before the run).
+# (BASE=path, default .device/mmsb-base: copy an older build there before the run); the deltas
+# part also runs the builds in ALSO="path..." in each round (three or more builds in one call).
 #   bash scripts/gpu-ab.sh [loads] [sweep] [deltas] [whole] [cold] [suite]   (default: all)
 # loads: `bench load` of an 87 MiB model-shaped checkpoint and a 4 GiB one, warm, with the
 #   loader's phase timers; sweep: staging configurations of the build under test (warm);
@@ -46,9 +47,9 @@ if has deltas; then
   [ -d "$W/d.log" ] || "$D/mmsb" gen -o "$W/d.ckpt" --total-size 1GiB --pages 64 --page-sizes equal --deltas 1000000 --mix full=0,sparse=1,masked=0 --max-ranges 1 --delta-bytes 4..4096 --hot-fraction 1 --segment-size 256MiB >/dev/null
   dsum() { python3 -c "
 import json,sys,statistics as st; d=json.load(sys.stdin); r=d['runs']; a=[x['apply'] for x in r]
-print('%-22s med %7.1f ms %5.2f GB/s | ' % ('$1', d['median_ms'], d['median_payload_gb_per_s']) + ' '.join('%s %.1f' % (k.replace('_ms',''), st.median(x[k] for x in a)) for k in a[0] if k.endswith('_ms')))"; }
+print('%-22s med %7.1f ms %5.2f GB/s first %7.1f | ' % ('$1', d['median_ms'], d['median_payload_gb_per_s'], r[0]['log_open_to_applied_ms']) + ' '.join('%s %.1f' % (k.replace('_ms',''), st.median(x[k] for x in a)) for k in a[0] if k.endswith('_ms')))"; }
   for round in 1 2; do
-    for b in "$BASE" "$D/mmsb"; do "$b" bench deltas "$W/d.ckpt" "$W/d.log" --runs 7 | dsum "$(basename "$b") deltas"; done
+    for b in "$BASE" "$D/mmsb" ${ALSO:-}; do "$b" bench deltas "$W/d.ckpt" "$W/d.log" --runs 7 | dsum "$(basename "$b") deltas"; done
   done
   "$D/mmsb" replay "$W/d.ckpt" "$W/d.log" --device cpu --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("cpu replay", {k: round(v,1) for k,v in d["timings_ms"].items()})'
 fi
