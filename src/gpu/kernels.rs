@@ -182,8 +182,16 @@ extern "C" __global__ void apply_tiles(const u64* tiles, u32 ntiles, const u32* 
 /// decompressed payloads): its 8-byte reads may pass a source's last byte by up to 7.
 pub const SOURCE_PAD: usize = 16;
 
-/// Compiles [`SOURCE`] to PTX (no GPU needed; NVRTC only).
+/// Compiles [`SOURCE`] to PTX (no GPU needed; NVRTC only). Without the NVRTC library, an error
+/// saying so.
 pub fn compile() -> Result<cudarc::nvrtc::Ptx> {
+    // SAFETY: only tries to dlopen the library by its usual names; no symbol is called. (Calling
+    // into an absent library would panic inside cudarc.)
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(Error::Gpu(
+            "no NVRTC library (libnvrtc.so), which compiles the kernels at run time".into(),
+        ));
+    }
     let opts = cudarc::nvrtc::CompileOptions {
         arch: Some("compute_80"),
         ..Default::default()

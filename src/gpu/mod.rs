@@ -67,6 +67,8 @@ impl Gpu {
                 "no device cuda:{ordinal} ({count} CUDA device(s) present)"
             )));
         }
+        // Not started before the driver (`device_count` above): beside `cuInit` on the lent
+        // H200 the compile took 106-118 ms instead of 23-35, and the context came no sooner.
         let compile = std::thread::spawn(|| {
             let t = Instant::now();
             kernels::compile().map(|p| (p, t.elapsed().as_secs_f64() * 1e3))
@@ -147,12 +149,14 @@ mod tests {
 
     #[test]
     fn kernels_compile_or_nvrtc_is_absent() {
-        // NVRTC is a separate library: where it is installed the kernel source must compile.
+        // NVRTC is a separate library: where it is installed the kernel source must compile;
+        // where it is not, compiling is an error, not a panic.
         // SAFETY: only tries to dlopen the library.
         if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
             kernels::compile().expect("kernel source compiles");
         } else {
-            eprintln!("skipped: no NVRTC library on this machine");
+            let e = kernels::compile().expect_err("no NVRTC, no kernels");
+            assert!(e.to_string().contains("no NVRTC library"), "{e}");
         }
     }
 }
