@@ -144,6 +144,20 @@ impl Drop for DeviceBuffer {
     }
 }
 
+/// Compute capability (major, minor) of device `ordinal`, without creating its context (the
+/// driver must be initialised: [`super::device_count`] does that).
+pub(crate) fn compute_capability(ordinal: usize) -> Result<(i32, i32)> {
+    use cudarc::driver::result::device;
+    use sys::CUdevice_attribute::{
+        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR as MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR as MINOR,
+    };
+    let ordinal = i32::try_from(ordinal).map_err(|_| Error::Gpu(format!("no device cuda:{ordinal}")))?;
+    let dev = device::get(ordinal).map_err(gpu_err)?;
+    // SAFETY: `dev` was returned by `device::get` just above.
+    let attribute = |a| unsafe { device::get_attribute(dev, a) }.map_err(gpu_err);
+    Ok((attribute(MAJOR)?, attribute(MINOR)?))
+}
+
 pub(crate) fn gpu_err(e: cudarc::driver::DriverError) -> Error {
     Error::Gpu(e.to_string())
 }

@@ -1,5 +1,6 @@
-//! The CUDA kernels, compiled at run time with NVRTC (to PTX for compute capability 8.0, which
-//! the driver JIT-compiles for the card at load), and their launchers.
+//! The CUDA kernels, compiled at run time with NVRTC, and their launchers. They are compiled for
+//! the card's own architecture (a CUBIN, loaded as is), else to PTX for compute capability 8.0,
+//! which the driver compiles for the card when the module loads.
 
 use std::sync::Arc;
 
@@ -182,9 +183,14 @@ extern "C" __global__ void apply_tiles(const u64* tiles, u32 ntiles, const u32* 
 /// decompressed payloads): its 8-byte reads may pass a source's last byte by up to 7.
 pub const SOURCE_PAD: usize = 16;
 
-/// Compiles [`SOURCE`] to PTX (no GPU needed; NVRTC only). Without the NVRTC library, an error
-/// saying so.
-pub fn compile() -> Result<cudarc::nvrtc::Ptx> {
+/// Compiles [`SOURCE`] (no GPU needed; NVRTC only): with `arch` (a compute capability, major and
+/// minor), to a CUBIN for that architecture; without, to PTX for compute capability 8.0. Without
+/// the NVRTC library, an error saying so.
+///
+/// Why a CUBIN: the driver keeps what it compiles from PTX in a cache, but where that cache is
+/// empty or disabled (a fresh machine or container) loading the PTX took 107-257 ms on the lent
+/// H200, after the context was up; NVRTC's own compile runs beside the context's creation.
+pub fn compile(arch: Option<(i32, i32)>) -> Result<cudarc::nvrtc::Ptx> {
     // SAFETY: only tries to dlopen the library by its usual names; no symbol is called. (Calling
     // into an absent library would panic inside cudarc.)
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
@@ -192,11 +198,50 @@ pub fn compile() -> Result<cudarc::nvrtc::Ptx> {
             "no NVRTC library (libnvrtc.so), which compiles the kernels at run time".into(),
         ));
     }
-    let opts = cudarc::nvrtc::CompileOptions {
-        arch: Some("compute_80"),
-        ..Default::default()
-    };
-    cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts).map_err(|e| Error::Gpu(format!("NVRTC: {e}")))
+    match arch {
+        Some((major, minor)) => compile_cubin(major, minor),
+        None => {
+            let opts = cudarc::nvrtc::CompileOptions {
+                arch: Some("compute_80"),
+                ..Default::default()
+            };
+            cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts).map_err(|e| Error::Gpu(format!("NVRTC: {e}")))
+        }
+    }
+}
+
+/// An NVRTC program, destroyed on drop.
+struct Program(cudarc::nvrtc::sys::nvrtcProgram);
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from `create_program` and is destroyed only here, once.
+        let _ = unsafe { cudarc::nvrtc::result::destroy_program(self.0) };
+    }
+}
+
+/// [`SOURCE`] compiled to a CUBIN for `sm_{major}{minor}` (cudarc's safe API returns PTX only).
+fn compile_cubin(major: i32, minor: i32) -> Result<cudarc::nvrtc::Ptx> {
+    use cudarc::nvrtc::{result, sys};
+    let nvrtc = |what: &str, e: String| Error::Gpu(format!("NVRTC ({what} for sm_{major}{minor}): {e}"));
+    let src = std::ffi::CString::new(SOURCE).expect("the kernel source has no NUL byte");
+    let prog = Program(result::create_program(&src, None).map_err(|e| nvrtc("create", format!("{e:?}")))?);
+    let opts = [format!("-arch=sm_{major}{minor}")];
+    // SAFETY: `prog` is a live program; the options are owned strings that outlive the call.
+    unsafe { result::compile_program(prog.0, &opts) }.map_err(|e| nvrtc("compile", format!("{e:?}")))?;
+    let mut len = 0usize;
+    // SAFETY: `prog` was compiled; `len` is a valid place for the size.
+    let rc = unsafe { sys::nvrtcGetCUBINSize(prog.0, &mut len) };
+    if rc != sys::nvrtcResult::NVRTC_SUCCESS {
+        return Err(nvrtc("CUBIN size", format!("{rc:?}")));
+    }
+    let mut cubin = vec![0u8; len];
+    // SAFETY: `cubin` holds the `len` bytes NVRTC said the CUBIN takes.
+    let rc = unsafe { sys::nvrtcGetCUBIN(prog.0, cubin.as_mut_ptr().cast()) };
+    if rc != sys::nvrtcResult::NVRTC_SUCCESS {
+        return Err(nvrtc("CUBIN", format!("{rc:?}")));
+    }
+    Ok(cudarc::nvrtc::Ptx::from_binary(cubin))
 }
 
 /// The loaded kernels.

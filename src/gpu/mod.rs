@@ -67,18 +67,32 @@ impl Gpu {
                 "no device cuda:{ordinal} ({count} CUDA device(s) present)"
             )));
         }
-        // Not started before the driver (`device_count` above): beside `cuInit` on the lent
-        // H200 the compile took 106-118 ms instead of 23-35, and the context came no sooner.
-        let compile = std::thread::spawn(|| {
+        // NVRTC compiles for this card's architecture, which the driver (started by
+        // `device_count` above) tells, beside the context's creation. (Started beside `cuInit`
+        // instead, a compile took 106-118 ms instead of 23-35 on the lent H200, and the kernels
+        // were ready no sooner.)
+        let arch = driver::compute_capability(ordinal).ok();
+        let compile = std::thread::spawn(move || {
             let t = Instant::now();
-            kernels::compile().map(|p| (p, t.elapsed().as_secs_f64() * 1e3))
+            kernels::compile(arch).map(|p| (p, t.elapsed().as_secs_f64() * 1e3))
         });
         let ctx = CudaContext::new(ordinal).map_err(gpu_err)?;
         let start_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let (ptx, compile_ms) = compile
+        let compiled = compile
             .join()
-            .map_err(|_| Error::Gpu("NVRTC thread panicked".into()))??;
-        let kernels = kernels::Kernels::load(&ctx, ptx)?;
+            .map_err(|_| Error::Gpu("NVRTC thread panicked".into()))?
+            .and_then(|(code, ms)| Ok((kernels::Kernels::load(&ctx, code)?, ms)));
+        let (kernels, compile_ms) = match compiled {
+            Ok(k) => k,
+            // A card NVRTC cannot compile for, or a CUBIN the driver refuses: PTX, which the
+            // driver compiles for the card.
+            Err(_) if arch.is_some() => {
+                let t = Instant::now();
+                let ptx = kernels::compile(None)?;
+                (kernels::Kernels::load(&ctx, ptx)?, t.elapsed().as_secs_f64() * 1e3)
+            }
+            Err(e) => return Err(e),
+        };
         let stream = ctx.new_stream().map_err(gpu_err)?;
         let name = ctx.name().unwrap_or_else(|_| "unknown".into());
         Ok(Gpu {
@@ -153,9 +167,13 @@ mod tests {
         // where it is not, compiling is an error, not a panic.
         // SAFETY: only tries to dlopen the library.
         if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            kernels::compile().expect("kernel source compiles");
+            kernels::compile(None).expect("kernel source compiles to PTX");
+            // A CUBIN for the H100/H200's architecture (the lent machines').
+            kernels::compile(Some((9, 0))).expect("kernel source compiles for sm_90");
+            // What makes `Gpu::open` fall back to PTX: an architecture NVRTC does not know.
+            assert!(kernels::compile(Some((1, 0))).is_err());
         } else {
-            let e = kernels::compile().expect_err("no NVRTC, no kernels");
+            let e = kernels::compile(None).expect_err("no NVRTC, no kernels");
             assert!(e.to_string().contains("no NVRTC library"), "{e}");
         }
     }
