@@ -3,16 +3,20 @@
 # the build under test (.device/mmsb, from scripts/build-device.sh) against another one
 # (BASE=path, default .device/mmsb-base: copy an older build there before the run); the deltas
 # part also runs the builds in ALSO="path..." in each round (three or more builds in one call).
-#   bash scripts/gpu-ab.sh [loads] [sweep] [deltas] [whole] [cold] [suite]   (default: all)
+#   bash scripts/gpu-ab.sh [startup] [loads] [sweep] [deltas] [whole] [cold] [suite]
+#   (default: all; startup goes first because it needs the driver's compile cache empty)
 # loads: `bench load` of an 87 MiB model-shaped checkpoint and a 4 GiB one, warm, with the
 #   loader's phase timers; sweep: staging configurations of the build under test (warm);
 # deltas: `bench deltas` of 1M sparse deltas with phase timers, and the CPU replay of the log;
 # whole: whole-process `mmsb replay` against a minimal CUDA program (init_probe of gpu-limits);
-# cold: cold loads by read mode and staging; suite: the GPU tests and memcheck.
+# cold: cold loads by read mode and staging; suite: the GPU tests and memcheck;
+# startup: `mmsb replay model.ckpt --device cuda:0` as the machine's very first CUDA process (the
+#   driver's compile cache empty), then alternating with CUDA_CACHE_DISABLE=1 and with the cache
+#   warm: CUDA start, NVRTC compile, the wait for CUDA (which holds the kernels' load), whole.
 set -u
 D=.device; W=${W:-/tmp/bw}; BASE=${BASE:-$D/mmsb-base}
 mkdir -p "$W"
-parts=${*:-loads sweep deltas whole cold suite}
+parts=${*:-startup loads sweep deltas whole cold suite}
 has() { [[ " $parts " == *" $1 "* ]]; }
 echo "machine: $(uname -r) $(nvidia-smi --query-gpu=name --format=csv,noheader)"
 [ -f "$W/model.ckpt" ] || { python3 scripts/make_shaped_model.py "$W/shaped.safetensors" >/dev/null && "$D/mmsb" import "$W/shaped.safetensors" -o "$W/model.ckpt" >/dev/null; }
@@ -25,6 +29,24 @@ sum() { python3 -c "
 import json,sys,statistics as st; d=json.load(sys.stdin); r=d['runs']
 ph=[x['load'].get('phases') or {} for x in r]
 print('%-30s med %8.2f ms %6.2f GB/s first %8.2f ' % ('$1', d['median_ms'], d['median_gb_per_s'], r[0]['open_to_resident_ms']) + ' '.join('%s %.2f' % (k, st.median(p[k] for p in ph)) for k in sorted(ph[0])) + ' mode %s' % r[-1]['load'].get('read_mode'))"; }
+if has startup; then
+  cat "$W/model.ckpt" >/dev/null
+  st() {
+    local t0 t1 j
+    t0=$(date +%s%N)
+    j=$(env $1 "$2" replay "$W/model.ckpt" --device cuda:0 --json)
+    t1=$(date +%s%N)
+    echo "$j" | python3 -c "import json,sys; t=json.load(sys.stdin)['timings_ms']; print('%-40s cuda_start %6.1f nvrtc %6.1f wait_for_cuda %6.1f total %6.1f whole %d ms' % ('$(basename "$2") $1', t['cuda_start'], t['nvrtc_compile'], t['wait_for_cuda'], t['total'], ($t1 - $t0) // 1000000))"
+  }
+  [ -d "$HOME/.nv/ComputeCache" ] && echo "note: the driver's compile cache is not empty; the first line is not a first run"
+  st FIRST_RUN=1 "$D/mmsb"
+  for round in 1 2; do
+    for b in "$BASE" "$D/mmsb"; do st CUDA_CACHE_DISABLE=1 "$b"; done
+  done
+  for round in 1 2; do
+    for b in "$BASE" "$D/mmsb"; do st CACHE=warm "$b"; done
+  done
+fi
 if has loads; then
   cat "$W/model.ckpt" "$W/big.ckpt" >/dev/null
   for round in 1 2; do
