@@ -26,6 +26,7 @@ gpu=$("$D/mmsb" replay /tmp/g.ckpt /tmp/g.log --device cuda:0 --verify --json | 
 "$D/mmsb" replay /tmp/g.ckpt /tmp/g.log --device cuda:0 --verify -o /tmp/g-out.ckpt >/dev/null || fail=1
 out=$("$D/mmsb" verify --json /tmp/g-out.ckpt | hash)
 echo "cpu $cpu"; echo "gpu $gpu"; echo "out $out"
+echo "kernels: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["kernels"])' "$OUT/replay.json")"
 if [ -n "$cpu" ] && [ "$cpu" = "$gpu" ] && [ "$cpu" = "$out" ]; then echo "binary: equal"; else echo "binary: MISMATCH"; fail=1; fi
 auto=$("$D/mmsb" replay /tmp/g.ckpt --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["device"])')
 echo "--device auto used: $auto"

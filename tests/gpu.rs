@@ -194,6 +194,16 @@ fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: 
 }
 
 #[test]
+fn gpu_kernels_are_compiled_for_the_card() {
+    let Some(gpu) = gpu() else { return };
+    // NVRTC knows the lent machines' architectures: the PTX fallback (compiled by the driver at
+    // load, 107-257 ms with its cache empty) should not be needed there.
+    let (major, minor) = gpu.ctx.compute_capability().unwrap();
+    assert_eq!(gpu.kernel_code, mmsb::gpu::kernels::KernelCode::Cubin(major, minor));
+    eprintln!("kernels: {}", gpu.kernel_code);
+}
+
+#[test]
 fn gpu_replay_equals_cpu_replay_on_generated_workloads() {
     let Some(gpu) = gpu() else { return };
     let dir = tempfile::tempdir().unwrap();

@@ -210,6 +210,24 @@ pub fn compile(arch: Option<(i32, i32)>) -> Result<cudarc::nvrtc::Ptx> {
     }
 }
 
+/// What the loaded kernels were compiled to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelCode {
+    /// A CUBIN for this compute capability (major, minor), loaded as is.
+    Cubin(i32, i32),
+    /// PTX for compute capability 8.0, compiled for the card by the driver at load.
+    Ptx,
+}
+
+impl std::fmt::Display for KernelCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelCode::Cubin(major, minor) => write!(f, "cubin sm_{major}{minor}"),
+            KernelCode::Ptx => write!(f, "ptx compute_80"),
+        }
+    }
+}
+
 /// An NVRTC program, destroyed on drop.
 struct Program(cudarc::nvrtc::sys::nvrtcProgram);
 

@@ -43,6 +43,8 @@ pub struct Gpu {
     pub start_ms: f64,
     /// Milliseconds the NVRTC compile took (in parallel with context creation).
     pub compile_ms: f64,
+    /// What the kernels were compiled to: a CUBIN for this card, or the PTX fallback.
+    pub kernel_code: kernels::KernelCode,
     /// Pinned staging memory kept between loads (see [`loader::STAGING_KEEP`]).
     pub(crate) staging: std::sync::Mutex<Option<loader::Staging>>,
 }
@@ -82,14 +84,19 @@ impl Gpu {
             .join()
             .map_err(|_| Error::Gpu("NVRTC thread panicked".into()))?
             .and_then(|(code, ms)| Ok((kernels::Kernels::load(&ctx, code)?, ms)));
-        let (kernels, compile_ms) = match compiled {
-            Ok(k) => k,
+        let (kernels, compile_ms, kernel_code) = match compiled {
+            Ok((k, ms)) => (
+                k,
+                ms,
+                arch.map_or(kernels::KernelCode::Ptx, |(a, b)| kernels::KernelCode::Cubin(a, b)),
+            ),
             // A card NVRTC cannot compile for, or a CUBIN the driver refuses: PTX, which the
             // driver compiles for the card.
             Err(_) if arch.is_some() => {
                 let t = Instant::now();
                 let ptx = kernels::compile(None)?;
-                (kernels::Kernels::load(&ctx, ptx)?, t.elapsed().as_secs_f64() * 1e3)
+                let k = kernels::Kernels::load(&ctx, ptx)?;
+                (k, t.elapsed().as_secs_f64() * 1e3, kernels::KernelCode::Ptx)
             }
             Err(e) => return Err(e),
         };
@@ -103,6 +110,7 @@ impl Gpu {
             name,
             start_ms,
             compile_ms,
+            kernel_code,
             staging: std::sync::Mutex::new(None),
         })
     }

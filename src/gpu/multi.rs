@@ -94,6 +94,8 @@ pub struct DeviceReport {
     pub device: String,
     /// Its name.
     pub device_name: String,
+    /// What the kernels were compiled to (see [`super::kernels::KernelCode`]).
+    pub kernels: String,
     /// Pages it holds at the end.
     pub pages: u64,
     /// Bytes of those pages.
@@ -311,6 +313,7 @@ pub fn replay_multi(
         .map(|(i, s)| DeviceReport {
             device: format!("cuda:{}", gpus[i].ordinal),
             device_name: gpus[i].name.clone(),
+            kernels: gpus[i].kernel_code.to_string(),
             pages: s.len() as u64,
             page_bytes: s.page_ids().filter_map(|id| s.page(id)).map(|h| h.len()).sum(),
             load: loads[i].clone(),

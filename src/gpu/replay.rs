@@ -80,6 +80,8 @@ pub struct GpuReplayReport {
     pub device_name: String,
     /// Pool memory kind.
     pub memory: String,
+    /// What the kernels were compiled to (`cubin sm_90`, or the fallback `ptx compute_80`).
+    pub kernels: String,
     /// Pages in the store at the end.
     pub pages: u64,
     /// The load.
@@ -201,6 +203,7 @@ pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Resu
         device: format!("cuda:{}", gpu.ordinal),
         device_name: gpu.name.clone(),
         memory: format!("{:?}", o.memory).to_lowercase(),
+        kernels: gpu.kernel_code.to_string(),
         pages: store.len() as u64,
         load_gb_per_s: load.page_bytes as f64 / (t.open_to_resident / 1e3) / 1e9,
         load,

@@ -945,7 +945,7 @@ fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
         rows.extend([
             (
                 "cuda start / nvrtc ms (in parallel)",
-                format!("{:.1} / {:.1}", t.cuda_start, t.nvrtc_compile),
+                format!("{:.1} / {:.1} ({})", t.cuda_start, t.nvrtc_compile, r.kernels),
             ),
             (
                 "open / wait for cuda ms",
