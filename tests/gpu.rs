@@ -459,11 +459,13 @@ fn gpu_checks_checksums_group_by_group_across_segments() {
     let lg = dir.path().join("s.log");
     generate(&ck, Some(&lg), &o).unwrap();
     let ckpt = Checkpoint::open(&ck).unwrap();
-    let segments = Log::open(&[&lg]).unwrap().segments().len();
+    let log = Log::open(&[&lg]).unwrap();
+    let segments = log.segments().len();
     assert!(segments >= 8, "{segments} segments: too few to upload in groups");
 
     let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
-    let cpu_summary = cpu.replay(&Log::open(&[&lg]).unwrap(), ReplayLimit::default()).unwrap();
+    let cpu_summary = cpu.replay(&log, ReplayLimit::default()).unwrap();
+    drop(log);
     let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
     let (summary, _) = apply_files(&mut store, &lg, &ckpt).unwrap();
     assert_eq!(summary, cpu_summary);

@@ -118,7 +118,7 @@ impl UploadLayout {
             x
         });
         put_le(entries, &b.entries, |e| e.to_le_bytes());
-        // Each part of the writes to its place, in parallel.
+        // Each part of the writes to its place, the parts in parallel.
         let mut regions = Vec::new();
         let mut rest = writes;
         for (_, part) in b.writes.parts().collect::<Vec<_>>() {
@@ -127,11 +127,13 @@ impl UploadLayout {
             rest = tail;
         }
         regions.into_par_iter().for_each(|(dst, part)| {
-            for (d, w) in dst.chunks_exact_mut(32).zip(part) {
+            put_le(dst, part, |w| {
+                let mut x = [0u8; 32];
                 for (k, v) in [w.offset, w.len, w.src, w.slot_kind].into_iter().enumerate() {
-                    d[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
+                    x[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
                 }
-            }
+                x
+            })
         });
         put_le(pages, ptrs, |p| p.to_le_bytes());
         put_le(value_base, &b.value_base, |v| v.to_le_bytes());

@@ -183,14 +183,13 @@ extern "C" __global__ void apply_tiles(const u64* tiles, u32 ntiles, const u32* 
 /// decompressed payloads): its 8-byte reads may pass a source's last byte by up to 7.
 pub const SOURCE_PAD: usize = 16;
 
-/// Compiles [`SOURCE`] (no GPU needed; NVRTC only): with `arch` (a compute capability, major and
-/// minor), to a CUBIN for that architecture; without, to PTX for compute capability 8.0. Without
-/// the NVRTC library, an error saying so.
+/// Compiles [`SOURCE`] to `code` (no GPU needed; NVRTC only). Without the NVRTC library, an
+/// error saying so.
 ///
 /// Why a CUBIN: the driver keeps what it compiles from PTX in a cache, but where that cache is
 /// empty or disabled (a fresh machine or container) loading the PTX took 107-257 ms on the lent
 /// H200, after the context was up; NVRTC's own compile runs beside the context's creation.
-pub fn compile(arch: Option<(i32, i32)>) -> Result<cudarc::nvrtc::Ptx> {
+pub fn compile(code: KernelCode) -> Result<cudarc::nvrtc::Ptx> {
     // SAFETY: only tries to dlopen the library by its usual names; no symbol is called. (Calling
     // into an absent library would panic inside cudarc.)
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
@@ -198,9 +197,9 @@ pub fn compile(arch: Option<(i32, i32)>) -> Result<cudarc::nvrtc::Ptx> {
             "no NVRTC library (libnvrtc.so), which compiles the kernels at run time".into(),
         ));
     }
-    match arch {
-        Some((major, minor)) => compile_cubin(major, minor),
-        None => {
+    match code {
+        KernelCode::Cubin(major, minor) => compile_cubin(major, minor),
+        KernelCode::Ptx => {
             let opts = cudarc::nvrtc::CompileOptions {
                 arch: Some("compute_80"),
                 ..Default::default()

@@ -73,10 +73,12 @@ impl Gpu {
         // `device_count` above) tells, beside the context's creation. (Started beside `cuInit`
         // instead, a compile took 106-118 ms instead of 23-35 on the lent H200, and the kernels
         // were ready no sooner.)
-        let arch = driver::compute_capability(ordinal).ok();
+        let code = driver::compute_capability(ordinal).map_or(kernels::KernelCode::Ptx, |(major, minor)| {
+            kernels::KernelCode::Cubin(major, minor)
+        });
         let compile = std::thread::spawn(move || {
             let t = Instant::now();
-            kernels::compile(arch).map(|p| (p, t.elapsed().as_secs_f64() * 1e3))
+            kernels::compile(code).map(|p| (p, t.elapsed().as_secs_f64() * 1e3))
         });
         let ctx = CudaContext::new(ordinal).map_err(gpu_err)?;
         let start_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -85,16 +87,12 @@ impl Gpu {
             .map_err(|_| Error::Gpu("NVRTC thread panicked".into()))?
             .and_then(|(code, ms)| Ok((kernels::Kernels::load(&ctx, code)?, ms)));
         let (kernels, compile_ms, kernel_code) = match compiled {
-            Ok((k, ms)) => (
-                k,
-                ms,
-                arch.map_or(kernels::KernelCode::Ptx, |(a, b)| kernels::KernelCode::Cubin(a, b)),
-            ),
+            Ok((k, ms)) => (k, ms, code),
             // A card NVRTC cannot compile for, or a CUBIN the driver refuses: PTX, which the
             // driver compiles for the card.
-            Err(_) if arch.is_some() => {
+            Err(_) if code != kernels::KernelCode::Ptx => {
                 let t = Instant::now();
-                let ptx = kernels::compile(None)?;
+                let ptx = kernels::compile(kernels::KernelCode::Ptx)?;
                 let k = kernels::Kernels::load(&ctx, ptx)?;
                 (k, t.elapsed().as_secs_f64() * 1e3, kernels::KernelCode::Ptx)
             }
@@ -175,13 +173,13 @@ mod tests {
         // where it is not, compiling is an error, not a panic.
         // SAFETY: only tries to dlopen the library.
         if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            kernels::compile(None).expect("kernel source compiles to PTX");
+            kernels::compile(kernels::KernelCode::Ptx).expect("kernel source compiles to PTX");
             // A CUBIN for the H100/H200's architecture (the lent machines').
-            kernels::compile(Some((9, 0))).expect("kernel source compiles for sm_90");
+            kernels::compile(kernels::KernelCode::Cubin(9, 0)).expect("kernel source compiles for sm_90");
             // What makes `Gpu::open` fall back to PTX: an architecture NVRTC does not know.
-            assert!(kernels::compile(Some((1, 0))).is_err());
+            assert!(kernels::compile(kernels::KernelCode::Cubin(1, 0)).is_err());
         } else {
-            let e = kernels::compile(None).expect_err("no NVRTC, no kernels");
+            let e = kernels::compile(kernels::KernelCode::Ptx).expect_err("no NVRTC, no kernels");
             assert!(e.to_string().contains("no NVRTC library"), "{e}");
         }
     }
