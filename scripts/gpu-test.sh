@@ -19,23 +19,27 @@ MMSB_GPU_BIG=1 "$D/gpu-tests" --test-threads=1 --nocapture >"$OUT/gpu-tests.log"
 grep -E "equal;|^test |test result|panicked|skipped" "$OUT/gpu-tests.log" | tail -30
 
 step "binary: GPU state hash equals CPU state hash"
-"$D/mmsb" gen -o /tmp/g.ckpt --total-size 256MiB --pages 300 --deltas 50000 --mix full=1,sparse=6,masked=3,create=1,resize=1,delete=1 --compress auto >/dev/null || fail=1
+# A fresh folder each run: `gen` refuses to add segments to a log a previous run left.
+G=$(mktemp -d /tmp/gpu-test-files.XXXXXX)
+"$D/mmsb" gen -o "$G/g.ckpt" --total-size 256MiB --pages 300 --deltas 50000 --mix full=1,sparse=6,masked=3,create=1,resize=1,delete=1 --compress auto >/dev/null || fail=1
 hash() { python3 -c 'import json,sys; print(json.load(sys.stdin)["state_hash"])'; }
-cpu=$("$D/mmsb" replay /tmp/g.ckpt /tmp/g.log --device cpu --json | hash)
-gpu=$("$D/mmsb" replay /tmp/g.ckpt /tmp/g.log --device cuda:0 --verify --json | tee "$OUT/replay.json" | hash)
-"$D/mmsb" replay /tmp/g.ckpt /tmp/g.log --device cuda:0 --verify -o /tmp/g-out.ckpt >/dev/null || fail=1
-out=$("$D/mmsb" verify --json /tmp/g-out.ckpt | hash)
+cpu=$("$D/mmsb" replay "$G/g.ckpt" "$G/g.log" --device cpu --json | hash)
+gpu=$("$D/mmsb" replay "$G/g.ckpt" "$G/g.log" --device cuda:0 --verify --json | tee "$OUT/replay.json" | hash)
+"$D/mmsb" replay "$G/g.ckpt" "$G/g.log" --device cuda:0 --verify -o "$G/g-out.ckpt" >/dev/null || fail=1
+out=$("$D/mmsb" verify --json "$G/g-out.ckpt" | hash)
 echo "cpu $cpu"; echo "gpu $gpu"; echo "out $out"
 echo "kernels: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["kernels"])' "$OUT/replay.json")"
 if [ -n "$cpu" ] && [ "$cpu" = "$gpu" ] && [ "$cpu" = "$out" ]; then echo "binary: equal"; else echo "binary: MISMATCH"; fail=1; fi
-auto=$("$D/mmsb" replay /tmp/g.ckpt --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["device"])')
+# No log and no --verify: no kernel is needed, so none is compiled (kernels: null).
+auto=$("$D/mmsb" replay "$G/g.ckpt" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["device"], "kernels", d["kernels"])')
 echo "--device auto used: $auto"
+case $auto in *"kernels None") ;; *) echo "a load-only replay compiled kernels"; fail=1 ;; esac
 
 step "binary: several devices (two contexts of cuda:0 when there is one GPU)"
 n=$(nvidia-smi -L | wc -l)
 devs=$([ "$n" -ge 2 ] && echo cuda:0,cuda:1 || echo cuda:0,cuda:0)
 for p in shard replicate; do
-  h=$("$D/mmsb" replay /tmp/g.ckpt /tmp/g.log --device "$devs" --placement $p --verify --json | tee "$OUT/multi-$p.json" | hash)
+  h=$("$D/mmsb" replay "$G/g.ckpt" "$G/g.log" --device "$devs" --placement $p --verify --json | tee "$OUT/multi-$p.json" | hash)
   echo "$p on $devs: $h"
   [ "$h" = "$cpu" ] || { echo "multi $p: MISMATCH"; fail=1; }
 done
@@ -69,5 +73,6 @@ if [[ " $sanitizers " == *" racecheck "* ]]; then
     esac
   done
 fi
+rm -rf "$G"
 echo "== overall: $([ $fail -eq 0 ] && echo PASS || echo FAIL)"
 exit $fail

@@ -10,17 +10,20 @@ use std::sync::{Arc, OnceLock};
 use mmsb::format::checkpoint::Checkpoint;
 use mmsb::format::log::{Compression, Log};
 use mmsb::generate::{GenOptions, Mix, SizeDist, generate};
-use mmsb::gpu::Gpu;
 use mmsb::gpu::driver::MemoryKind;
+use mmsb::gpu::kernels::KernelCode;
 use mmsb::gpu::loader::ReadMode;
 use mmsb::gpu::store::{DevicePageStore, LoadOptions, PageResidency};
+use mmsb::gpu::{Gpu, KernelCompile};
 use mmsb::replay::{ReplayLimit, State};
 use mmsb::select::PageSelector;
 
 fn gpu() -> Option<Arc<Gpu>> {
     static GPU: OnceLock<Result<Arc<Gpu>, String>> = OnceLock::new();
     let g = GPU.get_or_init(|| match mmsb::gpu::device_count() {
-        Ok(n) if n > 0 => Gpu::open(0).map(Arc::new).map_err(|e| e.to_string()),
+        Ok(n) if n > 0 => Gpu::open(0, KernelCompile::WhileStarting)
+            .map(Arc::new)
+            .map_err(|e| e.to_string()),
         Ok(_) => Err("no device".into()),
         Err(e) => Err(e.to_string()),
     });
@@ -194,13 +197,41 @@ fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: 
 }
 
 #[test]
-fn gpu_kernels_are_compiled_for_the_card() {
+fn gpu_kernels_are_compiled_for_the_card_while_starting_or_when_first_needed() {
     let Some(gpu) = gpu() else { return };
     // NVRTC knows the lent machines' architectures: the PTX fallback (compiled by the driver at
     // load, 107-257 ms with its cache empty) should not be needed there.
     let (major, minor) = gpu.ctx.compute_capability().unwrap();
-    assert_eq!(gpu.kernel_code, mmsb::gpu::kernels::KernelCode::Cubin(major, minor));
-    eprintln!("kernels: {}", gpu.kernel_code);
+    let cubin = KernelCode::Cubin(major, minor);
+    assert_eq!(gpu.kernel_code(), Some(cubin));
+    eprintln!("kernels: {cubin}");
+
+    // Opened for loading only: a load runs no kernel, and the first apply compiles them.
+    let lazy = Arc::new(Gpu::open(0, KernelCompile::WhenNeeded).unwrap());
+    assert_eq!(lazy.kernel_code(), None);
+    let dir = tempfile::tempdir().unwrap();
+    let o = GenOptions {
+        seed: 5,
+        pages: 8,
+        total_size: 1 << 20,
+        deltas: 300,
+        ..Default::default()
+    };
+    let (ck, lg) = (dir.path().join("k.ckpt"), dir.path().join("k.log"));
+    generate(&ck, Some(&lg), &o).unwrap();
+    let ckpt = Checkpoint::open(&ck).unwrap();
+    let (mut store, _) = DevicePageStore::load(&lazy, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+    assert_eq!(lazy.kernel_code(), None, "loading pages needs no kernel");
+    assert_eq!(lazy.compile_ms(), 0.0);
+    let log = Log::open(&[&lg]).unwrap();
+    store
+        .apply_log(&log, ckpt.head(), ReplayLimit::default(), &|_, _| true)
+        .unwrap();
+    assert_eq!(lazy.kernel_code(), Some(cubin), "applying deltas compiled the kernels");
+    assert!(lazy.compile_ms() > 0.0);
+    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    cpu.replay(&log, ReplayLimit::default()).unwrap();
+    assert_eq!(store.state_hash().unwrap(), cpu.state_hash());
 }
 
 #[test]

@@ -490,6 +490,8 @@ impl DevicePageStore {
             .map(|id| self.resident(*id).map(|p| p.ptr))
             .collect::<Result<Vec<u64>>>()?;
         let stream = &self.gpu.stream;
+        // Before anything is queued: an error here leaves nothing in flight.
+        let kernels = self.gpu.kernels()?;
         let l = UploadLayout::of(b, ptrs.len());
         let buf = DeviceBuffer::alloc(&self.gpu.ctx, l.len, MemoryKind::Device)?;
         let mut kept = self.gpu.kept_staging();
@@ -519,7 +521,7 @@ impl DevicePageStore {
             }
         };
         let at = |off: usize| buf.ptr() + off as u64;
-        let launched = self.gpu.kernels.apply_tiles(
+        let launched = kernels.apply_tiles(
             stream,
             at(l.tiles),
             b.tiles.len(),
@@ -591,10 +593,10 @@ impl DevicePageStore {
             len.extend_from_slice(l);
         }
         let split = off.len() > frames.iter().map(|(_, fs)| fs.len()).sum::<usize>();
-        let (mismatches, crcs) = self
-            .gpu
-            .kernels
-            .check_record_pieces(&self.gpu.stream, log_base, &off, &len, split)?;
+        let (mismatches, crcs) =
+            self.gpu
+                .kernels()?
+                .check_record_pieces(&self.gpu.stream, log_base, &off, &len, split)?;
         if mismatches > 0 {
             return Ok(false);
         }

@@ -33,20 +33,40 @@ pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     /// The stream delta application, CRCs and page copies are ordered on.
     pub stream: Arc<CudaStream>,
-    /// The loaded kernels.
-    pub kernels: kernels::Kernels,
     /// The device ordinal.
     pub ordinal: usize,
     /// The device's name.
     pub name: String,
     /// Milliseconds from the call to a usable context (driver load, context creation).
     pub start_ms: f64,
-    /// Milliseconds the NVRTC compile took (in parallel with context creation).
-    pub compile_ms: f64,
-    /// What the kernels were compiled to: a CUBIN for this card, or the PTX fallback.
-    pub kernel_code: kernels::KernelCode,
+    /// What NVRTC compiles the kernels to: a CUBIN for this card's architecture, or PTX where
+    /// the driver did not tell it.
+    target: kernels::KernelCode,
+    /// The kernels, once compiled and loaded.
+    kernels: std::sync::OnceLock<LoadedKernels>,
+    /// Held while the kernels are compiled on first use, so that only one thread compiles.
+    compiling: std::sync::Mutex<()>,
     /// Pinned staging memory kept between loads (see [`loader::STAGING_KEEP`]).
     pub(crate) staging: std::sync::Mutex<Option<loader::Staging>>,
+}
+
+/// When [`Gpu::open`] compiles the kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelCompile {
+    /// On another thread while the context is created, where the compile costs no time of its
+    /// own: for work that needs them (applying deltas, checksums on the device).
+    WhileStarting,
+    /// When a kernel is first needed: a run that only loads pages never loads NVRTC, whose
+    /// compile takes 20-50 ms of CPU with the driver's cache warm and 250-450 ms on a machine's
+    /// first run (H200).
+    WhenNeeded,
+}
+
+/// Kernels loaded into a context, and how they were made.
+struct LoadedKernels {
+    kernels: kernels::Kernels,
+    code: kernels::KernelCode,
+    compile_ms: f64,
 }
 
 /// Number of CUDA devices, or an error saying why there are none to use.
@@ -59,9 +79,9 @@ pub fn device_count() -> Result<usize> {
 }
 
 impl Gpu {
-    /// Opens device `ordinal`: creates its context while NVRTC compiles the kernels on another
-    /// thread, then loads them.
-    pub fn open(ordinal: usize) -> Result<Gpu> {
+    /// Opens device `ordinal`: creates its context and, as `compile` says, compiles the kernels
+    /// beside it or leaves them for [`Gpu::kernels`] to compile when first needed.
+    pub fn open(ordinal: usize, compile: KernelCompile) -> Result<Gpu> {
         let t0 = Instant::now();
         let count = device_count()?;
         if ordinal >= count {
@@ -73,44 +93,56 @@ impl Gpu {
         // `device_count` above) tells, beside the context's creation. (Started beside `cuInit`
         // instead, a compile took 106-118 ms instead of 23-35 on the lent H200, and the kernels
         // were ready no sooner.)
-        let code = driver::compute_capability(ordinal).map_or(kernels::KernelCode::Ptx, |(major, minor)| {
+        let target = driver::compute_capability(ordinal).map_or(kernels::KernelCode::Ptx, |(major, minor)| {
             kernels::KernelCode::Cubin(major, minor)
         });
-        let compile = std::thread::spawn(move || {
-            let t = Instant::now();
-            kernels::compile(code).map(|p| (p, t.elapsed().as_secs_f64() * 1e3))
-        });
+        let compiling =
+            (compile == KernelCompile::WhileStarting).then(|| std::thread::spawn(move || timed_compile(target)));
         let ctx = CudaContext::new(ordinal).map_err(gpu_err)?;
         let start_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let compiled = compile
-            .join()
-            .map_err(|_| Error::Gpu("NVRTC thread panicked".into()))?
-            .and_then(|(code, ms)| Ok((kernels::Kernels::load(&ctx, code)?, ms)));
-        let (kernels, compile_ms, kernel_code) = match compiled {
-            Ok((k, ms)) => (k, ms, code),
-            // A card NVRTC cannot compile for, or a CUBIN the driver refuses: PTX, which the
-            // driver compiles for the card.
-            Err(_) if code != kernels::KernelCode::Ptx => {
-                let t = Instant::now();
-                let ptx = kernels::compile(kernels::KernelCode::Ptx)?;
-                let k = kernels::Kernels::load(&ctx, ptx)?;
-                (k, t.elapsed().as_secs_f64() * 1e3, kernels::KernelCode::Ptx)
-            }
-            Err(e) => return Err(e),
-        };
+        let loaded = std::sync::OnceLock::new();
+        if let Some(thread) = compiling {
+            let compiled = thread.join().map_err(|_| Error::Gpu("NVRTC thread panicked".into()))?;
+            let _ = loaded.set(load_kernels(&ctx, target, compiled)?);
+        }
         let stream = ctx.new_stream().map_err(gpu_err)?;
         let name = ctx.name().unwrap_or_else(|_| "unknown".into());
         Ok(Gpu {
             ctx,
             stream,
-            kernels,
             ordinal,
             name,
             start_ms,
-            compile_ms,
-            kernel_code,
+            target,
+            kernels: loaded,
+            compiling: std::sync::Mutex::new(()),
             staging: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The loaded kernels, compiled now if [`Gpu::open`] left them for their first use.
+    pub fn kernels(&self) -> Result<&kernels::Kernels> {
+        if let Some(k) = self.kernels.get() {
+            return Ok(&k.kernels);
+        }
+        // A thread that panicked while compiling left no kernels: compiling again is safe.
+        let _only_one = self.compiling.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.kernels.get().is_none() {
+            let loaded = load_kernels(&self.ctx, self.target, timed_compile(self.target))?;
+            let _ = self.kernels.set(loaded);
+        }
+        Ok(&self.kernels.get().expect("set above").kernels)
+    }
+
+    /// What the kernels were compiled to; `None` while they have not been needed.
+    pub fn kernel_code(&self) -> Option<kernels::KernelCode> {
+        self.kernels.get().map(|k| k.code)
+    }
+
+    /// Milliseconds the NVRTC compile took (beside the context's creation, or at first use);
+    /// 0 while the kernels have not been needed.
+    pub fn compile_ms(&self) -> f64 {
+        self.kernels.get().map_or(0.0, |k| k.compile_ms)
     }
 
     /// Waits for all work queued on the replay stream.
@@ -145,6 +177,35 @@ impl Drop for Gpu {
         // The staging is unpinned while the context is certainly alive (the fields drop after).
         self.release_staging();
     }
+}
+
+/// NVRTC's compile of the kernels to `code`, and its milliseconds.
+fn timed_compile(code: kernels::KernelCode) -> Result<(cudarc::nvrtc::Ptx, f64)> {
+    let t = Instant::now();
+    kernels::compile(code).map(|p| (p, t.elapsed().as_secs_f64() * 1e3))
+}
+
+/// Loads what NVRTC `compiled` for `target`. A card NVRTC cannot compile for, or a CUBIN the
+/// driver refuses, falls back to PTX, which the driver compiles for the card.
+fn load_kernels(
+    ctx: &Arc<CudaContext>,
+    target: kernels::KernelCode,
+    compiled: Result<(cudarc::nvrtc::Ptx, f64)>,
+) -> Result<LoadedKernels> {
+    let loaded = compiled.and_then(|(code, ms)| Ok((kernels::Kernels::load(ctx, code)?, ms)));
+    let (kernels, compile_ms, code) = match loaded {
+        Ok((k, ms)) => (k, ms, target),
+        Err(_) if target != kernels::KernelCode::Ptx => {
+            let (ptx, ms) = timed_compile(kernels::KernelCode::Ptx)?;
+            (kernels::Kernels::load(ctx, ptx)?, ms, kernels::KernelCode::Ptx)
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(LoadedKernels {
+        kernels,
+        code,
+        compile_ms,
+    })
 }
 
 /// Parses `cuda:N` (or `cuda`, meaning `cuda:0`).

@@ -10,11 +10,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::Gpu;
 use super::apply::ApplyStats;
 use super::driver::{MemoryKind, enable_peer_access};
 use super::loader::ReadMode;
 use super::store::{DevicePageStore, LoadOptions, LoadStats};
+use super::{Gpu, KernelCompile};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, PageEntry};
 use crate::format::log::Log;
@@ -94,8 +94,9 @@ pub struct DeviceReport {
     pub device: String,
     /// Its name.
     pub device_name: String,
-    /// What the kernels were compiled to (see [`super::kernels::KernelCode`]).
-    pub kernels: String,
+    /// What the kernels were compiled to (see [`super::kernels::KernelCode`]); `None` when
+    /// the run needed none.
+    pub kernels: Option<String>,
     /// Pages it holds at the end.
     pub pages: u64,
     /// Bytes of those pages.
@@ -182,10 +183,15 @@ pub fn replay_multi(
         return Err(Error::Invalid("no devices given".into()));
     }
     let t0 = Instant::now();
+    let compile = if logs.is_empty() && !o.verify {
+        KernelCompile::WhenNeeded
+    } else {
+        KernelCompile::WhileStarting
+    };
     let starting: Vec<_> = o
         .ordinals
         .iter()
-        .map(|&n| std::thread::spawn(move || Gpu::open(n)))
+        .map(|&n| std::thread::spawn(move || Gpu::open(n, compile)))
         .collect();
     let topen = Instant::now();
     let ckpt = Checkpoint::open(checkpoint)?;
@@ -313,7 +319,7 @@ pub fn replay_multi(
         .map(|(i, s)| DeviceReport {
             device: format!("cuda:{}", gpus[i].ordinal),
             device_name: gpus[i].name.clone(),
-            kernels: gpus[i].kernel_code.to_string(),
+            kernels: gpus[i].kernel_code().map(|c| c.to_string()),
             pages: s.len() as u64,
             page_bytes: s.page_ids().filter_map(|id| s.page(id)).map(|h| h.len()).sum(),
             load: loads[i].clone(),

@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::Gpu;
 use super::apply::ApplyStats;
 use super::driver::MemoryKind;
 use super::loader::ReadMode;
 use super::store::{DevicePageStore, LoadOptions, LoadStats};
+use super::{Gpu, KernelCompile};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::log::Log;
@@ -47,7 +47,7 @@ pub struct GpuReplayOptions {
 pub struct GpuTimings {
     /// CUDA driver load and context creation (on its own thread, overlapping `open`).
     pub cuda_start: f64,
-    /// NVRTC compile of the kernels (overlapping the above).
+    /// NVRTC compile of the kernels (overlapping the above); 0 when the run needed none.
     pub nvrtc_compile: f64,
     /// Opening the checkpoint and log (headers, index, log scan with CRCs).
     pub open: f64,
@@ -80,8 +80,9 @@ pub struct GpuReplayReport {
     pub device_name: String,
     /// Pool memory kind.
     pub memory: String,
-    /// What the kernels were compiled to (`cubin sm_90`, or the fallback `ptx compute_80`).
-    pub kernels: String,
+    /// What the kernels were compiled to (`cubin sm_90`, or the fallback `ptx compute_80`);
+    /// `None` when the run needed none (no log, no `--verify`), and NVRTC was not loaded.
+    pub kernels: Option<String>,
     /// Pages in the store at the end.
     pub pages: u64,
     /// The load.
@@ -132,7 +133,13 @@ const READ_AHEAD_MAX: u64 = 1 << 30;
 pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Result<(GpuReplayReport, DevicePageStore)> {
     let t0 = Instant::now();
     let ordinal = o.ordinal;
-    let starting = std::thread::spawn(move || Gpu::open(ordinal));
+    // A run that only loads pages needs no kernel: NVRTC is then never loaded.
+    let compile = if logs.is_empty() && !o.verify {
+        KernelCompile::WhenNeeded
+    } else {
+        KernelCompile::WhileStarting
+    };
+    let starting = std::thread::spawn(move || Gpu::open(ordinal, compile));
     let len = std::fs::metadata(checkpoint)
         .map_err(|e| Error::io(checkpoint, e))?
         .len();
@@ -158,7 +165,6 @@ pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Resu
     );
     t.wait_for_cuda = ms(twait);
     t.cuda_start = gpu.start_ms;
-    t.nvrtc_compile = gpu.compile_ms;
     let tload = Instant::now();
     let sel = &o.pages;
     let opts = LoadOptions {
@@ -198,12 +204,13 @@ pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Resu
         store.write_checkpoint(out, ckpt.head().metadata.clone())?;
         t.write = ms(tw);
     }
+    t.nvrtc_compile = gpu.compile_ms();
     t.total = ms(t0);
     let report = GpuReplayReport {
         device: format!("cuda:{}", gpu.ordinal),
         device_name: gpu.name.clone(),
         memory: format!("{:?}", o.memory).to_lowercase(),
-        kernels: gpu.kernel_code.to_string(),
+        kernels: gpu.kernel_code().map(|c| c.to_string()),
         pages: store.len() as u64,
         load_gb_per_s: load.page_bytes as f64 / (t.open_to_resident / 1e3) / 1e9,
         load,

@@ -9,9 +9,9 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use mmsb::format::checkpoint::Checkpoint;
-//! use mmsb::gpu::{Gpu, store::{DevicePageStore, LoadOptions}};
+//! use mmsb::gpu::{Gpu, KernelCompile, store::{DevicePageStore, LoadOptions}};
 //!
-//! let gpu = Arc::new(Gpu::open(0)?);
+//! let gpu = Arc::new(Gpu::open(0, KernelCompile::WhenNeeded)?);
 //! let ckpt = Checkpoint::open("model.ckpt".as_ref())?;
 //! let (store, _stats) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default())?;
 //! let page = store.page(0).expect("page 0 is resident");
@@ -497,7 +497,7 @@ impl DevicePageStore {
         }
         let mut crcs = self
             .gpu
-            .kernels
+            .kernels()?
             .crc32c_chunks(&self.gpu.stream, pool_base, &off, &len)?;
         // Pages with their own allocation: chunks relative to address 0.
         let (mut off2, mut len2, mut owners2) = (Vec::new(), Vec::new(), Vec::new());
@@ -515,7 +515,7 @@ impl DevicePageStore {
                 }
             }
         }
-        crcs.extend(self.gpu.kernels.crc32c_chunks(&self.gpu.stream, 0, &off2, &len2)?);
+        crcs.extend(self.gpu.kernels()?.crc32c_chunks(&self.gpu.stream, 0, &off2, &len2)?);
         owners.extend(owners2);
         len.extend(len2);
         let full_shift = crc32c_shift_factor(CRC_CHUNK);

@@ -448,9 +448,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn bench_cmd(b: BenchCommand) -> Result<Outcome> {
-    let open = |d: &str| -> Result<std::sync::Arc<mmsb::gpu::Gpu>> {
+    let open = |d: &str, compile| -> Result<std::sync::Arc<mmsb::gpu::Gpu>> {
         let ordinal = mmsb::gpu::parse_device(d).with_context(|| format!("--device {d}: expected cuda:N"))?;
-        Ok(std::sync::Arc::new(mmsb::gpu::Gpu::open(ordinal)?))
+        Ok(std::sync::Arc::new(mmsb::gpu::Gpu::open(ordinal, compile)?))
     };
     match b {
         BenchCommand::Load {
@@ -462,7 +462,7 @@ fn bench_cmd(b: BenchCommand) -> Result<Outcome> {
             threads,
             slot,
         } => {
-            let gpu = open(&device)?;
+            let gpu = open(&device, mmsb::gpu::KernelCompile::WhenNeeded)?;
             let mode = read.map(ReadArg::mode);
             let pipeline = threads.zip(slot).map(|(threads, slot)| mmsb::gpu::loader::Pipeline {
                 threads,
@@ -480,7 +480,7 @@ fn bench_cmd(b: BenchCommand) -> Result<Outcome> {
             device,
             runs,
         } => {
-            let gpu = open(&device)?;
+            let gpu = open(&device, mmsb::gpu::KernelCompile::WhileStarting)?;
             let r = mmsb::gpu::replay::bench_deltas(&gpu, &checkpoint, &logs, runs.max(1))?;
             let med = median(r.iter().map(|x| x.log_open_to_applied_ms).collect());
             print::json(
@@ -945,7 +945,10 @@ fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
         rows.extend([
             (
                 "cuda start / nvrtc ms (in parallel)",
-                format!("{:.1} / {:.1} ({})", t.cuda_start, t.nvrtc_compile, r.kernels),
+                match &r.kernels {
+                    Some(k) => format!("{:.1} / {:.1} ({k})", t.cuda_start, t.nvrtc_compile),
+                    None => format!("{:.1} / - (no kernel needed)", t.cuda_start),
+                },
             ),
             (
                 "open / wait for cuda ms",
