@@ -10,9 +10,10 @@
 # deltas: `bench deltas` of 1M sparse deltas with phase timers, and the CPU replay of the log;
 # whole: whole-process `mmsb replay` against a minimal CUDA program (init_probe of gpu-limits);
 # cold: cold loads by read mode and staging; suite: the GPU tests and memcheck;
-# startup: `mmsb replay model.ckpt --device cuda:0` as the machine's very first CUDA process (the
-#   driver's compile cache empty), then alternating with CUDA_CACHE_DISABLE=1 and with the cache
-#   warm: CUDA start, NVRTC compile, the wait for CUDA (which holds the kernels' load), whole.
+# startup: `mmsb replay model.ckpt --device cuda:0 --verify` (the verify needs the kernels;
+#   STARTUP_ARGS= replaces it) as the machine's very first CUDA process (the driver's compile
+#   cache empty), then alternating with CUDA_CACHE_DISABLE=1 and with the cache warm: CUDA start,
+#   NVRTC compile, the wait for CUDA (which holds the kernels' load), whole.
 set -u
 D=.device; W=${W:-/tmp/bw}; BASE=${BASE:-$D/mmsb-base}
 mkdir -p "$W"
@@ -34,9 +35,9 @@ if has startup; then
   st() {
     local t0 t1 j
     t0=$(date +%s%N)
-    j=$(env $1 "$2" replay "$W/model.ckpt" --device cuda:0 --json)
+    j=$(env $1 "$2" replay "$W/model.ckpt" --device cuda:0 ${STARTUP_ARGS---verify} --json)
     t1=$(date +%s%N)
-    echo "$j" | python3 -c "import json,sys; t=json.load(sys.stdin)['timings_ms']; print('%-40s cuda_start %6.1f nvrtc %6.1f wait_for_cuda %6.1f total %6.1f whole %d ms' % ('$(basename "$2") $1', t['cuda_start'], t['nvrtc_compile'], t['wait_for_cuda'], t['total'], ($t1 - $t0) // 1000000))"
+    echo "$j" | python3 -c "import json,sys; d=json.load(sys.stdin); t=d['timings_ms']; print('%-40s cuda_start %6.1f nvrtc %6.1f wait_for_cuda %6.1f total %6.1f whole %d ms  kernels %s' % ('$(basename "$2") $1', t['cuda_start'], t['nvrtc_compile'], t['wait_for_cuda'], t['total'], ($t1 - $t0) // 1000000, d['kernels']))"
   }
   [ -d "$HOME/.nv/ComputeCache" ] && echo "note: the driver's compile cache is not empty; the first line is not a first run"
   st FIRST_RUN=1 "$D/mmsb"

@@ -1,6 +1,8 @@
-//! The CUDA kernels, compiled at run time with NVRTC, and their launchers. They are compiled for
-//! the card's own architecture (a CUBIN, loaded as is), else to PTX for compute capability 8.0,
-//! which the driver compiles for the card when the module loads.
+//! The CUDA kernels and their launchers. For the common architectures the crate carries CUBINs
+//! built ahead from [`SOURCE`] (`src/gpu/cubin/`, by `scripts/build-cubins.sh`), which load with
+//! no compiler at all; for other cards NVRTC compiles them at run time for the card's own
+//! architecture (a CUBIN, loaded as is), else to PTX for compute capability 8.0, which the driver
+//! compiles for the card when the module loads.
 
 use std::sync::Arc;
 
@@ -183,23 +185,21 @@ extern "C" __global__ void apply_tiles(const u64* tiles, u32 ntiles, const u32* 
 /// decompressed payloads): its 8-byte reads may pass a source's last byte by up to 7.
 pub const SOURCE_PAD: usize = 16;
 
-/// Compiles [`SOURCE`] to `code` (no GPU needed; NVRTC only). Without the NVRTC library, an
-/// error saying so.
+/// The kernels as `code` says: the built-in CUBIN, or [`SOURCE`] compiled by NVRTC (no GPU
+/// needed). Without the NVRTC library, compiling is an error saying so.
 ///
 /// Why a CUBIN: the driver keeps what it compiles from PTX in a cache, but where that cache is
 /// empty or disabled (a fresh machine or container) loading the PTX took 107-257 ms on the lent
-/// H200, after the context was up; NVRTC's own compile runs beside the context's creation.
+/// H200, after the context was up; NVRTC's own compile of a CUBIN took 250-450 ms there on a
+/// machine's first run, 20-50 ms with its cache warm. A built-in CUBIN takes neither.
 pub fn compile(code: KernelCode) -> Result<cudarc::nvrtc::Ptx> {
-    // SAFETY: only tries to dlopen the library by its usual names; no symbol is called. (Calling
-    // into an absent library would panic inside cudarc.)
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Err(Error::Gpu(
-            "no NVRTC library (libnvrtc.so), which compiles the kernels at run time".into(),
-        ));
-    }
     match code {
-        KernelCode::Cubin(major, minor) => compile_cubin(major, minor),
+        KernelCode::BuiltIn(major, minor) => built_in(major, minor)
+            .map(|b| cudarc::nvrtc::Ptx::from_binary(b.to_vec()))
+            .ok_or_else(|| Error::Gpu(format!("no built-in CUBIN for sm_{major}{minor} of this kernel source"))),
+        KernelCode::Cubin(major, minor) => compile_cubin(major, minor).map(cudarc::nvrtc::Ptx::from_binary),
         KernelCode::Ptx => {
+            nvrtc_present()?;
             let opts = cudarc::nvrtc::CompileOptions {
                 arch: Some("compute_80"),
                 ..Default::default()
@@ -209,18 +209,86 @@ pub fn compile(code: KernelCode) -> Result<cudarc::nvrtc::Ptx> {
     }
 }
 
+fn nvrtc_present() -> Result<()> {
+    // SAFETY: only tries to dlopen the library by its usual names; no symbol is called. (Calling
+    // into an absent library would panic inside cudarc.)
+    if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(Error::Gpu(
+            "no NVRTC library (libnvrtc.so), which compiles the kernels at run time for this card".into(),
+        ))
+    }
+}
+
+/// The architectures whose CUBIN the crate carries (`src/gpu/cubin/sm_XY.cubin`).
+pub const BUILT_IN_ARCHS: [(i32, i32); 6] = [(8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0)];
+
+/// The built-in CUBINs, in the order of [`BUILT_IN_ARCHS`].
+const BUILT_IN: [&[u8]; 6] = [
+    include_bytes!("cubin/sm_80.cubin"),
+    include_bytes!("cubin/sm_86.cubin"),
+    include_bytes!("cubin/sm_89.cubin"),
+    include_bytes!("cubin/sm_90.cubin"),
+    include_bytes!("cubin/sm_100.cubin"),
+    include_bytes!("cubin/sm_120.cubin"),
+];
+
+/// The CRC32C (8 hex digits) of the [`SOURCE`] the built-in CUBINs were compiled from.
+const BUILT_IN_SOURCE_CRC32C: &str = include_str!("cubin/source.crc32c");
+
+/// The CRC32C of [`SOURCE`], as `src/gpu/cubin/source.crc32c` records it.
+pub fn source_crc32c() -> String {
+    format!("{:08x}", crate::format::crc32c(SOURCE.as_bytes()))
+}
+
+/// The built-in CUBIN for `sm_{major}{minor}`, when the crate carries one compiled from this
+/// [`SOURCE`] (a stale one, after an edit of the source, is never used).
+pub fn built_in(major: i32, minor: i32) -> Option<&'static [u8]> {
+    if BUILT_IN_SOURCE_CRC32C.trim() != source_crc32c() {
+        return None;
+    }
+    let i = BUILT_IN_ARCHS.iter().position(|&a| a == (major, minor))?;
+    Some(BUILT_IN[i])
+}
+
 /// What the loaded kernels were compiled to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelCode {
-    /// A CUBIN for this compute capability (major, minor), loaded as is.
+    /// The crate's CUBIN for this compute capability (major, minor), loaded as is.
+    BuiltIn(i32, i32),
+    /// A CUBIN NVRTC compiled for this compute capability (major, minor), loaded as is.
     Cubin(i32, i32),
     /// PTX for compute capability 8.0, compiled for the card by the driver at load.
     Ptx,
 }
 
+impl KernelCode {
+    /// The best code for a card of compute capability `cc` (`None`: the driver did not say).
+    pub fn for_card(cc: Option<(i32, i32)>) -> KernelCode {
+        match cc {
+            Some((major, minor)) if built_in(major, minor).is_some() => KernelCode::BuiltIn(major, minor),
+            Some((major, minor)) => KernelCode::Cubin(major, minor),
+            None => KernelCode::Ptx,
+        }
+    }
+
+    /// What to try when this code cannot be had or loaded: a built-in CUBIN the driver refuses
+    /// (one newer than the driver) is compiled again by NVRTC; a CUBIN NVRTC cannot make
+    /// (an architecture it does not know) falls back to PTX.
+    pub fn fallback(self) -> Option<KernelCode> {
+        match self {
+            KernelCode::BuiltIn(major, minor) => Some(KernelCode::Cubin(major, minor)),
+            KernelCode::Cubin(..) => Some(KernelCode::Ptx),
+            KernelCode::Ptx => None,
+        }
+    }
+}
+
 impl std::fmt::Display for KernelCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            KernelCode::BuiltIn(major, minor) => write!(f, "cubin sm_{major}{minor} (built in)"),
             KernelCode::Cubin(major, minor) => write!(f, "cubin sm_{major}{minor}"),
             KernelCode::Ptx => write!(f, "ptx compute_80"),
         }
@@ -237,9 +305,11 @@ impl Drop for Program {
     }
 }
 
-/// [`SOURCE`] compiled to a CUBIN for `sm_{major}{minor}` (cudarc's safe API returns PTX only).
-fn compile_cubin(major: i32, minor: i32) -> Result<cudarc::nvrtc::Ptx> {
+/// [`SOURCE`] compiled by NVRTC to a CUBIN for `sm_{major}{minor}` (cudarc's safe API returns
+/// PTX only). `scripts/build-cubins.sh` makes the built-in CUBINs with it.
+pub fn compile_cubin(major: i32, minor: i32) -> Result<Vec<u8>> {
     use cudarc::nvrtc::{result, sys};
+    nvrtc_present()?;
     let nvrtc = |what: &str, e: String| Error::Gpu(format!("NVRTC ({what} for sm_{major}{minor}): {e}"));
     let src = std::ffi::CString::new(SOURCE).expect("the kernel source has no NUL byte");
     let prog = Program(result::create_program(&src, None).map_err(|e| nvrtc("create", format!("{e:?}")))?);
@@ -258,7 +328,7 @@ fn compile_cubin(major: i32, minor: i32) -> Result<cudarc::nvrtc::Ptx> {
     if rc != sys::nvrtcResult::NVRTC_SUCCESS {
         return Err(nvrtc("CUBIN", format!("{rc:?}")));
     }
-    Ok(cudarc::nvrtc::Ptx::from_binary(cubin))
+    Ok(cubin)
 }
 
 /// The loaded kernels.
@@ -384,5 +454,43 @@ impl Kernels {
             Vec::new()
         };
         Ok((bad, crcs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_cubins_were_built_from_this_kernel_source() {
+        assert_eq!(
+            BUILT_IN_SOURCE_CRC32C.trim(),
+            source_crc32c(),
+            "the kernel source changed since src/gpu/cubin/ was built: run scripts/build-cubins.sh"
+        );
+        for (&(major, minor), cubin) in BUILT_IN_ARCHS.iter().zip(BUILT_IN) {
+            assert!(cubin.starts_with(b"\x7fELF"), "sm_{major}{minor}: not an ELF file");
+            assert_eq!(built_in(major, minor), Some(cubin));
+        }
+    }
+
+    #[test]
+    fn built_in_kernels_need_no_nvrtc() {
+        // Whether or not NVRTC is installed: the built-in CUBIN is handed out as it is.
+        for (major, minor) in BUILT_IN_ARCHS {
+            assert!(compile(KernelCode::BuiltIn(major, minor)).is_ok(), "sm_{major}{minor}");
+        }
+        assert!(compile(KernelCode::BuiltIn(7, 5)).is_err(), "no sm_75 CUBIN ships");
+    }
+
+    #[test]
+    fn each_card_gets_the_best_code_and_falls_back_in_order() {
+        assert_eq!(KernelCode::for_card(Some((9, 0))), KernelCode::BuiltIn(9, 0));
+        assert_eq!(KernelCode::for_card(Some((7, 5))), KernelCode::Cubin(7, 5));
+        assert_eq!(KernelCode::for_card(None), KernelCode::Ptx);
+        assert_eq!(KernelCode::BuiltIn(9, 0).fallback(), Some(KernelCode::Cubin(9, 0)));
+        assert_eq!(KernelCode::Cubin(9, 0).fallback(), Some(KernelCode::Ptx));
+        assert_eq!(KernelCode::Ptx.fallback(), None);
+        assert_eq!(KernelCode::BuiltIn(9, 0).to_string(), "cubin sm_90 (built in)");
     }
 }

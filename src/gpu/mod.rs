@@ -39,8 +39,8 @@ pub struct Gpu {
     pub name: String,
     /// Milliseconds from the call to a usable context (driver load, context creation).
     pub start_ms: f64,
-    /// What NVRTC compiles the kernels to: a CUBIN for this card's architecture, or PTX where
-    /// the driver did not tell it.
+    /// The kernels' code for this card: the built-in CUBIN, else a CUBIN NVRTC compiles for
+    /// its architecture, or PTX where the driver did not tell it.
     target: kernels::KernelCode,
     /// The kernels, once compiled and loaded.
     kernels: std::sync::OnceLock<LoadedKernels>,
@@ -93,9 +93,7 @@ impl Gpu {
         // `device_count` above) tells, beside the context's creation. (Started beside `cuInit`
         // instead, a compile took 106-118 ms instead of 23-35 on the lent H200, and the kernels
         // were ready no sooner.)
-        let target = driver::compute_capability(ordinal).map_or(kernels::KernelCode::Ptx, |(major, minor)| {
-            kernels::KernelCode::Cubin(major, minor)
-        });
+        let target = kernels::KernelCode::for_card(driver::compute_capability(ordinal).ok());
         let compiling =
             (compile == KernelCompile::WhileStarting).then(|| std::thread::spawn(move || timed_compile(target)));
         let ctx = CudaContext::new(ordinal).map_err(gpu_err)?;
@@ -185,27 +183,32 @@ fn timed_compile(code: kernels::KernelCode) -> Result<(cudarc::nvrtc::Ptx, f64)>
     kernels::compile(code).map(|p| (p, t.elapsed().as_secs_f64() * 1e3))
 }
 
-/// Loads what NVRTC `compiled` for `target`. A card NVRTC cannot compile for, or a CUBIN the
-/// driver refuses, falls back to PTX, which the driver compiles for the card.
+/// Loads what was `compiled` for `target`; where that fails, the code's fallbacks in turn (see
+/// [`kernels::KernelCode::fallback`]).
 fn load_kernels(
     ctx: &Arc<CudaContext>,
     target: kernels::KernelCode,
     compiled: Result<(cudarc::nvrtc::Ptx, f64)>,
 ) -> Result<LoadedKernels> {
-    let loaded = compiled.and_then(|(code, ms)| Ok((kernels::Kernels::load(ctx, code)?, ms)));
-    let (kernels, compile_ms, code) = match loaded {
-        Ok((k, ms)) => (k, ms, target),
-        Err(_) if target != kernels::KernelCode::Ptx => {
-            let (ptx, ms) = timed_compile(kernels::KernelCode::Ptx)?;
-            (kernels::Kernels::load(ctx, ptx)?, ms, kernels::KernelCode::Ptx)
+    let (mut code, mut compiled) = (target, compiled);
+    loop {
+        match compiled.and_then(|(ptx, ms)| Ok((kernels::Kernels::load(ctx, ptx)?, ms))) {
+            Ok((kernels, compile_ms)) => {
+                return Ok(LoadedKernels {
+                    kernels,
+                    code,
+                    compile_ms,
+                });
+            }
+            Err(e) => match code.fallback() {
+                Some(next) => {
+                    code = next;
+                    compiled = timed_compile(next);
+                }
+                None => return Err(e),
+            },
         }
-        Err(e) => return Err(e),
-    };
-    Ok(LoadedKernels {
-        kernels,
-        code,
-        compile_ms,
-    })
+    }
 }
 
 /// Parses `cuda:N` (or `cuda`, meaning `cuda:0`).
