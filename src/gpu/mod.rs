@@ -2,7 +2,8 @@
 //! run on machines without CUDA; [`Gpu::open`] fails with one clear error where there is no
 //! driver or no device.
 //!
-//! - [`Gpu`]: a device's context, stream and kernels (NVRTC-compiled at run time).
+//! - [`Gpu`]: a device's context, stream and kernels (built into the crate for common cards,
+//!   else compiled by NVRTC at run time).
 //! - [`store::DevicePageStore`]: pages in device memory (pooled), unified memory or host-mapped
 //!   memory, with residency, eviction and safe page handles.
 //! - [`loader`]: file bytes to device memory through a ring of registered staging slots.
@@ -53,12 +54,12 @@ pub struct Gpu {
 /// When [`Gpu::open`] compiles the kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelCompile {
-    /// On another thread while the context is created, where the compile costs no time of its
+    /// On another thread while the context is created, where a compile costs no time of its
     /// own: for work that needs them (applying deltas, checksums on the device).
     WhileStarting,
-    /// When a kernel is first needed: a run that only loads pages never loads NVRTC, whose
-    /// compile takes 20-50 ms of CPU with the driver's cache warm and 250-450 ms on a machine's
-    /// first run (H200).
+    /// When a kernel is first needed: a run that only loads pages loads no module. (On a card
+    /// without a built-in CUBIN that also spares NVRTC, whose compile took 20-50 ms of CPU with
+    /// its cache warm and 250-520 ms on a machine's first run on the H200.)
     WhenNeeded,
 }
 
