@@ -54,10 +54,13 @@ done
 
 # --- whole process: mmsb replay vs a minimal CUDA program (init_probe from gpu-limits)
 nvcc -O2 "$D/gpu-limits/init_probe.cu" -o /tmp/init_probe 2>/dev/null
-whole() { python3 scripts/whole_process.py "$1" "$2" 5 "${@:3}"; }
+# The two run interleaved, a process of each in turn; the difference is the median of each
+# mmsb run's time minus the minimal program's run beside it.
 for mode in warm cold; do
-  emit "minimal_cuda_process_$mode" "$(whole $mode "$W/model.ckpt" /tmp/init_probe)"
-  emit "mmsb_replay_process_model_$mode" "$(whole $mode "$W/model.ckpt" "$D/mmsb" replay "$W/model.ckpt" --device cuda:0)"
+  python3 scripts/whole_process.py $mode "$W/model.ckpt" 11 /tmp/init_probe --- "$D/mmsb" replay "$W/model.ckpt" --device cuda:0 >"$OUT/whole-$mode.json"
+  emit "minimal_cuda_process_$mode" "$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["commands"][0]))' "$OUT/whole-$mode.json")"
+  emit "mmsb_replay_process_model_$mode" "$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["commands"][1]))' "$OUT/whole-$mode.json")"
+  emit "mmsb_replay_minus_minimal_$mode" "$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["paired"][0]))' "$OUT/whole-$mode.json")"
 done
 "$D/mmsb" replay "$W/model.ckpt" --device cuda:0 --json >"$OUT/replay-model.json"
 

@@ -8,7 +8,8 @@
 # loads: `bench load` of an 87 MiB model-shaped checkpoint and a 4 GiB one, warm, with the
 #   loader's phase timers; sweep: staging configurations of the build under test (warm);
 # deltas: `bench deltas` of 1M sparse deltas with phase timers, and the CPU replay of the log;
-# whole: whole-process `mmsb replay` against a minimal CUDA program (init_probe of gpu-limits);
+# whole: whole-process `mmsb replay` against a minimal CUDA program (init_probe of gpu-limits),
+#   the three programs interleaved process by process;
 # cold: cold loads by read mode and staging; suite: the GPU tests and memcheck;
 # startup: `mmsb replay model.ckpt --device cuda:0 --verify` (the verify needs the kernels;
 #   STARTUP_ARGS= replaces it) as the machine's very first CUDA process (the driver's compile
@@ -77,13 +78,17 @@ print('%-22s med %7.1f ms %5.2f GB/s first %7.1f | ' % ('$1', d['median_ms'], d[
   "$D/mmsb" replay "$W/d.ckpt" "$W/d.log" --device cpu --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("cpu replay", {k: round(v,1) for k,v in d["timings_ms"].items()})'
 fi
 if has whole; then
+  # The minimal program and both builds run interleaved, one process of each in turn, so that
+  # the machine's drift touches all three alike; "vs minimal" is the median of each run's
+  # difference to the minimal program's run beside it.
   nvcc -O2 "$D/gpu-limits/init_probe.cu" -o /tmp/init_probe 2>/dev/null
-  whole() {
-    python3 scripts/whole_process.py "$1" "$2" 7 "${@:3}" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f  (%s)" % (d["median_ms"], " ".join("%.0f" % x for x in d["runs_ms"])))'
-  }
   cat "$W/model.ckpt" >/dev/null
   for mode in warm warm warm cold cold; do
-    echo "$mode: minimal $(whole $mode "$W/model.ckpt" /tmp/init_probe) | $(basename "$D/mmsb") $(whole $mode "$W/model.ckpt" "$D/mmsb" replay "$W/model.ckpt" --device cuda:0) | $(basename "$BASE") $(whole $mode "$W/model.ckpt" "$BASE" replay "$W/model.ckpt" --device cuda:0)"
+    python3 scripts/whole_process.py $mode "$W/model.ckpt" 11 /tmp/init_probe \
+      --- "$D/mmsb" replay "$W/model.ckpt" --device cuda:0 \
+      --- "$BASE" replay "$W/model.ckpt" --device cuda:0 |
+      python3 -c "import json,sys; d=json.load(sys.stdin); c=d['commands']; p=d['paired']
+print('$mode: minimal %.1f | $(basename "$D/mmsb") %.1f (vs minimal %+.1f) | $(basename "$BASE") %.1f (vs minimal %+.1f)' % (c[0]['median_ms'], c[1]['median_ms'], p[0]['median_ms'], c[2]['median_ms'], p[1]['median_ms']))"
   done
 fi
 if has cold; then
