@@ -285,6 +285,32 @@ impl KernelCode {
     }
 }
 
+/// Runs `attempt` on `code`, then on its fallbacks in turn, until one succeeds; returns its
+/// result and the code that gave it. The error names why each code failed: the first reason (a
+/// driver refusing the built-in CUBIN, say) is what a user needs, not only the last (no NVRTC
+/// for the fallbacks).
+pub fn with_fallbacks<T>(
+    code: KernelCode,
+    mut attempt: impl FnMut(KernelCode) -> Result<T>,
+) -> Result<(T, KernelCode)> {
+    let mut failures = Vec::new();
+    let mut next = Some(code);
+    while let Some(code) = next {
+        match attempt(code) {
+            Ok(t) => return Ok((t, code)),
+            Err(e) => {
+                let why = match e {
+                    Error::Gpu(m) => m,
+                    other => other.to_string(),
+                };
+                failures.push(format!("{code}: {why}"));
+                next = code.fallback();
+            }
+        }
+    }
+    Err(Error::Gpu(format!("no usable kernels ({})", failures.join("; "))))
+}
+
 impl std::fmt::Display for KernelCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -492,5 +518,36 @@ mod tests {
         assert_eq!(KernelCode::Cubin(9, 0).fallback(), Some(KernelCode::Ptx));
         assert_eq!(KernelCode::Ptx.fallback(), None);
         assert_eq!(KernelCode::BuiltIn(9, 0).to_string(), "cubin sm_90 (built in)");
+    }
+
+    #[test]
+    fn a_refused_built_in_cubin_falls_back_and_every_failure_is_named() {
+        // A driver older than the built-in CUBIN, on a machine with NVRTC: its own compile.
+        let mut tried = Vec::new();
+        let (got, code) = with_fallbacks(KernelCode::BuiltIn(9, 0), |code| {
+            tried.push(code);
+            match code {
+                KernelCode::BuiltIn(..) => Err(Error::Gpu("CUDA_ERROR_NO_BINARY_FOR_GPU".into())),
+                _ => Ok("compiled"),
+            }
+        })
+        .unwrap();
+        assert_eq!((got, code), ("compiled", KernelCode::Cubin(9, 0)));
+        assert_eq!(tried, [KernelCode::BuiltIn(9, 0), KernelCode::Cubin(9, 0)]);
+
+        // The same without NVRTC: nothing loads, and the error says why each code failed.
+        let e = with_fallbacks(KernelCode::BuiltIn(9, 0), |code| -> Result<()> {
+            Err(Error::Gpu(match code {
+                KernelCode::BuiltIn(..) => "CUDA_ERROR_NO_BINARY_FOR_GPU".into(),
+                _ => "no NVRTC library".into(),
+            }))
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "GPU: no usable kernels (cubin sm_90 (built in): CUDA_ERROR_NO_BINARY_FOR_GPU; \
+             cubin sm_90: no NVRTC library; ptx compute_80: no NVRTC library)"
+        );
     }
 }

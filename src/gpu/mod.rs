@@ -191,25 +191,16 @@ fn load_kernels(
     target: kernels::KernelCode,
     compiled: Result<(cudarc::nvrtc::Ptx, f64)>,
 ) -> Result<LoadedKernels> {
-    let (mut code, mut compiled) = (target, compiled);
-    loop {
-        match compiled.and_then(|(ptx, ms)| Ok((kernels::Kernels::load(ctx, ptx)?, ms))) {
-            Ok((kernels, compile_ms)) => {
-                return Ok(LoadedKernels {
-                    kernels,
-                    code,
-                    compile_ms,
-                });
-            }
-            Err(e) => match code.fallback() {
-                Some(next) => {
-                    code = next;
-                    compiled = timed_compile(next);
-                }
-                None => return Err(e),
-            },
-        }
-    }
+    let mut first = Some(compiled);
+    let ((kernels, compile_ms), code) = kernels::with_fallbacks(target, |code| {
+        let (ptx, ms) = first.take().unwrap_or_else(|| timed_compile(code))?;
+        Ok((kernels::Kernels::load(ctx, ptx)?, ms))
+    })?;
+    Ok(LoadedKernels {
+        kernels,
+        code,
+        compile_ms,
+    })
 }
 
 /// Parses `cuda:N` (or `cuda`, meaning `cuda:0`).
