@@ -63,6 +63,18 @@ pub enum KernelCompile {
     WhenNeeded,
 }
 
+impl KernelCompile {
+    /// For a replay: a log to apply or a `--verify` needs the kernels; a replay that only loads
+    /// pages does not.
+    pub fn for_replay(has_log: bool, verify: bool) -> KernelCompile {
+        if has_log || verify {
+            KernelCompile::WhileStarting
+        } else {
+            KernelCompile::WhenNeeded
+        }
+    }
+}
+
 /// Kernels loaded into a context, and how they were made.
 struct LoadedKernels {
     kernels: kernels::Kernels,
@@ -90,10 +102,10 @@ impl Gpu {
                 "no device cuda:{ordinal} ({count} CUDA device(s) present)"
             )));
         }
-        // NVRTC compiles for this card's architecture, which the driver (started by
-        // `device_count` above) tells, beside the context's creation. (Started beside `cuInit`
-        // instead, a compile took 106-118 ms instead of 23-35 on the lent H200, and the kernels
-        // were ready no sooner.)
+        // The code for this card's architecture, which the driver (started by `device_count`
+        // above) tells; where NVRTC must compile it, that runs beside the context's creation.
+        // (Started beside `cuInit` instead, a compile took 106-118 ms instead of 23-35 on the
+        // lent H200, and the kernels were ready no sooner.)
         let target = kernels::KernelCode::for_card(driver::compute_capability(ordinal).ok());
         let compiling =
             (compile == KernelCompile::WhileStarting).then(|| std::thread::spawn(move || timed_compile(target)));
@@ -138,8 +150,9 @@ impl Gpu {
         self.kernels.get().map(|k| k.code)
     }
 
-    /// Milliseconds the NVRTC compile took (beside the context's creation, or at first use);
-    /// 0 while the kernels have not been needed.
+    /// Milliseconds getting the kernels' code took (an NVRTC compile, beside the context's
+    /// creation or at first use; about 0 for a built-in CUBIN); 0 while they have not been
+    /// needed.
     pub fn compile_ms(&self) -> f64 {
         self.kernels.get().map_or(0.0, |k| k.compile_ms)
     }
@@ -178,7 +191,7 @@ impl Drop for Gpu {
     }
 }
 
-/// NVRTC's compile of the kernels to `code`, and its milliseconds.
+/// The kernels as `code` (built in, or compiled by NVRTC), and the milliseconds that took.
 fn timed_compile(code: kernels::KernelCode) -> Result<(cudarc::nvrtc::Ptx, f64)> {
     let t = Instant::now();
     kernels::compile(code).map(|p| (p, t.elapsed().as_secs_f64() * 1e3))
@@ -221,6 +234,13 @@ mod tests {
         assert_eq!(parse_device("cuda"), Some(0));
         assert_eq!(parse_device("cpu"), None);
         assert_eq!(parse_device("cuda:x"), None);
+    }
+
+    #[test]
+    fn only_a_replay_that_loads_pages_alone_leaves_the_kernels_for_later() {
+        assert_eq!(KernelCompile::for_replay(false, false), KernelCompile::WhenNeeded);
+        assert_eq!(KernelCompile::for_replay(true, false), KernelCompile::WhileStarting);
+        assert_eq!(KernelCompile::for_replay(false, true), KernelCompile::WhileStarting);
     }
 
     #[test]

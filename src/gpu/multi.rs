@@ -183,11 +183,7 @@ pub fn replay_multi(
         return Err(Error::Invalid("no devices given".into()));
     }
     let t0 = Instant::now();
-    let compile = if logs.is_empty() && !o.verify {
-        KernelCompile::WhenNeeded
-    } else {
-        KernelCompile::WhileStarting
-    };
+    let compile = KernelCompile::for_replay(!logs.is_empty(), o.verify);
     let starting: Vec<_> = o
         .ordinals
         .iter()

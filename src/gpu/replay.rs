@@ -47,7 +47,8 @@ pub struct GpuReplayOptions {
 pub struct GpuTimings {
     /// CUDA driver load and context creation (on its own thread, overlapping `open`).
     pub cuda_start: f64,
-    /// NVRTC compile of the kernels (overlapping the above); 0 when the run needed none.
+    /// Getting the kernels' code (an NVRTC compile overlapping the above; about 0 for a built-in
+    /// CUBIN); 0 when the run needed none.
     pub nvrtc_compile: f64,
     /// Opening the checkpoint and log (headers, index, log scan with CRCs).
     pub open: f64,
@@ -80,8 +81,8 @@ pub struct GpuReplayReport {
     pub device_name: String,
     /// Pool memory kind.
     pub memory: String,
-    /// What the kernels were compiled to (`cubin sm_90`, or the fallback `ptx compute_80`);
-    /// `None` when the run needed none (no log, no `--verify`), and NVRTC was not loaded.
+    /// What the kernels were (`cubin sm_90 (built in)`, `cubin sm_75` compiled by NVRTC, or the
+    /// fallback `ptx compute_80`); `None` when the run needed none (no log, no `--verify`).
     pub kernels: Option<String>,
     /// Pages in the store at the end.
     pub pages: u64,
@@ -133,12 +134,7 @@ const READ_AHEAD_MAX: u64 = 1 << 30;
 pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Result<(GpuReplayReport, DevicePageStore)> {
     let t0 = Instant::now();
     let ordinal = o.ordinal;
-    // A run that only loads pages needs no kernel: NVRTC is then never loaded.
-    let compile = if logs.is_empty() && !o.verify {
-        KernelCompile::WhenNeeded
-    } else {
-        KernelCompile::WhileStarting
-    };
+    let compile = KernelCompile::for_replay(!logs.is_empty(), o.verify);
     let starting = std::thread::spawn(move || Gpu::open(ordinal, compile));
     let len = std::fs::metadata(checkpoint)
         .map_err(|e| Error::io(checkpoint, e))?
