@@ -476,11 +476,12 @@ fn check_damaged_records(gpu: &Arc<Gpu>, o: &GenOptions) {
     assert_eq!(store.state_hash().unwrap(), cpu.state_hash());
 }
 
-/// A log of many segment files goes to the device in groups, each group's checksums checked
-/// while the next uploads: a damaged record in a middle segment gives the CPU's error and
-/// leaves the store as loaded; undamaged, the result equals the CPU replay.
+/// A log of many segment files goes to the device in one pipeline, each file's checksums
+/// checked once it has arrived, while later files upload: a damaged record in a middle segment
+/// gives the CPU's error and leaves the store as loaded; undamaged, the result equals the CPU
+/// replay.
 #[test]
-fn gpu_checks_checksums_group_by_group_across_segments() {
+fn gpu_checks_checksums_file_by_file_across_segments() {
     let Some(gpu) = gpu() else { return };
     let o = GenOptions {
         seed: 8,
@@ -497,7 +498,7 @@ fn gpu_checks_checksums_group_by_group_across_segments() {
     let ckpt = Checkpoint::open(&ck).unwrap();
     let log = Log::open(&[&lg]).unwrap();
     let segments = log.segments().len();
-    assert!(segments >= 8, "{segments} segments: too few to upload in groups");
+    assert!(segments >= 8, "{segments} segments: too few to arrive one by one");
 
     let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
     let cpu_summary = cpu.replay(&log, ReplayLimit::default()).unwrap();

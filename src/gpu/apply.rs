@@ -48,7 +48,7 @@ pub struct ApplyStats {
     pub check_ms: f64,
     /// Of `plan_ms`: listing and sorting tile entries, ms.
     pub tiles_ms: f64,
-    /// Checking the record checksums on the device, group by group as the upload goes, ms
+    /// Checking the record checksums on the device, file by file as the files arrive, ms
     /// summed (0 when the log's opening checked them).
     pub crc_ms: f64,
     /// Opening the log (frame headers only), ms; 0 when the caller opened it.
@@ -157,9 +157,10 @@ fn put_le<T: Sync, const N: usize>(dst: &mut [u8], src: &[T], encode: impl Fn(&T
         });
 }
 
-/// Log files go to the device in groups of at least this many bytes (or an eighth of the log,
-/// if less), each group's record checksums checked while the next uploads.
-const UPLOAD_GROUP: u64 = 64 << 20;
+/// Copy threads for the log's upload, which runs beside the plan: fewer than a lone load's 12
+/// leave cores to the plan. On the H200, 1M deltas took 80.5-86.7 ms with 8 or 10 threads
+/// against 87.0-90.0 ms with 12 (BENCHMARKS.md, eighth session).
+const LOG_UPLOAD_THREADS: usize = 10;
 
 /// The log to apply: opened already, or files to open while they upload.
 enum LogInput<'a> {
@@ -247,9 +248,8 @@ impl DevicePageStore {
         let mut opened: Option<Log> = None;
         let outcome = std::thread::scope(|outer| -> Result<Outcome> {
             let (logbuf, files, file_base) = (&logbuf, &files, &file_base);
-            // Files go up in groups of at least UPLOAD_GROUP bytes; after each group the
-            // number of files on the device is sent, so that their checksums are checked while
-            // later files upload.
+            // Each file's index is sent once it is all on the device, so that its records'
+            // checksums are checked while later files upload.
             let (done_tx, done_rx) = std::sync::mpsc::channel::<usize>();
             let upload = outer.spawn(move || -> Result<f64> {
                 let t = Instant::now();
@@ -272,21 +272,15 @@ impl DevicePageStore {
                         dst: logbuf.ptr() + base,
                     })
                     .collect();
-                let pipe = Pipeline::for_load(total, ReadMode::Buffered);
-                let group = (total / 8).clamp(1, UPLOAD_GROUP);
-                let mut start = 0;
-                while start < jobs.len() {
-                    let mut end = start;
-                    let mut bytes = 0;
-                    while end < jobs.len() && (end == start || bytes < group) {
-                        bytes += jobs[end].len;
-                        end += 1;
-                    }
-                    super::loader::load(&this.gpu, &sources, &jobs[start..end], ReadMode::Buffered, pipe)?;
-                    // The checker may have stopped listening (a mismatch): nothing to tell then.
-                    let _ = done_tx.send(end);
-                    start = end;
-                }
+                let mut pipe = Pipeline::for_load(total, ReadMode::Buffered);
+                pipe.threads = pipe.threads.min(LOG_UPLOAD_THREADS);
+                // One pipeline for all the files: loading them group by group left the copy
+                // threads idle at the end of each group. The checker may have stopped listening
+                // (a mismatch): nothing to tell then.
+                let tell = |file: usize| {
+                    let _ = done_tx.send(file);
+                };
+                super::loader::load(&this.gpu, &sources, &jobs, ReadMode::Buffered, pipe, &tell)?;
                 Ok(t.elapsed().as_secs_f64() * 1e3)
             });
             let log: &Log = match &input {
@@ -318,33 +312,27 @@ impl DevicePageStore {
                 let checked = inner.spawn(move || -> Result<(f64, f64, bool, f64)> {
                     let mut crc_ms = 0.0;
                     let mut all_match = true;
-                    if !log.payloads_checked() {
-                        // Segments in upload order: (file index, segment index).
-                        let mut order: Vec<(usize, usize)> =
-                            seg_file.iter().enumerate().map(|(si, &fi)| (fi, si)).collect();
-                        order.sort_unstable();
-                        let mut next = 0;
-                        while next < order.len() {
-                            let Ok(done) = done_rx.recv() else { break };
-                            let ready: Vec<usize> = order[next..]
-                                .iter()
-                                .take_while(|(fi, _)| *fi < done)
-                                .map(|&(_, si)| si)
-                                .collect();
-                            next += ready.len();
-                            let tc = Instant::now();
-                            let ok = ready.is_empty() || this.records_match(log, seg_base, &ready, logbuf.ptr())?;
-                            crc_ms += tc.elapsed().as_secs_f64() * 1e3;
-                            if !ok {
-                                all_match = false;
-                                break;
-                            }
+                    // Segments whose checksums are still to check (each file holds one); files
+                    // arrive in any order.
+                    let mut unchecked = if log.payloads_checked() { 0 } else { seg_file.len() };
+                    while unchecked > 0 {
+                        let Ok(file) = done_rx.recv() else { break };
+                        let ready: Vec<usize> = (0..seg_file.len()).filter(|&si| seg_file[si] == file).collect();
+                        unchecked -= ready.len();
+                        let tc = Instant::now();
+                        let ok = ready.is_empty() || this.records_match(log, seg_base, &ready, logbuf.ptr())?;
+                        crc_ms += tc.elapsed().as_secs_f64() * 1e3;
+                        if !ok {
+                            all_match = false;
+                            break;
                         }
                     }
                     drop(done_rx);
                     let upload_ms = upload
                         .join()
                         .unwrap_or_else(|_| Err(Error::Gpu("log upload thread panicked".into())))?;
+                    // A segment never reported (no bytes to copy) is checked on the CPU instead.
+                    all_match &= unchecked == 0;
                     Ok((upload_ms, crc_ms, all_match, t.elapsed().as_secs_f64() * 1e3))
                 });
                 let pages = &this.pages;

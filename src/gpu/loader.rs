@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use cudarc::driver::CudaContext;
@@ -190,43 +190,71 @@ pub fn cached_fraction(path: &Path, ranges: &[(u64, u64)]) -> f64 {
     hits as f64 / samples as f64
 }
 
-/// Splits jobs into pieces of at most `slot` bytes.
-fn pieces(jobs: &[CopyJob], slot: u64) -> Vec<CopyJob> {
+/// Splits jobs into pieces of at most `slot` bytes, each with the index of its job.
+fn pieces(jobs: &[CopyJob], slot: u64) -> Vec<(usize, CopyJob)> {
     let mut out = Vec::new();
-    for j in jobs {
+    for (i, j) in jobs.iter().enumerate() {
         let mut done = 0;
         while done < j.len {
             let n = slot.min(j.len - done);
-            out.push(CopyJob {
+            let piece = CopyJob {
                 src: j.src,
                 file_off: j.file_off + done,
                 len: n,
                 dst: j.dst + done,
-            });
+            };
+            out.push((i, piece));
             done += n;
         }
     }
     out
 }
 
+/// Counts the bytes of each job still to arrive, and tells when a job's last piece is on the
+/// device: a caller can start on a job (check it, say) while later ones still copy.
+struct JobsArriving<'a> {
+    left: Vec<AtomicU64>,
+    on_job_done: &'a (dyn Fn(usize) + Sync),
+}
+
+impl<'a> JobsArriving<'a> {
+    fn new(jobs: &[CopyJob], on_job_done: &'a (dyn Fn(usize) + Sync)) -> JobsArriving<'a> {
+        let left = jobs.iter().map(|j| AtomicU64::new(j.len)).collect();
+        JobsArriving { left, on_job_done }
+    }
+
+    /// Records that a piece of job `job` of `len` bytes is on the device.
+    fn arrived(&self, job: usize, len: u64) {
+        if self.left[job].fetch_sub(len, Ordering::AcqRel) == len {
+            (self.on_job_done)(job);
+        }
+    }
+}
+
 /// Moves `jobs` from the `sources` files to the device of `gpu`. With
 /// [`ReadMode::Direct`] and [`ReadMode::PinMapping`], job offsets and lengths must be multiples
 /// of 4096 (direct reads may end short at the end of the file). Returns when every byte is on
 /// the device. With [`ReadMode::PinMapping`], the pinned pieces of the mapping come back with
-/// the times: they stay pinned until that value drops.
+/// the times: they stay pinned until that value drops. `on_job_done(i)` is called, from a copy
+/// thread, once every byte of `jobs[i]` is on the device (for [`ReadMode::PinMapping`], when
+/// all are); jobs of zero bytes are never reported.
 pub fn load(
     gpu: &Gpu,
     sources: &[Source],
     jobs: &[CopyJob],
     mode: ReadMode,
     p: Pipeline,
+    on_job_done: &(dyn Fn(usize) + Sync),
 ) -> Result<(LoadTimes, Option<PinnedMapping>)> {
     let ctx = &gpu.ctx;
     if mode == ReadMode::PinMapping {
-        return load_pinning_mapping(ctx, sources, jobs, p).map(|(t, pins)| (t, Some(pins)));
+        let (times, pins) = load_pinning_mapping(ctx, sources, jobs, p)?;
+        (0..jobs.len()).filter(|&i| jobs[i].len > 0).for_each(on_job_done);
+        return Ok((times, Some(pins)));
     }
     let mut times = LoadTimes::default();
     let work = pieces(jobs, p.slot as u64);
+    let arriving = JobsArriving::new(jobs, on_job_done);
     if work.is_empty() {
         return Ok((times, None));
     }
@@ -259,20 +287,24 @@ pub fn load(
     let result: Result<()> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|tid| {
-                let (ctx, work, next, files) = (ctx.clone(), &work, &next, &files);
+                let (ctx, work, next, files, arriving) = (ctx.clone(), &work, &next, &files, &arriving);
                 s.spawn(move || -> Result<()> {
                     ctx.bind_to_thread().map_err(gpu_err)?;
                     let stream = RawStream::new()?;
-                    let mut inflight: [Option<super::driver::RawEvent>; 2] = [None, None];
+                    // Each slot's last copy: its event, and the piece's job and length.
+                    let mut inflight: [Option<(super::driver::RawEvent, usize, u64)>; 2] = [None, None];
                     let mut k = 0;
                     // The stream is synchronised however the loop ends, so that no copy still
                     // reads the staging when it is reused or freed.
                     let copied = (|| -> Result<()> {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(job) = work.get(i) else { break Ok(()) };
-                            if let Some(ev) = inflight[k].take() {
+                            let Some(&(owner, ref job)) = work.get(i) else {
+                                break Ok(());
+                            };
+                            if let Some((ev, done_job, done_len)) = inflight[k].take() {
                                 ev.wait()?;
+                                arriving.arrived(done_job, done_len);
                             }
                             // SAFETY: slot (tid, k) is this thread's alone and lies inside the
                             // registered arena; the event wait above means no copy reads it now.
@@ -311,12 +343,16 @@ pub fn load(
                             // SAFETY: the slot stays untouched until the event recorded next fires
                             // (waited for above before reuse, or at the stream sync below).
                             unsafe { stream.copy_h2d(job.dst, slot_ptr, len)? };
-                            inflight[k] = Some(stream.record()?);
+                            inflight[k] = Some((stream.record()?, owner, job.len));
                             k ^= 1;
                         }
                     })();
                     let synced = stream.synchronize();
-                    copied.and(synced)
+                    copied.and(synced)?;
+                    for (_, job, len) in inflight.into_iter().flatten() {
+                        arriving.arrived(job, len);
+                    }
+                    Ok(())
                 })
             })
             .collect();
@@ -352,7 +388,10 @@ fn load_pinning_mapping(
     jobs: &[CopyJob],
     p: Pipeline,
 ) -> Result<(LoadTimes, PinnedMapping)> {
-    let work = pieces(jobs, (p.slot as u64).next_multiple_of(ALIGN));
+    let work: Vec<CopyJob> = pieces(jobs, (p.slot as u64).next_multiple_of(ALIGN))
+        .into_iter()
+        .map(|(_, piece)| piece)
+        .collect();
     if let Some(j) = work.iter().find(|j| j.file_off % ALIGN != 0 || j.len % ALIGN != 0) {
         return Err(Error::Gpu(format!(
             "pinning the mapping needs 4096-aligned pieces (offset {}, length {})",
@@ -484,5 +523,48 @@ impl Drop for StagingArena {
     fn drop(&mut self) {
         // SAFETY: frees the allocation made in `new` with the same layout.
         unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn job(src: usize, len: u64) -> CopyJob {
+        CopyJob {
+            src,
+            file_off: 0,
+            len,
+            dst: 0,
+        }
+    }
+
+    #[test]
+    fn jobs_are_cut_into_slot_sized_pieces_that_name_their_job() {
+        let cut = pieces(&[job(0, 10), job(1, 0), job(2, 4)], 4);
+        let owners_and_lens: Vec<(usize, u64, u64)> = cut.iter().map(|(i, p)| (*i, p.file_off, p.len)).collect();
+        assert_eq!(owners_and_lens, [(0, 0, 4), (0, 4, 4), (0, 8, 2), (2, 0, 4)]);
+    }
+
+    #[test]
+    fn a_job_is_reported_once_when_its_last_piece_arrives_in_any_order() {
+        let jobs = [job(0, 10), job(1, 0), job(2, 4)];
+        let reported = Mutex::new(Vec::new());
+        let tell = |j: usize| reported.lock().unwrap().push(j);
+        let arriving = JobsArriving::new(&jobs, &tell);
+        let mut cut = pieces(&jobs, 4);
+        cut.reverse();
+        for (i, (job, piece)) in cut.iter().enumerate() {
+            // Job 0's pieces arrive last-first: it is reported only with the third.
+            let before = reported.lock().unwrap().clone();
+            arriving.arrived(*job, piece.len);
+            let after = reported.lock().unwrap().clone();
+            match i {
+                0 => assert_eq!(after, [2]),
+                1 | 2 => assert_eq!(after, before),
+                _ => assert_eq!(after, [2, 0]),
+            }
+        }
     }
 }

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Cold loads of one large file, interleaved round by round, for scripts/bench-gpu.sh. The lent
+machines' disks do not hold one rate through a run (a benchmark that read the 4 GiB file seven
+times in a row saw its later reads slow to two thirds of the first), so the ceiling and every
+loader are measured one after another in each round, and each is reported by its median.
+Usage:
+    cold_rounds.py MMSB CHECKPOINT SAFETENSORS [--rounds N]
+Each round, with the file dropped from the page cache (posix_fadvise DONTNEED) before each read:
+  - the disk's O_DIRECT rate on CHECKPOINT: 16 threads, 8 MiB reads, the whole file;
+  - `MMSB bench load CHECKPOINT --cold --runs 1` (in-process time after CUDA start);
+  - fastsafetensors (no GDS), the best cold peer of earlier runs, on SAFETENSORS, in this process
+    after CUDA start.
+Prints one JSON object."""
+import json
+import mmap
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_peers import drop, load_fastsafetensors  # noqa: E402
+
+CHUNK = 8 << 20
+THREADS = 16
+
+
+def odirect_gb_per_s(path):
+    """Reads the whole file with O_DIRECT, THREADS reads in flight; returns GB/s."""
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    next_at = [0]
+    lock = threading.Lock()
+    errors = []
+
+    def worker():
+        buf = mmap.mmap(-1, CHUNK)  # page-aligned, as O_DIRECT needs
+        try:
+            while True:
+                with lock:
+                    at = next_at[0]
+                    next_at[0] += CHUNK
+                if at >= size:
+                    return
+                os.preadv(fd, [buf], at)
+        except OSError as e:
+            errors.append(e)
+        finally:
+            buf.close()
+
+    try:
+        t = time.perf_counter()
+        threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        secs = time.perf_counter() - t
+    finally:
+        os.close(fd)
+    if errors:
+        raise errors[0]
+    return size / secs / 1e9
+
+
+def mmsb_cold_ms(mmsb, path):
+    out = subprocess.run([mmsb, "bench", "load", path, "--cold", "--runs", "1"], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)["median_ms"]
+
+
+def fastsafetensors_cold_ms(path):
+    drop(path)
+    t = time.perf_counter()
+    x = load_fastsafetensors(path)
+    torch.cuda.synchronize()
+    ms = (time.perf_counter() - t) * 1e3
+    del x
+    torch.cuda.empty_cache()
+    return ms
+
+
+def main():
+    mmsb, ckpt, st = sys.argv[1:4]
+    rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
+    torch.zeros(1, device="cuda:0")
+    torch.cuda.synchronize()
+    # Imports and first-call costs out of the timed rounds: one warm load of a small slice is
+    # not possible with fastsafetensors, so one untimed cold load of the whole file.
+    fastsafetensors_cold_ms(st)
+    runs = {"odirect_gb_per_s": [], "mmsb_ms": [], "fastsafetensors_ms": []}
+    for _ in range(rounds):
+        drop(ckpt)
+        runs["odirect_gb_per_s"].append(odirect_gb_per_s(ckpt))
+        runs["mmsb_ms"].append(mmsb_cold_ms(mmsb, ckpt))
+        runs["fastsafetensors_ms"].append(fastsafetensors_cold_ms(st))
+    size = os.path.getsize(ckpt)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    mmsb_gb_per_s = size / med["mmsb_ms"] / 1e6
+    print(json.dumps({
+        "file_bytes": size,
+        "rounds": rounds,
+        "runs": runs,
+        "median": med,
+        "mmsb_gb_per_s": mmsb_gb_per_s,
+        "mmsb_share_of_odirect": mmsb_gb_per_s / med["odirect_gb_per_s"],
+    }))
+
+
+if __name__ == "__main__":
+    main()
