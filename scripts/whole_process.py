@@ -9,7 +9,11 @@ drift during the measurement touches all of them alike; prints JSON {commands: [
 runs_ms}, ...], paired: [{median_ms, runs_ms}, ...]}, where paired[i] holds each run's time of
 command i+1 minus the same run's time of the first command.
 With `cold`, FILE is dropped from the page cache (written back, then posix_fadvise DONTNEED)
-before each process."""
+before each process.
+Each command's entry also holds the medians of its processes' CPU time (user, system) and page
+faults (minor, major), from wait4; and, for a command that prints JSON with `timings_ms.total`
+(`mmsb replay --json`), `outside_ms`: the wall time minus that in-process total (the process's
+start, argument parsing, printing and exit)."""
 import json
 import os
 import statistics
@@ -26,11 +30,23 @@ def drop(path):
 
 
 def timed(cmd, cold, path):
+    """Runs cmd once; returns its wall time (ms) and what else was measured of it."""
     if cold:
         drop(path)
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return (time.perf_counter() - t) * 1e3
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    out = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = (time.perf_counter() - t) * 1e3
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise subprocess.CalledProcessError(p.returncode, cmd)
+    extra = {"user_ms": ru.ru_utime * 1e3, "sys_ms": ru.ru_stime * 1e3, "minflt": ru.ru_minflt, "majflt": ru.ru_majflt}
+    try:
+        extra["outside_ms"] = wall - json.loads(out)["timings_ms"]["total"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return wall, extra
 
 
 def main():
@@ -43,11 +59,17 @@ def main():
         else:
             cmds[-1].append(a)
     times = [[0.0] * runs for _ in cmds]
+    extras = [[None] * runs for _ in cmds]
     for r in range(runs):
         for k in range(len(cmds)):
             i = (r + k) % len(cmds)
-            times[i][r] = timed(cmds[i], cold, path)
-    summary = [{"median_ms": statistics.median(ts), "runs_ms": ts} for ts in times]
+            times[i][r], extras[i][r] = timed(cmds[i], cold, path)
+    summary = []
+    for ts, ex in zip(times, extras):
+        entry = {"median_ms": statistics.median(ts), "runs_ms": ts}
+        for key in ex[0]:
+            entry[key] = statistics.median(e[key] for e in ex)
+        summary.append(entry)
     if len(cmds) == 1:
         print(json.dumps(summary[0]))
         return
