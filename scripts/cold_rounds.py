@@ -6,7 +6,9 @@ loader are measured one after another in each round, and each is reported by its
 Usage:
     cold_rounds.py MMSB CHECKPOINT SAFETENSORS [--rounds N]
 Each round, with the file dropped from the page cache (posix_fadvise DONTNEED) before each read:
-  - the disk's O_DIRECT rate on CHECKPOINT: 16 threads, 8 MiB reads, the whole file;
+  - the disk's O_DIRECT rate on CHECKPOINT: 16 threads, 8 MiB reads, the whole file, read by
+    scripts/odirect_rate.c (compiled here with cc; a Python reader, which reads slower than the
+    disk allows, only where no compiler is found: the output's `odirect_probe` says which);
   - `MMSB bench load CHECKPOINT --cold --runs 1` (in-process time after CUDA start);
   - fastsafetensors (no GDS), the best cold peer of earlier runs, on SAFETENSORS, in this process
     after CUDA start.
@@ -17,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -27,6 +30,22 @@ from bench_peers import drop, load_fastsafetensors  # noqa: E402
 
 CHUNK = 8 << 20
 THREADS = 16
+
+
+def build_c_probe():
+    """Compiles scripts/odirect_rate.c; returns its path, or None without a C compiler."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "odirect_rate.c")
+    exe = os.path.join(tempfile.mkdtemp(), "odirect_rate")
+    try:
+        subprocess.run(["cc", "-O2", "-pthread", src, "-o", exe], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return exe
+
+
+def odirect_gb_per_s_c(exe, path):
+    out = subprocess.run([exe, path, str(THREADS), str(CHUNK >> 20)], check=True, capture_output=True, text=True)
+    return float(out.stdout)
 
 
 def odirect_gb_per_s(path):
@@ -91,10 +110,12 @@ def main():
     # Imports and first-call costs out of the timed rounds: one warm load of a small slice is
     # not possible with fastsafetensors, so one untimed cold load of the whole file.
     fastsafetensors_cold_ms(st)
+    probe = build_c_probe()
     runs = {"odirect_gb_per_s": [], "mmsb_ms": [], "fastsafetensors_ms": []}
     for _ in range(rounds):
         drop(ckpt)
-        runs["odirect_gb_per_s"].append(odirect_gb_per_s(ckpt))
+        rate = odirect_gb_per_s_c(probe, ckpt) if probe else odirect_gb_per_s(ckpt)
+        runs["odirect_gb_per_s"].append(rate)
         runs["mmsb_ms"].append(mmsb_cold_ms(mmsb, ckpt))
         runs["fastsafetensors_ms"].append(fastsafetensors_cold_ms(st))
     size = os.path.getsize(ckpt)
@@ -103,10 +124,12 @@ def main():
     print(json.dumps({
         "file_bytes": size,
         "rounds": rounds,
+        "odirect_probe": "c" if probe else "python",
         "runs": runs,
         "median": med,
         "mmsb_gb_per_s": mmsb_gb_per_s,
         "mmsb_share_of_odirect": mmsb_gb_per_s / med["odirect_gb_per_s"],
+        "mmsb_share_of_odirect_by_round": [size / ms / 1e6 / rate for ms, rate in zip(runs["mmsb_ms"], runs["odirect_gb_per_s"])],
     }))
 
 
