@@ -2,7 +2,8 @@
 # GPU benchmark on the lent GPU machine (binaries from scripts/build-device.sh in .device/; peers'
 # wheels in .whl/; the gpu-limits probes in .device/gpu-limits). Side by side, same files, same run:
 #   mmsb bench load (in-process, after CUDA start) warm and cold; whole-process `mmsb replay`;
-#   safetensors, fastsafetensors, Run:ai streamer (scripts/bench_peers.py);
+#   safetensors, fastsafetensors, Run:ai streamer (scripts/bench_peers.py); the cold 4 GiB case
+#   again round by round, O_DIRECT rate, mmsb and fastsafetensors in turn (scripts/cold_rounds.py);
 #   ceilings: pinned H2D copy, O_DIRECT with 16 reads in flight, a minimal CUDA process;
 #   deltas: 1M sparse deltas (4 B - 4 KiB) on the GPU vs the CPU replay of the same log.
 # Cases: a real ~87 MiB model (MODEL=path to a .safetensors; a model-shaped file otherwise) and
