@@ -7,20 +7,18 @@ Usage:
     cold_rounds.py MMSB CHECKPOINT SAFETENSORS [--rounds N]
 Each round, with the file dropped from the page cache (posix_fadvise DONTNEED) before each read:
   - the disk's O_DIRECT rate on CHECKPOINT: 16 threads, 8 MiB reads, the whole file, read by
-    scripts/odirect_rate.c (compiled here with cc; a Python reader, which reads slower than the
-    disk allows, only where no compiler is found: the output's `odirect_probe` says which);
+    scripts/odirect_rate.c (compiled here with cc; a reader in Python read slower than the disk
+    allows, so there is none);
   - `MMSB bench load CHECKPOINT --cold --runs 1` (in-process time after CUDA start);
   - fastsafetensors (no GDS), the best cold peer of earlier runs, on SAFETENSORS, in this process
     after CUDA start.
 Prints one JSON object."""
 import json
-import mmap
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import torch
@@ -32,58 +30,18 @@ CHUNK = 8 << 20
 THREADS = 16
 
 
-def build_c_probe():
-    """Compiles scripts/odirect_rate.c; returns its path, or None without a C compiler."""
+def build_odirect_probe():
+    """Compiles scripts/odirect_rate.c; returns the program's path."""
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "odirect_rate.c")
     exe = os.path.join(tempfile.mkdtemp(), "odirect_rate")
-    try:
-        subprocess.run(["cc", "-O2", "-pthread", src, "-o", exe], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    subprocess.run(["cc", "-O2", "-pthread", src, "-o", exe], check=True)
     return exe
 
 
-def odirect_gb_per_s_c(exe, path):
-    out = subprocess.run([exe, path, str(THREADS), str(CHUNK >> 20)], check=True, capture_output=True, text=True)
+def odirect_gb_per_s(probe, path):
+    """Reads the whole file with O_DIRECT, THREADS reads of CHUNK bytes in flight; GB/s."""
+    out = subprocess.run([probe, path, str(THREADS), str(CHUNK >> 20)], check=True, capture_output=True, text=True)
     return float(out.stdout)
-
-
-def odirect_gb_per_s(path):
-    """Reads the whole file with O_DIRECT, THREADS reads in flight; returns GB/s."""
-    size = os.path.getsize(path)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-    next_at = [0]
-    lock = threading.Lock()
-    errors = []
-
-    def worker():
-        buf = mmap.mmap(-1, CHUNK)  # page-aligned, as O_DIRECT needs
-        try:
-            while True:
-                with lock:
-                    at = next_at[0]
-                    next_at[0] += CHUNK
-                if at >= size:
-                    return
-                os.preadv(fd, [buf], at)
-        except OSError as e:
-            errors.append(e)
-        finally:
-            buf.close()
-
-    try:
-        t = time.perf_counter()
-        threads = [threading.Thread(target=worker) for _ in range(THREADS)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        secs = time.perf_counter() - t
-    finally:
-        os.close(fd)
-    if errors:
-        raise errors[0]
-    return size / secs / 1e9
 
 
 def mmsb_cold_ms(mmsb, path):
@@ -110,12 +68,11 @@ def main():
     # Imports and first-call costs out of the timed rounds: one warm load of a small slice is
     # not possible with fastsafetensors, so one untimed cold load of the whole file.
     fastsafetensors_cold_ms(st)
-    probe = build_c_probe()
+    probe = build_odirect_probe()
     runs = {"odirect_gb_per_s": [], "mmsb_ms": [], "fastsafetensors_ms": []}
     for _ in range(rounds):
         drop(ckpt)
-        rate = odirect_gb_per_s_c(probe, ckpt) if probe else odirect_gb_per_s(ckpt)
-        runs["odirect_gb_per_s"].append(rate)
+        runs["odirect_gb_per_s"].append(odirect_gb_per_s(probe, ckpt))
         runs["mmsb_ms"].append(mmsb_cold_ms(mmsb, ckpt))
         runs["fastsafetensors_ms"].append(fastsafetensors_cold_ms(st))
     size = os.path.getsize(ckpt)
@@ -124,7 +81,6 @@ def main():
     print(json.dumps({
         "file_bytes": size,
         "rounds": rounds,
-        "odirect_probe": "c" if probe else "python",
         "runs": runs,
         "median": med,
         "mmsb_gb_per_s": mmsb_gb_per_s,

@@ -36,6 +36,7 @@ def timed(cmd, cold, path):
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE)
     out = p.stdout.read()
+    p.stdout.close()
     _, status, ru = os.wait4(p.pid, 0)
     wall = (time.perf_counter() - t) * 1e3
     p.returncode = os.waitstatus_to_exitcode(status)

@@ -37,6 +37,17 @@ fn gpu() -> Option<Arc<Gpu>> {
     }
 }
 
+/// 8 pages, 1 MiB, 300 records of every kind the generator mixes by default: quick to apply.
+fn small_log() -> GenOptions {
+    GenOptions {
+        seed: 5,
+        pages: 8,
+        total_size: 1 << 20,
+        deltas: 300,
+        ..Default::default()
+    }
+}
+
 fn workloads() -> Vec<(&'static str, GenOptions)> {
     let all = Mix {
         full: 1,
@@ -215,15 +226,8 @@ fn gpu_kernels_are_compiled_for_the_card_while_starting_or_when_first_needed() {
     let lazy = Arc::new(Gpu::open(0, KernelCompile::WhenNeeded).unwrap());
     assert_eq!(lazy.kernel_code(), None);
     let dir = tempfile::tempdir().unwrap();
-    let o = GenOptions {
-        seed: 5,
-        pages: 8,
-        total_size: 1 << 20,
-        deltas: 300,
-        ..Default::default()
-    };
     let (ck, lg) = (dir.path().join("k.ckpt"), dir.path().join("k.log"));
-    generate(&ck, Some(&lg), &o).unwrap();
+    generate(&ck, Some(&lg), &small_log()).unwrap();
     let ckpt = Checkpoint::open(&ck).unwrap();
     let (mut store, _) = DevicePageStore::load(&lazy, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
     assert_eq!(lazy.kernel_code(), None, "loading pages needs no kernel");
@@ -396,13 +400,7 @@ fn gpu_pages_can_be_evicted_restored_and_written_back() {
 #[test]
 fn gpu_checks_record_checksums_and_gives_the_cpu_verdict() {
     let Some(gpu) = gpu() else { return };
-    let small = GenOptions {
-        seed: 5,
-        pages: 8,
-        total_size: 1 << 20,
-        deltas: 300,
-        ..Default::default()
-    };
+    let small = small_log();
     // Full writes of about 2 MiB: payloads the device checks in several pieces.
     let big = GenOptions {
         seed: 6,
