@@ -1,21 +1,60 @@
 //! The GPU apply's plan (src/gpu/plan.rs), run on the host the way the `apply_tiles` kernel runs
 //! it, gives the CPU replay's pages, epochs and summary: for every record kind, compressed or
 //! not, with replay limits and page selections, from a log opened with or without its record
-//! checksums. No GPU needed: this checks the ordering and clipping decisions the kernel follows.
+//! checksums or with its records decoded during the frame scan. No GPU needed: this checks the
+//! ordering and clipping decisions the kernel follows.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use mmsb::format::checkpoint::Checkpoint;
 use mmsb::format::log::{Compression, Log};
 use mmsb::generate::{GenOptions, Mix, SizeDist, generate};
-use mmsb::gpu::plan::{self, Step};
+use mmsb::gpu::plan::{self, Planner, Step};
 use mmsb::replay::{ReplayLimit, State};
 use proptest::prelude::*;
+
+/// How the plan's log is opened.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Opening {
+    /// Every checksum checked on the CPU.
+    Checked,
+    /// Frame headers only ([`Log::open_deferred`]).
+    Deferred,
+    /// Frame headers only, the records decoded during the scan ([`Planner::open_log`]).
+    DecodedInScan,
+}
+
+const OPENINGS: [Opening; 3] = [Opening::Checked, Opening::Deferred, Opening::DecodedInScan];
+
+/// Opens the log at `log_path` as `how` says and plans it against the checkpoint's pages for
+/// which `selected` holds.
+fn open_and_plan(
+    ckpt: &Checkpoint,
+    log_path: &Path,
+    how: Opening,
+    limit: ReplayLimit,
+    selected: &dyn Fn(u64) -> bool,
+) -> (Log, mmsb::Result<plan::ApplyPlan>) {
+    let planner = Planner::new(ckpt.head(), selected);
+    let (log, decoded) = match how {
+        Opening::Checked => (Log::open(&[log_path]).unwrap(), None),
+        Opening::Deferred => (Log::open_deferred(&[log_path]).unwrap(), None),
+        Opening::DecodedInScan => {
+            let (log, decoded) = planner.open_log(&[log_path]).unwrap();
+            (log, Some(decoded))
+        }
+    };
+    let bases = plan::segment_bases(&log);
+    let planned = planner.plan(&log, decoded, &bases, limit, &|id, _| selected(id));
+    (log, planned)
+}
 
 /// Pages of the checkpoint for which `selected` holds, after running the plan on the host.
 fn run_on_host(
     ckpt: &Checkpoint,
-    log: &Log,
+    log_path: &Path,
+    how: Opening,
     limit: ReplayLimit,
     selected: &dyn Fn(u64) -> bool,
 ) -> (HashMap<u64, (u64, Vec<u8>)>, plan::ApplyPlan) {
@@ -25,18 +64,9 @@ fn run_on_host(
         .filter(|p| selected(p.id))
         .map(|p| (p.id, ckpt.page_bytes(p).to_vec()))
         .collect();
-    let bases = plan::segment_bases(log);
+    let (log, planned) = open_and_plan(ckpt, log_path, how, limit, selected);
+    let p = planned.expect("the generated log plans");
     let log_bytes: Vec<u8> = log.segments().iter().flat_map(|s| s.bytes().iter().copied()).collect();
-    let present: Vec<u64> = pages.keys().copied().collect();
-    let p = plan::plan(
-        log,
-        &bases,
-        ckpt.head(),
-        &|id| present.contains(&id),
-        limit,
-        &|id, _| selected(id),
-    )
-    .expect("the generated log plans");
     for step in &p.steps {
         match step {
             Step::Writes(b) => plan::run_batch_on_host(b, &mut pages, &log_bytes),
@@ -59,7 +89,9 @@ fn run_on_host(
     (out, p)
 }
 
-fn check_against_cpu(o: &GenOptions, limit: ReplayLimit, every: u64) {
+/// Plans the generated log opened each way and checks the result against the CPU replay.
+/// Returns, for each opening, whether records were decoded during the scan.
+fn check_against_cpu(o: &GenOptions, limit: ReplayLimit, every: u64) -> Vec<bool> {
     let dir = tempfile::tempdir().unwrap();
     let (ckpt_path, log_path) = (dir.path().join("a.ckpt"), dir.path().join("a.log"));
     generate(&ckpt_path, Some(&log_path), o).unwrap();
@@ -67,17 +99,11 @@ fn check_against_cpu(o: &GenOptions, limit: ReplayLimit, every: u64) {
     let selected = |id: u64| id.is_multiple_of(every);
     let mut cpu = State::from_checkpoint(&ckpt, false).unwrap();
     let cpu_summary = cpu.replay(&Log::open(&[&log_path]).unwrap(), limit).unwrap();
-    for log in [
-        Log::open(&[&log_path]).unwrap(),
-        Log::open_deferred(&[&log_path]).unwrap(),
-    ] {
-        let (pages, p) = run_on_host(&ckpt, &log, limit, &selected);
-        assert_eq!(
-            p.summary,
-            cpu_summary,
-            "summary, checksums read: {}",
-            log.payloads_checked()
-        );
+    let mut decoded_in_scan = Vec::new();
+    for how in OPENINGS {
+        let (pages, p) = run_on_host(&ckpt, &log_path, how, limit, &selected);
+        assert_eq!(p.summary, cpu_summary, "summary, log opened {how:?}");
+        decoded_in_scan.push(p.decoded_in_scan > 0);
         let expected: HashMap<u64, (u64, Vec<u8>)> = cpu
             .pages()
             .filter(|(id, _)| selected(*id))
@@ -95,6 +121,7 @@ fn check_against_cpu(o: &GenOptions, limit: ReplayLimit, every: u64) {
             );
         }
     }
+    decoded_in_scan
 }
 
 fn mixes() -> impl Strategy<Value = Mix> {
@@ -180,6 +207,68 @@ fn overlapping_writes_in_one_tile_land_in_sequence_order() {
     check_against_cpu(&o, ReplayLimit::default(), 1);
 }
 
+/// Records decoded during the frame scan (segments large enough to be scanned in parallel) plan
+/// exactly as records decoded afterwards: both equal the CPU replay. A log with structural
+/// records, or a sequence limit that cuts the log, is decoded afterwards.
+#[test]
+fn records_decoded_during_the_frame_scan_plan_as_a_second_pass_does() {
+    let writes_only = Mix {
+        full: 1,
+        sparse: 6,
+        masked: 3,
+        create: 0,
+        resize: 0,
+        delete: 0,
+        fill: 1,
+    };
+    let o = GenOptions {
+        seed: 11,
+        pages: 24,
+        total_size: 4 << 20,
+        deltas: 12_000,
+        mix: writes_only,
+        delta_bytes: (1, 8000),
+        full_max: 64 << 10,
+        // Segments of several 8 MiB scan pieces, the last one too small for them; zstd for
+        // decompressed payloads.
+        segment_size: 20 << 20,
+        compression: Compression::Auto,
+        ..GenOptions::default()
+    };
+    let whole = ReplayLimit::default();
+    let to_epoch = ReplayLimit {
+        to_seq: None,
+        to_epoch: Some(6000),
+    };
+    let to_seq = ReplayLimit {
+        to_seq: Some(7000),
+        to_epoch: None,
+    };
+    let in_scan = [false, false, true];
+    assert_eq!(check_against_cpu(&o, whole, 1), in_scan);
+    assert_eq!(check_against_cpu(&o, whole, 3), in_scan, "a page selection");
+    assert_eq!(check_against_cpu(&o, to_epoch, 1), in_scan, "an epoch limit");
+    assert_eq!(
+        check_against_cpu(&o, to_seq, 1),
+        [false; 3],
+        "a sequence limit cutting the log"
+    );
+    let structural = GenOptions {
+        mix: Mix {
+            create: 1,
+            resize: 1,
+            delete: 1,
+            ..writes_only
+        },
+        ..o
+    };
+    assert_eq!(
+        check_against_cpu(&structural, whole, 1),
+        [false; 3],
+        "structural records"
+    );
+}
+
 /// A log whose `bad` record breaks a rule: the plan fails with the CPU replay's error, at the
 /// same record, or stops where the CPU stops when an epoch limit comes first.
 #[test]
@@ -198,7 +287,8 @@ fn a_rejected_record_gives_the_cpu_replays_error() {
     generate(&ckpt_path, None, &o).unwrap();
     let ckpt = Checkpoint::open(&ckpt_path).unwrap();
     let ids: Vec<u64> = ckpt.pages().iter().map(|p| p.id).collect();
-    let data = [7u8; 100];
+    // Records of 4 KB: the log is large enough for the parallel frame scan.
+    let data = [7u8; 4000];
     let write = |page_id: u64, epoch: u64, offset: u64| Delta {
         page_id,
         epoch,
@@ -220,7 +310,7 @@ fn a_rejected_record_gives_the_cpu_replays_error() {
     for (name, bad, to_epoch) in cases {
         let log_path = dir.path().join(format!("{name}.log"));
         let opts = LogOptions {
-            segment_size: 1 << 20,
+            segment_size: 64 << 20,
             durability: Durability::Never,
             compression: Compression::None,
         };
@@ -236,16 +326,17 @@ fn a_rejected_record_gives_the_cpu_replays_error() {
         let limit = ReplayLimit { to_seq: None, to_epoch };
         let mut cpu = State::from_checkpoint(&ckpt, false).unwrap();
         let cpu_result = cpu.replay(&Log::open(&[&log_path]).unwrap(), limit);
-        let log = Log::open_deferred(&[&log_path]).unwrap();
-        let bases = plan::segment_bases(&log);
-        let planned = plan::plan(&log, &bases, ckpt.head(), &|_| true, limit, &|_, _| true);
-        match (cpu_result, planned) {
-            (Err(c), Err(p)) => assert_eq!(p.to_string(), c.to_string(), "{name}"),
-            (Ok(c), Ok(p)) => {
-                assert!(to_epoch.is_some(), "{name}: the CPU accepted the log");
-                assert_eq!(p.summary, c, "{name}");
+        for how in [Opening::Deferred, Opening::DecodedInScan] {
+            let (_, planned) = open_and_plan(&ckpt, &log_path, how, limit, &|_| true);
+            match (&cpu_result, planned) {
+                (Err(c), Err(p)) => assert_eq!(p.to_string(), c.to_string(), "{name}, {how:?}"),
+                (Ok(c), Ok(p)) => {
+                    assert!(to_epoch.is_some(), "{name}: the CPU accepted the log");
+                    assert_eq!(&p.summary, c, "{name}, {how:?}");
+                    assert_eq!(p.decoded_in_scan > 0, how == Opening::DecodedInScan, "{name}, {how:?}");
+                }
+                (c, p) => panic!("{name}, {how:?}: CPU {:?}, plan {:?}", c.as_ref().err(), p.err()),
             }
-            (c, p) => panic!("{name}: CPU {:?}, plan {:?}", c.err(), p.err()),
         }
     }
 }

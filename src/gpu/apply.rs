@@ -48,6 +48,9 @@ pub struct ApplyStats {
     pub check_ms: f64,
     /// Of `plan_ms`: listing and sorting tile entries, ms.
     pub tiles_ms: f64,
+    /// Records decoded during the log's frame scan (their decoding is in `open_ms`; the others
+    /// were decoded in `parse_ms`).
+    pub decoded_in_scan: u64,
     /// Checking the record checksums on the device, file by file as the files arrive, ms
     /// summed (0 when the log's opening checked them).
     pub crc_ms: f64,
@@ -171,7 +174,7 @@ enum LogInput<'a> {
 /// How the upload-and-plan phase ended.
 enum Outcome {
     /// Planned, with the times (see [`ApplyStats`]) filled in.
-    Planned(ApplyPlan, ApplyStats),
+    Planned(Box<ApplyPlan>, ApplyStats),
     /// Run again on this log, opened with every checksum checked on the CPU.
     Again(Log),
 }
@@ -246,6 +249,9 @@ impl DevicePageStore {
         // The log this call opens; unmapping its segments costs tens of ms on some machines, so
         // it is let go on another thread once nothing refers to it.
         let mut opened: Option<Log> = None;
+        // Set up before the log is opened, so that the frame scan decodes the records.
+        let pages = &self.pages;
+        let planner = plan::Planner::new(head, &|id| pages.contains_key(&id));
         let outcome = std::thread::scope(|outer| -> Result<Outcome> {
             let (logbuf, files, file_base) = (&logbuf, &files, &file_base);
             // Each file's index is sent once it is all on the device, so that its records'
@@ -283,9 +289,12 @@ impl DevicePageStore {
                 super::loader::load(&this.gpu, &sources, &jobs, ReadMode::Buffered, pipe, &tell)?;
                 Ok(t.elapsed().as_secs_f64() * 1e3)
             });
-            let log: &Log = match &input {
-                LogInput::Opened(log) => log,
-                LogInput::Files(paths) => opened.insert(Log::open_deferred(paths)?),
+            let (log, decoded): (&Log, _) = match &input {
+                LogInput::Opened(log) => (log, None),
+                LogInput::Files(paths) => {
+                    let (log, decoded) = planner.open_log(paths)?;
+                    (opened.insert(log), Some(decoded))
+                }
             };
             let open_ms = t.elapsed().as_secs_f64() * 1e3;
             log.check()?;
@@ -335,9 +344,7 @@ impl DevicePageStore {
                     all_match &= unchecked == 0;
                     Ok((upload_ms, crc_ms, all_match, t.elapsed().as_secs_f64() * 1e3))
                 });
-                let pages = &this.pages;
-                let present = |id: u64| pages.contains_key(&id);
-                let planned = plan::plan(log, seg_base, head, &present, limit, keep_created);
+                let planned = planner.plan(log, decoded, seg_base, limit, keep_created);
                 let plan_done_ms = t.elapsed().as_secs_f64() * 1e3;
                 let (upload_ms, crc_ms, all_match, upload_done_ms) = checked
                     .join()
@@ -353,11 +360,11 @@ impl DevicePageStore {
                     plan_done_ms,
                     ..Default::default()
                 };
-                Ok(Outcome::Planned(planned?, times))
+                Ok(Outcome::Planned(Box::new(planned?), times))
             })
         });
         let (plan, times) = match outcome? {
-            Outcome::Planned(p, times) => (p, times),
+            Outcome::Planned(p, times) => (*p, times),
             Outcome::Again(log) => {
                 drop(logbuf);
                 return self.apply(LogInput::Opened(&log), head, limit, keep_created);
@@ -369,6 +376,7 @@ impl DevicePageStore {
             parse_ms: plan.parse_ms,
             check_ms: plan.check_ms,
             tiles_ms: plan.tiles_ms,
+            decoded_in_scan: plan.decoded_in_scan,
             structural: plan.structural,
             ..times
         };

@@ -12,13 +12,15 @@
 //! (each record must advance its page's epoch) runs in sequence order, on a dense table.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::checkpoint::CheckpointHead;
-use crate::format::log::{FrameRef, Log, Segment};
+use crate::format::log::{FrameRef, FrameVisitor, Log, VisitedPieces, frame_payload};
+use crate::format::prefetch;
 use crate::format::record::{Delta, OPTIONAL_TYPE_MIN, Op, PageShape, TYPE_CREATE, TYPE_DELETE, TYPE_RESIZE};
 use crate::page::PageMeta;
 use crate::replay::{ReplayLimit, ReplaySummary};
@@ -193,6 +195,9 @@ pub struct ApplyPlan {
     pub check_ms: f64,
     /// Of the planning time: listing and sorting tile entries, ms.
     pub tiles_ms: f64,
+    /// Records decoded during the log's frame scan ([`Planner::open_log`]); the others were
+    /// decoded in `parse_ms`.
+    pub decoded_in_scan: u64,
 }
 
 /// Where in the uploaded log bytes each segment starts (segments back to back).
@@ -264,7 +269,35 @@ struct Chunk {
     slots: Vec<u32>,
     value_base: Vec<u64>,
     extra: Vec<u8>,
+    /// Structural records met (left to the sequential pass).
+    structural: usize,
 }
+
+/// Create, resize and delete: records that change a page's length or existence.
+fn is_structural(f: &FrameRef) -> bool {
+    matches!(f.kind, TYPE_CREATE | TYPE_DELETE | TYPE_RESIZE)
+}
+
+/// Decodes records while the log's frames are scanned, against the pages as the checkpoint has
+/// them: for a log without structural records, that is the plan's whole parallel pass, done
+/// while each record's bytes are in cache.
+struct DecodeDuringScan<'a> {
+    pages: &'a Pages,
+}
+
+impl FrameVisitor for DecodeDuringScan<'_> {
+    type Piece = Chunk;
+    fn start_piece(&self) -> Chunk {
+        Chunk::default()
+    }
+    fn frame(&self, piece: &mut Chunk, segment: &[u8], frame: &FrameRef) {
+        decode_record(segment, self.pages, frame, piece);
+    }
+}
+
+/// The records a [`Planner`] decoded while it opened a log: per segment, in the log's order,
+/// the pieces of its parallel scan (none for a segment scanned in order).
+pub struct ScanDecoded(Vec<Option<VisitedPieces<Chunk>>>);
 
 /// Consecutive records of one segment: its index and their frames.
 type Span<'a> = (usize, &'a [FrameRef]);
@@ -302,21 +335,153 @@ pub fn plan(
     limit: ReplayLimit,
     keep_created: &dyn Fn(u64, &PageMeta) -> bool,
 ) -> Result<ApplyPlan> {
-    let mut pages = Pages {
-        slot_of: HashMap::with_capacity_and_hasher(head.pages.len(), Default::default()),
-        ids: Vec::with_capacity(head.pages.len()),
-        shape: Vec::with_capacity(head.pages.len()),
-        present: Vec::with_capacity(head.pages.len()),
-        touched: Vec::with_capacity(head.pages.len()),
-    };
-    for p in &head.pages {
-        let s = pages.slot(p.id);
-        pages.shape[s as usize] = Some(PageShape {
-            len: p.len,
-            epoch: p.epoch,
-        });
-        pages.present[s as usize] = present(p.id);
+    Planner::new(head, present).plan(log, None, seg_base, limit, keep_created)
+}
+
+/// Plans logs against the pages of one checkpoint: [`plan`], with the pages' shapes set up
+/// before the log is opened, so that [`Planner::open_log`] can decode the records during the
+/// frame scan instead of in a second pass.
+pub struct Planner {
+    pages: Pages,
+}
+
+impl Planner {
+    /// The pages of the checkpoint whose index is `head`; those for which `present` is true are
+    /// in the store.
+    pub fn new(head: &CheckpointHead, present: &dyn Fn(u64) -> bool) -> Planner {
+        let mut pages = Pages {
+            slot_of: HashMap::with_capacity_and_hasher(head.pages.len(), Default::default()),
+            ids: Vec::with_capacity(head.pages.len()),
+            shape: Vec::with_capacity(head.pages.len()),
+            present: Vec::with_capacity(head.pages.len()),
+            touched: Vec::with_capacity(head.pages.len()),
+        };
+        for p in &head.pages {
+            let s = pages.slot(p.id);
+            pages.shape[s as usize] = Some(PageShape {
+                len: p.len,
+                epoch: p.epoch,
+            });
+            pages.present[s as usize] = present(p.id);
+        }
+        Planner { pages }
     }
+
+    /// Opens the log segments named by `paths` with [`Log::open_deferred`], decoding the records
+    /// of every segment scanned in parallel as its frames are found.
+    pub fn open_log<P: AsRef<Path>>(&self, paths: &[P]) -> Result<(Log, ScanDecoded)> {
+        let visitor = DecodeDuringScan { pages: &self.pages };
+        let (log, decoded) = Log::open_deferred_visiting(paths, &visitor)?;
+        Ok((log, ScanDecoded(decoded)))
+    }
+
+    /// Plans applying `log` (up to `limit`), as [`plan`] does. `decoded`, from
+    /// [`Planner::open_log`] on the same log, is used when the log has no structural record
+    /// and the limit does not cut it (then every record was decoded against the checkpoint's
+    /// shapes, as the plan would decode it); the records of segments the scan did not decode,
+    /// and of any other log, are decoded here.
+    pub fn plan(
+        self,
+        log: &Log,
+        decoded: Option<ScanDecoded>,
+        seg_base: &[u64],
+        limit: ReplayLimit,
+        keep_created: &dyn Fn(u64, &PageMeta) -> bool,
+    ) -> Result<ApplyPlan> {
+        let mut pages = self.pages;
+        let mut out = ApplyPlan {
+            summary: ReplaySummary {
+                torn_tail: log.torn_tail().cloned(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let whole_log = limit.to_seq.is_none_or(|n| log.last_seq().is_none_or(|last| n >= last));
+        match decoded.filter(|_| whole_log).and_then(|d| scanned_chunks(log, d)) {
+            Some((pieces, chunks)) => {
+                out.decoded_in_scan = chunks.iter().flatten().map(|c| c.records.len() as u64).sum();
+                let t = Instant::now();
+                let view: &Pages = &pages;
+                let chunks: Vec<Chunk> = chunks
+                    .into_par_iter()
+                    .zip(&pieces)
+                    .map_init(
+                        || vec![0u64; view.ids.len().div_ceil(64)],
+                        |seen, (c, &(si, frames))| match c {
+                            Some(mut c) => {
+                                list_slots(&mut c, seen);
+                                c
+                            }
+                            None => decode_chunk(log.segments()[si].bytes(), view, frames, seen),
+                        },
+                    )
+                    .collect();
+                out.parse_ms += ms(t);
+                let (batch, _) = finish_writes(log, seg_base, &pieces, chunks, &mut pages, limit, &mut out)?;
+                if !batch.writes.is_empty() {
+                    out.steps.push(Step::Writes(batch));
+                }
+            }
+            None => plan_in_runs(log, seg_base, &mut pages, limit, keep_created, &mut out)?,
+        }
+        out.epochs = (0..pages.ids.len())
+            .filter(|&s| pages.touched[s] && pages.present[s])
+            .filter_map(|s| pages.shape[s].map(|sh| (pages.ids[s], sh.epoch)))
+            .collect();
+        Ok(out)
+    }
+}
+
+/// The log's records in pieces, with the scan's chunk for each piece it decoded (segments it did
+/// not decode are cut into pieces of [`CHUNK`] records, to decode now). `None` when a record is
+/// structural.
+#[allow(clippy::type_complexity)]
+fn scanned_chunks(log: &Log, decoded: ScanDecoded) -> Option<(Vec<Span<'_>>, Vec<Option<Chunk>>)> {
+    if decoded.0.len() != log.segments().len() {
+        return None;
+    }
+    let mut pieces = Vec::new();
+    let mut chunks = Vec::new();
+    for (si, (seg, visited)) in log.segments().iter().zip(decoded.0).enumerate() {
+        let mut rest = seg.frames();
+        match visited {
+            Some(visited) => {
+                for (n, chunk) in visited {
+                    if n > rest.len() || chunk.structural > 0 || chunk.records.len() != n {
+                        return None;
+                    }
+                    let (here, tail) = rest.split_at(n);
+                    pieces.push((si, here));
+                    chunks.push(Some(chunk));
+                    rest = tail;
+                }
+                if !rest.is_empty() {
+                    return None;
+                }
+            }
+            None => {
+                if rest.iter().any(is_structural) {
+                    return None;
+                }
+                for c in rest.chunks(CHUNK) {
+                    pieces.push((si, c));
+                    chunks.push(None);
+                }
+            }
+        }
+    }
+    Some((pieces, chunks))
+}
+
+/// Plans the records in sequence order, a run of writes between structural records at a time.
+fn plan_in_runs(
+    log: &Log,
+    seg_base: &[u64],
+    pages: &mut Pages,
+    limit: ReplayLimit,
+    keep_created: &dyn Fn(u64, &PageMeta) -> bool,
+    out: &mut ApplyPlan,
+) -> Result<()> {
     // The records in sequence order, as slices of the segments' frame lists (no copy).
     let spans: Vec<Span> = log
         .segments()
@@ -328,20 +493,12 @@ pub fn plan(
         })
         .filter(|(_, f)| !f.is_empty())
         .collect();
-    let mut out = ApplyPlan {
-        summary: ReplaySummary {
-            torn_tail: log.torn_tail().cloned(),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let structural = |f: &FrameRef| matches!(f.kind, TYPE_CREATE | TYPE_DELETE | TYPE_RESIZE);
     // A run: the records between two structural records, possibly across segments.
     let mut run: Vec<Span> = Vec::new();
     'spans: for &(si, frames) in &spans {
         let mut rest = frames;
         loop {
-            let Some(k) = rest.iter().position(structural) else {
+            let Some(k) = rest.iter().position(is_structural) else {
                 if !rest.is_empty() {
                     run.push((si, rest));
                 }
@@ -350,21 +507,17 @@ pub fn plan(
             if k > 0 {
                 run.push((si, &rest[..k]));
             }
-            if !flush_run(log, seg_base, &mut run, &mut pages, limit, &mut out)? {
+            if !flush_run(log, seg_base, &mut run, pages, limit, out)? {
                 break 'spans;
             }
-            if !plan_structural(log, (si, rest[k]), &mut pages, limit, keep_created, &mut out)? {
+            if !plan_structural(log, (si, rest[k]), pages, limit, keep_created, out)? {
                 break 'spans;
             }
             rest = &rest[k + 1..];
         }
     }
-    flush_run(log, seg_base, &mut run, &mut pages, limit, &mut out)?;
-    out.epochs = (0..pages.ids.len())
-        .filter(|&s| pages.touched[s] && pages.present[s])
-        .filter_map(|s| pages.shape[s].map(|sh| (pages.ids[s], sh.epoch)))
-        .collect();
-    Ok(out)
+    flush_run(log, seg_base, &mut run, pages, limit, out)?;
+    Ok(())
 }
 
 /// The exact error for a record that failed the parallel pass (or the epoch check), decoded
@@ -483,11 +636,25 @@ fn plan_writes(
         .par_iter()
         .map_init(
             || vec![0u64; view.ids.len().div_ceil(64)],
-            |seen, &(si, c)| decode_chunk(log, si, seg_base[si], view, c, seen),
+            |seen, &(si, c)| decode_chunk(log.segments()[si].bytes(), view, c, seen),
         )
         .collect();
     out.parse_ms += ms(t);
+    finish_writes(log, seg_base, &pieces, chunks, pages, limit, out)
+}
 
+/// The sequential part of planning a run of writes, after its records were decoded into
+/// `chunks` (one per piece of `pieces`): epochs in sequence order, the first failure, the epoch
+/// limit; then the batch's writes gathered and listed by tile.
+fn finish_writes(
+    log: &Log,
+    seg_base: &[u64],
+    pieces: &[Span],
+    chunks: Vec<Chunk>,
+    pages: &mut Pages,
+    limit: ReplayLimit,
+    out: &mut ApplyPlan,
+) -> Result<(WriteBatch, bool)> {
     // In sequence order: epochs, the first failure, the epoch limit.
     let t = Instant::now();
     let mut stop: Option<(usize, usize)> = None; // (chunk, records kept in it)
@@ -530,7 +697,8 @@ fn plan_writes(
             out.summary.last_seq = Some(frame.1.seq);
         }
     }
-    let batch = gather(pages, chunks, stop);
+    let chunk_base: Vec<u64> = pieces.iter().map(|&(si, _)| seg_base[si]).collect();
+    let batch = gather(pages, chunks, &chunk_base, stop);
     out.check_ms += ms(t);
     let t = Instant::now();
     // Every slot's page length: the writes were checked against these, and no structural
@@ -552,52 +720,53 @@ fn ms(t: Instant) -> f64 {
 /// How many records ahead of the one being decoded its payload is prefetched.
 const PREFETCH_AHEAD: usize = 8;
 
-/// Asks the CPU to start loading the cache line at `bytes[at]`: records are far apart in a large
-/// log, and without this each one's first read waits for memory.
-fn prefetch(bytes: &[u8], at: u64) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(b) = bytes.get(at as usize) {
-        // SAFETY: a prefetch is a hint that never faults and changes no memory; the pointer is
-        // into a live slice regardless. (`unsafe` only because the intrinsic takes a raw pointer.)
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(std::ptr::from_ref(b).cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (bytes, at);
-}
-
-/// Decodes and bounds-checks a chunk of records, listing the writes of present pages and the
-/// slots they use. `seen` is a bit per slot, all clear, and left clear.
-fn decode_chunk(log: &Log, si: usize, seg_base: u64, pages: &Pages, c: &[FrameRef], seen: &mut [u64]) -> Chunk {
+/// Decodes and bounds-checks a chunk of records of the segment whose bytes are `seg_bytes`,
+/// listing the writes of present pages and the slots they use. `seen` is a bit per slot, all
+/// clear, and left clear.
+fn decode_chunk(seg_bytes: &[u8], pages: &Pages, c: &[FrameRef], seen: &mut [u64]) -> Chunk {
     let mut out = Chunk {
         records: Vec::with_capacity(c.len()),
         ..Default::default()
     };
-    let seg_bytes = log.segments().get(si).map_or(&[][..], |s| s.bytes());
-    for (i, &f) in c.iter().enumerate() {
+    for (i, f) in c.iter().enumerate() {
         if let Some(ahead) = c.get(i + PREFETCH_AHEAD) {
             prefetch(seg_bytes, ahead.payload_offset());
         }
-        let mut rec = Decoded {
-            state: RecordState::Bad,
-            slot: 0,
-            epoch: 0,
-            bytes: 0,
-            writes_end: 0,
-            value_base_end: 0,
-            extra_end: 0,
-        };
-        if f.kind >= OPTIONAL_TYPE_MIN {
-            rec.state = RecordState::Unknown;
-        } else {
-            decode_one(log.segments().get(si), seg_base, pages, f, &mut rec, &mut out);
-        }
-        rec.writes_end = out.writes.len() as u32;
-        rec.value_base_end = out.value_base.len() as u32;
-        rec.extra_end = out.extra.len() as u64;
-        out.records.push(rec);
+        decode_record(seg_bytes, pages, f, &mut out);
     }
-    // While the writes are in cache: a bit test per write, where sorting them by slot in the
-    // gather took as long as copying them.
+    list_slots(&mut out, seen);
+    out
+}
+
+/// Decodes and bounds-checks one record into `out`. Its writes' sources are offsets in its
+/// segment (the gather moves them to the segment's place in the upload).
+fn decode_record(seg_bytes: &[u8], pages: &Pages, f: &FrameRef, out: &mut Chunk) {
+    let mut rec = Decoded {
+        state: RecordState::Bad,
+        slot: 0,
+        epoch: 0,
+        bytes: 0,
+        writes_end: 0,
+        value_base_end: 0,
+        extra_end: 0,
+    };
+    if f.kind >= OPTIONAL_TYPE_MIN {
+        rec.state = RecordState::Unknown;
+    } else if is_structural(f) {
+        // Planned in sequence order by `plan_structural`, never from a chunk.
+        out.structural += 1;
+    } else {
+        decode_one(seg_bytes, pages, *f, &mut rec, out);
+    }
+    rec.writes_end = out.writes.len() as u32;
+    rec.value_base_end = out.value_base.len() as u32;
+    rec.extra_end = out.extra.len() as u64;
+    out.records.push(rec);
+}
+
+/// Lists the slots the chunk's writes use, each once. While the writes are in cache: a bit test
+/// per write, where sorting them by slot in the gather took as long as copying them.
+fn list_slots(out: &mut Chunk, seen: &mut [u64]) {
     for w in &out.writes {
         let s = w.slot();
         let bit = 1u64 << (s % 64);
@@ -609,12 +778,12 @@ fn decode_chunk(log: &Log, si: usize, seg_base: u64, pages: &Pages, c: &[FrameRe
     for &s in &out.slots {
         seen[(s / 64) as usize] = 0;
     }
-    out
 }
 
-fn decode_one(seg: Option<&Segment>, seg_base: u64, pages: &Pages, f: FrameRef, rec: &mut Decoded, out: &mut Chunk) {
-    let Some(seg) = seg else { return };
-    let Ok(payload) = seg.payload(&f) else { return };
+fn decode_one(seg_bytes: &[u8], pages: &Pages, f: FrameRef, rec: &mut Decoded, out: &mut Chunk) {
+    let Ok(payload) = frame_payload(seg_bytes, &f) else {
+        return;
+    };
     let Ok(delta) = Delta::decode(f.kind, &payload, f.payload_offset()) else {
         return;
     };
@@ -641,14 +810,13 @@ fn decode_one(seg: Option<&Segment>, seg_base: u64, pages: &Pages, f: FrameRef, 
         return;
     }
     // Payload slices are either in the mapped segment (uploaded as is) or decompressed.
-    let seg_bytes = seg.bytes();
     let extra_start = out.extra.len() as u64;
     let mut copied_payload = false;
     let mut locate = |data: &[u8], out: &mut Chunk| -> u64 {
         let p = data.as_ptr() as usize;
         let start = seg_bytes.as_ptr() as usize;
         if p >= start && p + data.len() <= start + seg_bytes.len() {
-            seg_base + (p - start) as u64
+            (p - start) as u64
         } else {
             // Decompressed: the whole payload goes to `extra` once, so masks and values stay
             // adjacent.
@@ -728,8 +896,9 @@ fn popcount_bits(mask: &[u8], from: u64, to: u64) -> u64 {
 }
 
 /// Takes the chunks' writes up to `stop`, renumbering slots densely for the batch and moving
-/// extra and value-base references to their place in the batch.
-fn gather(pages: &Pages, mut chunks: Vec<Chunk>, stop: Option<(usize, usize)>) -> WriteBatch {
+/// references to their place in the upload (`chunk_base`: where each chunk's segment starts)
+/// and to extra and value-base entries to their place in the batch.
+fn gather(pages: &Pages, mut chunks: Vec<Chunk>, chunk_base: &[u64], stop: Option<(usize, usize)>) -> WriteBatch {
     // (writes, value-base entries, extra bytes) kept of each chunk.
     let kept: Vec<(usize, usize, usize)> = chunks
         .iter()
@@ -768,7 +937,8 @@ fn gather(pages: &Pages, mut chunks: Vec<Chunk>, stop: Option<(usize, usize)>) -
         .par_iter_mut()
         .zip(&kept)
         .zip(&bases)
-        .map(|((c, k), &(value_base_start, extra_base))| {
+        .zip(chunk_base)
+        .map(|(((c, k), &(value_base_start, extra_base)), &seg_start)| {
             let mut writes = std::mem::take(&mut c.writes);
             writes.truncate(k.0);
             for w in &mut writes {
@@ -777,8 +947,8 @@ fn gather(pages: &Pages, mut chunks: Vec<Chunk>, stop: Option<(usize, usize)>) -
                 } else {
                     0
                 };
-                if w.kind() != KIND_FILL && w.src & EXTRA != 0 {
-                    w.src += extra_base;
+                if w.kind() != KIND_FILL {
+                    w.src += if w.src & EXTRA != 0 { extra_base } else { seg_start };
                 }
                 w.slot_kind = u64::from(batch_slot[w.slot() as usize]) | w.kind() << 32 | value_base << 34;
             }
