@@ -278,7 +278,8 @@ fn a_rejected_record_gives_the_cpu_replays_error() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt_path = dir.path().join("a.ckpt");
     let o = GenOptions {
-        pages: 4,
+        // Page 4 is written only by the records a case adds.
+        pages: 5,
         total_size: 1 << 20,
         size_dist: SizeDist::Equal,
         deltas: 0,
@@ -298,6 +299,13 @@ fn a_rejected_record_gives_the_cpu_replays_error() {
     };
     let cases: Vec<(&str, Delta, Option<u64>)> = vec![
         ("epoch does not advance", write(ids[1], 1, 0), None),
+        (
+            // Page 4's only other record is thousands of records earlier: the two are in
+            // different parallel chunks, so the sequential pass must compare across them.
+            "epoch goes back across chunks",
+            write(ids[4], 4000, 0),
+            None,
+        ),
         ("range past the end", write(ids[2], 9000, (1 << 18) - 50), None),
         ("no such page", write(12345, 9000, 0), None),
         ("epoch limit before the bad record", write(ids[1], 1, 0), Some(4000)),
@@ -318,6 +326,9 @@ fn a_rejected_record_gives_the_cpu_replays_error() {
         // Enough records before and after for several parallel chunks.
         for i in 0..6000u64 {
             w.append(&write(ids[(i % 4) as usize], 1000 + i, i % 1000)).unwrap();
+            if i == 10 {
+                w.append(&write(ids[4], 5000, 0)).unwrap();
+            }
             if i == 4444 {
                 w.append(&bad).unwrap();
             }

@@ -271,6 +271,28 @@ struct Chunk {
     extra: Vec<u8>,
     /// Structural records met (left to the sequential pass).
     structural: usize,
+    summary: ChunkSummary,
+}
+
+/// A chunk's records as the sequential pass takes them when it can take them all at once: they
+/// all decoded and passed their bounds checks, and each page's epochs rise from record to record
+/// inside the chunk. Then the chunk is accepted when each page's first epoch in it is above the
+/// page's epoch before it, and no epoch is above the replay's limit; otherwise the pass goes
+/// record by record.
+#[derive(Default)]
+struct ChunkSummary {
+    /// Whether the records can be taken at once (as above).
+    clean: bool,
+    /// Each page the records touch: its slot, first and last epoch.
+    epochs: Vec<(u32, u64, u64)>,
+    /// Records that apply, and the bytes they write.
+    records: u64,
+    bytes: u64,
+    /// Records of an optional type this build does not know (skipped).
+    unknown: u64,
+    max_epoch: u64,
+    /// Index of the last record that applies.
+    last_applied: Option<usize>,
 }
 
 /// Create, resize and delete: records that change a page's length or existence.
@@ -406,13 +428,13 @@ impl Planner {
                     .into_par_iter()
                     .zip(&pieces)
                     .map_init(
-                        || vec![0u64; view.ids.len().div_ceil(64)],
-                        |seen, (c, &(si, frames))| match c {
+                        || Scratch::new(view),
+                        |scratch, (c, &(si, frames))| match c {
                             Some(mut c) => {
-                                list_slots(&mut c, seen);
+                                finish_chunk(&mut c, scratch);
                                 c
                             }
-                            None => decode_chunk(log.segments()[si].bytes(), view, frames, seen),
+                            None => decode_chunk(log.segments()[si].bytes(), view, frames, scratch),
                         },
                     )
                     .collect();
@@ -635,8 +657,8 @@ fn plan_writes(
     let chunks: Vec<Chunk> = pieces
         .par_iter()
         .map_init(
-            || vec![0u64; view.ids.len().div_ceil(64)],
-            |seen, &(si, c)| decode_chunk(log.segments()[si].bytes(), view, c, seen),
+            || Scratch::new(view),
+            |scratch, &(si, c)| decode_chunk(log.segments()[si].bytes(), view, c, scratch),
         )
         .collect();
     out.parse_ms += ms(t);
@@ -660,6 +682,27 @@ fn finish_writes(
     let mut stop: Option<(usize, usize)> = None; // (chunk, records kept in it)
     'chunks: for (ci, c) in chunks.iter().enumerate() {
         let (si, frames) = pieces[ci];
+        let sum = &c.summary;
+        let at_once = sum.clean
+            && limit.to_epoch.is_none_or(|n| sum.max_epoch <= n)
+            && sum
+                .epochs
+                .iter()
+                .all(|&(slot, first, _)| pages.shape[slot as usize].is_some_and(|s| first > s.epoch));
+        if at_once {
+            for &(slot, _, last) in &sum.epochs {
+                let shape = pages.shape[slot as usize].as_mut().expect("checked just above");
+                shape.epoch = last;
+                pages.touched[slot as usize] = true;
+            }
+            out.summary.records += sum.records;
+            out.summary.bytes_written += sum.bytes;
+            out.summary.skipped_unknown += sum.unknown;
+            if let Some(i) = sum.last_applied {
+                out.summary.last_seq = Some(frames[i].seq);
+            }
+            continue;
+        }
         for (ri, r) in c.records.iter().enumerate() {
             let frame = (si, frames[ri]);
             match r.state {
@@ -720,10 +763,9 @@ fn ms(t: Instant) -> f64 {
 /// How many records ahead of the one being decoded its payload is prefetched.
 const PREFETCH_AHEAD: usize = 8;
 
-/// Decodes and bounds-checks a chunk of records of the segment whose bytes are `seg_bytes`,
-/// listing the writes of present pages and the slots they use. `seen` is a bit per slot, all
-/// clear, and left clear.
-fn decode_chunk(seg_bytes: &[u8], pages: &Pages, c: &[FrameRef], seen: &mut [u64]) -> Chunk {
+/// Decodes and bounds-checks a chunk of records of the segment whose bytes are `seg_bytes`, and
+/// finishes it ([`finish_chunk`]).
+fn decode_chunk(seg_bytes: &[u8], pages: &Pages, c: &[FrameRef], scratch: &mut Scratch) -> Chunk {
     let mut out = Chunk {
         records: Vec::with_capacity(c.len()),
         ..Default::default()
@@ -734,7 +776,7 @@ fn decode_chunk(seg_bytes: &[u8], pages: &Pages, c: &[FrameRef], seen: &mut [u64
         }
         decode_record(seg_bytes, pages, f, &mut out);
     }
-    list_slots(&mut out, seen);
+    finish_chunk(&mut out, scratch);
     out
 }
 
@@ -764,6 +806,29 @@ fn decode_record(seg_bytes: &[u8], pages: &Pages, f: &FrameRef, out: &mut Chunk)
     out.records.push(rec);
 }
 
+/// A parallel task's working memory for [`finish_chunk`], indexed by slot, left as it was found.
+struct Scratch {
+    /// A bit per slot, all clear.
+    seen: Vec<u64>,
+    /// Per slot, `u32::MAX`.
+    entry: Vec<u32>,
+}
+
+impl Scratch {
+    fn new(pages: &Pages) -> Scratch {
+        Scratch {
+            seen: vec![0; pages.ids.len().div_ceil(64)],
+            entry: vec![u32::MAX; pages.ids.len()],
+        }
+    }
+}
+
+/// The parallel work left on a decoded chunk: the slots its writes use, and its summary.
+fn finish_chunk(c: &mut Chunk, scratch: &mut Scratch) {
+    list_slots(c, &mut scratch.seen);
+    c.summary = summarize(&c.records, &mut scratch.entry);
+}
+
 /// Lists the slots the chunk's writes use, each once. While the writes are in cache: a bit test
 /// per write, where sorting them by slot in the gather took as long as copying them.
 fn list_slots(out: &mut Chunk, seen: &mut [u64]) {
@@ -778,6 +843,43 @@ fn list_slots(out: &mut Chunk, seen: &mut [u64]) {
     for &s in &out.slots {
         seen[(s / 64) as usize] = 0;
     }
+}
+
+/// What the sequential pass needs of a chunk's records to take them all at once. `entry` is
+/// `u32::MAX` per slot, and left so.
+fn summarize(records: &[Decoded], entry: &mut [u32]) -> ChunkSummary {
+    let mut s = ChunkSummary {
+        clean: true,
+        ..Default::default()
+    };
+    for (i, r) in records.iter().enumerate() {
+        match r.state {
+            RecordState::Unknown => s.unknown += 1,
+            RecordState::Bad => s.clean = false,
+            RecordState::Ok => {
+                let e = &mut entry[r.slot as usize];
+                if *e == u32::MAX {
+                    *e = s.epochs.len() as u32;
+                    s.epochs.push((r.slot, r.epoch, r.epoch));
+                } else {
+                    let (_, _, last) = &mut s.epochs[*e as usize];
+                    s.clean &= r.epoch > *last;
+                    *last = r.epoch;
+                }
+                s.records += 1;
+                s.bytes += r.bytes;
+                s.max_epoch = s.max_epoch.max(r.epoch);
+                s.last_applied = Some(i);
+            }
+        }
+        if !s.clean {
+            break;
+        }
+    }
+    for &(slot, _, _) in &s.epochs {
+        entry[slot as usize] = u32::MAX;
+    }
+    s
 }
 
 fn decode_one(seg_bytes: &[u8], pages: &Pages, f: FrameRef, rec: &mut Decoded, out: &mut Chunk) {
