@@ -9,7 +9,9 @@
 //!
 //! Speed. Records between two structural records (create, resize, delete) cannot change any
 //! page's length, so they are decoded and bounds-checked in parallel; only the epoch check
-//! (each record must advance its page's epoch) runs in sequence order, on a dense table.
+//! (each record must advance its page's epoch) runs in sequence order, a chunk at a time where
+//! the chunk's summary allows. For a log without structural records, [`Planner::open_log`]
+//! decodes each record during the frame walk that finds it, while its bytes are in cache.
 
 use std::collections::HashMap;
 use std::path::Path;
