@@ -325,8 +325,13 @@ impl DevicePageStore {
                     // arrive in any order.
                     let mut unchecked = if log.payloads_checked() { 0 } else { seg_file.len() };
                     while unchecked > 0 {
-                        let Ok(file) = done_rx.recv() else { break };
-                        let ready: Vec<usize> = (0..seg_file.len()).filter(|&si| seg_file[si] == file).collect();
+                        let Ok(first) = done_rx.recv() else { break };
+                        // With the files that arrived meanwhile (all of them, when the upload
+                        // finished before the log was open): one launch for all, not one each.
+                        let files: Vec<usize> = std::iter::once(first).chain(done_rx.try_iter()).collect();
+                        let ready: Vec<usize> = (0..seg_file.len())
+                            .filter(|&si| files.contains(&seg_file[si]))
+                            .collect();
                         unchecked -= ready.len();
                         let tc = Instant::now();
                         let ok = ready.is_empty() || this.records_match(log, seg_base, &ready, logbuf.ptr())?;
