@@ -484,7 +484,8 @@ fn check_damaged_records(gpu: &Arc<Gpu>, o: &GenOptions) {
 }
 
 /// A log of many segment files goes to the device in one pipeline, each file's checksums
-/// checked once it has arrived, while later files upload: a damaged record in a middle segment
+/// checked once it has arrived and the log is open (the files that arrived meanwhile in one
+/// launch), while later files upload: a damaged record in a middle segment
 /// gives the CPU's error and leaves the store as loaded; undamaged, the result equals the CPU
 /// replay.
 #[test]

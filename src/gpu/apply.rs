@@ -51,7 +51,8 @@ pub struct ApplyStats {
     /// Records decoded during the log's frame scan (their decoding is in `open_ms`; the others
     /// were decoded in `parse_ms`).
     pub decoded_in_scan: u64,
-    /// Checking the record checksums on the device, file by file as the files arrive, ms
+    /// Checking the record checksums on the device, as the files arrive (those that arrived
+    /// while the log was opened in one launch), ms
     /// summed (0 when the log's opening checked them).
     pub crc_ms: f64,
     /// Opening the log (frame headers only), ms; 0 when the caller opened it.
