@@ -23,9 +23,20 @@ enum Opening {
     Deferred,
     /// Frame headers only, the records decoded during the scan ([`Planner::open_log`]).
     DecodedInScan,
+    /// The files read in pieces, each walked and decoded as `mmsb replay --device` does while
+    /// it uploads them ([`Planner::walk_piece`], [`Planner::open_log_from_pieces`]).
+    FromPieces,
 }
 
-const OPENINGS: [Opening; 3] = [Opening::Checked, Opening::Deferred, Opening::DecodedInScan];
+const OPENINGS: [Opening; 4] = [
+    Opening::Checked,
+    Opening::Deferred,
+    Opening::DecodedInScan,
+    Opening::FromPieces,
+];
+
+/// Bytes per piece for [`Opening::FromPieces`]: small, so that frames cross many piece edges.
+const PIECE: usize = 48 << 10;
 
 /// Opens the log at `log_path` as `how` says and plans it against the checkpoint's pages for
 /// which `selected` holds.
@@ -42,6 +53,24 @@ fn open_and_plan(
         Opening::Deferred => (Log::open_deferred(&[log_path]).unwrap(), None),
         Opening::DecodedInScan => {
             let (log, decoded) = planner.open_log(&[log_path]).unwrap();
+            (log, Some(decoded))
+        }
+        Opening::FromPieces => {
+            let paths = mmsb::format::log::expand_paths(&[log_path]).unwrap();
+            let walked: Vec<std::sync::Mutex<Vec<plan::DecodedPiece>>> = paths
+                .iter()
+                .map(|p| {
+                    let bytes = std::fs::read(p).unwrap();
+                    let pieces = bytes
+                        .chunks(PIECE)
+                        .enumerate()
+                        .map(|(k, b)| planner.walk_piece(b, (k * PIECE) as u64))
+                        .collect();
+                    std::sync::Mutex::new(pieces)
+                })
+                .collect();
+            let take = |i: usize| std::mem::take(&mut *walked[i].lock().unwrap());
+            let (log, decoded) = planner.open_log_from_pieces(&paths, &take).unwrap();
             (log, Some(decoded))
         }
     };
@@ -244,13 +273,13 @@ fn records_decoded_during_the_frame_scan_plan_as_a_second_pass_does() {
         to_seq: Some(7000),
         to_epoch: None,
     };
-    let in_scan = [false, false, true];
+    let in_scan = [false, false, true, true];
     assert_eq!(check_against_cpu(&o, whole, 1), in_scan);
     assert_eq!(check_against_cpu(&o, whole, 3), in_scan, "a page selection");
     assert_eq!(check_against_cpu(&o, to_epoch, 1), in_scan, "an epoch limit");
     assert_eq!(
         check_against_cpu(&o, to_seq, 1),
-        [false; 3],
+        [false; 4],
         "a sequence limit cutting the log"
     );
     let structural = GenOptions {
@@ -264,7 +293,7 @@ fn records_decoded_during_the_frame_scan_plan_as_a_second_pass_does() {
     };
     assert_eq!(
         check_against_cpu(&structural, whole, 1),
-        [false; 3],
+        [false; 4],
         "structural records"
     );
 }
@@ -337,14 +366,14 @@ fn a_rejected_record_gives_the_cpu_replays_error() {
         let limit = ReplayLimit { to_seq: None, to_epoch };
         let mut cpu = State::from_checkpoint(&ckpt, false).unwrap();
         let cpu_result = cpu.replay(&Log::open(&[&log_path]).unwrap(), limit);
-        for how in [Opening::Deferred, Opening::DecodedInScan] {
+        for how in [Opening::Deferred, Opening::DecodedInScan, Opening::FromPieces] {
             let (_, planned) = open_and_plan(&ckpt, &log_path, how, limit, &|_| true);
             match (&cpu_result, planned) {
                 (Err(c), Err(p)) => assert_eq!(p.to_string(), c.to_string(), "{name}, {how:?}"),
                 (Ok(c), Ok(p)) => {
                     assert!(to_epoch.is_some(), "{name}: the CPU accepted the log");
                     assert_eq!(&p.summary, c, "{name}, {how:?}");
-                    assert_eq!(p.decoded_in_scan > 0, how == Opening::DecodedInScan, "{name}, {how:?}");
+                    assert_eq!(p.decoded_in_scan > 0, how != Opening::Deferred, "{name}, {how:?}");
                 }
                 (c, p) => panic!("{name}, {how:?}: CPU {:?}, plan {:?}", c.as_ref().err(), p.err()),
             }

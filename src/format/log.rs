@@ -172,21 +172,25 @@ pub trait FrameVisitor: Sync {
     type Piece: Send;
     /// A piece's state before its first frame.
     fn start_piece(&self) -> Self::Piece;
-    /// One frame of the piece, in file order; `segment` is the whole segment file. The frame's
-    /// header checksum and fields have been checked, its record checksum maybe not.
-    fn frame(&self, piece: &mut Self::Piece, segment: &[u8], frame: &FrameRef);
+    /// One frame of the piece, in file order. `bytes` holds the segment file from offset `base`
+    /// on (the whole mapped file, base 0, or a piece of it read into memory); `frame.offset` is
+    /// relative to `bytes`, and the whole frame lies in it. The frame's header checksum and
+    /// fields have been checked, its record checksum maybe not.
+    fn frame(&self, piece: &mut Self::Piece, bytes: &[u8], base: u64, frame: &FrameRef);
 }
 
 /// The visitor that does nothing: a plain scan.
 impl FrameVisitor for () {
     type Piece = ();
     fn start_piece(&self) {}
-    fn frame(&self, _: &mut (), _: &[u8], _: &FrameRef) {}
+    fn frame(&self, _: &mut (), _: &[u8], _: u64, _: &FrameRef) {}
 }
 
-/// What a visitor made of a segment: each piece's frame count and result, in file order (the
-/// counts add up to the segment's frames). Only a clean segment scanned in parallel has one.
-pub type VisitedPieces<P> = Vec<(usize, P)>;
+/// What a visitor made of a segment: runs of frames in file order, each with its frame count
+/// and the visitor's result, or `None` for frames the visitor did not see (read where walks of
+/// read pieces did not join). The counts add up to the segment's frames. Only a clean segment
+/// scanned in parallel, or stitched from pieces, has one.
+pub type VisitedPieces<P> = Vec<(usize, Option<P>)>;
 
 /// Builds a frame (header and stored payload) for a record.
 pub fn encode_frame(seq: u64, kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
@@ -330,6 +334,31 @@ impl Segment {
             return Ok((Segment::open(path)?, None));
         }
         Ok((s, pieces))
+    }
+
+    /// Opens a segment whose bytes were walked piece by piece as they were read
+    /// ([`walk_piece`]): its frames are the pieces' frames, joined ([`stitch`]), with the frames
+    /// between pieces read from the mapping; the record checksums are not checked (as by
+    /// [`Segment::open_deferred`]). When the walks cannot be joined, the segment is opened with
+    /// [`Segment::open_deferred`] instead and no pieces come back.
+    pub fn open_from_pieces<P>(
+        path: &Path,
+        pieces: Vec<PieceWalk<P>>,
+    ) -> Result<(Segment, Option<VisitedPieces<P>>)> {
+        let map = ReadOnlyMap::open(path)?;
+        let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
+        let Some((frames, runs)) = stitch(map.bytes(), &header, pieces) else {
+            return Ok((Segment::open_deferred(path)?, None));
+        };
+        let segment = Segment {
+            path: path.to_owned(),
+            map,
+            header,
+            frames,
+            end: SegmentEnd::Clean,
+            payloads_checked: false,
+        };
+        Ok((segment, Some(runs)))
     }
 
     fn open_scanned<V: FrameVisitor>(
@@ -481,7 +510,7 @@ fn scan_in_parallel<V: FrameVisitor>(
         .map(|group| walk_interleaved(bytes, group, check_payloads, visitor))
         .collect::<Option<Vec<_>>>()?;
     let (frame_lists, visited): (Vec<Vec<FrameRef>>, Vec<V::Piece>) = walks.into_iter().flatten().unzip();
-    let counted: VisitedPieces<V::Piece> = frame_lists.iter().map(Vec::len).zip(visited).collect();
+    let counted: VisitedPieces<V::Piece> = frame_lists.iter().map(Vec::len).zip(visited.into_iter().map(Some)).collect();
     let frames: Vec<FrameRef> = frame_lists.concat();
     let gapless = frames
         .iter()
@@ -514,13 +543,119 @@ fn walk_interleaved<V: FrameVisitor>(
                 at[k] += f.frame_len();
                 // The next header, while this record is visited.
                 prefetch(bytes, at[k]);
-                visitor.frame(&mut walks[k].1, bytes, &f);
+                visitor.frame(&mut walks[k].1, bytes, 0, &f);
                 walks[k].0.push(f);
                 walking = true;
             }
         }
     }
     group.iter().zip(&at).all(|(p, &a)| a == p.1).then_some(walks)
+}
+
+/// What the walk of one piece of a segment found, the piece's bytes having been read into memory
+/// (by the GPU upload, which reads every byte anyway): the frames from the first offset in the
+/// piece where a valid frame header starts, as far as whole frames lie in the piece, shown to a
+/// visitor while the bytes are in cache. [`Segment::open_from_pieces`] joins the walks into the
+/// segment's frame list.
+pub struct PieceWalk<P> {
+    /// File offset of the first frame walked; `None` when none was found.
+    first: Option<u64>,
+    /// The frames walked, with file offsets.
+    frames: Vec<FrameRef>,
+    /// File offset of the frame after the last one walked.
+    next: u64,
+    /// The visitor's result.
+    visited: P,
+}
+
+/// Walks `bytes`, the segment file's bytes from offset `base` on (a piece of it read into
+/// memory), showing each whole frame to `visitor`. The first piece (base 0) is walked from the
+/// end of its segment header; any other from the first offset, within [`SCAN_PROBE`] bytes,
+/// where a valid frame header starts and its frame lies in the piece.
+pub fn walk_piece<V: FrameVisitor>(bytes: &[u8], base: u64, visitor: &V) -> PieceWalk<V::Piece> {
+    let first = if base == 0 {
+        SegmentHeader::parse(bytes).ok().map(|h| u64::from(h.header_len))
+    } else {
+        let until = SCAN_PROBE.min(bytes.len().saturating_sub(FRAME_HEADER_LEN - 1) as u64);
+        (0..until).find(|&at| read_frame(bytes, at, false).is_ok())
+    };
+    let mut walk = PieceWalk {
+        first: first.map(|f| base + f),
+        frames: Vec::new(),
+        next: base,
+        visited: visitor.start_piece(),
+    };
+    let Some(mut at) = first else { return walk };
+    while at < bytes.len() as u64 {
+        let Ok(f) = read_frame(bytes, at, false) else { break };
+        visitor.frame(&mut walk.visited, bytes, base, &f);
+        walk.frames.push(FrameRef {
+            offset: base + f.offset,
+            ..f
+        });
+        at += f.frame_len();
+    }
+    walk.next = base + at;
+    walk
+}
+
+/// The frames of a segment from walks of its pieces (in any order): the chain of frames from the
+/// segment's header takes a piece's frames when it reaches exactly that piece's first frame,
+/// which makes them links of the chain, and reads the frames between pieces from `bytes` (the
+/// mapped file). `None` when the chain breaks anywhere (damage, a torn tail, a sequence gap):
+/// the segment is then scanned as usual, which classifies the damage.
+#[allow(clippy::type_complexity)]
+fn stitch<P>(
+    bytes: &[u8],
+    header: &SegmentHeader,
+    mut pieces: Vec<PieceWalk<P>>,
+) -> Option<(Vec<FrameRef>, VisitedPieces<P>)> {
+    pieces.retain(|p| p.first.is_some() && !p.frames.is_empty());
+    pieces.sort_by_key(|p| p.first);
+    let len = bytes.len() as u64;
+    let mut frames: Vec<FrameRef> = Vec::new();
+    let mut runs: VisitedPieces<P> = Vec::new();
+    let mut at = u64::from(header.header_len);
+    let mut read_between = 0usize;
+    // Reads frames from the mapping up to `until` (or the first frame past it).
+    let read_to = |until: u64, at: &mut u64, frames: &mut Vec<FrameRef>, n: &mut usize| -> Option<()> {
+        while *at < until {
+            let f = read_frame(bytes, *at, false).ok()?;
+            *at += f.frame_len();
+            frames.push(f);
+            *n += 1;
+        }
+        Some(())
+    };
+    for p in pieces {
+        let first = p.first.expect("kept only pieces with a first frame");
+        if first < at {
+            // Inside a frame the chain has passed (a false start, or a piece read twice).
+            continue;
+        }
+        read_to(first, &mut at, &mut frames, &mut read_between)?;
+        if at != first {
+            // The chain stepped over the piece's start: its walk is not on the chain.
+            continue;
+        }
+        if read_between > 0 {
+            runs.push((read_between, None));
+            read_between = 0;
+        }
+        runs.push((p.frames.len(), Some(p.visited)));
+        frames.extend(p.frames);
+        at = p.next;
+    }
+    read_to(len, &mut at, &mut frames, &mut read_between)?;
+    if read_between > 0 {
+        runs.push((read_between, None));
+    }
+    let gapless = at == len
+        && frames
+            .iter()
+            .enumerate()
+            .all(|(i, f)| f.seq == header.first_seq + i as u64);
+    gapless.then_some((frames, runs))
 }
 
 /// Finds the frames one after another, and classifies the damage where they stop.
@@ -673,6 +808,20 @@ impl Log {
         visitor: &V,
     ) -> Result<(Log, Vec<Option<VisitedPieces<V::Piece>>>)> {
         Log::open_with(paths, |p| Segment::open_deferred_visiting(p, visitor))
+    }
+
+    /// Opens the segments named by `paths` (files, not directories) from walks of their pieces
+    /// ([`Segment::open_from_pieces`]); `pieces(i)` gives the walks of `paths[i]` (each asked
+    /// for once). The second result is as for [`Log::open_deferred_visiting`].
+    #[allow(clippy::type_complexity)]
+    pub fn open_from_pieces<P: Send>(
+        paths: &[PathBuf],
+        pieces: &(dyn Fn(usize) -> Vec<PieceWalk<P>> + Sync),
+    ) -> Result<(Log, Vec<Option<VisitedPieces<P>>>)> {
+        Log::open_with(paths, |p| {
+            let i = paths.iter().position(|q| q == p).expect("a path given");
+            Segment::open_from_pieces(p, pieces(i))
+        })
     }
 
     /// The same segments opened again with every checksum checked: the exact verdict on a log
@@ -1235,8 +1384,11 @@ mod tests {
         fn start_piece(&self) -> Vec<FrameRef> {
             Vec::new()
         }
-        fn frame(&self, piece: &mut Vec<FrameRef>, _: &[u8], frame: &FrameRef) {
-            piece.push(*frame);
+        fn frame(&self, piece: &mut Vec<FrameRef>, _: &[u8], base: u64, frame: &FrameRef) {
+            piece.push(FrameRef {
+                offset: base + frame.offset,
+                ..*frame
+            });
         }
     }
 
@@ -1245,8 +1397,8 @@ mod tests {
     fn scan_visited(bytes: &[u8], header: &SegmentHeader, check: bool) -> Option<Vec<FrameRef>> {
         let (frames, pieces) = scan_in_parallel(bytes, header, check, &ListFrames)?;
         assert!(pieces.len() > 1, "several pieces");
-        assert!(pieces.iter().all(|(n, seen)| *n == seen.len() && *n > 0));
-        let seen: Vec<FrameRef> = pieces.into_iter().flat_map(|(_, seen)| seen).collect();
+        assert!(pieces.iter().all(|(n, seen)| seen.as_ref().is_some_and(|s| *n == s.len() && *n > 0)));
+        let seen: Vec<FrameRef> = pieces.into_iter().flat_map(|(_, seen)| seen.unwrap()).collect();
         assert_eq!(seen, frames, "the visitor saw every frame once, in order");
         Some(frames)
     }
@@ -1295,6 +1447,98 @@ mod tests {
         bytes[in_order[1200].offset as usize + 9] ^= 1;
         assert_eq!(scan_visited(&bytes, &header, false), None);
         assert_eq!(scan(&bytes, &header, false, &()).0.len(), 1200);
+    }
+
+    /// Walks `bytes` in pieces of `piece` bytes (skipping the pieces in `missing`, as if never
+    /// read) and stitches the walks, given in reverse order; checks that the visitor saw each
+    /// stitched run of a piece exactly as the frames list has it.
+    fn stitch_pieces(bytes: &[u8], piece: usize, missing: &[usize]) -> Option<Vec<FrameRef>> {
+        let header = SegmentHeader::parse(bytes).unwrap();
+        let mut walks: Vec<PieceWalk<Vec<FrameRef>>> = bytes
+            .chunks(piece)
+            .enumerate()
+            .filter(|(k, _)| !missing.contains(k))
+            .map(|(k, b)| walk_piece(b, (k * piece) as u64, &ListFrames))
+            .collect();
+        walks.reverse();
+        let (frames, runs) = stitch(bytes, &header, walks)?;
+        let mut at = 0;
+        for (n, seen) in runs {
+            if let Some(seen) = seen {
+                assert_eq!(seen, frames[at..at + n], "a piece's visited frames");
+            }
+            at += n;
+        }
+        assert_eq!(at, frames.len(), "the runs cover the frames");
+        Some(frames)
+    }
+
+    #[test]
+    fn walks_of_read_pieces_stitch_into_the_in_order_scans_frames_or_decline() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = dir.path().join("big.log");
+        let opts = LogOptions {
+            segment_size: 64 << 20,
+            durability: Durability::Never,
+            compression: Compression::None,
+        };
+        let mut w = LogWriter::create(&logdir, StateHash([7; 32]), 1, opts).unwrap();
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        // Record 300's payload holds a whole valid frame: a piece that starts just before it
+        // finds a false first frame, which the chain from the header must step over.
+        let hidden = encode_frame(1, TYPE_CREATE, 0, &[0u8; 100]);
+        for i in 0..1500u64 {
+            let n = ((i * 7919) % 70_000 + 1) as usize;
+            if i == 300 {
+                let mut payload = vec![0u8; 5000];
+                payload[1000..1000 + hidden.len()].copy_from_slice(&hidden);
+                w.append(&delta(i % 5, i + 1, &payload)).unwrap();
+            } else {
+                w.append(&delta(i % 5, i + 1, &data[..n])).unwrap();
+            }
+        }
+        w.finish().unwrap();
+        let mut bytes = std::fs::read(segment_path(&logdir, 0)).unwrap();
+        let header = SegmentHeader::parse(&bytes).unwrap();
+        let (in_order, end) = scan_in_order(&bytes, &header, true);
+        assert_eq!((in_order.len(), end), (1500, SegmentEnd::Clean));
+        // Frames crossing piece edges, pieces inside one frame, pieces never read.
+        for (piece, missing) in [(4 << 20, vec![]), (1 << 20, vec![3, 4]), (40_000, vec![7]), (333, vec![])] {
+            assert_eq!(
+                stitch_pieces(&bytes, piece, &missing).as_deref(),
+                Some(&in_order[..]),
+                "pieces of {piece} bytes, {missing:?} missing"
+            );
+        }
+        // A piece that starts inside record 300's payload, right before the hidden frame.
+        let record = in_order[300].payload_offset() as usize;
+        let false_start = record
+            + bytes[record..]
+                .windows(hidden.len())
+                .position(|w| w == &hidden[..])
+                .expect("the hidden frame is in record 300's payload");
+        assert!(false_start < in_order[301].offset as usize);
+        let header_ref = &header;
+        let walks = vec![
+            walk_piece(&bytes[..false_start], 0, &ListFrames),
+            walk_piece(&bytes[false_start..], false_start as u64, &ListFrames),
+        ];
+        assert_eq!(walks[1].first, Some(false_start as u64), "the second piece starts on the false frame");
+        let (frames, runs) = stitch(&bytes, header_ref, walks).unwrap();
+        assert_eq!(frames, in_order, "the false start is stepped over");
+        assert!(matches!(runs.first(), Some((_, Some(_)))), "the first piece's walk is used");
+        assert!(
+            matches!(runs.last(), Some((_, None))),
+            "the frames after the false start are read from the file, not taken from its walk"
+        );
+        // Damage: the stitch declines, and the segment is scanned as usual.
+        let mid = in_order[900].offset as usize + 9;
+        bytes[mid] ^= 1;
+        assert_eq!(stitch_pieces(&bytes, 1 << 20, &[]), None);
+        bytes[mid] ^= 1;
+        // A torn tail: the stitch declines too.
+        let cut = bytes.len() - 10;
+        assert_eq!(stitch_pieces(&bytes[..cut], 1 << 20, &[]), None);
     }
 
     #[test]

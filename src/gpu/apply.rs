@@ -5,6 +5,7 @@
 //! allocations, copies and fills between the batches. The result is bit-identical to the CPU
 //! replay.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -172,6 +173,25 @@ enum LogInput<'a> {
     Files(&'a [std::path::PathBuf]),
 }
 
+/// The log's upload: still running, or done (a log given as files is opened from the pieces its
+/// copy threads walked, once they are done).
+enum Upload<'scope> {
+    Running(std::thread::ScopedJoinHandle<'scope, Result<f64>>),
+    Done(f64),
+}
+
+impl Upload<'_> {
+    /// Waits for the upload; its time, ms.
+    fn wait(self) -> Result<f64> {
+        match self {
+            Upload::Running(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::Gpu("log upload thread panicked".into()))),
+            Upload::Done(ms) => Ok(ms),
+        }
+    }
+}
+
 /// How the upload-and-plan phase ended.
 enum Outcome {
     /// Planned, with the times (see [`ApplyStats`]) filled in.
@@ -250,14 +270,18 @@ impl DevicePageStore {
         // The log this call opens; unmapping its segments costs tens of ms on some machines, so
         // it is let go on another thread once nothing refers to it.
         let mut opened: Option<Log> = None;
-        // Set up before the log is opened, so that the frame scan decodes the records.
+        // Set up before the upload, whose copy threads walk and decode the records of a log
+        // given as files as they read it.
         let pages = &self.pages;
-        let planner = plan::Planner::new(head, &|id| pages.contains_key(&id));
+        let planner = Arc::new(plan::Planner::new(head, &|id| pages.contains_key(&id)));
+        let walk_in_upload = matches!(input, LogInput::Files(_));
+        let walked: Vec<Mutex<Vec<plan::DecodedPiece>>> = files.iter().map(|_| Mutex::new(Vec::new())).collect();
         let outcome = std::thread::scope(|outer| -> Result<Outcome> {
             let (logbuf, files, file_base) = (&logbuf, &files, &file_base);
             // Each file's index is sent once it is all on the device, so that its records'
             // checksums are checked while later files upload.
             let (done_tx, done_rx) = std::sync::mpsc::channel::<usize>();
+            let (walker, walked) = (walk_in_upload.then(|| planner.clone()), &walked);
             let upload = outer.spawn(move || -> Result<f64> {
                 let t = Instant::now();
                 // Buffered reads need only the paths, not mappings (none exist yet here).
@@ -280,21 +304,34 @@ impl DevicePageStore {
                     })
                     .collect();
                 let mut pipe = Pipeline::for_load(total, ReadMode::Buffered);
-                pipe.threads = pipe.threads.min(LOG_UPLOAD_THREADS);
+                if walker.is_none() {
+                    pipe.threads = pipe.threads.min(LOG_UPLOAD_THREADS);
+                }
                 // One pipeline for all the files: loading them group by group left the copy
                 // threads idle at the end of each group. The checker may have stopped listening
                 // (a mismatch): nothing to tell then.
                 let tell = |file: usize| {
                     let _ = done_tx.send(file);
                 };
-                super::loader::load(&this.gpu, &sources, &jobs, ReadMode::Buffered, pipe, &tell)?;
+                // Each piece is walked and its records decoded while it is in cache, right after
+                // its read (its copy to the device already queued).
+                let walk = |file: usize, file_off: u64, bytes: &[u8]| {
+                    if let Some(w) = &walker {
+                        let piece = w.walk_piece(bytes, file_off);
+                        walked[file].lock().unwrap_or_else(PoisonError::into_inner).push(piece);
+                    }
+                };
+                super::loader::load(&this.gpu, &sources, &jobs, ReadMode::Buffered, pipe, &tell, &walk)?;
                 Ok(t.elapsed().as_secs_f64() * 1e3)
             });
-            let (log, decoded): (&Log, _) = match &input {
-                LogInput::Opened(log) => (log, None),
-                LogInput::Files(paths) => {
-                    let (log, decoded) = planner.open_log(paths)?;
-                    (opened.insert(log), Some(decoded))
+            let (log, decoded, upload): (&Log, _, _) = match &input {
+                LogInput::Opened(log) => (log, None, Upload::Running(upload)),
+                LogInput::Files(_) => {
+                    let upload_ms = Upload::Running(upload).wait()?;
+                    let paths: Vec<std::path::PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+                    let take = |i: usize| std::mem::take(&mut *walked[i].lock().unwrap_or_else(PoisonError::into_inner));
+                    let (log, decoded) = planner.open_log_from_pieces(&paths, &take)?;
+                    (opened.insert(log), Some(decoded), Upload::Done(upload_ms))
                 }
             };
             let open_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -311,9 +348,7 @@ impl DevicePageStore {
                 })
                 .collect();
             let Some(seg_file) = seg_file.filter(|f| f.len() == files.len()) else {
-                upload
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::Gpu("log upload thread panicked".into())))?;
+                upload.wait()?;
                 return Ok(Outcome::Again(log.reopen_checked()?));
             };
             let seg_base: Vec<u64> = seg_file.iter().map(|&i| file_base[i]).collect();
@@ -343,13 +378,14 @@ impl DevicePageStore {
                         }
                     }
                     drop(done_rx);
-                    let upload_ms = upload
-                        .join()
-                        .unwrap_or_else(|_| Err(Error::Gpu("log upload thread panicked".into())))?;
+                    let upload_ms = upload.wait()?;
                     // A segment never reported (no bytes to copy) is checked on the CPU instead.
                     all_match &= unchecked == 0;
                     Ok((upload_ms, crc_ms, all_match, t.elapsed().as_secs_f64() * 1e3))
                 });
+                // The upload's copy threads, which shared it, are done.
+                let planner = Arc::try_unwrap(planner)
+                    .map_err(|_| Error::Gpu("the log planner is still shared".into()))?;
                 let planned = planner.plan(log, decoded, seg_base, limit, keep_created);
                 let plan_done_ms = t.elapsed().as_secs_f64() * 1e3;
                 let (upload_ms, crc_ms, all_match, upload_done_ms) = checked

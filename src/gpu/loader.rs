@@ -237,7 +237,11 @@ impl<'a> JobsArriving<'a> {
 /// the device. With [`ReadMode::PinMapping`], the pinned pieces of the mapping come back with
 /// the times: they stay pinned until that value drops. `on_job_done(i)` is called, from a copy
 /// thread, once every byte of `jobs[i]` is on the device (for [`ReadMode::PinMapping`], when
-/// all are); jobs of zero bytes are never reported.
+/// all are); jobs of zero bytes are never reported. `on_piece_read(i, file_off, bytes)` is
+/// called, from a copy thread, with each piece of `jobs[i]` read into the staging (`bytes`, from
+/// file offset `file_off` on), once its copy to the device is queued: a caller that needs to
+/// look at every byte can do so while they are in cache (not with [`ReadMode::PinMapping`],
+/// which reads nothing itself).
 pub fn load(
     gpu: &Gpu,
     sources: &[Source],
@@ -245,6 +249,7 @@ pub fn load(
     mode: ReadMode,
     p: Pipeline,
     on_job_done: &(dyn Fn(usize) + Sync),
+    on_piece_read: &(dyn Fn(usize, u64, &[u8]) + Sync),
 ) -> Result<(LoadTimes, Option<PinnedMapping>)> {
     let ctx = &gpu.ctx;
     if mode == ReadMode::PinMapping {
@@ -344,6 +349,11 @@ pub fn load(
                             // (waited for above before reuse, or at the stream sync below).
                             unsafe { stream.copy_h2d(job.dst, slot_ptr, len)? };
                             inflight[k] = Some((stream.record()?, owner, job.len));
+                            // SAFETY: the slot holds the `len` bytes just read; nothing writes it
+                            // before this thread reuses it, after this call (the queued copy only
+                            // reads it).
+                            let read = unsafe { std::slice::from_raw_parts(slot_ptr, len) };
+                            on_piece_read(owner, job.file_off, read);
                             k ^= 1;
                         }
                     })();

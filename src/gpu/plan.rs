@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::checkpoint::CheckpointHead;
-use crate::format::log::{FrameRef, FrameVisitor, Log, VisitedPieces, frame_payload};
+use crate::format::log::{FrameRef, FrameVisitor, Log, PieceWalk, VisitedPieces, frame_payload, walk_piece};
 use crate::format::prefetch;
 use crate::format::record::{Delta, OPTIONAL_TYPE_MIN, Op, PageShape, TYPE_CREATE, TYPE_DELETE, TYPE_RESIZE};
 use crate::page::PageMeta;
@@ -314,10 +314,13 @@ impl FrameVisitor for DecodeDuringScan<'_> {
     fn start_piece(&self) -> Chunk {
         Chunk::default()
     }
-    fn frame(&self, piece: &mut Chunk, segment: &[u8], frame: &FrameRef) {
-        decode_record(segment, self.pages, frame, piece);
+    fn frame(&self, piece: &mut Chunk, bytes: &[u8], base: u64, frame: &FrameRef) {
+        decode_record(bytes, base, self.pages, frame, piece);
     }
 }
+
+/// A piece of a log segment walked and decoded as the upload read it ([`Planner::walk_piece`]).
+pub struct DecodedPiece(PieceWalk<Chunk>);
 
 /// The records a [`Planner`] decoded while it opened a log: per segment, in the log's order,
 /// the pieces of its parallel scan (none for a segment scanned in order).
@@ -399,6 +402,27 @@ impl Planner {
         Ok((log, ScanDecoded(decoded)))
     }
 
+    /// Walks and decodes a piece of a log segment read into memory: `bytes`, the file's bytes
+    /// from offset `base` on ([`crate::format::log::walk_piece`]). For an upload that reads
+    /// every byte anyway: the records are decoded while the piece is in cache, and the log is
+    /// then opened from the pieces ([`Planner::open_log_from_pieces`]) without walking it again.
+    pub fn walk_piece(&self, bytes: &[u8], base: u64) -> DecodedPiece {
+        DecodedPiece(walk_piece(bytes, base, &DecodeDuringScan { pages: &self.pages }))
+    }
+
+    /// Opens the log segments `paths` (files) from their walked pieces (`pieces(i)` gives those
+    /// of `paths[i]`), as [`Log::open_from_pieces`] does; the records of the pieces come back
+    /// decoded, for [`Planner::plan`].
+    pub fn open_log_from_pieces(
+        &self,
+        paths: &[std::path::PathBuf],
+        pieces: &(dyn Fn(usize) -> Vec<DecodedPiece> + Sync),
+    ) -> Result<(Log, ScanDecoded)> {
+        let walks = |i: usize| pieces(i).into_iter().map(|p| p.0).collect();
+        let (log, decoded) = Log::open_from_pieces(paths, &walks)?;
+        Ok((log, ScanDecoded(decoded)))
+    }
+
     /// Plans applying `log` (up to `limit`), as [`plan`] does. `decoded`, from
     /// [`Planner::open_log`] on the same log, is used when the log has no structural record
     /// and the limit does not cut it (then every record was decoded against the checkpoint's
@@ -471,12 +495,28 @@ fn scanned_chunks(log: &Log, decoded: ScanDecoded) -> Option<(Vec<Span<'_>>, Vec
         match visited {
             Some(visited) => {
                 for (n, chunk) in visited {
-                    if n > rest.len() || chunk.structural > 0 || chunk.records.len() != n {
+                    if n > rest.len() {
                         return None;
                     }
                     let (here, tail) = rest.split_at(n);
-                    pieces.push((si, here));
-                    chunks.push(Some(chunk));
+                    match chunk {
+                        Some(chunk) => {
+                            if chunk.structural > 0 || chunk.records.len() != n {
+                                return None;
+                            }
+                            pieces.push((si, here));
+                            chunks.push(Some(chunk));
+                        }
+                        None => {
+                            if here.iter().any(is_structural) {
+                                return None;
+                            }
+                            for c in here.chunks(CHUNK) {
+                                pieces.push((si, c));
+                                chunks.push(None);
+                            }
+                        }
+                    }
                     rest = tail;
                 }
                 if !rest.is_empty() {
@@ -776,15 +816,16 @@ fn decode_chunk(seg_bytes: &[u8], pages: &Pages, c: &[FrameRef], scratch: &mut S
         if let Some(ahead) = c.get(i + PREFETCH_AHEAD) {
             prefetch(seg_bytes, ahead.payload_offset());
         }
-        decode_record(seg_bytes, pages, f, &mut out);
+        decode_record(seg_bytes, 0, pages, f, &mut out);
     }
     finish_chunk(&mut out, scratch);
     out
 }
 
-/// Decodes and bounds-checks one record into `out`. Its writes' sources are offsets in its
+/// Decodes and bounds-checks one record into `out`; `bytes` holds its segment from file offset
+/// `base` on, and `f.offset` is relative to `bytes`. Its writes' sources are offsets in its
 /// segment (the gather moves them to the segment's place in the upload).
-fn decode_record(seg_bytes: &[u8], pages: &Pages, f: &FrameRef, out: &mut Chunk) {
+fn decode_record(bytes: &[u8], base: u64, pages: &Pages, f: &FrameRef, out: &mut Chunk) {
     let mut rec = Decoded {
         state: RecordState::Bad,
         slot: 0,
@@ -800,7 +841,7 @@ fn decode_record(seg_bytes: &[u8], pages: &Pages, f: &FrameRef, out: &mut Chunk)
         // Planned in sequence order by `plan_structural`, never from a chunk.
         out.structural += 1;
     } else {
-        decode_one(seg_bytes, pages, *f, &mut rec, out);
+        decode_one(bytes, base, pages, *f, &mut rec, out);
     }
     rec.writes_end = out.writes.len() as u32;
     rec.value_base_end = out.value_base.len() as u32;
@@ -884,11 +925,11 @@ fn summarize(records: &[Decoded], entry: &mut [u32]) -> ChunkSummary {
     s
 }
 
-fn decode_one(seg_bytes: &[u8], pages: &Pages, f: FrameRef, rec: &mut Decoded, out: &mut Chunk) {
+fn decode_one(seg_bytes: &[u8], base: u64, pages: &Pages, f: FrameRef, rec: &mut Decoded, out: &mut Chunk) {
     let Ok(payload) = frame_payload(seg_bytes, &f) else {
         return;
     };
-    let Ok(delta) = Delta::decode(f.kind, &payload, f.payload_offset()) else {
+    let Ok(delta) = Delta::decode(f.kind, &payload, base + f.payload_offset()) else {
         return;
     };
     let Some(&slot) = pages.slot_of.get(&delta.page_id) else {
@@ -920,7 +961,7 @@ fn decode_one(seg_bytes: &[u8], pages: &Pages, f: FrameRef, rec: &mut Decoded, o
         let p = data.as_ptr() as usize;
         let start = seg_bytes.as_ptr() as usize;
         if p >= start && p + data.len() <= start + seg_bytes.len() {
-            (p - start) as u64
+            base + (p - start) as u64
         } else {
             // Decompressed: the whole payload goes to `extra` once, so masks and values stay
             // adjacent.

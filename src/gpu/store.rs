@@ -262,7 +262,7 @@ impl DevicePageStore {
                 path: ckpt.path(),
                 map: Some(ckpt.mapping()),
             };
-            let (phases, pins) = super::loader::load(gpu, &[source], &jobs, mode, p, &|_| {})?;
+            let (phases, pins) = super::loader::load(gpu, &[source], &jobs, mode, p, &|_| {}, &|_, _, _| {})?;
             stats.phases = phases;
             pinned_source = pins;
             if opts.memory == MemoryKind::Unified {
