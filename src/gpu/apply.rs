@@ -304,7 +304,14 @@ impl DevicePageStore {
                     })
                     .collect();
                 let mut pipe = Pipeline::for_load(total, ReadMode::Buffered);
-                if walker.is_none() {
+                if walker.is_some() {
+                    // The copy threads do the plan's walk too: every core, in no more staging
+                    // than a large load's (kept pinned from the checkpoint's load: pinning more
+                    // cost the first run 50 ms).
+                    let staging = pipe.staging_len();
+                    pipe.threads = std::thread::available_parallelism().map_or(pipe.threads, |n| n.get());
+                    pipe.slot = (staging / (2 * pipe.threads)) / 4096 * 4096;
+                } else {
                     pipe.threads = pipe.threads.min(LOG_UPLOAD_THREADS);
                 }
                 // One pipeline for all the files: loading them group by group left the copy
