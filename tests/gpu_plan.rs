@@ -1,8 +1,8 @@
 //! The GPU apply's plan (src/gpu/plan.rs), run on the host the way the `apply_tiles` kernel runs
 //! it, gives the CPU replay's pages, epochs and summary: for every record kind, compressed or
 //! not, with replay limits and page selections, from a log opened with or without its record
-//! checksums or with its records decoded during the frame scan. No GPU needed: this checks the
-//! ordering and clipping decisions the kernel follows.
+//! checksums or read in pieces with its records decoded as they are read (as the GPU upload
+//! does). No GPU needed: this checks the ordering and clipping decisions the kernel follows.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,19 +21,12 @@ enum Opening {
     Checked,
     /// Frame headers only ([`Log::open_deferred`]).
     Deferred,
-    /// Frame headers only, the records decoded during the scan ([`Planner::open_log`]).
-    DecodedInScan,
     /// The files read in pieces, each walked and decoded as `mmsb replay --device` does while
     /// it uploads them ([`Planner::walk_piece`], [`Planner::open_log_from_pieces`]).
     FromPieces,
 }
 
-const OPENINGS: [Opening; 4] = [
-    Opening::Checked,
-    Opening::Deferred,
-    Opening::DecodedInScan,
-    Opening::FromPieces,
-];
+const OPENINGS: [Opening; 3] = [Opening::Checked, Opening::Deferred, Opening::FromPieces];
 
 /// Bytes per piece for [`Opening::FromPieces`]: small, so that frames cross many piece edges.
 const PIECE: usize = 48 << 10;
@@ -51,10 +44,6 @@ fn open_and_plan(
     let (log, decoded) = match how {
         Opening::Checked => (Log::open(&[log_path]).unwrap(), None),
         Opening::Deferred => (Log::open_deferred(&[log_path]).unwrap(), None),
-        Opening::DecodedInScan => {
-            let (log, decoded) = planner.open_log(&[log_path]).unwrap();
-            (log, Some(decoded))
-        }
         Opening::FromPieces => {
             let paths = mmsb::format::log::expand_paths(&[log_path]).unwrap();
             let walked: Vec<std::sync::Mutex<Vec<plan::DecodedPiece>>> = paths
@@ -236,11 +225,11 @@ fn overlapping_writes_in_one_tile_land_in_sequence_order() {
     check_against_cpu(&o, ReplayLimit::default(), 1);
 }
 
-/// Records decoded during the frame scan (segments large enough to be scanned in parallel) plan
-/// exactly as records decoded afterwards: both equal the CPU replay. A log with structural
-/// records, or a sequence limit that cuts the log, is decoded afterwards.
+/// Records decoded as the pieces of the log are read plan exactly as records decoded afterwards:
+/// both equal the CPU replay. A log with structural records, or a sequence limit that cuts the
+/// log, is decoded afterwards.
 #[test]
-fn records_decoded_during_the_frame_scan_plan_as_a_second_pass_does() {
+fn records_decoded_as_the_log_is_read_plan_as_a_second_pass_does() {
     let writes_only = Mix {
         full: 1,
         sparse: 6,
@@ -254,32 +243,31 @@ fn records_decoded_during_the_frame_scan_plan_as_a_second_pass_does() {
         seed: 11,
         pages: 24,
         total_size: 4 << 20,
-        deltas: 12_000,
+        deltas: 3000,
         mix: writes_only,
         delta_bytes: (1, 8000),
         full_max: 64 << 10,
-        // Segments of several 8 MiB scan pieces, the last one too small for them; zstd for
-        // decompressed payloads.
-        segment_size: 20 << 20,
+        // Several segments of many pieces each; zstd for decompressed payloads.
+        segment_size: 2 << 20,
         compression: Compression::Auto,
         ..GenOptions::default()
     };
     let whole = ReplayLimit::default();
     let to_epoch = ReplayLimit {
         to_seq: None,
-        to_epoch: Some(6000),
+        to_epoch: Some(1500),
     };
     let to_seq = ReplayLimit {
-        to_seq: Some(7000),
+        to_seq: Some(2000),
         to_epoch: None,
     };
-    let in_scan = [false, false, true, true];
+    let in_scan = [false, false, true];
     assert_eq!(check_against_cpu(&o, whole, 1), in_scan);
     assert_eq!(check_against_cpu(&o, whole, 3), in_scan, "a page selection");
     assert_eq!(check_against_cpu(&o, to_epoch, 1), in_scan, "an epoch limit");
     assert_eq!(
         check_against_cpu(&o, to_seq, 1),
-        [false; 4],
+        [false; 3],
         "a sequence limit cutting the log"
     );
     let structural = GenOptions {
@@ -293,7 +281,7 @@ fn records_decoded_during_the_frame_scan_plan_as_a_second_pass_does() {
     };
     assert_eq!(
         check_against_cpu(&structural, whole, 1),
-        [false; 4],
+        [false; 3],
         "structural records"
     );
 }
@@ -317,8 +305,7 @@ fn a_rejected_record_gives_the_cpu_replays_error() {
     generate(&ckpt_path, None, &o).unwrap();
     let ckpt = Checkpoint::open(&ckpt_path).unwrap();
     let ids: Vec<u64> = ckpt.pages().iter().map(|p| p.id).collect();
-    // Records of 4 KB: the log is large enough for the parallel frame scan.
-    let data = [7u8; 4000];
+    let data = [7u8; 100];
     let write = |page_id: u64, epoch: u64, offset: u64| Delta {
         page_id,
         epoch,
@@ -347,7 +334,7 @@ fn a_rejected_record_gives_the_cpu_replays_error() {
     for (name, bad, to_epoch) in cases {
         let log_path = dir.path().join(format!("{name}.log"));
         let opts = LogOptions {
-            segment_size: 64 << 20,
+            segment_size: 1 << 20,
             durability: Durability::Never,
             compression: Compression::None,
         };
@@ -366,7 +353,7 @@ fn a_rejected_record_gives_the_cpu_replays_error() {
         let limit = ReplayLimit { to_seq: None, to_epoch };
         let mut cpu = State::from_checkpoint(&ckpt, false).unwrap();
         let cpu_result = cpu.replay(&Log::open(&[&log_path]).unwrap(), limit);
-        for how in [Opening::Deferred, Opening::DecodedInScan, Opening::FromPieces] {
+        for how in [Opening::Deferred, Opening::FromPieces] {
             let (_, planned) = open_and_plan(&ckpt, &log_path, how, limit, &|_| true);
             match (&cpu_result, planned) {
                 (Err(c), Err(p)) => assert_eq!(p.to_string(), c.to_string(), "{name}, {how:?}"),

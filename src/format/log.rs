@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::record::{Delta, OPTIONAL_TYPE_MIN, TYPE_CREATE, TYPE_FILL};
-use super::{Cursor, FORMAT_MAJOR, FORMAT_MINOR, ParseError, PutLe, bad_field, crc32c, prefetch};
+use super::{Cursor, FORMAT_MAJOR, FORMAT_MINOR, ParseError, PutLe, bad_field, crc32c};
 use crate::error::{Corruption, Error, Result};
 use crate::mmap::ReadOnlyMap;
 use crate::page::StateHash;
@@ -164,22 +164,22 @@ impl FrameRef {
     }
 }
 
-/// Sees every frame of a segment's parallel scan as its header is read, so that a reader can
-/// decode what it needs of each record while the record's bytes are in cache: on a large log a
-/// second pass over the frames waits for memory again, once per record.
+/// Sees every frame of a walk of a piece of a segment ([`walk_piece`]) as its header is read, so
+/// that a reader can decode what it needs of each record while the piece is in cache: on a
+/// large log, a second pass over the frames waits for memory again, once per record.
 pub trait FrameVisitor: Sync {
     /// What the visitor makes of one piece of a segment (consecutive frames).
     type Piece: Send;
     /// A piece's state before its first frame.
     fn start_piece(&self) -> Self::Piece;
     /// One frame of the piece, in file order. `bytes` holds the segment file from offset `base`
-    /// on (the whole mapped file, base 0, or a piece of it read into memory); `frame.offset` is
-    /// relative to `bytes`, and the whole frame lies in it. The frame's header checksum and
+    /// on (a piece of it read into memory); `frame.offset` is relative to `bytes`, and the whole
+    /// frame lies in it. The frame's header checksum and
     /// fields have been checked, its record checksum maybe not.
     fn frame(&self, piece: &mut Self::Piece, bytes: &[u8], base: u64, frame: &FrameRef);
 }
 
-/// The visitor that does nothing: a plain scan.
+/// The visitor that does nothing: a plain walk.
 impl FrameVisitor for () {
     type Piece = ();
     fn start_piece(&self) {}
@@ -188,8 +188,8 @@ impl FrameVisitor for () {
 
 /// What a visitor made of a segment: runs of frames in file order, each with its frame count
 /// and the visitor's result, or `None` for frames the visitor did not see (read where walks of
-/// read pieces did not join). The counts add up to the segment's frames. Only a clean segment
-/// scanned in parallel, or stitched from pieces, has one.
+/// read pieces did not join). The counts add up to the segment's frames. Only a segment
+/// stitched from walked pieces has one.
 pub type VisitedPieces<P> = Vec<(usize, Option<P>)>;
 
 /// Builds a frame (header and stored payload) for a record.
@@ -313,38 +313,27 @@ impl Segment {
     /// Maps `path`, parses its header and finds every whole frame.
     pub fn open(path: &Path) -> Result<Segment> {
         // Every byte of a segment is read (the frame scan checks every CRC): map it whole.
-        Ok(Segment::open_scanned(path, true, &())?.0)
+        Segment::open_scanned(path, true)
     }
 
     /// Like [`Segment::open`], but reads only the frame headers: the record checksums over the
     /// payloads are left unchecked (see [`Log::open_deferred`]). A segment whose frames do not
     /// end cleanly is scanned again in full, so its damage is classified exactly as by `open`.
     pub fn open_deferred(path: &Path) -> Result<Segment> {
-        Ok(Segment::open_deferred_visiting(path, &())?.0)
-    }
-
-    /// [`Segment::open_deferred`], with `visitor` shown every frame when the segment is scanned
-    /// in parallel (a large, clean segment); its pieces are returned then.
-    pub fn open_deferred_visiting<V: FrameVisitor>(
-        path: &Path,
-        visitor: &V,
-    ) -> Result<(Segment, Option<VisitedPieces<V::Piece>>)> {
-        let (s, pieces) = Segment::open_scanned(path, false, visitor)?;
+        let s = Segment::open_scanned(path, false)?;
         if s.end != SegmentEnd::Clean {
-            return Ok((Segment::open(path)?, None));
+            return Segment::open(path);
         }
-        Ok((s, pieces))
+        Ok(s)
     }
 
     /// Opens a segment whose bytes were walked piece by piece as they were read
-    /// ([`walk_piece`]): its frames are the pieces' frames, joined ([`stitch`]), with the frames
-    /// between pieces read from the mapping; the record checksums are not checked (as by
+    /// ([`walk_piece`]): its frames are the pieces' frames, each piece's taken when the chain of
+    /// frames from the header reaches its first frame exactly, with the frames between pieces
+    /// read from the mapping; the record checksums are not checked (as by
     /// [`Segment::open_deferred`]). When the walks cannot be joined, the segment is opened with
     /// [`Segment::open_deferred`] instead and no pieces come back.
-    pub fn open_from_pieces<P>(
-        path: &Path,
-        pieces: Vec<PieceWalk<P>>,
-    ) -> Result<(Segment, Option<VisitedPieces<P>>)> {
+    pub fn open_from_pieces<P>(path: &Path, pieces: Vec<PieceWalk<P>>) -> Result<(Segment, Option<VisitedPieces<P>>)> {
         let map = ReadOnlyMap::open(path)?;
         let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
         let Some((frames, runs)) = stitch(map.bytes(), &header, pieces) else {
@@ -361,25 +350,20 @@ impl Segment {
         Ok((segment, Some(runs)))
     }
 
-    fn open_scanned<V: FrameVisitor>(
-        path: &Path,
-        check_payloads: bool,
-        visitor: &V,
-    ) -> Result<(Segment, Option<VisitedPieces<V::Piece>>)> {
+    fn open_scanned(path: &Path, check_payloads: bool) -> Result<Segment> {
         // Without the payload checks only one header per record is touched: no need to
         // populate the whole mapping.
         let map = ReadOnlyMap::open_with(path, check_payloads)?;
         let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
-        let (frames, end, pieces) = scan(map.bytes(), &header, check_payloads, visitor);
-        let segment = Segment {
+        let (frames, end) = scan(map.bytes(), &header, check_payloads);
+        Ok(Segment {
             path: path.to_owned(),
             map,
             header,
             frames,
             end,
             payloads_checked: check_payloads,
-        };
-        Ok((segment, pieces))
+        })
     }
 
     /// Whether the record checksum of every listed frame was checked when the segment was read.
@@ -451,19 +435,12 @@ pub fn frame_payload<'a>(segment: &'a [u8], f: &FrameRef) -> std::result::Result
 }
 
 /// Finds the whole frames of a segment and how they end. Sequence numbers must run on from
-/// the header's `first_seq` without gaps. The visitor's pieces come back when the parallel scan
-/// succeeded.
-fn scan<V: FrameVisitor>(
-    bytes: &[u8],
-    header: &SegmentHeader,
-    check_payloads: bool,
-    visitor: &V,
-) -> (Vec<FrameRef>, SegmentEnd, Option<VisitedPieces<V::Piece>>) {
-    if let Some((frames, pieces)) = scan_in_parallel(bytes, header, check_payloads, visitor) {
-        return (frames, SegmentEnd::Clean, Some(pieces));
+/// the header's `first_seq` without gaps.
+fn scan(bytes: &[u8], header: &SegmentHeader, check_payloads: bool) -> (Vec<FrameRef>, SegmentEnd) {
+    if let Some(frames) = scan_in_parallel(bytes, header, check_payloads) {
+        return (frames, SegmentEnd::Clean);
     }
-    let (frames, end) = scan_in_order(bytes, header, check_payloads);
-    (frames, end, None)
+    scan_in_order(bytes, header, check_payloads)
 }
 
 /// Bytes of a segment per parallel scan piece.
@@ -476,13 +453,8 @@ const SCAN_PROBE: u64 = 256 << 10;
 /// the next piece's walk begins, which makes every start a link of the one chain of frames from
 /// the segment's header; together with gapless sequence numbers, the result is the in-order
 /// scan's. `None` (scan in order) when that does not hold, when any frame is damaged, or when the
-/// segment is small. Each piece's frames are shown to `visitor` as they are walked.
-fn scan_in_parallel<V: FrameVisitor>(
-    bytes: &[u8],
-    header: &SegmentHeader,
-    check_payloads: bool,
-    visitor: &V,
-) -> Option<(Vec<FrameRef>, VisitedPieces<V::Piece>)> {
+/// segment is small.
+fn scan_in_parallel(bytes: &[u8], header: &SegmentHeader, check_payloads: bool) -> Option<Vec<FrameRef>> {
     use rayon::prelude::*;
     let first = u64::from(header.header_len);
     let len = bytes.len() as u64;
@@ -505,18 +477,16 @@ fn scan_in_parallel<V: FrameVisitor>(
         return None;
     }
     let pieces: Vec<(u64, u64)> = starts.windows(2).map(|w| (w[0], w[1])).collect();
-    let walks: Vec<Vec<(Vec<FrameRef>, V::Piece)>> = pieces
+    let walks: Vec<Vec<Vec<FrameRef>>> = pieces
         .par_chunks(INTERLEAVED_WALKS)
-        .map(|group| walk_interleaved(bytes, group, check_payloads, visitor))
+        .map(|group| walk_interleaved(bytes, group, check_payloads))
         .collect::<Option<Vec<_>>>()?;
-    let (frame_lists, visited): (Vec<Vec<FrameRef>>, Vec<V::Piece>) = walks.into_iter().flatten().unzip();
-    let counted: VisitedPieces<V::Piece> = frame_lists.iter().map(Vec::len).zip(visited.into_iter().map(Some)).collect();
-    let frames: Vec<FrameRef> = frame_lists.concat();
+    let frames: Vec<FrameRef> = walks.concat().concat();
     let gapless = frames
         .iter()
         .enumerate()
         .all(|(i, f)| f.seq == header.first_seq + i as u64);
-    gapless.then_some((frames, counted))
+    gapless.then_some(frames)
 }
 
 /// Pieces one task walks at once, a frame of each in turn.
@@ -526,14 +496,9 @@ const INTERLEAVED_WALKS: usize = 4;
 /// turn: in a large segment every frame header read waits for memory, and reads of different
 /// pieces do not depend on each other, so the CPU overlaps their waits. `None` when a frame is
 /// invalid or a walk does not end exactly at its piece's end.
-fn walk_interleaved<V: FrameVisitor>(
-    bytes: &[u8],
-    group: &[(u64, u64)],
-    check_payloads: bool,
-    visitor: &V,
-) -> Option<Vec<(Vec<FrameRef>, V::Piece)>> {
+fn walk_interleaved(bytes: &[u8], group: &[(u64, u64)], check_payloads: bool) -> Option<Vec<Vec<FrameRef>>> {
     let mut at: Vec<u64> = group.iter().map(|p| p.0).collect();
-    let mut walks: Vec<(Vec<FrameRef>, V::Piece)> = group.iter().map(|_| (Vec::new(), visitor.start_piece())).collect();
+    let mut frames: Vec<Vec<FrameRef>> = vec![Vec::new(); group.len()];
     let mut walking = true;
     while walking {
         walking = false;
@@ -541,15 +506,12 @@ fn walk_interleaved<V: FrameVisitor>(
             if at[k] < end {
                 let f = read_frame(bytes, at[k], check_payloads).ok()?;
                 at[k] += f.frame_len();
-                // The next header, while this record is visited.
-                prefetch(bytes, at[k]);
-                visitor.frame(&mut walks[k].1, bytes, 0, &f);
-                walks[k].0.push(f);
+                frames[k].push(f);
                 walking = true;
             }
         }
     }
-    group.iter().zip(&at).all(|(p, &a)| a == p.1).then_some(walks)
+    group.iter().zip(&at).all(|(p, &a)| a == p.1).then_some(frames)
 }
 
 /// What the walk of one piece of a segment found, the piece's bytes having been read into memory
@@ -570,8 +532,8 @@ pub struct PieceWalk<P> {
 
 /// Walks `bytes`, the segment file's bytes from offset `base` on (a piece of it read into
 /// memory), showing each whole frame to `visitor`. The first piece (base 0) is walked from the
-/// end of its segment header; any other from the first offset, within [`SCAN_PROBE`] bytes,
-/// where a valid frame header starts and its frame lies in the piece.
+/// end of its segment header; any other from the first offset, within 256 KiB, where a valid
+/// frame header starts and its frame lies in the piece.
 pub fn walk_piece<V: FrameVisitor>(bytes: &[u8], base: u64, visitor: &V) -> PieceWalk<V::Piece> {
     let first = if base == 0 {
         SegmentHeader::parse(bytes).ok().map(|h| u64::from(h.header_len))
@@ -795,24 +757,13 @@ impl Log {
     /// Everything else (headers, chaining, sequence numbers, damage) is checked as by
     /// [`Log::open`].
     pub fn open_deferred<P: AsRef<Path>>(paths: &[P]) -> Result<Log> {
-        Ok(Log::open_deferred_visiting(paths, &())?.0)
-    }
-
-    /// [`Log::open_deferred`], with `visitor` shown the frames of every segment scanned in
-    /// parallel (see [`Segment::open_deferred_visiting`]). The second result has an entry per
-    /// segment of [`Log::segments`], in the same order: the visitor's pieces, where there are
-    /// some.
-    #[allow(clippy::type_complexity)]
-    pub fn open_deferred_visiting<P: AsRef<Path>, V: FrameVisitor>(
-        paths: &[P],
-        visitor: &V,
-    ) -> Result<(Log, Vec<Option<VisitedPieces<V::Piece>>>)> {
-        Log::open_with(paths, |p| Segment::open_deferred_visiting(p, visitor))
+        Ok(Log::open_with(paths, |p| Ok((Segment::open_deferred(p)?, ())))?.0)
     }
 
     /// Opens the segments named by `paths` (files, not directories) from walks of their pieces
     /// ([`Segment::open_from_pieces`]); `pieces(i)` gives the walks of `paths[i]` (each asked
-    /// for once). The second result is as for [`Log::open_deferred_visiting`].
+    /// for once). The second result has an entry per segment of [`Log::segments`], in the same
+    /// order: the runs of its frames that walks of its pieces decoded, where it has them.
     #[allow(clippy::type_complexity)]
     pub fn open_from_pieces<P: Send>(
         paths: &[PathBuf],
@@ -1392,17 +1343,6 @@ mod tests {
         }
     }
 
-    /// The parallel scan's frames, checking that the visitor saw each once, in order, in pieces
-    /// whose counts are right.
-    fn scan_visited(bytes: &[u8], header: &SegmentHeader, check: bool) -> Option<Vec<FrameRef>> {
-        let (frames, pieces) = scan_in_parallel(bytes, header, check, &ListFrames)?;
-        assert!(pieces.len() > 1, "several pieces");
-        assert!(pieces.iter().all(|(n, seen)| seen.as_ref().is_some_and(|s| *n == s.len() && *n > 0)));
-        let seen: Vec<FrameRef> = pieces.into_iter().flat_map(|(_, seen)| seen.unwrap()).collect();
-        assert_eq!(seen, frames, "the visitor saw every frame once, in order");
-        Some(frames)
-    }
-
     #[test]
     fn the_parallel_scan_finds_the_in_order_scans_frames_or_declines() {
         let dir = tempfile::tempdir().unwrap();
@@ -1432,21 +1372,20 @@ mod tests {
         assert_eq!(end, SegmentEnd::Clean);
         assert_eq!(in_order.len(), 1500);
         for check in [true, false] {
-            assert_eq!(scan_visited(&bytes, &header, check).as_deref(), Some(&in_order[..]));
+            assert_eq!(scan_in_parallel(&bytes, &header, check).as_deref(), Some(&in_order[..]));
         }
         // Damage anywhere: the parallel scan declines, and the in-order scan says what it is.
         let mid = in_order[900].payload_offset() as usize + 3;
         bytes[mid] ^= 1;
-        assert_eq!(scan_visited(&bytes, &header, true), None);
-        let (frames, end, pieces) = scan(&bytes, &header, true, &ListFrames);
-        assert!(pieces.is_none(), "no pieces from an in-order scan");
+        assert_eq!(scan_in_parallel(&bytes, &header, true), None);
+        let (frames, end) = scan(&bytes, &header, true);
         assert_eq!(frames.len(), 900);
         assert!(matches!(end, SegmentEnd::Damaged { tearable: false, .. }), "{end:?}");
         // A header flip the deferred scan sees as well.
         bytes[mid] ^= 1;
         bytes[in_order[1200].offset as usize + 9] ^= 1;
-        assert_eq!(scan_visited(&bytes, &header, false), None);
-        assert_eq!(scan(&bytes, &header, false, &()).0.len(), 1200);
+        assert_eq!(scan_in_parallel(&bytes, &header, false), None);
+        assert_eq!(scan(&bytes, &header, false).0.len(), 1200);
     }
 
     /// Walks `bytes` in pieces of `piece` bytes (skipping the pieces in `missing`, as if never
@@ -1503,7 +1442,12 @@ mod tests {
         let (in_order, end) = scan_in_order(&bytes, &header, true);
         assert_eq!((in_order.len(), end), (1500, SegmentEnd::Clean));
         // Frames crossing piece edges, pieces inside one frame, pieces never read.
-        for (piece, missing) in [(4 << 20, vec![]), (1 << 20, vec![3, 4]), (40_000, vec![7]), (333, vec![])] {
+        for (piece, missing) in [
+            (4 << 20, vec![]),
+            (1 << 20, vec![3, 4]),
+            (40_000, vec![7]),
+            (333, vec![]),
+        ] {
             assert_eq!(
                 stitch_pieces(&bytes, piece, &missing).as_deref(),
                 Some(&in_order[..]),
@@ -1523,10 +1467,17 @@ mod tests {
             walk_piece(&bytes[..false_start], 0, &ListFrames),
             walk_piece(&bytes[false_start..], false_start as u64, &ListFrames),
         ];
-        assert_eq!(walks[1].first, Some(false_start as u64), "the second piece starts on the false frame");
+        assert_eq!(
+            walks[1].first,
+            Some(false_start as u64),
+            "the second piece starts on the false frame"
+        );
         let (frames, runs) = stitch(&bytes, header_ref, walks).unwrap();
         assert_eq!(frames, in_order, "the false start is stepped over");
-        assert!(matches!(runs.first(), Some((_, Some(_)))), "the first piece's walk is used");
+        assert!(
+            matches!(runs.first(), Some((_, Some(_)))),
+            "the first piece's walk is used"
+        );
         assert!(
             matches!(runs.last(), Some((_, None))),
             "the frames after the false start are read from the file, not taken from its walk"

@@ -238,19 +238,6 @@ impl PutLe for Vec<u8> {
     }
 }
 
-/// Asks the CPU to start loading the cache line at `bytes[at]`: records are far apart in a large
-/// log, and without this each one's first read waits for memory.
-pub(crate) fn prefetch(bytes: &[u8], at: u64) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(b) = bytes.get(at as usize) {
-        // SAFETY: a prefetch is a hint that never faults and changes no memory; the pointer is
-        // into a live slice regardless. (`unsafe` only because the intrinsic takes a raw pointer.)
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(std::ptr::from_ref(b).cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (bytes, at);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

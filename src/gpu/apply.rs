@@ -49,14 +49,16 @@ pub struct ApplyStats {
     pub check_ms: f64,
     /// Of `plan_ms`: listing and sorting tile entries, ms.
     pub tiles_ms: f64,
-    /// Records decoded during the log's frame scan (their decoding is in `open_ms`; the others
-    /// were decoded in `parse_ms`).
+    /// Records decoded by the upload's copy threads as they read the log (that work is in
+    /// `upload_ms`; the other records were decoded in `parse_ms`).
     pub decoded_in_scan: u64,
     /// Checking the record checksums on the device, as the files arrive (those that arrived
     /// while the log was opened in one launch), ms
     /// summed (0 when the log's opening checked them).
     pub crc_ms: f64,
-    /// Opening the log (frame headers only), ms; 0 when the caller opened it.
+    /// From the start until the log is open, ms; 0 when the caller opened it. For a log given
+    /// as files this includes the upload, whose copy threads walk it, and the joining of the
+    /// walked pieces.
     pub open_ms: f64,
     /// From the start to the upload and its checksum checks being done, ms.
     pub upload_done_ms: f64,
@@ -336,7 +338,8 @@ impl DevicePageStore {
                 LogInput::Files(_) => {
                     let upload_ms = Upload::Running(upload).wait()?;
                     let paths: Vec<std::path::PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
-                    let take = |i: usize| std::mem::take(&mut *walked[i].lock().unwrap_or_else(PoisonError::into_inner));
+                    let take =
+                        |i: usize| std::mem::take(&mut *walked[i].lock().unwrap_or_else(PoisonError::into_inner));
                     let (log, decoded) = planner.open_log_from_pieces(&paths, &take)?;
                     (opened.insert(log), Some(decoded), Upload::Done(upload_ms))
                 }
@@ -391,8 +394,8 @@ impl DevicePageStore {
                     Ok((upload_ms, crc_ms, all_match, t.elapsed().as_secs_f64() * 1e3))
                 });
                 // The upload's copy threads, which shared it, are done.
-                let planner = Arc::try_unwrap(planner)
-                    .map_err(|_| Error::Gpu("the log planner is still shared".into()))?;
+                let planner =
+                    Arc::try_unwrap(planner).map_err(|_| Error::Gpu("the log planner is still shared".into()))?;
                 let planned = planner.plan(log, decoded, seg_base, limit, keep_created);
                 let plan_done_ms = t.elapsed().as_secs_f64() * 1e3;
                 let (upload_ms, crc_ms, all_match, upload_done_ms) = checked

@@ -10,11 +10,11 @@
 //! Speed. Records between two structural records (create, resize, delete) cannot change any
 //! page's length, so they are decoded and bounds-checked in parallel; only the epoch check
 //! (each record must advance its page's epoch) runs in sequence order, a chunk at a time where
-//! the chunk's summary allows. For a log without structural records, [`Planner::open_log`]
-//! decodes each record during the frame walk that finds it, while its bytes are in cache.
+//! the chunk's summary allows. When the log is uploaded to the GPU, its records are decoded by
+//! the upload's copy threads right after each piece is read ([`Planner::walk_piece`]), while
+//! the bytes are in cache, and the log is opened from the walked pieces.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -22,7 +22,6 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::CheckpointHead;
 use crate::format::log::{FrameRef, FrameVisitor, Log, PieceWalk, VisitedPieces, frame_payload, walk_piece};
-use crate::format::prefetch;
 use crate::format::record::{Delta, OPTIONAL_TYPE_MIN, Op, PageShape, TYPE_CREATE, TYPE_DELETE, TYPE_RESIZE};
 use crate::page::PageMeta;
 use crate::replay::{ReplayLimit, ReplaySummary};
@@ -197,7 +196,7 @@ pub struct ApplyPlan {
     pub check_ms: f64,
     /// Of the planning time: listing and sorting tile entries, ms.
     pub tiles_ms: f64,
-    /// Records decoded during the log's frame scan ([`Planner::open_log`]); the others were
+    /// Records decoded as the log's pieces were read ([`Planner::walk_piece`]); the others were
     /// decoded in `parse_ms`.
     pub decoded_in_scan: u64,
 }
@@ -302,9 +301,9 @@ fn is_structural(f: &FrameRef) -> bool {
     matches!(f.kind, TYPE_CREATE | TYPE_DELETE | TYPE_RESIZE)
 }
 
-/// Decodes records while the log's frames are scanned, against the pages as the checkpoint has
-/// them: for a log without structural records, that is the plan's whole parallel pass, done
-/// while each record's bytes are in cache.
+/// Decodes records as a walk of a read piece of the log finds them, against the pages as the
+/// checkpoint has them: for a log without structural records, that is the plan's whole parallel
+/// pass, done while each record's bytes are in cache.
 struct DecodeDuringScan<'a> {
     pages: &'a Pages,
 }
@@ -322,8 +321,9 @@ impl FrameVisitor for DecodeDuringScan<'_> {
 /// A piece of a log segment walked and decoded as the upload read it ([`Planner::walk_piece`]).
 pub struct DecodedPiece(PieceWalk<Chunk>);
 
-/// The records a [`Planner`] decoded while it opened a log: per segment, in the log's order,
-/// the pieces of its parallel scan (none for a segment scanned in order).
+/// The records decoded in a log's walked pieces ([`Planner::open_log_from_pieces`]): per
+/// segment, in the log's order, runs of frames with their decoded chunk or none (frames read
+/// between pieces; a segment whose pieces could not be joined has no runs).
 pub struct ScanDecoded(Vec<Option<VisitedPieces<Chunk>>>);
 
 /// Consecutive records of one segment: its index and their frames.
@@ -366,8 +366,8 @@ pub fn plan(
 }
 
 /// Plans logs against the pages of one checkpoint: [`plan`], with the pages' shapes set up
-/// before the log is opened, so that [`Planner::open_log`] can decode the records during the
-/// frame scan instead of in a second pass.
+/// before the log is read, so that [`Planner::walk_piece`] can decode the records as the
+/// upload reads them instead of in a second pass.
 pub struct Planner {
     pages: Pages,
 }
@@ -394,14 +394,6 @@ impl Planner {
         Planner { pages }
     }
 
-    /// Opens the log segments named by `paths` with [`Log::open_deferred`], decoding the records
-    /// of every segment scanned in parallel as its frames are found.
-    pub fn open_log<P: AsRef<Path>>(&self, paths: &[P]) -> Result<(Log, ScanDecoded)> {
-        let visitor = DecodeDuringScan { pages: &self.pages };
-        let (log, decoded) = Log::open_deferred_visiting(paths, &visitor)?;
-        Ok((log, ScanDecoded(decoded)))
-    }
-
     /// Walks and decodes a piece of a log segment read into memory: `bytes`, the file's bytes
     /// from offset `base` on ([`crate::format::log::walk_piece`]). For an upload that reads
     /// every byte anyway: the records are decoded while the piece is in cache, and the log is
@@ -424,10 +416,10 @@ impl Planner {
     }
 
     /// Plans applying `log` (up to `limit`), as [`plan`] does. `decoded`, from
-    /// [`Planner::open_log`] on the same log, is used when the log has no structural record
-    /// and the limit does not cut it (then every record was decoded against the checkpoint's
-    /// shapes, as the plan would decode it); the records of segments the scan did not decode,
-    /// and of any other log, are decoded here.
+    /// [`Planner::open_log_from_pieces`] on the same log, is used when the log has no
+    /// structural record and the limit does not cut it (then every record was decoded against
+    /// the checkpoint's shapes, as the plan would decode it); the records the pieces did not
+    /// decode, and those of any other log, are decoded here.
     pub fn plan(
         self,
         log: &Log,
@@ -480,9 +472,9 @@ impl Planner {
     }
 }
 
-/// The log's records in pieces, with the scan's chunk for each piece it decoded (segments it did
-/// not decode are cut into pieces of [`CHUNK`] records, to decode now). `None` when a record is
-/// structural.
+/// The log's records in pieces, with the decoded chunk of each run of frames that has one (the
+/// other frames are cut into pieces of [`CHUNK`] records, to decode now). `None` when a record
+/// is structural.
 #[allow(clippy::type_complexity)]
 fn scanned_chunks(log: &Log, decoded: ScanDecoded) -> Option<(Vec<Span<'_>>, Vec<Option<Chunk>>)> {
     if decoded.0.len() != log.segments().len() {
@@ -804,6 +796,19 @@ fn ms(t: Instant) -> f64 {
 
 /// How many records ahead of the one being decoded its payload is prefetched.
 const PREFETCH_AHEAD: usize = 8;
+
+/// Asks the CPU to start loading the cache line at `bytes[at]`: records are far apart in a large
+/// log, and without this each one's first read waits for memory.
+fn prefetch(bytes: &[u8], at: u64) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(b) = bytes.get(at as usize) {
+        // SAFETY: a prefetch is a hint that never faults and changes no memory; the pointer is
+        // into a live slice regardless. (`unsafe` only because the intrinsic takes a raw pointer.)
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(std::ptr::from_ref(b).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, at);
+}
 
 /// Decodes and bounds-checks a chunk of records of the segment whose bytes are `seg_bytes`, and
 /// finishes it ([`finish_chunk`]).
