@@ -1,6 +1,6 @@
-//! Log deltas applied on the GPU. The log's segment files are copied to the device as they are
-//! while the CPU plans the writes (src/gpu/plan.rs); the record checksums are checked on the
-//! device when the log was opened without them ([`Log::open_deferred`]); then each batch of
+//! Log deltas applied on the GPU. The log's segment files are copied to the device as they are,
+//! and the copy threads walk and decode each piece they read (src/gpu/plan.rs); the record
+//! checksums are checked on the device when the log was opened without them; then each batch of
 //! writes is one `apply_tiles` launch, and create, resize and delete are stream-ordered
 //! allocations, copies and fills between the batches. The result is bit-identical to the CPU
 //! replay.
@@ -53,8 +53,8 @@ pub struct ApplyStats {
     /// `upload_ms`; the other records were decoded in `parse_ms`).
     pub decoded_in_scan: u64,
     /// Checking the record checksums on the device, as the files arrive (those that arrived
-    /// while the log was opened in one launch), ms
-    /// summed (0 when the log's opening checked them).
+    /// before the log was open in one launch), ms summed (0 when the log's opening checked
+    /// them).
     pub crc_ms: f64,
     /// From the start until the log is open, ms; 0 when the caller opened it. For a log given
     /// as files this includes the upload, whose copy threads walk it, and the joining of the
@@ -164,9 +164,10 @@ fn put_le<T: Sync, const N: usize>(dst: &mut [u8], src: &[T], encode: impl Fn(&T
         });
 }
 
-/// Copy threads for the log's upload, which runs beside the plan: fewer than a lone load's 12
-/// leave cores to the plan. On the H200, 1M deltas took 80.5-86.7 ms with 8 or 10 threads
-/// against 87.0-90.0 ms with 12 (BENCHMARKS.md, eighth session).
+/// Copy threads for the upload of a log passed in open, which runs beside the plan: fewer than
+/// a lone load's 12 leave cores to the plan. On the H200, 1M deltas took 80.5-86.7 ms with 8 or
+/// 10 threads against 87.0-90.0 ms with 12 (BENCHMARKS.md, eighth session). A log given as
+/// files is planned by the copy threads themselves, on every core.
 const LOG_UPLOAD_THREADS: usize = 10;
 
 /// The log to apply: opened already, or files to open while they upload.
@@ -264,8 +265,9 @@ impl DevicePageStore {
         }
         let logbuf = DeviceBuffer::alloc(&self.gpu.ctx, total as usize + SOURCE_PAD, MemoryKind::Device)?;
 
-        // The upload; meanwhile the log is opened, then planned on the CPU while the device
-        // checks the record checksums once the upload is done.
+        // The upload, whose copy threads walk a log given as files (one passed in open is
+        // planned beside it); then the plan's sequential part on the CPU while the device
+        // checks the record checksums.
         let t = Instant::now();
         let check_base = self.base;
         let this = &*self;
@@ -281,7 +283,8 @@ impl DevicePageStore {
         let outcome = std::thread::scope(|outer| -> Result<Outcome> {
             let (logbuf, files, file_base) = (&logbuf, &files, &file_base);
             // Each file's index is sent once it is all on the device, so that its records'
-            // checksums are checked while later files upload.
+            // checksums are checked as soon as the log is open (for a log passed in open, while
+            // later files upload).
             let (done_tx, done_rx) = std::sync::mpsc::channel::<usize>();
             let (walker, walked) = (walk_in_upload.then(|| planner.clone()), &walked);
             let upload = outer.spawn(move || -> Result<f64> {
