@@ -1343,17 +1343,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_parallel_scan_finds_the_in_order_scans_frames_or_declines() {
-        let dir = tempfile::tempdir().unwrap();
-        let logdir = dir.path().join("big.log");
+    /// A writer of one segment of up to 64 MiB (no compression, no syncs), and 70 KB of
+    /// patterned bytes to take payloads from.
+    fn big_segment_writer(logdir: &Path) -> (LogWriter, Vec<u8>) {
         let opts = LogOptions {
             segment_size: 64 << 20,
             durability: Durability::Never,
             compression: Compression::None,
         };
-        let mut w = LogWriter::create(&logdir, StateHash([7; 32]), 1, opts).unwrap();
-        let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let w = LogWriter::create(logdir, StateHash([7; 32]), 1, opts).unwrap();
+        (w, (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect())
+    }
+
+    #[test]
+    fn the_parallel_scan_finds_the_in_order_scans_frames_or_declines() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = dir.path().join("big.log");
+        let (mut w, data) = big_segment_writer(&logdir);
         for i in 0..1500u64 {
             // Sizes from 1 byte to 70 KB, so pieces start inside payloads of every size.
             let n = ((i * 7919) % 70_000 + 1) as usize;
@@ -1416,13 +1422,7 @@ mod tests {
     fn walks_of_read_pieces_stitch_into_the_in_order_scans_frames_or_decline() {
         let dir = tempfile::tempdir().unwrap();
         let logdir = dir.path().join("big.log");
-        let opts = LogOptions {
-            segment_size: 64 << 20,
-            durability: Durability::Never,
-            compression: Compression::None,
-        };
-        let mut w = LogWriter::create(&logdir, StateHash([7; 32]), 1, opts).unwrap();
-        let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (mut w, data) = big_segment_writer(&logdir);
         // Record 300's payload holds a whole valid frame: a piece that starts just before it
         // finds a false first frame, which the chain from the header must step over.
         let hidden = encode_frame(1, TYPE_CREATE, 0, &[0u8; 100]);

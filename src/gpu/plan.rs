@@ -484,46 +484,31 @@ fn scanned_chunks(log: &Log, decoded: ScanDecoded) -> Option<(Vec<Span<'_>>, Vec
     let mut chunks = Vec::new();
     for (si, (seg, visited)) in log.segments().iter().zip(decoded.0).enumerate() {
         let mut rest = seg.frames();
-        match visited {
-            Some(visited) => {
-                for (n, chunk) in visited {
-                    if n > rest.len() {
+        // A segment without runs is one run, to decode now.
+        for (n, chunk) in visited.unwrap_or_else(|| vec![(rest.len(), None)]) {
+            let (here, tail) = rest.split_at_checked(n)?;
+            match chunk {
+                Some(chunk) => {
+                    if chunk.structural > 0 || chunk.records.len() != n {
                         return None;
                     }
-                    let (here, tail) = rest.split_at(n);
-                    match chunk {
-                        Some(chunk) => {
-                            if chunk.structural > 0 || chunk.records.len() != n {
-                                return None;
-                            }
-                            pieces.push((si, here));
-                            chunks.push(Some(chunk));
-                        }
-                        None => {
-                            if here.iter().any(is_structural) {
-                                return None;
-                            }
-                            for c in here.chunks(CHUNK) {
-                                pieces.push((si, c));
-                                chunks.push(None);
-                            }
-                        }
+                    pieces.push((si, here));
+                    chunks.push(Some(chunk));
+                }
+                None => {
+                    if here.iter().any(is_structural) {
+                        return None;
                     }
-                    rest = tail;
-                }
-                if !rest.is_empty() {
-                    return None;
-                }
-            }
-            None => {
-                if rest.iter().any(is_structural) {
-                    return None;
-                }
-                for c in rest.chunks(CHUNK) {
-                    pieces.push((si, c));
-                    chunks.push(None);
+                    for c in here.chunks(CHUNK) {
+                        pieces.push((si, c));
+                        chunks.push(None);
+                    }
                 }
             }
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            return None;
         }
     }
     Some((pieces, chunks))
