@@ -174,8 +174,8 @@ pub trait FrameVisitor: Sync {
     fn start_piece(&self) -> Self::Piece;
     /// One frame of the piece, in file order. `bytes` holds the segment file from offset `base`
     /// on (a piece of it read into memory); `frame.offset` is relative to `bytes`, and the whole
-    /// frame lies in it. The frame's header checksum and
-    /// fields have been checked, its record checksum maybe not.
+    /// frame lies in it. The frame's header checksum and fields have been checked, its record
+    /// checksum maybe not.
     fn frame(&self, piece: &mut Self::Piece, bytes: &[u8], base: u64, frame: &FrameRef);
 }
 
@@ -570,10 +570,15 @@ pub fn walk_piece<V: FrameVisitor>(bytes: &[u8], base: u64, visitor: &V) -> Piec
 fn stitch<P>(
     bytes: &[u8],
     header: &SegmentHeader,
-    mut pieces: Vec<PieceWalk<P>>,
+    pieces: Vec<PieceWalk<P>>,
 ) -> Option<(Vec<FrameRef>, VisitedPieces<P>)> {
-    pieces.retain(|p| p.first.is_some() && !p.frames.is_empty());
-    pieces.sort_by_key(|p| p.first);
+    // Pieces by their first frame; those where none was found, or none walked, give nothing.
+    let mut pieces: Vec<(u64, PieceWalk<P>)> = pieces
+        .into_iter()
+        .filter(|p| !p.frames.is_empty())
+        .filter_map(|p| Some((p.first?, p)))
+        .collect();
+    pieces.sort_by_key(|p| p.0);
     let len = bytes.len() as u64;
     let mut frames: Vec<FrameRef> = Vec::new();
     let mut runs: VisitedPieces<P> = Vec::new();
@@ -589,8 +594,7 @@ fn stitch<P>(
         }
         Some(())
     };
-    for p in pieces {
-        let first = p.first.expect("kept only pieces with a first frame");
+    for (first, p) in pieces {
         if first < at {
             // Inside a frame the chain has passed (a false start, or a piece read twice).
             continue;
@@ -1462,7 +1466,6 @@ mod tests {
                 .position(|w| w == &hidden[..])
                 .expect("the hidden frame is in record 300's payload");
         assert!(false_start < in_order[301].offset as usize);
-        let header_ref = &header;
         let walks = vec![
             walk_piece(&bytes[..false_start], 0, &ListFrames),
             walk_piece(&bytes[false_start..], false_start as u64, &ListFrames),
@@ -1472,7 +1475,7 @@ mod tests {
             Some(false_start as u64),
             "the second piece starts on the false frame"
         );
-        let (frames, runs) = stitch(&bytes, header_ref, walks).unwrap();
+        let (frames, runs) = stitch(&bytes, &header, walks).unwrap();
         assert_eq!(frames, in_order, "the false start is stepped over");
         assert!(
             matches!(runs.first(), Some((_, Some(_)))),

@@ -440,23 +440,6 @@ impl Planner {
         match decoded.filter(|_| whole_log).and_then(|d| scanned_chunks(log, d)) {
             Some((pieces, chunks)) => {
                 out.decoded_in_scan = chunks.iter().flatten().map(|c| c.records.len() as u64).sum();
-                let t = Instant::now();
-                let view: &Pages = &pages;
-                let chunks: Vec<Chunk> = chunks
-                    .into_par_iter()
-                    .zip(&pieces)
-                    .map_init(
-                        || Scratch::new(view),
-                        |scratch, (c, &(si, frames))| match c {
-                            Some(mut c) => {
-                                finish_chunk(&mut c, scratch);
-                                c
-                            }
-                            None => decode_chunk(log.segments()[si].bytes(), view, frames, scratch),
-                        },
-                    )
-                    .collect();
-                out.parse_ms += ms(t);
                 let (batch, _) = finish_writes(log, seg_base, &pieces, chunks, &mut pages, limit, &mut out)?;
                 if !batch.writes.is_empty() {
                     out.steps.push(Step::Writes(batch));
@@ -667,35 +650,44 @@ fn plan_writes(
     limit: ReplayLimit,
     out: &mut ApplyPlan,
 ) -> Result<(WriteBatch, bool)> {
-    let t = Instant::now();
-    let view: &Pages = pages;
     let pieces: Vec<Span> = run
         .iter()
         .flat_map(|&(si, frames)| frames.chunks(CHUNK).map(move |c| (si, c)))
         .collect();
-    let chunks: Vec<Chunk> = pieces
-        .par_iter()
-        .map_init(
-            || Scratch::new(view),
-            |scratch, &(si, c)| decode_chunk(log.segments()[si].bytes(), view, c, scratch),
-        )
-        .collect();
-    out.parse_ms += ms(t);
-    finish_writes(log, seg_base, &pieces, chunks, pages, limit, out)
+    let undecoded = pieces.iter().map(|_| None).collect();
+    finish_writes(log, seg_base, &pieces, undecoded, pages, limit, out)
 }
 
-/// The sequential part of planning a run of writes, after its records were decoded into
-/// `chunks` (one per piece of `pieces`): epochs in sequence order, the first failure, the epoch
-/// limit; then the batch's writes gathered and listed by tile.
+/// Plans a run of writes in `pieces`, some decoded already (`chunks`, one per piece: a chunk, or
+/// `None` to decode it here): in parallel, the decoding left and each chunk's slots and summary;
+/// in sequence order, epochs, the first failure, the epoch limit; then the batch's writes
+/// gathered and listed by tile.
 fn finish_writes(
     log: &Log,
     seg_base: &[u64],
     pieces: &[Span],
-    chunks: Vec<Chunk>,
+    chunks: Vec<Option<Chunk>>,
     pages: &mut Pages,
     limit: ReplayLimit,
     out: &mut ApplyPlan,
 ) -> Result<(WriteBatch, bool)> {
+    let t = Instant::now();
+    let view: &Pages = pages;
+    let chunks: Vec<Chunk> = chunks
+        .into_par_iter()
+        .zip(pieces)
+        .map_init(
+            || Scratch::new(view),
+            |scratch, (c, &(si, frames))| match c {
+                Some(mut c) => {
+                    finish_chunk(&mut c, scratch);
+                    c
+                }
+                None => decode_chunk(log.segments()[si].bytes(), view, frames, scratch),
+            },
+        )
+        .collect();
+    out.parse_ms += ms(t);
     // In sequence order: epochs, the first failure, the epoch limit.
     let t = Instant::now();
     let mut stop: Option<(usize, usize)> = None; // (chunk, records kept in it)
