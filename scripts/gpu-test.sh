@@ -2,7 +2,8 @@
 # The GPU suite, on the lent GPU machine, from binaries built by scripts/build-device.sh:
 #   1. tests/gpu.rs (GPU replay == CPU replay byte for byte, poisoned memory; every memory kind
 #      and read mode; page selection; evict/restore; write-back), with pages up to 900 MiB;
-#   2. the mmsb binary: `replay --device cuda:0 --verify` prints the CPU replay's state hash;
+#   2. the mmsb binary: `replay --device cuda:0 --verify` prints the CPU replay's state hash
+#      (whole log and cut by --to-seq; the log planned while CUDA starts);
 #   3. the same tests under compute-sanitizer memcheck (whole suite) and racecheck (each test
 #      alone, with its own time limit), on smaller workloads.
 # Prints a summary; logs go to $OUT (or /tmp/gpu-test). Exit status: 0 when all passed.
@@ -30,6 +31,13 @@ out=$("$D/mmsb" verify --json "$G/g-out.ckpt" | hash)
 echo "cpu $cpu"; echo "gpu $gpu"; echo "out $out"
 echo "kernels: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["kernels"])' "$OUT/replay.json")"
 if [ -n "$cpu" ] && [ "$cpu" = "$gpu" ] && [ "$cpu" = "$out" ]; then echo "binary: equal"; else echo "binary: MISMATCH"; fail=1; fi
+# The log was planned while CUDA started; cut by --to-seq it must still equal the CPU replay.
+pb=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["apply"]["planned_before"])' "$OUT/replay.json")
+echo "planned before the load: $pb"
+[ "$pb" = True ] || { echo "the log was not planned while CUDA started"; fail=1; }
+cpu_cut=$("$D/mmsb" replay "$G/g.ckpt" "$G/g.log" --device cpu --to-seq 20000 --json | hash)
+gpu_cut=$("$D/mmsb" replay "$G/g.ckpt" "$G/g.log" --device cuda:0 --to-seq 20000 --verify --json | hash)
+if [ -n "$cpu_cut" ] && [ "$cpu_cut" = "$gpu_cut" ]; then echo "binary --to-seq 20000: equal"; else echo "binary --to-seq: MISMATCH ($cpu_cut vs $gpu_cut)"; fail=1; fi
 # No log and no --verify: no kernel is needed, so none is compiled (kernels: null).
 auto=$("$D/mmsb" replay "$G/g.ckpt" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["device"], "kernels", d["kernels"])')
 echo "--device auto used: $auto"

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use mmsb::format::checkpoint::Checkpoint;
 use mmsb::format::log::{Compression, Log};
 use mmsb::generate::{GenOptions, Mix, SizeDist, generate};
+use mmsb::gpu::apply::PreparedLog;
 use mmsb::gpu::driver::MemoryKind;
 use mmsb::gpu::kernels::KernelCode;
 use mmsb::gpu::loader::ReadMode;
@@ -145,9 +146,8 @@ fn workloads() -> Vec<(&'static str, GenOptions)> {
     w
 }
 
-/// Generates a workload, replays it on the CPU and on the GPU (poisoned), compares every page.
-/// Applies the whole log at `lg` to `store` the way `mmsb replay` does: the files opened while
-/// they upload, their record checksums checked on the device.
+/// Applies the whole log at `lg` to `store` the way `mmsb bench deltas` does: the files opened
+/// while they upload, their record checksums checked on the device.
 fn apply_files(
     store: &mut DevicePageStore,
     lg: &Path,
@@ -156,7 +156,36 @@ fn apply_files(
     store.apply_log_files(&[lg.to_owned()], ckpt.head(), ReplayLimit::default(), &|_, _| true)
 }
 
-fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: &LoadOptions) {
+/// How a test applies a log to a loaded store.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Via {
+    /// `apply_log_files`: opened from the pieces its upload reads.
+    Files,
+    /// `apply_prepared`: opened and planned before the store was loaded, as `mmsb replay` does
+    /// while CUDA starts.
+    Prepared,
+}
+
+/// Applies the whole log at `lg` to `store` via `via`, every page of the checkpoint in the store.
+fn apply_via(
+    via: Via,
+    store: &mut DevicePageStore,
+    lg: &Path,
+    ckpt: &Checkpoint,
+) -> mmsb::Result<(mmsb::replay::ReplaySummary, mmsb::gpu::apply::ApplyStats)> {
+    match via {
+        Via::Files => apply_files(store, lg, ckpt),
+        Via::Prepared => {
+            let log = Log::open_deferred(&[lg])?;
+            let prepared = PreparedLog::new(&log, ckpt.head(), &|_| true, ReplayLimit::default(), &|_, _| true);
+            store.apply_prepared(&prepared)
+        }
+    }
+}
+
+/// Generates a workload, replays it on the CPU and on the GPU (poisoned, the log applied via
+/// `via`), compares every page.
+fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: &LoadOptions, via: Via) {
     let ck = dir.join(format!("{}.ckpt", o.seed));
     let lg = dir.join(format!("{}.log", o.seed));
     if !ck.exists() {
@@ -177,9 +206,9 @@ fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: 
     let pinned = loaded.read_mode == Some(ReadMode::PinMapping) && opts.memory != MemoryKind::HostMapped;
     assert_eq!(store.release_pinned_source(), pinned, "{name}: pinned pieces kept");
     assert!(!store.release_pinned_source(), "{name}: released once");
-    // The files are opened while they upload, without their record checksums, which the
-    // device checks.
-    let (summary, stats) = apply_files(&mut store, &lg, &ckpt).unwrap();
+    // The log is opened without its record checksums, which the device checks.
+    let (summary, stats) = apply_via(via, &mut store, &lg, &ckpt).unwrap();
+    assert_eq!(stats.planned_before, via == Via::Prepared, "{name}");
     assert_eq!(summary.records, o.deltas, "{name}");
     let ids: Vec<u64> = store.page_ids().collect();
     let cpu_ids: Vec<u64> = cpu.pages().map(|(id, _)| id).collect();
@@ -197,15 +226,15 @@ fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: 
         assert_eq!(store.page_info(id).unwrap().0, page.epoch, "{name}: epoch of page {id}");
     }
     assert_eq!(store.state_hash().unwrap(), cpu.state_hash(), "{name}: GPU state hash");
-    // The upload's copy threads decode the records as they read the log, unless it has
-    // structural records.
-    if stats.structural > 0 {
+    // The upload's copy threads decode the records of a log given as files as they read it,
+    // unless it has structural records.
+    if stats.structural > 0 || via == Via::Prepared {
         assert_eq!(stats.decoded_in_scan, 0, "{name}: structural records");
     } else {
         assert!(stats.decoded_in_scan > 0, "{name}: nothing decoded as the log was read");
     }
     eprintln!(
-        "{name}: {} pages equal; {} copies, {} masked, {} tiles, {} structural, {} records decoded in the scan",
+        "{name} ({via:?}): {} pages equal; {} copies, {} masked, {} tiles, {} structural, {} records decoded in the scan",
         cpu.pages().len(),
         stats.copies,
         stats.masked,
@@ -260,16 +289,19 @@ fn gpu_replay_equals_cpu_replay_on_generated_workloads() {
         all.truncate(1); // under compute-sanitizer, which runs kernels far slower
     }
     for (name, o) in all {
-        check_workload(
-            &gpu,
-            dir.path(),
-            name,
-            &o,
-            &LoadOptions {
-                poison: Some(0xA5),
-                ..Default::default()
-            },
-        );
+        for via in [Via::Files, Via::Prepared] {
+            check_workload(
+                &gpu,
+                dir.path(),
+                name,
+                &o,
+                &LoadOptions {
+                    poison: Some(0xA5),
+                    ..Default::default()
+                },
+                via,
+            );
+        }
     }
 }
 
@@ -300,6 +332,7 @@ fn gpu_replay_is_exact_in_every_memory_kind_and_read_mode() {
                 &format!("{name} [{memory:?}, {read_mode:?}]"),
                 &o,
                 &opts,
+                Via::Files,
             );
         }
     }
@@ -354,9 +387,29 @@ fn gpu_selected_pages_load_alone_and_get_only_their_deltas() {
     store
         .apply_log(&log, ckpt.head(), ReplayLimit::default(), &|id, m| sel.matches(id, m))
         .unwrap();
-    for id in expect {
+    for &id in &expect {
         assert_eq!(store.read_page(id).unwrap(), cpu.page(id).unwrap().data(), "page {id}");
     }
+
+    // Planned for the selection before the store is loaded, as `mmsb replay --pages` does.
+    let select = |p: &mmsb::format::checkpoint::PageEntry| sel.matches(p.id, &p.meta);
+    let keep = |id: u64, m: &mmsb::page::PageMeta| sel.matches(id, m);
+    let deferred = Log::open_deferred(&[&lg]).unwrap();
+    let prepared = PreparedLog::new(&deferred, ckpt.head(), &select, ReplayLimit::default(), &keep);
+    let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &select, &LoadOptions::default()).unwrap();
+    let (_, stats) = store.apply_prepared(&prepared).unwrap();
+    assert!(stats.planned_before);
+    assert_eq!(store.page_ids().collect::<Vec<_>>(), expect);
+    for &id in &expect {
+        assert_eq!(store.read_page(id).unwrap(), cpu.page(id).unwrap().data(), "page {id}");
+    }
+
+    // A plan made for other pages than the store holds is not used: the log is planned again.
+    let prepared = PreparedLog::new(&deferred, ckpt.head(), &select, ReplayLimit::default(), &|_, _| true);
+    let (mut all, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+    let (_, stats) = all.apply_prepared(&prepared).unwrap();
+    assert!(!stats.planned_before, "planned again for every page");
+    assert_eq!(all.state_hash().unwrap(), cpu.state_hash());
 }
 
 #[test]
@@ -462,6 +515,13 @@ fn check_damaged_records(gpu: &Arc<Gpu>, o: &GenOptions) {
         .apply_log(&deferred, ckpt.head(), ReplayLimit::default(), &|_, _| true)
         .unwrap_err();
     assert_eq!(err.to_string(), cpu_err);
+    // Planned before the load, from the damaged bytes: the device's check finds the damage
+    // before the plan runs, and the CPU's verdict follows.
+    let (mut store, _) = DevicePageStore::load(gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+    let err = apply_via(Via::Prepared, &mut store, &lg, &ckpt).unwrap_err();
+    assert_eq!(err.to_string(), cpu_err, "planned before the load");
+    let loaded = State::from_checkpoint(&ckpt, true).unwrap().state_hash();
+    assert_eq!(store.state_hash().unwrap(), loaded, "nothing written before the checks");
 
     flip(frames.len() - 1);
     let checked = Log::open(&[&lg]).unwrap();
@@ -479,6 +539,10 @@ fn check_damaged_records(gpu: &Arc<Gpu>, o: &GenOptions) {
         .unwrap();
     assert_eq!(summary, cpu_summary);
     assert_eq!(summary.records, o.deltas - 1);
+    assert_eq!(store.state_hash().unwrap(), cpu.state_hash());
+    let (mut store, _) = DevicePageStore::load(gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+    let (summary, _) = apply_via(Via::Prepared, &mut store, &lg, &ckpt).unwrap();
+    assert_eq!(summary, cpu_summary, "planned before the load");
     assert_eq!(store.state_hash().unwrap(), cpu.state_hash());
 }
 
@@ -510,10 +574,12 @@ fn gpu_checks_checksums_file_by_file_across_segments() {
     let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
     let cpu_summary = cpu.replay(&log, ReplayLimit::default()).unwrap();
     drop(log);
-    let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
-    let (summary, _) = apply_files(&mut store, &lg, &ckpt).unwrap();
-    assert_eq!(summary, cpu_summary);
-    assert_eq!(store.state_hash().unwrap(), cpu.state_hash());
+    for via in [Via::Files, Via::Prepared] {
+        let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+        let (summary, _) = apply_via(via, &mut store, &lg, &ckpt).unwrap();
+        assert_eq!(summary, cpu_summary, "{via:?}");
+        assert_eq!(store.state_hash().unwrap(), cpu.state_hash(), "{via:?}");
+    }
 
     // Damage the largest record of the segment in the middle.
     let opened = Log::open(&[&lg]).unwrap();
@@ -525,11 +591,17 @@ fn gpu_checks_checksums_file_by_file_across_segments() {
     b[f.payload_offset() as usize + f.payload_len as usize / 2] ^= 0x10;
     std::fs::write(&seg, &b).unwrap();
     let cpu_err = Log::open(&[&lg]).unwrap().check().unwrap_err().to_string();
-    let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
-    let err = apply_files(&mut store, &lg, &ckpt).unwrap_err();
-    assert_eq!(err.to_string(), cpu_err);
     let loaded = State::from_checkpoint(&ckpt, true).unwrap().state_hash();
-    assert_eq!(store.state_hash().unwrap(), loaded, "nothing written before the checks");
+    for via in [Via::Files, Via::Prepared] {
+        let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+        let err = apply_via(via, &mut store, &lg, &ckpt).unwrap_err();
+        assert_eq!(err.to_string(), cpu_err, "{via:?}");
+        assert_eq!(
+            store.state_hash().unwrap(),
+            loaded,
+            "{via:?}: nothing written before the checks"
+        );
+    }
     println!(
         "{segments} segments: equal; damaged record in segment {} refused as on the CPU",
         segments / 2

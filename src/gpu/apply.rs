@@ -5,6 +5,7 @@
 //! allocations, copies and fills between the batches. The result is bit-identical to the CPU
 //! replay.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -52,6 +53,10 @@ pub struct ApplyStats {
     /// Records decoded by the upload's copy threads as they read the log (that work is in
     /// `upload_ms`; the other records were decoded in `parse_ms`).
     pub decoded_in_scan: u64,
+    /// Whether the log was planned before the apply ([`PreparedLog`]; in `mmsb replay`, while
+    /// CUDA started): then `parse_ms`, `check_ms` and `tiles_ms` were spent before, and
+    /// `plan_ms` is the upload and its checksum checks.
+    pub planned_before: bool,
     /// Checking the record checksums on the device, as the files arrive (those that arrived
     /// before the log was open in one launch), ms summed (0 when the log's opening checked
     /// them).
@@ -176,6 +181,54 @@ enum LogInput<'a> {
     Files(&'a [std::path::PathBuf]),
 }
 
+/// A log planned against a checkpoint before the store it applies to is loaded. `mmsb replay`
+/// plans while CUDA starts, so that [`DevicePageStore::apply_prepared`] only uploads the log,
+/// checks its record checksums on the device and runs the plan.
+pub struct PreparedLog<'a> {
+    log: &'a Log,
+    head: &'a CheckpointHead,
+    limit: ReplayLimit,
+    keep_created: &'a (dyn Fn(u64, &PageMeta) -> bool + Sync),
+    /// The plan; `None` when the log cannot apply as it is, which the apply plans again to
+    /// report once the checksums are checked (damage takes precedence, as in
+    /// [`DevicePageStore::apply_log`]).
+    plan: Option<ApplyPlan>,
+    /// Ids of the pages the plan takes as in the store, sorted.
+    present: Vec<u64>,
+    /// Time taken to plan, ms.
+    pub plan_ms: f64,
+}
+
+impl<'a> PreparedLog<'a> {
+    /// Plans applying `log` (up to `limit`) to a store that is to be loaded from the checkpoint
+    /// whose index is `head`, with the pages `select` accepts
+    /// ([`DevicePageStore::load`]); `keep_created` is as for [`DevicePageStore::apply_log`].
+    pub fn new(
+        log: &'a Log,
+        head: &'a CheckpointHead,
+        select: &dyn Fn(&crate::format::checkpoint::PageEntry) -> bool,
+        limit: ReplayLimit,
+        keep_created: &'a (dyn Fn(u64, &PageMeta) -> bool + Sync),
+    ) -> PreparedLog<'a> {
+        let t = Instant::now();
+        let mut present: Vec<u64> = head.pages.iter().filter(|p| select(p)).map(|p| p.id).collect();
+        present.sort_unstable();
+        let planner = plan::Planner::new(head, &|id| present.binary_search(&id).is_ok());
+        let plan = planner
+            .plan(log, None, &plan::segment_bases(log), limit, keep_created)
+            .ok();
+        PreparedLog {
+            log,
+            head,
+            limit,
+            keep_created,
+            plan,
+            present,
+            plan_ms: t.elapsed().as_secs_f64() * 1e3,
+        }
+    }
+}
+
 /// The log's upload: still running, or done (a log given as files is opened from the pieces its
 /// copy threads walked, once they are done).
 enum Upload<'scope> {
@@ -196,9 +249,9 @@ impl Upload<'_> {
 }
 
 /// How the upload-and-plan phase ended.
-enum Outcome {
-    /// Planned, with the times (see [`ApplyStats`]) filled in.
-    Planned(Box<ApplyPlan>, ApplyStats),
+enum Outcome<'p> {
+    /// Planned (here, or before the call), with the times (see [`ApplyStats`]) filled in.
+    Planned(Box<Cow<'p, ApplyPlan>>, ApplyStats),
     /// Run again on this log, opened with every checksum checked on the CPU.
     Again(Log),
 }
@@ -218,7 +271,7 @@ impl DevicePageStore {
         limit: ReplayLimit,
         keep_created: &dyn Fn(u64, &PageMeta) -> bool,
     ) -> Result<(ReplaySummary, ApplyStats)> {
-        self.apply(LogInput::Opened(log), head, limit, keep_created)
+        self.apply(LogInput::Opened(log), None, head, limit, keep_created)
     }
 
     /// Opens the log segments named by `paths` (files or directories) with
@@ -231,16 +284,31 @@ impl DevicePageStore {
         limit: ReplayLimit,
         keep_created: &dyn Fn(u64, &PageMeta) -> bool,
     ) -> Result<(ReplaySummary, ApplyStats)> {
-        self.apply(LogInput::Files(paths), head, limit, keep_created)
+        self.apply(LogInput::Files(paths), None, head, limit, keep_created)
     }
 
+    /// Applies a log planned before the store was loaded, as [`DevicePageStore::apply_log`]
+    /// would apply it. The store must hold the pages the plan was made for, at the checkpoint's
+    /// epochs; if its pages differ, the log is planned again here. One plan serves any number
+    /// of stores (replicas).
+    pub fn apply_prepared(&mut self, prepared: &PreparedLog) -> Result<(ReplaySummary, ApplyStats)> {
+        let p = prepared;
+        let same_pages = p.present.len() == self.pages.len() && p.present.iter().all(|id| self.pages.contains_key(id));
+        let plan = p.plan.as_ref().filter(|_| same_pages);
+        self.apply(LogInput::Opened(p.log), plan, p.head, p.limit, p.keep_created)
+    }
+
+    /// Applies the log `input`; `planned_before`, when given, is its plan (for an opened log),
+    /// so that only the upload and its checks are left.
     fn apply(
         &mut self,
         input: LogInput,
+        planned_before: Option<&ApplyPlan>,
         head: &CheckpointHead,
         limit: ReplayLimit,
         keep_created: &dyn Fn(u64, &PageMeta) -> bool,
     ) -> Result<(ReplaySummary, ApplyStats)> {
+        let was_planned = planned_before.is_some();
         // The files and their lengths, back to back in one device buffer.
         let files: Vec<(std::path::PathBuf, u64)> = match &input {
             LogInput::Opened(log) => log
@@ -277,7 +345,7 @@ impl DevicePageStore {
         // Set up before the upload, whose copy threads walk and decode the records of a log
         // given as files as they read it.
         let pages = &self.pages;
-        let planner = Arc::new(plan::Planner::new(head, &|id| pages.contains_key(&id)));
+        let planner = (!was_planned).then(|| Arc::new(plan::Planner::new(head, &|id| pages.contains_key(&id))));
         let walk_in_upload = matches!(input, LogInput::Files(_));
         let walked: Vec<Mutex<Vec<plan::DecodedPiece>>> = files.iter().map(|_| Mutex::new(Vec::new())).collect();
         let outcome = std::thread::scope(|outer| -> Result<Outcome> {
@@ -286,7 +354,7 @@ impl DevicePageStore {
             // checksums are checked as soon as the log is open (for a log passed in open, while
             // later files upload).
             let (done_tx, done_rx) = std::sync::mpsc::channel::<usize>();
-            let (walker, walked) = (walk_in_upload.then(|| planner.clone()), &walked);
+            let (walker, walked) = (planner.clone().filter(|_| walk_in_upload), &walked);
             let upload = outer.spawn(move || -> Result<f64> {
                 let t = Instant::now();
                 // Buffered reads need only the paths, not mappings (none exist yet here).
@@ -316,7 +384,7 @@ impl DevicePageStore {
                     let staging = pipe.staging_len();
                     pipe.threads = std::thread::available_parallelism().map_or(pipe.threads, |n| n.get());
                     pipe.slot = (staging / (2 * pipe.threads)) / 4096 * 4096;
-                } else {
+                } else if !was_planned {
                     pipe.threads = pipe.threads.min(LOG_UPLOAD_THREADS);
                 }
                 // One pipeline for all the files: loading them group by group left the copy
@@ -343,7 +411,10 @@ impl DevicePageStore {
                     let paths: Vec<std::path::PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
                     let take =
                         |i: usize| std::mem::take(&mut *walked[i].lock().unwrap_or_else(PoisonError::into_inner));
-                    let (log, decoded) = planner.open_log_from_pieces(&paths, &take)?;
+                    let walker = planner
+                        .as_ref()
+                        .ok_or_else(|| Error::Gpu("a log given as files has no planner".into()))?;
+                    let (log, decoded) = walker.open_log_from_pieces(&paths, &take)?;
                     (opened.insert(log), Some(decoded), Upload::Done(upload_ms))
                 }
             };
@@ -397,9 +468,17 @@ impl DevicePageStore {
                     Ok((upload_ms, crc_ms, all_match, t.elapsed().as_secs_f64() * 1e3))
                 });
                 // The upload's copy threads, which shared it, are done.
-                let planner =
-                    Arc::try_unwrap(planner).map_err(|_| Error::Gpu("the log planner is still shared".into()))?;
-                let planned = planner.plan(log, decoded, seg_base, limit, keep_created);
+                let planned = match (planned_before, planner) {
+                    (Some(plan), _) => Ok(Cow::Borrowed(plan)),
+                    (None, Some(planner)) => {
+                        let planner = Arc::try_unwrap(planner)
+                            .map_err(|_| Error::Gpu("the log planner is still shared".into()))?;
+                        planner
+                            .plan(log, decoded, seg_base, limit, keep_created)
+                            .map(Cow::Owned)
+                    }
+                    (None, None) => return Err(Error::Gpu("a log with neither plan nor planner".into())),
+                };
                 let plan_done_ms = t.elapsed().as_secs_f64() * 1e3;
                 let (upload_ms, crc_ms, all_match, upload_done_ms) = checked
                     .join()
@@ -408,6 +487,7 @@ impl DevicePageStore {
                     return Ok(Outcome::Again(log.reopen_checked()?));
                 }
                 let times = ApplyStats {
+                    planned_before: was_planned,
                     upload_ms,
                     crc_ms,
                     open_ms,
@@ -422,7 +502,7 @@ impl DevicePageStore {
             Outcome::Planned(p, times) => (*p, times),
             Outcome::Again(log) => {
                 drop(logbuf);
-                return self.apply(LogInput::Opened(&log), head, limit, keep_created);
+                return self.apply(LogInput::Opened(&log), None, head, limit, keep_created);
             }
         };
         let mut stats = ApplyStats {
@@ -437,7 +517,7 @@ impl DevicePageStore {
         };
 
         let t = Instant::now();
-        let summary = self.run_plan(plan, logbuf.ptr(), &mut stats)?;
+        let summary = self.run_plan(&plan, logbuf.ptr(), &mut stats)?;
         drop(logbuf);
         stats.kernel_ms = t.elapsed().as_secs_f64() * 1e3;
         // After the kernels: unmapping beside the descriptor uploads slowed them (both take the
@@ -449,13 +529,13 @@ impl DevicePageStore {
     }
 
     /// Runs the steps of a plan on the stream and waits for them.
-    fn run_plan(&mut self, plan: ApplyPlan, log_base: u64, stats: &mut ApplyStats) -> Result<ReplaySummary> {
+    fn run_plan(&mut self, plan: &ApplyPlan, log_base: u64, stats: &mut ApplyStats) -> Result<ReplaySummary> {
         // Uploads must outlive the kernels that read them: kept until the final wait.
         let mut keep_alive: Vec<Box<dyn std::any::Any>> = Vec::new();
-        for step in plan.steps {
-            match step {
-                Step::Writes(batch) => self.run_batch(&batch, log_base, stats, &mut keep_alive)?,
-                Step::Create { page_id, len, meta } => {
+        for step in &plan.steps {
+            match *step {
+                Step::Writes(ref batch) => self.run_batch(batch, log_base, stats, &mut keep_alive)?,
+                Step::Create { page_id, len, ref meta } => {
                     let buf = DeviceBuffer::alloc(&self.gpu.ctx, len as usize, self.memory)?;
                     memset(&self.gpu.stream, buf.ptr(), 0, len as usize)?;
                     let residency = match self.memory {
@@ -467,7 +547,7 @@ impl DevicePageStore {
                         page_id,
                         DevicePage {
                             epoch: 0,
-                            meta,
+                            meta: meta.clone(),
                             ptr: buf.ptr(),
                             len,
                             residency,
@@ -507,7 +587,7 @@ impl DevicePageStore {
                 p.crc = None;
             }
         }
-        Ok(plan.summary)
+        Ok(plan.summary.clone())
     }
 
     /// A present page that deltas may write to.

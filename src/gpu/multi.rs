@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::apply::ApplyStats;
+use super::apply::{ApplyStats, PreparedLog};
 use super::driver::{MemoryKind, enable_peer_access};
 use super::loader::ReadMode;
 use super::store::{DevicePageStore, LoadOptions, LoadStats};
@@ -120,6 +120,9 @@ pub struct MultiTimings {
     pub cuda_start: f64,
     /// Opening the checkpoint and log.
     pub open: f64,
+    /// Planning the log for the devices (one plan per shard, one for all replicas), while they
+    /// start; 0 without a log.
+    pub log_plan: f64,
     /// From opening the checkpoint to every device holding its pages.
     pub open_to_resident: f64,
     /// Applying the log on every device.
@@ -200,6 +203,33 @@ pub fn replay_multi(
         open: ms(topen),
         ..Default::default()
     };
+    // The log is planned while the devices start: a plan per shard, or one for every replica.
+    let n = o.ordinals.len();
+    let map = shard_pages(ckpt.head().pages.as_slice(), n);
+    let placement = o.placement;
+    let map_ref = &map;
+    let keeps: Vec<_> = (0..n)
+        .map(|i| {
+            move |id: u64, _: &crate::page::PageMeta| {
+                placement == Placement::Replicate || device_of(map_ref, id, n) == i
+            }
+        })
+        .collect();
+    let tplan = Instant::now();
+    let plans = match placement {
+        Placement::Shard => n,
+        Placement::Replicate => 1,
+    };
+    let prepared: Vec<PreparedLog> = match &log {
+        Some(log) => (0..plans)
+            .map(|i| {
+                let select = |p: &PageEntry| placement == Placement::Replicate || map[&p.id] == i;
+                PreparedLog::new(log, ckpt.head(), &select, o.limit, &keeps[i])
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    t.log_plan = ms(tplan);
     let gpus: Vec<Arc<Gpu>> = starting
         .into_iter()
         .map(|h| {
@@ -209,7 +239,6 @@ pub fn replay_multi(
         })
         .collect::<Result<_>>()?;
     t.cuda_start = gpus.iter().map(|g| g.start_ms).fold(0.0, f64::max);
-    let n = gpus.len();
     let opts = LoadOptions {
         memory: o.memory,
         read_mode: o.read_mode,
@@ -217,7 +246,6 @@ pub fn replay_multi(
         poison: None,
     };
     let tload = Instant::now();
-    let map = shard_pages(ckpt.head().pages.as_slice(), n);
     let mut timings = vec![DeviceTimings::default(); n];
     let mut loads: Vec<Option<LoadStats>> = vec![None; n];
     let mut peer: Vec<Option<bool>> = vec![None; n];
@@ -264,13 +292,10 @@ pub fn replay_multi(
     let tapply = Instant::now();
     let mut summary = ReplaySummary::default();
     let mut applies: Vec<Option<ApplyStats>> = vec![None; n];
-    if let Some(log) = &log {
-        let placement = o.placement;
+    if !prepared.is_empty() {
         let done = each(stores.iter_mut().collect(), |i, store| {
             let t = Instant::now();
-            let keep =
-                |id: u64, _: &crate::page::PageMeta| placement == Placement::Replicate || device_of(&map, id, n) == i;
-            let (s, a) = store.apply_log(log, ckpt.head(), o.limit, &keep)?;
+            let (s, a) = store.apply_prepared(&prepared[i.min(prepared.len() - 1)])?;
             Ok((s, a, ms(t)))
         })?;
         for (i, (s, a, dt)) in done.into_iter().enumerate() {

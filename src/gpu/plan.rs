@@ -135,7 +135,7 @@ pub struct TileRun {
 }
 
 /// Writes between two structural records, ready for the kernel.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
     /// Page id of each slot.
     pub pages: Vec<u64>,
@@ -152,7 +152,7 @@ pub struct WriteBatch {
 }
 
 /// One step of a plan, run in order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Step {
     /// Run a batch of writes.
     Writes(WriteBatch),
@@ -180,7 +180,7 @@ pub enum Step {
 }
 
 /// What the records of a log do to the pages of a store.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ApplyPlan {
     /// The steps.
     pub steps: Vec<Step>,

@@ -9,15 +9,15 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::apply::ApplyStats;
+use super::apply::{ApplyStats, PreparedLog};
 use super::driver::MemoryKind;
 use super::loader::ReadMode;
 use super::store::{DevicePageStore, LoadOptions, LoadStats};
 use super::{Gpu, KernelCompile};
 use crate::error::{Error, Result};
-use crate::format::checkpoint::Checkpoint;
+use crate::format::checkpoint::{Checkpoint, PageEntry};
 use crate::format::log::Log;
-use crate::page::StateHash;
+use crate::page::{PageMeta, StateHash};
 use crate::replay::{ReplayLimit, ReplaySummary};
 use crate::select::PageSelector;
 
@@ -52,7 +52,10 @@ pub struct GpuTimings {
     pub nvrtc_compile: f64,
     /// Opening the checkpoint and log (headers, index, log scan with CRCs).
     pub open: f64,
-    /// Waiting for CUDA after `open` was done.
+    /// Planning the log's deltas against the checkpoint (decoding, checking, listing tiles),
+    /// after `open` and still overlapping the CUDA start; 0 without a log.
+    pub log_plan: f64,
+    /// Waiting for CUDA after `open` and `log_plan` were done.
     pub wait_for_cuda: f64,
     /// Device allocation of the page pool.
     pub alloc: f64,
@@ -158,6 +161,15 @@ pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Resu
         open: ms(topen),
         ..Default::default()
     };
+    // The log is planned while CUDA starts: after the load, only its upload, its checksum
+    // checks on the device and the kernels are left.
+    let sel = &o.pages;
+    let select = |p: &PageEntry| sel.matches(p.id, &p.meta);
+    let keep_created = |id: u64, meta: &PageMeta| sel.matches(id, meta);
+    let prepared = log
+        .as_ref()
+        .map(|l| PreparedLog::new(l, ckpt.head(), &select, o.limit, &keep_created));
+    t.log_plan = prepared.as_ref().map_or(0.0, |p| p.plan_ms);
     let twait = Instant::now();
     let gpu = Arc::new(
         starting
@@ -167,14 +179,13 @@ pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Resu
     t.wait_for_cuda = ms(twait);
     t.cuda_start = gpu.start_ms;
     let tload = Instant::now();
-    let sel = &o.pages;
     let opts = LoadOptions {
         memory: o.memory,
         read_mode: o.read_mode,
         pipeline: None,
         poison: o.poison,
     };
-    let (mut store, load) = DevicePageStore::load(&gpu, &ckpt, &|p| sel.matches(p.id, &p.meta), &opts)?;
+    let (mut store, load) = DevicePageStore::load(&gpu, &ckpt, &select, &opts)?;
     t.alloc = load.alloc_ms;
     t.read_h2d = load.read_h2d_ms;
     t.open_to_resident = t.open + ms(tload);
@@ -183,10 +194,10 @@ pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Resu
         store.verify_against(&ckpt)?;
         t.verify = ms(tv);
     }
-    let (summary, apply) = match &log {
-        Some(l) => {
+    let (summary, apply) = match prepared {
+        Some(p) => {
             let ta = Instant::now();
-            let (s, a) = store.apply_log(l, ckpt.head(), o.limit, &|id, meta| sel.matches(id, meta))?;
+            let (s, a) = store.apply_prepared(&p)?;
             t.delta_apply = ms(ta);
             (s, Some(a))
         }

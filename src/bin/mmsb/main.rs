@@ -951,8 +951,8 @@ fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
                 },
             ),
             (
-                "open / wait for cuda ms",
-                format!("{:.1} / {:.1}", t.open, t.wait_for_cuda),
+                "open / log plan / wait for cuda ms",
+                format!("{:.1} / {:.1} / {:.1}", t.open, t.log_plan, t.wait_for_cuda),
             ),
             ("alloc / read+h2d ms", format!("{:.2} / {:.2}", t.alloc, t.read_h2d)),
             (

@@ -331,10 +331,10 @@ pub fn multi_replay(r: &mmsb::gpu::multi::MultiReplayReport) -> Result<()> {
         ),
         ("records applied", r.summary.records.to_string()),
         (
-            "cuda start / open / open to resident / apply / hash ms",
+            "cuda start / open / log plan / open to resident / apply / hash ms",
             format!(
-                "{:.1} / {:.1} / {:.1} / {:.1} / {:.1}",
-                t.cuda_start, t.open, t.open_to_resident, t.apply, t.hash
+                "{:.1} / {:.1} / {:.1} / {:.1} / {:.1} / {:.1}",
+                t.cuda_start, t.open, t.log_plan, t.open_to_resident, t.apply, t.hash
             ),
         ),
         ("total ms", format!("{:.1}", t.total)),
