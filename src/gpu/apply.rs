@@ -12,7 +12,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::driver::{DeviceBuffer, MemoryKind, copy_d2d, gpu_err, memset};
-use super::kernels::SOURCE_PAD;
+use super::kernels::{CHUNK_DESC_LEN, SOURCE_PAD};
 use super::loader::{CopyJob, Pipeline, ReadMode, Source};
 use super::plan::{self, ApplyPlan, KIND_MASKED, Step, WriteBatch};
 use super::store::{DevicePage, DevicePageStore, PageResidency};
@@ -167,6 +167,24 @@ fn put_le<T: Sync, const N: usize>(dst: &mut [u8], src: &[T], encode: impl Fn(&T
                 d.copy_from_slice(&encode(x));
             }
         });
+}
+
+/// Runs `f` on threads for building the checksum descriptors of a log, which happens beside the
+/// plan: on the global pool, it queued behind the plan's tasks (6-12 ms for a million records).
+/// On the calling thread if that pool cannot be started.
+fn on_check_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .thread_name(|i| format!("mmsb-crc-{i}"))
+            .build()
+            .ok()
+    });
+    match pool {
+        Some(p) => p.install(f),
+        None => f(),
+    }
 }
 
 /// Copy threads for the upload of a log passed in open, which runs beside the plan: fewer than
@@ -697,37 +715,62 @@ impl DevicePageStore {
             .iter()
             .flat_map(|&si| log.segments()[si].frames().chunks(8192).map(move |c| (si, c)))
             .collect();
-        let per_chunk: Vec<(Vec<u64>, Vec<u32>)> = frames
-            .par_iter()
-            .map(|&(si, fs)| {
-                let (mut off, mut len) = (Vec::with_capacity(fs.len()), Vec::with_capacity(fs.len()));
-                for f in fs {
-                    let start = seg_base[si] + f.payload_offset();
-                    let n = pieces_of(f.payload_len);
-                    for k in 0..n {
-                        let bytes = PIECE.min(f.payload_len - k * PIECE) as u32;
-                        off.push(start + k * PIECE);
-                        len.push(match (k, n) {
-                            (0, 1) => bytes | FIRST | WHOLE,
-                            (0, _) => bytes | FIRST,
-                            _ => bytes,
-                        });
+        // On threads of their own: this runs beside the plan, which keeps the global pool busy.
+        let per_chunk: Vec<(Vec<u64>, Vec<u32>)> = on_check_threads(|| {
+            frames
+                .par_iter()
+                .map(|&(si, fs)| {
+                    let (mut off, mut len) = (Vec::with_capacity(fs.len()), Vec::with_capacity(fs.len()));
+                    for f in fs {
+                        let start = seg_base[si] + f.payload_offset();
+                        let n = pieces_of(f.payload_len);
+                        for k in 0..n {
+                            let bytes = PIECE.min(f.payload_len - k * PIECE) as u32;
+                            off.push(start + k * PIECE);
+                            len.push(match (k, n) {
+                                (0, 1) => bytes | FIRST | WHOLE,
+                                (0, _) => bytes | FIRST,
+                                _ => bytes,
+                            });
+                        }
                     }
-                }
-                (off, len)
-            })
-            .collect();
-        let mut off = Vec::with_capacity(per_chunk.iter().map(|c| c.0.len()).sum());
-        let mut len = Vec::with_capacity(off.capacity());
-        for (o, l) in &per_chunk {
-            off.extend_from_slice(o);
-            len.extend_from_slice(l);
+                    (off, len)
+                })
+                .collect()
+        });
+        let n: usize = per_chunk.iter().map(|c| c.0.len()).sum();
+        let split = n > frames.iter().map(|(_, fs)| fs.len()).sum::<usize>();
+        // The descriptors go up from the kept pinned staging when it is free (after a log
+        // upload; not during one), else from ordinary memory.
+        let need = n * CHUNK_DESC_LEN;
+        let mut kept = Some(self.gpu.kept_staging()).filter(|k| k.as_ref().is_some_and(|s| s.len() >= need));
+        let mut pageable: Vec<u8>;
+        let desc: &mut [u8] = match kept.as_mut().and_then(|k| k.as_mut()) {
+            Some(s) => &mut s.bytes_mut()[..need],
+            None => {
+                pageable = vec![0u8; need];
+                &mut pageable[..]
+            }
+        };
+        let (mut offs, mut lens) = desc.split_at_mut(8 * n);
+        let mut regions = Vec::with_capacity(per_chunk.len());
+        for c in &per_chunk {
+            let (o, o_rest) = offs.split_at_mut(8 * c.0.len());
+            let (l, l_rest) = lens.split_at_mut(4 * c.1.len());
+            regions.push((o, l, c));
+            (offs, lens) = (o_rest, l_rest);
         }
-        let split = off.len() > frames.iter().map(|(_, fs)| fs.len()).sum::<usize>();
+        on_check_threads(|| {
+            regions.into_par_iter().for_each(|(o, l, (off, len))| {
+                put_le(o, off, |x| x.to_le_bytes());
+                put_le(l, len, |x| x.to_le_bytes());
+            })
+        });
         let (mismatches, crcs) =
             self.gpu
                 .kernels()?
-                .check_record_pieces(&self.gpu.stream, log_base, &off, &len, split)?;
+                .check_record_pieces(&self.gpu.stream, log_base, desc, split)?;
+        drop(kept);
         if mismatches > 0 {
             return Ok(false);
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 
-use super::driver::gpu_err;
+use super::driver::{DeviceBuffer, MemoryKind, copy_h2d_on, gpu_err};
 use crate::error::{Error, Result};
 
 /// Kernel source. Descriptors are flat arrays of u64 so that the host side is plain `Vec<u64>`.
@@ -366,6 +366,10 @@ pub struct Kernels {
 
 const THREADS: u32 = 256;
 
+/// Bytes describing one chunk to [`Kernels::check_record_pieces`]: a u64 offset and a u32
+/// length.
+pub const CHUNK_DESC_LEN: usize = 12;
+
 impl Kernels {
     /// Loads compiled PTX into the context.
     pub fn load(ctx: &Arc<CudaContext>, ptx: cudarc::nvrtc::Ptx) -> Result<Kernels> {
@@ -428,51 +432,67 @@ impl Kernels {
 
     /// CRC32C of each chunk `base + off[i] .. + len[i]`, returned to the host.
     pub fn crc32c_chunks(&self, stream: &Arc<CudaStream>, base: u64, off: &[u64], len: &[u32]) -> Result<Vec<u32>> {
-        self.check_record_pieces(stream, base, off, len, true)
+        let mut desc = vec![0u8; off.len() * CHUNK_DESC_LEN];
+        let (offs, lens) = desc.split_at_mut(off.len() * 8);
+        for (d, o) in offs.chunks_exact_mut(8).zip(off) {
+            d.copy_from_slice(&o.to_le_bytes());
+        }
+        for (d, l) in lens.chunks_exact_mut(4).zip(len) {
+            d.copy_from_slice(&l.to_le_bytes());
+        }
+        self.check_record_pieces(stream, base, &desc, true)
             .map(|(_, crcs)| crcs)
     }
 
     /// CRCs of log record payload pieces (see the kernel: bit 31 of a length marks a record's
     /// first piece, bits 31 and 30 a record in one piece, checked against its stored checksum on
-    /// the device). Returns the number of one-piece records whose checksum did not match, and
-    /// every piece's CRC when `want_crcs` (for records in several pieces, combined by the
-    /// caller).
+    /// the device). `desc` describes the pieces: their offsets from `base` (little-endian u64),
+    /// then their lengths (little-endian u32), [`CHUNK_DESC_LEN`] bytes per piece; it goes up in
+    /// one copy, read before this returns, so pinned memory serves. Returns the number of
+    /// one-piece records whose checksum did not match, and every piece's CRC when `want_crcs`
+    /// (for records in several pieces, combined by the caller).
     pub fn check_record_pieces(
         &self,
         stream: &Arc<CudaStream>,
         base: u64,
-        off: &[u64],
-        len: &[u32],
+        desc: &[u8],
         want_crcs: bool,
     ) -> Result<(u32, Vec<u32>)> {
-        let n = off.len();
+        let n = desc.len() / CHUNK_DESC_LEN;
         if n == 0 {
             return Ok((0, Vec::new()));
         }
-        let d_off = stream.clone_htod(off).map_err(gpu_err)?;
-        let d_len = stream.clone_htod(len).map_err(gpu_err)?;
+        let n32 = u32::try_from(n).map_err(|_| Error::Gpu("too many CRC chunks".into()))?;
+        let d_desc = DeviceBuffer::alloc(stream.context(), n * CHUNK_DESC_LEN, MemoryKind::Device)?;
         let mut d_out = stream.alloc_zeros::<u32>(n).map_err(gpu_err)?;
         let mut d_bad = stream.alloc_zeros::<u32>(1).map_err(gpu_err)?;
-        let n32 = u32::try_from(n).map_err(|_| Error::Gpu("too many CRC chunks".into()))?;
+        // SAFETY: `d_desc` holds the bytes copied. Pinned memory is read by the copy after this
+        // call: every path below waits for the stream before returning.
+        unsafe { copy_h2d_on(stream, d_desc.ptr(), &desc[..n * CHUNK_DESC_LEN])? };
+        let (off, len) = (d_desc.ptr(), d_desc.ptr() + 8 * n as u64);
         let mut b = stream.launch_builder(&self.crc);
         b.arg(&base)
-            .arg(&d_off)
-            .arg(&d_len)
+            .arg(&off)
+            .arg(&len)
             .arg(&n32)
             .arg(&mut d_out)
             .arg(&mut d_bad);
         let blocks = n32.div_ceil(THREADS).clamp(1, self.blocks * 4);
         // SAFETY: each chunk lies inside a live allocation starting at `base` (built from pages,
         // or from the frames of an uploaded log, whose first pieces have their 32-byte frame
-        // header right before them in the same allocation).
-        unsafe {
+        // header right before them in the same allocation); `off` and `len` hold `n` entries.
+        let launched = unsafe {
             b.launch(LaunchConfig {
                 grid_dim: (blocks, 1, 1),
                 block_dim: (THREADS, 1, 1),
                 shared_mem_bytes: 0,
             })
+        };
+        if let Err(e) = launched {
+            // The copy of `desc` is queued: it must be done before the caller reuses the bytes.
+            let _ = stream.synchronize();
+            return Err(gpu_err(e));
         }
-        .map_err(gpu_err)?;
         let bad = stream.clone_dtoh(&d_bad).map_err(gpu_err)?[0];
         let crcs = if want_crcs {
             stream.clone_dtoh(&d_out).map_err(gpu_err)?
