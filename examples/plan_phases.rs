@@ -31,8 +31,10 @@ fn main() -> anyhow::Result<()> {
             let planner = Planner::new(ckpt.head(), &|_| true);
             let (log, decoded) = if in_pieces {
                 let walked = read_and_walk(&planner, &paths)?;
+                let tj = Instant::now();
                 let take = |i: usize| std::mem::take(&mut *walked[i].lock().expect("not poisoned"));
                 let (log, decoded) = planner.open_log_from_pieces(&paths, &take)?;
+                print!("join {:.1} ms; ", tj.elapsed().as_secs_f64() * 1e3);
                 (log, Some(decoded))
             } else {
                 (Log::open_deferred(&[&log])?, None)

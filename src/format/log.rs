@@ -539,7 +539,12 @@ pub fn walk_piece<V: FrameVisitor>(bytes: &[u8], base: u64, visitor: &V) -> Piec
         SegmentHeader::parse(bytes).ok().map(|h| u64::from(h.header_len))
     } else {
         let until = SCAN_PROBE.min(bytes.len().saturating_sub(FRAME_HEADER_LEN - 1) as u64);
-        (0..until).find(|&at| read_frame(bytes, at, false).is_ok())
+        // Every offset is tried: the reserved bytes, zero in every valid header, rule out most
+        // of them before the header checksum (and the error it would allocate) is computed.
+        (0..until).find(|&at| {
+            let reserved = bytes.get(at as usize + 18..at as usize + 24);
+            reserved.is_some_and(|r| r.iter().all(|&b| b == 0)) && read_frame(bytes, at, false).is_ok()
+        })
     };
     let mut walk = PieceWalk {
         first: first.map(|f| base + f),
@@ -580,8 +585,10 @@ fn stitch<P>(
         .collect();
     pieces.sort_by_key(|p| p.0);
     let len = bytes.len() as u64;
-    let mut frames: Vec<FrameRef> = Vec::new();
-    let mut runs: VisitedPieces<P> = Vec::new();
+    // About one frame between pieces: room for all, so that the list is never copied to grow.
+    let walked: usize = pieces.iter().map(|p| p.1.frames.len() + 1).sum();
+    let mut frames: Vec<FrameRef> = Vec::with_capacity(walked + 64);
+    let mut runs: VisitedPieces<P> = Vec::with_capacity(2 * pieces.len() + 1);
     let mut at = u64::from(header.header_len);
     let mut read_between = 0usize;
     // Reads frames from the mapping up to `until` (or the first frame past it).
