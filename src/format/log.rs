@@ -530,6 +530,13 @@ pub struct PieceWalk<P> {
     visited: P,
 }
 
+impl<P> PieceWalk<P> {
+    /// The visitor's result, for more work on it before the walks are joined.
+    pub fn visited_mut(&mut self) -> &mut P {
+        &mut self.visited
+    }
+}
+
 /// Walks `bytes`, the segment file's bytes from offset `base` on (a piece of it read into
 /// memory), showing each whole frame to `visitor`. The first piece (base 0) is walked from the
 /// end of its segment header; any other from the first offset, within 256 KiB, where a valid

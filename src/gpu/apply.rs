@@ -766,10 +766,10 @@ impl DevicePageStore {
                 put_le(l, len, |x| x.to_le_bytes());
             })
         });
-        let (mismatches, crcs) =
-            self.gpu
-                .kernels()?
-                .check_record_pieces(&self.gpu.stream, log_base, desc, split)?;
+        let (mismatches, crcs) = self
+            .gpu
+            .kernels()?
+            .check_record_pieces(&self.gpu.stream, log_base, desc, split)?;
         drop(kept);
         if mismatches > 0 {
             return Ok(false);

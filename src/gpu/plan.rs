@@ -370,6 +370,8 @@ pub fn plan(
 /// upload reads them instead of in a second pass.
 pub struct Planner {
     pages: Pages,
+    /// Working memory for finishing the chunks of walked pieces, one per copy thread at most.
+    scratch: std::sync::Mutex<Vec<Scratch>>,
 }
 
 impl Planner {
@@ -391,7 +393,10 @@ impl Planner {
             });
             pages.present[s as usize] = present(p.id);
         }
-        Planner { pages }
+        Planner {
+            pages,
+            scratch: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     /// Walks and decodes a piece of a log segment read into memory: `bytes`, the file's bytes
@@ -399,7 +404,13 @@ impl Planner {
     /// every byte anyway: the records are decoded while the piece is in cache, and the log is
     /// then opened from the pieces ([`Planner::open_log_from_pieces`]) without walking it again.
     pub fn walk_piece(&self, bytes: &[u8], base: u64) -> DecodedPiece {
-        DecodedPiece(walk_piece(bytes, base, &DecodeDuringScan { pages: &self.pages }))
+        let mut walk = walk_piece(bytes, base, &DecodeDuringScan { pages: &self.pages });
+        // Finished here too (slots listed, summarised), while the chunk is in cache.
+        let lock = || self.scratch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut scratch = lock().pop().unwrap_or_else(|| Scratch::new(&self.pages));
+        finish_chunk(walk.visited_mut(), &mut scratch);
+        lock().push(scratch);
+        DecodedPiece(walk)
     }
 
     /// Opens the log segments `paths` (files) from their walked pieces (`pieces(i)` gives those
@@ -658,8 +669,9 @@ fn plan_writes(
     finish_writes(log, seg_base, &pieces, undecoded, pages, limit, out)
 }
 
-/// Plans a run of writes in `pieces`, some decoded already (`chunks`, one per piece: a chunk, or
-/// `None` to decode it here): in parallel, the decoding left and each chunk's slots and summary;
+/// Plans a run of writes in `pieces`, some decoded and finished already (`chunks`, one per piece:
+/// a chunk from [`Planner::walk_piece`], or `None` to decode it here): in parallel, the decoding
+/// left and each such chunk's slots and summary;
 /// in sequence order, epochs, the first failure, the epoch limit; then the batch's writes
 /// gathered and listed by tile.
 fn finish_writes(
@@ -678,11 +690,9 @@ fn finish_writes(
         .zip(pieces)
         .map_init(
             || Scratch::new(view),
+            // Chunks decoded as the log was read were finished then.
             |scratch, (c, &(si, frames))| match c {
-                Some(mut c) => {
-                    finish_chunk(&mut c, scratch);
-                    c
-                }
+                Some(c) => c,
                 None => decode_chunk(log.segments()[si].bytes(), view, frames, scratch),
             },
         )
@@ -1206,7 +1216,8 @@ fn count_tiles(b: &mut WriteBatch, total: usize, tile_base: &[u64], ntiles: usiz
             }
         }
     }
-    let entries: Vec<AtomicU32> = (0..total).map(|_| AtomicU32::new(0)).collect();
+    // Made in parallel: a million entries one by one took 2 ms, faulting in their pages.
+    let entries: Vec<AtomicU32> = (0..total).into_par_iter().map(|_| AtomicU32::new(0)).collect();
     groups.par_iter().zip(counts.par_iter_mut()).for_each(|(g, next)| {
         for &(start, ws) in g {
             for (i, w) in ws.iter().enumerate() {
