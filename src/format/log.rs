@@ -592,10 +592,8 @@ fn stitch<P>(
         .collect();
     pieces.sort_by_key(|p| p.0);
     let len = bytes.len() as u64;
-    // About one frame between pieces: room for all, so that the list is never copied to grow.
-    let walked: usize = pieces.iter().map(|p| p.1.frames.len() + 1).sum();
-    let mut frames: Vec<FrameRef> = Vec::with_capacity(walked + 64);
-    let mut runs: VisitedPieces<P> = Vec::with_capacity(2 * pieces.len() + 1);
+    let mut frames: Vec<FrameRef> = Vec::new();
+    let mut runs: VisitedPieces<P> = Vec::new();
     let mut at = u64::from(header.header_len);
     let mut read_between = 0usize;
     // Reads frames from the mapping up to `until` (or the first frame past it).
