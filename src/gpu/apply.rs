@@ -202,6 +202,25 @@ enum LogInput<'a> {
 /// A log planned against a checkpoint before the store it applies to is loaded. `mmsb replay`
 /// plans while CUDA starts, so that [`DevicePageStore::apply_prepared`] only uploads the log,
 /// checks its record checksums on the device and runs the plan.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use mmsb::format::{checkpoint::Checkpoint, log::Log};
+/// use mmsb::gpu::{Gpu, KernelCompile, apply::PreparedLog, store::{DevicePageStore, LoadOptions}};
+/// use mmsb::replay::ReplayLimit;
+///
+/// let starting = std::thread::spawn(|| Gpu::open(0, KernelCompile::WhileStarting));
+/// let ckpt = Checkpoint::open("model.ckpt".as_ref())?;
+/// // Payload checksums are left to the device, which checks them before any write.
+/// let log = Log::open_deferred(&["model.log"])?;
+/// let keep_all = |_: u64, _: &mmsb::page::PageMeta| true;
+/// let prepared = PreparedLog::new(&log, ckpt.head(), &|_| true, ReplayLimit::default(), &keep_all);
+/// let gpu = Arc::new(starting.join().expect("CUDA start thread")?);
+/// let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default())?;
+/// let (summary, _stats) = store.apply_prepared(&prepared)?;
+/// println!("{} records applied", summary.records);
+/// # Ok::<(), mmsb::Error>(())
+/// ```
 pub struct PreparedLog<'a> {
     log: &'a Log,
     head: &'a CheckpointHead,
