@@ -138,12 +138,36 @@ fn warm_page_cache(path: &Path, len: u64) {
 /// are read with O_DIRECT when cold.
 const READ_AHEAD_MAX: u64 = 1 << 30;
 
+/// CUDA's start, on a thread of its own beside the files' opening.
+enum CudaStart {
+    Running(std::thread::JoinHandle<Result<Gpu>>),
+    Started(Gpu),
+}
+
+impl CudaStart {
+    /// Fails now if the start has already failed; otherwise the start, still running or done.
+    fn failed_early(self) -> Result<CudaStart> {
+        match self {
+            CudaStart::Running(h) if h.is_finished() => Ok(CudaStart::Started(CudaStart::Running(h).wait()?)),
+            other => Ok(other),
+        }
+    }
+
+    /// The started device.
+    fn wait(self) -> Result<Gpu> {
+        match self {
+            CudaStart::Running(h) => h.join().map_err(|_| Error::Gpu("CUDA start thread panicked".into()))?,
+            CudaStart::Started(gpu) => Ok(gpu),
+        }
+    }
+}
+
 /// Replays `checkpoint` plus `logs` on a GPU.
 pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Result<(GpuReplayReport, DevicePageStore)> {
     let t0 = Instant::now();
     let ordinal = o.ordinal;
     let compile = KernelCompile::for_replay(!logs.is_empty(), o.verify);
-    let starting = std::thread::spawn(move || Gpu::open(ordinal, compile));
+    let starting = CudaStart::Running(std::thread::spawn(move || Gpu::open(ordinal, compile)));
     let len = std::fs::metadata(checkpoint)
         .map_err(|e| Error::io(checkpoint, e))?
         .len();
@@ -162,7 +186,9 @@ pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Resu
         ..Default::default()
     };
     // The log is planned while CUDA starts: after the load, only its upload, its checksum
-    // checks on the device and the kernels are left.
+    // checks on the device and the kernels are left. Without a driver or a device the start
+    // fails within milliseconds: that is reported before any time goes into the plan.
+    let starting = starting.failed_early()?;
     let sel = &o.pages;
     let select = |p: &PageEntry| sel.matches(p.id, &p.meta);
     let keep_created = |id: u64, meta: &PageMeta| sel.matches(id, meta);
@@ -171,11 +197,7 @@ pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Resu
         .map(|l| PreparedLog::new(l, ckpt.head(), &select, o.limit, &keep_created));
     t.log_plan = prepared.as_ref().map_or(0.0, |p| p.plan_ms);
     let twait = Instant::now();
-    let gpu = Arc::new(
-        starting
-            .join()
-            .map_err(|_| Error::Gpu("CUDA start thread panicked".into()))??,
-    );
+    let gpu = Arc::new(starting.wait()?);
     t.wait_for_cuda = ms(twait);
     t.cuda_start = gpu.start_ms;
     let tload = Instant::now();
