@@ -763,7 +763,7 @@ impl Log {
     /// log: the same base state, segment numbers 0, 1, 2, ... and gapless sequence numbers.
     /// Problems in the bytes are collected in [`Log::problems`]; only I/O errors fail the call.
     pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<Log> {
-        Ok(Log::open_with(paths, |p| Ok((Segment::open(p)?, ())))?.0)
+        Ok(Log::open_with(paths, |_, p| Ok((Segment::open(p)?, ())))?.0)
     }
 
     /// Opens a log reading only its frame headers: the record checksums over the payloads are
@@ -773,22 +773,19 @@ impl Log {
     /// Everything else (headers, chaining, sequence numbers, damage) is checked as by
     /// [`Log::open`].
     pub fn open_deferred<P: AsRef<Path>>(paths: &[P]) -> Result<Log> {
-        Ok(Log::open_with(paths, |p| Ok((Segment::open_deferred(p)?, ())))?.0)
+        Ok(Log::open_with(paths, |_, p| Ok((Segment::open_deferred(p)?, ())))?.0)
     }
 
-    /// Opens the segments named by `paths` (files, not directories) from walks of their pieces
-    /// ([`Segment::open_from_pieces`]); `pieces(i)` gives the walks of `paths[i]` (each asked
-    /// for once). The second result has an entry per segment of [`Log::segments`], in the same
+    /// Opens the segments named by `paths` from walks of their pieces
+    /// ([`Segment::open_from_pieces`]); `pieces(i)` gives the walks of the `i`-th segment file as
+    /// [`expand_paths`] lists them (each asked for once). The second result has an entry per segment of [`Log::segments`], in the same
     /// order: the runs of its frames that walks of its pieces decoded, where it has them.
     #[allow(clippy::type_complexity)]
     pub fn open_from_pieces<P: Send>(
         paths: &[PathBuf],
         pieces: &(dyn Fn(usize) -> Vec<PieceWalk<P>> + Sync),
     ) -> Result<(Log, Vec<Option<VisitedPieces<P>>>)> {
-        Log::open_with(paths, |p| {
-            let i = paths.iter().position(|q| q == p).expect("a path given");
-            Segment::open_from_pieces(p, pieces(i))
-        })
+        Log::open_with(paths, |i, p| Segment::open_from_pieces(p, pieces(i)))
     }
 
     /// The same segments opened again with every checksum checked: the exact verdict on a log
@@ -803,18 +800,23 @@ impl Log {
         self.segments.iter().all(|s| s.payloads_checked)
     }
 
-    /// Opens each segment with `open_segment`, which also returns something of its own per
-    /// segment (returned in the order of the log's segments).
+    /// Opens each segment file (its index in [`expand_paths`]'s list, its path) with
+    /// `open_segment`, which also returns something of its own per segment (returned in the
+    /// order of the log's segments).
     fn open_with<P: AsRef<Path>, X: Send>(
         paths: &[P],
-        open_segment: impl Fn(&Path) -> Result<(Segment, X)> + Sync,
+        open_segment: impl Fn(usize, &Path) -> Result<(Segment, X)> + Sync,
     ) -> Result<(Log, Vec<X>)> {
         let mut problems = Vec::new();
         let mut opened_ok = Vec::new();
         // Segments are independent until chained: map and scan them in parallel.
         let opened: Vec<Result<(Segment, X)>> = {
             use rayon::prelude::*;
-            expand_paths(paths)?.par_iter().map(|p| open_segment(p)).collect()
+            expand_paths(paths)?
+                .par_iter()
+                .enumerate()
+                .map(|(i, p)| open_segment(i, p))
+                .collect()
         };
         for s in opened {
             match s {

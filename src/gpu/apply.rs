@@ -12,7 +12,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::driver::{DeviceBuffer, MemoryKind, copy_d2d, gpu_err, memset};
-use super::kernels::{CHUNK_DESC_LEN, SOURCE_PAD};
+use super::kernels::{CHUNK_DESC_LEN, SOURCE_PAD, put_le};
 use super::loader::{CopyJob, Pipeline, ReadMode, Source};
 use super::plan::{self, ApplyPlan, KIND_MASKED, Step, WriteBatch};
 use super::store::{DevicePage, DevicePageStore, PageResidency};
@@ -154,19 +154,6 @@ impl UploadLayout {
             .zip(b.extra.par_chunks(1 << 20))
             .for_each(|(d, s)| d.copy_from_slice(s));
     }
-}
-
-/// Encodes `src` into the front of `dst`, `N` bytes per item, in parallel.
-fn put_le<T: Sync, const N: usize>(dst: &mut [u8], src: &[T], encode: impl Fn(&T) -> [u8; N] + Sync) {
-    const ITEMS: usize = 8192;
-    dst[..src.len() * N]
-        .par_chunks_mut(N * ITEMS)
-        .zip(src.par_chunks(ITEMS))
-        .for_each(|(d, s)| {
-            for (d, x) in d.chunks_exact_mut(N).zip(s) {
-                d.copy_from_slice(&encode(x));
-            }
-        });
 }
 
 /// Runs `f` on threads for building the checksum descriptors of a log, which happens beside the
@@ -666,52 +653,39 @@ impl DevicePageStore {
         let kernels = self.gpu.kernels()?;
         let l = UploadLayout::of(b, ptrs.len());
         let buf = DeviceBuffer::alloc(&self.gpu.ctx, l.len, MemoryKind::Device)?;
-        let mut kept = self.gpu.kept_staging();
-        let pinned = match kept.as_mut() {
-            Some(s) if l.len >= PINNED_UPLOAD_MIN && s.len() >= l.len => Some(&mut s.bytes_mut()[..l.len]),
-            _ => None,
-        };
-        let used_pinned = pinned.is_some();
-        let mut pageable = Vec::new();
-        let host = match pinned {
-            Some(p) => p,
-            None => {
-                pageable = vec![0u8; l.len];
-                &mut pageable[..]
+        self.gpu.with_upload_memory(l.len, PINNED_UPLOAD_MIN, |host, pinned| {
+            l.fill(host, b, &ptrs);
+            // SAFETY: `buf` holds `l.len` bytes. Pinned staging is not touched again before
+            // the event below fires; pageable memory is staged by the driver before the call
+            // returns.
+            unsafe { super::driver::copy_h2d_on(stream, buf.ptr(), host)? };
+            let copied = match stream.record_event(None) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    // The copy is queued: nothing it reads or writes may go before it is done.
+                    let _ = stream.synchronize();
+                    return Err(gpu_err(e));
+                }
+            };
+            let at = |off: usize| buf.ptr() + off as u64;
+            let launched = kernels.apply_tiles(
+                stream,
+                at(l.tiles),
+                b.tiles.len(),
+                at(l.entries),
+                at(l.writes),
+                at(l.pages),
+                at(l.value_base),
+                log_base,
+                at(l.extra),
+            );
+            if pinned {
+                // Later loads reuse the staging: it is handed back only once read, also when
+                // the launch failed.
+                copied.synchronize().map_err(gpu_err)?;
             }
-        };
-        l.fill(host, b, &ptrs);
-        // SAFETY: `buf` holds `l.len` bytes. Pinned staging is not touched again before the
-        // event below fires; pageable memory is staged by the driver before the call returns.
-        unsafe { super::driver::copy_h2d_on(stream, buf.ptr(), host)? };
-        let copied = match stream.record_event(None) {
-            Ok(ev) => ev,
-            Err(e) => {
-                // The copy is queued: nothing it reads or writes may go before it is done.
-                let _ = stream.synchronize();
-                return Err(gpu_err(e));
-            }
-        };
-        let at = |off: usize| buf.ptr() + off as u64;
-        let launched = kernels.apply_tiles(
-            stream,
-            at(l.tiles),
-            b.tiles.len(),
-            at(l.entries),
-            at(l.writes),
-            at(l.pages),
-            at(l.value_base),
-            log_base,
-            at(l.extra),
-        );
-        if used_pinned {
-            // Later loads reuse the staging: it is handed back only once read, also when the
-            // launch failed.
-            copied.synchronize().map_err(gpu_err)?;
-        }
-        launched?;
-        drop(kept);
-        drop(pageable);
+            launched
+        })?;
         // In parallel: counted one by one, a million writes delayed the wait for the kernel.
         let masked = b
             .writes
@@ -766,35 +740,26 @@ impl DevicePageStore {
         let split = n > frames.iter().map(|(_, fs)| fs.len()).sum::<usize>();
         // The descriptors go up from the kept pinned staging when it is free (after a log
         // upload; not during one), else from ordinary memory.
-        let need = n * CHUNK_DESC_LEN;
-        let mut kept = Some(self.gpu.kept_staging()).filter(|k| k.as_ref().is_some_and(|s| s.len() >= need));
-        let mut pageable: Vec<u8>;
-        let desc: &mut [u8] = match kept.as_mut().and_then(|k| k.as_mut()) {
-            Some(s) => &mut s.bytes_mut()[..need],
-            None => {
-                pageable = vec![0u8; need];
-                &mut pageable[..]
+        let (mismatches, crcs) = self.gpu.with_upload_memory(n * CHUNK_DESC_LEN, 0, |desc, _| {
+            let (mut offs, mut lens) = desc.split_at_mut(8 * n);
+            let mut regions = Vec::with_capacity(per_chunk.len());
+            for c in &per_chunk {
+                let (o, o_rest) = offs.split_at_mut(8 * c.0.len());
+                let (l, l_rest) = lens.split_at_mut(4 * c.1.len());
+                regions.push((o, l, c));
+                (offs, lens) = (o_rest, l_rest);
             }
-        };
-        let (mut offs, mut lens) = desc.split_at_mut(8 * n);
-        let mut regions = Vec::with_capacity(per_chunk.len());
-        for c in &per_chunk {
-            let (o, o_rest) = offs.split_at_mut(8 * c.0.len());
-            let (l, l_rest) = lens.split_at_mut(4 * c.1.len());
-            regions.push((o, l, c));
-            (offs, lens) = (o_rest, l_rest);
-        }
-        on_check_threads(|| {
-            regions.into_par_iter().for_each(|(o, l, (off, len))| {
-                put_le(o, off, |x| x.to_le_bytes());
-                put_le(l, len, |x| x.to_le_bytes());
-            })
-        });
-        let (mismatches, crcs) = self
-            .gpu
-            .kernels()?
-            .check_record_pieces(&self.gpu.stream, log_base, desc, split)?;
-        drop(kept);
+            on_check_threads(|| {
+                regions.into_par_iter().for_each(|(o, l, (off, len))| {
+                    put_le(o, off, |x| x.to_le_bytes());
+                    put_le(l, len, |x| x.to_le_bytes());
+                })
+            });
+            // Returns only once the device has read `desc`.
+            self.gpu
+                .kernels()?
+                .check_record_pieces(&self.gpu.stream, log_base, desc, split)
+        })?;
         if mismatches > 0 {
             return Ok(false);
         }

@@ -366,6 +366,21 @@ pub struct Kernels {
 
 const THREADS: u32 = 256;
 
+/// Encodes `src` into the front of `dst`, `N` bytes per item (little-endian, as the kernels read
+/// them), in parallel.
+pub(crate) fn put_le<T: Sync, const N: usize>(dst: &mut [u8], src: &[T], encode: impl Fn(&T) -> [u8; N] + Sync) {
+    use rayon::prelude::*;
+    const ITEMS: usize = 8192;
+    dst[..src.len() * N]
+        .par_chunks_mut(N * ITEMS)
+        .zip(src.par_chunks(ITEMS))
+        .for_each(|(d, s)| {
+            for (d, x) in d.chunks_exact_mut(N).zip(s) {
+                d.copy_from_slice(&encode(x));
+            }
+        });
+}
+
 /// Bytes describing one chunk to [`Kernels::check_record_pieces`]: a u64 offset and a u32
 /// length.
 pub const CHUNK_DESC_LEN: usize = 12;
@@ -434,12 +449,8 @@ impl Kernels {
     pub fn crc32c_chunks(&self, stream: &Arc<CudaStream>, base: u64, off: &[u64], len: &[u32]) -> Result<Vec<u32>> {
         let mut desc = vec![0u8; off.len() * CHUNK_DESC_LEN];
         let (offs, lens) = desc.split_at_mut(off.len() * 8);
-        for (d, o) in offs.chunks_exact_mut(8).zip(off) {
-            d.copy_from_slice(&o.to_le_bytes());
-        }
-        for (d, l) in lens.chunks_exact_mut(4).zip(len) {
-            d.copy_from_slice(&l.to_le_bytes());
-        }
+        put_le(offs, off, |x| x.to_le_bytes());
+        put_le(lens, len, |x| x.to_le_bytes());
         self.check_record_pieces(stream, base, &desc, true)
             .map(|(_, crcs)| crcs)
     }

@@ -177,6 +177,26 @@ impl Gpu {
         }
     }
 
+    /// Runs `f` on `len` bytes of host memory to upload from: the kept pinned staging when it is
+    /// free, holds `len` bytes and `len` is at least `pinned_min`, else ordinary memory; `f`
+    /// learns which. Pinned memory must have been read by the device before `f` returns (later
+    /// loads reuse it); the kept staging is not held while `f` runs on ordinary memory.
+    pub(crate) fn with_upload_memory<R>(
+        &self,
+        len: usize,
+        pinned_min: usize,
+        f: impl FnOnce(&mut [u8], bool) -> R,
+    ) -> R {
+        let mut kept = self.kept_staging();
+        match kept.as_mut() {
+            Some(s) if len >= pinned_min && s.len() >= len => f(&mut s.bytes_mut()[..len], true),
+            _ => {
+                drop(kept);
+                f(&mut vec![0u8; len], false)
+            }
+        }
+    }
+
     /// The kept staging. A thread that panicked while holding the lock left either some staging
     /// (synchronised: loads put it back only after their streams finish) or none, both usable.
     pub(crate) fn kept_staging(&self) -> std::sync::MutexGuard<'_, Option<loader::Staging>> {

@@ -670,9 +670,8 @@ fn plan_writes(
 }
 
 /// Plans a run of writes in `pieces`, some decoded and finished already (`chunks`, one per piece:
-/// a chunk from [`Planner::walk_piece`], or `None` to decode it here): in parallel, the decoding
-/// left and each such chunk's slots and summary;
-/// in sequence order, epochs, the first failure, the epoch limit; then the batch's writes
+/// a chunk from [`Planner::walk_piece`], or `None` to decode and finish it here, in parallel);
+/// then, in sequence order, epochs, the first failure, the epoch limit; then the batch's writes
 /// gathered and listed by tile.
 fn finish_writes(
     log: &Log,
