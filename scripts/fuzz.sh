@@ -15,10 +15,10 @@ for t in $targets; do
   case $t in
     checkpoint) cp testdata/*.ckpt "$corpus"/ ;;
     log_segment) for f in testdata/*.log/*.mmsblog; do cp "$f" "$corpus/$(echo "$f" | tr / _)"; done ;;
-    # Two bytes of piece size, then a segment.
-    log_pieces) for f in testdata/*.log/*.mmsblog; do for n in 0 31 200 4095; do
-        { printf "\\x$(printf %02x $((n % 256)))\\x$(printf %02x $((n / 256)))"; cat "$f"; } >"$corpus/$n-$(echo "$f" | tr / _)"
-      done; done ;;
+    # Two bytes of piece size, one of the order pieces are added in, then a segment.
+    log_pieces) for f in testdata/*.log/*.mmsblog; do for n in 0 31 200 4095; do for o in 00 83; do
+        { printf "\\x$(printf %02x $((n % 256)))\\x$(printf %02x $((n / 256)))\\x$o"; cat "$f"; } >"$corpus/$n-$o-$(echo "$f" | tr / _)"
+      done; done; done ;;
     delta) python3 - "$corpus" <<'PY'
 import pathlib, struct, sys
 # One seed per record type: type byte, then the 25-byte prefix (page 1, epoch 1, ts, empty source).

@@ -371,7 +371,15 @@ impl DevicePageStore {
         let pages = &self.pages;
         let planner = (!was_planned).then(|| Arc::new(plan::Planner::new(head, &|id| pages.contains_key(&id))));
         let walk_in_upload = matches!(input, LogInput::Files(_));
-        let walked: Vec<Mutex<Vec<plan::DecodedPiece>>> = files.iter().map(|_| Mutex::new(Vec::new())).collect();
+        // Each file's walked pieces, joined into its frame list as they come in.
+        let walked: Vec<Mutex<Option<plan::SegmentPieces>>> = if walk_in_upload {
+            files
+                .iter()
+                .map(|(p, _)| Mutex::new(Some(plan::SegmentPieces::new(p))))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let outcome = std::thread::scope(|outer| -> Result<Outcome> {
             let (logbuf, files, file_base) = (&logbuf, &files, &file_base);
             // Each file's index is sent once it is all on the device, so that its records'
@@ -422,7 +430,9 @@ impl DevicePageStore {
                 let walk = |file: usize, file_off: u64, bytes: &[u8]| {
                     if let Some(w) = &walker {
                         let piece = w.walk_piece(bytes, file_off);
-                        walked[file].lock().unwrap_or_else(PoisonError::into_inner).push(piece);
+                        if let Some(s) = walked[file].lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+                            s.add(piece);
+                        }
                     }
                 };
                 super::loader::load(&this.gpu, &sources, &jobs, ReadMode::Buffered, pipe, &tell, &walk)?;
@@ -432,13 +442,11 @@ impl DevicePageStore {
                 LogInput::Opened(log) => (log, None, Upload::Running(upload)),
                 LogInput::Files(_) => {
                     let upload_ms = Upload::Running(upload).wait()?;
-                    let paths: Vec<std::path::PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
-                    let take =
-                        |i: usize| std::mem::take(&mut *walked[i].lock().unwrap_or_else(PoisonError::into_inner));
-                    let walker = planner
-                        .as_ref()
-                        .ok_or_else(|| Error::Gpu("a log given as files has no planner".into()))?;
-                    let (log, decoded) = walker.open_log_from_pieces(&paths, &take)?;
+                    let pieces = walked
+                        .iter()
+                        .filter_map(|w| w.lock().unwrap_or_else(PoisonError::into_inner).take())
+                        .collect();
+                    let (log, decoded) = plan::open_log_from_pieces(pieces)?;
                     (opened.insert(log), Some(decoded), Upload::Done(upload_ms))
                 }
             };

@@ -21,7 +21,9 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::checkpoint::CheckpointHead;
-use crate::format::log::{FrameRef, FrameVisitor, Log, PieceWalk, VisitedPieces, frame_payload, walk_piece};
+use crate::format::log::{
+    FrameRef, FrameVisitor, Log, PieceWalk, SegmentStitch, VisitedPieces, frame_payload, walk_piece,
+};
 use crate::format::record::{Delta, OPTIONAL_TYPE_MIN, Op, PageShape, TYPE_CREATE, TYPE_DELETE, TYPE_RESIZE};
 use crate::page::PageMeta;
 use crate::replay::{ReplayLimit, ReplaySummary};
@@ -321,7 +323,32 @@ impl FrameVisitor for DecodeDuringScan<'_> {
 /// A piece of a log segment walked and decoded as the upload read it ([`Planner::walk_piece`]).
 pub struct DecodedPiece(PieceWalk<Chunk>);
 
-/// The records decoded in a log's walked pieces ([`Planner::open_log_from_pieces`]): per
+/// The decoded pieces of one segment file, joined into its frame list as they come in
+/// ([`SegmentStitch`]): the upload's copy threads add each piece right after its walk, so that
+/// little is left to join when the last one is in.
+pub struct SegmentPieces(SegmentStitch<Chunk>);
+
+impl SegmentPieces {
+    /// Starts joining the pieces of the segment file `path` (mapped now, not read).
+    pub fn new(path: &std::path::Path) -> SegmentPieces {
+        SegmentPieces(SegmentStitch::new(path))
+    }
+
+    /// Adds a piece of this segment's file.
+    pub fn add(&mut self, piece: DecodedPiece) {
+        self.0.add(piece.0);
+    }
+}
+
+/// Opens the log whose segment files' pieces are `segments` (every piece added), as
+/// [`Log::from_stitches`] does; the records of the pieces come back decoded, for
+/// [`Planner::plan`].
+pub fn open_log_from_pieces(segments: Vec<SegmentPieces>) -> Result<(Log, ScanDecoded)> {
+    let (log, decoded) = Log::from_stitches(segments.into_iter().map(|s| s.0).collect())?;
+    Ok((log, ScanDecoded(decoded)))
+}
+
+/// The records decoded in a log's walked pieces ([`open_log_from_pieces`]): per
 /// segment, in the log's order, runs of frames with their decoded chunk or none (frames read
 /// between pieces; a segment whose pieces could not be joined has no runs).
 pub struct ScanDecoded(Vec<Option<VisitedPieces<Chunk>>>);
@@ -402,7 +429,8 @@ impl Planner {
     /// Walks and decodes a piece of a log segment read into memory: `bytes`, the file's bytes
     /// from offset `base` on ([`crate::format::log::walk_piece`]). For an upload that reads
     /// every byte anyway: the records are decoded while the piece is in cache, and the log is
-    /// then opened from the pieces ([`Planner::open_log_from_pieces`]) without walking it again.
+    /// then opened from the pieces ([`SegmentPieces`], [`open_log_from_pieces`]) without walking
+    /// it again.
     pub fn walk_piece(&self, bytes: &[u8], base: u64) -> DecodedPiece {
         let mut walk = walk_piece(bytes, base, &DecodeDuringScan { pages: &self.pages });
         // Finished here too (slots listed, summarised), while the chunk is in cache.
@@ -413,21 +441,8 @@ impl Planner {
         DecodedPiece(walk)
     }
 
-    /// Opens the log segments `paths` (files) from their walked pieces (`pieces(i)` gives those
-    /// of `paths[i]`), as [`Log::open_from_pieces`] does; the records of the pieces come back
-    /// decoded, for [`Planner::plan`].
-    pub fn open_log_from_pieces(
-        &self,
-        paths: &[std::path::PathBuf],
-        pieces: &(dyn Fn(usize) -> Vec<DecodedPiece> + Sync),
-    ) -> Result<(Log, ScanDecoded)> {
-        let walks = |i: usize| pieces(i).into_iter().map(|p| p.0).collect();
-        let (log, decoded) = Log::open_from_pieces(paths, &walks)?;
-        Ok((log, ScanDecoded(decoded)))
-    }
-
     /// Plans applying `log` (up to `limit`), as [`plan`] does. `decoded`, from
-    /// [`Planner::open_log_from_pieces`] on the same log, is used when the log has no
+    /// [`open_log_from_pieces`] on the same log, is used when the log has no
     /// structural record and the limit does not cut it (then every record was decoded against
     /// the checkpoint's shapes, as the plan would decode it); the records the pieces did not
     /// decode, and those of any other log, are decoded here.
