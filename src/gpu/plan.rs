@@ -1246,7 +1246,9 @@ fn count_tiles(b: &mut WriteBatch, total: usize, tile_base: &[u64], ntiles: usiz
             }
         }
     });
-    b.entries = entries.into_par_iter().map(AtomicU32::into_inner).collect();
+    // In place (the same size and alignment): a parallel collect into a new list faulted in
+    // its pages anew.
+    b.entries = entries.into_iter().map(AtomicU32::into_inner).collect();
 }
 
 /// Groups `keyed` (tile key, write) by tile with a parallel comparison sort.
