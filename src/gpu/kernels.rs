@@ -74,6 +74,8 @@ extern "C" __global__ void crc32c_chunks(u64 base, const u64* off, const u32* le
 // device address. One block runs one tile's writes in order, each clipped to the tile, so that
 // the last write to a byte lands last.
 #define TILE_SHIFT 16
+// Threads per block of apply_tiles (THREADS in kernels.rs).
+#define BLOCK 256
 
 // Copies n bytes from sp to dp with the block's threads: single bytes up to dp's next 8-byte
 // boundary and after the last whole word, 8-byte stores in between, each assembled from the two
@@ -112,6 +114,9 @@ __device__ void block_fill(u8* dp, u8 v, u64 n) {
 extern "C" __global__ void apply_tiles(const u64* tiles, u32 ntiles, const u32* entries, const u64* writes,
                                        const u64* pages, const u64* vbase, u64 log_base, u64 extra_base) {
     __shared__ u64 warp_sums[32];
+    // The descriptors of the next BLOCK writes of the tile, loaded by the block at once: one
+    // round trip to memory for all of them, where loading each just before its copy cost two.
+    __shared__ u64 batch[4 * BLOCK];
     const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     for (u32 t = blockIdx.x; t < ntiles; t += gridDim.x) {
         const u64 key = tiles[2 * t], fc = tiles[2 * t + 1];
@@ -119,63 +124,72 @@ extern "C" __global__ void apply_tiles(const u64* tiles, u32 ntiles, const u32* 
         const u64 lo = tile_no << TILE_SHIFT, hi = lo + (1ull << TILE_SHIFT);
         u8* page = (u8*)pages[key >> 32];
         const u32 first = (u32)fc, count = (u32)(fc >> 32);
-        for (u32 e = first; e < first + count; e++) {
-            const u64* w = writes + 4ull * entries[e];
-            const u64 off = w[0], len = w[1], src = w[2], sk = w[3];
-            const u32 kind = (u32)(sk >> 32) & 3u;
-            const u64 a = off > lo ? off : lo;
-            const u64 z = off + len < hi ? off + len : hi;
-            if (kind == 2) {
-                block_fill(page + a, (u8)src, z - a);
-            } else {
-                const u8* s = (const u8*)((src >> 63) ? extra_base + (src & ~(1ull << 63)) : log_base + src);
-                if (kind == 0) {
-                    block_copy(page + a, s + (a - off), z - a);
-                } else {
-                    const u8* vals = s + (len + 7) / 8;
-                    u64 running = vbase[(sk >> 34) + tile_no - (off >> TILE_SHIFT)];
-                    const u64 b0 = a - off, b1 = z - off;
-                    const u64 m0 = b0 >> 3, m1 = (b1 + 7) >> 3;
-                    for (u64 t0 = m0; t0 < m1; t0 += blockDim.x) {
-                        const u64 m = t0 + threadIdx.x;
-                        u32 bits = 0;
-                        if (m < m1) {
-                            bits = s[m];
-                            const u64 bit_lo = m * 8, bit_hi = bit_lo + 8;
-                            if (bit_lo < b0) bits &= 0xFFu << (u32)(b0 - bit_lo);
-                            if (bit_hi > b1) bits &= 0xFFu >> (u32)(bit_hi - b1);
-                            bits &= 0xFFu;
-                        }
-                        const u64 c = __popc(bits);
-                        u64 x = c;
-                        for (int o = 1; o < 32; o <<= 1) {
-                            u64 y = __shfl_up_sync(0xffffffffu, x, o);
-                            if (lane >= (u32)o) x += y;
-                        }
-                        if (lane == 31) warp_sums[warp] = x;
-                        __syncthreads();
-                        if (warp == 0) {
-                            u64 q = lane < nwarps ? warp_sums[lane] : 0;
-                            for (int o = 1; o < 32; o <<= 1) {
-                                u64 y = __shfl_up_sync(0xffffffffu, q, o);
-                                if (lane >= (u32)o) q += y;
-                            }
-                            if (lane < nwarps) warp_sums[lane] = q;
-                        }
-                        __syncthreads();
-                        u64 v = running + x - c + (warp > 0 ? warp_sums[warp - 1] : 0);
-                        const u64 total = warp_sums[nwarps - 1];
-                        while (bits) {
-                            const int b = __ffs(bits) - 1;
-                            page[off + m * 8 + b] = vals[v++];
-                            bits &= bits - 1;
-                        }
-                        __syncthreads();
-                        running += total;
-                    }
-                }
+        for (u32 e0 = first; e0 < first + count; e0 += BLOCK) {
+            const u32 n = first + count - e0 < BLOCK ? first + count - e0 : BLOCK;
+            // The batch before was last read before the __syncthreads that ends each write.
+            if (threadIdx.x < n) {
+                const u64* w = writes + 4ull * entries[e0 + threadIdx.x];
+                for (int q = 0; q < 4; q++) batch[4 * threadIdx.x + q] = w[q];
             }
             __syncthreads();
+            for (u32 e = 0; e < n; e++) {
+                const u64* w = batch + 4 * e;
+                const u64 off = w[0], len = w[1], src = w[2], sk = w[3];
+                const u32 kind = (u32)(sk >> 32) & 3u;
+                const u64 a = off > lo ? off : lo;
+                const u64 z = off + len < hi ? off + len : hi;
+                if (kind == 2) {
+                    block_fill(page + a, (u8)src, z - a);
+                } else {
+                    const u8* s = (const u8*)((src >> 63) ? extra_base + (src & ~(1ull << 63)) : log_base + src);
+                    if (kind == 0) {
+                        block_copy(page + a, s + (a - off), z - a);
+                    } else {
+                        const u8* vals = s + (len + 7) / 8;
+                        u64 running = vbase[(sk >> 34) + tile_no - (off >> TILE_SHIFT)];
+                        const u64 b0 = a - off, b1 = z - off;
+                        const u64 m0 = b0 >> 3, m1 = (b1 + 7) >> 3;
+                        for (u64 t0 = m0; t0 < m1; t0 += blockDim.x) {
+                            const u64 m = t0 + threadIdx.x;
+                            u32 bits = 0;
+                            if (m < m1) {
+                                bits = s[m];
+                                const u64 bit_lo = m * 8, bit_hi = bit_lo + 8;
+                                if (bit_lo < b0) bits &= 0xFFu << (u32)(b0 - bit_lo);
+                                if (bit_hi > b1) bits &= 0xFFu >> (u32)(bit_hi - b1);
+                                bits &= 0xFFu;
+                            }
+                            const u64 c = __popc(bits);
+                            u64 x = c;
+                            for (int o = 1; o < 32; o <<= 1) {
+                                u64 y = __shfl_up_sync(0xffffffffu, x, o);
+                                if (lane >= (u32)o) x += y;
+                            }
+                            if (lane == 31) warp_sums[warp] = x;
+                            __syncthreads();
+                            if (warp == 0) {
+                                u64 q = lane < nwarps ? warp_sums[lane] : 0;
+                                for (int o = 1; o < 32; o <<= 1) {
+                                    u64 y = __shfl_up_sync(0xffffffffu, q, o);
+                                    if (lane >= (u32)o) q += y;
+                                }
+                                if (lane < nwarps) warp_sums[lane] = q;
+                            }
+                            __syncthreads();
+                            u64 v = running + x - c + (warp > 0 ? warp_sums[warp - 1] : 0);
+                            const u64 total = warp_sums[nwarps - 1];
+                            while (bits) {
+                                const int b = __ffs(bits) - 1;
+                                page[off + m * 8 + b] = vals[v++];
+                                bits &= bits - 1;
+                            }
+                            __syncthreads();
+                            running += total;
+                        }
+                    }
+                }
+                __syncthreads();
+            }
         }
     }
 }
@@ -529,6 +543,11 @@ mod tests {
             assert!(cubin.starts_with(b"\x7fELF"), "sm_{major}{minor}: not an ELF file");
             assert_eq!(built_in(major, minor), Some(cubin));
         }
+    }
+
+    #[test]
+    fn apply_tiles_is_launched_with_the_block_size_its_source_assumes() {
+        assert!(SOURCE.contains(&format!("#define BLOCK {THREADS}\n")));
     }
 
     #[test]
