@@ -51,7 +51,7 @@ fn open_and_plan(
                 .iter()
                 .map(|p| {
                     let bytes = std::fs::read(p).unwrap();
-                    let mut segment = plan::SegmentPieces::new(p);
+                    let segment = plan::SegmentPieces::new(p);
                     let mut pieces: Vec<(usize, &[u8])> = bytes.chunks(PIECE).enumerate().collect();
                     pieces.sort_by_key(|&(k, _)| (k % 3, k));
                     for (k, b) in pieces {

@@ -15,6 +15,7 @@
 //! the bytes are in cache, and the log is opened from the walked pieces.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -325,26 +326,57 @@ pub struct DecodedPiece(PieceWalk<Chunk>);
 
 /// The decoded pieces of one segment file, joined into its frame list as they come in
 /// ([`SegmentStitch`]): the upload's copy threads add each piece right after its walk, so that
-/// little is left to join when the last one is in.
-pub struct SegmentPieces(SegmentStitch<Chunk>);
+/// little is left to join when the last one is in. A thread that finds another one joining
+/// leaves its piece for that one (or the next) to join, and goes back to copying.
+pub struct SegmentPieces {
+    stitch: Mutex<SegmentStitch<Chunk>>,
+    /// Pieces added while another thread held the stitch.
+    inbox: Mutex<Vec<PieceWalk<Chunk>>>,
+}
 
 impl SegmentPieces {
     /// Starts joining the pieces of the segment file `path` (mapped now, not read).
     pub fn new(path: &std::path::Path) -> SegmentPieces {
-        SegmentPieces(SegmentStitch::new(path))
+        SegmentPieces {
+            stitch: Mutex::new(SegmentStitch::new(path)),
+            inbox: Mutex::new(Vec::new()),
+        }
     }
 
-    /// Adds a piece of this segment's file.
-    pub fn add(&mut self, piece: DecodedPiece) {
-        self.0.add(piece.0);
+    /// Adds a piece of this segment's file, joining it (and any left by other threads) unless
+    /// another thread is joining.
+    pub fn add(&self, piece: DecodedPiece) {
+        lock(&self.inbox).push(piece.0);
+        while let Ok(mut stitch) = self.stitch.try_lock() {
+            let pieces = std::mem::take(&mut *lock(&self.inbox));
+            if pieces.is_empty() {
+                break;
+            }
+            for p in pieces {
+                stitch.add(p);
+            }
+        }
     }
+
+    /// The stitch with every piece added.
+    fn into_stitch(self) -> SegmentStitch<Chunk> {
+        let mut stitch = self.stitch.into_inner().unwrap_or_else(PoisonError::into_inner);
+        for p in self.inbox.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            stitch.add(p);
+        }
+        stitch
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Opens the log whose segment files' pieces are `segments` (every piece added), as
 /// [`Log::from_stitches`] does; the records of the pieces come back decoded, for
 /// [`Planner::plan`].
 pub fn open_log_from_pieces(segments: Vec<SegmentPieces>) -> Result<(Log, ScanDecoded)> {
-    let (log, decoded) = Log::from_stitches(segments.into_iter().map(|s| s.0).collect())?;
+    let (log, decoded) = Log::from_stitches(segments.into_iter().map(SegmentPieces::into_stitch).collect())?;
     Ok((log, ScanDecoded(decoded)))
 }
 
@@ -398,7 +430,7 @@ pub fn plan(
 pub struct Planner {
     pages: Pages,
     /// Working memory for finishing the chunks of walked pieces, one per copy thread at most.
-    scratch: std::sync::Mutex<Vec<Scratch>>,
+    scratch: Mutex<Vec<Scratch>>,
 }
 
 impl Planner {
@@ -422,7 +454,7 @@ impl Planner {
         }
         Planner {
             pages,
-            scratch: std::sync::Mutex::new(Vec::new()),
+            scratch: Mutex::new(Vec::new()),
         }
     }
 
@@ -434,10 +466,9 @@ impl Planner {
     pub fn walk_piece(&self, bytes: &[u8], base: u64) -> DecodedPiece {
         let mut walk = walk_piece(bytes, base, &DecodeDuringScan { pages: &self.pages });
         // Finished here too (slots listed, summarised), while the chunk is in cache.
-        let lock = || self.scratch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut scratch = lock().pop().unwrap_or_else(|| Scratch::new(&self.pages));
+        let mut scratch = lock(&self.scratch).pop().unwrap_or_else(|| Scratch::new(&self.pages));
         finish_chunk(walk.visited_mut(), &mut scratch);
-        lock().push(scratch);
+        lock(&self.scratch).push(scratch);
         DecodedPiece(walk)
     }
 
