@@ -1,7 +1,6 @@
 //! Times what the GPU delta path does on the CPU, without a GPU: the log read in pieces (as the
 //! upload's copy threads read it, with `pread` into buffers), each piece walked and its records
-//! decoded right after its read and joined into its segment's frame list, the log opened from
-//! the pieces, and its writes planned for the
+//! decoded right after its read, the log opened from the pieces, and its writes planned for the
 //! `apply_tiles` kernel; against opening the log from a mapping and decoding the records after.
 //!
 //! cargo run --release --example plan_phases -- CHECKPOINT LOG [RUNS]
@@ -13,7 +12,7 @@ use std::time::Instant;
 
 use mmsb::format::checkpoint::Checkpoint;
 use mmsb::format::log::{Log, expand_paths};
-use mmsb::gpu::plan::{self, Planner, SegmentPieces};
+use mmsb::gpu::plan::{self, DecodedPiece, Planner};
 use mmsb::replay::ReplayLimit;
 use rayon::prelude::*;
 
@@ -33,11 +32,8 @@ fn main() -> anyhow::Result<()> {
             let (log, decoded) = if in_pieces {
                 let walked = read_and_walk(&planner, &paths)?;
                 let tj = Instant::now();
-                let pieces = walked
-                    .into_iter()
-                    .map(|w| w.into_inner().expect("not poisoned"))
-                    .collect();
-                let (log, decoded) = plan::open_log_from_pieces(pieces)?;
+                let take = |i: usize| std::mem::take(&mut *walked[i].lock().expect("not poisoned"));
+                let (log, decoded) = planner.open_log_from_pieces(&paths, &take)?;
                 print!("join {:.1} ms; ", tj.elapsed().as_secs_f64() * 1e3);
                 (log, Some(decoded))
             } else {
@@ -68,8 +64,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Reads every file in pieces on rayon's threads, walking each piece after its read.
-fn read_and_walk(planner: &Planner, paths: &[PathBuf]) -> std::io::Result<Vec<Mutex<SegmentPieces>>> {
-    let walked: Vec<Mutex<SegmentPieces>> = paths.iter().map(|p| Mutex::new(SegmentPieces::new(p))).collect();
+fn read_and_walk(planner: &Planner, paths: &[PathBuf]) -> std::io::Result<Vec<Mutex<Vec<DecodedPiece>>>> {
+    let walked: Vec<Mutex<Vec<DecodedPiece>>> = paths.iter().map(|_| Mutex::new(Vec::new())).collect();
     let mut jobs = Vec::new();
     for (i, p) in paths.iter().enumerate() {
         let len = std::fs::metadata(p)?.len();
@@ -84,7 +80,7 @@ fn read_and_walk(planner: &Planner, paths: &[PathBuf]) -> std::io::Result<Vec<Mu
         |buf, &(i, off)| -> std::io::Result<()> {
             let n = files[i].read_at(buf, off)?;
             let piece = planner.walk_piece(&buf[..n], off);
-            walked[i].lock().expect("not poisoned").add(piece);
+            walked[i].lock().expect("not poisoned").push(piece);
             Ok(())
         },
     )?;

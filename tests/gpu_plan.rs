@@ -22,7 +22,7 @@ enum Opening {
     /// Frame headers only ([`Log::open_deferred`]).
     Deferred,
     /// The files read in pieces, each walked and decoded as `mmsb replay --device` does while
-    /// it uploads them ([`Planner::walk_piece`], [`plan::SegmentPieces`]).
+    /// it uploads them ([`Planner::walk_piece`], [`Planner::open_log_from_pieces`]).
     FromPieces,
 }
 
@@ -46,21 +46,20 @@ fn open_and_plan(
         Opening::Deferred => (Log::open_deferred(&[log_path]).unwrap(), None),
         Opening::FromPieces => {
             let paths = mmsb::format::log::expand_paths(&[log_path]).unwrap();
-            // The pieces come in out of order, as from the upload's copy threads.
-            let segments = paths
+            let walked: Vec<std::sync::Mutex<Vec<plan::DecodedPiece>>> = paths
                 .iter()
                 .map(|p| {
                     let bytes = std::fs::read(p).unwrap();
-                    let segment = plan::SegmentPieces::new(p);
-                    let mut pieces: Vec<(usize, &[u8])> = bytes.chunks(PIECE).enumerate().collect();
-                    pieces.sort_by_key(|&(k, _)| (k % 3, k));
-                    for (k, b) in pieces {
-                        segment.add(planner.walk_piece(b, (k * PIECE) as u64));
-                    }
-                    segment
+                    let pieces = bytes
+                        .chunks(PIECE)
+                        .enumerate()
+                        .map(|(k, b)| planner.walk_piece(b, (k * PIECE) as u64))
+                        .collect();
+                    std::sync::Mutex::new(pieces)
                 })
                 .collect();
-            let (log, decoded) = plan::open_log_from_pieces(segments).unwrap();
+            let take = |i: usize| std::mem::take(&mut *walked[i].lock().unwrap());
+            let (log, decoded) = planner.open_log_from_pieces(&paths, &take).unwrap();
             (log, Some(decoded))
         }
     };

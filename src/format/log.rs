@@ -328,13 +328,26 @@ impl Segment {
     }
 
     /// Opens a segment whose bytes were walked piece by piece as they were read
-    /// ([`walk_piece`]), the walks given in any order: [`SegmentStitch`] with every walk added.
+    /// ([`walk_piece`]): its frames are the pieces' frames, each piece's taken when the chain of
+    /// frames from the header reaches its first frame exactly, with the frames between pieces
+    /// read from the mapping; the record checksums are not checked (as by
+    /// [`Segment::open_deferred`]). When the walks cannot be joined, the segment is opened with
+    /// [`Segment::open_deferred`] instead and no pieces come back.
     pub fn open_from_pieces<P>(path: &Path, pieces: Vec<PieceWalk<P>>) -> Result<(Segment, Option<VisitedPieces<P>>)> {
-        let mut stitch = SegmentStitch::new(path);
-        for p in pieces {
-            stitch.add(p);
-        }
-        stitch.finish()
+        let map = ReadOnlyMap::open(path)?;
+        let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
+        let Some((frames, runs)) = stitch(map.bytes(), &header, pieces) else {
+            return Ok((Segment::open_deferred(path)?, None));
+        };
+        let segment = Segment {
+            path: path.to_owned(),
+            map,
+            header,
+            frames,
+            end: SegmentEnd::Clean,
+            payloads_checked: false,
+        };
+        Ok((segment, Some(runs)))
     }
 
     fn open_scanned(path: &Path, check_payloads: bool) -> Result<Segment> {
@@ -507,9 +520,6 @@ fn walk_interleaved(bytes: &[u8], group: &[(u64, u64)], check_payloads: bool) ->
 /// visitor while the bytes are in cache. [`Segment::open_from_pieces`] joins the walks into the
 /// segment's frame list.
 pub struct PieceWalk<P> {
-    /// File offset of the piece's first byte, and its length.
-    base: u64,
-    len: u64,
     /// File offset of the first frame walked; `None` when none was found.
     first: Option<u64>,
     /// The frames walked, with file offsets.
@@ -544,8 +554,6 @@ pub fn walk_piece<V: FrameVisitor>(bytes: &[u8], base: u64, visitor: &V) -> Piec
         })
     };
     let mut walk = PieceWalk {
-        base,
-        len: bytes.len() as u64,
         first: first.map(|f| base + f),
         frames: Vec::new(),
         next: base,
@@ -565,178 +573,67 @@ pub fn walk_piece<V: FrameVisitor>(bytes: &[u8], base: u64, visitor: &V) -> Piec
     walk
 }
 
-/// A segment's frame list joined from the walks of its pieces ([`walk_piece`]) as they come
-/// in, in any order, for a reader that reads the file in pieces anyway (the GPU upload). The
-/// chain of frames from the segment's header takes a piece's frames when it reaches exactly that
-/// piece's first frame, which makes them links of the chain, and reads the frames between pieces
-/// from the mapped file. A walk is linked as soon as the pieces before it (by file offset, up to
-/// its first byte) have been: when the pieces arrive about in order, little is left to join once
-/// the last one is in. The record checksums are not checked (as by [`Segment::open_deferred`]).
-pub struct SegmentStitch<P> {
-    path: PathBuf,
-    /// The mapped file, its header and the chain so far; the error if the file could not be
-    /// mapped or its header is bad (reported by [`SegmentStitch::finish`]).
-    state: Result<(ReadOnlyMap, SegmentHeader, Stitch<P>)>,
-}
-
-impl<P> SegmentStitch<P> {
-    /// Starts joining walks of the segment file `path`, which it maps now (without reading it).
-    pub fn new(path: &Path) -> SegmentStitch<P> {
-        let state = ReadOnlyMap::open(path).and_then(|map| {
-            let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
-            let stitch = Stitch::new(&header);
-            Ok((map, header, stitch))
-        });
-        SegmentStitch {
-            path: path.to_owned(),
-            state,
-        }
-    }
-
-    /// Adds the walk of one piece, and links every walk the chain can now reach.
-    pub fn add(&mut self, walk: PieceWalk<P>) {
-        if let Ok((map, _, stitch)) = &mut self.state {
-            stitch.add(map.bytes(), walk);
-        }
-    }
-
-    /// The segment, its frames joined from the walks, and the runs of frames the walks' visitor
-    /// saw. When the walks cannot be joined (damage, a torn tail, a sequence gap), the segment is
-    /// opened with [`Segment::open_deferred`] instead, which classifies the damage, and no runs
-    /// come back.
-    pub fn finish(self) -> Result<(Segment, Option<VisitedPieces<P>>)> {
-        let (map, header, stitch) = self.state?;
-        let Some((frames, runs)) = stitch.finish(map.bytes()) else {
-            return Ok((Segment::open_deferred(&self.path)?, None));
-        };
-        let segment = Segment {
-            path: self.path,
-            map,
-            header,
-            frames,
-            end: SegmentEnd::Clean,
-            payloads_checked: false,
-        };
-        Ok((segment, Some(runs)))
-    }
-}
-
-/// The chain of a segment's frames, being joined from walks of its pieces.
-struct Stitch<P> {
-    /// Walks not linked yet, by the file offset of their piece.
-    waiting: std::collections::BTreeMap<u64, PieceWalk<P>>,
-    /// Where the pieces linked or skipped so far end: the next piece to link starts here.
-    covered: u64,
-    /// File offset of the next frame of the chain.
-    at: u64,
-    frames: Vec<FrameRef>,
-    runs: VisitedPieces<P>,
-    /// Frames read from the file since the last linked walk.
-    read_between: usize,
-    first_seq: u64,
-    /// A frame could not be read, or a sequence number is out of line: the walks cannot be
-    /// joined.
-    broken: bool,
-}
-
-impl<P> Stitch<P> {
-    fn new(header: &SegmentHeader) -> Stitch<P> {
-        Stitch {
-            waiting: std::collections::BTreeMap::new(),
-            covered: 0,
-            at: u64::from(header.header_len),
-            frames: Vec::new(),
-            runs: Vec::new(),
-            read_between: 0,
-            first_seq: header.first_seq,
-            broken: false,
-        }
-    }
-
-    /// `bytes` is the mapped file.
-    fn add(&mut self, bytes: &[u8], walk: PieceWalk<P>) {
-        if walk.len == 0 {
-            return;
-        }
-        // A piece given twice: the first one stands.
-        self.waiting.entry(walk.base).or_insert(walk);
-        while let Some(walk) = self.waiting.remove(&self.covered) {
-            self.covered = walk.base + walk.len;
-            self.link(bytes, walk);
-        }
-    }
-
-    /// Links `walk` into the chain if the chain reaches its first frame exactly; otherwise
-    /// (no frame found, a false start inside a frame, a piece read twice) leaves it out.
-    fn link(&mut self, bytes: &[u8], walk: PieceWalk<P>) {
-        let Some(first) = walk.first.filter(|_| !walk.frames.is_empty()) else {
-            return;
-        };
-        if self.broken || first < self.at {
-            return;
-        }
-        self.read_to(bytes, first);
-        if self.at != first {
-            // The chain stepped over the piece's start: its walk is not on the chain.
-            return;
-        }
-        if self.read_between > 0 {
-            self.runs.push((self.read_between, None));
-            self.read_between = 0;
-        }
-        let expected = self.first_seq + self.frames.len() as u64;
-        self.broken |= walk
-            .frames
-            .iter()
-            .enumerate()
-            .any(|(i, f)| f.seq != expected + i as u64);
-        self.runs.push((walk.frames.len(), Some(walk.visited)));
-        self.frames.extend(walk.frames);
-        self.at = walk.next;
-    }
-
-    /// Reads frames from the mapping up to `until` (or the first frame past it).
-    fn read_to(&mut self, bytes: &[u8], until: u64) {
-        while !self.broken && self.at < until {
-            match read_frame(bytes, self.at, false) {
-                Ok(f) => {
-                    self.broken |= f.seq != self.first_seq + self.frames.len() as u64;
-                    self.at += f.frame_len();
-                    self.frames.push(f);
-                    self.read_between += 1;
-                }
-                Err(_) => self.broken = true,
-            }
-        }
-    }
-
-    /// The frames and runs, once every walk is in: walks after a piece never given are linked
-    /// in file order, and the frames after the last walk read from `bytes`. `None` when the
-    /// chain breaks anywhere.
-    fn finish(mut self, bytes: &[u8]) -> Option<(Vec<FrameRef>, VisitedPieces<P>)> {
-        for (_, walk) in std::mem::take(&mut self.waiting) {
-            self.link(bytes, walk);
-        }
-        self.read_to(bytes, bytes.len() as u64);
-        if self.read_between > 0 {
-            self.runs.push((self.read_between, None));
-        }
-        (!self.broken && self.at == bytes.len() as u64).then_some((self.frames, self.runs))
-    }
-}
-
-/// The frames of a segment from walks of its pieces, in any order ([`Stitch`]).
-#[cfg(test)]
+/// The frames of a segment from walks of its pieces (in any order): the chain of frames from the
+/// segment's header takes a piece's frames when it reaches exactly that piece's first frame,
+/// which makes them links of the chain, and reads the frames between pieces from `bytes` (the
+/// mapped file). `None` when the chain breaks anywhere (damage, a torn tail, a sequence gap):
+/// the segment is then scanned as usual, which classifies the damage.
+#[allow(clippy::type_complexity)]
 fn stitch<P>(
     bytes: &[u8],
     header: &SegmentHeader,
     pieces: Vec<PieceWalk<P>>,
 ) -> Option<(Vec<FrameRef>, VisitedPieces<P>)> {
-    let mut stitch = Stitch::new(header);
-    for p in pieces {
-        stitch.add(bytes, p);
+    // Pieces by their first frame; those where none was found, or none walked, give nothing.
+    let mut pieces: Vec<(u64, PieceWalk<P>)> = pieces
+        .into_iter()
+        .filter(|p| !p.frames.is_empty())
+        .filter_map(|p| Some((p.first?, p)))
+        .collect();
+    pieces.sort_by_key(|p| p.0);
+    let len = bytes.len() as u64;
+    let mut frames: Vec<FrameRef> = Vec::new();
+    let mut runs: VisitedPieces<P> = Vec::new();
+    let mut at = u64::from(header.header_len);
+    let mut read_between = 0usize;
+    // Reads frames from the mapping up to `until` (or the first frame past it).
+    let read_to = |until: u64, at: &mut u64, frames: &mut Vec<FrameRef>, n: &mut usize| -> Option<()> {
+        while *at < until {
+            let f = read_frame(bytes, *at, false).ok()?;
+            *at += f.frame_len();
+            frames.push(f);
+            *n += 1;
+        }
+        Some(())
+    };
+    for (first, p) in pieces {
+        if first < at {
+            // Inside a frame the chain has passed (a false start, or a piece read twice).
+            continue;
+        }
+        read_to(first, &mut at, &mut frames, &mut read_between)?;
+        if at != first {
+            // The chain stepped over the piece's start: its walk is not on the chain.
+            continue;
+        }
+        if read_between > 0 {
+            runs.push((read_between, None));
+            read_between = 0;
+        }
+        runs.push((p.frames.len(), Some(p.visited)));
+        frames.extend(p.frames);
+        at = p.next;
     }
-    stitch.finish(bytes)
+    read_to(len, &mut at, &mut frames, &mut read_between)?;
+    if read_between > 0 {
+        runs.push((read_between, None));
+    }
+    let gapless = at == len
+        && frames
+            .iter()
+            .enumerate()
+            .all(|(i, f)| f.seq == header.first_seq + i as u64);
+    gapless.then_some((frames, runs))
 }
 
 /// Finds the frames one after another, and classifies the damage where they stop.
@@ -891,16 +788,6 @@ impl Log {
         Log::open_with(paths, |i, p| Segment::open_from_pieces(p, pieces(i)))
     }
 
-    /// Opens a log from its segment files' stitches ([`SegmentStitch`]), once every walk is in:
-    /// each is finished, in parallel, and the segments chained as by [`Log::open`]. The second
-    /// result has an entry per segment of [`Log::segments`], in the same order: the runs of its
-    /// frames that walks of its pieces saw, where it has them.
-    #[allow(clippy::type_complexity)]
-    pub fn from_stitches<P: Send>(stitches: Vec<SegmentStitch<P>>) -> Result<(Log, Vec<Option<VisitedPieces<P>>>)> {
-        use rayon::prelude::*;
-        Log::chain(stitches.into_par_iter().map(SegmentStitch::finish).collect())
-    }
-
     /// The same segments opened again with every checksum checked: the exact verdict on a log
     /// opened with [`Log::open_deferred`] whose record checksums did not all match.
     pub fn reopen_checked(&self) -> Result<Log> {
@@ -920,6 +807,8 @@ impl Log {
         paths: &[P],
         open_segment: impl Fn(usize, &Path) -> Result<(Segment, X)> + Sync,
     ) -> Result<(Log, Vec<X>)> {
+        let mut problems = Vec::new();
+        let mut opened_ok = Vec::new();
         // Segments are independent until chained: map and scan them in parallel.
         let opened: Vec<Result<(Segment, X)>> = {
             use rayon::prelude::*;
@@ -929,14 +818,6 @@ impl Log {
                 .map(|(i, p)| open_segment(i, p))
                 .collect()
         };
-        Log::chain(opened)
-    }
-
-    /// Checks that the segments `opened` (each with something of its own) form one log: the
-    /// same base state, segment numbers 0, 1, 2, ... and gapless sequence numbers.
-    fn chain<X>(opened: Vec<Result<(Segment, X)>>) -> Result<(Log, Vec<X>)> {
-        let mut problems = Vec::new();
-        let mut opened_ok = Vec::new();
         for s in opened {
             match s {
                 Ok(s) => opened_ok.push(s),
@@ -1626,46 +1507,6 @@ mod tests {
         // A torn tail: the stitch declines too.
         let cut = bytes.len() - 10;
         assert_eq!(stitch_pieces(&bytes[..cut], 1 << 20, &[]), None);
-    }
-
-    #[test]
-    fn a_stitch_links_each_walk_as_soon_as_the_pieces_before_it_are_in() {
-        let dir = tempfile::tempdir().unwrap();
-        let logdir = dir.path().join("big.log");
-        let (mut w, data) = big_segment_writer(&logdir);
-        for i in 0..400u64 {
-            w.append(&delta(i % 5, i + 1, &data[..((i * 7919) % 30_000 + 1) as usize]))
-                .unwrap();
-        }
-        w.finish().unwrap();
-        let path = segment_path(&logdir, 0);
-        let bytes = std::fs::read(&path).unwrap();
-        let piece = 64 << 10;
-        let walks: Vec<PieceWalk<Vec<FrameRef>>> = bytes
-            .chunks(piece)
-            .enumerate()
-            .map(|(k, b)| walk_piece(b, (k * piece) as u64, &ListFrames))
-            .collect();
-        let n = walks.len();
-        assert!(n > 10);
-        let mut stitch = SegmentStitch::new(&path);
-        let mut walks = walks.into_iter();
-        let first = walks.next().unwrap();
-        // Every piece but the first: none can be linked yet, as the chain starts in the first.
-        for w in walks {
-            stitch.add(w);
-        }
-        let (_, _, chain) = stitch.state.as_ref().unwrap();
-        assert_eq!((chain.frames.len(), chain.waiting.len()), (0, n - 1));
-        // The first piece links them all, one after another, before the stitch is finished.
-        stitch.add(first);
-        let (_, _, chain) = stitch.state.as_ref().unwrap();
-        assert_eq!(chain.waiting.len(), 0);
-        assert_eq!(chain.covered, bytes.len() as u64);
-        assert_eq!(chain.frames.len(), 400);
-        let (segment, runs) = stitch.finish().unwrap();
-        assert_eq!(segment.frames(), Log::open(&[&logdir]).unwrap().segments()[0].frames());
-        assert_eq!(runs.unwrap().iter().filter(|r| r.1.is_some()).count(), n);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! replay.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -256,24 +256,18 @@ impl<'a> PreparedLog<'a> {
 /// The log's upload: still running, or done (a log given as files is opened from the pieces its
 /// copy threads walked, once they are done).
 enum Upload<'scope> {
-    /// Its thread gives back its time and the pieces its copy threads walked.
-    Running(std::thread::ScopedJoinHandle<'scope, Result<(f64, Vec<plan::SegmentPieces>)>>),
+    Running(std::thread::ScopedJoinHandle<'scope, Result<f64>>),
     Done(f64),
 }
 
 impl Upload<'_> {
     /// Waits for the upload; its time, ms.
     fn wait(self) -> Result<f64> {
-        self.wait_walked().map(|(ms, _)| ms)
-    }
-
-    /// Waits for the upload; its time, ms, and the pieces it walked (none when done already).
-    fn wait_walked(self) -> Result<(f64, Vec<plan::SegmentPieces>)> {
         match self {
             Upload::Running(h) => h
                 .join()
                 .unwrap_or_else(|_| Err(Error::Gpu("log upload thread panicked".into()))),
-            Upload::Done(ms) => Ok((ms, Vec::new())),
+            Upload::Done(ms) => Ok(ms),
         }
     }
 }
@@ -377,20 +371,15 @@ impl DevicePageStore {
         let pages = &self.pages;
         let planner = (!was_planned).then(|| Arc::new(plan::Planner::new(head, &|id| pages.contains_key(&id))));
         let walk_in_upload = matches!(input, LogInput::Files(_));
-        // Each file's walked pieces, joined into its frame list as they come in.
-        let walked: Vec<plan::SegmentPieces> = if walk_in_upload {
-            files.iter().map(|(p, _)| plan::SegmentPieces::new(p)).collect()
-        } else {
-            Vec::new()
-        };
+        let walked: Vec<Mutex<Vec<plan::DecodedPiece>>> = files.iter().map(|_| Mutex::new(Vec::new())).collect();
         let outcome = std::thread::scope(|outer| -> Result<Outcome> {
             let (logbuf, files, file_base) = (&logbuf, &files, &file_base);
             // Each file's index is sent once it is all on the device, so that its records'
             // checksums are checked as soon as the log is open (for a log passed in open, while
             // later files upload).
             let (done_tx, done_rx) = std::sync::mpsc::channel::<usize>();
-            let walker = planner.clone().filter(|_| walk_in_upload);
-            let upload = outer.spawn(move || -> Result<(f64, Vec<plan::SegmentPieces>)> {
+            let (walker, walked) = (planner.clone().filter(|_| walk_in_upload), &walked);
+            let upload = outer.spawn(move || -> Result<f64> {
                 let t = Instant::now();
                 // Buffered reads need only the paths, not mappings (none exist yet here).
                 let sources: Vec<Source> = files
@@ -433,17 +422,23 @@ impl DevicePageStore {
                 let walk = |file: usize, file_off: u64, bytes: &[u8]| {
                     if let Some(w) = &walker {
                         let piece = w.walk_piece(bytes, file_off);
-                        walked[file].add(piece);
+                        walked[file].lock().unwrap_or_else(PoisonError::into_inner).push(piece);
                     }
                 };
                 super::loader::load(&this.gpu, &sources, &jobs, ReadMode::Buffered, pipe, &tell, &walk)?;
-                Ok((t.elapsed().as_secs_f64() * 1e3, walked))
+                Ok(t.elapsed().as_secs_f64() * 1e3)
             });
             let (log, decoded, upload): (&Log, _, _) = match &input {
                 LogInput::Opened(log) => (log, None, Upload::Running(upload)),
                 LogInput::Files(_) => {
-                    let (upload_ms, walked) = Upload::Running(upload).wait_walked()?;
-                    let (log, decoded) = plan::open_log_from_pieces(walked)?;
+                    let upload_ms = Upload::Running(upload).wait()?;
+                    let paths: Vec<std::path::PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+                    let take =
+                        |i: usize| std::mem::take(&mut *walked[i].lock().unwrap_or_else(PoisonError::into_inner));
+                    let walker = planner
+                        .as_ref()
+                        .ok_or_else(|| Error::Gpu("a log given as files has no planner".into()))?;
+                    let (log, decoded) = walker.open_log_from_pieces(&paths, &take)?;
                     (opened.insert(log), Some(decoded), Upload::Done(upload_ms))
                 }
             };

@@ -15,16 +15,13 @@
 //! the bytes are in cache, and the log is opened from the walked pieces.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::checkpoint::CheckpointHead;
-use crate::format::log::{
-    FrameRef, FrameVisitor, Log, PieceWalk, SegmentStitch, VisitedPieces, frame_payload, walk_piece,
-};
+use crate::format::log::{FrameRef, FrameVisitor, Log, PieceWalk, VisitedPieces, frame_payload, walk_piece};
 use crate::format::record::{Delta, OPTIONAL_TYPE_MIN, Op, PageShape, TYPE_CREATE, TYPE_DELETE, TYPE_RESIZE};
 use crate::page::PageMeta;
 use crate::replay::{ReplayLimit, ReplaySummary};
@@ -324,63 +321,7 @@ impl FrameVisitor for DecodeDuringScan<'_> {
 /// A piece of a log segment walked and decoded as the upload read it ([`Planner::walk_piece`]).
 pub struct DecodedPiece(PieceWalk<Chunk>);
 
-/// The decoded pieces of one segment file, joined into its frame list as they come in
-/// ([`SegmentStitch`]): the upload's copy threads add each piece right after its walk, so that
-/// little is left to join when the last one is in. A thread that finds another one joining
-/// leaves its piece for that one (or the next) to join, and goes back to copying.
-pub struct SegmentPieces {
-    stitch: Mutex<SegmentStitch<Chunk>>,
-    /// Pieces added while another thread held the stitch.
-    inbox: Mutex<Vec<PieceWalk<Chunk>>>,
-}
-
-impl SegmentPieces {
-    /// Starts joining the pieces of the segment file `path` (mapped now, not read).
-    pub fn new(path: &std::path::Path) -> SegmentPieces {
-        SegmentPieces {
-            stitch: Mutex::new(SegmentStitch::new(path)),
-            inbox: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Adds a piece of this segment's file, joining it (and any left by other threads) unless
-    /// another thread is joining.
-    pub fn add(&self, piece: DecodedPiece) {
-        lock(&self.inbox).push(piece.0);
-        while let Ok(mut stitch) = self.stitch.try_lock() {
-            let pieces = std::mem::take(&mut *lock(&self.inbox));
-            if pieces.is_empty() {
-                break;
-            }
-            for p in pieces {
-                stitch.add(p);
-            }
-        }
-    }
-
-    /// The stitch with every piece added.
-    fn into_stitch(self) -> SegmentStitch<Chunk> {
-        let mut stitch = self.stitch.into_inner().unwrap_or_else(PoisonError::into_inner);
-        for p in self.inbox.into_inner().unwrap_or_else(PoisonError::into_inner) {
-            stitch.add(p);
-        }
-        stitch
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Opens the log whose segment files' pieces are `segments` (every piece added), as
-/// [`Log::from_stitches`] does; the records of the pieces come back decoded, for
-/// [`Planner::plan`].
-pub fn open_log_from_pieces(segments: Vec<SegmentPieces>) -> Result<(Log, ScanDecoded)> {
-    let (log, decoded) = Log::from_stitches(segments.into_iter().map(SegmentPieces::into_stitch).collect())?;
-    Ok((log, ScanDecoded(decoded)))
-}
-
-/// The records decoded in a log's walked pieces ([`open_log_from_pieces`]): per
+/// The records decoded in a log's walked pieces ([`Planner::open_log_from_pieces`]): per
 /// segment, in the log's order, runs of frames with their decoded chunk or none (frames read
 /// between pieces; a segment whose pieces could not be joined has no runs).
 pub struct ScanDecoded(Vec<Option<VisitedPieces<Chunk>>>);
@@ -430,7 +371,7 @@ pub fn plan(
 pub struct Planner {
     pages: Pages,
     /// Working memory for finishing the chunks of walked pieces, one per copy thread at most.
-    scratch: Mutex<Vec<Scratch>>,
+    scratch: std::sync::Mutex<Vec<Scratch>>,
 }
 
 impl Planner {
@@ -454,26 +395,39 @@ impl Planner {
         }
         Planner {
             pages,
-            scratch: Mutex::new(Vec::new()),
+            scratch: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     /// Walks and decodes a piece of a log segment read into memory: `bytes`, the file's bytes
     /// from offset `base` on ([`crate::format::log::walk_piece`]). For an upload that reads
     /// every byte anyway: the records are decoded while the piece is in cache, and the log is
-    /// then opened from the pieces ([`SegmentPieces`], [`open_log_from_pieces`]) without walking
-    /// it again.
+    /// then opened from the pieces ([`Planner::open_log_from_pieces`]) without walking it again.
     pub fn walk_piece(&self, bytes: &[u8], base: u64) -> DecodedPiece {
         let mut walk = walk_piece(bytes, base, &DecodeDuringScan { pages: &self.pages });
         // Finished here too (slots listed, summarised), while the chunk is in cache.
-        let mut scratch = lock(&self.scratch).pop().unwrap_or_else(|| Scratch::new(&self.pages));
+        let lock = || self.scratch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut scratch = lock().pop().unwrap_or_else(|| Scratch::new(&self.pages));
         finish_chunk(walk.visited_mut(), &mut scratch);
-        lock(&self.scratch).push(scratch);
+        lock().push(scratch);
         DecodedPiece(walk)
     }
 
+    /// Opens the log segments `paths` (files) from their walked pieces (`pieces(i)` gives those
+    /// of `paths[i]`), as [`Log::open_from_pieces`] does; the records of the pieces come back
+    /// decoded, for [`Planner::plan`].
+    pub fn open_log_from_pieces(
+        &self,
+        paths: &[std::path::PathBuf],
+        pieces: &(dyn Fn(usize) -> Vec<DecodedPiece> + Sync),
+    ) -> Result<(Log, ScanDecoded)> {
+        let walks = |i: usize| pieces(i).into_iter().map(|p| p.0).collect();
+        let (log, decoded) = Log::open_from_pieces(paths, &walks)?;
+        Ok((log, ScanDecoded(decoded)))
+    }
+
     /// Plans applying `log` (up to `limit`), as [`plan`] does. `decoded`, from
-    /// [`open_log_from_pieces`] on the same log, is used when the log has no
+    /// [`Planner::open_log_from_pieces`] on the same log, is used when the log has no
     /// structural record and the limit does not cut it (then every record was decoded against
     /// the checkpoint's shapes, as the plan would decode it); the records the pieces did not
     /// decode, and those of any other log, are decoded here.
