@@ -1195,26 +1195,50 @@ fn count_tiles(b: &mut WriteBatch, total: usize, tile_base: &[u64], ntiles: usiz
             c
         })
         .collect();
-    // Counts become each part's first position per tile; the tiles are listed on the way.
-    b.tiles.clear();
+    // Counts become each part's first position per tile, in parallel over ranges of tiles (one
+    // by one, 16,384 tiles of 32 parts took 0.5-1 ms): each tile's entries, then where each
+    // tile's list starts, then each part's place in its tile.
+    const TILES_PER_TASK: usize = 1024;
+    let tile_total: Vec<u32> = (0..ntiles)
+        .into_par_iter()
+        .with_min_len(TILES_PER_TASK)
+        .map(|t| counts.iter().map(|c| c[t]).sum())
+        .collect();
+    let mut tile_first = Vec::with_capacity(ntiles);
     let mut at = 0u32;
-    for (slot, base) in tile_base.iter().enumerate() {
-        let end = tile_base.get(slot + 1).copied().unwrap_or(ntiles as u64);
-        for t in *base as usize..end as usize {
-            let first = at;
-            for c in &mut counts {
-                let n = c[t];
-                c[t] = at;
-                at += n;
-            }
-            if at > first {
-                b.tiles.push(TileRun {
-                    key: (slot as u64) << 32 | (t as u64 - base),
-                    first_count: u64::from(first) | u64::from(at - first) << 32,
-                });
-            }
+    for n in &tile_total {
+        tile_first.push(at);
+        at += n;
+    }
+    let mut ranges: Vec<Vec<&mut [u32]>> = (0..ntiles.div_ceil(TILES_PER_TASK)).map(|_| Vec::new()).collect();
+    for c in &mut counts {
+        for (range, piece) in ranges.iter_mut().zip(c.chunks_mut(TILES_PER_TASK)) {
+            range.push(piece);
         }
     }
+    ranges.into_par_iter().enumerate().for_each(|(r, mut parts)| {
+        for k in 0..parts.first().map_or(0, |p| p.len()) {
+            let mut at = tile_first[r * TILES_PER_TASK + k];
+            for part in &mut parts {
+                let n = part[k];
+                part[k] = at;
+                at += n;
+            }
+        }
+    });
+    // The tiles that have entries, in order, each with its slot and number in the page.
+    b.tiles = (0..ntiles)
+        .into_par_iter()
+        .with_min_len(TILES_PER_TASK)
+        .filter(|&t| tile_total[t] > 0)
+        .map(|t| {
+            let slot = tile_base.partition_point(|&base| base <= t as u64) - 1;
+            TileRun {
+                key: (slot as u64) << 32 | (t as u64 - tile_base[slot]),
+                first_count: u64::from(tile_first[t]) | u64::from(tile_total[t]) << 32,
+            }
+        })
+        .collect();
     // Made in parallel: a million entries one by one took 2 ms, faulting in their pages.
     let entries: Vec<AtomicU32> = (0..total).into_par_iter().map(|_| AtomicU32::new(0)).collect();
     groups.par_iter().zip(counts.par_iter_mut()).for_each(|(g, next)| {
