@@ -11,6 +11,7 @@ use super::{Cursor, FORMAT_MAJOR, FORMAT_MINOR, ParseError, PutLe, bad_field, cr
 use crate::error::{Corruption, Error, Result};
 use crate::mmap::ReadOnlyMap;
 use crate::page::StateHash;
+use rayon::prelude::*;
 
 /// Magic bytes at offset 0 of a log segment.
 pub const MAGIC: [u8; 8] = *b"MMSBLOG\0";
@@ -455,7 +456,6 @@ const SCAN_PROBE: u64 = 256 << 10;
 /// scan's. `None` (scan in order) when that does not hold, when any frame is damaged, or when the
 /// segment is small.
 fn scan_in_parallel(bytes: &[u8], header: &SegmentHeader, check_payloads: bool) -> Option<Vec<FrameRef>> {
-    use rayon::prelude::*;
     let first = u64::from(header.header_len);
     let len = bytes.len() as u64;
     let pieces = (len.saturating_sub(first) / SCAN_PIECE).min(64);
@@ -481,7 +481,7 @@ fn scan_in_parallel(bytes: &[u8], header: &SegmentHeader, check_payloads: bool) 
         .par_chunks(INTERLEAVED_WALKS)
         .map(|group| walk_interleaved(bytes, group, check_payloads))
         .collect::<Option<Vec<_>>>()?;
-    let frames: Vec<FrameRef> = walks.concat().concat();
+    let frames = concat_in_parallel(&walks.into_iter().flatten().collect::<Vec<_>>());
     let gapless = frames
         .iter()
         .enumerate()
@@ -592,17 +592,16 @@ fn stitch<P>(
         .collect();
     pieces.sort_by_key(|p| p.0);
     let len = bytes.len() as u64;
-    let mut frames: Vec<FrameRef> = Vec::new();
+    // The chain's frames, in order: runs read from the mapping, and walks' frame lists.
+    let mut parts: Vec<Vec<FrameRef>> = vec![Vec::new()];
     let mut runs: VisitedPieces<P> = Vec::new();
     let mut at = u64::from(header.header_len);
-    let mut read_between = 0usize;
-    // Reads frames from the mapping up to `until` (or the first frame past it).
-    let read_to = |until: u64, at: &mut u64, frames: &mut Vec<FrameRef>, n: &mut usize| -> Option<()> {
+    // Reads frames from the mapping into `into` up to `until` (or the first frame past it).
+    let read_to = |until: u64, at: &mut u64, into: &mut Vec<FrameRef>| -> Option<()> {
         while *at < until {
             let f = read_frame(bytes, *at, false).ok()?;
             *at += f.frame_len();
-            frames.push(f);
-            *n += 1;
+            into.push(f);
         }
         Some(())
     };
@@ -611,29 +610,56 @@ fn stitch<P>(
             // Inside a frame the chain has passed (a false start, or a piece read twice).
             continue;
         }
-        read_to(first, &mut at, &mut frames, &mut read_between)?;
+        read_to(first, &mut at, parts.last_mut().expect("never empty"))?;
         if at != first {
             // The chain stepped over the piece's start: its walk is not on the chain.
             continue;
         }
+        let read_between = parts.last().map_or(0, Vec::len);
         if read_between > 0 {
             runs.push((read_between, None));
-            read_between = 0;
         }
         runs.push((p.frames.len(), Some(p.visited)));
-        frames.extend(p.frames);
+        parts.push(p.frames);
         at = p.next;
+        parts.push(Vec::new());
     }
-    read_to(len, &mut at, &mut frames, &mut read_between)?;
+    read_to(len, &mut at, parts.last_mut().expect("never empty"))?;
+    let read_between = parts.last().map_or(0, Vec::len);
     if read_between > 0 {
         runs.push((read_between, None));
     }
+    let frames = concat_in_parallel(&parts);
     let gapless = at == len
         && frames
-            .iter()
+            .par_iter()
             .enumerate()
             .all(|(i, f)| f.seq == header.first_seq + i as u64);
     gapless.then_some((frames, runs))
+}
+
+/// The lists `parts` one after another in one list, made and filled in parallel: most of the
+/// time of joining a large segment's walks went to writing its frame list (fresh memory, a page
+/// fault per 128 frames) one piece after another.
+fn concat_in_parallel(parts: &[Vec<FrameRef>]) -> Vec<FrameRef> {
+    let blank = FrameRef {
+        offset: 0,
+        seq: 0,
+        kind: 0,
+        flags: 0,
+        payload_len: 0,
+    };
+    let total = parts.iter().map(Vec::len).sum();
+    let mut out: Vec<FrameRef> = (0..total).into_par_iter().with_min_len(4096).map(|_| blank).collect();
+    let mut places = Vec::with_capacity(parts.len());
+    let mut rest = out.as_mut_slice();
+    for part in parts {
+        let (here, tail) = rest.split_at_mut(part.len());
+        places.push((here, part));
+        rest = tail;
+    }
+    places.into_par_iter().for_each(|(dst, src)| dst.copy_from_slice(src));
+    out
 }
 
 /// Finds the frames one after another, and classifies the damage where they stop.
@@ -811,7 +837,6 @@ impl Log {
         let mut opened_ok = Vec::new();
         // Segments are independent until chained: map and scan them in parallel.
         let opened: Vec<Result<(Segment, X)>> = {
-            use rayon::prelude::*;
             expand_paths(paths)?
                 .par_iter()
                 .enumerate()
