@@ -59,9 +59,10 @@ emit "cold_big_interleaved" "$(timeout 300 python3 scripts/cold_rounds.py "$D/mm
 # --- whole process: mmsb replay vs a minimal CUDA program (init_probe from gpu-limits)
 nvcc -O2 "$D/gpu-limits/init_probe.cu" -o /tmp/init_probe 2>/dev/null
 # The two run interleaved, a process of each in turn; the difference is the median of each
-# mmsb run's time minus the minimal program's run beside it.
+# mmsb run's time minus the minimal program's run beside it. WHOLE_PAIRS pairs (default 21): the
+# driver's start varies by more than the target's 15 ms margin from process to process.
 for mode in warm cold; do
-  python3 scripts/whole_process.py $mode "$W/model.ckpt" 11 /tmp/init_probe --- "$D/mmsb" replay "$W/model.ckpt" --device cuda:0 >"$OUT/whole-$mode.json"
+  python3 scripts/whole_process.py $mode "$W/model.ckpt" "${WHOLE_PAIRS:-21}" /tmp/init_probe --- "$D/mmsb" replay "$W/model.ckpt" --device cuda:0 >"$OUT/whole-$mode.json"
   emit "minimal_cuda_process_$mode" "$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["commands"][0]))' "$OUT/whole-$mode.json")"
   emit "mmsb_replay_process_model_$mode" "$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["commands"][1]))' "$OUT/whole-$mode.json")"
   emit "mmsb_replay_minus_minimal_$mode" "$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["paired"][0]))' "$OUT/whole-$mode.json")"
