@@ -482,11 +482,7 @@ fn scan_in_parallel(bytes: &[u8], header: &SegmentHeader, check_payloads: bool) 
         .map(|group| walk_interleaved(bytes, group, check_payloads))
         .collect::<Option<Vec<_>>>()?;
     let frames = concat_in_parallel(&walks.into_iter().flatten().collect::<Vec<_>>());
-    let gapless = frames
-        .iter()
-        .enumerate()
-        .all(|(i, f)| f.seq == header.first_seq + i as u64);
-    gapless.then_some(frames)
+    numbered_from(&frames, header.first_seq).then_some(frames)
 }
 
 /// Pieces one task walks at once, a frame of each in turn.
@@ -630,12 +626,15 @@ fn stitch<P>(
         runs.push((read_between, None));
     }
     let frames = concat_in_parallel(&parts);
-    let gapless = at == len
-        && frames
-            .par_iter()
-            .enumerate()
-            .all(|(i, f)| f.seq == header.first_seq + i as u64);
-    gapless.then_some((frames, runs))
+    (at == len && numbered_from(&frames, header.first_seq)).then_some((frames, runs))
+}
+
+/// Whether `frames` carry the sequence numbers `first_seq`, `first_seq + 1`, ... without a gap.
+fn numbered_from(frames: &[FrameRef], first_seq: u64) -> bool {
+    frames
+        .par_iter()
+        .enumerate()
+        .all(|(i, f)| f.seq == first_seq + i as u64)
 }
 
 /// The lists `parts` one after another in one list, made and filled in parallel: most of the
@@ -804,8 +803,9 @@ impl Log {
 
     /// Opens the segments named by `paths` from walks of their pieces
     /// ([`Segment::open_from_pieces`]); `pieces(i)` gives the walks of the `i`-th segment file as
-    /// [`expand_paths`] lists them (each asked for once). The second result has an entry per segment of [`Log::segments`], in the same
-    /// order: the runs of its frames that walks of its pieces decoded, where it has them.
+    /// [`expand_paths`] lists them (each asked for once). The second result has an entry per
+    /// segment of [`Log::segments`], in the same order: the runs of its frames that walks of its
+    /// pieces decoded, where it has them.
     #[allow(clippy::type_complexity)]
     pub fn open_from_pieces<P: Send>(
         paths: &[PathBuf],
