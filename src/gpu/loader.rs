@@ -112,11 +112,6 @@ pub struct Pipeline {
     pub threads: usize,
     /// Bytes per staging slot (two slots per thread).
     pub slot: usize,
-    /// With [`ReadMode::Buffered`] and a mapped source: threads that pin pieces of the file
-    /// mapping itself, taking them from the end of the work while the copy threads take them
-    /// from the start. The device then reads those bytes straight out of the page cache, with
-    /// no host copy.
-    pub pin_threads: usize,
 }
 
 impl Pipeline {
@@ -134,22 +129,18 @@ impl Pipeline {
             ReadMode::PinMapping => Pipeline {
                 threads: 1,
                 slot: 16 << 20,
-                pin_threads: 0,
             },
             ReadMode::Direct if large => Pipeline {
                 threads: 16,
                 slot: 8 << 20,
-                pin_threads: 0,
             },
             _ if large => Pipeline {
                 threads: cores.min(12),
                 slot: 4 << 20,
-                pin_threads: 0,
             },
             _ => Pipeline {
                 threads: cores.min(8),
                 slot: 2 << 20,
-                pin_threads: 0,
             },
         }
     }
@@ -297,84 +288,11 @@ pub fn load(
         })
         .collect::<Result<Vec<_>>>()?;
     let direct = mode == ReadMode::Direct;
-    // Pinning the mapping beside the copy threads: only where every job starts on a page, so that
-    // no two registrations (one per run of pieces) share a host page.
-    let maps: Vec<&Arc<ReadOnlyMap>> = sources.iter().filter_map(|s| s.map).collect();
-    let pin_threads =
-        if mode == ReadMode::Buffered && maps.len() == sources.len() && jobs.iter().all(|j| j.file_off % ALIGN == 0) {
-            p.pin_threads
-        } else {
-            0
-        };
-    let unclaimed = Unclaimed::new(work.len());
-    let (result, pinned): (Result<()>, Vec<(Vec<Registered>, f64)>) = std::thread::scope(|s| {
-        let pinners: Vec<_> = (0..pin_threads)
-            .map(|_| {
-                let (ctx, work, unclaimed, maps, arriving) = (ctx.clone(), &work, &unclaimed, &maps, &arriving);
-                s.spawn(move || -> Result<(Vec<Registered>, f64)> {
-                    ctx.bind_to_thread().map_err(gpu_err)?;
-                    let stream = RawStream::new()?;
-                    let mut pins = Vec::new();
-                    let mut pin_ms = 0.0;
-                    let mut copied_pieces = Vec::new();
-                    let copied = (|| -> Result<()> {
-                        loop {
-                            let run = unclaimed.take_back(work, PIN_RUN);
-                            if run.is_empty() {
-                                break Ok(());
-                            }
-                            let (first, last) = (work[run.start], work[run.end - 1]);
-                            let map = maps[first.1.src];
-                            let (start, end) = (first.1.file_off as usize, (last.1.file_off + last.1.len) as usize);
-                            let Some(bytes) = map.bytes().get(start..end) else {
-                                return Err(Error::Gpu(format!(
-                                    "{}: bytes {start}..{end} are past the mapping's end",
-                                    sources[first.1.src].path.display()
-                                )));
-                            };
-                            // The driver takes whole host pages: a run that ends inside one
-                            // (a page's last bytes) is pinned to that page's end, which no
-                            // other run touches (every job starts on a page).
-                            let pin_len = (end - start).next_multiple_of(ALIGN as usize);
-                            let tp = Instant::now();
-                            // SAFETY: `bytes` is part of a read-only mapping that outlives the
-                            // registration (the caller's `Arc`, then the returned value's); the
-                            // mapping covers whole pages, so the rounded length stays inside it.
-                            let pin = unsafe { Registered::new(bytes.as_ptr(), pin_len, true) }.map_err(|e| {
-                                Error::Gpu(format!(
-                                    "{}: pinning bytes {start}..{} of the mapping (at {:p}): {e}",
-                                    sources[first.1.src].path.display(),
-                                    start + pin_len,
-                                    bytes.as_ptr()
-                                ))
-                            })?;
-                            pin_ms += ms(tp);
-                            for i in run {
-                                let (owner, piece) = work[i];
-                                let at = piece.file_off as usize - start;
-                                let src = &bytes[at..at + piece.len as usize];
-                                // SAFETY: the source stays mapped and pinned until after the
-                                // synchronisation below.
-                                unsafe { stream.copy_h2d(piece.dst, src.as_ptr(), src.len())? };
-                                on_piece_read(owner, piece.file_off, src);
-                                copied_pieces.push(i);
-                            }
-                            pins.push(pin);
-                        }
-                    })();
-                    // However the loop ended, no copy may still read a piece once it is unpinned.
-                    let synced = stream.synchronize();
-                    copied.and(synced)?;
-                    for i in copied_pieces {
-                        arriving.arrived(work[i].0, work[i].1.len);
-                    }
-                    Ok((pins, pin_ms))
-                })
-            })
-            .collect();
+    let next = AtomicUsize::new(0);
+    let result: Result<()> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|tid| {
-                let (ctx, work, unclaimed, files, arriving) = (ctx.clone(), &work, &unclaimed, &files, &arriving);
+                let (ctx, work, next, files, arriving) = (ctx.clone(), &work, &next, &files, &arriving);
                 s.spawn(move || -> Result<()> {
                     ctx.bind_to_thread().map_err(gpu_err)?;
                     let stream = RawStream::new()?;
@@ -385,7 +303,8 @@ pub fn load(
                     // reads the staging when it is reused or freed.
                     let copied = (|| -> Result<()> {
                         loop {
-                            let Some(&(owner, ref job)) = unclaimed.take_front().and_then(|i| work.get(i)) else {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(&(owner, ref job)) = work.get(i) else {
                                 break Ok(());
                             };
                             if let Some((ev, done_job, done_len)) = inflight[k].take() {
@@ -447,22 +366,10 @@ pub fn load(
                 })
             })
             .collect();
-        let copied = handles.into_iter().try_for_each(|h| {
+        handles.into_iter().try_for_each(|h| {
             h.join()
                 .unwrap_or_else(|_| Err(Error::Gpu("a copy thread panicked".into())))
-        });
-        let pinned: Result<Vec<_>> = pinners
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Gpu("a pinning thread panicked".into())))
-            })
-            .collect();
-        match (copied, pinned) {
-            (Ok(()), Ok(p)) => (Ok(()), p),
-            (Err(e), p) => (Err(e), p.unwrap_or_default()),
-            (Ok(()), Err(e)) => (Err(e), Vec::new()),
-        }
+        })
     });
     times.copy_ms = ms(t);
     let t = Instant::now();
@@ -475,63 +382,7 @@ pub fn load(
         drop(staging);
     }
     times.release_ms = ms(t);
-    times.setup_ms += pinned.iter().map(|(_, ms)| ms).sum::<f64>();
-    let pins: Vec<Registered> = pinned.into_iter().flat_map(|(p, _)| p).collect();
-    let pinned_mapping = (!pins.is_empty()).then(|| PinnedMapping {
-        ctx: ctx.clone(),
-        pins,
-        _maps: maps.into_iter().cloned().collect(),
-    });
-    result.map(|()| (times, pinned_mapping))
-}
-
-/// Bytes of mapping a pinning thread registers at once (the probes' 16 MiB pieces).
-const PIN_RUN: u64 = 16 << 20;
-
-/// The pieces no thread has taken yet, `front..back`: copy threads take them from the front,
-/// pinning threads runs of them from the back, so the two kinds meet wherever their speeds put
-/// them.
-struct Unclaimed {
-    ends: std::sync::Mutex<(usize, usize)>,
-}
-
-impl Unclaimed {
-    fn new(pieces: usize) -> Unclaimed {
-        Unclaimed {
-            ends: std::sync::Mutex::new((0, pieces)),
-        }
-    }
-
-    /// The next piece from the front, if any is left.
-    fn take_front(&self) -> Option<usize> {
-        let mut ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
-        (ends.0 < ends.1).then(|| {
-            ends.0 += 1;
-            ends.0 - 1
-        })
-    }
-
-    /// The last pieces left, as many as lie back to back in one file and add up to at most
-    /// `max_bytes` (always at least one, when any is left).
-    fn take_back(&self, work: &[(usize, CopyJob)], max_bytes: u64) -> std::ops::Range<usize> {
-        let mut ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
-        let end = ends.1;
-        if ends.0 == end {
-            return end..end;
-        }
-        let mut start = end - 1;
-        let mut bytes = work[start].1.len;
-        while start > ends.0 {
-            let (prev, next) = (&work[start - 1].1, &work[start].1);
-            if prev.src != next.src || prev.file_off + prev.len != next.file_off || bytes + prev.len > max_bytes {
-                break;
-            }
-            bytes += prev.len;
-            start -= 1;
-        }
-        ends.1 = start;
-        start..end
-    }
+    result.map(|()| (times, None))
 }
 
 fn ms(t: Instant) -> f64 {
@@ -725,73 +576,5 @@ mod tests {
                 _ => assert_eq!(after, [2, 0]),
             }
         }
-    }
-
-    #[test]
-    fn pinning_threads_take_runs_from_the_back_that_stop_at_gaps_and_at_the_run_size() {
-        // Job 0 is 10 bytes at offset 0, job 1 4 bytes at offset 16 (a gap between them).
-        let jobs = [
-            CopyJob {
-                src: 0,
-                file_off: 0,
-                len: 10,
-                dst: 0,
-            },
-            CopyJob {
-                src: 0,
-                file_off: 16,
-                len: 4,
-                dst: 100,
-            },
-        ];
-        let cut = pieces(&jobs, 4); // 0..4, 4..8, 8..10, 16..20
-        let unclaimed = Unclaimed::new(cut.len());
-        assert_eq!(
-            unclaimed.take_back(&cut, 8),
-            3..4,
-            "the gap before offset 16 ends the run"
-        );
-        assert_eq!(unclaimed.take_front(), Some(0));
-        assert_eq!(unclaimed.take_back(&cut, 5), 2..3, "two pieces would be 6 bytes");
-        assert_eq!(unclaimed.take_back(&cut, 8), 1..2, "the front already took piece 0");
-        assert_eq!(unclaimed.take_front(), None);
-        assert_eq!(unclaimed.take_back(&cut, 8), 1..1);
-    }
-
-    #[test]
-    fn every_piece_is_taken_once_when_both_ends_are_taken_at_once() {
-        let jobs: Vec<CopyJob> = (0..50)
-            .map(|i| CopyJob {
-                src: 0,
-                file_off: i * 64,
-                len: 64,
-                dst: 0,
-            })
-            .collect();
-        let cut = pieces(&jobs, 16);
-        let unclaimed = Unclaimed::new(cut.len());
-        let taken = Mutex::new(vec![0u32; cut.len()]);
-        std::thread::scope(|s| {
-            for t in 0..4 {
-                let (cut, unclaimed, taken) = (&cut, &unclaimed, &taken);
-                s.spawn(move || {
-                    loop {
-                        let run = if t % 2 == 0 {
-                            match unclaimed.take_front() {
-                                Some(i) => i..i + 1,
-                                None => break,
-                            }
-                        } else {
-                            unclaimed.take_back(cut, 48)
-                        };
-                        if run.is_empty() {
-                            break;
-                        }
-                        run.for_each(|i| taken.lock().unwrap()[i] += 1);
-                    }
-                });
-            }
-        });
-        assert!(taken.into_inner().unwrap().iter().all(|&n| n == 1));
     }
 }

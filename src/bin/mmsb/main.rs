@@ -424,9 +424,6 @@ enum BenchCommand {
         /// Staging slot size (tuning; with --threads).
         #[arg(long, hide = true, value_parser = parse_size, requires = "threads")]
         slot: Option<u64>,
-        /// Threads pinning the file mapping beside the staging threads (tuning; with --threads).
-        #[arg(long, hide = true, requires = "threads", default_value_t = 0)]
-        pin_threads: usize,
     },
     /// Times applying a log to a resident checkpoint: log open to applied and synchronised.
     #[command(after_help = "EXAMPLE:\n  mmsb bench deltas model.ckpt model.log --runs 5")]
@@ -464,14 +461,12 @@ fn bench_cmd(b: BenchCommand) -> Result<Outcome> {
             read,
             threads,
             slot,
-            pin_threads,
         } => {
             let gpu = open(&device, mmsb::gpu::KernelCompile::WhenNeeded)?;
             let mode = read.map(ReadArg::mode);
             let pipeline = threads.zip(slot).map(|(threads, slot)| mmsb::gpu::loader::Pipeline {
                 threads,
                 slot: slot as usize,
-                pin_threads,
             });
             let r = mmsb::gpu::replay::bench_load(&gpu, &checkpoint, runs.max(1), cold, mode, pipeline)?;
             let med = median(r.iter().map(|x| x.open_to_resident_ms).collect());
