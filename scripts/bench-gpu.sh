@@ -52,9 +52,10 @@ for c in model big; do
   emit "peers_${c}_warm" "$(timeout 600 python3 scripts/bench_peers.py "$f" --runs 5 2>>"$OUT/peers.err")"
   emit "peers_${c}_cold" "$(timeout 600 python3 scripts/bench_peers.py "$f" --runs 3 --cold 2>>"$OUT/peers.err")"
 done
-# The cold 4 GiB case again, the disk's O_DIRECT rate, mmsb and fastsafetensors in turn, round by
-# round: the disk's rate drifts within a run.
-emit "cold_big_interleaved" "$(timeout 300 python3 scripts/cold_rounds.py "$D/mmsb" "$W/big.ckpt" "$W/big.safetensors" --rounds 3 2>>"$OUT/peers.err")"
+# The cold 4 GiB case again, round by round (the disk's rate drifts within a run): mmsb and
+# fastsafetensors, each right after the disk's O_DIRECT rate on its own file, taking turns to go
+# first (COLD_ROUNDS, default 6).
+emit "cold_big_interleaved" "$(timeout 420 python3 scripts/cold_rounds.py "$D/mmsb" "$W/big.ckpt" "$W/big.safetensors" --rounds "${COLD_ROUNDS:-6}" 2>>"$OUT/peers.err")"
 
 # --- whole process: mmsb replay vs a minimal CUDA program (init_probe from gpu-limits)
 nvcc -O2 "$D/gpu-limits/init_probe.cu" -o /tmp/init_probe 2>/dev/null

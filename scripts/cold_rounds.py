@@ -5,13 +5,16 @@ times in a row saw its later reads slow to two thirds of the first), so the ceil
 loader are measured one after another in each round, and each is reported by its median.
 Usage:
     cold_rounds.py MMSB CHECKPOINT SAFETENSORS [--rounds N]
-Each round, with the file dropped from the page cache (posix_fadvise DONTNEED) before each read:
-  - the disk's O_DIRECT rate on CHECKPOINT: 16 threads, 8 MiB reads, the whole file, read by
-    scripts/odirect_rate.c (compiled here with cc; a reader in Python read slower than the disk
-    allows, so there is none);
-  - `MMSB bench load CHECKPOINT --cold --runs 1` (in-process time after CUDA start);
-  - fastsafetensors (no GDS), the best cold peer of earlier runs, on SAFETENSORS, in this process
-    after CUDA start.
+Each round measures two pairs, in turns: (the disk's O_DIRECT rate on CHECKPOINT, then
+`MMSB bench load CHECKPOINT --cold --runs 1`, the in-process time after CUDA start) and (the
+O_DIRECT rate on SAFETENSORS, then fastsafetensors (no GDS), the best cold peer of earlier runs,
+on SAFETENSORS, in this process after CUDA start). Each file is dropped from the page cache
+(posix_fadvise DONTNEED) before each read. Every loader reads its file right after the probe
+read the same file, and the pairs swap places every round: the virtual disks of the lent
+machines have a cache of their own behind them (loads have run faster than the disk's O_DIRECT
+rate measured just before), so neither loader may be the only one to read a file that was just
+read, nor always go first. The O_DIRECT reader is scripts/odirect_rate.c, 16 threads, 8 MiB
+reads (compiled here with cc; a reader in Python read slower than the disk allows).
 Prints one JSON object."""
 import json
 import os
@@ -69,24 +72,24 @@ def main():
     # not possible with fastsafetensors, so one untimed cold load of the whole file.
     fastsafetensors_cold_ms(st)
     probe = build_odirect_probe()
-    runs = {"odirect_gb_per_s": [], "mmsb_ms": [], "fastsafetensors_ms": []}
-    for _ in range(rounds):
-        drop(ckpt)
-        runs["odirect_gb_per_s"].append(odirect_gb_per_s(probe, ckpt))
-        runs["mmsb_ms"].append(mmsb_cold_ms(mmsb, ckpt))
-        runs["fastsafetensors_ms"].append(fastsafetensors_cold_ms(st))
-    size = os.path.getsize(ckpt)
-    med = {k: statistics.median(v) for k, v in runs.items()}
-    mmsb_gb_per_s = size / med["mmsb_ms"] / 1e6
-    print(json.dumps({
-        "file_bytes": size,
-        "rounds": rounds,
-        "runs": runs,
-        "median": med,
-        "mmsb_gb_per_s": mmsb_gb_per_s,
-        "mmsb_share_of_odirect": mmsb_gb_per_s / med["odirect_gb_per_s"],
-        "mmsb_share_of_odirect_by_round": [size / ms / 1e6 / rate for ms, rate in zip(runs["mmsb_ms"], runs["odirect_gb_per_s"])],
-    }))
+    runs = {"mmsb_ms": [], "mmsb_odirect_gb_per_s": [], "fastsafetensors_ms": [], "fastsafetensors_odirect_gb_per_s": [], "first": []}
+    pairs = [("mmsb", ckpt, lambda: mmsb_cold_ms(mmsb, ckpt)), ("fastsafetensors", st, lambda: fastsafetensors_cold_ms(st))]
+    for r in range(rounds):
+        order = pairs if r % 2 == 0 else pairs[::-1]
+        runs["first"].append(order[0][0])
+        for name, path, load in order:
+            drop(path)
+            runs[f"{name}_odirect_gb_per_s"].append(odirect_gb_per_s(probe, path))
+            runs[f"{name}_ms"].append(load())
+    sizes = {"mmsb": os.path.getsize(ckpt), "fastsafetensors": os.path.getsize(st)}
+    med = {k: statistics.median(v) for k, v in runs.items() if k != "first"}
+    out = {"file_bytes": sizes, "rounds": rounds, "runs": runs, "median": med}
+    for name, size in sizes.items():
+        shares = [size / ms / 1e6 / rate for ms, rate in zip(runs[f"{name}_ms"], runs[f"{name}_odirect_gb_per_s"])]
+        out[f"{name}_share_of_odirect_by_round"] = shares
+        out[f"{name}_share_of_odirect_median"] = statistics.median(shares)
+    out["mmsb_faster_in_rounds"] = sum(m < f for m, f in zip(runs["mmsb_ms"], runs["fastsafetensors_ms"]))
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
