@@ -366,7 +366,7 @@ impl ChunkLens {
                 return 0;
             }
             let n = n as u128 * bytes as u128 / self.bytes as u128;
-            let n = usize::try_from(n + n / 8 + 16).unwrap_or(usize::MAX);
+            let n = usize::try_from(n.saturating_add(n / 8).saturating_add(16)).unwrap_or(usize::MAX);
             n.min(cap.saturating_add(16))
         };
         let items = bytes / 8;
