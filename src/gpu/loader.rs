@@ -132,12 +132,8 @@ impl Pipeline {
                 threads: 1,
                 slot: 16 << 20,
             },
-            ReadMode::Direct if large => Pipeline {
-                threads: 16,
-                slot: 512 << 10,
-            },
             ReadMode::Direct => Pipeline {
-                threads: cores.min(8),
+                threads: if large { 16 } else { cores.min(8) },
                 slot: 512 << 10,
             },
             _ if large => Pipeline {
