@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The test command (README.md): installs the Python peer the interop tests need, then runs the
+# The test command (README.md): installs the Python peer the interop tests need (in a virtual
+# environment under target/), then runs the
 # checks CI runs. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt
+# The Python peer goes into a virtual environment under target/, not into the user's Python.
+VENV=target/py-venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt
+export MMSB_PYTHON=$PWD/$VENV/bin/python
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -q

@@ -120,6 +120,22 @@ pub fn compact_checkpoint(
     compression: Compression,
     progress: Option<Arc<AtomicU64>>,
 ) -> Result<CompactReport> {
+    let inputs: Vec<&Path> = std::iter::once(ckpt_path)
+        .chain(logs.iter().map(PathBuf::as_path))
+        .collect();
+    crate::fsutil::refuse_output_naming_input(out, &inputs)?;
+    crate::fsutil::resolve_output(out)?;
+    if let Some(rest) = rest_log
+        && (inputs
+            .iter()
+            .any(|i| std::fs::canonicalize(i).ok() == std::fs::canonicalize(rest).ok())
+            || std::fs::canonicalize(crate::format::lock::log_dir(out)).ok() == std::fs::canonicalize(rest).ok())
+    {
+        return Err(Error::Invalid(format!(
+            "{}: the rest log names an input or the output's directory; choose another path (nothing was written)",
+            rest.display()
+        )));
+    }
     let ckpt = Checkpoint::open(ckpt_path)?;
     if let Some(e) = ckpt.check_pages(None).into_iter().next() {
         return Err(e);
@@ -142,15 +158,18 @@ pub fn compact_checkpoint(
             )));
         }
     };
-    // Prepare the rest log before the checkpoint, so a refused output directory costs nothing.
+    // Both outputs are written and synced under temporary names before either is published,
+    // then published back to back, the checkpoint last: its appearance says the pair is whole.
+    // Preparing the rest log first also makes a refused output directory cost nothing.
     let rest_dir = rest_log.map(AtomicDir::create).transpose()?;
-    let hash = state.write_checkpoint(out, ckpt.head().metadata.clone(), progress)?;
+    let (hash, staged) = state.stage_checkpoint(out, ckpt.head().metadata.clone(), progress)?;
     if let Some(dir) = rest_dir {
         let mut w = LogWriter::create(dir.path(), hash, rest[0].frame.seq, output_options(compression))?;
         append_unchanged(&mut w, &rest)?;
         w.finish()?;
         dir.commit()?;
     }
+    staged.commit()?;
     let input = with_checkpoint(log_side(&log), ckpt_path)?;
     let output = match rest_log {
         Some(p) => with_checkpoint(log_side(&Log::open(&[p])?), out)?,

@@ -559,9 +559,13 @@ pub fn emit_log(
                 )));
             }
             let payload_before = log_info(&log).payload_bytes;
+            drop(log);
             (LogWriter::open(out, options)?, None, out, base, payload_before)
         }
     };
+    // The snapshot's records are one atomic group: a reader sees A's state or B's, never part
+    // of the way (dropping the writer on an error takes the group back out).
+    w.begin_group()?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);

@@ -53,6 +53,14 @@ pub enum Error {
         /// The checkpoint's state hash.
         checkpoint_state: String,
     },
+    /// Another process holds a log's write lock (docs/FORMAT.md, "The log lock").
+    #[error("{}: locked by {holder}; pass --wait to wait for it", path.display())]
+    Locked {
+        /// The log directory.
+        path: PathBuf,
+        /// Who holds the lock, as far as the lock file says.
+        holder: String,
+    },
     /// A CUDA driver, NVRTC or device problem (no driver, no device, out of memory, ...).
     #[error("GPU: {0}")]
     Gpu(String),
@@ -197,6 +205,16 @@ pub enum Corruption {
         len: u64,
         /// What is incomplete about it.
         why: String,
+    },
+    /// A file of another kind where an mmsb file was expected.
+    #[error("this is {what}, not {expected}: {todo}")]
+    NotMmsb {
+        /// What was expected.
+        expected: &'static str,
+        /// What the file looks like.
+        what: &'static str,
+        /// What to do about it.
+        todo: &'static str,
     },
     /// A safetensors file that is not valid.
     #[error("invalid safetensors file: {0}")]

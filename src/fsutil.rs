@@ -4,14 +4,147 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
+
+/// Every temporary output ends with this: `.NAME.RANDOM.mmsb-tmp` beside its target.
+pub const TEMP_SUFFIX: &str = ".mmsb-tmp";
+
+/// Temporary outputs this process is writing: what a signal handler removes before the process
+/// dies ([`remove_live_temp_outputs`]), since no destructor runs then.
+static LIVE_TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A registered temporary output; dropping it takes it off the list (the file itself is removed
+/// by its owner).
+struct LiveTemp(PathBuf);
+
+impl LiveTemp {
+    fn new(path: &Path) -> LiveTemp {
+        LIVE_TEMPS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(path.to_owned());
+        LiveTemp(path.to_owned())
+    }
+}
+
+impl Drop for LiveTemp {
+    fn drop(&mut self) {
+        let mut live = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = live.iter().position(|p| *p == self.0) {
+            live.swap_remove(i);
+        }
+    }
+}
+
+/// Removes every temporary output this process has not committed yet. For a handler of SIGINT
+/// or SIGTERM that ends the process right after: the outputs were never published.
+pub fn remove_live_temp_outputs() {
+    let live = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
+    for p in live.iter() {
+        if p.is_dir() {
+            let _ = std::fs::remove_dir_all(p);
+        } else {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Temporary outputs that an mmsb write left in `dir` (a `kill -9`, a power cut): any such file
+/// or directory there is one, unless an mmsb write into `dir` is running right now.
+pub fn stale_temp_outputs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with('.') && n.ends_with(TEMP_SUFFIX)
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// [`stale_temp_outputs`] beside and inside the given files and log directories (where an
+/// interrupted write of any of them would have left its temporary output).
+pub fn stale_temp_outputs_near<P: AsRef<Path>>(paths: &[P]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let p = p.as_ref();
+        dirs.push(parent_dir(p).to_owned());
+        if p.is_dir() {
+            dirs.push(p.to_owned());
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    let mut out: Vec<PathBuf> = dirs.iter().flat_map(|d| stale_temp_outputs(d)).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The file an output path should be written to: the path itself, or, for a symbolic link, the
+/// file it points to (written through, as `cp` does, never replaced by a regular file). A FIFO,
+/// device, socket or directory is refused: an output replaces a regular file or creates one.
+pub fn resolve_output(path: &Path) -> Result<PathBuf> {
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(path) {
+            Ok(t) => t,
+            // A dangling link: its target is created, as `cp` would.
+            Err(_) => {
+                let link = std::fs::read_link(path).map_err(|e| Error::io(path, e))?;
+                parent_dir(path).join(link)
+            }
+        },
+        _ => path.to_owned(),
+    };
+    match std::fs::metadata(&target) {
+        Ok(m) if m.is_dir() => Err(Error::Invalid(format!(
+            "{}: output is a directory; name a file",
+            path.display()
+        ))),
+        Ok(m) if !m.is_file() => Err(Error::Invalid(format!(
+            "{}: output is not a regular file (a FIFO, device or socket); name a file",
+            path.display()
+        ))),
+        _ => Ok(target),
+    }
+}
+
+/// Refuses an output that names one of the inputs: the same file (by device and inode, so
+/// through a symbolic or a hard link too), or a file inside an input log directory. Checked
+/// before anything is written.
+pub fn refuse_output_naming_input(output: &Path, inputs: &[&Path]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let out_id = id(output);
+    let out_dir = std::fs::canonicalize(parent_dir(output)).ok();
+    for input in inputs {
+        let same_file = out_id.is_some() && id(input) == out_id;
+        let in_dir = input.is_dir() && out_dir.is_some() && std::fs::canonicalize(input).ok() == out_dir;
+        if same_file || in_dir {
+            return Err(Error::Invalid(format!(
+                "{}: the output names the input {}; choose another output path (nothing was written)",
+                output.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// A file being written that appears at its path only when committed.
 pub struct AtomicFile {
     target: PathBuf,
     file: File,
     temp: tempfile::TempPath,
+    _live: LiveTemp,
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -22,8 +155,10 @@ fn parent_dir(path: &Path) -> &Path {
 }
 
 impl AtomicFile {
-    /// Creates a temporary file beside `target`.
+    /// Creates a temporary file beside `target` (beside the file it links to, for a symbolic
+    /// link; see [`resolve_output`], which also refuses outputs that are not regular files).
     pub fn create(target: &Path) -> Result<AtomicFile> {
+        let target = &resolve_output(target)?;
         let dir = parent_dir(target);
         let name = target
             .file_name()
@@ -31,14 +166,16 @@ impl AtomicFile {
             .unwrap_or_default();
         let (file, temp) = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
-            .suffix(".tmp")
+            .suffix(TEMP_SUFFIX)
             .tempfile_in(dir)
             .map_err(|e| Error::io(target, e))?
             .into_parts();
+        let live = LiveTemp::new(&temp);
         Ok(AtomicFile {
             target: target.to_owned(),
             file,
             temp,
+            _live: live,
         })
     }
 
@@ -93,6 +230,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub struct AtomicDir {
     target: PathBuf,
     temp: Option<tempfile::TempDir>,
+    _live: LiveTemp,
 }
 
 impl AtomicDir {
@@ -119,12 +257,14 @@ impl AtomicDir {
             .unwrap_or_default();
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
-            .suffix(".tmp")
+            .suffix(TEMP_SUFFIX)
             .tempdir_in(parent_dir(target))
             .map_err(|e| Error::io(target, e))?;
+        let live = LiveTemp::new(temp.path());
         Ok(AtomicDir {
             target: target.to_owned(),
             temp: Some(temp),
+            _live: live,
         })
     }
 

@@ -195,6 +195,13 @@ pub fn generate_with_progress(
     progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 ) -> Result<GenSummary> {
     use rayon::prelude::*;
+    // Every output is checked before anything is written: a refused log directory must not
+    // cost the user an existing checkpoint.
+    crate::fsutil::resolve_output(ckpt_path)?;
+    let log_out = match log_dir {
+        Some(d) if o.deltas > 0 => Some(crate::fsutil::AtomicDir::create(d)?),
+        _ => None,
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
     let sizes = page_sizes(o, &mut rng)?;
     let specs: Vec<PageSpec> = sizes
@@ -241,7 +248,7 @@ pub fn generate_with_progress(
         records: 0,
         delta_bytes: 0,
     };
-    let Some(log_dir) = log_dir.filter(|_| o.deltas > 0) else {
+    let Some(log_out) = log_out else {
         return Ok(summary);
     };
     let options = LogOptions {
@@ -249,7 +256,7 @@ pub fn generate_with_progress(
         durability: Durability::Never,
         compression: o.compression,
     };
-    let mut log = LogWriter::create(log_dir, base, 1, options)?;
+    let mut log = LogWriter::create(log_out.path(), base, 1, options)?;
     let mut alive: Vec<(u64, u64)> = sizes.iter().enumerate().map(|(i, &l)| (i as u64, l)).collect();
     let mut next_id = sizes.len() as u64;
     let weights = [
@@ -398,6 +405,7 @@ pub fn generate_with_progress(
     }
     summary.records = o.deltas;
     log.finish()?;
+    log_out.commit()?;
     Ok(summary)
 }
 

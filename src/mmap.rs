@@ -24,6 +24,20 @@ impl ReadOnlyMap {
     /// Maps `path` read-only; with `populate`, the kernel maps every page up front (one call
     /// instead of a page fault per 4 KiB, for files that will be read whole).
     pub fn open_with(path: &Path, populate: bool) -> Result<ReadOnlyMap> {
+        // Checked before the open: opening a FIFO blocks until a writer comes, forever.
+        let kind = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.file_type();
+        if kind.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{}: is a directory, not a file",
+                path.display()
+            )));
+        }
+        if !kind.is_file() {
+            return Err(Error::Invalid(format!(
+                "{}: not a regular file (a FIFO, device or socket): mmsb reads files it can map",
+                path.display()
+            )));
+        }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len == 0 {

@@ -260,6 +260,19 @@ impl<'a> State<'a> {
         metadata: BTreeMap<String, String>,
         progress: Option<Arc<AtomicU64>>,
     ) -> Result<StateHash> {
+        let (hash, file) = self.stage_checkpoint(path, metadata, progress)?;
+        file.commit()?;
+        Ok(hash)
+    }
+
+    /// [`State::write_checkpoint`] up to the publication: the checkpoint is written and synced
+    /// under a temporary name, which committing the returned file renames to `path`.
+    pub fn stage_checkpoint(
+        &self,
+        path: &Path,
+        metadata: BTreeMap<String, String>,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> Result<(StateHash, crate::fsutil::AtomicFile)> {
         let specs = self
             .pages
             .iter()
@@ -274,7 +287,7 @@ impl<'a> State<'a> {
         for p in self.pages.values() {
             w.write(&p.data)?;
         }
-        w.finish()
+        w.finish_staged()
     }
 }
 

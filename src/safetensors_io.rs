@@ -44,6 +44,8 @@ fn parse_dtype(name: &str) -> Option<Dtype> {
 /// Imports a safetensors file as a checkpoint: tensor `i` in file order is page `i`, epoch 0.
 /// `progress`, when given, counts the bytes written.
 pub fn import(input: &Path, output: &Path, progress: Option<Arc<AtomicU64>>) -> Result<TensorFileSummary> {
+    crate::fsutil::refuse_output_naming_input(output, &[input])?;
+    crate::fsutil::resolve_output(output)?;
     let map = ReadOnlyMap::open(input)?;
     let bytes = map.bytes();
     let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| {
@@ -138,6 +140,11 @@ pub fn export(
     output: &Path,
     progress: Option<Arc<AtomicU64>>,
 ) -> Result<TensorFileSummary> {
+    let inputs: Vec<&Path> = std::iter::once(checkpoint)
+        .chain(logs.iter().map(PathBuf::as_path))
+        .collect();
+    crate::fsutil::refuse_output_naming_input(output, &inputs)?;
+    crate::fsutil::resolve_output(output)?;
     let ckpt = Checkpoint::open(checkpoint)?;
     let mut state = State::from_checkpoint(&ckpt, true)?;
     if !logs.is_empty() {

@@ -199,7 +199,11 @@ fn round(dir: &Path, seed: u64, r: &mut StressReport) -> Result<()> {
             check(!v.ok && v.problems.iter().any(|p| p.kind == "torn_tail"), || {
                 "verify missed a torn tail".into()
             })?;
-            recover(std::slice::from_ref(&torn), &dir.join("torn.bin"))?;
+            recover(
+                std::slice::from_ref(&torn),
+                &dir.join("torn.bin"),
+                crate::format::lock::LockWait::Fail,
+            )?;
             let t = replay_hash(&ckpt, std::slice::from_ref(&torn), ReplayLimit::default())?;
             let want = replay_hash(
                 &ckpt,

@@ -25,13 +25,35 @@ pub enum FileKind {
 /// Tells a checkpoint from a log segment by its first eight bytes (a directory is a log).
 pub fn file_kind(path: &Path) -> Result<FileKind> {
     use std::io::Read;
-    if path.is_dir() {
+    let kind = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.file_type();
+    if kind.is_dir() {
         return Ok(FileKind::Log);
     }
-    let mut magic = [0u8; 8];
+    if !kind.is_file() {
+        // Opening a FIFO would block until a writer comes.
+        return Err(Error::Invalid(format!(
+            "{}: not a regular file (a FIFO, device or socket): mmsb reads files it can map",
+            path.display()
+        )));
+    }
+    let mut magic = [0u8; 64];
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let n = f.read(&mut magic).map_err(|e| Error::io(path, e))?;
-    Ok(match &magic[..n] {
+    if let Some((what, todo)) = crate::format::sniff_foreign(&magic[..n], "")
+        .filter(|_| !magic[..n].starts_with(&crate::format::log::MAGIC))
+        .filter(|_| !magic[..n].starts_with(&crate::format::checkpoint::MAGIC))
+    {
+        return Err(Error::Corrupt {
+            path: path.to_owned(),
+            offset: 0,
+            problem: crate::error::Corruption::NotMmsb {
+                expected: "an mmsb checkpoint or log segment",
+                what,
+                todo,
+            },
+        });
+    }
+    Ok(match &magic[..n.min(8)] {
         m if m == crate::format::checkpoint::MAGIC => FileKind::Checkpoint,
         m if m == crate::format::log::MAGIC => FileKind::Log,
         _ => FileKind::Unknown,
@@ -67,7 +89,7 @@ pub struct Problem {
     pub file: PathBuf,
     /// Byte offset in the file, where one applies.
     pub offset: Option<u64>,
-    /// `corrupt`, `torn_tail`, `delta_rejected`, `wrong_base` or `io`.
+    /// `corrupt`, `torn_tail`, `delta_rejected`, `wrong_base`, `io`, `locked` or `invalid`.
     pub kind: &'static str,
     /// Human-readable description (the whole error line).
     pub message: String,
@@ -80,6 +102,7 @@ impl From<&Error> for Problem {
             Error::DeltaRejected { path, offset, .. } => (path.clone(), Some(*offset), "delta_rejected"),
             Error::WrongBase { path, .. } => (path.clone(), Some(32), "wrong_base"),
             Error::Io { path, .. } => (path.clone(), None, "io"),
+            Error::Locked { path, .. } => (path.clone(), None, "locked"),
             Error::Invalid(_) | Error::Gpu(_) => (PathBuf::new(), None, "invalid"),
         };
         Problem {
@@ -140,6 +163,9 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Bytes of page data checksummed.
     pub bytes_checked: u64,
+    /// Temporary outputs of interrupted mmsb writes found beside or inside the files given
+    /// (safe to delete when no mmsb write is running there).
+    pub stale_temp_outputs: Vec<PathBuf>,
 }
 
 /// Verifies checkpoints and (at most one chain of) log segments: every checksum, the layout
@@ -241,6 +267,7 @@ pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>) -> Result<VerifyR
         state_hash,
         problems,
         bytes_checked,
+        stale_temp_outputs: crate::fsutil::stale_temp_outputs_near(paths),
     })
 }
 

@@ -193,7 +193,12 @@ fn acknowledged_records_survive_sigkill_of_the_writer() {
             "trial {trial}: verify reports a torn tail exactly when there is one"
         );
         assert_eq!(v.ok, !torn, "trial {trial}: {:?}", v.problems);
-        recover(&[&logdir], &dir.path().join("torn.bin")).unwrap();
+        recover(
+            &[&logdir],
+            &dir.path().join("torn.bin"),
+            mmsb::format::lock::LockWait::Fail,
+        )
+        .unwrap();
         let after = Log::open(&[&logdir]).unwrap();
         assert!(after.torn_tail().is_none() && after.problems().is_empty());
         assert_eq!(

@@ -36,7 +36,7 @@ fn committed_testdata_is_exactly_what_the_builder_writes() {
     let committed: Vec<PathBuf> = files_under(&testdata())
         .iter()
         .map(|p| p.strip_prefix(testdata()).unwrap().to_owned())
-        .filter(|p| !p.starts_with("README.md") && !p.starts_with("regressions"))
+        .filter(|p| !p.starts_with("README.md") && !p.starts_with("regressions") && !p.starts_with("v1.0"))
         .collect();
     assert_eq!(
         fresh, committed,
@@ -93,7 +93,7 @@ fn small_checkpoint_plus_log_replays_to_the_hand_computed_pages() {
 fn newer_minor_version_reads_as_the_same_state() {
     let small = Checkpoint::open(&testdata().join("small.ckpt")).unwrap();
     let future = Checkpoint::open(&testdata().join("future-minor.ckpt")).unwrap();
-    assert_eq!(future.head().minor, 1);
+    assert_eq!(future.head().minor, 2);
     assert_eq!(future.state_hash(), small.state_hash());
     assert!(future.check_pages(None).is_empty());
 }
@@ -289,5 +289,115 @@ fn dense_sample_of_flips_in_a_larger_generated_checkpoint_and_log_is_caught() {
     for seg in files_under(&log) {
         let len = std::fs::metadata(&seg).unwrap().len() as usize;
         assert_every_flip_caught(&paths, &seg, (0..len).step_by(211), 0x04);
+    }
+}
+
+#[test]
+fn a_group_is_records_whose_flag_byte_says_more_follow_in_a_version_1_1_segment() {
+    let seg = testdata().join("group.log/00000000.mmsblog");
+    let bytes = std::fs::read(&seg).unwrap();
+    assert_eq!(&bytes[8..12], &[1, 0, 1, 0], "major 1, minor 1");
+    let log = Log::open(&[testdata().join("group.log")]).unwrap();
+    let frames = log.segments()[0].frames().to_vec();
+    let flag_bytes: Vec<u8> = frames.iter().map(|f| bytes[f.offset as usize + 17]).collect();
+    // A record alone, then a group of three: bit 1 on all of the group but its last.
+    assert_eq!(flag_bytes, [0, 2, 2, 0]);
+    let (ckpt, _) = replay("small.ckpt", "small.log");
+    let mut s = State::from_checkpoint(&ckpt, true).unwrap();
+    assert_eq!(s.replay(&log, ReplayLimit::default()).unwrap().records, 4);
+    assert_eq!(s.page(0).unwrap().data(), b"HELL!");
+    assert_eq!(
+        &s.page(2).unwrap().data()[..11],
+        &[0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 70]
+    );
+}
+
+#[test]
+fn a_log_that_ends_inside_a_group_replays_none_of_it_and_recover_cuts_the_whole_group() {
+    let (ckpt, log) = replay("small.ckpt", "open-group.log");
+    assert!(log.problems().is_empty());
+    let group = Log::open(&[testdata().join("group.log")]).unwrap();
+    let torn = log.torn_tail().expect("an open group is a torn tail").clone();
+    assert_eq!(
+        torn.offset,
+        group.segments()[0].frames()[1].offset,
+        "cut at the group's first record"
+    );
+    let mut s = State::from_checkpoint(&ckpt, true).unwrap();
+    assert_eq!(s.replay(&log, ReplayLimit::default()).unwrap().records, 1);
+    assert_eq!(s.page(0).unwrap().data(), b"HELLO");
+    assert_eq!(
+        s.page(1).unwrap().data()[..2],
+        [0, 1],
+        "the group's first write is not applied"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = copy_testdata("open-group.log", dir.path());
+    let o = run(dir.path(), &["verify", "--json", "../x", "open-group.log"]);
+    assert_eq!(code(&o), 2, "a missing checkpoint is an I/O error");
+    let o = run(dir.path(), &["recover", "open-group.log", "--backup", "cut.bin"]);
+    assert_eq!(code(&o), 0, "{}", common::stderr(&o));
+    let after = Log::open(&[copy]).unwrap();
+    assert!(after.torn_tail().is_none() && after.problems().is_empty());
+    assert_eq!(after.last_seq(), Some(1));
+}
+
+/// The 1.0 files, as the 1.0 writer wrote them (before groups): frozen, never regenerated.
+const V1_0_STATE_AFTER_LOG: &str = "5251df90671c9540b609927b0351f26866764e7f5c30c768813139fa37c2a5f2";
+
+#[test]
+fn frozen_version_1_0_files_replay_to_their_recorded_state_hash() {
+    let ckpt = Checkpoint::open(&testdata().join("v1.0/small.ckpt")).unwrap();
+    assert_eq!(ckpt.head().minor, 0);
+    let log = Log::open(&[testdata().join("v1.0/small.log")]).unwrap();
+    assert!(log.segments().iter().all(|s| s.header().minor == 0));
+    let mut s = State::from_checkpoint(&ckpt, true).unwrap();
+    assert_eq!(s.replay(&log, ReplayLimit::default()).unwrap().records, 9);
+    assert_eq!(s.state_hash().to_hex(), V1_0_STATE_AFTER_LOG);
+}
+
+#[test]
+fn appending_to_a_version_1_0_log_leaves_its_segments_as_they_are_and_starts_a_1_1_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("v1.0")).unwrap();
+    copy_testdata("v1.0/small.ckpt", dir.path());
+    let log = copy_testdata("v1.0/small.log", dir.path());
+    let before: Vec<Vec<u8>> = ["00000000.mmsblog", "00000001.mmsblog"]
+        .iter()
+        .map(|n| std::fs::read(log.join(n)).unwrap())
+        .collect();
+    // Append the snapshot that takes the logged state back to the checkpoint's bytes.
+    let o = run(
+        dir.path(),
+        &[
+            "diff",
+            "v1.0/small.ckpt",
+            "--a-log",
+            "v1.0/small.log",
+            "v1.0/small.ckpt",
+            "--emit-log",
+            "v1.0/small.log",
+            "--append",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", common::stderr(&o));
+    for (n, b) in ["00000000.mmsblog", "00000001.mmsblog"].iter().zip(&before) {
+        assert_eq!(&std::fs::read(log.join(n)).unwrap(), b, "{n} unchanged");
+    }
+    let grown = Log::open(&[&log]).unwrap();
+    assert!(grown.problems().is_empty() && grown.torn_tail().is_none());
+    assert_eq!(grown.segments().len(), 3);
+    assert_eq!(grown.segments()[2].header().minor, 1);
+    let ckpt = Checkpoint::open(&dir.path().join("v1.0/small.ckpt")).unwrap();
+    let mut s = State::from_checkpoint(&ckpt, true).unwrap();
+    s.replay(&grown, ReplayLimit::default()).unwrap();
+    for page in ckpt.pages() {
+        let id = page.id;
+        assert_eq!(
+            s.page(id).unwrap().data(),
+            ckpt.page_bytes(page),
+            "page {id} back to the checkpoint's bytes"
+        );
     }
 }

@@ -6,7 +6,9 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{ALIGN, Cursor, FORMAT_MAJOR, FORMAT_MINOR, ParseError, PutLe, align_up, bad_field, check_zero, crc32c};
+use super::{
+    ALIGN, CHECKPOINT_MINOR, Cursor, FORMAT_MAJOR, ParseError, PutLe, align_up, bad_field, check_zero, crc32c,
+};
 use crate::error::{Corruption, Error, Result};
 use crate::fsutil;
 use crate::page::{PageMeta, Residency, StateHash, TensorInfo};
@@ -618,7 +620,7 @@ fn encode_header(file_len: u64, page_count: u64, data_offset: u64, sections: &[S
     let mut h = Vec::with_capacity(ALIGN as usize);
     h.extend_from_slice(&MAGIC);
     h.put_u16(FORMAT_MAJOR);
-    h.put_u16(FORMAT_MINOR);
+    h.put_u16(CHECKPOINT_MINOR);
     h.put_u32(sections.len() as u32);
     h.put_u64(file_len);
     h.put_u64(page_count);
@@ -790,7 +792,16 @@ impl CheckpointWriter {
 
     /// Writes the index and header, fsyncs, and renames the file into place. Returns the state
     /// hash of what was written, from the CRCs computed while the pages streamed through.
-    pub fn finish(mut self) -> Result<StateHash> {
+    pub fn finish(self) -> Result<StateHash> {
+        let (hash, file) = self.finish_staged()?;
+        file.commit()?;
+        Ok(hash)
+    }
+
+    /// Completes the checkpoint and syncs it to disk, but leaves it under its temporary name:
+    /// committing the returned file publishes it (quickly: only a rename and a directory sync
+    /// are left). For outputs that must appear together with another.
+    pub fn finish_staged(mut self) -> Result<(StateHash, fsutil::AtomicFile)> {
         if self.current != self.pages.len() {
             let p = &self.pages[self.current];
             return Err(Error::Invalid(format!(
@@ -828,10 +839,9 @@ impl CheckpointWriter {
         f.seek(SeekFrom::Start(0)).map_err(io)?;
         f.write_all(&header).map_err(io)?;
         f.write_all(&head).map_err(io)?;
-        self.temp.commit()?;
-        Ok(StateHash::compute(
-            self.pages.iter().map(|p| (p.id, p.len, p.epoch, p.crc32c)),
-        ))
+        f.sync_all().map_err(io)?;
+        let hash = StateHash::compute(self.pages.iter().map(|p| (p.id, p.len, p.epoch, p.crc32c)));
+        Ok((hash, self.temp))
     }
 }
 
@@ -872,7 +882,20 @@ impl Checkpoint {
     /// Opens and maps `path`, and parses and checks its header, sections and index.
     pub fn open(path: &Path) -> Result<Checkpoint> {
         let map = crate::mmap::ReadOnlyMap::open(path)?;
-        let head = CheckpointHead::parse(map.bytes(), map.len() as u64).map_err(|e| e.at(path))?;
+        let head = CheckpointHead::parse(map.bytes(), map.len() as u64).map_err(|e| {
+            match super::sniff_foreign(map.bytes(), "checkpoint") {
+                Some((what, todo)) if e.offset == 0 => Error::Corrupt {
+                    path: path.to_owned(),
+                    offset: 0,
+                    problem: Corruption::NotMmsb {
+                        expected: "an mmsb checkpoint",
+                        what,
+                        todo,
+                    },
+                },
+                _ => e.at(path),
+            }
+        })?;
         Ok(Checkpoint {
             path: path.to_owned(),
             map: std::sync::Arc::new(map),
@@ -1065,7 +1088,7 @@ mod tests {
     fn newer_minor_with_an_unknown_optional_section_is_read() {
         let (_d, path) = tiny();
         let c = Checkpoint::open(&path).unwrap();
-        // Rebuild the header as a 1.1 writer would: an extra optional section of kind 77.
+        // Rebuild the header as a 1.2 writer would: an extra optional section of kind 77.
         let mut sections = c.head().sections.clone();
         let last = *sections.last().unwrap();
         let extra = b"future";
@@ -1080,18 +1103,18 @@ mod tests {
         let at = (last.offset + last.len) as usize;
         b[at..at + extra.len()].copy_from_slice(extra);
         let mut header = encode_header(c.head().file_len, 3, c.head().data_offset, &sections);
-        header[10..12].copy_from_slice(&1u16.to_le_bytes());
+        header[10..12].copy_from_slice(&2u16.to_le_bytes());
         let n = HEADER_FIXED_LEN + SECTION_ENTRY_LEN * sections.len();
         let crc = crc32c(&header[..n]);
         header[n..n + 4].copy_from_slice(&crc.to_le_bytes());
         b[..4096].copy_from_slice(&header);
         let head = CheckpointHead::parse(&b, b.len() as u64).unwrap();
-        assert_eq!(head.minor, 1);
+        assert_eq!(head.minor, 2);
         assert_eq!(head.pages.len(), 3);
         // The same section marked required is refused.
         sections.last_mut().unwrap().flags = SECTION_FLAG_REQUIRED;
         let mut header = encode_header(c.head().file_len, 3, c.head().data_offset, &sections);
-        header[10..12].copy_from_slice(&1u16.to_le_bytes());
+        header[10..12].copy_from_slice(&2u16.to_le_bytes());
         let crc = crc32c(&header[..n]);
         header[n..n + 4].copy_from_slice(&crc.to_le_bytes());
         b[..4096].copy_from_slice(&header);

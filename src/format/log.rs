@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::lock::{LockWait, LogLock, SegmentCutLock};
 use super::record::{Delta, OPTIONAL_TYPE_MIN, TYPE_CREATE, TYPE_FILL};
 use super::{Cursor, FORMAT_MAJOR, FORMAT_MINOR, ParseError, PutLe, bad_field, crc32c};
 use crate::error::{Corruption, Error, Result};
@@ -21,6 +22,10 @@ pub const SEGMENT_HEADER_LEN: usize = 72;
 pub const FRAME_HEADER_LEN: usize = 32;
 /// Frame flag: the payload is one zstd frame with its content size recorded.
 pub const FLAG_ZSTD: u8 = 1;
+/// Frame flag (format 1.1): the record is not the last of its atomic group. A group is a run of
+/// records with this bit set closed by one without it; a log that ends inside a group ends in a
+/// torn tail from the group's first record.
+pub const FLAG_GROUP_CONTINUES: u8 = 2;
 /// Largest decompressed payload a reader accepts (4 GiB); larger payloads are stored raw.
 pub const MAX_DECOMPRESSED: u64 = 4 << 30;
 /// File-name extension of segment files.
@@ -44,12 +49,12 @@ pub struct SegmentHeader {
 }
 
 impl SegmentHeader {
-    /// Encodes a version-1.0 header.
+    /// Encodes a 72-byte header (the layout of versions 1.0 and 1.1) with this header's minor.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(SEGMENT_HEADER_LEN);
         b.extend_from_slice(&MAGIC);
         b.put_u16(FORMAT_MAJOR);
-        b.put_u16(FORMAT_MINOR);
+        b.put_u16(self.minor);
         b.put_u32(SEGMENT_HEADER_LEN as u32);
         b.put_u64(self.segment_no);
         b.put_u64(self.first_seq);
@@ -250,12 +255,12 @@ fn read_frame(bytes: &[u8], at: u64, check_payload: bool) -> Result<FrameRef, Fr
         return Err(FrameFault::Tearable("record checksum mismatch".into()));
     }
     let (kind, flags) = (h[16], h[17]);
-    if flags & !FLAG_ZSTD != 0 {
+    if flags & !(FLAG_ZSTD | FLAG_GROUP_CONTINUES) != 0 {
         return Err(FrameFault::Invalid(bad_field(
             at + 17,
             "frame flags",
             flags.into(),
-            "only bit 0 (zstd) is defined",
+            "only bits 0 (zstd) and 1 (group continues) are defined",
         )));
     }
     if h[18..24].iter().any(|&b| b != 0) {
@@ -282,10 +287,32 @@ fn read_frame(bytes: &[u8], at: u64, check_payload: bool) -> Result<FrameRef, Fr
     })
 }
 
-/// True when a whole, valid frame starts anywhere after `from` (the torn-tail test).
-fn valid_frame_after(bytes: &[u8], from: u64) -> bool {
-    let end = bytes.len().saturating_sub(FRAME_HEADER_LEN - 1) as u64;
-    (from + 1..end).any(|at| read_frame(bytes, at, true).is_ok())
+/// True when a whole, valid frame that could follow the bad frame at `at` (whose sequence
+/// number would be `seq`) starts after it: the torn-tail test. Where the bad frame's header is
+/// whole and valid, its length is trusted and the search starts past its payload, so bytes inside
+/// the payload of a torn last record (which may well hold something frame-like) never count; a
+/// frame whose payload runs past the end of the file is the last one. A later frame counts only
+/// with a sequence number after `seq`, as a record appended after the bad one would have.
+fn valid_frame_after(bytes: &[u8], at: u64, seq: u64) -> bool {
+    let len = bytes.len() as u64;
+    let from = match trusted_frame_len(bytes, at) {
+        Some(n) if at.checked_add(n).is_none_or(|e| e > len) => return false,
+        Some(n) => at + n,
+        None => at + 1,
+    };
+    let end = len.saturating_sub(FRAME_HEADER_LEN as u64 - 1);
+    (from..end).any(|p| read_frame(bytes, p, true).is_ok_and(|f| f.seq > seq && f.seq - seq <= len))
+}
+
+/// The length of the frame at `at` (header and payload) when its header is whole and its
+/// header checksum matches.
+fn trusted_frame_len(bytes: &[u8], at: u64) -> Option<u64> {
+    let h = bytes.get(at as usize..)?.get(..FRAME_HEADER_LEN)?;
+    let word = u32::from_le_bytes(h[24..28].try_into().expect("4 bytes"));
+    if crc32c(&h[..24]) != word {
+        return None;
+    }
+    u64::from_le_bytes(h[..8].try_into().expect("8 bytes")).checked_add(FRAME_HEADER_LEN as u64)
 }
 
 /// How a segment's records end.
@@ -313,6 +340,9 @@ pub struct Segment {
     frames: Vec<FrameRef>,
     end: SegmentEnd,
     payloads_checked: bool,
+    /// The segment's read lock: no writer cuts the file while it is mapped (dropped after the
+    /// mapping).
+    _read_lock: LogLock,
 }
 
 impl Segment {
@@ -340,9 +370,11 @@ impl Segment {
     /// [`Segment::open_deferred`]). When the walks cannot be joined, the segment is opened with
     /// [`Segment::open_deferred`] instead and no pieces come back.
     pub fn open_from_pieces<P>(path: &Path, pieces: Vec<PieceWalk<P>>) -> Result<(Segment, Option<VisitedPieces<P>>)> {
+        let read_lock = LogLock::segment_shared(path)?;
         let map = ReadOnlyMap::open(path)?;
         let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
-        let Some((frames, runs)) = stitch(map.bytes(), &header, pieces) else {
+        let stitched = stitch(map.bytes(), &header, pieces).filter(|(frames, _)| groups_closed(&header, frames));
+        let Some((frames, runs)) = stitched else {
             return Ok((Segment::open_deferred(path)?, None));
         };
         let segment = Segment {
@@ -352,6 +384,7 @@ impl Segment {
             frames,
             end: SegmentEnd::Clean,
             payloads_checked: false,
+            _read_lock: read_lock,
         };
         Ok((segment, Some(runs)))
     }
@@ -359,9 +392,11 @@ impl Segment {
     fn open_scanned(path: &Path, check_payloads: bool) -> Result<Segment> {
         // Without the payload checks only one header per record is touched: no need to
         // populate the whole mapping.
+        let read_lock = LogLock::segment_shared(path)?;
         let map = ReadOnlyMap::open_with(path, check_payloads)?;
         let header = SegmentHeader::parse(map.bytes()).map_err(|e| e.at(path))?;
-        let (frames, end) = scan(map.bytes(), &header, check_payloads);
+        let (mut frames, mut end) = scan(map.bytes(), &header, check_payloads);
+        close_groups(&header, &mut frames, &mut end, map.len() as u64);
         Ok(Segment {
             path: path.to_owned(),
             map,
@@ -369,6 +404,7 @@ impl Segment {
             frames,
             end,
             payloads_checked: check_payloads,
+            _read_lock: read_lock,
         })
     }
 
@@ -438,6 +474,60 @@ pub fn frame_payload<'a>(segment: &'a [u8], f: &FrameRef) -> std::result::Result
         return Err(format!("decompressed to {} bytes, frame says {size}", out.len()));
     }
     Ok(Cow::Owned(out))
+}
+
+/// True when `frames` end with a closed group and use no flag their segment's version lacks:
+/// [`close_groups`] would leave them as they are.
+fn groups_closed(header: &SegmentHeader, frames: &[FrameRef]) -> bool {
+    let open = |f: &FrameRef| f.flags & FLAG_GROUP_CONTINUES != 0;
+    !frames.last().is_some_and(open) && (header.minor > 0 || !frames.iter().any(open))
+}
+
+/// Applies the group rule (format 1.1) to a scanned segment: the records of a group that the
+/// segment's frames leave unclosed are not whole records. They leave `frames`, and the tail from
+/// the group's first record becomes a torn tail (or, where the frames already end in damage
+/// that is not tearable, that damage stands). In a 1.0 segment the group flag is corruption.
+fn close_groups(header: &SegmentHeader, frames: &mut Vec<FrameRef>, end: &mut SegmentEnd, file_len: u64) {
+    let open = |f: &FrameRef| f.flags & FLAG_GROUP_CONTINUES != 0;
+    if header.minor == 0
+        && let Some(i) = frames.iter().position(open)
+    {
+        *end = SegmentEnd::Damaged {
+            offset: frames[i].offset + 17,
+            problem: Corruption::BadField {
+                field: "frame flags",
+                value: frames[i].flags.into(),
+                why: "bit 1 (group continues) is not defined in a version 1.0 segment".into(),
+            },
+            tearable: false,
+        };
+        frames.truncate(i);
+        return;
+    }
+    let whole = frames.len() - frames.iter().rev().take_while(|f| open(f)).count();
+    if whole == frames.len() {
+        return;
+    }
+    let start = frames[whole].offset;
+    let cut = frames.len() - whole;
+    frames.truncate(whole);
+    let why = match end {
+        SegmentEnd::Damaged { tearable: false, .. } => return,
+        SegmentEnd::Damaged {
+            problem: Corruption::TornTail { why, .. },
+            ..
+        } => format!("a group left open by {cut} whole records, then {why}"),
+        SegmentEnd::Damaged { problem, .. } => format!("a group left open by {cut} whole records, then {problem}"),
+        SegmentEnd::Clean => format!("a group of {cut} records that was never closed"),
+    };
+    *end = SegmentEnd::Damaged {
+        offset: start,
+        problem: Corruption::TornTail {
+            len: file_len - start,
+            why,
+        },
+        tearable: true,
+    };
 }
 
 /// Finds the whole frames of a segment and how they end. Sequence numbers must run on from
@@ -639,7 +729,7 @@ fn numbered_from(frames: &[FrameRef], first_seq: u64) -> bool {
     frames
         .par_iter()
         .enumerate()
-        .all(|(i, f)| f.seq == first_seq + i as u64)
+        .all(|(i, f)| first_seq.checked_add(i as u64) == Some(f.seq))
 }
 
 /// The lists `parts` one after another in one list, made and filled in parallel: most of the
@@ -670,20 +760,29 @@ fn concat_in_parallel(parts: &[Vec<FrameRef>]) -> Vec<FrameRef> {
 fn scan_in_order(bytes: &[u8], header: &SegmentHeader, check_payloads: bool) -> (Vec<FrameRef>, SegmentEnd) {
     let mut frames = Vec::new();
     let mut at = u64::from(header.header_len);
-    let mut expected = header.first_seq;
+    // `None` once a record numbered 2^64 - 1 has been read: sequence numbers never wrap.
+    let mut expected = Some(header.first_seq);
     while at < bytes.len() as u64 {
         match read_frame(bytes, at, check_payloads) {
-            Ok(f) if f.seq != expected => {
+            Ok(f) if Some(f.seq) != expected => {
+                let problem = match expected {
+                    Some(expected) => Corruption::SequenceGap { expected, found: f.seq },
+                    None => Corruption::BadField {
+                        field: "seq",
+                        value: f.seq,
+                        why: "follows seq 2^64 - 1: sequence numbers do not wrap around".into(),
+                    },
+                };
                 let end = SegmentEnd::Damaged {
                     offset: at + 8,
-                    problem: Corruption::SequenceGap { expected, found: f.seq },
+                    problem,
                     tearable: false,
                 };
                 return (frames, end);
             }
             Ok(f) => {
                 at += f.frame_len();
-                expected += 1;
+                expected = f.seq.checked_add(1);
                 frames.push(f);
             }
             Err(FrameFault::Invalid(e)) => {
@@ -698,7 +797,7 @@ fn scan_in_order(bytes: &[u8], header: &SegmentHeader, check_payloads: bool) -> 
             }
             Err(FrameFault::Tearable(why)) => {
                 let len = bytes.len() as u64 - at;
-                let followed = valid_frame_after(bytes, at);
+                let followed = valid_frame_after(bytes, at, expected.unwrap_or(u64::MAX));
                 let problem = if followed {
                     Corruption::CorruptRecord {
                         why,
@@ -884,13 +983,13 @@ impl Log {
                 ));
             }
             if let Some(prev) = i.checked_sub(1).map(|j| &segments[j]) {
-                let next = prev.header.first_seq + prev.frames.len() as u64;
-                if prev.end == SegmentEnd::Clean && s.header.first_seq != next {
+                let next = prev.header.first_seq.checked_add(prev.frames.len() as u64);
+                if prev.end == SegmentEnd::Clean && Some(s.header.first_seq) != next {
                     problems.push(Error::Corrupt {
                         path: s.path.clone(),
                         offset: 24,
                         problem: Corruption::SequenceGap {
-                            expected: next,
+                            expected: next.unwrap_or(u64::MAX),
                             found: s.header.first_seq,
                         },
                     });
@@ -1073,6 +1172,10 @@ impl Default for LogOptions {
 }
 
 /// Appends records to a log directory, rotating segments and syncing per the durability policy.
+///
+/// A writer holds the log's exclusive lock ([`LogLock`]) from its creation to its drop. Records
+/// appended between [`LogWriter::begin_group`] and [`LogWriter::commit_group`] form one atomic
+/// group: a reader sees all of them or none.
 pub struct LogWriter {
     dir: PathBuf,
     options: LogOptions,
@@ -1085,6 +1188,23 @@ pub struct LogWriter {
     next_seq: u64,
     unsynced_records: u64,
     unsynced_bytes: u64,
+    /// The last segment is of an older minor version: the next record starts a new segment.
+    rotate_first: bool,
+    group: Option<OpenGroup>,
+    /// A group was left open (it could not be cut back): nothing more may be appended.
+    poisoned: bool,
+    _lock: LogLock,
+}
+
+/// Where an open group started, and its last record, held back until the next one (or the
+/// commit) says whether the group continues after it.
+struct OpenGroup {
+    start_segment: u64,
+    start_len: u64,
+    start_records: u64,
+    start_seq: u64,
+    started: bool,
+    held: Option<(u64, u8, u8, Vec<u8>)>,
 }
 
 /// The path of segment `n` in a log directory.
@@ -1094,9 +1214,10 @@ pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
 
 impl LogWriter {
     /// Starts a new log in `dir` (created if missing; it must hold no segments) against the
-    /// state `base`, with first sequence number `first_seq`.
+    /// state `base`, with first sequence number `first_seq`. Takes the log's lock, failing when
+    /// another process holds it.
     pub fn create(dir: &Path, base: StateHash, first_seq: u64, options: LogOptions) -> Result<LogWriter> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = LogLock::exclusive(dir, LockWait::Fail)?;
         if expand_paths(&[dir]).is_ok() {
             return Err(Error::Invalid(format!("{}: already holds log segments", dir.display())));
         }
@@ -1113,12 +1234,20 @@ impl LogWriter {
             next_seq: first_seq,
             unsynced_records: 0,
             unsynced_bytes: 0,
+            rotate_first: false,
+            group: None,
+            poisoned: false,
+            _lock: lock,
         })
     }
 
-    /// Opens an existing log in `dir` to append to it. A log with corruption or a torn tail is
-    /// refused (`mmsb recover` cuts a torn tail).
+    /// Opens an existing log in `dir` to append to it, taking its lock (held already by a caller
+    /// that took it with [`LockWait::Wait`], or failing when another process holds it). A log
+    /// with corruption or a torn tail is refused (`mmsb recover` cuts a torn tail), and so is
+    /// one whose last segment has a newer minor version than this build writes. A last segment
+    /// of an older minor version is left as it is: appends go to a new segment.
     pub fn open(dir: &Path, options: LogOptions) -> Result<LogWriter> {
+        let lock = LogLock::exclusive(dir, LockWait::Fail)?;
         let log = Log::open(&[dir])?;
         log.check()?;
         log.refuse_torn_tail("run `mmsb recover` before appending")?;
@@ -1126,6 +1255,14 @@ impl LogWriter {
             .segments()
             .last()
             .ok_or_else(|| Error::Invalid(format!("{}: no segments", dir.display())))?;
+        if last.header().minor > FORMAT_MINOR {
+            return Err(Error::Invalid(format!(
+                "{}: written in format {FORMAT_MAJOR}.{}, newer than the {FORMAT_MAJOR}.{FORMAT_MINOR} this build \
+                 writes: appending could break what that version promises its readers",
+                last.path().display(),
+                last.header().minor
+            )));
+        }
         let file_path = last.path().to_owned();
         let file = OpenOptions::new()
             .append(true)
@@ -1143,6 +1280,10 @@ impl LogWriter {
             next_seq: log.last_seq().map_or(last.header().first_seq, |s| s + 1),
             unsynced_records: 0,
             unsynced_bytes: 0,
+            rotate_first: last.header().minor < FORMAT_MINOR,
+            group: None,
+            poisoned: false,
+            _lock: lock,
         })
     }
 
@@ -1156,17 +1297,121 @@ impl LogWriter {
         &self.file_path
     }
 
-    /// Appends a delta; returns its sequence number once the durability policy is satisfied.
+    /// Starts an atomic group: the records appended until [`LogWriter::commit_group`] reach
+    /// readers all together or not at all. A group is never split across segments (the segment
+    /// size is exceeded instead), and nothing of it is synced before the commit.
+    pub fn begin_group(&mut self) -> Result<()> {
+        if self.group.is_some() {
+            return Err(Error::Invalid("a log group is already open".into()));
+        }
+        self.group = Some(OpenGroup {
+            start_segment: self.segment_no,
+            start_len: self.segment_len,
+            start_records: self.segment_records,
+            start_seq: self.next_seq,
+            started: false,
+            held: None,
+        });
+        Ok(())
+    }
+
+    /// Closes the open group: its last record is written without the continues flag, and the
+    /// group is synced as the durability policy asks for one record.
+    pub fn commit_group(&mut self) -> Result<()> {
+        let Some(mut g) = self.group.take() else {
+            return Err(Error::Invalid("no log group is open".into()));
+        };
+        if let Some((seq, kind, flags, stored)) = g.held.take() {
+            let written = self.write_frame(&encode_frame(seq, kind, flags, &stored), !g.started);
+            if let Err(e) = written {
+                self.group = Some(g);
+                let _ = self.abort_group();
+                return Err(e);
+            }
+            self.after_write()?;
+        }
+        Ok(())
+    }
+
+    /// Drops the open group: the segment is cut back to where the group started (nothing of it
+    /// was acknowledged), and its sequence numbers are given out again.
+    pub fn abort_group(&mut self) -> Result<()> {
+        let Some(g) = self.group.take() else { return Ok(()) };
+        if g.started && self.segment_len != g.start_len {
+            // The group may have rotated into a new segment at its first record: then it
+            // started right after that segment's header.
+            let (start_len, start_records) = if self.segment_no != g.start_segment {
+                (SEGMENT_HEADER_LEN as u64, 0)
+            } else {
+                (g.start_len, g.start_records)
+            };
+            // A reader in another process that mapped the segment while the group was being
+            // written would fault on cut bytes: then the group is left open, which every reader
+            // skips as a torn tail, and `recover` cuts later.
+            let Ok(_cut) = SegmentCutLock::take(&self.file_path, LockWait::Fail) else {
+                self.poisoned = true;
+                return Err(Error::Invalid(format!(
+                    "{}: a reader has the segment open, so the unfinished group was left as a torn tail (run `mmsb recover`)",
+                    self.file_path.display()
+                )));
+            };
+            self.file
+                .set_len(start_len)
+                .map_err(|e| Error::io(&self.file_path, e))?;
+            self.file.sync_data().map_err(|e| Error::io(&self.file_path, e))?;
+            self.segment_len = start_len;
+            self.segment_records = start_records;
+        }
+        self.next_seq = g.start_seq;
+        self.unsynced_records = 0;
+        self.unsynced_bytes = 0;
+        Ok(())
+    }
+
+    /// Appends a delta; returns its sequence number once the durability policy is satisfied
+    /// (inside a group: once it is written, to be synced with the group).
     pub fn append(&mut self, delta: &Delta<'_>) -> Result<u64> {
         let payload = delta.encode()?;
         let (flags, stored) = compress(&payload, self.options.compression);
-        let frame = encode_frame(self.next_seq, delta.kind(), flags, &stored);
-        self.append_frame(&frame)
+        let seq = self.next_seq;
+        if let Some(g) = &mut self.group {
+            let held = g.held.replace((seq, delta.kind(), flags, stored.into_owned()));
+            self.next_seq += 1;
+            if let Some((seq, kind, flags, stored)) = held {
+                let first = !std::mem::replace(&mut self.group.as_mut().expect("open").started, true);
+                let frame = encode_frame(seq, kind, flags | FLAG_GROUP_CONTINUES, &stored);
+                self.write_frame(&frame, first)?;
+            }
+            return Ok(seq);
+        }
+        let frame = encode_frame(seq, delta.kind(), flags, &stored);
+        self.write_frame(&frame, true)?;
+        self.next_seq += 1;
+        self.after_write()?;
+        Ok(seq)
     }
 
+    #[cfg(test)]
     fn append_frame(&mut self, frame: &[u8]) -> Result<u64> {
-        if self.segment_records > 0 && self.segment_len + frame.len() as u64 > self.options.segment_size {
-            self.rotate()?;
+        self.write_frame(frame, true)?;
+        self.after_write()?;
+        self.next_seq += 1;
+        Ok(self.next_seq - 1)
+    }
+
+    /// Writes one frame, first rotating to a new segment when `may_rotate` (the first record of
+    /// a group, or one outside any) and the frame would take the segment past its size.
+    fn write_frame(&mut self, frame: &[u8], may_rotate: bool) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Invalid(format!(
+                "{}: an unfinished group was left open; run `mmsb recover` before appending",
+                self.file_path.display()
+            )));
+        }
+        let full = self.segment_records > 0 && self.segment_len + frame.len() as u64 > self.options.segment_size;
+        if may_rotate && (full || self.rotate_first) {
+            let seq = u64::from_le_bytes(frame[8..16].try_into().expect("a frame header"));
+            self.rotate(seq)?;
         }
         // One write per frame: a crash leaves a prefix of it, never an interleaving.
         self.file.write_all(frame).map_err(|e| Error::io(&self.file_path, e))?;
@@ -1174,27 +1419,30 @@ impl LogWriter {
         self.segment_records += 1;
         self.unsynced_records += 1;
         self.unsynced_bytes += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Syncs when the durability policy asks for it after a record (or a group) is complete.
+    fn after_write(&mut self) -> Result<()> {
         let due = match self.options.durability {
             Durability::EveryRecord => true,
             Durability::Every { records, bytes } => self.unsynced_records >= records || self.unsynced_bytes >= bytes,
             Durability::Never => false,
         };
-        if due {
-            self.sync()?;
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        Ok(seq)
+        if due { self.sync() } else { Ok(()) }
     }
 
-    fn rotate(&mut self) -> Result<()> {
+    /// Starts the next segment, whose first record will be `first_seq`.
+    fn rotate(&mut self, first_seq: u64) -> Result<()> {
         self.sync()?;
-        let (file, path) = new_segment(&self.dir, self.segment_no + 1, self.next_seq, self.base)?;
-        self.segment_no += 1;
+        let n = self.segment_no + 1;
+        let (file, path) = new_segment(&self.dir, n, first_seq, self.base)?;
+        self.segment_no = n;
         self.file = file;
         self.file_path = path;
         self.segment_len = SEGMENT_HEADER_LEN as u64;
         self.segment_records = 0;
+        self.rotate_first = false;
         Ok(())
     }
 
@@ -1208,9 +1456,19 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Syncs and closes the log.
+    /// Syncs and closes the log. An open group is committed first.
     pub fn finish(mut self) -> Result<()> {
+        if self.group.is_some() {
+            self.commit_group()?;
+        }
         self.sync()
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        // A group neither committed nor finished was never acknowledged: take it back out.
+        let _ = self.abort_group();
     }
 }
 
@@ -1259,10 +1517,18 @@ pub fn compress(payload: &[u8], policy: Compression) -> (u8, Cow<'_, [u8]>) {
     }
 }
 
-/// Cuts a torn tail off the last segment of a log: the cut bytes are first written to
-/// `backup` (fsynced), then the segment is truncated and fsynced. Refuses a log with
-/// corruption, and does nothing to a log without a torn tail. Returns what was cut.
-pub fn recover<P: AsRef<Path>>(paths: &[P], backup: &Path) -> Result<Option<TornTail>> {
+/// Cuts a torn tail (a torn last record, or the records of a group never closed) off the last
+/// segment of a log, under the log's exclusive lock (a reader never has the cut bytes mapped):
+/// the cut bytes are first written to `backup` (fsynced), then the segment is truncated and
+/// fsynced. Refuses a log with corruption, and does nothing to a log without a torn tail.
+/// Returns what was cut.
+pub fn recover<P: AsRef<Path>>(paths: &[P], backup: &Path, wait: LockWait) -> Result<Option<TornTail>> {
+    let mut dirs: Vec<PathBuf> = paths.iter().map(|p| super::lock::log_dir(p.as_ref())).collect();
+    dirs.dedup();
+    let _locks = dirs
+        .iter()
+        .map(|d| LogLock::exclusive(d, wait))
+        .collect::<Result<Vec<_>>>()?;
     let log = Log::open(paths)?;
     log.check()?;
     let Some(torn) = log.torn_tail().cloned() else {
@@ -1276,6 +1542,7 @@ pub fn recover<P: AsRef<Path>>(paths: &[P], backup: &Path) -> Result<Option<Torn
     let cut = seg.map.bytes()[torn.offset as usize..].to_vec();
     drop(log);
     crate::fsutil::write_atomic(backup, &cut)?;
+    let _cut = SegmentCutLock::take(&torn.path, wait)?;
     let f = OpenOptions::new()
         .write(true)
         .open(&torn.path)
@@ -1342,7 +1609,10 @@ mod tests {
         assert_eq!(log.records().count(), 4);
         drop(log);
         let backup = dir.path().join("cut.bin");
-        assert_eq!(recover(&[&logdir], &backup).unwrap(), Some(torn.clone()));
+        assert_eq!(
+            recover(&[&logdir], &backup, LockWait::Fail).unwrap(),
+            Some(torn.clone())
+        );
         assert_eq!(
             std::fs::read(&backup).unwrap(),
             &full[torn.offset as usize..full.len() - 10]
@@ -1354,6 +1624,132 @@ mod tests {
         drop(log);
         let mut w = LogWriter::open(&logdir, LogOptions::default()).unwrap();
         assert_eq!(w.append(&delta(0, 100, &[1])).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_torn_last_record_whose_payload_holds_a_valid_frame_is_still_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = write_log(dir.path(), 3, LogOptions::default());
+        // A record whose bytes are themselves a whole frame, numbered as the one after it
+        // would be (a log kept inside a page, say).
+        let inner = encode_frame(5, 4, 0, &[9; 40]);
+        let mut w = LogWriter::open(&logdir, LogOptions::default()).unwrap();
+        w.append(&delta(1, 50, &inner)).unwrap();
+        drop(w);
+        let seg = segment_path(&logdir, 0);
+        let full = std::fs::read(&seg).unwrap();
+        let log = Log::open(&[&logdir]).unwrap();
+        let last = *log.segments()[0].frames().last().unwrap();
+        drop(log);
+        // Cut after the inner frame but before the record's end.
+        std::fs::write(&seg, &full[..full.len() - 4]).unwrap();
+        let log = Log::open(&[&logdir]).unwrap();
+        assert!(log.problems().is_empty(), "{:?}", log.problems());
+        assert_eq!(log.torn_tail().map(|t| t.offset), Some(last.offset));
+        drop(log);
+        assert!(
+            recover(&[&logdir], &dir.path().join("cut.bin"), LockWait::Fail)
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(Log::open(&[&logdir]).unwrap().last_seq(), Some(3));
+    }
+
+    #[test]
+    fn a_group_reaches_the_log_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = write_log(dir.path(), 2, LogOptions::default());
+        let before = std::fs::read(segment_path(&logdir, 0)).unwrap();
+        // Dropped before its commit (an error half way): the segment is cut back.
+        {
+            let mut w = LogWriter::open(&logdir, LogOptions::default()).unwrap();
+            w.begin_group().unwrap();
+            for i in 0..4 {
+                w.append(&delta(i, 10 + i, &[1; 64])).unwrap();
+            }
+        }
+        assert_eq!(std::fs::read(segment_path(&logdir, 0)).unwrap(), before);
+        // Committed: every record, numbered on from the log, each but the last flagged.
+        let mut w = LogWriter::open(&logdir, LogOptions::default()).unwrap();
+        w.begin_group().unwrap();
+        let seqs: Vec<u64> = (0..4).map(|i| w.append(&delta(i, 10 + i, &[1; 64])).unwrap()).collect();
+        w.commit_group().unwrap();
+        drop(w);
+        assert_eq!(seqs, [3, 4, 5, 6]);
+        let log = Log::open(&[&logdir]).unwrap();
+        let flags: Vec<u8> = log.segments()[0].frames().iter().map(|f| f.flags).collect();
+        let g = FLAG_GROUP_CONTINUES;
+        assert_eq!(flags, [0, 0, g, g, g, 0]);
+        // Every prefix of the group's bytes reads as the log before it, plus a torn tail.
+        let full = std::fs::read(segment_path(&logdir, 0)).unwrap();
+        drop(log);
+        for cut in (before.len()..full.len()).step_by(37) {
+            std::fs::write(segment_path(&logdir, 0), &full[..cut]).unwrap();
+            let log = Log::open(&[&logdir]).unwrap();
+            assert!(log.problems().is_empty(), "cut at {cut}");
+            assert_eq!(log.last_seq(), Some(2), "cut at {cut}");
+            assert_eq!(
+                log.torn_tail().map(|t| t.offset),
+                (cut > before.len()).then_some(before.len() as u64)
+            );
+        }
+    }
+
+    #[test]
+    fn a_group_never_spans_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogOptions {
+            segment_size: 300,
+            ..LogOptions::default()
+        };
+        let logdir = write_log(dir.path(), 1, opts);
+        let mut w = LogWriter::open(&logdir, opts).unwrap();
+        w.begin_group().unwrap();
+        for i in 0..5 {
+            w.append(&delta(i, 10 + i, &[1; 100])).unwrap();
+        }
+        w.commit_group().unwrap();
+        drop(w);
+        let log = Log::open(&[&logdir]).unwrap();
+        let counts: Vec<usize> = log.segments().iter().map(|s| s.frames().len()).collect();
+        assert_eq!(counts, [1, 5], "the group moved whole to a new segment, past its size");
+        assert_eq!(log.segments()[1].header().first_seq, 2);
+    }
+
+    #[test]
+    fn the_group_flag_in_a_version_1_0_segment_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = dir.path().join("old.log");
+        std::fs::create_dir(&logdir).unwrap();
+        let header = SegmentHeader {
+            major: 1,
+            minor: 0,
+            header_len: 72,
+            segment_no: 0,
+            first_seq: 1,
+            base: StateHash([7; 32]),
+        };
+        let mut b = header.encode();
+        b.extend(encode_frame(1, 5, FLAG_GROUP_CONTINUES, &[0; 40]));
+        b.extend(encode_frame(2, 5, 0, &[0; 40]));
+        std::fs::write(segment_path(&logdir, 0), &b).unwrap();
+        let log = Log::open(&[&logdir]).unwrap();
+        assert!(log.torn_tail().is_none());
+        assert!(
+            matches!(
+                &log.problems()[0],
+                Error::Corrupt {
+                    offset: 89,
+                    problem: Corruption::BadField {
+                        field: "frame flags",
+                        ..
+                    },
+                    ..
+                }
+            ),
+            "{:?}",
+            log.problems()
+        );
     }
 
     #[test]
@@ -1373,7 +1769,7 @@ mod tests {
             "{}",
             log.problems()[0]
         );
-        assert!(recover(&[logdir], &dir.path().join("b")).is_err());
+        assert!(recover(&[logdir], &dir.path().join("b"), LockWait::Fail).is_err());
     }
 
     /// Lists the frames it is shown, piece by piece.

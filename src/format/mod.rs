@@ -4,6 +4,7 @@
 //! `format_constants_match_the_spec` in this module's tests pins each of them.
 
 pub mod checkpoint;
+pub mod lock;
 pub mod log;
 pub mod record;
 
@@ -11,13 +12,48 @@ use crate::error::Corruption;
 
 /// The format major version this build reads and writes. A file of another major is refused.
 pub const FORMAT_MAJOR: u16 = 1;
-/// The format minor version this build writes. Newer minors are read as far as FORMAT.md allows.
-pub const FORMAT_MINOR: u16 = 0;
+/// The newest format minor version this build knows (1.1: atomic record groups in logs). Log
+/// segments are written with it; checkpoints, unchanged since 1.0, with [`CHECKPOINT_MINOR`].
+/// Newer minors are read as far as FORMAT.md allows.
+pub const FORMAT_MINOR: u16 = 1;
+/// The minor version a checkpoint is written with: the lowest that describes it.
+pub const CHECKPOINT_MINOR: u16 = 0;
 /// True for a minor version this build knows, whose reserved fields must be zero; newer minors
 /// are read leniently (FORMAT.md, "Versions").
-#[allow(clippy::absurd_extreme_comparisons)] // FORMAT_MINOR is 0 today; the rule holds for any value.
 pub fn is_known_minor(minor: u16) -> bool {
     minor <= FORMAT_MINOR
+}
+
+/// What a file that is not the mmsb file expected looks like, and what to do with it, judged
+/// from its first bytes: `(what it is, what to do)`. `None` when it looks like nothing known.
+pub fn sniff_foreign(bytes: &[u8], expected: &str) -> Option<(&'static str, &'static str)> {
+    // An 8-byte little-endian JSON header length (safetensors caps it at 100 MB), then `{`.
+    let safetensors = bytes.len() >= 9
+        && bytes[8] == b'{'
+        && u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) < 100_000_000;
+    Some(match bytes {
+        [] => (
+            "an empty file",
+            "it holds nothing; was the write that made it interrupted?",
+        ),
+        b if b.starts_with(b"version https://git-lfs") => (
+            "a Git LFS pointer, not the file's content",
+            "run `git lfs pull` to fetch the content",
+        ),
+        [0x28, 0xB5, 0x2F, 0xFD, ..] => ("a zstd-compressed file", "decompress it first (`zstd -d`)"),
+        [0x1F, 0x8B, ..] => ("a gzip-compressed file", "decompress it first (`gunzip`)"),
+        _ if safetensors => (
+            "a safetensors file",
+            "make a checkpoint of it with `mmsb import FILE -o FILE.ckpt`",
+        ),
+        b if b.starts_with(&log::MAGIC) && expected != "log" => {
+            ("an mmsb log segment", "give the checkpoint first and the log after it")
+        }
+        b if b.starts_with(&checkpoint::MAGIC) && expected != "checkpoint" => {
+            ("an mmsb checkpoint", "give the checkpoint first and the log after it")
+        }
+        _ => return None,
+    })
 }
 
 /// Page data, sections and the file length are aligned to this many bytes.

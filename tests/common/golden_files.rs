@@ -123,6 +123,34 @@ pub fn write_all(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     // A log written against another state.
     write_log(&out.join("wrong-base.log"), StateHash([0xAB; 32]))?;
 
+    // Format 1.1 groups: one record alone, then a group of three (a snapshot's records).
+    let group = out.join("group.log");
+    let _ = std::fs::remove_dir_all(&group);
+    let mut w = LogWriter::create(&group, base, 1, LogOptions::default())?;
+    w.append(&d(0, 1, Op::Full(b"HELLO")))?;
+    w.begin_group()?;
+    w.append(&d(1, 2, Op::Sparse(vec![(0, b"ab")])))?;
+    w.append(&d(
+        2,
+        3,
+        Op::Fill {
+            offset: 0,
+            len: 10,
+            value: 0x55,
+        },
+    ))?;
+    w.append(&d(0, 4, Op::Sparse(vec![(4, b"!")])))?;
+    w.commit_group()?;
+    w.finish()?;
+
+    // The same log as a crash after the group's second record leaves it: the group is open.
+    let open = out.join("open-group.log");
+    copy_dir(&group, &open)?;
+    let seg = segment_path(&open, 0);
+    let frames = mmsb::format::log::Segment::open(&seg)?.frames().to_vec();
+    let bytes = std::fs::read(&seg)?;
+    std::fs::write(&seg, &bytes[..frames[3].offset as usize])?;
+
     // The checkpoint as a format 2.0 writer would stamp it (header CRC fixed up).
     let mut b = std::fs::read(&small)?;
     b[8..10].copy_from_slice(&2u16.to_le_bytes());
@@ -150,7 +178,7 @@ pub fn write_all(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     b[at..at + 4].fill(0);
     b[at..at + 32].copy_from_slice(&entry);
     b[12..16].copy_from_slice(&((count + 1) as u32).to_le_bytes());
-    b[10..12].copy_from_slice(&1u16.to_le_bytes());
+    b[10..12].copy_from_slice(&2u16.to_le_bytes());
     b[50] = 0x11;
     fix_header_crc(&mut b);
     std::fs::write(out.join("future-minor.ckpt"), &b)?;

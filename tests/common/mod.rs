@@ -73,3 +73,9 @@ pub fn copy_testdata(name: &str, dir: &Path) -> PathBuf {
     }
     to
 }
+
+/// Temporary outputs of mmsb writes in `dir` (none once every write has finished or been
+/// stopped by a signal).
+pub fn stale(dir: &Path) -> Vec<PathBuf> {
+    mmsb::fsutil::stale_temp_outputs(dir)
+}

@@ -26,6 +26,46 @@ EXIT STATUS:
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// When another mmsb process holds a log's write lock, wait for it instead of failing.
+    #[arg(long, global = true)]
+    wait: bool,
+}
+
+impl Cli {
+    fn lock_wait(&self) -> mmsb::format::lock::LockWait {
+        if self.wait {
+            mmsb::format::lock::LockWait::Wait
+        } else {
+            mmsb::format::lock::LockWait::Fail
+        }
+    }
+}
+
+/// Takes the write lock of every log directory among `logs` (before anything reads them, so
+/// that what is read is what gets extended or cut).
+fn lock_logs(logs: &[PathBuf], wait: mmsb::format::lock::LockWait) -> Result<Vec<mmsb::format::lock::LogLock>> {
+    let mut dirs: Vec<PathBuf> = logs.iter().map(|p| mmsb::format::lock::log_dir(p)).collect();
+    dirs.sort();
+    dirs.dedup();
+    Ok(dirs
+        .iter()
+        .map(|d| mmsb::format::lock::LogLock::exclusive(d, wait))
+        .collect::<mmsb::Result<Vec<_>>>()?)
+}
+
+/// Ends the process on SIGINT, SIGTERM or SIGHUP after removing the temporary outputs it was
+/// writing (no destructor runs when a signal kills a process).
+fn remove_temp_outputs_on_signal() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            mmsb::fsutil::remove_live_temp_outputs();
+            std::process::exit(128 + sig);
+        }
+    });
 }
 
 #[derive(Subcommand)]
@@ -588,6 +628,7 @@ enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    remove_temp_outputs_on_signal();
     // diff answers "do they differ" with 1, so every error, bad data included, is 2 there.
     let errors_are_2 = matches!(cli.command, Command::Diff(_));
     match run(cli) {
@@ -610,6 +651,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<Outcome> {
+    let wait = cli.lock_wait();
     match cli.command {
         Command::Gen(a) => gen_cmd(a),
         Command::Import(a) => {
@@ -630,11 +672,11 @@ fn run(cli: Cli) -> Result<Outcome> {
             tensor_file_summary(a.json, &s)
         }
         Command::Inspect(a) => inspect_cmd(a),
-        Command::Verify(a) => verify_cmd(a),
-        Command::Recover(a) => recover_cmd(a),
+        Command::Verify(a) => verify_cmd(a, wait),
+        Command::Recover(a) => recover_cmd(a, wait),
         Command::Replay(a) => replay_cmd(a),
         Command::Compact(a) => compact_cmd(a),
-        Command::Diff(a) => diff_cmd(a),
+        Command::Diff(a) => diff_cmd(a, wait),
         Command::Stress(a) => stress_cmd(a),
         Command::Bench(b) => bench_cmd(b),
         Command::ManPages { out } => {
@@ -714,7 +756,18 @@ fn gen_cmd(a: GenArgs) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+/// Names temporary outputs that interrupted writes left behind (stderr; `--json` lists them).
+fn warn_stale_temp_outputs(paths: &[PathBuf]) {
+    for p in paths {
+        eprintln!(
+            "mmsb: warning: {}: temporary output of an interrupted mmsb write (safe to delete unless an mmsb write there is running)",
+            p.display()
+        );
+    }
+}
+
 fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
+    warn_stale_temp_outputs(&mmsb::fsutil::stale_temp_outputs_near(&a.files));
     let (ckpts, logs) = mmsb::verify::classify(&a.files)?;
     let mut json = Vec::new();
     for c in &ckpts {
@@ -748,7 +801,7 @@ fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn verify_cmd(a: VerifyArgs) -> Result<Outcome> {
+fn verify_cmd(a: VerifyArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> {
     let total: u64 = a
         .files
         .iter()
@@ -762,7 +815,7 @@ fn verify_cmd(a: VerifyArgs) -> Result<Outcome> {
     let mut repaired = None;
     if a.repair && !report.ok && report.problems.iter().all(|p| p.kind == "torn_tail") {
         let (_, logs) = mmsb::verify::classify(&a.files)?;
-        repaired = recover(&logs, None)?;
+        repaired = recover(&logs, None, wait)?;
     }
     if a.json {
         let mut v = serde_json::to_value(&report)?;
@@ -774,6 +827,7 @@ fn verify_cmd(a: VerifyArgs) -> Result<Outcome> {
         for p in &report.problems {
             eprintln!("mmsb: {}", p.message);
         }
+        warn_stale_temp_outputs(&report.stale_temp_outputs);
         if a.verbose {
             print::verify_report(&report)?;
         }
@@ -802,7 +856,8 @@ struct Repaired {
     backup: PathBuf,
 }
 
-fn recover(logs: &[PathBuf], backup: Option<&Path>) -> Result<Option<Repaired>> {
+fn recover(logs: &[PathBuf], backup: Option<&Path>, wait: mmsb::format::lock::LockWait) -> Result<Option<Repaired>> {
+    let _locks = lock_logs(logs, wait)?;
     // The backup's default name needs the torn segment's path and offset, known only after a scan.
     let log = Log::open(logs)?;
     let Some(t) = log.torn_tail().cloned() else {
@@ -813,7 +868,7 @@ fn recover(logs: &[PathBuf], backup: Option<&Path>) -> Result<Option<Repaired>> 
     let backup = backup
         .map(Path::to_owned)
         .unwrap_or_else(|| PathBuf::from(format!("{}.torn-{}", t.path.display(), t.offset)));
-    let cut = mmsb::format::log::recover(logs, &backup)?;
+    let cut = mmsb::format::log::recover(logs, &backup, wait)?;
     Ok(cut.map(|t| Repaired {
         segment: t.path,
         offset: t.offset,
@@ -822,8 +877,8 @@ fn recover(logs: &[PathBuf], backup: Option<&Path>) -> Result<Option<Repaired>> 
     }))
 }
 
-fn recover_cmd(a: RecoverArgs) -> Result<Outcome> {
-    let r = recover(&a.logs, a.backup.as_deref())?;
+fn recover_cmd(a: RecoverArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> {
+    let r = recover(&a.logs, a.backup.as_deref(), wait)?;
     if a.json {
         print::json(&serde_json::json!({ "repaired": r }))?;
     } else {
@@ -1002,6 +1057,13 @@ fn ms(t: Instant) -> f64 {
 }
 
 fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
+    if let Some(out) = &a.output {
+        let inputs: Vec<&Path> = std::iter::once(a.checkpoint.as_path())
+            .chain(a.logs.iter().map(PathBuf::as_path))
+            .collect();
+        mmsb::fsutil::refuse_output_naming_input(out, &inputs)?;
+        mmsb::fsutil::resolve_output(out)?;
+    }
     let device = match a.device.as_str() {
         "cpu" => "cpu".to_string(),
         "auto" => match mmsb::gpu::device_count() {
@@ -1144,8 +1206,14 @@ fn dir_or_file_len(p: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn diff_cmd(a: DiffArgs) -> Result<Outcome> {
+fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> {
     use mmsb::diff::{DiffSide, EmitTarget, diff, emit_log};
+    // An append extends A's log: lock it before A is read, so that no other append slips in
+    // between and the records are computed against the log they extend.
+    let _lock = match (&a.emit_log, a.append) {
+        (Some(out), true) => Some(lock_logs(std::slice::from_ref(out), wait)?),
+        _ => None,
+    };
     let open = |ckpt: &Path, logs: &[PathBuf], to_seq: Option<u64>| -> Result<(Checkpoint, Option<Log>, ReplayLimit)> {
         let c = Checkpoint::open(ckpt)?;
         let l = if logs.is_empty() { None } else { Some(Log::open(logs)?) };

@@ -1,0 +1,255 @@
+//! Data safety from the command line: the log lock, outputs that would destroy inputs, outputs
+//! that are not files, checking every output before writing, and temporary outputs on a signal.
+//! The many-trial versions (two appenders, kills mid-write, a full disk) are scripts/trials.sh.
+
+mod common;
+
+use common::{code, copy_testdata, json, ok, run, stderr};
+use mmsb::format::lock::{LockWait, LogLock};
+
+/// A directory with small.ckpt, small.log and a second state (B) to append.
+fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_testdata("small.ckpt", dir.path());
+    copy_testdata("small.log", dir.path());
+    ok(dir.path(), &["replay", "small.ckpt", "small.log", "-o", "b.ckpt"]);
+    ok(
+        dir.path(),
+        &[
+            "gen",
+            "-o",
+            "other.ckpt",
+            "--pages",
+            "3",
+            "--total-size",
+            "8KiB",
+            "--deltas",
+            "0",
+        ],
+    );
+    dir
+}
+
+const APPEND: &[&str] = &[
+    "diff",
+    "small.ckpt",
+    "--a-log",
+    "small.log",
+    "other.ckpt",
+    "--emit-log",
+    "small.log",
+    "--append",
+];
+
+#[test]
+fn a_second_writer_is_refused_at_once_naming_the_holder_and_waits_with_wait() {
+    let dir = workspace();
+    let before = std::fs::read(dir.path().join("small.log/00000001.mmsblog")).unwrap();
+    let held = LogLock::exclusive(&dir.path().join("small.log"), LockWait::Fail).unwrap();
+    for args in [APPEND, &["recover", "small.log"]] {
+        let o = run(dir.path(), args);
+        assert_eq!(code(&o), 2, "{args:?}");
+        let pid = std::process::id().to_string();
+        assert!(
+            stderr(&o).contains(&format!("locked by another writer, pid {pid}")),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("small.log/00000001.mmsblog")).unwrap(),
+        before
+    );
+    let waiting = common::mmsb(dir.path()).args(APPEND).arg("--wait").spawn().unwrap();
+    drop(held);
+    let o = waiting.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let v = json(&ok(dir.path(), &["verify", "--json", "small.ckpt", "small.log"]));
+    assert_eq!(v["ok"], true);
+    assert!(
+        !dir.path().join("small.log/mmsb.lock").exists(),
+        "the pid file goes with the lock"
+    );
+}
+
+#[test]
+fn recover_does_not_cut_a_log_that_a_reader_has_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = copy_testdata("torn.log", dir.path());
+    let before = std::fs::read(log.join("00000001.mmsblog")).unwrap();
+    let reader = mmsb::format::log::Log::open(&[&log]).unwrap();
+    let o = run(dir.path(), &["recover", "torn.log"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("locked by a reader"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(log.join("00000001.mmsblog")).unwrap(), before);
+    assert_eq!(reader.last_seq(), Some(8), "the reader's mapping is whole");
+    drop(reader);
+    ok(dir.path(), &["recover", "torn.log"]);
+}
+
+/// Every way to name an input as the output: directly, through a symbolic link, through a
+/// hard link. Each is refused with exit 2 before anything is written.
+#[test]
+fn an_output_that_names_an_input_is_refused_and_the_input_kept() {
+    let dir = workspace();
+    let d = dir.path();
+    std::os::unix::fs::symlink("small.ckpt", d.join("link.ckpt")).unwrap();
+    std::fs::hard_link(d.join("small.ckpt"), d.join("hard.ckpt")).unwrap();
+    // A one-tensor safetensors file: 8-byte header length, JSON header, data.
+    let header = br#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}"#;
+    let mut st = (header.len() as u64).to_le_bytes().to_vec();
+    st.extend_from_slice(header);
+    st.extend_from_slice(b"abcd");
+    std::fs::write(d.join("m.safetensors"), &st).unwrap();
+    ok(d, &["import", "m.safetensors", "-o", "m.ckpt"]);
+    std::os::unix::fs::symlink("m.safetensors", d.join("m-link.safetensors")).unwrap();
+    let ckpt = std::fs::read(d.join("small.ckpt")).unwrap();
+    let st = std::fs::read(d.join("m.safetensors")).unwrap();
+    for out in ["small.ckpt", "link.ckpt", "hard.ckpt"] {
+        for args in [
+            vec!["replay", "small.ckpt", "small.log", "-o", out],
+            vec!["compact", "small.ckpt", "small.log", "-o", out],
+            vec!["export", "small.ckpt", "-o", out],
+            vec!["replay", "small.ckpt", "small.log", "-o", "small.log/00000000.mmsblog"],
+        ] {
+            let o = run(d, &args);
+            assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains("names the input"), "{args:?}: {}", stderr(&o));
+        }
+    }
+    for out in ["m.safetensors", "m-link.safetensors"] {
+        let o = run(d, &["import", "m.safetensors", "-o", out]);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+    }
+    assert_eq!(std::fs::read(d.join("small.ckpt")).unwrap(), ckpt);
+    assert_eq!(std::fs::read(d.join("m.safetensors")).unwrap(), st);
+    ok(d, &["verify", "small.ckpt", "small.log"]);
+}
+
+#[test]
+fn outputs_onto_a_fifo_or_a_directory_are_refused_and_a_symlinked_output_is_written_through() {
+    let dir = workspace();
+    let d = dir.path();
+    let fifo = std::ffi::CString::new(d.join("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::fs::create_dir(d.join("adir")).unwrap();
+    for out in ["fifo", "adir"] {
+        let o = run(d, &["replay", "small.ckpt", "small.log", "-o", out]);
+        assert_eq!(code(&o), 2, "{out}: {}", stderr(&o));
+        assert!(stderr(&o).contains("output is"), "{}", stderr(&o));
+    }
+    std::fs::create_dir(d.join("real")).unwrap();
+    std::os::unix::fs::symlink("real/out.ckpt", d.join("out.ckpt")).unwrap();
+    ok(d, &["replay", "small.ckpt", "small.log", "-o", "out.ckpt"]);
+    assert!(
+        std::fs::symlink_metadata(d.join("out.ckpt"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read(d.join("real/out.ckpt")).unwrap(),
+        std::fs::read(d.join("b.ckpt")).unwrap(),
+        "written through the link, to its target"
+    );
+}
+
+#[test]
+fn gen_refuses_an_existing_log_before_it_touches_the_checkpoint() {
+    let dir = workspace();
+    let d = dir.path();
+    let before = std::fs::read(d.join("small.ckpt")).unwrap();
+    let o = run(
+        d,
+        &[
+            "gen",
+            "-o",
+            "small.ckpt",
+            "--log",
+            "small.log",
+            "--total-size",
+            "64KiB",
+            "--deltas",
+            "5",
+        ],
+    );
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(d.join("small.ckpt")).unwrap(), before);
+}
+
+#[test]
+fn compact_with_a_rest_log_publishes_both_outputs_and_refuses_a_rest_log_that_names_an_input() {
+    let dir = workspace();
+    let d = dir.path();
+    let o = run(
+        d,
+        &[
+            "compact",
+            "small.ckpt",
+            "small.log",
+            "--to-seq",
+            "4",
+            "-o",
+            "c.ckpt",
+            "--rest-log",
+            "small.log",
+        ],
+    );
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(!d.join("c.ckpt").exists());
+    ok(
+        d,
+        &[
+            "compact",
+            "small.ckpt",
+            "small.log",
+            "--to-seq",
+            "4",
+            "-o",
+            "c.ckpt",
+            "--rest-log",
+            "c.log",
+        ],
+    );
+    let a = json(&ok(d, &["replay", "--json", "small.ckpt", "small.log"]));
+    let c = json(&ok(d, &["replay", "--json", "c.ckpt", "c.log"]));
+    assert_eq!(a["state_hash"], c["state_hash"]);
+    assert!(common::stale(d).is_empty());
+}
+
+/// SIGTERM in the middle of a long write: the process removes its temporary output and exits
+/// 128 + 15; a temporary output left by SIGKILL is named by verify and inspect.
+#[test]
+fn a_signal_during_a_long_write_leaves_no_temporary_output_and_verify_names_stale_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut child = common::mmsb(d)
+        .args(["gen", "-o", "big.ckpt", "--total-size", "4GiB", "--deltas", "0"])
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for the temporary file to appear, i.e. for the write to be under way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while common::stale(d).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no temporary output appeared");
+        assert!(child.try_wait().unwrap().is_none(), "gen ended before the signal");
+        std::thread::yield_now();
+    }
+    // SAFETY: kill sends a signal to the child's pid, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15));
+    assert!(common::stale(d).is_empty(), "left: {:?}", common::stale(d));
+    assert!(!d.join("big.ckpt").exists());
+
+    copy_testdata("small.ckpt", d);
+    std::fs::write(d.join(".small.ckpt.Ab12Cd.mmsb-tmp"), b"partial").unwrap();
+    let o = run(d, &["verify", "small.ckpt"]);
+    assert_eq!(code(&o), 0);
+    assert!(stderr(&o).contains(".small.ckpt.Ab12Cd.mmsb-tmp: temporary output of an interrupted mmsb write"));
+    let v = json(&run(d, &["verify", "--json", "small.ckpt"]));
+    assert_eq!(v["stale_temp_outputs"].as_array().unwrap().len(), 1);
+    let o = run(d, &["inspect", "small.ckpt"]);
+    assert!(stderr(&o).contains("temporary output of an interrupted mmsb write"));
+}
