@@ -65,7 +65,7 @@ trial_kill_append() {
   for t in $(seq "$N"); do
     fresh_log
     "$MMSB" diff s0.ckpt --a-log L.log s2.ckpt --emit-log L.log --append >/dev/null 2>&1 & p=$!
-    sleep "0.$(printf '%03d' $((RANDOM % 400)))"
+    sleep "0.$(printf %03d $((RANDOM % 80)))"
     kill -9 $p 2>/dev/null; wait $p 2>/dev/null
     "$MMSB" recover L.log >/dev/null 2>&1 || { corrupt=$((corrupt + 1)); continue; }
     "$MMSB" verify s0.ckpt L.log 2>/dev/null || { corrupt=$((corrupt + 1)); continue; }
@@ -85,7 +85,7 @@ trial_kill_compact() {
   for t in $(seq "$N"); do
     rm -rf C.ckpt C.log
     "$MMSB" compact s0.ckpt L.log --to-seq "$seq" -o C.ckpt --rest-log C.log >/dev/null 2>&1 & p=$!
-    sleep "0.$(printf '%03d' $((RANDOM % 500)))"
+    sleep "0.$(printf %03d $((RANDOM % 250)))"
     kill -9 $p 2>/dev/null; wait $p 2>/dev/null
     if [ -e C.ckpt ] && [ -e C.log ]; then
       both=$((both + 1))

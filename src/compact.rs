@@ -225,6 +225,10 @@ impl Stamp {
     }
 }
 
+/// The largest fill a log-only compaction spells out in memory (it keeps written bytes, not
+/// runs): a fill claiming more fails with a clear error instead of exhausting memory.
+const MAX_MERGED_FILL: u64 = 256 << 20;
+
 /// The bytes written over a page so far: disjoint ranges keyed by offset (touching ranges
 /// joined), or, once writes cover a good part of the span they reach, a dense buffer with a
 /// bit per byte saying which bytes were written. The dense form turns millions of masked
@@ -341,6 +345,12 @@ impl Overlay {
     /// limit, so the bytes are allocated fallibly, as replay allocates a created page.
     fn write_fill(&mut self, off: u64, len: u64, value: u8) -> std::result::Result<(), String> {
         let too_big = || format!("cannot allocate {len} bytes to merge a fill");
+        if len > MAX_MERGED_FILL {
+            return Err(format!(
+                "a fill of {len} bytes is more than a log-only compaction merges in memory ({MAX_MERGED_FILL} bytes); \
+                 compact with the checkpoint instead"
+            ));
+        }
         let end = off.checked_add(len).ok_or_else(too_big)?;
         self.maybe_densify(end, len);
         if let Overlay::Dense { data, written } = self {
@@ -510,7 +520,10 @@ impl PageProgram {
             Some(Body::Created { len, .. }) => Some(*len),
             None => None,
         };
-        let in_bounds = |off: u64, n: u64| known_len.is_none_or(|l| off.checked_add(n).is_some_and(|e| e <= l));
+        // A page in the base has a length the log alone may not tell: then the format's page
+        // limit bounds every range, which also keeps the arithmetic below from overflowing.
+        let limit = known_len.unwrap_or(crate::format::record::MAX_PAGE_LEN);
+        let in_bounds = |off: u64, n: u64| off.checked_add(n).is_some_and(|e| e <= limit);
         match (&d.op, &mut self.body) {
             (Op::Create { len, meta }, None) => {
                 self.body = Some(Body::Created {
@@ -775,6 +788,43 @@ mod tests {
             source: "t".into(),
             op,
         }
+    }
+
+    #[test]
+    fn hostile_ranges_in_a_log_only_compaction_are_errors_not_panics_or_huge_allocations() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, op) in [
+            Op::Sparse(vec![(u64::MAX - 1, &b"abcd"[..])]),
+            Op::Masked {
+                offset: u64::MAX,
+                len: 8,
+                mask: &[1],
+                values: b"x",
+            },
+            Op::Fill {
+                offset: 0,
+                len: 1 << 40,
+                value: 7,
+            },
+            Op::Fill {
+                offset: 1 << 40,
+                len: 1,
+                value: 7,
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let log = dir.path().join(format!("h{i}.log"));
+            let mut w = LogWriter::create(&log, StateHash([1; 32]), 1, LogOptions::default()).unwrap();
+            w.append(&d(1, 1, op)).unwrap();
+            w.finish().unwrap();
+            let out = dir.path().join(format!("m{i}.log"));
+            let e = compact_log(&[log], None, &out, Compression::None, None).unwrap_err();
+            assert!(!e.to_string().is_empty());
+            assert!(!out.exists());
+        }
+        assert!(crate::fsutil::stale_temp_outputs(dir.path()).is_empty());
     }
 
     /// The merged records as `(page, epoch, op)`, and page 1 after replaying them.

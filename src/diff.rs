@@ -138,9 +138,11 @@ pub struct PageDiff {
 /// The result of [`diff`].
 #[derive(Debug, Clone, Serialize)]
 pub struct DiffReport {
-    /// Same pages, lengths, bytes and metadata (epochs are not compared: they count versions,
-    /// and two imports of the same tensors are the same state to a user).
+    /// The same state: same pages, lengths, bytes, metadata and epochs (so the same state hash).
     pub identical: bool,
+    /// Same pages, lengths, bytes and metadata, epochs aside (two imports of the same tensors,
+    /// or a state rewritten by `replay -o`, have the same bytes under other epochs).
+    pub bytes_identical: bool,
     /// State hash of A.
     pub state_hash_a: StateHash,
     /// State hash of B.
@@ -321,6 +323,7 @@ pub fn diff(a: &DiffSide<'_>, b: &DiffSide<'_>, keep_ranges: usize) -> Result<Di
 
     let mut report = DiffReport {
         identical: true,
+        bytes_identical: true,
         state_hash_a: a.state.state_hash(),
         state_hash_b: b.state.state_hash(),
         pages_a: a.state.pages().len() as u64,
@@ -432,7 +435,8 @@ pub fn diff(a: &DiffSide<'_>, b: &DiffSide<'_>, keep_ranges: usize) -> Result<Di
         report.bytes_differ += d.bytes;
         report.pages.push(d);
     }
-    report.identical = report.pages.is_empty();
+    report.bytes_identical = report.pages.is_empty();
+    report.identical = report.bytes_identical && report.epoch_only == 0;
     Ok(report)
 }
 

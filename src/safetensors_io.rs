@@ -151,11 +151,22 @@ pub fn export(
         state.replay(&Log::open(logs)?, limit)?;
     }
     let mut views = Vec::new();
+    let mut named: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     for (id, page) in state.pages() {
         let name =
             page.meta.name.clone().ok_or_else(|| {
                 Error::Invalid(format!("page {id} has no name, so it cannot be a safetensors tensor"))
             })?;
+        if name == "__metadata__" {
+            return Err(Error::Invalid(format!(
+                "page {id} is named __metadata__, which safetensors reserves for the file's metadata; rename it to export"
+            )));
+        }
+        if let Some(first) = named.insert(name.clone(), id) {
+            return Err(Error::Invalid(format!(
+                "pages {first} and {id} are both named {name:?}: a safetensors file holds one tensor per name"
+            )));
+        }
         let t = page
             .meta
             .tensor

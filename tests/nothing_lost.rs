@@ -253,3 +253,116 @@ fn a_signal_during_a_long_write_leaves_no_temporary_output_and_verify_names_stal
     let o = run(d, &["inspect", "small.ckpt"]);
     assert!(stderr(&o).contains("temporary output of an interrupted mmsb write"));
 }
+
+/// A checkpoint of two U8 tensors with the given names.
+fn two_tensors(dir: &std::path::Path, names: [&str; 2]) -> std::path::PathBuf {
+    two_tensors_at(dir, names, 0, "two.ckpt")
+}
+
+/// [`two_tensors`] with every page at `epoch`, written to `file`.
+fn two_tensors_at(dir: &std::path::Path, names: [&str; 2], epoch: u64, file: &str) -> std::path::PathBuf {
+    use mmsb::format::checkpoint::{PageSpec, write_checkpoint};
+    use mmsb::page::{PageMeta, TensorInfo};
+    let path = dir.join(file);
+    let spec = |id: u64, name: &str| PageSpec {
+        id,
+        len: 4,
+        epoch,
+        meta: PageMeta {
+            name: Some(name.into()),
+            tensor: Some(TensorInfo {
+                dtype: "U8".into(),
+                shape: vec![4],
+            }),
+            ..Default::default()
+        },
+    };
+    let _ = std::fs::remove_file(&path);
+    write_checkpoint(
+        &path,
+        Default::default(),
+        [(spec(1, names[0]), &b"abcd"[..]), (spec(2, names[1]), &b"efgh"[..])],
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn export_refuses_two_pages_of_one_name_and_a_page_named_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    two_tensors(d, ["w", "w"]);
+    let o = run(d, &["export", "two.ckpt", "-o", "x.safetensors"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("pages 1 and 2 are both named \"w\""),
+        "{}",
+        stderr(&o)
+    );
+    two_tensors(d, ["w", "__metadata__"]);
+    let o = run(d, &["export", "two.ckpt", "-o", "x.safetensors"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("page 2 is named __metadata__"), "{}", stderr(&o));
+    assert!(!d.join("x.safetensors").exists());
+}
+
+#[test]
+fn inputs_that_are_not_regular_files_or_not_mmsb_files_are_named_for_what_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fifo = std::ffi::CString::new(d.join("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::fs::create_dir(d.join("adir")).unwrap();
+    std::fs::write(d.join("empty.ckpt"), b"").unwrap();
+    std::fs::write(
+        d.join("lfs.ckpt"),
+        b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("z.ckpt"), [0x28, 0xB5, 0x2F, 0xFD, 0, 0, 0, 0, 0]).unwrap();
+    let mut st = 10u64.to_le_bytes().to_vec();
+    st.extend_from_slice(b"{}        ");
+    std::fs::write(d.join("m.safetensors"), &st).unwrap();
+    for (args, says) in [
+        (vec!["replay", "fifo"], "not a regular file"),
+        (vec!["verify", "fifo"], "not a regular file"),
+        (vec!["replay", "adir"], "is a directory"),
+        (vec!["replay", "empty.ckpt"], "an empty file"),
+        (vec!["replay", "lfs.ckpt"], "git lfs pull"),
+        (vec!["replay", "z.ckpt"], "zstd -d"),
+        (vec!["replay", "m.safetensors"], "mmsb import"),
+        (vec!["verify", "m.safetensors"], "mmsb import"),
+    ] {
+        let o = run(d, &args);
+        assert_ne!(code(&o), 0, "{args:?}");
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn diff_agrees_with_the_state_hash_and_bytes_only_ignores_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    two_tensors(d, ["a", "b"]);
+    two_tensors_at(d, ["a", "b"], 5, "later.ckpt");
+    // The same bytes at other epochs: another state (hash), so diff says they differ.
+    let o = run(d, &["diff", "two.ckpt", "later.ckpt"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        common::stdout(&o).contains("same bytes, but 2 page(s) differ in epoch"),
+        "{}",
+        common::stdout(&o)
+    );
+    let r = json(&run(d, &["diff", "--json", "two.ckpt", "later.ckpt"]));
+    assert_eq!(
+        (r["identical"].as_bool(), r["bytes_identical"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert_ne!(r["state_hash_a"], r["state_hash_b"]);
+    assert_eq!(
+        code(&run(d, &["diff", "-q", "--bytes-only", "two.ckpt", "later.ckpt"])),
+        0
+    );
+    assert_eq!(code(&run(d, &["diff", "-q", "two.ckpt", "two.ckpt"])), 0);
+}

@@ -307,7 +307,7 @@ proptest! {
         let b = DiffSide::open(&ckpt, Some(&log), ReplayLimit::default()).unwrap();
         let report = diff(&a, &b, 4).unwrap();
         let pages_equal = models_after[0].iter().map(|(id, (d, _))| (id, d)).eq(models_after[n].iter().map(|(id, (d, _))| (id, d)));
-        prop_assert_eq!(report.identical, pages_equal);
+        prop_assert_eq!(report.bytes_identical, pages_equal);
         let emitted = dir.path().join("e.log");
         emit_log(&a, &b, EmitTarget::New(&emitted), comp).unwrap();
         // The log's epochs always advance, so the emitted log reaches the model exactly.

@@ -1337,7 +1337,7 @@ impl LogWriter {
     /// was acknowledged), and its sequence numbers are given out again.
     pub fn abort_group(&mut self) -> Result<()> {
         let Some(g) = self.group.take() else { return Ok(()) };
-        if g.started && self.segment_len != g.start_len {
+        if g.started {
             // The group may have rotated into a new segment at its first record: then it
             // started right after that segment's header.
             let (start_len, start_records) = if self.segment_no != g.start_segment {
@@ -1348,23 +1348,30 @@ impl LogWriter {
             // A reader in another process that mapped the segment while the group was being
             // written would fault on cut bytes: then the group is left open, which every reader
             // skips as a torn tail, and `recover` cuts later.
-            let Ok(_cut) = SegmentCutLock::take(&self.file_path, LockWait::Fail) else {
+            if let Err(e) = self.cut_to(start_len) {
                 self.poisoned = true;
-                return Err(Error::Invalid(format!(
-                    "{}: a reader has the segment open, so the unfinished group was left as a torn tail (run `mmsb recover`)",
-                    self.file_path.display()
-                )));
-            };
-            self.file
-                .set_len(start_len)
-                .map_err(|e| Error::io(&self.file_path, e))?;
-            self.file.sync_data().map_err(|e| Error::io(&self.file_path, e))?;
-            self.segment_len = start_len;
+                return Err(e);
+            }
             self.segment_records = start_records;
         }
         self.next_seq = g.start_seq;
         self.unsynced_records = 0;
         self.unsynced_bytes = 0;
+        Ok(())
+    }
+
+    /// Cuts the current segment back to `len` bytes (taking back an unacknowledged write), under
+    /// the segment's cut lock; fails, leaving the bytes, when a reader has the segment open.
+    fn cut_to(&mut self, len: u64) -> Result<()> {
+        let _cut = SegmentCutLock::take(&self.file_path, LockWait::Fail).map_err(|_| {
+            Error::Invalid(format!(
+                "{}: a reader has the segment open, so an unfinished write was left as a torn tail (run `mmsb recover`)",
+                self.file_path.display()
+            ))
+        })?;
+        self.file.set_len(len).map_err(|e| Error::io(&self.file_path, e))?;
+        self.file.sync_data().map_err(|e| Error::io(&self.file_path, e))?;
+        self.segment_len = len;
         Ok(())
     }
 
@@ -1414,7 +1421,13 @@ impl LogWriter {
             self.rotate(seq)?;
         }
         // One write per frame: a crash leaves a prefix of it, never an interleaving.
-        self.file.write_all(frame).map_err(|e| Error::io(&self.file_path, e))?;
+        if let Err(e) = self.file.write_all(frame) {
+            // A full disk leaves part of the frame: cut it, or no later append may follow it.
+            if self.cut_to(self.segment_len).is_err() {
+                self.poisoned = true;
+            }
+            return Err(Error::io(&self.file_path, e));
+        }
         self.segment_len += frame.len() as u64;
         self.segment_records += 1;
         self.unsynced_records += 1;
@@ -1714,6 +1727,32 @@ mod tests {
         let counts: Vec<usize> = log.segments().iter().map(|s| s.frames().len()).collect();
         assert_eq!(counts, [1, 5], "the group moved whole to a new segment, past its size");
         assert_eq!(log.segments()[1].header().first_seq, 2);
+    }
+
+    #[test]
+    fn sequence_numbers_never_wrap_around() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = dir.path().join("wrap.log");
+        std::fs::create_dir(&logdir).unwrap();
+        let header = SegmentHeader {
+            major: 1,
+            minor: 1,
+            header_len: 72,
+            segment_no: 0,
+            first_seq: u64::MAX,
+            base: StateHash([7; 32]),
+        };
+        let mut b = header.encode();
+        b.extend(encode_frame(u64::MAX, 5, 0, &[0; 40]));
+        let second = b.len() as u64;
+        b.extend(encode_frame(0, 5, 0, &[0; 40]));
+        std::fs::write(segment_path(&logdir, 0), &b).unwrap();
+        let log = Log::open(&[&logdir]).unwrap();
+        assert!(
+            matches!(&log.problems()[0], Error::Corrupt { offset, problem: Corruption::BadField { field: "seq", .. }, .. } if *offset == second + 8),
+            "{:?}",
+            log.problems()
+        );
     }
 
     #[test]

@@ -412,6 +412,10 @@ struct DiffArgs {
     /// whole) instead of a new log, so a series of snapshots becomes one checkpoint and one log.
     #[arg(long, requires = "emit_log")]
     append: bool,
+    /// Compare bytes, lengths and metadata only: states that differ only in page epochs (and so
+    /// in state hash) count as identical for the exit status.
+    #[arg(long, conflicts_with = "emit_log")]
+    bytes_only: bool,
     /// With --emit-log: payload compression (auto, zstd, zstd:LEVEL or none).
     #[arg(long, default_value = "auto", value_parser = parse_compression, requires = "emit_log")]
     compress: Compression,
@@ -1253,7 +1257,7 @@ fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> 
     } else if !a.quiet {
         print::diff_report(&report)?;
     }
-    Ok(if report.identical {
+    Ok(if report.identical || (a.bytes_only && report.bytes_identical) {
         Outcome::Ok
     } else {
         Outcome::DataBad

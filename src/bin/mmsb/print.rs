@@ -266,6 +266,10 @@ pub fn diff_report(r: &DiffReport) -> Result<()> {
     if r.identical {
         return Ok(());
     }
+    if r.bytes_identical {
+        writeln!(std::io::stdout().lock(), "{}", epoch_only_summary(r))?;
+        return Ok(());
+    }
     let mut t = table(&[
         "id",
         "name",
@@ -315,10 +319,19 @@ pub fn diff_stat(r: &DiffReport) -> Result<()> {
             c => writeln!(out, "{} {name}: {} ({} bytes)", p.id, change_name(c), p.bytes)?,
         }
     }
-    if !r.identical {
+    if r.bytes_identical && !r.identical {
+        writeln!(out, "{}", epoch_only_summary(r))?;
+    } else if !r.identical {
         writeln!(out, "{}", diff_summary(r))?;
     }
     Ok(())
+}
+
+fn epoch_only_summary(r: &DiffReport) -> String {
+    format!(
+        "same bytes, but {} page(s) differ in epoch, so the state hashes differ ({} and {}); --bytes-only compares bytes alone",
+        r.epoch_only, r.state_hash_a, r.state_hash_b
+    )
 }
 
 pub fn multi_replay(r: &mmsb::gpu::multi::MultiReplayReport) -> Result<()> {
