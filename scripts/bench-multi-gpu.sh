@@ -20,7 +20,7 @@ nvidia-smi topo -m 2>&1 | head -4
 [ "$(nvidia-smi -L | wc -l)" -ge 2 ] || { echo "needs two GPUs"; exit 2; }
 
 echo "== tests on two devices"
-"$D/gpu-tests" --test-threads=1 --nocapture gpu_sharded 2>&1 | grep -E "equal|test result|panicked|skipped"
+MMSB_REQUIRE_GPU=1 "$D/gpu-tests" --include-ignored --test-threads=1 --nocapture gpu_sharded 2>&1 | grep -E "equal|test result|panicked|skipped"
 
 echo "== binary: shard and replicate hashes against the CPU replay"
 "$D/mmsb" gen -o "$W/g.ckpt" --total-size 256MiB --pages 300 --deltas 50000 --mix full=1,sparse=6,masked=3,create=1,resize=1,delete=1,fill=1 --compress auto >/dev/null

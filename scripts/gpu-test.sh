@@ -16,7 +16,7 @@ step() { echo "== $*"; }
 step "machine: $(uname -r); $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
 
 step "GPU tests (big workloads)"
-MMSB_GPU_BIG=1 "$D/gpu-tests" --test-threads=1 --nocapture >"$OUT/gpu-tests.log" 2>&1 || fail=1
+MMSB_GPU_BIG=1 MMSB_REQUIRE_GPU=1 "$D/gpu-tests" --include-ignored --test-threads=1 --nocapture >"$OUT/gpu-tests.log" 2>&1 || fail=1
 grep -E "equal;|^test |test result|panicked|skipped" "$OUT/gpu-tests.log" | tail -30
 
 step "binary: GPU state hash equals CPU state hash"
@@ -59,7 +59,7 @@ sanitizers=${MMSB_SANITIZERS-memcheck racecheck}
 [ -n "${MMSB_SKIP_SANITIZER:-}" ] && sanitizers=""
 if [[ " $sanitizers " == *" memcheck "* ]]; then
   step "compute-sanitizer --tool memcheck (whole suite)"
-  MMSB_GPU_SMALL=1 timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 "$D/gpu-tests" --test-threads=1 >"$OUT/memcheck.log" 2>&1
+  MMSB_GPU_SMALL=1 MMSB_REQUIRE_GPU=1 timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 "$D/gpu-tests" --include-ignored --test-threads=1 >"$OUT/memcheck.log" 2>&1
   rc=$?
   grep -E "ERROR SUMMARY|test result|not supported|Error" "$OUT/memcheck.log" | tail -5
   echo "memcheck exit status: $rc"
@@ -71,7 +71,7 @@ if [[ " $sanitizers " == *" racecheck "* ]]; then
   # MMSB_RACECHECK_FILTER keeps only the tests whose names contain it.
   step "compute-sanitizer --tool racecheck (each test alone, ${RACECHECK_TEST_LIMIT:-240} s limit each)"
   for t in $("$D/gpu-tests" --list 2>/dev/null | sed -n 's/: test$//p' | grep -F -- "${MMSB_RACECHECK_FILTER:-}"); do
-    MMSB_GPU_SMALL=1 timeout "${RACECHECK_TEST_LIMIT:-240}" compute-sanitizer --tool racecheck --error-exitcode 9 "$D/gpu-tests" --test-threads=1 --exact "$t" >"$OUT/racecheck-$t.log" 2>&1
+    MMSB_GPU_SMALL=1 MMSB_REQUIRE_GPU=1 timeout "${RACECHECK_TEST_LIMIT:-240}" compute-sanitizer --tool racecheck --error-exitcode 9 "$D/gpu-tests" --include-ignored --test-threads=1 --exact "$t" >"$OUT/racecheck-$t.log" 2>&1
     rc=$?
     summary=$(grep -E "RACECHECK SUMMARY|not supported" "$OUT/racecheck-$t.log" | tail -1)
     case $rc in

@@ -13,8 +13,9 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -q
 cargo test --locked -- --skip gpu_
-# The GPU suite again, uncaptured: on a machine without CUDA it prints "skipped: no CUDA device".
-cargo test --locked --test gpu -- --nocapture
+# The GPU suite is marked ignored (it needs a CUDA device: scripts/gpu-test.sh runs it); listed
+# here so that the run shows it as ignored rather than passed.
+cargo test --locked --test gpu
 # A short soak (issue "Hardening"): seeded from the clock, the seed is printed; a failure names
 # the round and seed that reproduce it (`mmsb stress --seed N`).
 cargo run --locked -q -- stress --duration 20s

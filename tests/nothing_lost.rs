@@ -366,3 +366,64 @@ fn diff_agrees_with_the_state_hash_and_bytes_only_ignores_epochs() {
     );
     assert_eq!(code(&run(d, &["diff", "-q", "two.ckpt", "two.ckpt"])), 0);
 }
+
+#[test]
+fn verify_json_is_one_document_whatever_the_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("empty.ckpt"), b"").unwrap();
+    std::fs::write(d.join("text.ckpt"), b"hello world, not a checkpoint").unwrap();
+    std::fs::create_dir(d.join("nolog")).unwrap();
+    for (file, exit) in [("missing.ckpt", 2), ("empty.ckpt", 1), ("text.ckpt", 1), ("nolog", 2)] {
+        let o = run(d, &["verify", "--json", file]);
+        assert_eq!(code(&o), exit, "{file}: {}", stderr(&o));
+        let v = json(&o);
+        assert_eq!(v["ok"], false, "{file}");
+        assert_eq!(v["problems"].as_array().unwrap().len(), 1, "{file}: {v}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_the_output_quietly_and_diff_still_reports_the_comparison() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    // Outputs far larger than a pipe's buffer, so the writer meets the closed pipe.
+    ok(
+        dir.path(),
+        &[
+            "gen",
+            "-o",
+            "g.ckpt",
+            "--pages",
+            "3000",
+            "--total-size",
+            "3MiB",
+            "--deltas",
+            "6000",
+        ],
+    );
+    for (args, exit) in [
+        (vec!["inspect", "--json", "--records", "g.log"], 0),
+        (vec!["diff", "g.ckpt", "g.ckpt", "--b-log", "g.log"], 1),
+    ] {
+        let mut child = common::mmsb(dir.path())
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 10];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // The pipe's reading end is closed here, as `| head -c 10` closes it.
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(exit), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("Broken pipe"), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn verify_of_a_log_alone_does_not_contradict_its_result() {
+    let o = ok(&common::testdata(), &["verify", "-v", "small.log"]);
+    let out = common::stdout(&o);
+    assert!(out.contains("ok") && !out.contains("problems found"), "{out}");
+}

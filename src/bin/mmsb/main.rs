@@ -3,6 +3,7 @@
 mod print;
 mod progress;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -628,6 +629,8 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
 enum Outcome {
     Ok,
     DataBad,
+    /// The request failed (exit 2), already reported on stdout.
+    Failed,
 }
 
 fn main() -> ExitCode {
@@ -638,6 +641,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::DataBad) => ExitCode::from(1),
+        Ok(Outcome::Failed) => ExitCode::from(2),
         Err(e) => {
             if e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()
@@ -815,7 +819,24 @@ fn verify_cmd(a: VerifyArgs, wait: mmsb::format::lock::LockWait) -> Result<Outco
     let bar = progress::Progress::start(total, "verify");
     let report = mmsb::verify::verify(&a.files, Some(bar.counter()));
     bar.finish();
-    let report = report?;
+    let report = match report {
+        Ok(r) => r,
+        // With --json every outcome is one JSON document on stdout, a file that cannot be
+        // read at all included.
+        Err(e) if a.json => {
+            let problem = mmsb::verify::Problem::from(&e);
+            print::json(&serde_json::json!({
+                "ok": false, "checkpoints": [], "log": null, "state_hash": null,
+                "problems": [problem], "bytes_checked": 0, "stale_temp_outputs": [],
+            }))?;
+            return Ok(if e.is_data_error() {
+                Outcome::DataBad
+            } else {
+                Outcome::Failed
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut repaired = None;
     if a.repair && !report.ok && report.problems.iter().all(|p| p.kind == "torn_tail") {
         let (_, logs) = mmsb::verify::classify(&a.files)?;
@@ -887,15 +908,16 @@ fn recover_cmd(a: RecoverArgs, wait: mmsb::format::lock::LockWait) -> Result<Out
         print::json(&serde_json::json!({ "repaired": r }))?;
     } else {
         match &r {
-            Some(r) => println!(
+            Some(r) => writeln!(
+                print::stdout(),
                 "cut {} bytes of a torn last record at offset {} of {}; backup in {}",
                 r.len,
                 r.offset,
                 r.segment.display(),
                 r.backup.display()
             ),
-            None => println!("no torn tail: nothing to do"),
-        }
+            None => writeln!(print::stdout(), "no torn tail: nothing to do"),
+        }?;
     }
     Ok(Outcome::Ok)
 }

@@ -9,15 +9,39 @@ use mmsb::diff::{Change, DiffReport};
 use mmsb::inspect::{CheckpointInfo, LogInfo, RecordInfo};
 use mmsb::verify::VerifyReport;
 
+/// Standard output, where a reader that went away (`| head`) ends the printing quietly: the
+/// command still finishes and exits with its own status (for `diff`, the comparison's).
+pub fn stdout() -> ClosedPipeIsFine<std::io::StdoutLock<'static>> {
+    ClosedPipeIsFine(std::io::stdout().lock())
+}
+
+/// A writer that treats a closed pipe as the end of its output rather than an error.
+pub struct ClosedPipeIsFine<W>(W);
+
+impl<W: Write> Write for ClosedPipeIsFine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.write(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(buf.len()),
+            other => other,
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.0.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
+    }
+}
+
 pub fn json<T: serde::Serialize>(v: &T) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
     Ok(())
 }
 
 fn emit(t: &Table) -> Result<()> {
-    writeln!(std::io::stdout().lock(), "{t}")?;
+    writeln!(stdout(), "{t}")?;
     Ok(())
 }
 
@@ -187,8 +211,11 @@ pub fn verify_report(r: &VerifyReport) -> Result<()> {
     }
     rows.push((
         "state hash",
-        r.state_hash
-            .map_or("- (not computed: problems found)".into(), |h| h.to_hex()),
+        match (r.state_hash, r.ok) {
+            (Some(h), _) => h.to_hex(),
+            (None, false) => "- (not computed: problems found)".into(),
+            (None, true) => "- (not computed: give the checkpoint the log applies to)".into(),
+        },
     ));
     table_kv(&rows)
 }
@@ -267,7 +294,7 @@ pub fn diff_report(r: &DiffReport) -> Result<()> {
         return Ok(());
     }
     if r.bytes_identical {
-        writeln!(std::io::stdout().lock(), "{}", epoch_only_summary(r))?;
+        writeln!(stdout(), "{}", epoch_only_summary(r))?;
         return Ok(());
     }
     let mut t = table(&[
@@ -299,12 +326,12 @@ pub fn diff_report(r: &DiffReport) -> Result<()> {
         ]);
     }
     emit(&t)?;
-    writeln!(std::io::stdout().lock(), "{}", diff_summary(r))?;
+    writeln!(stdout(), "{}", diff_summary(r))?;
     Ok(())
 }
 
 pub fn diff_stat(r: &DiffReport) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     for p in &r.pages {
         let name = p.name.clone().unwrap_or_else(|| format!("page {}", p.id));
         match p.change {
