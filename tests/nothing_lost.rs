@@ -184,8 +184,10 @@ fn compact_with_a_rest_log_publishes_both_outputs_and_refuses_a_rest_log_that_na
     let dir = workspace();
     let d = dir.path();
     let compact = |rest: &str| {
-        let args = ["compact", "small.ckpt", "small.log", "--to-seq", "4", "-o", "c.ckpt", "--rest-log", rest];
-        run(d, &args)
+        let args: Vec<&str> = "compact small.ckpt small.log --to-seq 4 -o c.ckpt --rest-log"
+            .split(' ')
+            .collect();
+        run(d, &[&args[..], &[rest]].concat())
     };
     let o = compact("small.log");
     assert_eq!(code(&o), 2, "{}", stderr(&o));
