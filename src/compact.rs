@@ -18,7 +18,7 @@ use crate::encoding::{PageWrites, WriteOp, smallest_writes};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::log::{Compression, Durability, Log, LogOptions, LogRecord, LogWriter};
-use crate::format::record::{Delta, Op};
+use crate::format::record::{Delta, Op, TargetPage};
 use crate::fsutil::AtomicDir;
 use crate::inspect::log_info;
 use crate::page::{PageMeta, StateHash};
@@ -145,8 +145,8 @@ pub fn compact_checkpoint(
     let summary = state.replay(&log, ReplayLimit { to_seq, to_epoch: None })?;
     let rest: Vec<_> = log
         .records()
-        .filter(|r| !matches!(r, Ok(r) if to_seq.is_none_or(|n| r.frame.seq <= n)))
-        .collect::<Result<_>>()?;
+        .filter(|r| to_seq.is_some_and(|n| r.frame.seq > n))
+        .collect();
     let rest_log = match (rest.is_empty(), rest_log) {
         (true, _) => None,
         (false, Some(p)) => Some(p),
@@ -188,8 +188,10 @@ pub fn compact_checkpoint(
     })
 }
 
-fn known_delta<'r>(rec: &'r LogRecord<'_>) -> Result<Delta<'r>> {
-    rec.delta()?.ok_or_else(|| {
+/// The record's delta, refused when its type is one this build does not know (it could not be
+/// rewritten); `page` says what is known of its page, to bound its payload.
+fn known_delta<'r>(rec: &'r LogRecord<'_>, page: impl FnOnce(u64) -> TargetPage) -> Result<Delta<'r>> {
+    rec.delta_for_page(page)?.ok_or_else(|| {
         Error::Invalid(format!(
             "{}: record {} has an optional type this build does not know, so it cannot be rewritten",
             rec.segment.path().display(),
@@ -201,7 +203,7 @@ fn known_delta<'r>(rec: &'r LogRecord<'_>) -> Result<Delta<'r>> {
 /// Re-appends records as they are (with new frames, and compression per the writer's policy).
 fn append_unchanged(w: &mut LogWriter, records: &[LogRecord<'_>]) -> Result<()> {
     for rec in records {
-        w.append(&known_delta(rec)?)?;
+        w.append(&known_delta(rec, |_| TargetPage::Unknown)?)?;
     }
     Ok(())
 }
@@ -492,6 +494,14 @@ struct PageProgram {
 }
 
 impl PageProgram {
+    /// What is known of the page's length after the records folded in so far.
+    fn target(&self) -> TargetPage {
+        match &self.body {
+            Some(Body::Created { len, .. } | Body::OnBase { len: Some(len), .. }) => TargetPage::Len(*len),
+            _ => TargetPage::Unknown,
+        }
+    }
+
     /// Folds one more delta in; `Err` when it could not apply to any base state.
     fn push(&mut self, d: &Delta<'_>) -> std::result::Result<(), String> {
         let id = d.page_id;
@@ -724,7 +734,6 @@ pub fn compact_log(
     let mut rest = Vec::new();
     let mut folded = 0u64;
     for rec in log.records() {
-        let rec = rec?;
         if let Some(p) = progress {
             p.fetch_add(rec.frame.frame_len(), Ordering::Relaxed);
         }
@@ -732,7 +741,9 @@ pub fn compact_log(
             rest.push(rec);
             continue;
         }
-        let d = known_delta(&rec)?;
+        let d = known_delta(&rec, |id| {
+            programs.get(&id).map_or(TargetPage::Unknown, PageProgram::target)
+        })?;
         programs
             .entry(d.page_id)
             .or_default()
@@ -854,7 +865,6 @@ mod tests {
         let recs = merged
             .records()
             .map(|r| {
-                let r = r.unwrap();
                 let x = r.delta().unwrap().unwrap();
                 (x.page_id, x.epoch, format!("{:?}", x.op))
             })

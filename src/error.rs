@@ -61,6 +61,9 @@ pub enum Error {
         /// Who holds the lock, as far as the lock file says.
         holder: String,
     },
+    /// The machine cannot give the memory a valid request needs (a page larger than memory).
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
     /// A CUDA driver, NVRTC or device problem (no driver, no device, out of memory, ...).
     #[error("GPU: {0}")]
     Gpu(String),

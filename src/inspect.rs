@@ -7,22 +7,24 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::format::checkpoint::{Checkpoint, SECTION_DEPENDENCY_GRAPH, SECTION_METADATA, SECTION_PAGE_INDEX};
+use crate::format::checkpoint::{
+    Checkpoint, PageEntry, SECTION_DEPENDENCY_GRAPH, SECTION_METADATA, SECTION_PAGE_INDEX,
+};
 use crate::format::log::{FLAG_ZSTD, Log, SegmentEnd};
-use crate::format::record::{Op, kind_name};
+use crate::format::record::{LogPageLens, Op, kind_name};
 use crate::page::{Residency, StateHash};
 
 /// One page, as `inspect` shows it.
 #[derive(Debug, Clone, Serialize)]
-pub struct PageInfo {
+pub struct PageInfo<'a> {
     /// Page id.
     pub id: u64,
     /// Name, if any.
-    pub name: Option<String>,
+    pub name: Option<&'a str>,
     /// dtype, if the page holds a tensor.
-    pub dtype: Option<String>,
+    pub dtype: Option<&'a str>,
     /// Shape, if the page holds a tensor.
-    pub shape: Option<Vec<u64>>,
+    pub shape: Option<&'a [u64]>,
     /// Length in bytes.
     pub len: u64,
     /// Epoch.
@@ -33,6 +35,46 @@ pub struct PageInfo {
     pub residency: Residency,
     /// Offset of the page's bytes in the file.
     pub offset: u64,
+}
+
+impl<'a> PageInfo<'a> {
+    /// What `inspect` shows of an index entry.
+    pub fn of(p: &'a PageEntry) -> PageInfo<'a> {
+        PageInfo {
+            id: p.id,
+            name: p.meta.name.as_deref(),
+            dtype: p.meta.tensor.as_ref().map(|t| t.dtype.as_str()),
+            shape: p.meta.tensor.as_ref().map(|t| &t.shape[..]),
+            len: p.len,
+            epoch: p.epoch,
+            crc32c: format!("{:08x}", p.crc32c),
+            residency: p.meta.residency,
+            offset: p.offset,
+        }
+    }
+}
+
+/// A checkpoint's pages, listed from its index as they are printed: a million pages cost no
+/// more memory than the index itself.
+pub struct PageList(Checkpoint);
+
+impl PageList {
+    /// The pages, in id order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = PageInfo<'_>> {
+        self.0.pages().iter().map(PageInfo::of)
+    }
+}
+
+impl std::fmt::Debug for PageList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PageList({} pages)", self.0.pages().len())
+    }
+}
+
+impl Serialize for PageList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
 }
 
 /// One section of a checkpoint.
@@ -51,7 +93,7 @@ pub struct SectionInfo {
 }
 
 /// A checkpoint's header, sections and page table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct CheckpointInfo {
     /// Path.
     pub path: PathBuf,
@@ -74,7 +116,7 @@ pub struct CheckpointInfo {
     /// File-level metadata.
     pub metadata: BTreeMap<String, String>,
     /// Pages, in id order.
-    pub pages: Vec<PageInfo>,
+    pub pages: PageList,
 }
 
 /// Reads a checkpoint's header and index (page bytes are not read).
@@ -107,21 +149,7 @@ pub fn inspect_checkpoint(path: &Path) -> Result<CheckpointInfo> {
             })
             .collect(),
         metadata: h.metadata.clone(),
-        pages: h
-            .pages
-            .iter()
-            .map(|p| PageInfo {
-                id: p.id,
-                name: p.meta.name.clone(),
-                dtype: p.meta.tensor.as_ref().map(|t| t.dtype.clone()),
-                shape: p.meta.tensor.as_ref().map(|t| t.shape.clone()),
-                len: p.len,
-                epoch: p.epoch,
-                crc32c: format!("{:08x}", p.crc32c),
-                residency: p.meta.residency,
-                offset: p.offset,
-            })
-            .collect(),
+        pages: PageList(c),
     })
 }
 
@@ -220,13 +248,16 @@ pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<
     let log = Log::open(paths)?;
     let mut listed = Vec::new();
     if let Some(filter) = records {
+        let mut lens = LogPageLens::default();
         for rec in log.records() {
-            let rec = rec?;
             let seq = rec.frame.seq;
             if filter.from_seq.is_some_and(|n| seq < n) || filter.to_seq.is_some_and(|n| seq > n) {
                 continue;
             }
-            let delta = rec.delta()?;
+            let delta = rec.delta_for_page(|id| lens.target(id))?;
+            if let Some(d) = &delta {
+                lens.note(d);
+            }
             if !filter.pages.is_empty() && !delta.as_ref().is_some_and(|d| filter.pages.contains(&d.page_id)) {
                 continue;
             }

@@ -1,4 +1,4 @@
-//! The one place where files are memory-mapped.
+//! The one place where files (and zero-filled memory from the OS) are memory-mapped.
 //!
 //! Contract: mmsb maps checkpoints, which are immutable once renamed into place, and log
 //! segments, which only grow by appends beyond the mapped length. A file truncated or rewritten
@@ -63,5 +63,58 @@ impl ReadOnlyMap {
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.bytes().len()
+    }
+}
+
+/// Pages of at least this many bytes are zero-filled memory from the OS; smaller ones are heap
+/// vectors.
+const ZEROED_MAP_MIN: usize = 1 << 20;
+
+/// Writable, zero-filled bytes. Large buffers come from an anonymous mapping, so the bytes that
+/// are never written cost no resident memory (a created 8 GiB page that receives one write costs
+/// one OS page); small ones from the heap.
+pub enum ZeroedBytes {
+    /// A heap buffer.
+    Heap(Vec<u8>),
+    /// An anonymous private mapping.
+    Map(memmap2::MmapMut),
+}
+
+impl ZeroedBytes {
+    /// `len` zero bytes, or the reason they cannot be had (the allocation is fallible: a length
+    /// read off disk may be more than the machine has).
+    pub fn new(len: u64) -> std::result::Result<ZeroedBytes, String> {
+        let n = usize::try_from(len).map_err(|_| format!("{len} bytes do not fit this machine's address space"))?;
+        if n < ZEROED_MAP_MIN {
+            let mut v = Vec::new();
+            v.try_reserve_exact(n)
+                .map_err(|e| format!("cannot allocate {len} bytes: {e}"))?;
+            v.resize(n, 0);
+            return Ok(ZeroedBytes::Heap(v));
+        }
+        // Without MAP_NORESERVE: the kernel refuses a mapping it could never back, which gives a
+        // clear error here instead of the OOM killer later.
+        memmap2::MmapMut::map_anon(n)
+            .map(ZeroedBytes::Map)
+            .map_err(|e| format!("cannot allocate {len} bytes: {e}"))
+    }
+}
+
+impl std::ops::Deref for ZeroedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ZeroedBytes::Heap(v) => v,
+            ZeroedBytes::Map(m) => m,
+        }
+    }
+}
+
+impl std::ops::DerefMut for ZeroedBytes {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            ZeroedBytes::Heap(v) => v,
+            ZeroedBytes::Map(m) => m,
+        }
     }
 }

@@ -1,7 +1,6 @@
 //! CPU replay: a checkpoint's pages in memory (zero-copy until written), log deltas applied in
 //! sequence order, and the state hash of the result.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +9,8 @@ use std::sync::atomic::AtomicU64;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, CheckpointWriter, PageSpec};
 use crate::format::log::{Log, TornTail};
-use crate::format::record::{Delta, Op, PageShape, apply_writes};
+use crate::format::record::{Delta, Op, PageShape, TargetPage, apply_writes};
+use crate::mmap::ZeroedBytes;
 use crate::page::{PageMeta, StateHash};
 
 /// One page of an in-memory state.
@@ -19,15 +19,43 @@ pub struct Page<'a> {
     pub epoch: u64,
     /// Name, tensor info, residency.
     pub meta: PageMeta,
-    data: Cow<'a, [u8]>,
-    /// CRC32C of `data` when known (pages not written since they were loaded).
+    data: PageData<'a>,
+    /// CRC32C of `data` when known (pages not written since they were loaded or created).
     known_crc: Option<u32>,
+}
+
+/// A page's bytes: the checkpoint's, until the first write copies them.
+enum PageData<'a> {
+    Mapped(&'a [u8]),
+    Owned(ZeroedBytes),
+}
+
+impl PageData<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            PageData::Mapped(b) => b,
+            PageData::Owned(b) => b,
+        }
+    }
+
+    /// The bytes, writable: mapped bytes are copied first (which may fail for want of memory).
+    fn to_mut(&mut self) -> Result<&mut [u8], String> {
+        if let PageData::Mapped(b) = self {
+            let mut owned = ZeroedBytes::new(b.len() as u64)?;
+            owned.copy_from_slice(b);
+            *self = PageData::Owned(owned);
+        }
+        match self {
+            PageData::Owned(b) => Ok(b),
+            PageData::Mapped(_) => unreachable!("copied above"),
+        }
+    }
 }
 
 impl Page<'_> {
     /// The page's bytes.
     pub fn data(&self) -> &[u8] {
-        &self.data
+        self.data.bytes()
     }
     /// The CRC32C from the checkpoint's index, while the page still holds the bytes it was
     /// loaded with (`None` once a delta has written to it).
@@ -36,7 +64,7 @@ impl Page<'_> {
     }
     fn shape(&self) -> PageShape {
         PageShape {
-            len: self.data.len() as u64,
+            len: self.data().len() as u64,
             epoch: self.epoch,
         }
     }
@@ -46,6 +74,24 @@ impl Page<'_> {
 pub struct State<'a> {
     pages: BTreeMap<u64, Page<'a>>,
     base: StateHash,
+}
+
+/// Why a delta was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyError {
+    /// The delta does not apply to the state (the data is bad).
+    Rejected(String),
+    /// The delta is valid, but the memory its page needs cannot be had.
+    OutOfMemory(String),
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApplyError::Rejected(why) => f.write_str(why),
+            ApplyError::OutOfMemory(why) => write!(f, "out of memory: {why}"),
+        }
+    }
 }
 
 /// Where a replay stops.
@@ -89,7 +135,7 @@ impl<'a> State<'a> {
                     Page {
                         epoch: p.epoch,
                         meta: p.meta.clone(),
-                        data: Cow::Borrowed(ckpt.page_bytes(p)),
+                        data: PageData::Mapped(ckpt.page_bytes(p)),
                         known_crc: Some(p.crc32c),
                     },
                 )
@@ -120,16 +166,11 @@ impl<'a> State<'a> {
     }
 
     /// Applies one delta, or explains why it does not apply (leaving the state unchanged).
-    pub fn apply(&mut self, d: &Delta<'_>) -> Result<(), String> {
+    pub fn apply(&mut self, d: &Delta<'_>) -> Result<(), ApplyError> {
         let shape = self.pages.get(&d.page_id).map(Page::shape);
-        d.check(shape)?;
-        let alloc = |len: u64| -> Result<Vec<u8>, String> {
-            let mut v = Vec::new();
-            v.try_reserve_exact(len as usize)
-                .map_err(|_| format!("cannot allocate {len} bytes for page {}", d.page_id))?;
-            v.resize(len as usize, 0);
-            Ok(v)
-        };
+        d.check(shape).map_err(ApplyError::Rejected)?;
+        let alloc =
+            |len: u64| ZeroedBytes::new(len).map_err(|e| ApplyError::OutOfMemory(format!("page {}: {e}", d.page_id)));
         match &d.op {
             Op::Create { len, meta } => {
                 let data = alloc(*len)?;
@@ -138,8 +179,8 @@ impl<'a> State<'a> {
                     Page {
                         epoch: d.epoch,
                         meta: meta.clone(),
-                        data: Cow::Owned(data),
-                        known_crc: None,
+                        data: PageData::Owned(data),
+                        known_crc: Some(crate::format::crc32c_of_zeros(*len)),
                     },
                 );
                 return Ok(());
@@ -152,14 +193,27 @@ impl<'a> State<'a> {
         }
         let page = self.pages.get_mut(&d.page_id).expect("checked: the page exists");
         match &d.op {
-            Op::Full(bytes) => page.data = Cow::Owned(bytes.to_vec()),
+            Op::Full(bytes) => match &mut page.data {
+                PageData::Owned(b) => b.copy_from_slice(bytes),
+                PageData::Mapped(_) => {
+                    let mut b = alloc(bytes.len() as u64)?;
+                    b.copy_from_slice(bytes);
+                    page.data = PageData::Owned(b);
+                }
+            },
             Op::Resize { len } => {
-                let mut v = alloc(*len)?;
-                let keep = page.data.len().min(*len as usize);
-                v[..keep].copy_from_slice(&page.data[..keep]);
-                page.data = Cow::Owned(v);
+                let mut b = alloc(*len)?;
+                let old = page.data();
+                let keep = old.len().min(b.len());
+                b[..keep].copy_from_slice(&old[..keep]);
+                page.data = PageData::Owned(b);
             }
-            op => apply_writes(op, page.data.to_mut()),
+            op => apply_writes(
+                op,
+                page.data
+                    .to_mut()
+                    .map_err(|e| ApplyError::OutOfMemory(format!("page {}: {e}", d.page_id)))?,
+            ),
         }
         page.epoch = d.epoch;
         page.known_crc = None;
@@ -189,17 +243,15 @@ impl<'a> State<'a> {
             ..Default::default()
         };
         for rec in log.records() {
-            let rec = match rec {
-                Ok(r) => r,
-                Err(e) => {
-                    problem(e)?;
-                    continue;
-                }
-            };
             if limit.to_seq.is_some_and(|n| rec.frame.seq > n) {
                 break;
             }
-            let delta = match rec.delta() {
+            let target = |id| {
+                self.pages
+                    .get(&id)
+                    .map_or(TargetPage::Missing, |p| TargetPage::Len(p.data().len() as u64))
+            };
+            let delta = match rec.delta_for_page(target) {
                 Ok(Some(d)) => d,
                 Ok(None) => {
                     s.skipped_unknown += 1;
@@ -219,12 +271,20 @@ impl<'a> State<'a> {
                     s.bytes_written += delta.written_bytes();
                     s.last_seq = Some(rec.frame.seq);
                 }
-                Err(reason) => problem(Error::DeltaRejected {
+                Err(ApplyError::Rejected(reason)) => problem(Error::DeltaRejected {
                     path: rec.segment.path().to_owned(),
                     offset: rec.frame.offset,
                     seq: rec.frame.seq,
                     reason,
                 })?,
+                // Not the data's fault, and nothing after it can be replayed: stop.
+                Err(ApplyError::OutOfMemory(why)) => {
+                    return Err(Error::OutOfMemory(format!(
+                        "{}: record seq {}: {why}",
+                        rec.segment.path().display(),
+                        rec.frame.seq
+                    )));
+                }
             }
         }
         Ok(s)
@@ -239,9 +299,9 @@ impl<'a> State<'a> {
             .map(|(id, p)| {
                 (
                     **id,
-                    p.data.len() as u64,
+                    p.data().len() as u64,
                     p.epoch,
-                    p.known_crc.unwrap_or_else(|| crate::format::crc32c_parallel(&p.data)),
+                    p.known_crc.unwrap_or_else(|| crate::format::crc32c_parallel(p.data())),
                 )
             })
             .collect()
@@ -278,14 +338,14 @@ impl<'a> State<'a> {
             .iter()
             .map(|(id, p)| PageSpec {
                 id: *id,
-                len: p.data.len() as u64,
+                len: p.data().len() as u64,
                 epoch: p.epoch,
                 meta: p.meta.clone(),
             })
             .collect();
         let mut w = CheckpointWriter::create(path, specs, metadata)?.with_progress(progress);
         for p in self.pages.values() {
-            w.write(&p.data)?;
+            w.write(p.data())?;
         }
         w.finish_staged()
     }

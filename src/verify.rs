@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::log::Log;
+use crate::format::record::LogPageLens;
 use crate::page::StateHash;
 use crate::replay::{ReplayLimit, State};
 
@@ -89,7 +90,7 @@ pub struct Problem {
     pub file: PathBuf,
     /// Byte offset in the file, where one applies.
     pub offset: Option<u64>,
-    /// `corrupt`, `torn_tail`, `delta_rejected`, `wrong_base`, `io`, `locked` or `invalid`.
+    /// `corrupt`, `torn_tail`, `delta_rejected`, `wrong_base`, `io`, `locked`, `out_of_memory` or `invalid`.
     pub kind: &'static str,
     /// Human-readable description (the whole error line).
     pub message: String,
@@ -103,6 +104,7 @@ impl From<&Error> for Problem {
             Error::WrongBase { path, .. } => (path.clone(), Some(32), "wrong_base"),
             Error::Io { path, .. } => (path.clone(), None, "io"),
             Error::Locked { path, .. } => (path.clone(), None, "locked"),
+            Error::OutOfMemory(_) => (PathBuf::new(), None, "out_of_memory"),
             Error::Invalid(_) | Error::Gpu(_) => (PathBuf::new(), None, "invalid"),
         };
         Problem {
@@ -230,9 +232,12 @@ pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>) -> Result<VerifyR
             state_hash = hash_ok.then(|| state.state_hash());
         } else {
             state_hash = None;
+            let mut lens = LogPageLens::default();
             for rec in log.records() {
-                if let Err(e) = rec.and_then(|r| r.delta().map(|_| ())) {
-                    problems.push(e);
+                match rec.delta_for_page(|id| lens.target(id)) {
+                    Ok(Some(d)) => lens.note(&d),
+                    Ok(None) => {}
+                    Err(e) => problems.push(e),
                 }
             }
         }

@@ -123,7 +123,7 @@ fn a_reader_sees_a_whole_prefix_while_a_writer_appends() {
             "round {round}: a concurrent reader saw corruption: {:?}",
             log.problems()
         );
-        let seqs: Vec<u64> = log.records().map(|r| r.unwrap().frame.seq).collect();
+        let seqs: Vec<u64> = log.records().map(|r| r.frame.seq).collect();
         assert_eq!(
             seqs,
             (1..=seqs.len() as u64).collect::<Vec<_>>(),
@@ -181,7 +181,7 @@ fn acknowledged_records_survive_sigkill_of_the_writer() {
             last >= acked,
             "trial {trial}: acknowledged seq {acked} lost (log ends at {last})"
         );
-        let seqs: Vec<u64> = log.records().map(|r| r.unwrap().frame.seq).collect();
+        let seqs: Vec<u64> = log.records().map(|r| r.frame.seq).collect();
         assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "trial {trial}: gapless prefix");
         let torn = log.torn_tail().is_some();
         drop(log);

@@ -408,3 +408,38 @@ fn verify_of_a_log_alone_does_not_contradict_its_result() {
     let out = common::stdout(&o);
     assert!(out.contains("ok") && !out.contains("problems found"), "{out}");
 }
+
+/// Tables fit the terminal's width (`COLUMNS`, as `ls` reads it) and give sizes as people read
+/// them; `--json` keeps exact byte counts.
+#[test]
+fn tables_fit_the_terminal_and_give_human_sizes_while_json_keeps_exact_bytes() {
+    let dir = workspace();
+    for args in [
+        &["inspect", "small.ckpt"][..],
+        &["inspect", "--records", "small.log"],
+        &["diff", "small.ckpt", "b.ckpt"],
+        &["compact", "small.ckpt", "small.log", "-o", "c.ckpt"],
+    ] {
+        let o = common::mmsb(dir.path())
+            .args(args)
+            .env("COLUMNS", "60")
+            .output()
+            .unwrap();
+        let text = common::stdout(&o);
+        let widest = text.lines().map(|l| l.chars().count()).max().unwrap();
+        assert!(
+            widest <= 60,
+            "mmsb {args:?} printed a line of {widest} characters:\n{text}"
+        );
+    }
+    let o = common::mmsb(dir.path())
+        .args(["inspect", "small.ckpt"])
+        .env("COLUMNS", "200")
+        .output()
+        .unwrap();
+    let text = common::stdout(&o);
+    assert!(text.contains("20.00 KiB") && text.contains("2.93 KiB"), "{text}");
+    let j = json(&ok(dir.path(), &["inspect", "--json", "small.ckpt"]));
+    assert_eq!(j[0]["file_bytes"], 20480);
+    assert_eq!(j[0]["pages"][2]["len"], 3000);
+}

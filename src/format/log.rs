@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::lock::{LockWait, LogLock, SegmentCutLock};
-use super::record::{Delta, OPTIONAL_TYPE_MIN, TYPE_CREATE, TYPE_FILL};
+use super::record::{Delta, OPTIONAL_TYPE_MIN, TYPE_CREATE, TYPE_FILL, TargetPage, max_payload_len};
 use super::{Cursor, FORMAT_MAJOR, FORMAT_MINOR, ParseError, PutLe, bad_field, crc32c};
 use crate::error::{Corruption, Error, Result};
 use crate::mmap::ReadOnlyMap;
@@ -447,10 +447,24 @@ impl Segment {
 
     /// A frame's payload, decompressed when the frame says so.
     pub fn payload(&self, f: &FrameRef) -> Result<Cow<'_, [u8]>> {
-        frame_payload(self.map.bytes(), f).map_err(|why| Error::Corrupt {
-            path: self.path.clone(),
-            offset: f.payload_offset(),
-            problem: Corruption::Compression(why),
+        self.payload_for_page(f, |_| TargetPage::Unknown)
+    }
+
+    /// A frame's payload, decompressed only when its declared size fits the page it targets
+    /// ([`frame_payload_for_page`]); a payload that cannot fit is a rejected record.
+    pub fn payload_for_page(&self, f: &FrameRef, page_len: impl FnOnce(u64) -> TargetPage) -> Result<Cow<'_, [u8]>> {
+        frame_payload_for_page(self.map.bytes(), f, page_len).map_err(|p| match p {
+            PayloadProblem::Compression(why) => Error::Corrupt {
+                path: self.path.clone(),
+                offset: f.payload_offset(),
+                problem: Corruption::Compression(why),
+            },
+            PayloadProblem::DoesNotFit(reason) => Error::DeltaRejected {
+                path: self.path.clone(),
+                offset: f.offset,
+                seq: f.seq,
+                reason,
+            },
         })
     }
 }
@@ -458,6 +472,37 @@ impl Segment {
 /// The payload of frame `f` of the segment whose bytes are `segment`, decompressed when the frame
 /// says so; the error says why a compressed payload cannot be read.
 pub fn frame_payload<'a>(segment: &'a [u8], f: &FrameRef) -> std::result::Result<Cow<'a, [u8]>, String> {
+    match frame_payload_for_page(segment, f, |_| TargetPage::Unknown) {
+        Ok(p) => Ok(p),
+        Err(PayloadProblem::Compression(why) | PayloadProblem::DoesNotFit(why)) => Err(why),
+    }
+}
+
+/// Why a payload was not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadProblem {
+    /// The compressed bytes are not a valid zstd frame of the declared size (corruption).
+    Compression(String),
+    /// The declared decompressed size is more than the record could have and still apply to
+    /// its page: it is refused before anything is decompressed.
+    DoesNotFit(String),
+}
+
+/// Bytes of a payload's common head: page id, epoch, timestamp and the source tag's length.
+const PAYLOAD_HEAD_LEN: usize = 25;
+
+/// Like [`frame_payload`], but a compressed payload is decompressed only when the size its zstd
+/// header declares fits the page it targets: `page_len(page_id)` says what the reader knows of
+/// that page now, and [`max_payload_len`] the most a record of the frame's type can
+/// carry for it. Only the payload's head is decompressed to learn the page id, so a tiny record
+/// that claims gigabytes costs nothing. Raw payloads are returned as they are (their bytes are
+/// in the file already).
+pub fn frame_payload_for_page<'a>(
+    segment: &'a [u8],
+    f: &FrameRef,
+    page_len: impl FnOnce(u64) -> TargetPage,
+) -> std::result::Result<Cow<'a, [u8]>, PayloadProblem> {
+    use PayloadProblem::{Compression, DoesNotFit};
     let start = f.payload_offset() as usize;
     let stored = &segment[start..start + f.payload_len as usize];
     if f.flags & FLAG_ZSTD == 0 {
@@ -465,13 +510,40 @@ pub fn frame_payload<'a>(segment: &'a [u8], f: &FrameRef) -> std::result::Result
     }
     let size = match zstd::zstd_safe::get_frame_content_size(stored) {
         Ok(Some(n)) if n <= MAX_DECOMPRESSED => n,
-        Ok(Some(n)) => return Err(format!("content size {n} above the 4 GiB limit")),
-        Ok(None) => return Err("zstd frame without a content size".into()),
-        Err(_) => return Err("not a zstd frame".into()),
+        Ok(Some(n)) => return Err(Compression(format!("content size {n} above the 4 GiB limit"))),
+        Ok(None) => return Err(Compression("zstd frame without a content size".into())),
+        Err(_) => return Err(Compression("not a zstd frame".into())),
     };
-    let out = zstd::bulk::decompress(stored, size as usize).map_err(|e| e.to_string())?;
+    if f.kind < OPTIONAL_TYPE_MIN && size > PAYLOAD_HEAD_LEN as u64 {
+        // Decompress the head alone (a block at most) to learn the page and the head's length.
+        let mut head = Vec::with_capacity(PAYLOAD_HEAD_LEN);
+        let decoder = zstd::stream::read::Decoder::with_buffer(stored).map_err(|e| Compression(e.to_string()))?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(decoder, PAYLOAD_HEAD_LEN as u64), &mut head)
+            .map_err(|e| Compression(e.to_string()))?;
+        if head.len() == PAYLOAD_HEAD_LEN {
+            let page_id = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+            let head_len = PAYLOAD_HEAD_LEN as u64 + u64::from(head[24]);
+            let target = page_len(page_id);
+            if let Some(max) = max_payload_len(f.kind, head_len, target)
+                && size > max
+            {
+                let page = match target {
+                    TargetPage::Len(l) => format!("page {page_id} of {l} bytes"),
+                    _ => format!("page {page_id}, which does not exist"),
+                };
+                return Err(DoesNotFit(format!(
+                    "its compressed payload declares {size} bytes, but a {} record for {page} carries at most {max}",
+                    super::record::kind_name(f.kind)
+                )));
+            }
+        }
+    }
+    let out = zstd::bulk::decompress(stored, size as usize).map_err(|e| Compression(e.to_string()))?;
     if out.len() as u64 != size {
-        return Err(format!("decompressed to {} bytes, frame says {size}", out.len()));
+        return Err(Compression(format!(
+            "decompressed to {} bytes, frame says {size}",
+            out.len()
+        )));
     }
     Ok(Cow::Owned(out))
 }
@@ -865,23 +937,46 @@ pub struct Log {
     torn_tail: Option<TornTail>,
 }
 
-/// One record read from a log, with where it came from.
+/// One record read from a log, with where it came from. Its payload is decompressed when first
+/// asked for.
 pub struct LogRecord<'a> {
     /// The segment.
     pub segment: &'a Segment,
     /// The frame.
     pub frame: FrameRef,
-    /// The payload, decompressed.
-    pub payload: Cow<'a, [u8]>,
+    payload: std::cell::OnceCell<Cow<'a, [u8]>>,
 }
 
-impl LogRecord<'_> {
+impl<'a> LogRecord<'a> {
+    /// The payload, decompressed (up to the format's 4 GiB limit).
+    pub fn payload(&self) -> Result<&[u8]> {
+        self.payload_for_page(|_| TargetPage::Unknown)
+    }
+
+    /// The payload, decompressed only when its declared size fits the page it targets;
+    /// `page_len(page_id)` says what the reader knows of that page (see
+    /// [`frame_payload_for_page`]).
+    pub fn payload_for_page(&self, page_len: impl FnOnce(u64) -> TargetPage) -> Result<&[u8]> {
+        if let Some(p) = self.payload.get() {
+            return Ok(p);
+        }
+        let p = self.segment.payload_for_page(&self.frame, page_len)?;
+        Ok(self.payload.get_or_init(|| p))
+    }
+
     /// Decodes the payload. `None` for an optional record type this build does not know.
     pub fn delta(&self) -> Result<Option<Delta<'_>>> {
+        self.delta_for_page(|_| TargetPage::Unknown)
+    }
+
+    /// [`LogRecord::delta`], decompressing only a payload that fits its page (see
+    /// [`LogRecord::payload_for_page`]): what a reader that knows the pages calls.
+    pub fn delta_for_page(&self, page_len: impl FnOnce(u64) -> TargetPage) -> Result<Option<Delta<'_>>> {
         if self.frame.kind >= OPTIONAL_TYPE_MIN {
             return Ok(None);
         }
-        Delta::decode(self.frame.kind, &self.payload, self.frame.payload_offset())
+        let payload = self.payload_for_page(page_len)?;
+        Delta::decode(self.frame.kind, payload, self.frame.payload_offset())
             .map(Some)
             .map_err(|e| e.at(self.segment.path()))
     }
@@ -1103,21 +1198,19 @@ impl Log {
     pub fn last_seq(&self) -> Option<u64> {
         self.segments.iter().rev().find_map(|s| s.frames.last().map(|f| f.seq))
     }
-    /// Every whole record, in sequence order, decompressed. Stops after the first damaged
-    /// segment: records after damage cannot be put in sequence.
-    pub fn records(&self) -> impl Iterator<Item = Result<LogRecord<'_>>> {
+    /// Every whole record, in sequence order (payloads are decompressed when asked for). Stops
+    /// after the first damaged segment: records after damage cannot be put in sequence.
+    pub fn records(&self) -> impl Iterator<Item = LogRecord<'_>> {
         let usable = self
             .segments
             .iter()
             .position(|s| s.end != SegmentEnd::Clean)
             .map_or(self.segments.len(), |i| i + 1);
         self.segments[..usable].iter().flat_map(|s| {
-            s.frames.iter().map(move |f| {
-                s.payload(f).map(|payload| LogRecord {
-                    segment: s,
-                    frame: *f,
-                    payload,
-                })
+            s.frames.iter().map(move |f| LogRecord {
+                segment: s,
+                frame: *f,
+                payload: std::cell::OnceCell::new(),
             })
         })
     }
@@ -1603,9 +1696,9 @@ mod tests {
         assert!(log.segments().len() > 2);
         assert!(log.problems().is_empty());
         assert_eq!(log.torn_tail(), None);
-        let seqs: Vec<u64> = log.records().map(|r| r.unwrap().frame.seq).collect();
+        let seqs: Vec<u64> = log.records().map(|r| r.frame.seq).collect();
         assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
-        let r = log.records().nth(4).unwrap().unwrap();
+        let r = log.records().nth(4).unwrap();
         assert_eq!(r.delta().unwrap().unwrap(), delta(4 % 3, 5, &[4; 100]));
     }
 
@@ -2083,7 +2176,7 @@ mod tests {
             .unwrap();
         w.finish().unwrap();
         let log = Log::open(&[logdir]).unwrap();
-        let errs: Vec<String> = log.records().map(|r| r.err().unwrap().to_string()).collect();
+        let errs: Vec<String> = log.records().map(|r| r.payload().err().unwrap().to_string()).collect();
         assert!(errs[0].contains("above the 4 GiB limit"), "{}", errs[0]);
         assert!(errs[1].contains("not a zstd frame"), "{}", errs[1]);
     }

@@ -69,6 +69,22 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
 }
 
+/// CRC32C of `len` zero bytes, without reading any: a created page's checksum, whatever its size.
+pub fn crc32c_of_zeros(len: u64) -> u32 {
+    // Zero runs of 1, 2, 4, ... bytes by doubling, joined for each bit set in `len`.
+    let (mut run, mut run_len, mut acc, mut n) = (crc32c(&[0]), 1u64, 0u32, len);
+    while n != 0 {
+        let shift = crc32c_shift_factor(run_len);
+        if n & 1 != 0 {
+            acc = crc32c_combine_with(acc, run, shift);
+        }
+        run = crc32c_combine_with(run, run, shift);
+        run_len <<= 1;
+        n >>= 1;
+    }
+    acc
+}
+
 /// CRC32C of a large buffer, computed in parallel pieces and combined.
 pub fn crc32c_parallel(bytes: &[u8]) -> u32 {
     use rayon::prelude::*;
@@ -296,6 +312,14 @@ mod tests {
         // RFC 3720 B.4: 32 bytes of zeros.
         assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn crc_of_zeros_equals_the_crc_of_zero_bytes() {
+        let zeros = vec![0u8; 5 << 20];
+        for len in [0usize, 1, 2, 3, 32, 4095, 4096, 1 << 20, (5 << 20) - 1, 5 << 20] {
+            assert_eq!(crc32c_of_zeros(len as u64), crc32c(&zeros[..len]), "{len} zeros");
+        }
     }
 
     #[test]

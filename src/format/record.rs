@@ -44,6 +44,70 @@ pub fn kind_name(kind: u8) -> &'static str {
     }
 }
 
+/// What a reader knows of the page a record targets, to bound the record's payload before it is
+/// decompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetPage {
+    /// Nothing (a reader of the log alone).
+    Unknown,
+    /// There is no such page.
+    Missing,
+    /// The page exists with this length.
+    Len(u64),
+}
+
+/// What a reader of a log alone knows of its pages' lengths: those its CREATE, RESIZE and
+/// DELETE records set. Enough to bound the payloads of records for pages the log created.
+#[derive(Debug, Default)]
+pub struct LogPageLens {
+    /// `None`: deleted by the log.
+    lens: std::collections::HashMap<u64, Option<u64>>,
+}
+
+impl LogPageLens {
+    /// What is known of page `id` after the records noted so far.
+    pub fn target(&self, id: u64) -> TargetPage {
+        match self.lens.get(&id) {
+            Some(Some(len)) => TargetPage::Len(*len),
+            Some(None) => TargetPage::Missing,
+            None => TargetPage::Unknown,
+        }
+    }
+
+    /// Notes the effect of one more record on its page's length.
+    pub fn note(&mut self, d: &Delta<'_>) {
+        match d.op {
+            Op::Create { len, .. } | Op::Resize { len } => {
+                self.lens.insert(d.page_id, Some(len));
+            }
+            Op::Delete => {
+                self.lens.insert(d.page_id, None);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The most payload bytes (after decompression, `head_len` of them the common head) a record
+/// of type `kind` can carry and still apply to `page`. `None` where the format sets no bound
+/// below its own: a CREATE (its page does not exist yet), a SPARSE record (its ranges may
+/// overlap), optional types, and a page of unknown length.
+pub fn max_payload_len(kind: u8, head_len: u64, page: TargetPage) -> Option<u64> {
+    let body = match (kind, page) {
+        (TYPE_CREATE | TYPE_SPARSE, _) | (_, TargetPage::Unknown) => return None,
+        (k, _) if k >= OPTIONAL_TYPE_MIN => return None,
+        // A record for a page that does not exist is refused anyway: the largest fixed body.
+        (_, TargetPage::Missing) => 17,
+        (TYPE_DELETE, _) => 0,
+        (TYPE_RESIZE, _) => 8,
+        (TYPE_FILL, _) => 17,
+        (TYPE_FULL, TargetPage::Len(len)) => len,
+        (TYPE_MASKED, TargetPage::Len(len)) => 16u64.saturating_add(len.div_ceil(8)).saturating_add(len),
+        _ => return None,
+    };
+    Some(head_len.saturating_add(body))
+}
+
 /// What a delta does to its page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op<'a> {

@@ -21,8 +21,10 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::checkpoint::CheckpointHead;
-use crate::format::log::{FrameRef, FrameVisitor, Log, PieceWalk, VisitedPieces, frame_payload, walk_piece};
-use crate::format::record::{Delta, OPTIONAL_TYPE_MIN, Op, PageShape, TYPE_CREATE, TYPE_DELETE, TYPE_RESIZE};
+use crate::format::log::{FrameRef, FrameVisitor, Log, PieceWalk, VisitedPieces, frame_payload_for_page, walk_piece};
+use crate::format::record::{
+    Delta, OPTIONAL_TYPE_MIN, Op, PageShape, TYPE_CREATE, TYPE_DELETE, TYPE_RESIZE, TargetPage,
+};
 use crate::page::PageMeta;
 use crate::replay::{ReplayLimit, ReplaySummary};
 
@@ -225,6 +227,11 @@ struct Pages {
 }
 
 impl Pages {
+    /// What is known of page `id` at this point of the plan, to bound a compressed payload.
+    fn target(&self, id: u64) -> TargetPage {
+        target_of(self.slot_of.get(&id).and_then(|s| self.shape[*s as usize]))
+    }
+
     fn slot(&mut self, id: u64) -> u32 {
         if let Some(s) = self.slot_of.get(&id) {
             return *s;
@@ -237,6 +244,10 @@ impl Pages {
         self.touched.push(false);
         s
     }
+}
+
+fn target_of(shape: Option<PageShape>) -> TargetPage {
+    shape.map_or(TargetPage::Missing, |s| TargetPage::Len(s.len))
 }
 
 /// A record as the parallel pass leaves it.
@@ -633,7 +644,7 @@ fn record_error(
     shape_of: &dyn Fn(u64) -> Option<PageShape>,
 ) -> Option<Error> {
     let seg = &log.segments()[si];
-    let payload = match seg.payload(&f) {
+    let payload = match seg.payload_for_page(&f, |id| target_of(shape_of(id))) {
         Ok(p) => p,
         Err(e) => return Some(e),
     };
@@ -667,7 +678,7 @@ fn plan_structural(
     out: &mut ApplyPlan,
 ) -> Result<bool> {
     let seg = &log.segments()[si];
-    let payload = seg.payload(&f)?;
+    let payload = seg.payload_for_page(&f, |id| pages.target(id))?;
     let delta = Delta::decode(f.kind, &payload, f.payload_offset()).map_err(|e| e.at(seg.path()))?;
     if limit.to_epoch.is_some_and(|n| delta.epoch > n) {
         return Ok(false);
@@ -988,7 +999,9 @@ fn summarize(records: &[Decoded], entry: &mut [u32]) -> ChunkSummary {
 }
 
 fn decode_one(seg_bytes: &[u8], base: u64, pages: &Pages, f: FrameRef, rec: &mut Decoded, out: &mut Chunk) {
-    let Ok(payload) = frame_payload(seg_bytes, &f) else {
+    // A payload that cannot fit its page fails the bounds check below anyway: it is not
+    // decompressed, and the record is planned again in sequence for its exact error.
+    let Ok(payload) = frame_payload_for_page(seg_bytes, &f, |id| pages.target(id)) else {
         return;
     };
     let Ok(delta) = Delta::decode(f.kind, &payload, base + f.payload_offset()) else {

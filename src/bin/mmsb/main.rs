@@ -777,11 +777,13 @@ fn warn_stale_temp_outputs(paths: &[PathBuf]) {
 fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
     warn_stale_temp_outputs(&mmsb::fsutil::stale_temp_outputs_near(&a.files));
     let (ckpts, logs) = mmsb::verify::classify(&a.files)?;
-    let mut json = Vec::new();
+    // With --json, one array of every file's document, serialized as it is written (a
+    // checkpoint's page list is read from its index as it goes, never collected).
+    let mut docs = Vec::new();
     for c in &ckpts {
         let info = mmsb::inspect::inspect_checkpoint(c)?;
         if a.json {
-            json.push(serde_json::to_value(&info)?);
+            docs.push(print::InspectDoc::Checkpoint(info));
         } else {
             print::checkpoint_info(&info)?;
         }
@@ -794,17 +796,16 @@ fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
         });
         let (info, records) = mmsb::inspect::inspect_log(&logs, filter.as_ref())?;
         if a.json {
-            let mut v = serde_json::to_value(&info)?;
-            if a.records {
-                v["records"] = serde_json::to_value(&records)?;
-            }
-            json.push(v);
+            docs.push(print::InspectDoc::Log {
+                info,
+                records: a.records.then_some(records),
+            });
         } else {
             print::log_info(&info, a.records.then_some(&records[..]))?;
         }
     }
     if a.json {
-        print::json(&json)?;
+        print::json(&docs)?;
     }
     Ok(Outcome::Ok)
 }

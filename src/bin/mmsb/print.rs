@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use mmsb::compact::CompactReport;
 use mmsb::diff::{Change, DiffReport};
 use mmsb::inspect::{CheckpointInfo, LogInfo, RecordInfo};
@@ -34,10 +34,27 @@ impl<W: Write> Write for ClosedPipeIsFine<W> {
 }
 
 pub fn json<T: serde::Serialize>(v: &T) -> Result<()> {
-    let mut out = stdout();
+    // Buffered: standard output flushes at every newline, and pretty JSON has many.
+    let mut out = std::io::BufWriter::new(stdout());
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
+    out.flush()?;
     Ok(())
+}
+
+/// What `inspect --json` prints for one file.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+pub enum InspectDoc {
+    /// A checkpoint.
+    Checkpoint(CheckpointInfo),
+    /// A log, with its records when they were asked for.
+    Log {
+        #[serde(flatten)]
+        info: LogInfo,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        records: Option<Vec<RecordInfo>>,
+    },
 }
 
 fn emit(t: &Table) -> Result<()> {
@@ -45,13 +62,179 @@ fn emit(t: &Table) -> Result<()> {
     Ok(())
 }
 
+/// The width tables must fit: `COLUMNS` when set (as `ls` reads it), else the terminal's when
+/// standard output is one; `None` when printing into a pipe or a file (no limit).
+fn terminal_width() -> Option<usize> {
+    if let Some(w) = std::env::var("COLUMNS").ok().and_then(|c| c.parse::<usize>().ok()) {
+        return Some(w.max(20));
+    }
+    Table::new().width().map(usize::from)
+}
+
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(UTF8_BORDERS_ONLY);
+    if let Some(w) = terminal_width() {
+        t.set_width(w.min(usize::from(u16::MAX)) as u16);
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+    }
     if !header.is_empty() {
         t.set_header(header.iter().copied());
     }
     t
+}
+
+/// Prints a sentence, wrapped at spaces to the terminal's width.
+fn prose(text: &str) -> Result<()> {
+    let mut out = stdout();
+    let Some(limit) = terminal_width() else {
+        writeln!(out, "{text}")?;
+        return Ok(());
+    };
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > limit {
+            writeln!(out, "{line}")?;
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    writeln!(out, "{line}")?;
+    Ok(())
+}
+
+/// A byte count as people read it (`1.50 GiB`); `--json` gives the exact count.
+pub fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+/// How a column of a [`list`] is laid out.
+#[derive(Clone, Copy)]
+struct Col {
+    name: &'static str,
+    /// Right-aligned (numbers).
+    right: bool,
+    /// May be cut (ending in `…`) when the list is wider than the terminal.
+    cut: bool,
+    /// May be left out when the list is still wider than the terminal.
+    optional: bool,
+}
+
+impl Col {
+    const fn num(name: &'static str) -> Col {
+        Col {
+            name,
+            right: true,
+            cut: false,
+            optional: false,
+        }
+    }
+    const fn text(name: &'static str) -> Col {
+        Col {
+            name,
+            right: false,
+            cut: false,
+            optional: false,
+        }
+    }
+    const fn wide(name: &'static str) -> Col {
+        Col {
+            name,
+            right: false,
+            cut: true,
+            optional: false,
+        }
+    }
+    const fn optional(self) -> Col {
+        Col { optional: true, ..self }
+    }
+}
+
+/// Prints rows as aligned columns under their names, as they are made: `rows` is called twice,
+/// to measure the columns and then to print them, so a list of a million pages costs no more
+/// memory than one row. Wider than the terminal, the cuttable columns are cut, widest first, and
+/// then optional columns left out, last first.
+fn list<I: Iterator<Item = Vec<String>>>(cols: &[Col], rows: impl Fn() -> I) -> Result<()> {
+    const MIN_CUT: usize = 6;
+    let chars = |s: &str| s.chars().count();
+    let mut widths: Vec<usize> = cols.iter().map(|c| chars(c.name)).collect();
+    for row in rows() {
+        for (w, cell) in widths.iter_mut().zip(&row) {
+            *w = (*w).max(chars(cell));
+        }
+    }
+    let natural = widths.clone();
+    let mut shown = vec![true; cols.len()];
+    if let Some(limit) = terminal_width() {
+        let total = |widths: &[usize], shown: &[bool]| {
+            let n = shown.iter().filter(|s| **s).count();
+            (0..widths.len())
+                .filter(|&i| shown[i])
+                .map(|i| widths[i])
+                .sum::<usize>()
+                + 2 * n.saturating_sub(1)
+        };
+        // Cut the widest cuttable column a character at a time; when all are as narrow as they
+        // go, leave out one more optional column and start again from the natural widths.
+        loop {
+            widths.clone_from(&natural);
+            while total(&widths, &shown) > limit {
+                let widest = (0..cols.len())
+                    .filter(|&i| shown[i] && cols[i].cut && widths[i] > MIN_CUT)
+                    .max_by_key(|&i| widths[i]);
+                let Some(i) = widest else { break };
+                widths[i] -= 1;
+            }
+            if total(&widths, &shown) <= limit {
+                break;
+            }
+            let Some(i) = (0..cols.len()).rev().find(|&i| shown[i] && cols[i].optional) else {
+                break;
+            };
+            shown[i] = false;
+        }
+    }
+    let mut out = std::io::BufWriter::new(stdout());
+    let mut line = String::new();
+    let mut put = |cells: &mut dyn Iterator<Item = &str>, out: &mut dyn Write| -> Result<()> {
+        line.clear();
+        let (first, last) = (
+            shown.iter().position(|s| *s).unwrap_or(0),
+            shown.iter().rposition(|s| *s).unwrap_or(0),
+        );
+        for (i, cell) in cells.enumerate().filter(|(i, _)| shown[*i]) {
+            let w = widths[i];
+            if i > first {
+                line.push_str("  ");
+            }
+            let n = chars(cell);
+            if n > w {
+                line.extend(cell.chars().take(w.saturating_sub(1)));
+                line.push('…');
+            } else if cols[i].right {
+                line.extend(std::iter::repeat_n(' ', w - n));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                if i < last {
+                    line.extend(std::iter::repeat_n(' ', w - n));
+                }
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+        Ok(())
+    };
+    put(&mut cols.iter().map(|c| c.name), &mut out)?;
+    let rules: Vec<String> = widths.iter().map(|w| "─".repeat(*w)).collect();
+    put(&mut rules.iter().map(String::as_str), &mut out)?;
+    for row in rows() {
+        put(&mut row.iter().map(String::as_str), &mut out)?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 pub fn table_kv(rows: &[(&str, String)]) -> Result<()> {
@@ -71,15 +254,15 @@ pub fn checkpoint_info(c: &CheckpointInfo) -> Result<()> {
     table_kv(&[
         ("file", c.path.display().to_string()),
         ("kind", format!("checkpoint, format {}", c.version)),
-        ("file bytes", c.file_bytes.to_string()),
+        ("file size", human_bytes(c.file_bytes)),
         ("pages", c.page_count.to_string()),
-        ("page bytes", c.data_bytes.to_string()),
+        ("page bytes", human_bytes(c.data_bytes)),
         ("data offset", c.data_offset.to_string()),
         (
             "sections",
             c.sections
                 .iter()
-                .map(|s| format!("{} ({} bytes)", s.name, s.len))
+                .map(|s| format!("{} ({})", s.name, human_bytes(s.len)))
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
@@ -93,20 +276,35 @@ pub fn checkpoint_info(c: &CheckpointInfo) -> Result<()> {
         ),
         ("state hash", c.state_hash.to_hex()),
     ])?;
-    let mut t = table(&["id", "name", "dtype", "shape", "bytes", "epoch", "crc32c", "residency"]);
-    for p in &c.pages {
-        t.add_row(vec![
-            p.id.to_string(),
-            p.name.clone().unwrap_or_default(),
-            p.dtype.clone().unwrap_or_default(),
-            p.shape.as_ref().map(|s| format!("{s:?}")).unwrap_or_default(),
-            p.len.to_string(),
-            p.epoch.to_string(),
-            p.crc32c.clone(),
-            p.residency.name().to_string(),
-        ]);
+    if c.page_count == 0 {
+        return Ok(());
     }
-    emit(&t)
+    list(
+        &[
+            Col::num("id"),
+            Col::wide("name"),
+            Col::text("dtype"),
+            Col::wide("shape"),
+            Col::num("size"),
+            Col::num("epoch").optional(),
+            Col::text("crc32c").optional(),
+            Col::text("residency").optional(),
+        ],
+        || {
+            c.pages.iter().map(|p| {
+                vec![
+                    p.id.to_string(),
+                    p.name.unwrap_or_default().to_string(),
+                    p.dtype.unwrap_or_default().to_string(),
+                    p.shape.map(|s| format!("{s:?}")).unwrap_or_default(),
+                    human_bytes(p.len),
+                    p.epoch.to_string(),
+                    p.crc32c,
+                    p.residency.name().to_string(),
+                ]
+            })
+        },
+    )
 }
 
 pub fn log_info(l: &LogInfo, records: Option<&[RecordInfo]>) -> Result<()> {
@@ -130,10 +328,14 @@ pub fn log_info(l: &LogInfo, records: Option<&[RecordInfo]>) -> Result<()> {
                 _ => "-".into(),
             },
         ),
-        ("file bytes", l.file_bytes.to_string()),
+        ("file size", human_bytes(l.file_bytes)),
         (
-            "payload bytes (stored / decoded)",
-            format!("{} / {}", l.stored_payload_bytes, l.payload_bytes),
+            "payload (stored / decoded)",
+            format!(
+                "{} / {}",
+                human_bytes(l.stored_payload_bytes),
+                human_bytes(l.payload_bytes)
+            ),
         ),
         (
             "compression ratio",
@@ -151,39 +353,64 @@ pub fn log_info(l: &LogInfo, records: Option<&[RecordInfo]>) -> Result<()> {
             },
         ),
     ])?;
-    let mut t = table(&["segment", "file", "version", "first seq", "records", "bytes", "end"]);
-    for s in &l.segments {
-        t.add_row(vec![
-            s.segment_no.to_string(),
-            s.path.display().to_string(),
-            s.version.clone(),
-            s.first_seq.to_string(),
-            s.records.to_string(),
-            s.file_bytes.to_string(),
-            s.end.to_string(),
-        ]);
-    }
-    emit(&t)?;
+    list(
+        &[
+            Col::num("segment"),
+            Col::wide("file"),
+            Col::text("version").optional(),
+            Col::num("first seq"),
+            Col::num("records"),
+            Col::num("size"),
+            Col::text("end"),
+        ],
+        || {
+            l.segments.iter().map(|s| {
+                vec![
+                    s.segment_no.to_string(),
+                    s.path.display().to_string(),
+                    s.version.clone(),
+                    s.first_seq.to_string(),
+                    s.records.to_string(),
+                    human_bytes(s.file_bytes),
+                    s.end.to_string(),
+                ]
+            })
+        },
+    )?;
     if let Some(recs) = records {
-        let mut t = table(&[
-            "seq", "seg", "offset", "type", "page", "epoch", "source", "stored", "zstd", "written", "detail",
-        ]);
-        for r in recs {
-            t.add_row(vec![
-                r.seq.to_string(),
-                r.segment_no.to_string(),
-                r.offset.to_string(),
-                r.kind.to_string(),
-                r.page_id.map_or("-".into(), |v| v.to_string()),
-                r.epoch.map_or("-".into(), |v| v.to_string()),
-                r.source.clone().unwrap_or_default(),
-                r.stored_bytes.to_string(),
-                if r.compressed { "yes" } else { "" }.into(),
-                r.written_bytes.to_string(),
-                r.detail.clone(),
-            ]);
-        }
-        emit(&t)?;
+        writeln!(stdout())?;
+        list(
+            &[
+                Col::num("seq"),
+                Col::num("seg").optional(),
+                Col::num("offset").optional(),
+                Col::text("type"),
+                Col::num("page"),
+                Col::num("epoch"),
+                Col::wide("source").optional(),
+                Col::num("stored").optional(),
+                Col::text("zstd").optional(),
+                Col::num("written"),
+                Col::wide("detail"),
+            ],
+            || {
+                recs.iter().map(|r| {
+                    vec![
+                        r.seq.to_string(),
+                        r.segment_no.to_string(),
+                        r.offset.to_string(),
+                        r.kind.to_string(),
+                        r.page_id.map_or("-".into(), |v| v.to_string()),
+                        r.epoch.map_or("-".into(), |v| v.to_string()),
+                        r.source.clone().unwrap_or_default(),
+                        human_bytes(r.stored_bytes),
+                        if r.compressed { "yes" } else { "" }.into(),
+                        human_bytes(r.written_bytes),
+                        r.detail.clone(),
+                    ]
+                })
+            },
+        )?;
     }
     Ok(())
 }
@@ -200,7 +427,12 @@ pub fn verify_report(r: &VerifyReport) -> Result<()> {
     for c in &r.checkpoints {
         rows.push((
             "checkpoint",
-            format!("{} ({} pages, {} bytes)", c.path.display(), c.pages, c.data_bytes),
+            format!(
+                "{} ({} pages, {})",
+                c.path.display(),
+                c.pages,
+                human_bytes(c.data_bytes)
+            ),
         ));
     }
     if let Some(l) = &r.log {
@@ -222,21 +454,25 @@ pub fn verify_report(r: &VerifyReport) -> Result<()> {
 
 pub fn compact_report(r: &CompactReport) -> Result<()> {
     let mut t = table(&["", "before", "after"]);
-    let rows: [(&str, u64, u64); 6] = [
-        ("file bytes", r.input.file_bytes, r.output.file_bytes),
-        ("checkpoint bytes", r.input.checkpoint_bytes, r.output.checkpoint_bytes),
-        ("log bytes", r.input.log_bytes, r.output.log_bytes),
-        ("records", r.input.records, r.output.records),
-        ("payload bytes", r.input.payload_bytes, r.output.payload_bytes),
+    let sizes: [(&str, u64, u64); 5] = [
+        ("file size", r.input.file_bytes, r.output.file_bytes),
+        ("checkpoint size", r.input.checkpoint_bytes, r.output.checkpoint_bytes),
+        ("log size", r.input.log_bytes, r.output.log_bytes),
+        ("payload", r.input.payload_bytes, r.output.payload_bytes),
         (
-            "stored payload bytes",
+            "stored payload",
             r.input.stored_payload_bytes,
             r.output.stored_payload_bytes,
         ),
     ];
-    for (k, a, b) in rows {
-        t.add_row(vec![k.to_string(), a.to_string(), b.to_string()]);
+    for (k, a, b) in sizes {
+        t.add_row(vec![k.to_string(), human_bytes(a), human_bytes(b)]);
     }
+    t.add_row(vec![
+        "records".to_string(),
+        r.input.records.to_string(),
+        r.output.records.to_string(),
+    ]);
     emit(&t)?;
     let mut rows = vec![
         ("size ratio", format!("{:.2}x smaller", r.size_ratio)),
@@ -267,11 +503,11 @@ fn change_name(c: Change) -> &'static str {
 
 fn len_change(a: Option<u64>, b: Option<u64>) -> String {
     match (a, b) {
-        (Some(a), Some(b)) if a == b => a.to_string(),
+        (Some(a), Some(b)) if a == b => human_bytes(a),
         (a, b) => format!(
             "{} -> {}",
-            a.map_or("-".into(), |v| v.to_string()),
-            b.map_or("-".into(), |v| v.to_string())
+            a.map_or("-".into(), human_bytes),
+            b.map_or("-".into(), human_bytes)
         ),
     }
 }
@@ -294,40 +530,41 @@ pub fn diff_report(r: &DiffReport) -> Result<()> {
         return Ok(());
     }
     if r.bytes_identical {
-        writeln!(stdout(), "{}", epoch_only_summary(r))?;
-        return Ok(());
+        return prose(&epoch_only_summary(r));
     }
-    let mut t = table(&[
-        "id",
-        "name",
-        "change",
-        "bytes (A -> B)",
-        "ranges",
-        "bytes differ",
-        "first ranges",
-    ]);
-    for p in &r.pages {
-        let mut change = change_name(p.change).to_string();
-        if p.meta_changed {
-            change.push_str(" (metadata)");
-        }
-        t.add_row(vec![
-            p.id.to_string(),
-            p.name.clone().unwrap_or_default(),
-            change,
-            len_change(p.len_a, p.len_b),
-            p.ranges.to_string(),
-            p.bytes.to_string(),
-            p.first_ranges
-                .iter()
-                .map(|g| format!("{}+{}", g.offset, g.len))
-                .collect::<Vec<_>>()
-                .join(" "),
-        ]);
-    }
-    emit(&t)?;
-    writeln!(stdout(), "{}", diff_summary(r))?;
-    Ok(())
+    list(
+        &[
+            Col::num("id"),
+            Col::wide("name"),
+            Col::text("change"),
+            Col::text("size (A -> B)"),
+            Col::num("ranges"),
+            Col::num("differ"),
+            Col::wide("first ranges").optional(),
+        ],
+        || {
+            r.pages.iter().map(|p| {
+                let mut change = change_name(p.change).to_string();
+                if p.meta_changed {
+                    change.push_str(" (metadata)");
+                }
+                vec![
+                    p.id.to_string(),
+                    p.name.clone().unwrap_or_default(),
+                    change,
+                    len_change(p.len_a, p.len_b),
+                    p.ranges.to_string(),
+                    human_bytes(p.bytes),
+                    p.first_ranges
+                        .iter()
+                        .map(|g| format!("{}+{}", g.offset, g.len))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            })
+        },
+    )?;
+    prose(&diff_summary(r))
 }
 
 pub fn diff_stat(r: &DiffReport) -> Result<()> {
@@ -347,9 +584,9 @@ pub fn diff_stat(r: &DiffReport) -> Result<()> {
         }
     }
     if r.bytes_identical && !r.identical {
-        writeln!(out, "{}", epoch_only_summary(r))?;
+        prose(&epoch_only_summary(r))?;
     } else if !r.identical {
-        writeln!(out, "{}", diff_summary(r))?;
+        prose(&diff_summary(r))?;
     }
     Ok(())
 }
@@ -382,7 +619,7 @@ pub fn multi_replay(r: &mmsb::gpu::multi::MultiReplayReport) -> Result<()> {
     let mut tab = table(&[
         "device",
         "pages",
-        "bytes",
+        "size",
         "load ms",
         "fan-out ms",
         "apply ms",
@@ -394,7 +631,7 @@ pub fn multi_replay(r: &mmsb::gpu::multi::MultiReplayReport) -> Result<()> {
         tab.add_row(vec![
             format!("{} ({})", d.device, d.device_name),
             d.pages.to_string(),
-            d.page_bytes.to_string(),
+            human_bytes(d.page_bytes),
             format!("{:.2}", tm.load),
             format!("{:.2}", tm.fanout),
             format!("{:.2}", tm.apply),
