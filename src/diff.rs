@@ -39,12 +39,17 @@ pub struct DiffSide<'a> {
 }
 
 impl<'a> DiffSide<'a> {
-    /// The checkpoint's state after `log` (up to `limit`). With a log every page is checked
-    /// against its CRC first, since deltas could otherwise land on corrupt bytes unnoticed;
-    /// without one, the diff itself checks each page as it reads it.
+    /// The checkpoint's state after `log` (up to `limit`), checked as `verify` checks it. With a
+    /// log every page is checked against its CRC first, since deltas could otherwise land on
+    /// corrupt bytes unnoticed; without one, the diff itself checks each page as it reads it.
     pub fn open(checkpoint: &'a Checkpoint, log: Option<&Log>, limit: ReplayLimit) -> Result<DiffSide<'a>> {
         let checked = log.is_some();
         let mut whole_log = None;
+        // Checked as `verify` checks it: CRCs and padding now (with a log), or the padding now
+        // and each page's CRC as the diff reads it.
+        if !checked && let Some(e) = checkpoint.check_padding().into_iter().next() {
+            return Err(e);
+        }
         let mut state = State::from_checkpoint(checkpoint, checked)?;
         if let Some(log) = log {
             log.refuse_torn_tail("run `mmsb recover` first")?;

@@ -443,3 +443,57 @@ fn tables_fit_the_terminal_and_give_human_sizes_while_json_keeps_exact_bytes() {
     assert_eq!(j[0]["file_bytes"], 20480);
     assert_eq!(j[0]["pages"][2]["len"], 3000);
 }
+
+/// `diff` checks what it reads as `verify` does: a non-zero byte in the padding after a page is
+/// corruption (exit 2 for diff, naming the file and the offset), never "identical".
+#[test]
+fn diff_refuses_a_checkpoint_that_verify_rejects() {
+    let dir = workspace();
+    let mut bytes = std::fs::read(dir.path().join("small.ckpt")).unwrap();
+    let padding = 8192 + 5 + 10; // after page 0, `greeting`, 5 bytes at the data offset
+    assert_eq!(bytes[padding], 0);
+    bytes[padding] = 0x55;
+    std::fs::write(dir.path().join("bad.ckpt"), &bytes).unwrap();
+    assert_eq!(code(&run(dir.path(), &["verify", "bad.ckpt"])), 1);
+    for args in [
+        &["diff", "small.ckpt", "bad.ckpt"][..],
+        &["diff", "-q", "bad.ckpt", "small.ckpt"],
+        &["diff", "bad.ckpt", "bad.ckpt"],
+    ] {
+        let o = run(dir.path(), args);
+        assert_eq!(code(&o), 2, "mmsb {args:?}: {}", common::stdout(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains("bad.ckpt") && e.contains(&padding.to_string()) && e.contains("padding"),
+            "{e}"
+        );
+    }
+}
+
+/// Every numeric option is range-checked before anything runs, and the message gives the range.
+#[test]
+fn numeric_options_out_of_range_are_refused_with_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen_ = |opt: &'static str, v: &'static str| vec!["gen", "-o", "g.ckpt", opt, v];
+    for (args, range) in [
+        (gen_("--max-ranges", "99999999999"), "1..=4096"),
+        (gen_("--max-ranges", "0"), "1..=4096"),
+        (gen_("--hot-fraction", "NaN"), "0..=1"),
+        (gen_("--hot-weight", "1.5"), "0..=1"),
+        (gen_("--pages", "100000001"), "0..=100000000"),
+        (gen_("--deltas", "1000000001"), "0..=1000000000"),
+        (gen_("--segment-size", "10"), "4.00 KiB ..= 1.00 TiB"),
+        (gen_("--total-size", "2TiB"), "..= 1.00 TiB"),
+        (gen_("--delta-bytes", "0..8"), "1 <= MIN <= MAX <= 1GiB"),
+        (vec!["diff", "a", "b", "--ranges", "10001"], "0..=10000"),
+        (vec!["stress", "--duration", "0s"], "1ms..=7 days"),
+    ] {
+        let o = run(dir.path(), &args);
+        assert_eq!(code(&o), 2, "mmsb {args:?}");
+        assert!(stderr(&o).contains(range), "mmsb {args:?}: {}", stderr(&o));
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing was written"
+    );
+}

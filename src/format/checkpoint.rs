@@ -274,6 +274,9 @@ impl CheckpointHead {
                     index = Some(parse_index(bytes, offset, page_count)?);
                 }
                 SECTION_METADATA => {
+                    if sections.iter().any(|s: &Section| s.kind == SECTION_METADATA) {
+                        return Err(bad_field(at, "section kind", kind.into(), "a second metadata section"));
+                    }
                     let text = std::str::from_utf8(bytes).map_err(|e| {
                         ParseError::new(
                             offset + e.valid_up_to() as u64,
@@ -944,8 +947,6 @@ impl Checkpoint {
     /// Returns one problem per bad page; `progress` counts bytes done.
     pub fn check_pages(&self, progress: Option<&AtomicU64>) -> Vec<Error> {
         use rayon::prelude::*;
-        let bytes = self.map.bytes();
-        let n = self.head.pages.len();
         let mut problems: Vec<(usize, ParseError)> = self
             .head
             .pages
@@ -970,20 +971,33 @@ impl Checkpoint {
                         ),
                     ));
                 }
-                let end = p.offset + p.len;
-                let pad_end = if i + 1 < n {
-                    self.head.pages[i + 1].offset
-                } else {
-                    self.head.file_len
-                };
-                let pad_end = pad_end.max(end);
-                check_zero(&bytes[end as usize..pad_end as usize], end, "padding after page")
-                    .err()
-                    .map(|e| (i, e))
+                self.padding_problem(i).map(|e| (i, e))
             })
             .collect();
         problems.sort_by_key(|(i, _)| *i);
         problems.into_iter().map(|(_, e)| e.at(&self.path)).collect()
+    }
+
+    /// Checks that all padding after pages is zero (less than 4 KiB a page): the part of
+    /// [`Checkpoint::check_pages`] for a reader that checks the pages' CRCs as it reads them.
+    pub fn check_padding(&self) -> Vec<Error> {
+        (0..self.head.pages.len())
+            .filter_map(|i| self.padding_problem(i))
+            .map(|e| e.at(&self.path))
+            .collect()
+    }
+
+    /// The padding after the `i`-th page, when it is not all zero.
+    fn padding_problem(&self, i: usize) -> Option<ParseError> {
+        let pages = &self.head.pages;
+        let end = pages[i].offset + pages[i].len;
+        let pad_end = pages.get(i + 1).map_or(self.head.file_len, |next| next.offset).max(end);
+        check_zero(
+            &self.map.bytes()[end as usize..pad_end as usize],
+            end,
+            "padding after page",
+        )
+        .err()
     }
 }
 
@@ -1057,6 +1071,36 @@ mod tests {
 
     fn parse_err(bytes: &[u8]) -> ParseError {
         CheckpointHead::parse(bytes, bytes.len() as u64).unwrap_err()
+    }
+
+    /// tiny() with a third section: the metadata section's 9 bytes again, packed after it in the
+    /// padding before the data, and the header's checksum recomputed.
+    #[test]
+    fn a_second_metadata_section_is_refused_at_its_table_entry() {
+        let (_d, path) = tiny();
+        let mut b = std::fs::read(&path).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(b[12..16].try_into().unwrap()),
+            2,
+            "index and metadata"
+        );
+        let meta_entry = 64 + 32;
+        let (offset, len) = (
+            u64::from_le_bytes(b[meta_entry + 8..meta_entry + 16].try_into().unwrap()) as usize,
+            u64::from_le_bytes(b[meta_entry + 16..meta_entry + 24].try_into().unwrap()) as usize,
+        );
+        assert_eq!(&b[offset..offset + len], br#"{"k":"v"}"#);
+        b.copy_within(offset..offset + len, offset + len);
+        let mut entry = b[meta_entry..meta_entry + 32].to_vec();
+        entry[8..16].copy_from_slice(&((offset + len) as u64).to_le_bytes());
+        b[meta_entry + 32..meta_entry + 64].copy_from_slice(&entry);
+        b[12..16].copy_from_slice(&3u32.to_le_bytes());
+        let crc_at = 64 + 32 * 3;
+        let crc = crc32c(&b[..crc_at]);
+        b[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+        let e = parse_err(&b);
+        assert_eq!(e.offset, (meta_entry + 32) as u64, "{e:?}");
+        assert!(e.problem.to_string().contains("a second metadata section"), "{e:?}");
     }
 
     #[test]

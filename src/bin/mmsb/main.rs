@@ -107,38 +107,38 @@ struct GenArgs {
     /// RNG seed: the same seed and options give the same bytes.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Number of pages.
-    #[arg(long, default_value_t = 64)]
+    /// Number of pages (at most 100,000,000).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
     pages: u64,
-    /// Total page bytes (suffixes K, M, G, KiB, MiB, GiB).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    /// Total page bytes (suffixes K, M, G, KiB, MiB, GiB; at most 1 TiB).
+    #[arg(long, default_value = "64MiB", value_parser = size_in(0, 1 << 40))]
     total_size: u64,
     /// Page-size distribution.
     #[arg(long, value_enum, default_value_t = SizeDistArg::LogUniform)]
     page_sizes: SizeDistArg,
-    /// Records in the log (0: no log).
-    #[arg(long, default_value_t = 1000)]
+    /// Records in the log (0: no log; at most 1,000,000,000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
     deltas: u64,
     /// Weights of record kinds: full, sparse, masked, create, resize, delete, fill.
     #[arg(long, default_value = "full=1,sparse=8,masked=1", value_parser = parse_mix)]
     mix: Mix,
-    /// Bytes per sparse range, masked span or created page, as MIN..MAX.
+    /// Bytes per sparse range, masked span or created page, as MIN..MAX (1 B to 1 GiB).
     #[arg(long, default_value = "4..4096", value_parser = parse_range)]
     delta_bytes: (u64, u64),
-    /// Most ranges in one sparse record.
-    #[arg(long, default_value_t = 4)]
+    /// Most ranges in one sparse record (1 to 4096).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_ranges: u32,
-    /// Largest page that full-page writes go to (others get sparse writes).
-    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    /// Largest page that full-page writes go to (others get sparse writes; at most 1 TiB).
+    #[arg(long, default_value = "1MiB", value_parser = size_in(0, 1 << 40))]
     full_max: u64,
-    /// Fraction of pages that are hot.
-    #[arg(long, default_value_t = 0.1)]
+    /// Fraction of pages that are hot (0 to 1).
+    #[arg(long, default_value_t = 0.1, value_parser = fraction)]
     hot_fraction: f64,
-    /// Fraction of writes that go to hot pages.
-    #[arg(long, default_value_t = 0.9)]
+    /// Fraction of writes that go to hot pages (0 to 1).
+    #[arg(long, default_value_t = 0.9, value_parser = fraction)]
     hot_weight: f64,
-    /// Log segment size.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    /// Log segment size (4 KiB to 1 TiB).
+    #[arg(long, default_value = "64MiB", value_parser = size_in(4096, 1 << 40))]
     segment_size: u64,
     /// Payload compression: none, auto, zstd or zstd:LEVEL.
     #[arg(long, default_value = "none", value_parser = parse_compression)]
@@ -403,8 +403,8 @@ struct DiffArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Differing ranges listed per page.
-    #[arg(long, default_value_t = 3)]
+    /// Differing ranges listed per page (0 to 10,000).
+    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10_000))]
     ranges: usize,
     /// Write the smallest log that turns A into B, as a new log directory against A's state.
     #[arg(long, value_name = "DIR")]
@@ -429,7 +429,7 @@ struct DiffArgs {
     after_help = "EXAMPLE:\n  mmsb stress --duration 60s --seed 7\n\nExit status 0 when every check held, 1 on the first failure (its round and seed are printed:\nrerun with that seed to reproduce it), 2 on an error of the run itself."
 )]
 struct StressArgs {
-    /// How long to run (s, m, h or ms suffix).
+    /// How long to run (s, m, h or ms suffix; more than 0, at most 7 days).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: std::time::Duration,
     /// Seed of the first round (default: from the clock; printed either way).
@@ -454,8 +454,8 @@ enum BenchCommand {
         /// The device.
         #[arg(long, default_value = "cuda:0")]
         device: String,
-        /// Timed runs (the median is reported).
-        #[arg(long, default_value_t = 5)]
+        /// Timed runs (the median is reported; 1 to 1000).
+        #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
         runs: usize,
         /// Drop the file from the page cache before each run.
         #[arg(long)]
@@ -463,11 +463,11 @@ enum BenchCommand {
         /// How to read the file (default: by page-cache residency).
         #[arg(long, value_enum)]
         read: Option<ReadArg>,
-        /// Staging threads (tuning; default: chosen by size and read mode).
-        #[arg(long, hide = true, requires = "slot")]
+        /// Staging threads (tuning; default: chosen by size and read mode; 1 to 256).
+        #[arg(long, hide = true, requires = "slot", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
         threads: Option<usize>,
-        /// Staging slot size (tuning; with --threads).
-        #[arg(long, hide = true, value_parser = parse_size, requires = "threads")]
+        /// Staging slot size (tuning; with --threads; 4 KiB to 1 GiB).
+        #[arg(long, hide = true, value_parser = size_in(4096, 1 << 30), requires = "threads")]
         slot: Option<u64>,
     },
     /// Times applying a log to a resident checkpoint: log open to applied and synchronised.
@@ -481,8 +481,8 @@ enum BenchCommand {
         /// The device.
         #[arg(long, default_value = "cuda:0")]
         device: String,
-        /// Timed runs (the median is reported).
-        #[arg(long, default_value_t = 5)]
+        /// Timed runs (the median is reported; 1 to 1000).
+        #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
         runs: usize,
     },
 }
@@ -554,6 +554,30 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s} is too large"))
 }
 
+/// A parser of sizes from `min` to `max` bytes, whose error gives the range.
+fn size_in(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |s| {
+        let n = parse_size(s)?;
+        if (min..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("{s} is not in {} ..= {}", human_bytes(min), human_bytes(max)))
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    print::human_bytes(n)
+}
+
+/// A fraction: a finite number from 0 to 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number in 0..=1")),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
@@ -568,14 +592,17 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
-    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+    match std::time::Duration::try_from_secs_f64(secs) {
+        Ok(d) if !d.is_zero() && d.as_secs() <= 7 * 24 * 3600 => Ok(d),
+        _ => Err(format!("{s:?} is not in 1ms..=7 days")),
+    }
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
     let (a, b) = s.split_once("..").ok_or_else(|| format!("{s:?} is not MIN..MAX"))?;
     let (a, b) = (parse_size(a)?, parse_size(b)?);
-    if a > b || a == 0 {
-        return Err(format!("{s}: need 0 < MIN <= MAX"));
+    if a > b || a == 0 || b > 1 << 30 {
+        return Err(format!("{s}: need 1 <= MIN <= MAX <= 1GiB"));
     }
     Ok((a, b))
 }
