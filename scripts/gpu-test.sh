@@ -38,6 +38,10 @@ echo "planned before the load: $pb"
 cpu_cut=$("$D/mmsb" replay "$G/g.ckpt" "$G/g.log" --device cpu --to-seq 20000 --json | hash)
 gpu_cut=$("$D/mmsb" replay "$G/g.ckpt" "$G/g.log" --device cuda:0 --to-seq 20000 --verify --json | hash)
 if [ -n "$cpu_cut" ] && [ "$cpu_cut" = "$gpu_cut" ]; then echo "binary --to-seq 20000: equal"; else echo "binary --to-seq: MISMATCH ($cpu_cut vs $gpu_cut)"; fail=1; fi
+# --pages: the CPU replays everything and keeps the selection; the GPU loads only it.
+cpu_sel=$("$D/mmsb" replay "$G/g.ckpt" "$G/g.log" --device cpu --pages 0-99 --pages 250-299 --json | hash)
+gpu_sel=$("$D/mmsb" replay "$G/g.ckpt" "$G/g.log" --device cuda:0 --pages 0-99 --pages 250-299 --verify --json | hash)
+if [ -n "$cpu_sel" ] && [ "$cpu_sel" = "$gpu_sel" ]; then echo "binary --pages: equal"; else echo "binary --pages: MISMATCH ($cpu_sel vs $gpu_sel)"; fail=1; fi
 # No log and no --verify: no kernel is needed, so none is compiled (kernels: null).
 auto=$("$D/mmsb" replay "$G/g.ckpt" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["device"], "kernels", d["kernels"])')
 echo "--device auto used: $auto"

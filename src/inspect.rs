@@ -11,8 +11,9 @@ use crate::format::checkpoint::{
     Checkpoint, PageEntry, SECTION_DEPENDENCY_GRAPH, SECTION_METADATA, SECTION_PAGE_INDEX,
 };
 use crate::format::log::{FLAG_ZSTD, Log, SegmentEnd};
-use crate::format::record::{LogPageLens, Op, kind_name};
-use crate::page::{Residency, StateHash};
+use crate::format::record::{Delta, LogPageLens, Op, kind_name};
+use crate::page::{PageMeta, Residency, StateHash};
+use crate::select::PageSelector;
 
 /// One page, as `inspect` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -54,14 +55,18 @@ impl<'a> PageInfo<'a> {
     }
 }
 
-/// A checkpoint's pages, listed from its index as they are printed: a million pages cost no
-/// more memory than the index itself.
-pub struct PageList(Checkpoint);
+/// A checkpoint's pages (those a selector picks), listed from its index as they are printed:
+/// a million pages cost no more memory than the index itself.
+pub struct PageList(Checkpoint, PageSelector);
 
 impl PageList {
-    /// The pages, in id order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = PageInfo<'_>> {
-        self.0.pages().iter().map(PageInfo::of)
+    /// The selected pages, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = PageInfo<'_>> {
+        self.0
+            .pages()
+            .iter()
+            .filter(|p| self.1.matches(p.id, &p.meta))
+            .map(PageInfo::of)
     }
 }
 
@@ -119,8 +124,9 @@ pub struct CheckpointInfo {
     pub pages: PageList,
 }
 
-/// Reads a checkpoint's header and index (page bytes are not read).
-pub fn inspect_checkpoint(path: &Path) -> Result<CheckpointInfo> {
+/// Reads a checkpoint's header and index (page bytes are not read); the page list holds the
+/// pages `pages` selects.
+pub fn inspect_checkpoint(path: &Path, pages: PageSelector) -> Result<CheckpointInfo> {
     let c = Checkpoint::open(path)?;
     let h = c.head();
     Ok(CheckpointInfo {
@@ -149,7 +155,7 @@ pub fn inspect_checkpoint(path: &Path) -> Result<CheckpointInfo> {
             })
             .collect(),
         metadata: h.metadata.clone(),
-        pages: PageList(c),
+        pages: PageList(c, pages),
     })
 }
 
@@ -239,8 +245,11 @@ pub struct RecordFilter {
     pub from_seq: Option<u64>,
     /// Highest sequence number.
     pub to_seq: Option<u64>,
-    /// Only records for these pages (empty: all).
-    pub pages: Vec<u64>,
+    /// Only records for the pages this selects (by id, or by name: the names a checkpoint
+    /// given beside the log has, and those the log's CREATE records give).
+    pub pages: PageSelector,
+    /// Page names known from a checkpoint, for name globs.
+    pub names: std::collections::HashMap<u64, String>,
 }
 
 /// Reads a log's segments; with `records`, also decodes and lists the records it selects.
@@ -249,6 +258,7 @@ pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<
     let mut listed = Vec::new();
     if let Some(filter) = records {
         let mut lens = LogPageLens::default();
+        let mut created = std::collections::HashMap::new();
         for rec in log.records() {
             let seq = rec.frame.seq;
             if filter.from_seq.is_some_and(|n| seq < n) || filter.to_seq.is_some_and(|n| seq > n) {
@@ -258,7 +268,27 @@ pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<
             if let Some(d) = &delta {
                 lens.note(d);
             }
-            if !filter.pages.is_empty() && !delta.as_ref().is_some_and(|d| filter.pages.contains(&d.page_id)) {
+            if let Some(Delta {
+                page_id,
+                op: Op::Create { meta, .. },
+                ..
+            }) = &delta
+            {
+                created.insert(*page_id, meta.clone());
+            }
+            let selected = |d: &Delta<'_>| {
+                let named = |n: &String| PageMeta {
+                    name: Some(n.clone()),
+                    ..Default::default()
+                };
+                let meta = created
+                    .get(&d.page_id)
+                    .cloned()
+                    .or_else(|| filter.names.get(&d.page_id).map(named))
+                    .unwrap_or_default();
+                filter.pages.matches(d.page_id, &meta)
+            };
+            if !filter.pages.is_all() && !delta.as_ref().is_some_and(selected) {
                 continue;
             }
             let detail = match delta.as_ref().map(|d| &d.op) {

@@ -160,6 +160,11 @@ impl<'a> State<'a> {
         self.pages.iter().map(|(id, p)| (*id, p))
     }
 
+    /// Keeps the pages for which `keep(id, page)` holds and drops the others.
+    pub fn retain(&mut self, mut keep: impl FnMut(u64, &Page<'a>) -> bool) {
+        self.pages.retain(|id, p| keep(*id, p));
+    }
+
     /// One page.
     pub fn page(&self, id: u64) -> Option<&Page<'a>> {
         self.pages.get(&id)

@@ -497,3 +497,85 @@ fn numeric_options_out_of_range_are_refused_with_the_range() {
         "nothing was written"
     );
 }
+
+/// CPU replay takes --pages as GPU replay does (ids, id ranges, name globs): the hash and the
+/// output cover the selected pages, with the bytes a whole replay gives them; `inspect --page`
+/// takes the same patterns for a checkpoint's page list and for a log's records.
+#[test]
+fn cpu_replay_and_inspect_select_pages_by_id_range_and_glob() {
+    let dir = workspace();
+    ok(
+        dir.path(),
+        &["replay", "small.ckpt", "small.log", "--device", "cpu", "-o", "all.ckpt"],
+    );
+    ok(
+        dir.path(),
+        &[
+            "replay",
+            "small.ckpt",
+            "small.log",
+            "--device",
+            "cpu",
+            "--pages",
+            "gr*",
+            "--pages",
+            "1-1",
+            "-o",
+            "sel.ckpt",
+        ],
+    );
+    let d = json(&run(dir.path(), &["diff", "--json", "all.ckpt", "sel.ckpt"]));
+    let changed: Vec<(u64, &str)> = d["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_u64().unwrap(), p["change"].as_str().unwrap()))
+        .collect();
+    assert_eq!(changed, [(2, "removed")], "only page 2 was left out: {d}");
+    let sel = json(&ok(dir.path(), &["inspect", "--json", "sel.ckpt"]));
+    assert_eq!(
+        common::replay_hash(dir.path(), &["small.ckpt", "small.log", "--pages", "0-1"]),
+        sel[0]["state_hash"].as_str().unwrap(),
+        "the hash of the selection is the hash of the checkpoint written from it"
+    );
+    let listed = json(&ok(
+        dir.path(),
+        &["inspect", "--json", "small.ckpt", "--page", "w*", "--page", "2"],
+    ));
+    let ids: Vec<u64> = listed[0]["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    let recs = json(&ok(
+        dir.path(),
+        &[
+            "inspect",
+            "--json",
+            "small.ckpt",
+            "small.log",
+            "--records",
+            "--page",
+            "weights",
+        ],
+    ));
+    let pages: Vec<u64> = recs[1]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["page_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        pages,
+        [1, 1],
+        "page 1's two records, found by its name in the checkpoint"
+    );
+    let o = run(
+        dir.path(),
+        &["replay", "small.ckpt", "--device", "cpu", "--pages", "9-3"],
+    );
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--pages 9-3"), "{}", stderr(&o));
+}

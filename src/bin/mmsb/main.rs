@@ -239,7 +239,7 @@ impl LimitArgs {
 /// Shows what is inside checkpoints and logs.
 #[derive(Args)]
 #[command(
-    after_help = "EXAMPLES:\n  mmsb inspect model.ckpt\n  mmsb inspect model.log --records --page 3 --from-seq 100 --to-seq 200"
+    after_help = "EXAMPLES:\n  mmsb inspect model.ckpt\n  mmsb inspect model.ckpt --page 'model.layers.0.*'\n  mmsb inspect model.ckpt model.log --records --page 3 --page 'lm_head.*' --from-seq 100 --to-seq 200"
 )]
 struct InspectArgs {
     /// Checkpoints, log segments or log directories (all segments given form one log).
@@ -254,9 +254,12 @@ struct InspectArgs {
     /// With --records: highest sequence number.
     #[arg(long, requires = "records")]
     to_seq: Option<u64>,
-    /// With --records: only records for this page (repeatable).
-    #[arg(long = "page", requires = "records")]
-    pages: Vec<u64>,
+    /// Only these pages (in a checkpoint's page list, and with --records, the records for
+    /// them): an id (7), an id range (10-20) or a glob over names ('model.layers.1?.*');
+    /// repeatable. Names of a log's pages come from its CREATE records and from a checkpoint
+    /// given with it.
+    #[arg(long = "page", value_name = "PATTERN")]
+    pages: Vec<String>,
     /// Print JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -322,8 +325,10 @@ struct ReplayArgs {
     /// hash on the GPU. (The CPU replay always checks, and always prints the hash.)
     #[arg(long)]
     verify: bool,
-    /// GPU: load only these pages, and apply only their deltas: an id (7), an id range (10-20)
-    /// or a glob over names ('model.layers.1?.*'); repeatable.
+    /// Replay only these pages: an id (7), an id range (10-20) or a glob over names
+    /// ('model.layers.1?.*'); repeatable. The hash and -o cover the selected pages. A GPU
+    /// loads only them and applies only their deltas; the CPU replays the whole log (every
+    /// record is still checked) and keeps them.
     #[arg(long = "pages", value_name = "PATTERN")]
     pages: Vec<String>,
     /// GPU: how to read the checkpoint (default: from the page cache when the file is cached,
@@ -804,11 +809,20 @@ fn warn_stale_temp_outputs(paths: &[PathBuf]) {
 fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
     warn_stale_temp_outputs(&mmsb::fsutil::stale_temp_outputs_near(&a.files));
     let (ckpts, logs) = mmsb::verify::classify(&a.files)?;
+    let selector = mmsb::select::PageSelector::parse(&a.pages)?;
     // With --json, one array of every file's document, serialized as it is written (a
     // checkpoint's page list is read from its index as it goes, never collected).
     let mut docs = Vec::new();
+    let mut names = std::collections::HashMap::new();
     for c in &ckpts {
-        let info = mmsb::inspect::inspect_checkpoint(c)?;
+        let info = mmsb::inspect::inspect_checkpoint(c, selector.clone())?;
+        if names.is_empty() && !logs.is_empty() && !selector.is_all() {
+            names = info
+                .pages
+                .iter()
+                .filter_map(|p| Some((p.id, p.name?.to_string())))
+                .collect();
+        }
         if a.json {
             docs.push(print::InspectDoc::Checkpoint(info));
         } else {
@@ -819,7 +833,8 @@ fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
         let filter = a.records.then(|| mmsb::inspect::RecordFilter {
             from_seq: a.from_seq,
             to_seq: a.to_seq,
-            pages: a.pages.clone(),
+            pages: selector,
+            names,
         });
         let (info, records) = mmsb::inspect::inspect_log(&logs, filter.as_ref())?;
         if a.json {
@@ -1139,9 +1154,10 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
     if let Some(ordinal) = mmsb::gpu::parse_device(&device) {
         return gpu_replay_cmd(&a, ordinal);
     }
-    if !a.pages.is_empty() || a.read.is_some() || !matches!(a.memory, MemoryArg::Device) {
-        bail!("--pages, --memory and --read apply to GPU replay (--device cuda:N)");
+    if a.read.is_some() || !matches!(a.memory, MemoryArg::Device) {
+        bail!("--memory and --read apply to GPU replay (--device cuda:N)");
     }
+    let selector = mmsb::select::PageSelector::parse(&a.pages)?;
     let start = Instant::now();
     let mut t = Timings::default();
     let ckpt = Checkpoint::open(&a.checkpoint)?;
@@ -1165,6 +1181,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
         Some(l) => state.replay(l, a.limit.limit())?,
         None => Default::default(),
     };
+    state.retain(|id, page| selector.matches(id, &page.meta));
     t.apply = ms(phase);
     let phase = Instant::now();
     let hash = state.state_hash();
