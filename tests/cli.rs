@@ -6,7 +6,17 @@ mod common;
 use common::{code, json, ok, replay_hash, run, stderr, stdout, testdata};
 
 const SUBCOMMANDS: &[&str] = &[
-    "gen", "import", "export", "inspect", "verify", "recover", "replay", "compact", "diff",
+    "gen",
+    "import",
+    "export",
+    "inspect",
+    "verify",
+    "recover",
+    "replay",
+    "compact",
+    "diff",
+    "stress",
+    "completions",
 ];
 
 #[test]
@@ -326,6 +336,78 @@ fn man_pages_in_man_are_current() {
         root.contains("EXIT STATUS"),
         "exit codes are documented in the man page"
     );
+}
+
+/// Every page's synopsis names the command as it is typed, no page has clap_mangen's "EXTRA"
+/// heading, every `mmsb-*(1)` page a page refers to exists, and no committed page is left from
+/// a command that is gone.
+#[test]
+fn man_pages_name_commands_as_typed_and_every_reference_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["man-pages", "--out", "man"]);
+    let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let names = |d: &std::path::Path| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let pages = names(&dir.path().join("man"));
+    assert_eq!(names(&committed), pages, "man/ holds exactly the generated pages");
+    for sub in SUBCOMMANDS {
+        assert!(pages.contains(&format!("mmsb-{sub}.1")), "a page for {sub}");
+    }
+    for page in &pages {
+        let text = std::fs::read_to_string(committed.join(page))
+            .unwrap()
+            .replace("\\-", "-");
+        assert!(!text.contains(".SH EXTRA"), "{page} has an EXTRA heading");
+        if let Some(cmd) = page.strip_suffix(".1").and_then(|p| p.strip_prefix("mmsb-")) {
+            let typed = format!("\\fBmmsb {}\\fR", cmd.replace('-', " "));
+            assert!(text.contains(&typed), "{page}'s synopsis says {typed}");
+        }
+        for (at, _) in text.match_indices("(1)") {
+            let start = text[..at].rfind(|c: char| c.is_whitespace()).map_or(0, |i| i + 1);
+            let target = &text[start..at];
+            if target.starts_with("mmsb") {
+                assert!(
+                    pages.contains(&format!("{target}.1")),
+                    "{page} refers to {target}(1), which does not exist"
+                );
+            }
+        }
+    }
+}
+
+/// `mmsb completions SHELL` prints a script for each shell clap_complete knows; the bash one
+/// parses and completes every subcommand.
+#[test]
+fn completions_are_printed_for_every_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let o = ok(dir.path(), &["completions", shell]);
+        assert!(o.stdout.len() > 1000, "{shell}: {} bytes", o.stdout.len());
+        assert!(stdout(&o).contains("verify"), "{shell} completes subcommands");
+    }
+    let script = dir.path().join("mmsb.bash");
+    std::fs::write(&script, ok(dir.path(), &["completions", "bash"]).stdout).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    for sub in SUBCOMMANDS {
+        assert!(
+            std::fs::read_to_string(&script).unwrap().contains(sub),
+            "bash completes {sub}"
+        );
+    }
+    assert_eq!(code(&run(dir.path(), &["completions", "tcsh"])), 2);
 }
 
 /// Every file under `dir` with its bytes, to show a command left its inputs alone.

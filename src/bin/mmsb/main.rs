@@ -1,5 +1,6 @@
 //! The `mmsb` command: argument parsing, printing and exit codes. All logic is in the library.
 
+mod man;
 mod print;
 mod progress;
 
@@ -83,6 +84,15 @@ enum Command {
     Stress(StressArgs),
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Prints a shell completion script: bash, zsh, fish, powershell or elvish.
+    #[command(
+        after_help = "EXAMPLES:\n  mmsb completions bash > ~/.local/share/bash-completion/completions/mmsb\n  mmsb completions zsh > ~/.zfunc/_mmsb     (with fpath+=~/.zfunc before compinit)\n  mmsb completions fish > ~/.config/fish/completions/mmsb.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Writes the man pages (mmsb.1 and one per subcommand) into a directory.
     #[command(hide = true)]
     ManPages {
@@ -380,7 +390,7 @@ struct CompactArgs {
 /// Shows what differs between two states; optionally writes the log that turns A into B.
 #[derive(Args)]
 #[command(
-    after_help = "EXAMPLES:\n  mmsb diff step1.ckpt step2.ckpt\n  mmsb diff model.ckpt model.ckpt --b-log model.log --stat   (what the log changed)\n  mmsb diff step1.ckpt step2.ckpt --emit-log step1-to-2.log   (then: mmsb replay step1.ckpt step1-to-2.log)\n  mmsb diff base.ckpt --a-log series.log step3.ckpt --emit-log series.log --append\n\nEXIT STATUS (like cmp and diff):\n  0  the states are identical (same pages, lengths, bytes and metadata; epochs are not compared)\n  1  they differ\n  2  error (bad input, corruption, I/O)\nWith --emit-log the status is 0 once the log is written."
+    after_help = "EXAMPLES:\n  mmsb diff step1.ckpt step2.ckpt\n  mmsb diff model.ckpt model.ckpt --b-log model.log --stat   (what the log changed)\n  mmsb diff step1.ckpt step2.ckpt --emit-log step1-to-2.log   (then: mmsb replay step1.ckpt step1-to-2.log)\n  mmsb diff base.ckpt --a-log series.log step3.ckpt --emit-log series.log --append\n\nEXIT STATUS:\n  0  the states are identical (same pages, lengths, bytes, metadata and epochs: the same state\n     hash; with --bytes-only, epochs are not compared)\n  1  they differ\n  2  error (bad input, corruption, I/O)\nLike cmp and diff. With --emit-log the status is 0 once the log is written."
 )]
 struct DiffArgs {
     /// State A: a checkpoint (add its logs with --a-log).
@@ -721,7 +731,11 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Bench(b) => bench_cmd(b),
         Command::ManPages { out } => {
             std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
-            write_man_pages(&Cli::command(), &out)?;
+            man::write_man_pages(Cli::command(), &out)?;
+            Ok(Outcome::Ok)
+        }
+        Command::Completions { shell } => {
+            man::write_completions(&mut Cli::command(), shell)?;
             Ok(Outcome::Ok)
         }
     }
@@ -735,20 +749,6 @@ fn tensor_file_summary(json: bool, s: &mmsb::safetensors_io::TensorFileSummary) 
     ];
     print::summary(json, s, &rows)?;
     Ok(Outcome::Ok)
-}
-
-fn write_man_pages(cmd: &clap::Command, dir: &Path) -> Result<()> {
-    let cmd = cmd.clone().disable_help_subcommand(true);
-    let mut buf = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
-    mmsb::fsutil::write_atomic(&dir.join("mmsb.1"), &buf)?;
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("mmsb-{}", sub.get_name());
-        let mut buf = Vec::new();
-        clap_mangen::Man::new(sub.clone().name(name.clone())).render(&mut buf)?;
-        mmsb::fsutil::write_atomic(&dir.join(format!("{name}.1")), &buf)?;
-    }
-    Ok(())
 }
 
 fn gen_cmd(a: GenArgs) -> Result<Outcome> {
