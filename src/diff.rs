@@ -290,6 +290,16 @@ fn page_ids(a: &DiffSide<'_>, b: &DiffSide<'_>) -> BTreeSet<u64> {
 
 /// Compares two states; `keep_ranges` is how many ranges to list per page.
 pub fn diff(a: &DiffSide<'_>, b: &DiffSide<'_>, keep_ranges: usize) -> Result<DiffReport> {
+    diff_counting(a, b, keep_ranges, None)
+}
+
+/// [`diff`], counting the bytes read on both sides in `progress`.
+pub fn diff_counting(
+    a: &DiffSide<'_>,
+    b: &DiffSide<'_>,
+    keep_ranges: usize,
+    progress: Option<&std::sync::atomic::AtomicU64>,
+) -> Result<DiffReport> {
     let ids = page_ids(a, b);
     let pairs: Vec<(u64, Option<&Page<'_>>, Option<&Page<'_>>)> = ids
         .iter()
@@ -322,7 +332,11 @@ pub fn diff(a: &DiffSide<'_>, b: &DiffSide<'_>, keep_ranges: usize) -> Result<Di
             let (_, pa, pb) = pairs[t.page];
             let ca = pa.and_then(|p| a.expected_crc(p)).is_some();
             let cb = pb.and_then(|p| b.expected_crc(p)).is_some();
-            run_chunk(t, ca, cb, keep_ranges)
+            let done = run_chunk(t, ca, cb, keep_ranges);
+            if let Some(p) = progress {
+                p.fetch_add((t.a.len() + t.b.len()) as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            done
         })
         .collect();
 

@@ -74,6 +74,8 @@ impl Page<'_> {
 pub struct State<'a> {
     pages: BTreeMap<u64, Page<'a>>,
     base: StateHash,
+    /// Counts the log bytes replayed, for a progress bar.
+    progress: Option<Arc<AtomicU64>>,
 }
 
 /// Why a delta was not applied.
@@ -144,6 +146,7 @@ impl<'a> State<'a> {
         Ok(State {
             pages,
             base: ckpt.state_hash(),
+            progress: None,
         })
     }
 
@@ -152,12 +155,18 @@ impl<'a> State<'a> {
         State {
             pages: BTreeMap::new(),
             base: StateHash::compute(std::iter::empty()),
+            progress: None,
         }
     }
 
     /// The pages, in id order.
     pub fn pages(&self) -> impl ExactSizeIterator<Item = (u64, &Page<'a>)> {
         self.pages.iter().map(|(id, p)| (*id, p))
+    }
+
+    /// Counts the bytes of every log record replayed from now on in `counter`.
+    pub fn count_progress(&mut self, counter: Arc<AtomicU64>) {
+        self.progress = Some(counter);
     }
 
     /// Keeps the pages for which `keep(id, page)` holds and drops the others.
@@ -250,6 +259,9 @@ impl<'a> State<'a> {
         for rec in log.records() {
             if limit.to_seq.is_some_and(|n| rec.frame.seq > n) {
                 break;
+            }
+            if let Some(p) = &self.progress {
+                p.fetch_add(rec.frame.frame_len(), std::sync::atomic::Ordering::Relaxed);
             }
             let target = |id| {
                 self.pages

@@ -579,3 +579,33 @@ fn cpu_replay_and_inspect_select_pages_by_id_range_and_glob() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("--pages 9-3"), "{}", stderr(&o));
 }
+
+/// Progress bars go to a terminal only: with stderr piped, long commands print nothing there.
+#[test]
+fn piped_commands_print_no_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "gen",
+            "-o",
+            "g.ckpt",
+            "--total-size",
+            "96MiB",
+            "--pages",
+            "16",
+            "--deltas",
+            "20000",
+        ],
+    );
+    for args in [
+        &["verify", "g.ckpt", "g.log"][..],
+        &["replay", "--device", "cpu", "g.ckpt", "g.log", "-o", "r.ckpt"],
+        &["diff", "-q", "g.ckpt", "r.ckpt"],
+        &["compact", "g.ckpt", "g.log", "-o", "c.ckpt"],
+    ] {
+        let o = run(dir.path(), args);
+        assert!(code(&o) <= 1, "mmsb {args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o), "", "mmsb {args:?} printed on a piped stderr");
+    }
+}

@@ -1168,13 +1168,15 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
     };
     t.open = ms(start);
     let phase = Instant::now();
-    let bar = progress::Progress::start(ckpt.head().data_bytes(), "check");
+    // One bar for the whole replay: the pages checked, the log applied, the output written.
+    let log_bytes: u64 = a.logs.iter().map(|p| dir_or_file_len(p)).sum();
+    let bar = progress::Progress::start(ckpt.head().data_bytes() + log_bytes, "replay");
     let bad = ckpt.check_pages(Some(bar.counter()));
-    bar.finish();
     if let Some(e) = bad.into_iter().next() {
         return Err(e.into());
     }
     let mut state = State::from_checkpoint(&ckpt, false)?;
+    state.count_progress(bar.shared());
     t.check = ms(phase);
     let phase = Instant::now();
     let summary = match &log {
@@ -1188,8 +1190,10 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
     t.hash = ms(phase);
     let phase = Instant::now();
     if let Some(out) = &a.output {
-        state.write_checkpoint(out, ckpt.head().metadata.clone(), None)?;
+        bar.add_total(state.pages().map(|(_, p)| p.data().len() as u64).sum());
+        state.write_checkpoint(out, ckpt.head().metadata.clone(), Some(bar.shared()))?;
     }
+    bar.finish();
     t.write = ms(phase);
     t.total = ms(start);
     warn_torn_tail(&summary);
@@ -1278,7 +1282,7 @@ fn dir_or_file_len(p: &Path) -> u64 {
 }
 
 fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> {
-    use mmsb::diff::{DiffSide, EmitTarget, diff, emit_log};
+    use mmsb::diff::{DiffSide, EmitTarget, emit_log};
     // An append extends A's log: lock it before A is read, so that no other append slips in
     // between and the records are computed against the log they extend.
     let _lock = match (&a.emit_log, a.append) {
@@ -1316,7 +1320,11 @@ fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> 
         }
         return Ok(Outcome::Ok);
     }
-    let report = diff(&side_a, &side_b, a.ranges)?;
+    let side_bytes = |s: &DiffSide<'_>| s.state().pages().map(|(_, p)| p.data().len() as u64).sum::<u64>();
+    let bar = progress::Progress::start(side_bytes(&side_a) + side_bytes(&side_b), "diff");
+    let report = mmsb::diff::diff_counting(&side_a, &side_b, a.ranges, Some(bar.counter()));
+    bar.finish();
+    let report = report?;
     if a.json {
         print::json(&report)?;
     } else if a.stat {

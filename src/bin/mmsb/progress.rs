@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 pub struct Progress {
     done: Arc<AtomicU64>,
+    total: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -16,9 +17,10 @@ pub struct Progress {
 impl Progress {
     pub fn start(total: u64, label: &'static str) -> Progress {
         let done = Arc::new(AtomicU64::new(0));
+        let total = Arc::new(AtomicU64::new(total));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::io::stderr().is_terminal().then(|| {
-            let (done, stop) = (done.clone(), stop.clone());
+            let (done, stop, total) = (done.clone(), stop.clone(), total.clone());
             std::thread::spawn(move || {
                 let started = Instant::now();
                 let mut bar = None;
@@ -26,7 +28,7 @@ impl Progress {
                     std::thread::park_timeout(Duration::from_millis(100));
                     if bar.is_none() && started.elapsed() > Duration::from_secs(1) {
                         // Starting from the work already done keeps the first rate estimate sane.
-                        let b = indicatif::ProgressBar::new(total)
+                        let b = indicatif::ProgressBar::new(total.load(Ordering::Relaxed))
                             .with_message(label)
                             .with_position(done.load(Ordering::Relaxed));
                         b.set_style(
@@ -38,6 +40,7 @@ impl Progress {
                         bar = Some(b);
                     }
                     if let Some(b) = &bar {
+                        b.set_length(total.load(Ordering::Relaxed));
                         b.set_position(done.load(Ordering::Relaxed));
                     }
                 }
@@ -46,7 +49,17 @@ impl Progress {
                 }
             })
         });
-        Progress { done, stop, thread }
+        Progress {
+            done,
+            total,
+            stop,
+            thread,
+        }
+    }
+
+    /// Adds work learnt of on the way (the bytes of an output known once a replay is done).
+    pub fn add_total(&self, bytes: u64) {
+        self.total.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn counter(&self) -> &AtomicU64 {
