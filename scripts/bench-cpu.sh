@@ -5,5 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -q
-python3 -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt
+# Python packages go into a virtual environment under target/, not the user's Python.
+VENV=target/py-venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt
+PATH=$PWD/$VENV/bin:$PATH
 exec python3 scripts/bench-cpu.py "${1:-bench-out}"

@@ -146,13 +146,16 @@ def load_ms(path):
     return statistics.median(float(sh(sys.executable, "-c", code, capture=True)) for _ in range(RUNS))
 
 
-def storage(work, model, kind):
+def storage(work, model, kind, epochs):
+    """The series; with `epochs`, each step is imported with its step as the epoch, as the
+    README's recipe does (so that `replay --to-epoch N` restores step N with its exact state
+    hash); without, every step at epoch 0 (bytes exact, epochs counted per page)."""
     d = os.path.join(work, f"series-{kind}")
     enc = make_series(model, kind, d)
     st = [os.path.join(d, f"step{i}.safetensors") for i in range(STEPS + 1)]
     ck = [p.replace(".safetensors", ".ckpt") for p in st]
-    for s, c in zip(st, ck):
-        sh(MMSB, "import", s, "-o", c)
+    for i, (s, c) in enumerate(zip(st, ck)):
+        sh(MMSB, "import", s, "--epoch", str(i if epochs else 0), "-o", c)
     changed, pages = 0, 0
     for i in range(1, STEPS + 1):
         r = json.loads(subprocess.run([MMSB, "diff", "--json", ck[i - 1], ck[i]], stdout=subprocess.PIPE).stdout)
@@ -177,9 +180,9 @@ def storage(work, model, kind):
     for comp, (log, merged) in out.items():
         for what, path in [("diff --emit-log --append", log), ("after compact --log-only", merged)]:
             ms, _ = replay_ms(ck[0], path)
-            # Same pages, bytes and metadata as step 10 (epochs advance with each log record,
-            # while every imported checkpoint has epoch 0, so state hashes differ by design).
-            same = subprocess.run([MMSB, "diff", "-q", ck[0], "--a-log", path, ck[STEPS]]).returncode
+            # Step 10: the same state hash with epochs; the same bytes without.
+            exact = [] if epochs else ["--bytes-only"]
+            same = subprocess.run([MMSB, "diff", "-q", *exact, ck[0], "--a-log", path, ck[STEPS]]).returncode
             assert same == 0, f"{path}: base + log is not step 10"
             rows.append((f"base checkpoint + one log, {what}, --compress {comp}", base + size(path), ms,
                          f"mmsb replay --device cpu step0.ckpt {os.path.basename(path)}"))
@@ -195,16 +198,22 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     print(f"Machine: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}; {time.strftime('%Y-%m-%d')}; "
           f"median of {RUNS} runs, warm page cache.\n")
-    rows, n = diff_speed(work)
-    print(f"### diff speed (two checkpoints of {n} bytes each; throughput is per file)\n")
-    print("| what | median time | throughput per file | command |")
-    print("|---|---|---|---|")
-    for what, s, gbs, cmd in rows:
-        print(f"| {what} | {s * 1e3:.1f} ms | {gbs:.2f} GB/s | `{cmd}` |")
+    # ONLY=sparse: the sparse storage series alone (both epoch schemes), without the diff
+    # speed runs and the dense series.
+    only = os.environ.get("ONLY")
+    if not only:
+        rows, n = diff_speed(work)
+        print(f"### diff speed (two checkpoints of {n} bytes each; throughput is per file)\n")
+        print("| what | median time | throughput per file | command |")
+        print("|---|---|---|---|")
+        for what, s, gbs, cmd in rows:
+            print(f"| {what} | {s * 1e3:.1f} ms | {gbs:.2f} GB/s | `{cmd}` |")
     model = fetch_model(work)
-    for kind in ["sparse", "dense"]:
-        rows, changed, pages, logs, enc, full_bytes, base = storage(work, model, kind)
-        print(f"\n### storage, {kind} series ({STEPS} steps over {os.path.basename(model)}, {size(model)} bytes)\n")
+    series = [("sparse", False), ("sparse", True), ("dense", False)]
+    for kind, epochs in [x for x in series if not only or x[0] == only]:
+        rows, changed, pages, logs, enc, full_bytes, base = storage(work, model, kind, epochs)
+        how = "import --epoch STEP" if epochs else "every step imported at epoch 0"
+        print(f"\n### storage, {kind} series, {how} ({STEPS} steps over {os.path.basename(model)}, {size(model)} bytes)\n")
         print(f"Bytes that changed over the {STEPS} steps (sum of `mmsb diff` per step): {changed}; pages touched: {pages}.")
         for comp, b in logs.items():
             print(f"Log bytes, --compress {comp}: {b} = {b / max(changed, 1):.3f} x the changed bytes"

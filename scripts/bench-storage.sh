@@ -6,5 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -q
-python3 -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt zstandard==0.25.0
+# Python packages go into a virtual environment under target/, not the user's Python.
+VENV=target/py-venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt zstandard==0.25.0
+PATH=$PWD/$VENV/bin:$PATH
 exec python3 scripts/bench-storage.py "${1:-bench-out}"

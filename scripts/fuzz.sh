@@ -29,10 +29,16 @@ for k, b in bodies.items():
     (pathlib.Path(sys.argv[1]) / f"type{k}").write_bytes(bytes([k]) + prefix + b)
 PY
     ;;
-    safetensors_import) python3 - "$corpus" <<'PY' || true
-import sys, numpy as np
-from safetensors.numpy import save_file
-save_file({"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, dtype=np.int8)}, sys.argv[1] + "/seed.safetensors", metadata={"k": "v"})
+    # A safetensors file written by hand (8-byte header length, JSON header, data), so the
+    # seed needs no Python package.
+    safetensors_import) python3 - "$corpus" <<'PY'
+import json, struct, sys
+data = struct.pack("<6f", *range(6)) + bytes(3)
+header = json.dumps({"__metadata__": {"k": "v"},
+                     "a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+                     "b": {"dtype": "I8", "shape": [3], "data_offsets": [24, 27]}}).encode()
+header += b" " * (-len(header) % 8)
+open(sys.argv[1] + "/seed.safetensors", "wb").write(struct.pack("<Q", len(header)) + header + data)
 PY
     ;;
   esac

@@ -41,9 +41,11 @@ fn parse_dtype(name: &str) -> Option<Dtype> {
     serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }
 
-/// Imports a safetensors file as a checkpoint: tensor `i` in file order is page `i`, epoch 0.
-/// `progress`, when given, counts the bytes written.
-pub fn import(input: &Path, output: &Path, progress: Option<Arc<AtomicU64>>) -> Result<TensorFileSummary> {
+/// Imports a safetensors file as a checkpoint: tensor `i` in file order is page `i`, at `epoch`
+/// (a training step, say: a log appended from this checkpoint then carries the step as its
+/// records' epoch, and `replay --to-epoch` finds it). `progress`, when given, counts the bytes
+/// written.
+pub fn import(input: &Path, output: &Path, epoch: u64, progress: Option<Arc<AtomicU64>>) -> Result<TensorFileSummary> {
     crate::fsutil::refuse_output_naming_input(output, &[input])?;
     crate::fsutil::resolve_output(output)?;
     let map = ReadOnlyMap::open(input)?;
@@ -80,7 +82,7 @@ pub fn import(input: &Path, output: &Path, progress: Option<Arc<AtomicU64>>) -> 
         specs.push(PageSpec {
             id: i as u64,
             len: (e - s) as u64,
-            epoch: 0,
+            epoch,
             meta: PageMeta {
                 name: Some(name.clone()),
                 tensor: Some(TensorInfo {

@@ -538,7 +538,20 @@ pub fn frame_payload_for_page<'a>(
             }
         }
     }
-    let out = zstd::bulk::decompress(stored, size as usize).map_err(|e| Compression(e.to_string()))?;
+    // One decompression context per thread: making one per record costs more than
+    // decompressing a small record.
+    thread_local! {
+        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let out = DECOMPRESSOR
+        .with_borrow_mut(|d| {
+            if d.is_none() {
+                *d = Some(zstd::bulk::Decompressor::new()?);
+            }
+            d.as_mut().expect("made just above").decompress(stored, size as usize)
+        })
+        .map_err(|e| Compression(e.to_string()))?;
     if out.len() as u64 != size {
         return Err(Compression(format!(
             "decompressed to {} bytes, frame says {size}",

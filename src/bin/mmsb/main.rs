@@ -197,13 +197,19 @@ enum SizeDistArg {
 
 /// Imports a safetensors file as a checkpoint (one page per tensor).
 #[derive(Args)]
-#[command(after_help = "EXAMPLE:\n  mmsb import model.safetensors -o model.ckpt")]
+#[command(
+    after_help = "EXAMPLES:\n  mmsb import model.safetensors -o model.ckpt\n  mmsb import step7.safetensors --epoch 7 -o step7.ckpt"
+)]
 struct ImportArgs {
     /// The safetensors file.
     input: PathBuf,
     /// Checkpoint to write.
     #[arg(short, long)]
     output: PathBuf,
+    /// Every page's epoch: the training step the file is, so that the records `diff --append`
+    /// makes from it carry the step and `replay --to-epoch STEP` restores it.
+    #[arg(long, default_value_t = 0)]
+    epoch: u64,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -707,7 +713,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Import(a) => {
             let total = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
             let bar = progress::Progress::start(total, "import");
-            let s = mmsb::safetensors_io::import(&a.input, &a.output, Some(bar.shared()));
+            let s = mmsb::safetensors_io::import(&a.input, &a.output, a.epoch, Some(bar.shared()));
             bar.finish();
             let s = s.with_context(|| format!("import {}", a.input.display()))?;
             tensor_file_summary(a.json, &s)
@@ -744,7 +750,7 @@ fn run(cli: Cli) -> Result<Outcome> {
 fn tensor_file_summary(json: bool, s: &mmsb::safetensors_io::TensorFileSummary) -> Result<Outcome> {
     let rows = [
         ("tensors", s.tensors.to_string()),
-        ("bytes", s.bytes.to_string()),
+        ("size", human_bytes(s.bytes)),
         ("state hash", s.state_hash.to_hex()),
     ];
     print::summary(json, s, &rows)?;
@@ -787,9 +793,9 @@ fn gen_cmd(a: GenArgs) -> Result<Outcome> {
             ("checkpoint", a.output.display().to_string()),
             ("log", log_shown),
             ("pages", s.pages.to_string()),
-            ("page bytes", s.data_bytes.to_string()),
+            ("page bytes", human_bytes(s.data_bytes)),
             ("records", s.records.to_string()),
-            ("delta bytes", s.delta_bytes.to_string()),
+            ("delta bytes", human_bytes(s.delta_bytes)),
             ("checkpoint state hash", s.checkpoint_state_hash.to_hex()),
         ],
     )?;
@@ -1047,7 +1053,7 @@ fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
                 r.state_hash.map_or("- (computed with --verify)".into(), |h| h.to_hex()),
             ),
             ("pages", r.pages.to_string()),
-            ("page bytes loaded", r.load.page_bytes.to_string()),
+            ("page bytes loaded", human_bytes(r.load.page_bytes)),
             (
                 "read mode",
                 r.load.read_mode.map_or("host-mapped copy".into(), |m| {
@@ -1055,7 +1061,7 @@ fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
                 }),
             ),
             ("records applied", r.summary.records.to_string()),
-            ("delta bytes", r.summary.bytes_written.to_string()),
+            ("delta bytes", human_bytes(r.summary.bytes_written)),
         ];
         if let Some(ap) = &r.apply {
             rows.push((
@@ -1217,9 +1223,9 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
             ("device", r.device.clone()),
             ("state hash", r.state_hash.clone()),
             ("pages", r.pages.to_string()),
-            ("page bytes", r.page_bytes.to_string()),
+            ("page bytes", human_bytes(r.page_bytes)),
             ("records applied", r.summary.records.to_string()),
-            ("delta bytes", r.summary.bytes_written.to_string()),
+            ("delta bytes", human_bytes(r.summary.bytes_written)),
             ("last seq", r.summary.last_seq.map_or("-".into(), |s| s.to_string())),
             (
                 "open / check / apply / hash / write ms",
@@ -1313,9 +1319,9 @@ fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> 
                 ("log", r.log.display().to_string()),
                 ("base state hash", r.base_state_hash.to_hex()),
                 ("records", r.records.to_string()),
-                ("bytes changed", r.bytes_changed.to_string()),
-                ("payload bytes", r.payload_bytes.to_string()),
-                ("file bytes", r.file_bytes.to_string()),
+                ("bytes changed", human_bytes(r.bytes_changed)),
+                ("payload", human_bytes(r.payload_bytes)),
+                ("file size", human_bytes(r.file_bytes)),
             ])?;
         }
         return Ok(Outcome::Ok);
@@ -1358,7 +1364,7 @@ fn stress_cmd(a: StressArgs) -> Result<Outcome> {
             ("seed", r.seed.to_string()),
             ("rounds", r.rounds.to_string()),
             ("records appended", r.records.to_string()),
-            ("page bytes generated", r.page_bytes.to_string()),
+            ("page bytes generated", human_bytes(r.page_bytes)),
             ("replays / verifies", format!("{} / {}", r.replays, r.verifies)),
             ("compactions / diffs", format!("{} / {}", r.compactions, r.diffs)),
             ("torn tails recovered", r.torn_tails.to_string()),
