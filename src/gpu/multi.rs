@@ -244,6 +244,7 @@ pub fn replay_multi(
         read_mode: o.read_mode,
         pipeline: None,
         poison: None,
+        progress: None,
     };
     let tload = Instant::now();
     let mut timings = vec![DeviceTimings::default(); n];

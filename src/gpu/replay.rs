@@ -40,6 +40,8 @@ pub struct GpuReplayOptions {
     pub read_mode: Option<ReadMode>,
     /// Poison the pool with this byte first (tests).
     pub poison: Option<u8>,
+    /// Counts the page bytes that have reached the device, for a progress bar.
+    pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Phase timings in milliseconds, from the start of the call.
@@ -206,6 +208,7 @@ pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Resu
         read_mode: o.read_mode,
         pipeline: None,
         poison: o.poison,
+        progress: o.progress.clone(),
     };
     let (mut store, load) = DevicePageStore::load(&gpu, &ckpt, &select, &opts)?;
     t.alloc = load.alloc_ms;

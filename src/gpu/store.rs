@@ -56,6 +56,8 @@ pub struct LoadOptions {
     pub pipeline: Option<Pipeline>,
     /// Fill the pool with this byte before loading (tests: catches bytes never written).
     pub poison: Option<u8>,
+    /// Counts the page bytes that have reached the device, for a progress bar.
+    pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for LoadOptions {
@@ -65,6 +67,7 @@ impl Default for LoadOptions {
             read_mode: None,
             pipeline: None,
             poison: None,
+            progress: None,
         }
     }
 }
@@ -262,7 +265,12 @@ impl DevicePageStore {
                 path: ckpt.path(),
                 map: Some(ckpt.mapping()),
             };
-            let (phases, pins) = super::loader::load(gpu, &[source], &jobs, mode, p, &|_| {}, &|_, _, _| {})?;
+            let landed = |i: usize| {
+                if let Some(c) = &opts.progress {
+                    c.fetch_add(jobs[i].len, std::sync::atomic::Ordering::Relaxed);
+                }
+            };
+            let (phases, pins) = super::loader::load(gpu, &[source], &jobs, mode, p, &landed, &|_, _, _| {})?;
             stats.phases = phases;
             pinned_source = pins;
             if opts.memory == MemoryKind::Unified {

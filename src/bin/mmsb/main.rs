@@ -1023,17 +1023,37 @@ fn multi_replay_cmd(a: &ReplayArgs, ordinals: Vec<usize>) -> Result<Outcome> {
 }
 
 fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
+    let pages = mmsb::select::PageSelector::parse(&a.pages)?;
+    // The bar counts the selected pages' bytes as they reach the device (measured only where a
+    // bar can show: a replay into a pipe reads no index twice).
+    let selected_bytes = if progress::Progress::can_show() {
+        Checkpoint::open(&a.checkpoint)
+            .map(|c| {
+                c.pages()
+                    .iter()
+                    .filter(|p| pages.matches(p.id, &p.meta))
+                    .map(|p| p.len)
+                    .sum()
+            })
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let bar = progress::Progress::start(selected_bytes, "load");
     let opts = mmsb::gpu::replay::GpuReplayOptions {
         ordinal,
         memory: a.memory.kind(),
         limit: a.limit.limit(),
         verify: a.verify,
-        pages: mmsb::select::PageSelector::parse(&a.pages)?,
+        pages,
         output: a.output.clone(),
         read_mode: a.read.map(ReadArg::mode),
         poison: None,
+        progress: Some(bar.shared()),
     };
-    let (r, store) = mmsb::gpu::replay::replay(&a.checkpoint, &a.logs, &opts)?;
+    let replayed = mmsb::gpu::replay::replay(&a.checkpoint, &a.logs, &opts);
+    bar.finish();
+    let (r, store) = replayed?;
     // The process ends after the report: the driver reclaims the device memory, the pinned
     // registrations and the context at exit, while releasing them one by one first cost 12-22 ms
     // of a 300 ms run on the H100. Any output was written and synced inside `replay`.

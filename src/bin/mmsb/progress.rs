@@ -15,6 +15,12 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Whether a bar can appear at all (stderr is a terminal): a caller can skip measuring the
+    /// work when it cannot.
+    pub fn can_show() -> bool {
+        std::io::stderr().is_terminal()
+    }
+
     pub fn start(total: u64, label: &'static str) -> Progress {
         let done = Arc::new(AtomicU64::new(0));
         let total = Arc::new(AtomicU64::new(total));
