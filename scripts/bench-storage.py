@@ -162,7 +162,7 @@ def storage(work, model, kind, epochs):
         changed += r["bytes_differ"]
         pages += len(r["pages"])
     out = {}
-    for comp in ["none", "zstd"]:
+    for comp in ["none", "auto", "zstd"]:
         log = os.path.join(d, f"series-{comp}.log")
         subprocess.run(["rm", "-rf", log], check=True)
         sh(MMSB, "diff", ck[0], ck[1], "--emit-log", log, "--compress", comp)

@@ -384,7 +384,7 @@ struct CompactArgs {
     /// output's path with extension .log).
     #[arg(long, conflicts_with = "log_only")]
     rest_log: Option<PathBuf>,
-    /// Payload compression of the records written: auto (zstd where it saves 1/8), zstd,
+    /// Payload compression of the records written: auto (zstd where it saves 1/32), zstd,
     /// zstd:LEVEL or none.
     #[arg(long, default_value = "auto", value_parser = parse_compression)]
     compress: Compression,
