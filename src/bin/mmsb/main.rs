@@ -1072,6 +1072,14 @@ fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
                 "state hash",
                 r.state_hash.map_or("- (computed with --verify)".into(), |h| h.to_hex()),
             ),
+            (
+                "checked",
+                if r.state_hash.is_some() {
+                    "headers, index, every log record, every page's CRC32C on the device".into()
+                } else {
+                    "headers, index, every log record; page CRCs skipped (pass --verify)".to_string()
+                },
+            ),
             ("pages", r.pages.to_string()),
             ("page bytes loaded", human_bytes(r.load.page_bytes)),
             (

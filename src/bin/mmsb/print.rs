@@ -275,6 +275,10 @@ pub fn checkpoint_info(c: &CheckpointInfo) -> Result<()> {
             },
         ),
         ("state hash", c.state_hash.to_hex()),
+        (
+            "checked",
+            "header and index; page bytes not read (`mmsb verify` checks them)".into(),
+        ),
     ])?;
     if c.page_count == 0 {
         return Ok(());
