@@ -175,9 +175,8 @@ fn on_check_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 }
 
 /// Copy threads for the upload of a log passed in open, which runs beside the plan: fewer than
-/// a lone load's 12 leave cores to the plan. On the H200, 1M deltas took 80.5-86.7 ms with 8 or
-/// 10 threads against 87.0-90.0 ms with 12 (BENCHMARKS.md, eighth session). A log given as
-/// files is planned by the copy threads themselves, on every core.
+/// a lone load's 12 leave cores to the plan (fewer threads were faster for 1M deltas). A log
+/// given as files is planned by the copy threads themselves, on every core.
 const LOG_UPLOAD_THREADS: usize = 10;
 
 /// The log to apply: opened already, or files to open while they upload.

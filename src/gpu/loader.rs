@@ -115,14 +115,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Threads and slot size for moving `bytes` with `mode`, from sweeps on the lent machines
-    /// (scripts/gpu-sweep.sh, BENCHMARKS.md): small warm loads want little staging (8 x 2 MiB);
-    /// large warm loads peaked at 12 threads with 4 MiB slots on the H200 (2 MiB slots and 8 or
-    /// 16 threads were slower there; on the H100, 2 MiB and 4 MiB were within noise). Direct
-    /// reads wait on the disk, and the lent H200's disk served 512 KiB reads faster than 1, 2
-    /// or 8 MiB ones: 16 in flight for a large file (4 GiB in 1.5-1.8 s against 2.1-2.3 s with
-    /// 8 MiB), 8 for a small one (87 MiB in 48-56 ms against 56-74 ms with 2 MiB), whose first
-    /// load also pins 8 MiB of staging instead of 32 (3 ms instead of 10-14).
+    /// Threads and slot size for moving `bytes` with `mode` (chosen by `scripts/gpu-sweep.sh`):
+    /// a small warm load wants little staging, since pinning it costs more than the copy; a
+    /// large warm load is bound by `pread` out of the page cache, so it wants many threads with
+    /// slots large enough to keep each copy engine busy; direct reads wait on the disk, where
+    /// many small reads in flight beat a few large ones and need little pinned staging.
     pub fn for_load(bytes: u64, mode: ReadMode) -> Pipeline {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let large = bytes > 256 << 20;

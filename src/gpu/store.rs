@@ -239,11 +239,10 @@ impl DevicePageStore {
             let tp = Instant::now();
             let cached = super::loader::cached_fraction(ckpt.path(), &ranges);
             stats.probe_ms = tp.elapsed().as_secs_f64() * 1e3;
-            // Measured on the lent H200 (scripts/gpu-sweep.sh, BENCHMARKS.md): a small warm file
-            // comes fastest through staging the device already keeps pinned (3.1 ms for 87 MiB),
-            // else by pinning the file mapping (4.6 ms), since pinning fresh staging costs more
-            // than either (18.6 ms); a cold file, small or large, through O_DIRECT (87 MiB: 49 ms
-            // against 55-58 buffered; the lent H100 had it the other way round for small files).
+            // Pinning fresh staging costs more than moving a small file, so a small warm file goes
+            // through staging the device already keeps pinned, else through its pinned mapping;
+            // a cold file, small or large, through O_DIRECT, which skips the page cache's copy
+            // (scripts/gpu-sweep.sh compares the modes).
             let small_staging = Pipeline::for_load(pool_len, ReadMode::Buffered).staging_len();
             let mode = opts.read_mode.unwrap_or(match (cached > 0.9, pool_len <= SMALL_LOAD) {
                 (true, true) if gpu.has_staging(small_staging) => ReadMode::Buffered,
