@@ -52,6 +52,7 @@ pub mod replay;
 pub mod safetensors_io;
 pub mod select;
 pub mod stress;
+pub mod timing;
 pub mod verify;
 
 pub use error::{Corruption, Error, Result};

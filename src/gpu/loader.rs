@@ -3,6 +3,7 @@
 //! each slot's host-to-device copy runs asynchronously on its thread's stream while the thread
 //! fills the next slot. See ../shared/gpu-limits/README.md for the measurements behind this.
 
+use crate::timing::ms;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
@@ -382,10 +383,6 @@ pub fn load(
     }
     times.release_ms = ms(t);
     result.map(|()| (times, None))
-}
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// Pins the file mapping piece by piece (read-only registration) and copies each piece straight

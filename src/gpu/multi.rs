@@ -3,6 +3,7 @@
 //! copied device to device). Written for any number of devices; with one GPU the same code runs
 //! on several contexts of that device (`cuda:0,cuda:0`), which is how it is tested there.
 
+use crate::timing::ms;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,10 +150,6 @@ pub struct MultiReplayReport {
     pub replicas_agree: Option<bool>,
     /// Phases.
     pub timings_ms: MultiTimings,
-}
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// Runs `f` for every item on its own thread, keeping the order; the first error wins.

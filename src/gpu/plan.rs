@@ -14,6 +14,7 @@
 //! the upload's copy threads right after each piece is read ([`Planner::walk_piece`]), while
 //! the bytes are in cache, and the log is opened from the walked pieces.
 
+use crate::timing::ms;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -853,10 +854,6 @@ fn finish_writes(
     let batch = list_tiles(batch, &page_len)?;
     out.tiles_ms += ms(t);
     Ok((batch, stop.is_some()))
-}
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// How many records ahead of the one being decoded its payload is prefetched.

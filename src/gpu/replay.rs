@@ -3,6 +3,7 @@
 //! log and asks the kernel to read the file ahead, so a cold small file is in the page cache by
 //! the time the device is ready.
 
+use crate::timing::ms;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -103,10 +104,6 @@ pub struct GpuReplayReport {
     pub timings_ms: GpuTimings,
     /// Page bytes loaded per second from open to resident, GB/s.
     pub load_gb_per_s: f64,
-}
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// Reads `path` into the page cache with several threads (buffered reads at the disk's rate),

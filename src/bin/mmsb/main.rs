@@ -4,6 +4,7 @@ mod man;
 mod print;
 mod progress;
 
+use mmsb::timing::ms;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -1153,10 +1154,6 @@ struct Timings {
     hash: f64,
     write: f64,
     total: f64,
-}
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
 }
 
 fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
