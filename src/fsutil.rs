@@ -274,7 +274,7 @@ impl AtomicDir {
     }
 
     /// fsyncs the directory, renames it into place and makes the rename durable. The files in it
-    /// must already be synced (a [`crate::format::log::LogWriter`] syncs on `finish`).
+    /// must already be synced (a log writer syncs on `finish`).
     pub fn commit(mut self) -> Result<()> {
         let temp = self.temp.take().expect("present until commit");
         sync_dir(temp.path())?;
