@@ -233,9 +233,17 @@ fn a_page_larger_than_the_machine_is_a_clear_out_of_memory_error() {
     }
     let dir = tempfile::tempdir().unwrap();
     crafted(dir.path(), &[create(1, 1 << 40)]);
-    let outs = check_commands(dir.path(), &[vec!["replay", "--device", "cpu", "e.ckpt", "e.log"]], 2);
+    let outs = check_commands(
+        dir.path(),
+        &[
+            vec!["replay", "--device", "cpu", "e.ckpt", "e.log"],
+            vec!["verify", "--json", "e.ckpt", "e.log"],
+        ],
+        2,
+    );
     let e = stderr(&outs[0]);
     assert!(e.contains("out of memory") && e.contains("page 1"), "{e}");
+    assert_eq!(json(&outs[1])["problems"][0]["kind"], "out_of_memory", "not bad data");
 }
 
 /// A checkpoint of 1,000,000 zero-length pages: `inspect` and `verify` cost memory in

@@ -916,10 +916,17 @@ fn verify_cmd(a: VerifyArgs, wait: mmsb::format::lock::LockWait) -> Result<Outco
             );
         }
     }
+    // Bad data is 1; a problem that is not the data's (I/O, a lock, memory) is 2.
+    let data_problems_only = report
+        .problems
+        .iter()
+        .all(|p| matches!(p.kind, "corrupt" | "torn_tail" | "delta_rejected" | "wrong_base"));
     Ok(if report.ok || repaired.is_some() {
         Outcome::Ok
-    } else {
+    } else if data_problems_only {
         Outcome::DataBad
+    } else {
+        Outcome::Failed
     })
 }
 
