@@ -22,7 +22,7 @@ use crate::format::record::{Delta, Op, TargetPage};
 use crate::fsutil::AtomicDir;
 use crate::inspect::log_info;
 use crate::page::{PageMeta, StateHash};
-use crate::replay::{ReplayLimit, State};
+use crate::replay::{PageCheck, ReplayLimit, State};
 
 /// Sizes of one side of a compaction.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -141,7 +141,7 @@ pub fn compact_checkpoint(
         return Err(e);
     }
     let log = open_log(logs)?;
-    let mut state = State::from_checkpoint(&ckpt, false)?;
+    let mut state = State::from_checkpoint(&ckpt, PageCheck::Trust)?;
     let summary = state.replay(&log, ReplayLimit { to_seq, to_epoch: None })?;
     let rest: Vec<_> = log
         .records()
@@ -869,7 +869,7 @@ mod tests {
                 (x.page_id, x.epoch, format!("{:?}", x.op))
             })
             .collect();
-        let mut state = State::from_checkpoint(&ckpt, true).unwrap();
+        let mut state = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
         state.replay(&merged, ReplayLimit::default()).unwrap();
         (recs, state.page(1).map(|p| p.data().to_vec()))
     }

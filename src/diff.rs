@@ -22,7 +22,7 @@ use crate::format::{crc32c_combine_with, crc32c_shift_factor};
 use crate::fsutil::AtomicDir;
 use crate::inspect::log_info;
 use crate::page::{PageMeta, StateHash};
-use crate::replay::{Page, ReplayLimit, State};
+use crate::replay::{Page, PageCheck, ReplayLimit, State};
 
 /// Bytes compared per task: small enough that both sides of a chunk stay in L2 between the
 /// checksum and the comparison.
@@ -50,7 +50,7 @@ impl<'a> DiffSide<'a> {
         if !checked && let Some(e) = checkpoint.check_padding().into_iter().next() {
             return Err(e);
         }
-        let mut state = State::from_checkpoint(checkpoint, checked)?;
+        let mut state = State::from_checkpoint(checkpoint, if checked { PageCheck::Check } else { PageCheck::Trust })?;
         if let Some(log) = log {
             log.refuse_torn_tail("run `mmsb recover` first")?;
             let summary = state.replay(log, limit)?;

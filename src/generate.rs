@@ -420,7 +420,7 @@ mod tests {
     use super::*;
     use crate::format::checkpoint::Checkpoint;
     use crate::format::log::Log;
-    use crate::replay::{ReplayLimit, State};
+    use crate::replay::{PageCheck, ReplayLimit, State};
 
     #[test]
     fn same_seed_same_bytes_and_the_log_replays() {
@@ -452,7 +452,7 @@ mod tests {
         assert_eq!(ckpt.state_hash(), sa.checkpoint_state_hash);
         assert_eq!(ckpt.head().data_bytes(), 300_000);
         let log = Log::open(&[dir.path().join("a.log")]).unwrap();
-        let mut s = State::from_checkpoint(&ckpt, true).unwrap();
+        let mut s = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
         let r = s.replay(&log, ReplayLimit::default()).unwrap();
         assert_eq!(r.records, 300);
         assert_eq!(r.bytes_written, sa.delta_bytes);

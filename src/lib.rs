@@ -16,7 +16,7 @@
 //! use mmsb::format::log::{Log, LogOptions, LogWriter};
 //! use mmsb::format::record::{Delta, Op};
 //! use mmsb::page::PageMeta;
-//! use mmsb::replay::{ReplayLimit, State};
+//! use mmsb::replay::{PageCheck, ReplayLimit, State};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let ckpt_path = dir.path().join("state.ckpt");
@@ -30,7 +30,7 @@
 //!                     op: Op::Sparse(vec![(1, &b"XY"[..])]) })?;
 //! log.finish()?;
 //!
-//! let mut state = State::from_checkpoint(&ckpt, true)?;
+//! let mut state = State::from_checkpoint(&ckpt, PageCheck::Check)?;
 //! state.replay(&Log::open(&[log_dir])?, ReplayLimit::default())?;
 //! assert_eq!(state.page(1).unwrap().data(), b"aXYd");
 //! # Ok::<(), Box<dyn std::error::Error>>(())

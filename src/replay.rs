@@ -78,6 +78,15 @@ pub struct State<'a> {
     progress: Option<Arc<AtomicU64>>,
 }
 
+/// Whether loading a checkpoint's pages first checks their checksums and padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageCheck {
+    /// Check every page before anything uses it.
+    Check,
+    /// The caller has checked the pages, or checks each as it reads it.
+    Trust,
+}
+
 /// Why a delta was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyError {
@@ -122,10 +131,13 @@ pub struct ReplaySummary {
 }
 
 impl<'a> State<'a> {
-    /// Loads every page of a checkpoint, zero-copy. With `check`, every page's checksum and
-    /// padding is verified first (in parallel) and the first bad page fails the call.
-    pub fn from_checkpoint(ckpt: &'a Checkpoint, check: bool) -> Result<State<'a>> {
-        if check && let Some(e) = ckpt.check_pages(None).into_iter().next() {
+    /// Loads every page of a checkpoint, zero-copy. With [`PageCheck::Check`], every page's
+    /// checksum and padding is verified first (in parallel) and the first bad page fails the
+    /// call.
+    pub fn from_checkpoint(ckpt: &'a Checkpoint, check: PageCheck) -> Result<State<'a>> {
+        if check == PageCheck::Check
+            && let Some(e) = ckpt.check_pages(None).into_iter().next()
+        {
             return Err(e);
         }
         let pages = ckpt
@@ -413,13 +425,13 @@ mod tests {
         w.finish().unwrap();
         let log = Log::open(&[logdir]).unwrap();
 
-        let mut all = State::from_checkpoint(&ckpt, true).unwrap();
+        let mut all = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
         let s = all.replay(&log, ReplayLimit::default()).unwrap();
         assert_eq!((s.records, s.bytes_written, s.last_seq), (4, 4, Some(4)));
         assert_eq!(all.page(1).unwrap().data(), &[1, 2, 2, 0, 0, 0]);
         assert_eq!(all.page(2).unwrap().data(), &[0, 0]);
 
-        let mut two = State::from_checkpoint(&ckpt, true).unwrap();
+        let mut two = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
         two.replay(
             &log,
             ReplayLimit {
@@ -430,7 +442,7 @@ mod tests {
         .unwrap();
         assert_eq!(two.page(1).unwrap().data(), &[1, 2, 2, 0]);
         assert!(two.page(2).is_none());
-        let mut by_epoch = State::from_checkpoint(&ckpt, true).unwrap();
+        let mut by_epoch = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
         by_epoch
             .replay(
                 &log,
@@ -441,7 +453,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(by_epoch.state_hash(), {
-            let mut three = State::from_checkpoint(&ckpt, true).unwrap();
+            let mut three = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
             three
                 .replay(
                     &log,
@@ -485,7 +497,7 @@ mod tests {
             .finish()
             .unwrap();
         let log = Log::open(&[logdir]).unwrap();
-        let err = State::from_checkpoint(&ckpt, false)
+        let err = State::from_checkpoint(&ckpt, PageCheck::Trust)
             .unwrap()
             .replay(&log, ReplayLimit::default())
             .unwrap_err();

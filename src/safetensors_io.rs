@@ -17,7 +17,7 @@ use crate::format::log::Log;
 use crate::fsutil::AtomicFile;
 use crate::mmap::ReadOnlyMap;
 use crate::page::{PageMeta, StateHash, TensorInfo};
-use crate::replay::{ReplayLimit, State};
+use crate::replay::{PageCheck, ReplayLimit, State};
 
 /// What an import or export moved.
 #[derive(Debug, Clone, Serialize)]
@@ -148,7 +148,7 @@ pub fn export(
     crate::fsutil::refuse_output_naming_input(output, &inputs)?;
     crate::fsutil::resolve_output(output)?;
     let ckpt = Checkpoint::open(checkpoint)?;
-    let mut state = State::from_checkpoint(&ckpt, true)?;
+    let mut state = State::from_checkpoint(&ckpt, PageCheck::Check)?;
     if !logs.is_empty() {
         state.replay(&Log::open(logs)?, limit)?;
     }

@@ -17,7 +17,7 @@ use crate::format::checkpoint::Checkpoint;
 use crate::format::log::{Compression, Log, recover};
 use crate::generate::{GenOptions, Mix, SizeDist, generate};
 use crate::page::StateHash;
-use crate::replay::{ReplayLimit, State};
+use crate::replay::{PageCheck, ReplayLimit, State};
 use crate::verify::verify;
 
 /// What a stress run does.
@@ -66,7 +66,7 @@ fn check(ok: bool, what: impl FnOnce() -> String) -> Result<()> {
 
 fn replay_hash(ckpt: &Path, logs: &[PathBuf], limit: ReplayLimit) -> Result<StateHash> {
     let c = Checkpoint::open(ckpt)?;
-    let mut s = State::from_checkpoint(&c, true)?;
+    let mut s = State::from_checkpoint(&c, PageCheck::Check)?;
     if !logs.is_empty() {
         s.replay(&Log::open(logs)?, limit)?;
     }

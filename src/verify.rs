@@ -10,7 +10,7 @@ use crate::format::checkpoint::Checkpoint;
 use crate::format::log::Log;
 use crate::format::record::LogPageLens;
 use crate::page::StateHash;
-use crate::replay::{ReplayLimit, State};
+use crate::replay::{PageCheck, ReplayLimit, State};
 
 /// What kind of mmsb file a path holds, by its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +218,7 @@ pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>) -> Result<VerifyR
         torn = log.torn_tail().cloned();
         let mut applied = 0;
         if let [(c, _)] = &opened[..] {
-            let mut state = State::from_checkpoint(c, false)?;
+            let mut state = State::from_checkpoint(c, PageCheck::Trust)?;
             let mut found = Vec::new();
             match state.replay_collecting(&log, ReplayLimit::default(), &mut |e| {
                 found.push(e);

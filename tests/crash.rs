@@ -25,7 +25,7 @@ use mmsb::format::checkpoint::{Checkpoint, PageSpec, write_checkpoint};
 use mmsb::format::log::{Durability, Log, LogOptions, LogWriter, recover};
 use mmsb::format::record::{Delta, Op};
 use mmsb::page::PageMeta;
-use mmsb::replay::{ReplayLimit, State};
+use mmsb::replay::{PageCheck, ReplayLimit, State};
 use mmsb::verify::verify;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -211,9 +211,9 @@ fn acknowledged_records_survive_sigkill_of_the_writer() {
             "trial {trial}: verifies after recover"
         );
         // Replay gives exactly the state of records 1..=last, applied one by one.
-        let mut replayed = State::from_checkpoint(&ckpt, true).unwrap();
+        let mut replayed = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
         replayed.replay(&after, ReplayLimit::default()).unwrap();
-        let mut expected = State::from_checkpoint(&ckpt, true).unwrap();
+        let mut expected = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
         for seq in 1..=last {
             let bytes = vec![seq as u8; 1000];
             expected.apply(&nth_delta(seq, &bytes)).unwrap();

@@ -9,7 +9,7 @@ use common::{code, copy_testdata, run, testdata};
 use mmsb::error::{Corruption, Error};
 use mmsb::format::checkpoint::Checkpoint;
 use mmsb::format::log::Log;
-use mmsb::replay::{ReplayLimit, State};
+use mmsb::replay::{PageCheck, ReplayLimit, State};
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -62,7 +62,7 @@ fn replay(ckpt: &str, log: &str) -> (Checkpoint, Log) {
 fn small_checkpoint_plus_log_replays_to_the_hand_computed_pages() {
     let (ckpt, log) = replay("small.ckpt", "small.log");
     assert_eq!(log.segments().len(), 2, "the golden log spans a segment rotation");
-    let mut s = State::from_checkpoint(&ckpt, true).unwrap();
+    let mut s = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     let summary = s.replay(&log, ReplayLimit::default()).unwrap();
     assert_eq!(summary.records, 9);
     assert_eq!(s.page(0).unwrap().data(), b"Hi!LO");
@@ -119,10 +119,10 @@ fn torn_log_replays_its_whole_records_and_recover_cuts_only_the_tail() {
     let (ckpt, log) = replay("small.ckpt", "torn.log");
     assert!(log.problems().is_empty());
     let torn = log.torn_tail().unwrap().clone();
-    let mut s = State::from_checkpoint(&ckpt, true).unwrap();
+    let mut s = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     assert_eq!(s.replay(&log, ReplayLimit::default()).unwrap().records, 8);
     let (full_ckpt, full_log) = replay("small.ckpt", "small.log");
-    let mut eight = State::from_checkpoint(&full_ckpt, true).unwrap();
+    let mut eight = State::from_checkpoint(&full_ckpt, PageCheck::Check).unwrap();
     eight
         .replay(
             &full_log,
@@ -176,7 +176,7 @@ fn mid_log_corruption_is_not_a_torn_tail_and_recover_refuses_it() {
 #[test]
 fn log_for_another_state_is_refused() {
     let (ckpt, log) = replay("small.ckpt", "wrong-base.log");
-    let err = State::from_checkpoint(&ckpt, true)
+    let err = State::from_checkpoint(&ckpt, PageCheck::Check)
         .unwrap()
         .replay(&log, ReplayLimit::default())
         .unwrap_err();
@@ -303,7 +303,7 @@ fn a_group_is_records_whose_flag_byte_says_more_follow_in_a_version_1_1_segment(
     // A record alone, then a group of three: bit 1 on all of the group but its last.
     assert_eq!(flag_bytes, [0, 2, 2, 0]);
     let (ckpt, _) = replay("small.ckpt", "small.log");
-    let mut s = State::from_checkpoint(&ckpt, true).unwrap();
+    let mut s = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     assert_eq!(s.replay(&log, ReplayLimit::default()).unwrap().records, 4);
     assert_eq!(s.page(0).unwrap().data(), b"HELL!");
     assert_eq!(
@@ -323,7 +323,7 @@ fn a_log_that_ends_inside_a_group_replays_none_of_it_and_recover_cuts_the_whole_
         group.segments()[0].frames()[1].offset,
         "cut at the group's first record"
     );
-    let mut s = State::from_checkpoint(&ckpt, true).unwrap();
+    let mut s = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     assert_eq!(s.replay(&log, ReplayLimit::default()).unwrap().records, 1);
     assert_eq!(s.page(0).unwrap().data(), b"HELLO");
     assert_eq!(
@@ -350,7 +350,7 @@ fn frozen_version_1_0_files_replay_to_their_recorded_state_hash() {
     assert_eq!(ckpt.head().minor, 0);
     let log = Log::open(&[testdata().join("v1.0/small.log")]).unwrap();
     assert!(log.segments().iter().all(|s| s.header().minor == 0));
-    let mut s = State::from_checkpoint(&ckpt, true).unwrap();
+    let mut s = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     assert_eq!(s.replay(&log, ReplayLimit::default()).unwrap().records, 9);
     assert_eq!(s.state_hash().to_hex(), V1_0_STATE_AFTER_LOG);
 }
@@ -388,7 +388,7 @@ fn appending_to_a_version_1_0_log_leaves_its_segments_as_they_are_and_starts_a_1
     assert_eq!(grown.segments().len(), 3);
     assert_eq!(grown.segments()[2].header().minor, 1);
     let ckpt = Checkpoint::open(&dir.path().join("v1.0/small.ckpt")).unwrap();
-    let mut s = State::from_checkpoint(&ckpt, true).unwrap();
+    let mut s = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     s.replay(&grown, ReplayLimit::default()).unwrap();
     for page in ckpt.pages() {
         let id = page.id;

@@ -18,7 +18,7 @@ use mmsb::gpu::kernels::KernelCode;
 use mmsb::gpu::loader::ReadMode;
 use mmsb::gpu::store::{DevicePageStore, LoadOptions, PageResidency};
 use mmsb::gpu::{Gpu, KernelCompile};
-use mmsb::replay::{ReplayLimit, State};
+use mmsb::replay::{PageCheck, ReplayLimit, State};
 use mmsb::select::PageSelector;
 
 fn gpu() -> Option<Arc<Gpu>> {
@@ -198,7 +198,7 @@ fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: 
     }
     let ckpt = Checkpoint::open(&ck).unwrap();
     let log = Log::open(&[&lg]).unwrap();
-    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    let mut cpu = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     cpu.replay(&log, ReplayLimit::default()).unwrap();
 
     let (mut store, loaded) = DevicePageStore::load(gpu, &ckpt, &|_| true, opts).unwrap();
@@ -281,7 +281,7 @@ fn gpu_kernels_are_compiled_for_the_card_while_starting_or_when_first_needed() {
         .unwrap();
     assert_eq!(lazy.kernel_code(), Some(cubin), "applying deltas compiled the kernels");
     assert!(lazy.compile_ms() > 0.0);
-    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    let mut cpu = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     cpu.replay(&log, ReplayLimit::default()).unwrap();
     assert_eq!(store.state_hash().unwrap(), cpu.state_hash());
 }
@@ -363,7 +363,7 @@ fn gpu_selected_pages_load_alone_and_get_only_their_deltas() {
     generate(&ck, Some(&lg), &o).unwrap();
     let ckpt = Checkpoint::open(&ck).unwrap();
     let log = Log::open(&[&lg]).unwrap();
-    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    let mut cpu = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     cpu.replay(&log, ReplayLimit::default()).unwrap();
     let sel = PageSelector::parse(&["3-5", "page.2?"]).unwrap();
     let (mut store, stats) = DevicePageStore::load(
@@ -460,7 +460,7 @@ fn gpu_pages_can_be_evicted_restored_and_written_back() {
         .unwrap();
     let out = dir.path().join("out.ckpt");
     store.write_checkpoint(&out, Default::default()).unwrap();
-    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    let mut cpu = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     cpu.replay(&log, ReplayLimit::default()).unwrap();
     assert_eq!(Checkpoint::open(&out).unwrap().state_hash(), cpu.state_hash());
 }
@@ -531,13 +531,13 @@ fn check_damaged_records(gpu: &Arc<Gpu>, o: &GenOptions) {
     let (mut store, _) = DevicePageStore::load(gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
     let err = apply_via(Via::Prepared, &mut store, &lg, &ckpt).unwrap_err();
     assert_eq!(err.to_string(), cpu_err, "planned before the load");
-    let loaded = State::from_checkpoint(&ckpt, true).unwrap().state_hash();
+    let loaded = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap().state_hash();
     assert_eq!(store.state_hash().unwrap(), loaded, "nothing written before the checks");
 
     flip(frames.len() - 1);
     let checked = Log::open(&[&lg]).unwrap();
     assert!(checked.torn_tail().is_some());
-    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    let mut cpu = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     let cpu_summary = cpu.replay(&checked, ReplayLimit::default()).unwrap();
     let (mut store, _) = DevicePageStore::load(gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
     let (summary, _) = store
@@ -583,7 +583,7 @@ fn gpu_checks_checksums_file_by_file_across_segments() {
     let segments = log.segments().len();
     assert!(segments >= 8, "{segments} segments: too few to arrive one by one");
 
-    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    let mut cpu = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     let cpu_summary = cpu.replay(&log, ReplayLimit::default()).unwrap();
     drop(log);
     for via in [Via::Files, Via::Prepared] {
@@ -603,7 +603,7 @@ fn gpu_checks_checksums_file_by_file_across_segments() {
     b[f.payload_offset() as usize + f.payload_len as usize / 2] ^= 0x10;
     std::fs::write(&seg, &b).unwrap();
     let cpu_err = Log::open(&[&lg]).unwrap().check().unwrap_err().to_string();
-    let loaded = State::from_checkpoint(&ckpt, true).unwrap().state_hash();
+    let loaded = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap().state_hash();
     for via in [Via::Files, Via::Prepared] {
         let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
         let err = apply_via(via, &mut store, &lg, &ckpt).unwrap_err();
@@ -651,7 +651,7 @@ fn gpu_sharded_and_replicated_restores_equal_the_cpu_replay() {
     let (ck, lg) = (dir.path().join("m.ckpt"), dir.path().join("m.log"));
     generate(&ck, Some(&lg), &o).unwrap();
     let ckpt = Checkpoint::open(&ck).unwrap();
-    let mut cpu = State::from_checkpoint(&ckpt, true).unwrap();
+    let mut cpu = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     cpu.replay(&Log::open(&[&lg]).unwrap(), ReplayLimit::default()).unwrap();
     for placement in [Placement::Shard, Placement::Replicate] {
         let opts = MultiReplayOptions {

@@ -11,7 +11,7 @@ use mmsb::format::checkpoint::Checkpoint;
 use mmsb::format::log::{Compression, Log};
 use mmsb::generate::{GenOptions, Mix, SizeDist, generate};
 use mmsb::gpu::plan::{self, Planner, Step};
-use mmsb::replay::{ReplayLimit, State};
+use mmsb::replay::{PageCheck, ReplayLimit, State};
 use proptest::prelude::*;
 
 /// How the plan's log is opened.
@@ -115,7 +115,7 @@ fn check_against_cpu(o: &GenOptions, limit: ReplayLimit, every: u64) -> Vec<bool
     generate(&ckpt_path, Some(&log_path), o).unwrap();
     let ckpt = Checkpoint::open(&ckpt_path).unwrap();
     let selected = |id: u64| id.is_multiple_of(every);
-    let mut cpu = State::from_checkpoint(&ckpt, false).unwrap();
+    let mut cpu = State::from_checkpoint(&ckpt, PageCheck::Trust).unwrap();
     let cpu_summary = cpu.replay(&Log::open(&[&log_path]).unwrap(), limit).unwrap();
     let mut decoded_in_scan = Vec::new();
     for how in OPENINGS {
@@ -351,7 +351,7 @@ fn a_rejected_record_gives_the_cpu_replays_error() {
         }
         w.finish().unwrap();
         let limit = ReplayLimit { to_seq: None, to_epoch };
-        let mut cpu = State::from_checkpoint(&ckpt, false).unwrap();
+        let mut cpu = State::from_checkpoint(&ckpt, PageCheck::Trust).unwrap();
         let cpu_result = cpu.replay(&Log::open(&[&log_path]).unwrap(), limit);
         for how in [Opening::Deferred, Opening::FromPieces] {
             let (_, planned) = open_and_plan(&ckpt, &log_path, how, limit, &|_| true);

@@ -11,7 +11,7 @@ use mmsb::format::checkpoint::{Checkpoint, PageSpec, write_checkpoint};
 use mmsb::format::log::{Compression, Durability, Log, LogOptions, LogWriter};
 use mmsb::format::record::{Delta, Op};
 use mmsb::page::{PageMeta, Residency, StateHash, TensorInfo};
-use mmsb::replay::{ReplayLimit, State};
+use mmsb::replay::{PageCheck, ReplayLimit, State};
 use proptest::prelude::*;
 
 /// A delta described independently of any page, made concrete against the model's pages.
@@ -254,7 +254,7 @@ proptest! {
         let n = models_after.len() - 1;
         let k = stop as usize % (n + 1);
         for (limit, expect) in [(ReplayLimit::default(), &models_after[n]), (ReplayLimit { to_seq: Some(k as u64), to_epoch: None }, &models_after[k])] {
-            let mut state = State::from_checkpoint(&ckpt, true).unwrap();
+            let mut state = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
             state.replay(&log, limit).unwrap();
             let got: Model = state.pages().map(|(id, p)| (id, (p.data().to_vec(), p.epoch))).collect();
             prop_assert_eq!(&got, expect);
@@ -276,7 +276,7 @@ proptest! {
         let n = models_after.len() - 1;
         let k = stop as u64 % (n as u64 + 1);
         let replayed = |ck: &Checkpoint, logs: &[PathBuf]| -> Model {
-            let mut state = State::from_checkpoint(ck, true).unwrap();
+            let mut state = State::from_checkpoint(ck, PageCheck::Check).unwrap();
             if !logs.is_empty() {
                 state.replay(&Log::open(logs).unwrap(), ReplayLimit::default()).unwrap();
             }

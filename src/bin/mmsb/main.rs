@@ -15,7 +15,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use mmsb::format::checkpoint::Checkpoint;
 use mmsb::format::log::{Compression, Log};
 use mmsb::generate::{GenOptions, Mix, SizeDist};
-use mmsb::replay::{ReplayLimit, State};
+use mmsb::replay::{PageCheck, ReplayLimit, State};
 
 const EXIT_STATUS: &str = "\
 EXIT STATUS:
@@ -1213,7 +1213,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
     if let Some(e) = bad.into_iter().next() {
         return Err(e.into());
     }
-    let mut state = State::from_checkpoint(&ckpt, false)?;
+    let mut state = State::from_checkpoint(&ckpt, PageCheck::Trust)?;
     state.count_progress(bar.shared());
     t.check = ms(phase);
     let phase = Instant::now();
