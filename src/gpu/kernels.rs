@@ -203,9 +203,9 @@ pub const SOURCE_PAD: usize = 16;
 /// needed). Without the NVRTC library, compiling is an error saying so.
 ///
 /// Why a CUBIN: the driver keeps what it compiles from PTX in a cache, but where that cache is
-/// empty or disabled (a fresh machine or container) loading the PTX took 107-257 ms on the lent
-/// H200, after the context was up; NVRTC's own compile of a CUBIN took 250-450 ms there on a
-/// machine's first run, 20-50 ms with its cache warm. A built-in CUBIN takes neither.
+/// empty or disabled (a fresh machine or container) loading the PTX costs a JIT compile of a
+/// hundred milliseconds or more after the context is up, and NVRTC's own compile of a CUBIN
+/// costs as much without its cache. A built-in CUBIN takes neither.
 pub fn compile(code: KernelCode) -> Result<cudarc::nvrtc::Ptx> {
     match code {
         KernelCode::BuiltIn(major, minor) => built_in(major, minor)

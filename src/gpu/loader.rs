@@ -24,8 +24,8 @@ use crate::mmap::ReadOnlyMap;
 #[serde(rename_all = "kebab-case")]
 pub enum ReadMode {
     /// `pread` out of the page cache into the staging slots (warm, large files). Copying out of
-    /// a fresh mapping instead would take a page fault per 4 KiB, which costs about as much as
-    /// the disk on some of the lent machines.
+    /// a fresh mapping instead would take a page fault per 4 KiB, which can cost as much as
+    /// reading the disk.
     Buffered,
     /// Pin the read-only file mapping itself in 16 MiB pieces and copy each piece as soon as it
     /// is pinned (warm, small files: no staging memory to set up).

@@ -58,8 +58,8 @@ pub enum KernelCompile {
     /// own: for work that needs them (applying deltas, checksums on the device).
     WhileStarting,
     /// When a kernel is first needed: a run that only loads pages loads no module. (On a card
-    /// without a built-in CUBIN that also spares NVRTC, whose compile took 20-50 ms of CPU with
-    /// its cache warm and 250-520 ms on a machine's first run on the H200.)
+    /// without a built-in CUBIN that also spares NVRTC, whose compile costs tens of
+    /// milliseconds of CPU with its cache warm and hundreds without.)
     WhenNeeded,
 }
 
@@ -104,8 +104,8 @@ impl Gpu {
         }
         // The code for this card's architecture, which the driver (started by `device_count`
         // above) tells; where NVRTC must compile it, that runs beside the context's creation.
-        // (Started beside `cuInit` instead, a compile took 106-118 ms instead of 23-35 on the
-        // lent H200, and the kernels were ready no sooner.)
+        // (Started beside `cuInit` instead, the compile competes with it and takes several
+        // times longer, and the kernels are ready no sooner.)
         let target = kernels::KernelCode::for_card(driver::compute_capability(ordinal).ok());
         let compiling =
             (compile == KernelCompile::WhileStarting).then(|| std::thread::spawn(move || timed_compile(target)));
@@ -270,7 +270,7 @@ mod tests {
         // SAFETY: only tries to dlopen the library.
         if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
             kernels::compile(kernels::KernelCode::Ptx).expect("kernel source compiles to PTX");
-            // A CUBIN for the H100/H200's architecture (the lent machines').
+            // A CUBIN for sm_90, one of the architectures the crate builds in.
             kernels::compile(kernels::KernelCode::Cubin(9, 0)).expect("kernel source compiles for sm_90");
             // What makes `Gpu::open` fall back to PTX: an architecture NVRTC does not know.
             assert!(kernels::compile(kernels::KernelCode::Cubin(1, 0)).is_err());

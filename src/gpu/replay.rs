@@ -108,8 +108,8 @@ pub struct GpuReplayReport {
 
 /// Reads `path` into the page cache with several threads (buffered reads at the disk's rate),
 /// so that a load after it takes the warm path. A file already in the page cache is left alone:
-/// reading it again only cost the process 8,000 page faults of buffers and 50 ms of CPU time
-/// beside the CUDA start, and about 3 ms of its whole-process time on the H200.
+/// reading it again would only cost the process page faults of buffers and CPU time beside the
+/// CUDA start.
 fn warm_page_cache(path: &Path, len: u64) {
     use std::os::unix::fs::FileExt;
     const CHUNK: u64 = 4 << 20;

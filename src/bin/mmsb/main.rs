@@ -1063,8 +1063,8 @@ fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
     bar.finish();
     let (r, store) = replayed?;
     // The process ends after the report: the driver reclaims the device memory, the pinned
-    // registrations and the context at exit, while releasing them one by one first cost 12-22 ms
-    // of a 300 ms run on the H100. Any output was written and synced inside `replay`.
+    // registrations and the context at exit, while releasing them one by one first would add
+    // tens of milliseconds to the run. Any output was written and synced inside `replay`.
     std::mem::forget(store);
     warn_torn_tail(&r.summary);
     if a.json {
