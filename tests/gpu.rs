@@ -253,9 +253,9 @@ fn check_workload(gpu: &Arc<Gpu>, dir: &Path, name: &str, o: &GenOptions, opts: 
 #[ignore = "needs a CUDA device: scripts/gpu-test.sh runs it with --include-ignored"]
 fn gpu_kernels_are_compiled_for_the_card_while_starting_or_when_first_needed() {
     let Some(gpu) = gpu() else { return };
-    // The crate carries a CUBIN for the lent machines' architecture, and the driver loads it:
-    // neither NVRTC's fallback compile nor PTX (compiled by the driver at load, 107-257 ms with
-    // its cache empty) should be needed there.
+    // The crate carries CUBINs for the common architectures, and the driver loads the card's:
+    // neither NVRTC's fallback compile nor PTX (compiled by the driver at load, slow with its
+    // cache empty) should be needed there.
     let (major, minor) = gpu.ctx.compute_capability().unwrap();
     let cubin = if mmsb::gpu::kernels::BUILT_IN_ARCHS.contains(&(major, minor)) {
         KernelCode::BuiltIn(major, minor)
