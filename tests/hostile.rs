@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{code, json, mmsb, stderr};
+use common::{code, json, stderr};
 use mmsb::format::checkpoint::write_checkpoint;
 use mmsb::format::log::{FLAG_ZSTD, LogOptions, LogWriter, encode_frame};
 use mmsb::format::record::{Delta, Op, TYPE_CREATE, TYPE_FILL, TYPE_FULL};
@@ -56,43 +56,29 @@ fn crafted(dir: &Path, records: &[(u8, u8, Vec<u8>)]) -> (PathBuf, PathBuf) {
 }
 
 /// Exit code, stdout, stderr and peak resident memory (KiB) of `mmsb ARGS` run in `dir`.
+///
+/// A small Python process starts the command and reads its children's peak RSS: a child the
+/// test process started itself would count this process's own memory (a child's peak includes
+/// the memory of the process it was spawned from, up to its exec), and tests run beside it.
 fn run_measured(dir: &Path, args: &[&str]) -> (std::process::Output, u64) {
-    let child = mmsb(dir)
+    const MEASURE: &str = "import resource, subprocess, sys\n\
+r = subprocess.run(sys.argv[2:])\n\
+open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n\
+sys.exit(r.returncode if r.returncode >= 0 else 128 - r.returncode)\n";
+    let python = std::env::var("MMSB_PYTHON").unwrap_or_else(|_| "python3".into());
+    let report = dir.join(".peak-rss");
+    let output = std::process::Command::new(python)
+        .current_dir(dir)
+        .arg("-c")
+        .arg(MEASURE)
+        .arg(&report)
+        .arg(env!("CARGO_BIN_EXE_mmsb"))
         .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    // Collect the output on threads (a full pipe would stall the child), then reap the child
-    // ourselves: wait4 gives this one child's peak RSS.
-    let mut child = child;
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut v).unwrap();
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut err, &mut v).unwrap();
-        v
-    });
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our own unreaped child; `status` and `usage` are valid for writes.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
-    let status = std::os::unix::process::ExitStatusExt::from_raw(status);
-    // The child is reaped: `child` must not wait for it again.
-    std::mem::forget(child);
-    let output = std::process::Output {
-        status,
-        stdout: out_t.join().unwrap(),
-        stderr: err_t.join().unwrap(),
-    };
-    (output, usage.ru_maxrss as u64)
+        .output()
+        .expect("python3 runs");
+    let rss = std::fs::read_to_string(&report)
+        .unwrap_or_else(|e| panic!("no peak RSS for mmsb {args:?} ({e}): {}", stderr(&output)));
+    (output, rss.trim().parse().unwrap())
 }
 
 /// Runs each command on the crafted files and checks the bound and the outcome: `expect` is
