@@ -7,8 +7,8 @@
 //!   durability policy.
 //! - [`replay::State`] replays a checkpoint plus a log in memory and computes the
 //!   [`page::StateHash`] that names the result.
-//! - [`verify::verify`] runs every check and reports every problem; [`inspect`], [`generate`] and
-//!   [`safetensors_io`] back the commands of the same names.
+//! - [`ops::verify::verify`] runs every check and reports every problem; [`ops::inspect`],
+//!   [`testing::generate`] and [`ops::safetensors_io`] back the commands of the same names.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -37,22 +37,16 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod compact;
-pub mod diff;
-pub mod encoding;
 pub mod error;
 pub mod format;
 pub mod fsutil;
-pub mod generate;
 pub mod gpu;
-pub mod inspect;
 mod mmap;
+pub mod ops;
 pub mod page;
 pub mod replay;
-pub mod safetensors_io;
 pub mod select;
-pub mod stress;
+pub mod testing;
 pub mod timing;
-pub mod verify;
 
 pub use error::{Corruption, Error, Result};

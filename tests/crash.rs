@@ -24,9 +24,9 @@ use common::{ok, replay_hash};
 use mmsb::format::checkpoint::{Checkpoint, PageSpec, write_checkpoint};
 use mmsb::format::log::{Durability, Log, LogOptions, LogWriter, recover};
 use mmsb::format::record::{Delta, Op};
+use mmsb::ops::verify::verify;
 use mmsb::page::PageMeta;
 use mmsb::replay::{PageCheck, ReplayLimit, State};
-use mmsb::verify::verify;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 

@@ -192,7 +192,7 @@ fn log_for_another_state_is_refused() {
 
 /// Verifies `ckpt` (+ `log`) in process: true when verify finds a problem (the binary's exit 1).
 fn verify_fails(paths: &[PathBuf]) -> bool {
-    match mmsb::verify::verify(paths, None) {
+    match mmsb::ops::verify::verify(paths, None) {
         Ok(r) => !r.ok,
         Err(e) => e.is_data_error(),
     }
@@ -262,11 +262,11 @@ fn dense_sample_of_flips_in_a_larger_generated_checkpoint_and_log_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("g.ckpt");
     let log = dir.path().join("g.log");
-    let o = mmsb::generate::GenOptions {
+    let o = mmsb::testing::generate::GenOptions {
         pages: 40,
         total_size: 1 << 20,
         deltas: 300,
-        mix: mmsb::generate::Mix {
+        mix: mmsb::testing::generate::Mix {
             full: 1,
             sparse: 5,
             masked: 2,
@@ -279,7 +279,7 @@ fn dense_sample_of_flips_in_a_larger_generated_checkpoint_and_log_is_caught() {
         segment_size: 64 << 10,
         ..Default::default()
     };
-    mmsb::generate::generate(&ckpt, Some(&log), &o).unwrap();
+    mmsb::testing::generate::generate(&ckpt, Some(&log), &o).unwrap();
     let paths = [ckpt.clone(), log.clone()];
     let len = std::fs::metadata(&ckpt).unwrap().len() as usize;
     // Every byte of the header block and index, then every 1021st byte of the rest.

@@ -11,7 +11,6 @@ use std::sync::{Arc, OnceLock};
 
 use mmsb::format::checkpoint::Checkpoint;
 use mmsb::format::log::{Compression, Log};
-use mmsb::generate::{GenOptions, Mix, SizeDist, generate};
 use mmsb::gpu::apply::PreparedLog;
 use mmsb::gpu::driver::MemoryKind;
 use mmsb::gpu::kernels::KernelCode;
@@ -20,6 +19,7 @@ use mmsb::gpu::store::{DevicePageStore, LoadOptions, PageResidency};
 use mmsb::gpu::{Gpu, KernelCompile};
 use mmsb::replay::{PageCheck, ReplayLimit, State};
 use mmsb::select::PageSelector;
+use mmsb::testing::generate::{GenOptions, Mix, SizeDist, generate};
 
 fn gpu() -> Option<Arc<Gpu>> {
     static GPU: OnceLock<Result<Arc<Gpu>, String>> = OnceLock::new();
@@ -626,7 +626,7 @@ fn gpu_checks_checksums_file_by_file_across_segments() {
 #[test]
 #[ignore = "needs a CUDA device: scripts/gpu-test.sh runs it with --include-ignored"]
 fn gpu_sharded_and_replicated_restores_equal_the_cpu_replay() {
-    use mmsb::gpu::multi::{MultiReplayOptions, Placement, replay_multi};
+    use mmsb::replay::multi::{MultiReplayOptions, Placement, replay_multi};
     let Some(_) = gpu() else { return };
     let count = mmsb::gpu::device_count().unwrap();
     let ordinals = if count >= 2 { vec![0, 1] } else { vec![0, 0] };

@@ -9,9 +9,9 @@ use std::path::Path;
 
 use mmsb::format::checkpoint::Checkpoint;
 use mmsb::format::log::{Compression, Log};
-use mmsb::generate::{GenOptions, Mix, SizeDist, generate};
 use mmsb::gpu::plan::{self, Planner, Step};
 use mmsb::replay::{PageCheck, ReplayLimit, State};
+use mmsb::testing::generate::{GenOptions, Mix, SizeDist, generate};
 use proptest::prelude::*;
 
 /// How the plan's log is opened.

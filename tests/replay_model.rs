@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mmsb::compact::{compact_checkpoint, compact_log};
-use mmsb::diff::{DiffSide, EmitTarget, diff, emit_log};
 use mmsb::format::checkpoint::{Checkpoint, PageSpec, write_checkpoint};
 use mmsb::format::log::{Compression, Durability, Log, LogOptions, LogWriter};
 use mmsb::format::record::{Delta, Op};
+use mmsb::ops::compact::{compact_checkpoint, compact_log};
+use mmsb::ops::diff::{DiffSide, EmitTarget, diff, emit_log};
 use mmsb::page::{PageMeta, Residency, StateHash, TensorInfo};
 use mmsb::replay::{PageCheck, ReplayLimit, State};
 use proptest::prelude::*;

@@ -8,8 +8,8 @@ fuzz_target!(|data: &[u8]| {
     let input = dir.path().join("in.safetensors");
     let output = dir.path().join("out.ckpt");
     std::fs::write(&input, data).unwrap();
-    if mmsb::safetensors_io::import(&input, &output, 0, None).is_ok() {
-        let report = mmsb::verify::verify(&[output], None).unwrap();
+    if mmsb::ops::safetensors_io::import(&input, &output, 0, None).is_ok() {
+        let report = mmsb::ops::verify::verify(&[output], None).unwrap();
         assert!(report.ok, "an imported file must verify: {:?}", report.problems);
     }
 });

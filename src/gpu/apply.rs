@@ -21,7 +21,7 @@ use crate::format::checkpoint::CheckpointHead;
 use crate::format::log::Log;
 use crate::format::{crc32c_combine_with, crc32c_shift_factor};
 use crate::page::PageMeta;
-use crate::replay::{ReplayLimit, ReplaySummary};
+use crate::replay::state::{ReplayLimit, ReplaySummary};
 
 /// What the GPU apply did and how long each part took.
 #[derive(Debug, Clone, Default, serde::Serialize)]

@@ -15,9 +15,7 @@ pub mod apply;
 pub mod driver;
 pub mod kernels;
 pub mod loader;
-pub mod multi;
 pub mod plan;
-pub mod replay;
 pub mod store;
 
 use std::sync::Arc;

@@ -27,7 +27,7 @@ use crate::format::record::{
     Delta, OPTIONAL_TYPE_MIN, Op, PageShape, TYPE_CREATE, TYPE_DELETE, TYPE_RESIZE, TargetPage,
 };
 use crate::page::PageMeta;
-use crate::replay::{ReplayLimit, ReplaySummary};
+use crate::replay::state::{ReplayLimit, ReplaySummary};
 
 /// log2 of [`TILE`].
 pub const TILE_SHIFT: u32 = 16;

@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use mmsb::format::checkpoint::Checkpoint;
 use mmsb::format::log::{Compression, Log};
-use mmsb::generate::{GenOptions, Mix, SizeDist};
 use mmsb::replay::{PageCheck, ReplayLimit, State};
+use mmsb::testing::generate::{GenOptions, Mix, SizeDist};
 
 const EXIT_STATUS: &str = "\
 EXIT STATUS:
@@ -535,7 +535,7 @@ fn bench_cmd(b: BenchCommand) -> Result<Outcome> {
                 threads,
                 slot: slot as usize,
             });
-            let r = mmsb::gpu::replay::bench_load(&gpu, &checkpoint, runs.max(1), cold, mode, pipeline)?;
+            let r = mmsb::replay::gpu::bench_load(&gpu, &checkpoint, runs.max(1), cold, mode, pipeline)?;
             let med = median(r.iter().map(|x| x.open_to_resident_ms).collect());
             print::json(
                 &serde_json::json!({"device": gpu.name, "cuda_start_ms": gpu.start_ms, "cold": cold, "median_ms": med, "median_gb_per_s": r[0].page_bytes as f64 / (med / 1e3) / 1e9, "runs": r}),
@@ -548,7 +548,7 @@ fn bench_cmd(b: BenchCommand) -> Result<Outcome> {
             runs,
         } => {
             let gpu = open(&device, mmsb::gpu::KernelCompile::WhileStarting)?;
-            let r = mmsb::gpu::replay::bench_deltas(&gpu, &checkpoint, &logs, runs.max(1))?;
+            let r = mmsb::replay::gpu::bench_deltas(&gpu, &checkpoint, &logs, runs.max(1))?;
             let med = median(r.iter().map(|x| x.log_open_to_applied_ms).collect());
             print::json(
                 &serde_json::json!({"device": gpu.name, "median_ms": med, "median_payload_gb_per_s": r[0].payload_bytes as f64 / (med / 1e3) / 1e9, "runs": r}),
@@ -714,7 +714,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Import(a) => {
             let total = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
             let bar = progress::Progress::start(total, "import");
-            let s = mmsb::safetensors_io::import(&a.input, &a.output, a.epoch, Some(bar.shared()));
+            let s = mmsb::ops::safetensors_io::import(&a.input, &a.output, a.epoch, Some(bar.shared()));
             bar.finish();
             let s = s.with_context(|| format!("import {}", a.input.display()))?;
             tensor_file_summary(a.json, &s)
@@ -722,8 +722,13 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Export(a) => {
             let total = std::fs::metadata(&a.checkpoint).map(|m| m.len()).unwrap_or(0);
             let bar = progress::Progress::start(total, "export");
-            let s =
-                mmsb::safetensors_io::export(&a.checkpoint, &a.logs, a.limit.limit(), &a.output, Some(bar.shared()));
+            let s = mmsb::ops::safetensors_io::export(
+                &a.checkpoint,
+                &a.logs,
+                a.limit.limit(),
+                &a.output,
+                Some(bar.shared()),
+            );
             bar.finish();
             let s = s.with_context(|| format!("export {}", a.checkpoint.display()))?;
             tensor_file_summary(a.json, &s)
@@ -748,7 +753,7 @@ fn run(cli: Cli) -> Result<Outcome> {
     }
 }
 
-fn tensor_file_summary(json: bool, s: &mmsb::safetensors_io::TensorFileSummary) -> Result<Outcome> {
+fn tensor_file_summary(json: bool, s: &mmsb::ops::safetensors_io::TensorFileSummary) -> Result<Outcome> {
     let rows = [
         ("tensors", s.tensors.to_string()),
         ("size", human_bytes(s.bytes)),
@@ -779,7 +784,7 @@ fn gen_cmd(a: GenArgs) -> Result<Outcome> {
         compression: a.compress,
     };
     let bar = progress::Progress::start(o.total_size, "gen");
-    let s = mmsb::generate::generate_with_progress(&a.output, Some(&log), &o, Some(bar.shared()));
+    let s = mmsb::testing::generate::generate_with_progress(&a.output, Some(&log), &o, Some(bar.shared()));
     bar.finish();
     let s = s.context("gen")?;
     let log_shown = if a.deltas > 0 {
@@ -815,14 +820,14 @@ fn warn_stale_temp_outputs(paths: &[PathBuf]) {
 
 fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
     warn_stale_temp_outputs(&mmsb::fsutil::stale_temp_outputs_near(&a.files));
-    let (ckpts, logs) = mmsb::verify::classify(&a.files)?;
+    let (ckpts, logs) = mmsb::ops::verify::classify(&a.files)?;
     let selector = mmsb::select::PageSelector::parse(&a.pages)?;
     // With --json, one array of every file's document, serialized as it is written (a
     // checkpoint's page list is read from its index as it goes, never collected).
     let mut docs = Vec::new();
     let mut names = std::collections::HashMap::new();
     for c in &ckpts {
-        let info = mmsb::inspect::inspect_checkpoint(c, selector.clone())?;
+        let info = mmsb::ops::inspect::inspect_checkpoint(c, selector.clone())?;
         if names.is_empty() && !logs.is_empty() && !selector.is_all() {
             names = info
                 .pages
@@ -837,13 +842,13 @@ fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
         }
     }
     if !logs.is_empty() {
-        let filter = a.records.then(|| mmsb::inspect::RecordFilter {
+        let filter = a.records.then(|| mmsb::ops::inspect::RecordFilter {
             from_seq: a.from_seq,
             to_seq: a.to_seq,
             pages: selector,
             names,
         });
-        let (info, records) = mmsb::inspect::inspect_log(&logs, filter.as_ref())?;
+        let (info, records) = mmsb::ops::inspect::inspect_log(&logs, filter.as_ref())?;
         if a.json {
             docs.push(print::InspectDoc::Log {
                 info,
@@ -867,14 +872,14 @@ fn verify_cmd(a: VerifyArgs, wait: mmsb::format::lock::LockWait) -> Result<Outco
         .map(|m| m.len())
         .sum();
     let bar = progress::Progress::start(total, "verify");
-    let report = mmsb::verify::verify(&a.files, Some(bar.counter()));
+    let report = mmsb::ops::verify::verify(&a.files, Some(bar.counter()));
     bar.finish();
     let report = match report {
         Ok(r) => r,
         // With --json every outcome is one JSON document on stdout, a file that cannot be
         // read at all included.
         Err(e) if a.json => {
-            let problem = mmsb::verify::Problem::from(&e);
+            let problem = mmsb::ops::verify::Problem::from(&e);
             print::json(&serde_json::json!({
                 "ok": false, "checkpoints": [], "log": null, "state_hash": null,
                 "problems": [problem], "bytes_checked": 0, "stale_temp_outputs": [],
@@ -889,7 +894,7 @@ fn verify_cmd(a: VerifyArgs, wait: mmsb::format::lock::LockWait) -> Result<Outco
     };
     let mut repaired = None;
     if a.repair && !report.ok && report.problems.iter().all(|p| p.kind == "torn_tail") {
-        let (_, logs) = mmsb::verify::classify(&a.files)?;
+        let (_, logs) = mmsb::ops::verify::classify(&a.files)?;
         repaired = recover(&logs, None, wait)?;
     }
     if a.json {
@@ -1002,7 +1007,7 @@ fn warn_torn_tail(summary: &mmsb::replay::ReplaySummary) {
 }
 
 fn multi_replay_cmd(a: &ReplayArgs, ordinals: Vec<usize>) -> Result<Outcome> {
-    use mmsb::gpu::multi::{MultiReplayOptions, Placement, replay_multi};
+    use mmsb::replay::multi::{MultiReplayOptions, Placement, replay_multi};
     if !a.pages.is_empty() || a.output.is_some() {
         bail!("--pages and -o work with one device; with several, the placement decides the pages");
     }
@@ -1048,7 +1053,7 @@ fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
         0
     };
     let bar = progress::Progress::start(selected_bytes, "load");
-    let opts = mmsb::gpu::replay::GpuReplayOptions {
+    let opts = mmsb::replay::gpu::GpuReplayOptions {
         ordinal,
         memory: a.memory.kind(),
         limit: a.limit.limit(),
@@ -1059,7 +1064,7 @@ fn gpu_replay_cmd(a: &ReplayArgs, ordinal: usize) -> Result<Outcome> {
         poison: None,
         progress: Some(bar.shared()),
     };
-    let replayed = mmsb::gpu::replay::replay(&a.checkpoint, &a.logs, &opts);
+    let replayed = mmsb::replay::gpu::replay(&a.checkpoint, &a.logs, &opts);
     bar.finish();
     let (r, store) = replayed?;
     // The process ends after the report: the driver reclaims the device memory, the pinned
@@ -1277,7 +1282,7 @@ fn compact_cmd(a: CompactArgs) -> Result<Outcome> {
     let report = if a.log_only {
         let total = a.inputs.iter().map(|p| dir_or_file_len(p)).sum();
         let bar = progress::Progress::start(total, "compact");
-        let r = mmsb::compact::compact_log(&a.inputs, a.to_seq, &a.output, a.compress, Some(bar.counter()));
+        let r = mmsb::ops::compact::compact_log(&a.inputs, a.to_seq, &a.output, a.compress, Some(bar.counter()));
         bar.finish();
         r.with_context(|| format!("compact {}", a.inputs[0].display()))?
     } else {
@@ -1285,7 +1290,7 @@ fn compact_cmd(a: CompactArgs) -> Result<Outcome> {
         let ckpt_bytes = Checkpoint::open(ckpt).map(|c| c.head().data_bytes()).unwrap_or(0);
         let bar = progress::Progress::start(ckpt_bytes, "compact");
         let rest = a.rest_log.clone().unwrap_or_else(|| a.output.with_extension("log"));
-        let r = mmsb::compact::compact_checkpoint(
+        let r = mmsb::ops::compact::compact_checkpoint(
             ckpt,
             logs,
             a.to_seq,
@@ -1320,7 +1325,7 @@ fn dir_or_file_len(p: &Path) -> u64 {
 }
 
 fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> {
-    use mmsb::diff::{DiffSide, EmitTarget, emit_log};
+    use mmsb::ops::diff::{DiffSide, EmitTarget, emit_log};
     // An append extends A's log: lock it before A is read, so that no other append slips in
     // between and the records are computed against the log they extend.
     let _lock = match (&a.emit_log, a.append) {
@@ -1360,7 +1365,7 @@ fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> 
     }
     let side_bytes = |s: &DiffSide<'_>| s.state().pages().map(|(_, p)| p.data().len() as u64).sum::<u64>();
     let bar = progress::Progress::start(side_bytes(&side_a) + side_bytes(&side_b), "diff");
-    let report = mmsb::diff::diff_counting(&side_a, &side_b, a.ranges, Some(bar.counter()));
+    let report = mmsb::ops::diff::diff_counting(&side_a, &side_b, a.ranges, Some(bar.counter()));
     bar.finish();
     let report = report?;
     if a.json {
@@ -1383,12 +1388,12 @@ fn stress_cmd(a: StressArgs) -> Result<Outcome> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
     });
-    let o = mmsb::stress::StressOptions {
+    let o = mmsb::testing::stress::StressOptions {
         duration: a.duration,
         seed,
         dir: a.dir.clone().unwrap_or_else(std::env::temp_dir),
     };
-    let r = mmsb::stress::stress(&o)?;
+    let r = mmsb::testing::stress::stress(&o)?;
     if a.json {
         print::json(&r)?;
     } else {

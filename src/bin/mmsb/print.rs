@@ -4,10 +4,10 @@ use std::io::Write;
 
 use anyhow::Result;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
-use mmsb::compact::CompactReport;
-use mmsb::diff::{Change, DiffReport};
-use mmsb::inspect::{CheckpointInfo, LogInfo, RecordInfo};
-use mmsb::verify::VerifyReport;
+use mmsb::ops::compact::CompactReport;
+use mmsb::ops::diff::{Change, DiffReport};
+use mmsb::ops::inspect::{CheckpointInfo, LogInfo, RecordInfo};
+use mmsb::ops::verify::VerifyReport;
 
 /// Standard output, where a reader that went away (`| head`) ends the printing quietly: the
 /// command still finishes and exits with its own status (for `diff`, the comparison's).
@@ -602,7 +602,7 @@ fn epoch_only_summary(r: &DiffReport) -> String {
     )
 }
 
-pub fn multi_replay(r: &mmsb::gpu::multi::MultiReplayReport) -> Result<()> {
+pub fn multi_replay(r: &mmsb::replay::multi::MultiReplayReport) -> Result<()> {
     let t = &r.timings_ms;
     table_kv(&[
         ("placement", format!("{:?}", r.placement).to_lowercase()),

@@ -11,14 +11,14 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::apply::{ApplyStats, PreparedLog};
-use super::driver::{MemoryKind, enable_peer_access};
-use super::loader::ReadMode;
-use super::store::{DevicePageStore, LoadOptions, LoadStats};
-use super::{Gpu, KernelCompile};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, PageEntry};
 use crate::format::log::Log;
+use crate::gpu::apply::{ApplyStats, PreparedLog};
+use crate::gpu::driver::{MemoryKind, enable_peer_access};
+use crate::gpu::loader::ReadMode;
+use crate::gpu::store::{DevicePageStore, LoadOptions, LoadStats};
+use crate::gpu::{Gpu, KernelCompile};
 use crate::page::StateHash;
 use crate::replay::{ReplayLimit, ReplaySummary};
 
@@ -95,7 +95,7 @@ pub struct DeviceReport {
     pub device: String,
     /// Its name.
     pub device_name: String,
-    /// What the kernels were compiled to (see [`super::kernels::KernelCode`]); `None` when
+    /// What the kernels were compiled to (see [`crate::gpu::kernels::KernelCode`]); `None` when
     /// the run needed none.
     pub kernels: Option<String>,
     /// Pages it holds at the end.

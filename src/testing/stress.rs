@@ -10,15 +10,15 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::compact::{compact_checkpoint, compact_log};
-use crate::diff::{DiffSide, EmitTarget, diff, emit_log};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::log::{Compression, Log, recover};
-use crate::generate::{GenOptions, Mix, SizeDist, generate};
+use crate::ops::compact::{compact_checkpoint, compact_log};
+use crate::ops::diff::{DiffSide, EmitTarget, diff, emit_log};
+use crate::ops::verify::verify;
 use crate::page::StateHash;
 use crate::replay::{PageCheck, ReplayLimit, State};
-use crate::verify::verify;
+use crate::testing::generate::{GenOptions, Mix, SizeDist, generate};
 
 /// What a stress run does.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //! prefix, writing the rest as a new log against it); [`compact_log`] merges a log's deltas
 //! without the checkpoint: per page, later writes win byte for byte, ranges coalesce, a full
 //! write or a delete drops what came before, and each page's merged writes become the smallest
-//! record that carries them ([`crate::encoding`]).
+//! record that carries them ([`crate::ops::encoding`]).
 //!
 //! The merged log replays to the same state as the original on the checkpoint it belongs to:
 //! the same bytes, lengths, metadata and epochs, so the same state hash.
@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::encoding::{PageWrites, WriteOp, smallest_writes};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::log::{Compression, Durability, Log, LogOptions, LogRecord, LogWriter};
 use crate::format::record::{Delta, Op, TargetPage};
 use crate::fsutil::AtomicDir;
-use crate::inspect::log_info;
+use crate::ops::encoding::{PageWrites, WriteOp, smallest_writes};
+use crate::ops::inspect::log_info;
 use crate::page::{PageMeta, StateHash};
 use crate::replay::{PageCheck, ReplayLimit, State};
 

@@ -10,14 +10,14 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::apply::{ApplyStats, PreparedLog};
-use super::driver::MemoryKind;
-use super::loader::ReadMode;
-use super::store::{DevicePageStore, LoadOptions, LoadStats};
-use super::{Gpu, KernelCompile};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, PageEntry};
 use crate::format::log::Log;
+use crate::gpu::apply::{ApplyStats, PreparedLog};
+use crate::gpu::driver::MemoryKind;
+use crate::gpu::loader::ReadMode;
+use crate::gpu::store::{DevicePageStore, LoadOptions, LoadStats};
+use crate::gpu::{Gpu, KernelCompile};
 use crate::page::{PageMeta, StateHash};
 use crate::replay::{ReplayLimit, ReplaySummary};
 use crate::select::PageSelector;
@@ -113,7 +113,7 @@ pub struct GpuReplayReport {
 fn warm_page_cache(path: &Path, len: u64) {
     use std::os::unix::fs::FileExt;
     const CHUNK: u64 = 4 << 20;
-    if super::loader::cached_fraction(path, &[(0, len)]) >= 1.0 {
+    if crate::gpu::loader::cached_fraction(path, &[(0, len)]) >= 1.0 {
         return;
     }
     let Ok(file) = std::fs::File::open(path) else { return };
@@ -291,7 +291,7 @@ pub fn bench_load(
     runs: usize,
     cold: bool,
     read_mode: Option<ReadMode>,
-    pipeline: Option<super::loader::Pipeline>,
+    pipeline: Option<crate::gpu::loader::Pipeline>,
 ) -> Result<Vec<LoadRun>> {
     let mut out = Vec::with_capacity(runs);
     for _ in 0..runs {

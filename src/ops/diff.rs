@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::encoding::{PageWrites, WriteOp, smallest_writes};
 use crate::error::{Corruption, Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::log::{Compression, Durability, Log, LogOptions, LogWriter};
 use crate::format::record::{Delta, Op};
 use crate::format::{crc32c_combine_with, crc32c_shift_factor};
 use crate::fsutil::AtomicDir;
-use crate::inspect::log_info;
+use crate::ops::encoding::{PageWrites, WriteOp, smallest_writes};
+use crate::ops::inspect::log_info;
 use crate::page::{PageMeta, StateHash};
 use crate::replay::{Page, PageCheck, ReplayLimit, State};
 

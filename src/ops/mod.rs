@@ -1,0 +1,9 @@
+//! What the commands do, above the replay: compaction, differences, verification, inspection,
+//! safetensors import and export, and the choice of the smallest record that they share.
+
+pub mod compact;
+pub mod diff;
+pub mod encoding;
+pub mod inspect;
+pub mod safetensors_io;
+pub mod verify;
