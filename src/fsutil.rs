@@ -51,6 +51,22 @@ pub fn remove_live_temp_outputs() {
     }
 }
 
+/// Makes SIGINT, SIGTERM and SIGHUP end the process (exit status 128 + the signal) after
+/// removing the temporary outputs it was writing. For a program, such as the `mmsb` command,
+/// whose only response to these signals is to stop.
+pub fn remove_temp_outputs_on_signal() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            remove_live_temp_outputs();
+            std::process::exit(128 + sig);
+        }
+    });
+}
+
 /// Temporary outputs that an mmsb write left in `dir` (a `kill -9`, a power cut): any such file
 /// or directory there is one, unless an mmsb write into `dir` is running right now.
 pub fn stale_temp_outputs(dir: &Path) -> Vec<PathBuf> {

@@ -44,6 +44,7 @@ pub mod gpu;
 mod mmap;
 pub mod ops;
 pub mod page;
+pub mod progress;
 pub mod replay;
 pub mod select;
 pub mod testing;

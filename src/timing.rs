@@ -6,3 +6,21 @@ use std::time::Instant;
 pub fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
+
+/// The median of `v` (the upper one of an even count); NaN when `v` is empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_takes_the_middle_of_sorted_values() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 3.0);
+        assert!(median(Vec::new()).is_nan());
+    }
+}

@@ -195,7 +195,7 @@ fn acknowledged_records_survive_sigkill_of_the_writer() {
         assert_eq!(v.ok, !torn, "trial {trial}: {:?}", v.problems);
         recover(
             &[&logdir],
-            &dir.path().join("torn.bin"),
+            Some(&dir.path().join("torn.bin")),
             mmsb::format::lock::LockWait::Fail,
         )
         .unwrap();

@@ -626,7 +626,7 @@ fn gpu_checks_checksums_file_by_file_across_segments() {
 #[test]
 #[ignore = "needs a CUDA device: scripts/gpu-test.sh runs it with --include-ignored"]
 fn gpu_sharded_and_replicated_restores_equal_the_cpu_replay() {
-    use mmsb::replay::multi::{MultiReplayOptions, Placement, replay_multi};
+    use mmsb::replay::{Device, Placement, ReplayOptions, ReplayReport};
     let Some(_) = gpu() else { return };
     let count = mmsb::gpu::device_count().unwrap();
     let ordinals = if count >= 2 { vec![0, 1] } else { vec![0, 0] };
@@ -654,15 +654,16 @@ fn gpu_sharded_and_replicated_restores_equal_the_cpu_replay() {
     let mut cpu = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     cpu.replay(&Log::open(&[&lg]).unwrap(), ReplayLimit::default()).unwrap();
     for placement in [Placement::Shard, Placement::Replicate] {
-        let opts = MultiReplayOptions {
-            ordinals: ordinals.clone(),
+        let opts = ReplayOptions {
+            device: Device::Several(ordinals.clone()),
             placement,
-            memory: MemoryKind::Device,
-            limit: ReplayLimit::default(),
             verify: true,
-            read_mode: None,
+            ..Default::default()
         };
-        let (report, stores) = replay_multi(&ck, std::slice::from_ref(&lg), &opts).unwrap();
+        let replayed = mmsb::replay::run(&ck, std::slice::from_ref(&lg), &opts).unwrap();
+        let (ReplayReport::Several(report), stores) = (replayed.report, replayed.device_pages) else {
+            panic!("several devices give a several-device report")
+        };
         assert_eq!(
             report.state_hash,
             Some(cpu.state_hash()),

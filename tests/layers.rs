@@ -8,7 +8,10 @@ use std::path::Path;
 /// path starts with (`src/replay/state.rs` is `replay::state`, the CPU engine, below `gpu`;
 /// the rest of `replay`, the front door, is above it).
 const LAYERS: &[(&str, &[&str])] = &[
-    ("foundations", &["error", "page", "timing", "mmap", "fsutil", "select"]),
+    (
+        "foundations",
+        &["error", "page", "progress", "timing", "mmap", "fsutil", "select"],
+    ),
     ("format", &["format"]),
     ("cpu replay engine", &["replay::state"]),
     ("gpu", &["gpu"]),

@@ -91,6 +91,15 @@ pub fn log_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Takes the write lock of every log directory among `paths` (segments or directories), in
+/// one order, so that two processes locking the same logs cannot deadlock.
+pub fn lock_logs<P: AsRef<Path>>(paths: &[P], wait: LockWait) -> Result<Vec<LogLock>> {
+    let mut dirs: Vec<PathBuf> = paths.iter().map(|p| log_dir(p.as_ref())).collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs.iter().map(|d| LogLock::exclusive(d, wait)).collect()
+}
+
 fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
     loop {
         // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.

@@ -907,6 +907,18 @@ fn scan_in_order(bytes: &[u8], header: &SegmentHeader, check_payloads: bool) -> 
     (frames, SegmentEnd::Clean)
 }
 
+/// The bytes of the segment files named by `paths` (as [`expand_paths`] lists them), for a
+/// progress total: a path that cannot be listed or read counts 0.
+pub fn segment_bytes<P: AsRef<Path>>(paths: &[P]) -> u64 {
+    paths
+        .iter()
+        .filter_map(|p| expand_paths(&[p.as_ref()]).ok())
+        .flatten()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Lists the segment files named by `paths`: files as given, directories expanded to the
 /// `*.mmsblog` files in them.
 pub fn expand_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<PathBuf>> {
@@ -1643,15 +1655,10 @@ pub fn compress(payload: &[u8], policy: Compression) -> (u8, Cow<'_, [u8]>) {
 /// Cuts a torn tail (a torn last record, or the records of a group never closed) off the last
 /// segment of a log, under the log's exclusive lock (a reader never has the cut bytes mapped):
 /// the cut bytes are first written to `backup` (fsynced), then the segment is truncated and
-/// fsynced. Refuses a log with corruption, and does nothing to a log without a torn tail.
-/// Returns what was cut.
-pub fn recover<P: AsRef<Path>>(paths: &[P], backup: &Path, wait: LockWait) -> Result<Option<TornTail>> {
-    let mut dirs: Vec<PathBuf> = paths.iter().map(|p| super::lock::log_dir(p.as_ref())).collect();
-    dirs.dedup();
-    let _locks = dirs
-        .iter()
-        .map(|d| LogLock::exclusive(d, wait))
-        .collect::<Result<Vec<_>>>()?;
+/// fsynced. `backup` defaults to `SEGMENT.torn-OFFSET` beside the segment. Refuses a log with
+/// corruption, and does nothing to a log without a torn tail. Returns what was cut.
+pub fn recover<P: AsRef<Path>>(paths: &[P], backup: Option<&Path>, wait: LockWait) -> Result<Option<Recovered>> {
+    let _locks = super::lock::lock_logs(paths, wait)?;
     let log = Log::open(paths)?;
     log.check()?;
     let Some(torn) = log.torn_tail().cloned() else {
@@ -1664,7 +1671,10 @@ pub fn recover<P: AsRef<Path>>(paths: &[P], backup: &Path, wait: LockWait) -> Re
         .expect("the torn tail is in one of the segments");
     let cut = seg.map.bytes()[torn.offset as usize..].to_vec();
     drop(log);
-    crate::fsutil::write_atomic(backup, &cut)?;
+    let backup = backup
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from(format!("{}.torn-{}", torn.path.display(), torn.offset)));
+    crate::fsutil::write_atomic(&backup, &cut)?;
     let _cut = SegmentCutLock::take(&torn.path, wait)?;
     let f = OpenOptions::new()
         .write(true)
@@ -1672,7 +1682,25 @@ pub fn recover<P: AsRef<Path>>(paths: &[P], backup: &Path, wait: LockWait) -> Re
         .map_err(|e| Error::io(&torn.path, e))?;
     f.set_len(torn.offset).map_err(|e| Error::io(&torn.path, e))?;
     f.sync_all().map_err(|e| Error::io(&torn.path, e))?;
-    Ok(Some(torn))
+    Ok(Some(Recovered {
+        segment: torn.path,
+        offset: torn.offset,
+        len: torn.len,
+        backup,
+    }))
+}
+
+/// What [`recover`] cut.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Recovered {
+    /// The segment cut.
+    pub segment: PathBuf,
+    /// Where the cut began (the segment's new length).
+    pub offset: u64,
+    /// The bytes cut.
+    pub len: u64,
+    /// Where they were saved.
+    pub backup: PathBuf,
 }
 
 #[cfg(test)]
@@ -1733,8 +1761,13 @@ mod tests {
         drop(log);
         let backup = dir.path().join("cut.bin");
         assert_eq!(
-            recover(&[&logdir], &backup, LockWait::Fail).unwrap(),
-            Some(torn.clone())
+            recover(&[&logdir], Some(&backup), LockWait::Fail).unwrap(),
+            Some(Recovered {
+                segment: torn.path.clone(),
+                offset: torn.offset,
+                len: torn.len,
+                backup: backup.clone()
+            })
         );
         assert_eq!(
             std::fs::read(&backup).unwrap(),
@@ -1771,7 +1804,7 @@ mod tests {
         assert_eq!(log.torn_tail().map(|t| t.offset), Some(last.offset));
         drop(log);
         assert!(
-            recover(&[&logdir], &dir.path().join("cut.bin"), LockWait::Fail)
+            recover(&[&logdir], Some(&dir.path().join("cut.bin")), LockWait::Fail)
                 .unwrap()
                 .is_some()
         );
@@ -1918,7 +1951,7 @@ mod tests {
             "{}",
             log.problems()[0]
         );
-        assert!(recover(&[logdir], &dir.path().join("b"), LockWait::Fail).is_err());
+        assert!(recover(&[logdir], Some(&dir.path().join("b")), LockWait::Fail).is_err());
     }
 
     /// Lists the frames it is shown, piece by piece.

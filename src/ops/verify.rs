@@ -170,6 +170,17 @@ pub struct VerifyReport {
     pub stale_temp_outputs: Vec<PathBuf>,
 }
 
+impl VerifyReport {
+    /// True when every problem is one of the data's (corruption, a torn tail, a rejected
+    /// delta, a log for another state), none the environment's (I/O, a lock, memory): the
+    /// command-line tool's exit status 1 rather than 2.
+    pub fn only_data_problems(&self) -> bool {
+        self.problems
+            .iter()
+            .all(|p| matches!(p.kind, "corrupt" | "torn_tail" | "delta_rejected" | "wrong_base"))
+    }
+}
+
 /// Verifies checkpoints and (at most one chain of) log segments: every checksum, the layout
 /// and its zero padding, sequence continuity, that the log belongs to the checkpoint, and that
 /// every delta applies. With a log, exactly one checkpoint may be given.

@@ -10,40 +10,16 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::ReplayOptions;
+use super::state::{ReplayLimit, ReplaySummary};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, PageEntry};
 use crate::format::log::Log;
 use crate::gpu::apply::{ApplyStats, PreparedLog};
-use crate::gpu::driver::MemoryKind;
 use crate::gpu::loader::ReadMode;
 use crate::gpu::store::{DevicePageStore, LoadOptions, LoadStats};
 use crate::gpu::{Gpu, KernelCompile};
 use crate::page::{PageMeta, StateHash};
-use crate::replay::{ReplayLimit, ReplaySummary};
-use crate::select::PageSelector;
-
-/// What to replay and how.
-#[derive(Debug, Clone)]
-pub struct GpuReplayOptions {
-    /// CUDA device ordinal.
-    pub ordinal: usize,
-    /// Pool memory kind.
-    pub memory: MemoryKind,
-    /// Where to stop in the log.
-    pub limit: ReplayLimit,
-    /// Check the bytes on the device against the checkpoint's CRCs and compute the state hash.
-    pub verify: bool,
-    /// Which pages to load (and which deltas to apply).
-    pub pages: PageSelector,
-    /// Write the replayed state here.
-    pub output: Option<PathBuf>,
-    /// Read mode (`None`: by page-cache residency).
-    pub read_mode: Option<ReadMode>,
-    /// Poison the pool with this byte first (tests).
-    pub poison: Option<u8>,
-    /// Counts the page bytes that have reached the device, for a progress bar.
-    pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
-}
 
 /// Phase timings in milliseconds, from the start of the call.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -161,10 +137,14 @@ impl CudaStart {
     }
 }
 
-/// Replays `checkpoint` plus `logs` on a GPU.
-pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Result<(GpuReplayReport, DevicePageStore)> {
+/// Replays `checkpoint` plus `logs` on GPU `ordinal` (through [`super::run`]).
+pub(super) fn run(
+    checkpoint: &Path,
+    logs: &[PathBuf],
+    ordinal: usize,
+    o: &ReplayOptions,
+) -> Result<(GpuReplayReport, DevicePageStore)> {
     let t0 = Instant::now();
-    let ordinal = o.ordinal;
     let compile = KernelCompile::for_replay(!logs.is_empty(), o.verify);
     let starting = CudaStart::Running(std::thread::spawn(move || Gpu::open(ordinal, compile)));
     let len = std::fs::metadata(checkpoint)
@@ -190,6 +170,10 @@ pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Resu
     let starting = starting.failed_early()?;
     let sel = &o.pages;
     let select = |p: &PageEntry| sel.matches(p.id, &p.meta);
+    // The count is of the selected pages' bytes as they reach the device.
+    if let Some(p) = &o.progress {
+        p.add_total(ckpt.pages().iter().filter(|e| select(e)).map(|e| e.len).sum());
+    }
     let keep_created = |id: u64, meta: &PageMeta| sel.matches(id, meta);
     let prepared = log
         .as_ref()
@@ -204,8 +188,8 @@ pub fn replay(checkpoint: &Path, logs: &[PathBuf], o: &GpuReplayOptions) -> Resu
         memory: o.memory,
         read_mode: o.read_mode,
         pipeline: None,
-        poison: o.poison,
-        progress: o.progress.clone(),
+        poison: None,
+        progress: o.progress.as_ref().map(|p| p.shared_counter()),
     };
     let (mut store, load) = DevicePageStore::load(&gpu, &ckpt, &select, &opts)?;
     t.alloc = load.alloc_ms;
@@ -282,17 +266,36 @@ pub fn drop_from_page_cache(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Loads `checkpoint` `runs` times on an open device (each load freed before the next); with
-/// `cold`, the file is dropped from the page cache before each run; `pipeline` overrides the
-/// staging pipeline chosen by size (for tuning sweeps).
+/// A load benchmark: every run, and the median.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadBench {
+    /// The device's name.
+    pub device: String,
+    /// Its CUDA start, ms (not in the runs).
+    pub cuda_start_ms: f64,
+    /// Whether each run started with the file out of the page cache.
+    pub cold: bool,
+    /// Median open-to-resident time, ms.
+    pub median_ms: f64,
+    /// The page bytes over that median, GB/s.
+    pub median_gb_per_s: f64,
+    /// Every run.
+    pub runs: Vec<LoadRun>,
+}
+
+/// Loads `checkpoint` `runs` times (at least once) on GPU `ordinal`, each load freed before
+/// the next; with `cold`, the file is dropped from the page cache before each run; `pipeline`
+/// overrides the staging pipeline chosen by size (for tuning sweeps).
 pub fn bench_load(
-    gpu: &Arc<Gpu>,
+    ordinal: usize,
     checkpoint: &Path,
     runs: usize,
     cold: bool,
     read_mode: Option<ReadMode>,
     pipeline: Option<crate::gpu::loader::Pipeline>,
-) -> Result<Vec<LoadRun>> {
+) -> Result<LoadBench> {
+    let gpu = Arc::new(Gpu::open(ordinal, KernelCompile::WhenNeeded)?);
+    let runs = runs.max(1);
     let mut out = Vec::with_capacity(runs);
     for _ in 0..runs {
         if cold {
@@ -301,7 +304,7 @@ pub fn bench_load(
         let t = Instant::now();
         let ckpt = Checkpoint::open(checkpoint)?;
         let (store, load) = DevicePageStore::load(
-            gpu,
+            &gpu,
             &ckpt,
             &|_| true,
             &LoadOptions {
@@ -320,7 +323,15 @@ pub fn bench_load(
             load,
         });
     }
-    Ok(out)
+    let median_ms = crate::timing::median(out.iter().map(|r| r.open_to_resident_ms).collect());
+    Ok(LoadBench {
+        device: gpu.name.clone(),
+        cuda_start_ms: gpu.start_ms,
+        cold,
+        median_gb_per_s: out[0].page_bytes as f64 / (median_ms / 1e3) / 1e9,
+        median_ms,
+        runs: out,
+    })
 }
 
 /// One timed delta application.
@@ -338,12 +349,28 @@ pub struct DeltaRun {
     pub apply: ApplyStats,
 }
 
-/// Applies `logs` to a freshly loaded `checkpoint`, `runs` times (the load is not timed).
-pub fn bench_deltas(gpu: &Arc<Gpu>, checkpoint: &Path, logs: &[PathBuf], runs: usize) -> Result<Vec<DeltaRun>> {
+/// A delta benchmark: every run, and the median.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeltaBench {
+    /// The device's name.
+    pub device: String,
+    /// Median log-open-to-applied time, ms.
+    pub median_ms: f64,
+    /// The payload bytes over that median, GB/s.
+    pub median_payload_gb_per_s: f64,
+    /// Every run.
+    pub runs: Vec<DeltaRun>,
+}
+
+/// Applies `logs` to a freshly loaded `checkpoint` on GPU `ordinal`, `runs` times (at least
+/// once; the load is not timed).
+pub fn bench_deltas(ordinal: usize, checkpoint: &Path, logs: &[PathBuf], runs: usize) -> Result<DeltaBench> {
+    let gpu = Arc::new(Gpu::open(ordinal, KernelCompile::WhileStarting)?);
     let ckpt = Checkpoint::open(checkpoint)?;
+    let runs = runs.max(1);
     let mut out = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let (mut store, _) = DevicePageStore::load(gpu, &ckpt, &|_| true, &LoadOptions::default())?;
+        let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default())?;
         gpu.synchronize()?;
         let t = Instant::now();
         let (s, apply) = store.apply_log_files(logs, ckpt.head(), ReplayLimit::default(), &|_, _| true)?;
@@ -356,5 +383,11 @@ pub fn bench_deltas(gpu: &Arc<Gpu>, checkpoint: &Path, logs: &[PathBuf], runs: u
             apply,
         });
     }
-    Ok(out)
+    let median_ms = crate::timing::median(out.iter().map(|r| r.log_open_to_applied_ms).collect());
+    Ok(DeltaBench {
+        device: gpu.name.clone(),
+        median_payload_gb_per_s: out[0].payload_bytes as f64 / (median_ms / 1e3) / 1e9,
+        median_ms,
+        runs: out,
+    })
 }

@@ -1,7 +1,220 @@
-//! Replay: a checkpoint plus a log, on the CPU, one GPU or several.
+//! Replay: a checkpoint plus a log, on the CPU, one GPU or several, through one front door.
+//!
+//! [`run`] takes the files and [`ReplayOptions`] (the device among them) and returns one
+//! [`ReplayReport`]; no caller chooses an engine. Beneath it: [`state`] is the CPU engine (a
+//! state in memory and the deltas applied to it, which the GPU layer's plan also builds on),
+//! `cpu`, [`gpu`] and [`multi`] run a whole replay on their device and time its phases.
 
+mod cpu;
 pub mod gpu;
 pub mod multi;
 pub mod state;
 
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::gpu::driver::MemoryKind;
+use crate::gpu::loader::ReadMode;
+use crate::gpu::store::DevicePageStore;
+use crate::page::StateHash;
+use crate::progress::Progress;
+use crate::select::PageSelector;
+
+pub use cpu::{CpuReplayReport, CpuTimings};
+pub use multi::Placement;
 pub use state::{ApplyError, Page, PageCheck, ReplayLimit, ReplaySummary, State};
+
+/// Where a replay runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    /// `cuda:0` when a CUDA device is there, else the CPU.
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// One CUDA device, by ordinal.
+    Cuda(usize),
+    /// Several CUDA devices (an ordinal may repeat: several contexts of one device), with
+    /// [`ReplayOptions::placement`] spreading the pages.
+    Several(Vec<usize>),
+}
+
+impl FromStr for Device {
+    type Err = String;
+
+    /// `auto`, `cpu`, `cuda` (device 0), `cuda:N`, or a list `cuda:N,cuda:M,...`.
+    fn from_str(s: &str) -> Result<Device, String> {
+        match s {
+            "auto" => return Ok(Device::Auto),
+            "cpu" => return Ok(Device::Cpu),
+            _ => {}
+        }
+        if let Some(n) = crate::gpu::parse_device(s) {
+            return Ok(Device::Cuda(n));
+        }
+        if s.contains(',') {
+            return s
+                .split(',')
+                .map(|x| crate::gpu::parse_device(x.trim()))
+                .collect::<Option<Vec<usize>>>()
+                .map(Device::Several)
+                .ok_or_else(|| format!("{s}: expected cuda:N,cuda:M,..."));
+        }
+        Err(format!("{s}: expected auto, cpu, cuda:N or a list cuda:N,cuda:M"))
+    }
+}
+
+/// How to replay. `Default` is a whole replay on `auto`, checked, with nothing written.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Where.
+    pub device: Device,
+    /// With several devices: how the pages are spread.
+    pub placement: Placement,
+    /// GPU memory for the pages.
+    pub memory: MemoryKind,
+    /// GPU: how to read the checkpoint (`None`: by page-cache residency).
+    pub read_mode: Option<ReadMode>,
+    /// GPU: check the bytes on the device against the checkpoint's CRC32C and compute the
+    /// state hash there (the CPU always checks and always hashes).
+    pub verify: bool,
+    /// The pages the report, the hash and the output cover. A GPU loads only them and applies
+    /// only their deltas; the CPU replays everything (every record is still checked) and keeps
+    /// them. One device only.
+    pub pages: PageSelector,
+    /// Where to stop in the log.
+    pub limit: ReplayLimit,
+    /// Write the replayed state here as a checkpoint (atomically). One device only.
+    pub output: Option<PathBuf>,
+    /// Counts the bytes done, adding to its total as the work becomes known.
+    pub progress: Option<Progress>,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            device: Device::Auto,
+            placement: Placement::Shard,
+            memory: MemoryKind::Device,
+            read_mode: None,
+            verify: false,
+            pages: PageSelector::default(),
+            limit: ReplayLimit::default(),
+            output: None,
+            progress: None,
+        }
+    }
+}
+
+/// What a replay did, by the engine that did it. Serialized as that engine's report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+// One report per replay: its size does not matter, and boxing would show in every match.
+#[allow(clippy::large_enum_variant)]
+pub enum ReplayReport {
+    /// On the CPU.
+    Cpu(CpuReplayReport),
+    /// On one GPU.
+    Gpu(gpu::GpuReplayReport),
+    /// On several GPUs.
+    Several(multi::MultiReplayReport),
+}
+
+impl ReplayReport {
+    /// The replayed state's hash; `None` for a GPU replay without
+    /// [`ReplayOptions::verify`].
+    pub fn state_hash(&self) -> Option<StateHash> {
+        match self {
+            ReplayReport::Cpu(r) => Some(r.state_hash),
+            ReplayReport::Gpu(r) => r.state_hash,
+            ReplayReport::Several(r) => r.state_hash,
+        }
+    }
+
+    /// The log records applied, and a torn tail left unread.
+    pub fn summary(&self) -> &ReplaySummary {
+        match self {
+            ReplayReport::Cpu(r) => &r.summary,
+            ReplayReport::Gpu(r) => &r.summary,
+            ReplayReport::Several(r) => &r.summary,
+        }
+    }
+}
+
+/// A finished replay: its report and, for a GPU replay, the pages still on the device(s).
+pub struct Replayed {
+    /// What was done.
+    pub report: ReplayReport,
+    /// The device page stores (one per device; none for the CPU).
+    pub device_pages: Vec<DevicePageStore>,
+}
+
+impl Replayed {
+    /// The report, leaving the device pages to the end of the process: the driver reclaims the
+    /// device memory, the pinned registrations and the contexts at exit, while releasing them
+    /// one by one first adds tens of milliseconds. For a process that exits after the report.
+    pub fn into_report_leaving_device_memory_to_exit(self) -> ReplayReport {
+        std::mem::forget(self.device_pages);
+        self.report
+    }
+}
+
+/// Replays `checkpoint` plus `logs` (segments or log directories) as `o` says.
+///
+/// Fails before reading anything when the output names an input, or when an option does not
+/// fit the device (`memory`/`read_mode` on the CPU; `pages`/`output` on several devices).
+/// Replicas whose state hashes differ are reported
+/// ([`multi::MultiReplayReport::replicas_agree`]), not refused.
+pub fn run(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions) -> Result<Replayed> {
+    if let Some(out) = &o.output {
+        let inputs: Vec<&Path> = std::iter::once(checkpoint)
+            .chain(logs.iter().map(PathBuf::as_path))
+            .collect();
+        crate::fsutil::refuse_output_naming_input(out, &inputs)?;
+        crate::fsutil::resolve_output(out)?;
+    }
+    let device = match &o.device {
+        Device::Auto => match crate::gpu::device_count() {
+            Ok(n) if n > 0 => Device::Cuda(0),
+            Ok(_) => return cpu_run(checkpoint, logs, o, "cpu (auto: no CUDA device)".into()),
+            Err(e) => return cpu_run(checkpoint, logs, o, format!("cpu (auto: {e})")),
+        },
+        d => d.clone(),
+    };
+    match device {
+        Device::Cpu | Device::Auto => cpu_run(checkpoint, logs, o, "cpu".into()),
+        Device::Cuda(ordinal) => {
+            let (report, store) = gpu::run(checkpoint, logs, ordinal, o)?;
+            Ok(Replayed {
+                report: ReplayReport::Gpu(report),
+                device_pages: vec![store],
+            })
+        }
+        Device::Several(ordinals) => {
+            if !o.pages.is_all() || o.output.is_some() {
+                return Err(Error::Invalid(
+                    "--pages and -o work with one device; with several, the placement decides the pages".into(),
+                ));
+            }
+            let (report, stores) = multi::run(checkpoint, logs, &ordinals, o)?;
+            Ok(Replayed {
+                report: ReplayReport::Several(report),
+                device_pages: stores,
+            })
+        }
+    }
+}
+
+fn cpu_run(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions, device: String) -> Result<Replayed> {
+    if o.read_mode.is_some() || o.memory != MemoryKind::Device {
+        return Err(Error::Invalid(
+            "--memory and --read apply to GPU replay (--device cuda:N)".into(),
+        ));
+    }
+    Ok(Replayed {
+        report: ReplayReport::Cpu(cpu::run(checkpoint, logs, o, device)?),
+        device_pages: Vec::new(),
+    })
+}

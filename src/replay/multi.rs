@@ -11,16 +11,16 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::ReplayOptions;
+use super::state::ReplaySummary;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, PageEntry};
 use crate::format::log::Log;
 use crate::gpu::apply::{ApplyStats, PreparedLog};
-use crate::gpu::driver::{MemoryKind, enable_peer_access};
-use crate::gpu::loader::ReadMode;
+use crate::gpu::driver::enable_peer_access;
 use crate::gpu::store::{DevicePageStore, LoadOptions, LoadStats};
 use crate::gpu::{Gpu, KernelCompile};
 use crate::page::StateHash;
-use crate::replay::{ReplayLimit, ReplaySummary};
 
 /// How pages are spread over the devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -56,23 +56,6 @@ pub fn shard_pages(pages: &[PageEntry], devices: usize) -> BTreeMap<u64, usize> 
 /// modulo the device count (every device decides alike without talking to the others).
 fn device_of(map: &BTreeMap<u64, usize>, id: u64, devices: usize) -> usize {
     map.get(&id).copied().unwrap_or((id % devices as u64) as usize)
-}
-
-/// What to replay, where.
-#[derive(Debug, Clone)]
-pub struct MultiReplayOptions {
-    /// Device ordinals (an ordinal may repeat: several contexts of one device).
-    pub ordinals: Vec<usize>,
-    /// Shard or replicate.
-    pub placement: Placement,
-    /// Pool memory kind on every device.
-    pub memory: MemoryKind,
-    /// Where to stop in the log.
-    pub limit: ReplayLimit,
-    /// Compute each device's state hash on the device (and the whole state's).
-    pub verify: bool,
-    /// Read mode (`None`: by page-cache residency).
-    pub read_mode: Option<ReadMode>,
 }
 
 /// Phase times on one device, ms.
@@ -173,19 +156,19 @@ fn each<T: Send, R: Send>(items: Vec<T>, f: impl Fn(usize, T) -> Result<R> + Syn
     })
 }
 
-/// Replays `checkpoint` plus `logs` onto several devices.
-pub fn replay_multi(
+/// Replays `checkpoint` plus `logs` onto the devices `ordinals` (through [`super::run`]).
+pub(super) fn run(
     checkpoint: &Path,
     logs: &[PathBuf],
-    o: &MultiReplayOptions,
+    ordinals: &[usize],
+    o: &ReplayOptions,
 ) -> Result<(MultiReplayReport, Vec<DevicePageStore>)> {
-    if o.ordinals.is_empty() {
+    if ordinals.is_empty() {
         return Err(Error::Invalid("no devices given".into()));
     }
     let t0 = Instant::now();
     let compile = KernelCompile::for_replay(!logs.is_empty(), o.verify);
-    let starting: Vec<_> = o
-        .ordinals
+    let starting: Vec<_> = ordinals
         .iter()
         .map(|&n| std::thread::spawn(move || Gpu::open(n, compile)))
         .collect();
@@ -201,7 +184,7 @@ pub fn replay_multi(
         ..Default::default()
     };
     // The log is planned while the devices start: a plan per shard, or one for every replica.
-    let n = o.ordinals.len();
+    let n = ordinals.len();
     let map = shard_pages(ckpt.head().pages.as_slice(), n);
     let placement = o.placement;
     let map_ref = &map;

@@ -201,7 +201,7 @@ fn round(dir: &Path, seed: u64, r: &mut StressReport) -> Result<()> {
             })?;
             recover(
                 std::slice::from_ref(&torn),
-                &dir.join("torn.bin"),
+                Some(&dir.join("torn.bin")),
                 crate::format::lock::LockWait::Fail,
             )?;
             let t = replay_hash(&ckpt, std::slice::from_ref(&torn), ReplayLimit::default())?;

@@ -602,7 +602,107 @@ fn epoch_only_summary(r: &DiffReport) -> String {
     )
 }
 
-pub fn multi_replay(r: &mmsb::replay::multi::MultiReplayReport) -> Result<()> {
+/// The table of a replay, by the engine that ran it.
+pub fn replay_report(r: &mmsb::replay::ReplayReport) -> Result<()> {
+    use mmsb::replay::ReplayReport;
+    match r {
+        ReplayReport::Cpu(r) => cpu_replay(r),
+        ReplayReport::Gpu(r) => gpu_replay(r),
+        ReplayReport::Several(r) => multi_replay(r),
+    }
+}
+
+fn cpu_replay(r: &mmsb::replay::CpuReplayReport) -> Result<()> {
+    let t = &r.timings_ms;
+    table_kv(&[
+        ("device", r.device.clone()),
+        ("state hash", r.state_hash.to_hex()),
+        ("pages", r.pages.to_string()),
+        ("page bytes", human_bytes(r.page_bytes)),
+        ("records applied", r.summary.records.to_string()),
+        ("delta bytes", human_bytes(r.summary.bytes_written)),
+        ("last seq", r.summary.last_seq.map_or("-".into(), |s| s.to_string())),
+        (
+            "open / check / apply / hash / write ms",
+            format!(
+                "{:.1} / {:.1} / {:.1} / {:.1} / {:.1}",
+                t.open, t.check, t.apply, t.hash, t.write
+            ),
+        ),
+        ("total ms", format!("{:.1}", t.total)),
+        ("throughput", format!("{:.2} GB/s", r.throughput_gb_per_s)),
+    ])
+}
+
+fn gpu_replay(r: &mmsb::replay::gpu::GpuReplayReport) -> Result<()> {
+    let t = &r.timings_ms;
+    let mut rows = vec![
+        (
+            "device",
+            format!("{} ({}), memory {}", r.device, r.device_name, r.memory),
+        ),
+        (
+            "state hash",
+            r.state_hash.map_or("- (computed with --verify)".into(), |h| h.to_hex()),
+        ),
+        (
+            "checked",
+            if r.state_hash.is_some() {
+                "headers, index, every log record, every page's CRC32C on the device".into()
+            } else {
+                "headers, index, every log record; page CRCs skipped (pass --verify)".to_string()
+            },
+        ),
+        ("pages", r.pages.to_string()),
+        ("page bytes loaded", human_bytes(r.load.page_bytes)),
+        (
+            "read mode",
+            r.load.read_mode.map_or("host-mapped copy".into(), |m| {
+                format!("{m:?} ({:.0}% cached)", r.load.cached_fraction * 100.0)
+            }),
+        ),
+        ("records applied", r.summary.records.to_string()),
+        ("delta bytes", human_bytes(r.summary.bytes_written)),
+    ];
+    if let Some(ap) = &r.apply {
+        rows.push((
+            "delta kernels",
+            format!(
+                "{} copies, {} masked, {} tile(s) in {} batch(es)",
+                ap.copies, ap.masked, ap.tiles, ap.batches
+            ),
+        ));
+    }
+    rows.extend([
+        (
+            "cuda start / nvrtc ms (in parallel)",
+            match &r.kernels {
+                Some(k) => format!("{:.1} / {:.1} ({k})", t.cuda_start, t.nvrtc_compile),
+                None => format!("{:.1} / - (no kernel needed)", t.cuda_start),
+            },
+        ),
+        (
+            "open / log plan / wait for cuda ms",
+            format!("{:.1} / {:.1} / {:.1}", t.open, t.log_plan, t.wait_for_cuda),
+        ),
+        ("alloc / read+h2d ms", format!("{:.2} / {:.2}", t.alloc, t.read_h2d)),
+        (
+            "verify / delta apply / hash / write ms",
+            format!(
+                "{:.2} / {:.2} / {:.2} / {:.1}",
+                t.verify, t.delta_apply, t.hash, t.write
+            ),
+        ),
+        (
+            "open to resident",
+            format!("{:.2} ms, {:.2} GB/s", t.open_to_resident, r.load_gb_per_s),
+        ),
+        ("total ms", format!("{:.1}", t.total)),
+    ]);
+    table_kv(&rows)
+}
+
+fn multi_replay(r: &mmsb::replay::multi::MultiReplayReport) -> Result<()> {
     let t = &r.timings_ms;
     table_kv(&[
         ("placement", format!("{:?}", r.placement).to_lowercase()),
@@ -644,4 +744,30 @@ pub fn multi_replay(r: &mmsb::replay::multi::MultiReplayReport) -> Result<()> {
         ]);
     }
     emit(&tab)
+}
+
+pub fn emit_report(r: &mmsb::ops::diff::EmitReport) -> Result<()> {
+    table_kv(&[
+        ("log", r.log.display().to_string()),
+        ("base state hash", r.base_state_hash.to_hex()),
+        ("records", r.records.to_string()),
+        ("bytes changed", human_bytes(r.bytes_changed)),
+        ("payload", human_bytes(r.payload_bytes)),
+        ("file size", human_bytes(r.file_bytes)),
+    ])
+}
+
+pub fn stress_report(r: &mmsb::testing::stress::StressReport) -> Result<()> {
+    table_kv(&[
+        ("seed", r.seed.to_string()),
+        ("rounds", r.rounds.to_string()),
+        ("records appended", r.records.to_string()),
+        ("page bytes generated", human_bytes(r.page_bytes)),
+        ("replays / verifies", format!("{} / {}", r.replays, r.verifies)),
+        ("compactions / diffs", format!("{} / {}", r.compactions, r.diffs)),
+        ("torn tails recovered", r.torn_tails.to_string()),
+        ("corruptions caught", r.corruptions_caught.to_string()),
+        ("seconds", format!("{:.1}", r.seconds)),
+        ("result", r.failure.clone().unwrap_or_else(|| "ok".into())),
+    ])
 }

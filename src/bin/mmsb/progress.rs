@@ -7,26 +7,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub struct Progress {
-    done: Arc<AtomicU64>,
-    total: Arc<AtomicU64>,
+use mmsb::progress::Progress;
+
+pub struct Bar {
+    progress: Progress,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Progress {
-    /// Whether a bar can appear at all (stderr is a terminal): a caller can skip measuring the
-    /// work when it cannot.
-    pub fn can_show() -> bool {
-        std::io::stderr().is_terminal()
-    }
-
-    pub fn start(total: u64, label: &'static str) -> Progress {
-        let done = Arc::new(AtomicU64::new(0));
-        let total = Arc::new(AtomicU64::new(total));
+impl Bar {
+    /// A bar over `total` bytes of work (the library may add more as it learns of it).
+    pub fn start(total: u64, label: &'static str) -> Bar {
+        let progress = Progress::new(total);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::io::stderr().is_terminal().then(|| {
-            let (done, stop, total) = (done.clone(), stop.clone(), total.clone());
+            let (progress, stop) = (progress.clone(), stop.clone());
             std::thread::spawn(move || {
                 let started = Instant::now();
                 let mut bar = None;
@@ -34,9 +29,9 @@ impl Progress {
                     std::thread::park_timeout(Duration::from_millis(100));
                     if bar.is_none() && started.elapsed() > Duration::from_secs(1) {
                         // Starting from the work already done keeps the first rate estimate sane.
-                        let b = indicatif::ProgressBar::new(total.load(Ordering::Relaxed))
+                        let b = indicatif::ProgressBar::new(progress.total())
                             .with_message(label)
-                            .with_position(done.load(Ordering::Relaxed));
+                            .with_position(progress.done());
                         b.set_style(
                             indicatif::ProgressStyle::with_template(
                                 "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
@@ -46,8 +41,8 @@ impl Progress {
                         bar = Some(b);
                     }
                     if let Some(b) = &bar {
-                        b.set_length(total.load(Ordering::Relaxed));
-                        b.set_position(done.load(Ordering::Relaxed));
+                        b.set_length(progress.total());
+                        b.set_position(progress.done());
                     }
                 }
                 if let Some(b) = bar {
@@ -55,26 +50,22 @@ impl Progress {
                 }
             })
         });
-        Progress {
-            done,
-            total,
-            stop,
-            thread,
-        }
+        Bar { progress, stop, thread }
     }
 
-    /// Adds work learnt of on the way (the bytes of an output known once a replay is done).
-    pub fn add_total(&self, bytes: u64) {
-        self.total.fetch_add(bytes, Ordering::Relaxed);
+    /// The counters, for a library call that counts (and may add to the total) as it goes;
+    /// `None` when no bar can show, so that the call measures nothing for it.
+    pub fn progress(&self) -> Option<Progress> {
+        self.thread.is_some().then(|| self.progress.clone())
     }
 
     pub fn counter(&self) -> &AtomicU64 {
-        &self.done
+        self.progress.counter()
     }
 
     /// The counter, for library calls that keep it.
     pub fn shared(&self) -> Arc<AtomicU64> {
-        self.done.clone()
+        self.progress.shared_counter()
     }
 
     pub fn finish(mut self) {

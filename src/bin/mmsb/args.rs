@@ -1,0 +1,635 @@
+//! The command line: every subcommand, argument and value parser, as clap reads them (the
+//! man pages and completions are generated from these definitions).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mmsb::format::log::Compression;
+use mmsb::replay::ReplayLimit;
+use mmsb::testing::generate::Mix;
+
+use crate::print::human_bytes;
+
+pub const EXIT_STATUS: &str = "\
+EXIT STATUS:
+  0  success (for verify: no problem found)
+  1  the data is bad: corruption, a torn tail, a log for another state, a delta that does not apply
+  2  usage error, I/O error, or a request that cannot be carried out";
+
+/// mmsb: checkpoints of pages plus append-only, checksummed logs of byte-level deltas.
+#[derive(Parser)]
+#[command(name = "mmsb", version, about, after_help = EXIT_STATUS, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// When another mmsb process holds a log's write lock, wait for it instead of failing.
+    #[arg(long, global = true)]
+    pub wait: bool,
+}
+
+impl Cli {
+    pub fn lock_wait(&self) -> mmsb::format::lock::LockWait {
+        if self.wait {
+            mmsb::format::lock::LockWait::Wait
+        } else {
+            mmsb::format::lock::LockWait::Fail
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    Gen(GenArgs),
+    Import(ImportArgs),
+    Export(ExportArgs),
+    Inspect(InspectArgs),
+    Verify(VerifyArgs),
+    Recover(RecoverArgs),
+    Replay(ReplayArgs),
+    Compact(CompactArgs),
+    Diff(DiffArgs),
+    Stress(StressArgs),
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Prints a shell completion script: bash, zsh, fish, powershell or elvish.
+    #[command(
+        after_help = "EXAMPLES:\n  mmsb completions bash > ~/.local/share/bash-completion/completions/mmsb\n  mmsb completions zsh > ~/.zfunc/_mmsb     (with fpath+=~/.zfunc before compinit)\n  mmsb completions fish > ~/.config/fish/completions/mmsb.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Writes the man pages (mmsb.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    ManPages {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Writes a synthetic checkpoint and log from a seed.
+#[derive(Args)]
+#[command(
+    after_help = "EXAMPLE:\n  mmsb gen -o demo.ckpt --total-size 64MiB --pages 32 --deltas 10000 --mix full=1,sparse=8,masked=1\n  (writes demo.ckpt and the log directory demo.log/)"
+)]
+pub struct GenArgs {
+    /// Checkpoint to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Log directory to write (default: the checkpoint's path with extension .log).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// RNG seed: the same seed and options give the same bytes.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of pages (at most 100,000,000).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    pub pages: u64,
+    /// Total page bytes (suffixes K, M, G, KiB, MiB, GiB; at most 1 TiB).
+    #[arg(long, default_value = "64MiB", value_parser = size_in(0, 1 << 40))]
+    pub total_size: u64,
+    /// Page-size distribution.
+    #[arg(long, value_enum, default_value_t = SizeDistArg::LogUniform)]
+    pub page_sizes: SizeDistArg,
+    /// Records in the log (0: no log; at most 1,000,000,000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
+    pub deltas: u64,
+    /// Weights of record kinds: full, sparse, masked, create, resize, delete, fill.
+    #[arg(long, default_value = "full=1,sparse=8,masked=1", value_parser = parse_mix)]
+    pub mix: Mix,
+    /// Bytes per sparse range, masked span or created page, as MIN..MAX (1 B to 1 GiB).
+    #[arg(long, default_value = "4..4096", value_parser = parse_range)]
+    pub delta_bytes: (u64, u64),
+    /// Most ranges in one sparse record (1 to 4096).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_ranges: u32,
+    /// Largest page that full-page writes go to (others get sparse writes; at most 1 TiB).
+    #[arg(long, default_value = "1MiB", value_parser = size_in(0, 1 << 40))]
+    pub full_max: u64,
+    /// Fraction of pages that are hot (0 to 1).
+    #[arg(long, default_value_t = 0.1, value_parser = fraction)]
+    pub hot_fraction: f64,
+    /// Fraction of writes that go to hot pages (0 to 1).
+    #[arg(long, default_value_t = 0.9, value_parser = fraction)]
+    pub hot_weight: f64,
+    /// Log segment size (4 KiB to 1 TiB).
+    #[arg(long, default_value = "64MiB", value_parser = size_in(4096, 1 << 40))]
+    pub segment_size: u64,
+    /// Payload compression: none, auto, zstd or zstd:LEVEL.
+    #[arg(long, default_value = "none", value_parser = parse_compression)]
+    pub compress: Compression,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MemoryArg {
+    Device,
+    Unified,
+    HostMapped,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PlacementArg {
+    Shard,
+    Replicate,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ReadArg {
+    Buffered,
+    PinMapping,
+    Direct,
+}
+
+impl ReadArg {
+    pub fn mode(self) -> mmsb::gpu::loader::ReadMode {
+        use mmsb::gpu::loader::ReadMode;
+        match self {
+            ReadArg::Buffered => ReadMode::Buffered,
+            ReadArg::PinMapping => ReadMode::PinMapping,
+            ReadArg::Direct => ReadMode::Direct,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SizeDistArg {
+    Equal,
+    LogUniform,
+}
+
+/// Imports a safetensors file as a checkpoint (one page per tensor).
+#[derive(Args)]
+#[command(
+    after_help = "EXAMPLES:\n  mmsb import model.safetensors -o model.ckpt\n  mmsb import step7.safetensors --epoch 7 -o step7.ckpt"
+)]
+pub struct ImportArgs {
+    /// The safetensors file.
+    pub input: PathBuf,
+    /// Checkpoint to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Every page's epoch: the training step the file is, so that the records `diff --append`
+    /// makes from it carry the step and `replay --to-epoch STEP` restores it.
+    #[arg(long, default_value_t = 0)]
+    pub epoch: u64,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exports a checkpoint (after replaying logs on it) as a safetensors file.
+#[derive(Args)]
+#[command(after_help = "EXAMPLE:\n  mmsb export model.ckpt model.log -o step42.safetensors --to-epoch 42")]
+pub struct ExportArgs {
+    /// The checkpoint.
+    pub checkpoint: PathBuf,
+    /// Log segments or log directories to replay first.
+    pub logs: Vec<PathBuf>,
+    /// safetensors file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub limit: LimitArgs,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct LimitArgs {
+    /// Replay records up to and including this sequence number.
+    #[arg(long, conflicts_with = "to_epoch")]
+    pub to_seq: Option<u64>,
+    /// Replay until the first record whose epoch is above this one.
+    #[arg(long)]
+    pub to_epoch: Option<u64>,
+}
+
+impl LimitArgs {
+    pub fn limit(&self) -> ReplayLimit {
+        ReplayLimit {
+            to_seq: self.to_seq,
+            to_epoch: self.to_epoch,
+        }
+    }
+}
+
+/// Shows what is inside checkpoints and logs.
+#[derive(Args)]
+#[command(
+    after_help = "EXAMPLES:\n  mmsb inspect model.ckpt\n  mmsb inspect model.ckpt --page 'model.layers.0.*'\n  mmsb inspect model.ckpt model.log --records --page 3 --page 'lm_head.*' --from-seq 100 --to-seq 200"
+)]
+pub struct InspectArgs {
+    /// Checkpoints, log segments or log directories (all segments given form one log).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// List log records.
+    #[arg(long)]
+    pub records: bool,
+    /// With --records: lowest sequence number.
+    #[arg(long, requires = "records")]
+    pub from_seq: Option<u64>,
+    /// With --records: highest sequence number.
+    #[arg(long, requires = "records")]
+    pub to_seq: Option<u64>,
+    /// Only these pages (in a checkpoint's page list, and with --records, the records for
+    /// them): an id (7), an id range (10-20) or a glob over names ('model.layers.1?.*');
+    /// repeatable. Names of a log's pages come from its CREATE records and from a checkpoint
+    /// given with it.
+    #[arg(long = "page", value_name = "PATTERN")]
+    pub pages: Vec<String>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Checks every checksum, the structure, and that every delta applies. Quiet unless asked.
+#[derive(Args)]
+#[command(
+    after_help = "EXAMPLES:\n  mmsb verify model.ckpt model.log && echo ok\n  mmsb verify --json model.ckpt model.log | jq .problems\n  mmsb verify --repair model.ckpt model.log    (cuts a torn tail, keeping a backup)"
+)]
+pub struct VerifyArgs {
+    /// One checkpoint and its log segments/directories, or any number of checkpoints.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Print a JSON report of every problem on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Print a summary table even when all is well.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// If the only problem is a torn tail, cut it (as `mmsb recover` does).
+    #[arg(long)]
+    pub repair: bool,
+}
+
+/// Cuts a torn tail off a log, keeping a backup of the cut bytes. Never drops a whole record.
+#[derive(Args)]
+#[command(after_help = "EXAMPLE:\n  mmsb recover model.log --backup torn.bin")]
+pub struct RecoverArgs {
+    /// Log segments or log directory.
+    #[arg(required = true)]
+    pub logs: Vec<PathBuf>,
+    /// Where to keep the cut bytes (default: beside the segment, SEGMENT.torn-OFFSET).
+    #[arg(long)]
+    pub backup: Option<PathBuf>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Replays a checkpoint plus logs, prints the state hash and timings, optionally writes the result.
+#[derive(Args)]
+#[command(
+    after_help = "EXAMPLES:\n  mmsb replay model.ckpt model.log\n  mmsb replay model.ckpt model.log --to-seq 5000 -o model-5000.ckpt --json\n  mmsb replay model.ckpt model.log --device cuda:0,cuda:1 --placement replicate --verify"
+)]
+pub struct ReplayArgs {
+    /// The checkpoint.
+    pub checkpoint: PathBuf,
+    /// Log segments or log directories.
+    pub logs: Vec<PathBuf>,
+    /// Where to replay: auto (cuda:0 when a GPU is there, else the CPU), cpu, cuda:N, or a list
+    /// of devices (cuda:0,cuda:1) with --placement.
+    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(mmsb::replay::Device))]
+    pub device: mmsb::replay::Device,
+    /// With several devices: shard (each page on one device, balanced by bytes) or replicate
+    /// (every page on every device; the file is read once and copied device to device).
+    #[arg(long, value_enum, default_value_t = PlacementArg::Shard)]
+    pub placement: PlacementArg,
+    /// GPU memory for the pages: device, unified or host-mapped.
+    #[arg(long, value_enum, default_value_t = MemoryArg::Device)]
+    pub memory: MemoryArg,
+    /// GPU: check the bytes on the device against the checkpoint's CRC32C and compute the state
+    /// hash on the GPU. (The CPU replay always checks, and always prints the hash.)
+    #[arg(long)]
+    pub verify: bool,
+    /// Replay only these pages: an id (7), an id range (10-20) or a glob over names
+    /// ('model.layers.1?.*'); repeatable. The hash and -o cover the selected pages. A GPU
+    /// loads only them and applies only their deltas; the CPU replays the whole log (every
+    /// record is still checked) and keeps them.
+    #[arg(long = "pages", value_name = "PATTERN")]
+    pub pages: Vec<String>,
+    /// GPU: how to read the checkpoint (default: from the page cache when the file is cached,
+    /// else with O_DIRECT).
+    #[arg(long, value_enum, hide = true)]
+    pub read: Option<ReadArg>,
+    #[command(flatten)]
+    pub limit: LimitArgs,
+    /// Write the replayed state as a checkpoint.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Folds a log into a new checkpoint, or merges a log's deltas into fewer, smaller records.
+#[derive(Args)]
+#[command(
+    after_help = "EXAMPLES:\n  mmsb compact model.ckpt model.log -o model-2.ckpt\n  mmsb compact model.ckpt model.log --to-seq 5000 -o model-5000.ckpt --rest-log model-5000.log\n  mmsb compact --log-only model.log -o model-merged.log --compress zstd:9\n\nInputs are only read; each output appears only when it is complete. The merged log of\n--log-only replays to the same state as the original (same bytes and epochs: same state hash)."
+)]
+pub struct CompactArgs {
+    /// The checkpoint, then its log segments or directories (with --log-only: logs only).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output: the new checkpoint (with --log-only: the new log directory).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Merge the log's deltas without reading or writing a checkpoint.
+    #[arg(long)]
+    pub log_only: bool,
+    /// Fold (or merge) only records up to this sequence number; later records are copied into
+    /// the output log unchanged.
+    #[arg(long)]
+    pub to_seq: Option<u64>,
+    /// Log directory for the records after --to-seq, against the new checkpoint (default: the
+    /// output's path with extension .log).
+    #[arg(long, conflicts_with = "log_only")]
+    pub rest_log: Option<PathBuf>,
+    /// Payload compression of the records written: auto (zstd where it saves 1/32), zstd,
+    /// zstd:LEVEL or none.
+    #[arg(long, default_value = "auto", value_parser = parse_compression)]
+    pub compress: Compression,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Shows what differs between two states; optionally writes the log that turns A into B.
+#[derive(Args)]
+#[command(
+    after_help = "EXAMPLES:\n  mmsb diff step1.ckpt step2.ckpt\n  mmsb diff model.ckpt model.ckpt --b-log model.log --stat   (what the log changed)\n  mmsb diff step1.ckpt step2.ckpt --emit-log step1-to-2.log   (then: mmsb replay step1.ckpt step1-to-2.log)\n  mmsb diff base.ckpt --a-log series.log step3.ckpt --emit-log series.log --append\n\nEXIT STATUS:\n  0  the states are identical (same pages, lengths, bytes, metadata and epochs: the same state\n     hash; with --bytes-only, epochs are not compared)\n  1  they differ\n  2  error (bad input, corruption, I/O)\nLike cmp and diff. With --emit-log the status is 0 once the log is written."
+)]
+pub struct DiffArgs {
+    /// State A: a checkpoint (add its logs with --a-log).
+    pub a: PathBuf,
+    /// State B: a checkpoint (add its logs with --b-log).
+    pub b: PathBuf,
+    /// A log segment or directory replayed onto A (repeatable).
+    #[arg(long = "a-log", value_name = "LOG")]
+    pub a_logs: Vec<PathBuf>,
+    /// A log segment or directory replayed onto B (repeatable).
+    #[arg(long = "b-log", value_name = "LOG")]
+    pub b_logs: Vec<PathBuf>,
+    /// Replay A's log up to this sequence number.
+    #[arg(long)]
+    pub a_to_seq: Option<u64>,
+    /// Replay B's log up to this sequence number.
+    #[arg(long)]
+    pub b_to_seq: Option<u64>,
+    /// One line per differing page.
+    #[arg(long, conflicts_with_all = ["quiet", "json"])]
+    pub stat: bool,
+    /// Print nothing: the exit status says whether the states differ.
+    #[arg(short, long, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Differing ranges listed per page (0 to 10,000).
+    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10_000))]
+    pub ranges: usize,
+    /// Write the smallest log that turns A into B, as a new log directory against A's state.
+    #[arg(long, value_name = "DIR")]
+    pub emit_log: Option<PathBuf>,
+    /// With --emit-log: add the records to the end of A's log (the one --a-log, replayed
+    /// whole) instead of a new log, so a series of snapshots becomes one checkpoint and one log.
+    #[arg(long, requires = "emit_log")]
+    pub append: bool,
+    /// Compare bytes, lengths and metadata only: states that differ only in page epochs (and so
+    /// in state hash) count as identical for the exit status.
+    #[arg(long, conflicts_with = "emit_log")]
+    pub bytes_only: bool,
+    /// With --emit-log: payload compression (auto, zstd, zstd:LEVEL or none).
+    #[arg(long, default_value = "auto", value_parser = parse_compression, requires = "emit_log")]
+    pub compress: Compression,
+}
+
+/// Soak test: rounds of gen, replay, verify, compact, diff, torn-tail recovery and corruption
+/// detection on small random states, checking that every path agrees on the state hash.
+#[derive(Args)]
+#[command(
+    after_help = "EXAMPLE:\n  mmsb stress --duration 60s --seed 7\n\nExit status 0 when every check held, 1 on the first failure (its round and seed are printed:\nrerun with that seed to reproduce it), 2 on an error of the run itself."
+)]
+pub struct StressArgs {
+    /// How long to run (s, m, h or ms suffix; more than 0, at most 7 days).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+    /// Seed of the first round (default: from the clock; printed either way).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Directory for the rounds' files (default: the system's temporary directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// In-process benchmarks (CUDA started once, then timed runs); JSON on stdout.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Times loading a checkpoint into GPU memory: file open to the last byte on the device.
+    #[command(after_help = "EXAMPLE:\n  mmsb bench load model.ckpt --runs 7 --cold")]
+    Load {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// The device.
+        #[arg(long, default_value = "cuda:0")]
+        device: String,
+        /// Timed runs (the median is reported; 1 to 1000).
+        #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+        runs: usize,
+        /// Drop the file from the page cache before each run.
+        #[arg(long)]
+        cold: bool,
+        /// How to read the file (default: by page-cache residency).
+        #[arg(long, value_enum)]
+        read: Option<ReadArg>,
+        /// Staging threads (tuning; default: chosen by size and read mode; 1 to 256).
+        #[arg(long, hide = true, requires = "slot", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+        threads: Option<usize>,
+        /// Staging slot size (tuning; with --threads; 4 KiB to 1 GiB).
+        #[arg(long, hide = true, value_parser = size_in(4096, 1 << 30), requires = "threads")]
+        slot: Option<u64>,
+    },
+    /// Times applying a log to a resident checkpoint: log open to applied and synchronised.
+    #[command(after_help = "EXAMPLE:\n  mmsb bench deltas model.ckpt model.log --runs 5")]
+    Deltas {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// Log segments or directories.
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// The device.
+        #[arg(long, default_value = "cuda:0")]
+        device: String,
+        /// Timed runs (the median is reported; 1 to 1000).
+        #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+        runs: usize,
+    },
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 4096, 64MiB, 1G)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        u => return Err(format!("unknown size unit {u:?}")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s} is too large"))
+}
+
+/// A parser of sizes from `min` to `max` bytes, whose error gives the range.
+pub fn size_in(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |s| {
+        let n = parse_size(s)?;
+        if (min..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("{s} is not in {} ..= {}", human_bytes(min), human_bytes(max)))
+        }
+    }
+}
+
+/// A fraction: a finite number from 0 to 1.
+pub fn fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number in 0..=1")),
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with s, m, h or ms"))?;
+    let secs = match unit {
+        "ms" => n / 1e3,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    match std::time::Duration::try_from_secs_f64(secs) {
+        Ok(d) if !d.is_zero() && d.as_secs() <= 7 * 24 * 3600 => Ok(d),
+        _ => Err(format!("{s:?} is not in 1ms..=7 days")),
+    }
+}
+
+pub fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once("..").ok_or_else(|| format!("{s:?} is not MIN..MAX"))?;
+    let (a, b) = (parse_size(a)?, parse_size(b)?);
+    if a > b || a == 0 || b > 1 << 30 {
+        return Err(format!("{s}: need 1 <= MIN <= MAX <= 1GiB"));
+    }
+    Ok((a, b))
+}
+
+pub fn parse_mix(s: &str) -> Result<Mix, String> {
+    let mut m = Mix {
+        full: 0,
+        sparse: 0,
+        masked: 0,
+        create: 0,
+        resize: 0,
+        delete: 0,
+        fill: 0,
+    };
+    for part in s.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not KIND=WEIGHT"))?;
+        let v: u32 = v.parse().map_err(|_| format!("{v:?} is not a weight"))?;
+        match k.trim() {
+            "full" => m.full = v,
+            "sparse" => m.sparse = v,
+            "masked" => m.masked = v,
+            "create" => m.create = v,
+            "resize" => m.resize = v,
+            "delete" => m.delete = v,
+            "fill" => m.fill = v,
+            other => {
+                return Err(format!(
+                    "unknown record kind {other:?} (full, sparse, masked, create, resize, delete, fill)"
+                ));
+            }
+        }
+    }
+    Ok(m)
+}
+
+pub fn parse_compression(s: &str) -> Result<Compression, String> {
+    match s {
+        "none" => Ok(Compression::None),
+        "auto" => Ok(Compression::Auto),
+        "zstd" => Ok(Compression::Zstd(3)),
+        _ => match s.strip_prefix("zstd:").map(str::parse::<i32>) {
+            Some(Ok(l)) if (1..=22).contains(&l) => Ok(Compression::Zstd(l)),
+            _ => Err(format!("{s:?}: expected none, auto, zstd or zstd:LEVEL (1-22)")),
+        },
+    }
+}
+
+impl PlacementArg {
+    pub fn placement(self) -> mmsb::replay::Placement {
+        match self {
+            PlacementArg::Shard => mmsb::replay::Placement::Shard,
+            PlacementArg::Replicate => mmsb::replay::Placement::Replicate,
+        }
+    }
+}
+
+impl MemoryArg {
+    pub fn kind(self) -> mmsb::gpu::driver::MemoryKind {
+        use mmsb::gpu::driver::MemoryKind;
+        match self {
+            MemoryArg::Device => MemoryKind::Device,
+            MemoryArg::Unified => MemoryKind::Unified,
+            MemoryArg::HostMapped => MemoryKind::HostMapped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_ranges_mixes_and_compression_parse() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert_eq!(parse_range("4..4KiB"), Ok((4, 4096)));
+        assert!(parse_range("9..4").is_err());
+        let m = parse_mix("full=2,delete=1").unwrap();
+        assert_eq!((m.full, m.sparse, m.delete), (2, 0, 1));
+        assert!(parse_mix("fool=1").is_err());
+        assert_eq!(parse_compression("zstd:19"), Ok(Compression::Zstd(19)));
+        assert!(parse_compression("zstd:99").is_err());
+    }
+}
