@@ -10,6 +10,11 @@ VENV=target/py-venv
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt
 export MMSB_PYTHON=$PWD/$VENV/bin/python
 cargo fmt --check
+# The library alone builds without the command's crates, and pulls none of them.
+cargo check --lib --no-default-features --locked -q
+if cargo tree --no-default-features -e normal --prefix none --locked | grep -E '^(anyhow|clap|clap_complete|clap_mangen|comfy-table|indicatif) '; then
+  echo "the library (--no-default-features) depends on a crate of the command line"; exit 1
+fi
 cargo clippy --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -q
 cargo test --locked -- --skip gpu_

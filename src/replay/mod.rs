@@ -4,6 +4,16 @@
 //! [`ReplayReport`]; no caller chooses an engine. Beneath it: [`state`] is the CPU engine (a
 //! state in memory and the deltas applied to it, which the GPU layer's plan also builds on),
 //! `cpu`, [`gpu`] and [`multi`] run a whole replay on their device and time its phases.
+//!
+//! ```
+//! use mmsb::replay::{Device, ReplayOptions};
+//!
+//! let opts = ReplayOptions { device: Device::Cpu, ..Default::default() };
+//! let replayed = mmsb::replay::run("testdata/small.ckpt".as_ref(), &["testdata/small.log".into()], &opts)?;
+//! assert!(replayed.report.state_hash().is_some());
+//! assert!(replayed.report.summary().records > 0);
+//! # Ok::<(), mmsb::Error>(())
+//! ```
 
 mod cpu;
 pub mod gpu;
