@@ -550,6 +550,37 @@ mod tests {
         assert!(SOURCE.contains(&format!("#define BLOCK {THREADS}\n")));
     }
 
+    /// The CUDA source restates layouts the Rust side owns: the record frame of
+    /// docs/FORMAT.md (crc32c_chunks) and the write descriptors of src/gpu/plan.rs
+    /// (apply_tiles). Each restatement is pinned here, so that a change on one side without the
+    /// other fails.
+    #[test]
+    fn kernel_source_restates_the_frame_and_descriptor_layouts_exactly() {
+        use crate::format::log::FRAME_HEADER_LEN;
+        use crate::gpu::plan::{EXTRA, KIND_COPY, KIND_FILL, KIND_MASKED, TILE_SHIFT};
+        let has = |text: String| assert!(SOURCE.contains(&text), "the kernel source lacks `{text}`");
+        // A payload's record CRC covers the frame header's bytes 0..28 (all but record_crc,
+        // the header's last 4 bytes), then the payload.
+        assert_eq!(FRAME_HEADER_LEN, 32);
+        has(format!(
+            "crc32c_update(T, crc, p - {FRAME_HEADER_LEN}, {})",
+            FRAME_HEADER_LEN - 4
+        ));
+        has("const u32 stored = (u32)p[-4] | ((u32)p[-3] << 8) | ((u32)p[-2] << 16) | ((u32)p[-1] << 24);".into());
+        // Descriptors: slot | kind << 32 | value base << 34, the source's top bit for `extra`.
+        has(format!("#define TILE_SHIFT {TILE_SHIFT}\n"));
+        has("const u32 kind = (u32)(sk >> 32) & 3u;".into());
+        assert!(
+            KIND_COPY.max(KIND_MASKED).max(KIND_FILL) <= 3,
+            "a kind fits the 2 bits the kernel reads"
+        );
+        has(format!("if (kind == {KIND_FILL})"));
+        has(format!("if (kind == {KIND_COPY})"));
+        has("vbase[(sk >> 34) +".into());
+        assert_eq!(EXTRA, 1 << 63);
+        has("(src >> 63) ? extra_base + (src & ~(1ull << 63))".into());
+    }
+
     #[test]
     fn built_in_kernels_need_no_nvrtc() {
         // Whether or not NVRTC is installed: the built-in CUBIN is handed out as it is.
