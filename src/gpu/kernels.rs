@@ -571,7 +571,7 @@ mod tests {
         has(format!("#define TILE_SHIFT {TILE_SHIFT}\n"));
         has("const u32 kind = (u32)(sk >> 32) & 3u;".into());
         assert!(
-            KIND_COPY.max(KIND_MASKED).max(KIND_FILL) <= 3,
+            [KIND_COPY, KIND_MASKED, KIND_FILL].iter().all(|k| *k <= 3),
             "a kind fits the 2 bits the kernel reads"
         );
         has(format!("if (kind == {KIND_FILL})"));
