@@ -7,6 +7,11 @@ pub fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
+/// `bytes` moved in `ms` milliseconds, in GB/s (10^9 bytes a second).
+pub fn gb_per_s(bytes: u64, ms: f64) -> f64 {
+    bytes as f64 / (ms / 1e3) / 1e9
+}
+
 /// The median of `v` (the upper one of an even count); NaN when `v` is empty.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

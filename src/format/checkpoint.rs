@@ -115,28 +115,7 @@ impl CheckpointHead {
     /// will do); `file_len` is the real length of the file. Page bytes are not read.
     pub fn parse(prefix: &[u8], file_len: u64) -> Result<CheckpointHead, ParseError> {
         let mut c = Cursor::new(prefix, 0);
-        let magic = c.array::<8>()?;
-        if magic != MAGIC {
-            return Err(ParseError::new(
-                0,
-                Corruption::BadMagic {
-                    found: String::from_utf8_lossy(&magic).into_owned(),
-                    expected: "MMSBCKPT",
-                },
-            ));
-        }
-        let major = c.u16()?;
-        let minor = c.u16()?;
-        if major != FORMAT_MAJOR {
-            return Err(ParseError::new(
-                8,
-                Corruption::UnsupportedVersion {
-                    major,
-                    minor,
-                    supported: FORMAT_MAJOR,
-                },
-            ));
-        }
+        let minor = c.magic_and_version(MAGIC, "MMSBCKPT")?;
         let section_count = c.u32()?;
         if section_count > MAX_SECTIONS {
             return Err(bad_field(
@@ -362,7 +341,7 @@ impl CheckpointHead {
             ));
         }
         Ok(CheckpointHead {
-            major,
+            major: FORMAT_MAJOR,
             minor,
             file_len,
             data_offset,

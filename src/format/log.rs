@@ -68,28 +68,7 @@ impl SegmentHeader {
     /// Parses a header from the start of a segment.
     pub fn parse(bytes: &[u8]) -> Result<SegmentHeader, ParseError> {
         let mut c = Cursor::new(bytes, 0);
-        let magic = c.array::<8>()?;
-        if magic != MAGIC {
-            return Err(ParseError::new(
-                0,
-                Corruption::BadMagic {
-                    found: String::from_utf8_lossy(&magic).into_owned(),
-                    expected: "MMSBLOG\\0",
-                },
-            ));
-        }
-        let major = c.u16()?;
-        let minor = c.u16()?;
-        if major != FORMAT_MAJOR {
-            return Err(ParseError::new(
-                8,
-                Corruption::UnsupportedVersion {
-                    major,
-                    minor,
-                    supported: FORMAT_MAJOR,
-                },
-            ));
-        }
+        let minor = c.magic_and_version(MAGIC, "MMSBLOG\\0")?;
         let header_len = c.u32()?;
         // A newer minor may lengthen the header; the CRC is always its last four bytes.
         let ok_len = if super::is_known_minor(minor) {
@@ -134,7 +113,7 @@ impl SegmentHeader {
             c.zeros(4, "segment header reserved bytes")?;
         }
         Ok(SegmentHeader {
-            major,
+            major: FORMAT_MAJOR,
             minor,
             header_len,
             segment_no,

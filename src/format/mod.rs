@@ -234,6 +234,36 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
+    /// Reads the 12 bytes both file kinds start with: the 8-byte `magic` (named `expected` in
+    /// the error) and the version, refusing another magic or major version. Returns the minor.
+    pub(crate) fn magic_and_version(&mut self, magic: [u8; 8], expected: &'static str) -> Result<u16, ParseError> {
+        let at = self.offset();
+        let found = self.array::<8>()?;
+        if found != magic {
+            return Err(ParseError::new(
+                at,
+                Corruption::BadMagic {
+                    found: String::from_utf8_lossy(&found).into_owned(),
+                    expected,
+                },
+            ));
+        }
+        let at = self.offset();
+        let major = self.u16()?;
+        let minor = self.u16()?;
+        if major != FORMAT_MAJOR {
+            return Err(ParseError::new(
+                at,
+                Corruption::UnsupportedVersion {
+                    major,
+                    minor,
+                    supported: FORMAT_MAJOR,
+                },
+            ));
+        }
+        Ok(minor)
+    }
+
     /// Reads a field that the spec requires to be zero.
     pub(crate) fn zeros(&mut self, n: u64, what: &'static str) -> Result<(), ParseError> {
         let at = self.offset();

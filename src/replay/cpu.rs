@@ -104,7 +104,7 @@ pub(super) fn run(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions, device
         torn_tail_ignored: summary.torn_tail.is_some(),
         summary,
         output: o.output.clone(),
-        throughput_gb_per_s: (ckpt.head().data_bytes() as f64) / (t.total / 1e3) / 1e9,
+        throughput_gb_per_s: crate::timing::gb_per_s(ckpt.head().data_bytes(), t.total),
         timings_ms: t,
     })
 }

@@ -230,7 +230,7 @@ pub(super) fn run(
         memory: format!("{:?}", o.memory).to_lowercase(),
         kernels: gpu.kernel_code().map(|c| c.to_string()),
         pages: store.len() as u64,
-        load_gb_per_s: load.page_bytes as f64 / (t.open_to_resident / 1e3) / 1e9,
+        load_gb_per_s: crate::timing::gb_per_s(load.page_bytes, t.open_to_resident),
         load,
         apply,
         summary,
@@ -319,7 +319,7 @@ pub fn bench_load(
         out.push(LoadRun {
             open_to_resident_ms: ms,
             page_bytes: load.page_bytes,
-            gb_per_s: load.page_bytes as f64 / (ms / 1e3) / 1e9,
+            gb_per_s: crate::timing::gb_per_s(load.page_bytes, ms),
             load,
         });
     }
@@ -328,7 +328,7 @@ pub fn bench_load(
         device: gpu.name.clone(),
         cuda_start_ms: gpu.start_ms,
         cold,
-        median_gb_per_s: out[0].page_bytes as f64 / (median_ms / 1e3) / 1e9,
+        median_gb_per_s: crate::timing::gb_per_s(out[0].page_bytes, median_ms),
         median_ms,
         runs: out,
     })
@@ -379,14 +379,14 @@ pub fn bench_deltas(ordinal: usize, checkpoint: &Path, logs: &[PathBuf], runs: u
             log_open_to_applied_ms: ms,
             records: s.records,
             payload_bytes: s.bytes_written,
-            payload_gb_per_s: s.bytes_written as f64 / (ms / 1e3) / 1e9,
+            payload_gb_per_s: crate::timing::gb_per_s(s.bytes_written, ms),
             apply,
         });
     }
     let median_ms = crate::timing::median(out.iter().map(|r| r.log_open_to_applied_ms).collect());
     Ok(DeltaBench {
         device: gpu.name.clone(),
-        median_payload_gb_per_s: out[0].payload_bytes as f64 / (median_ms / 1e3) / 1e9,
+        median_payload_gb_per_s: crate::timing::gb_per_s(out[0].payload_bytes, median_ms),
         median_ms,
         runs: out,
     })
