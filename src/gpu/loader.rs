@@ -116,7 +116,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Threads and slot size for moving `bytes` with `mode` (chosen by `scripts/gpu-sweep.sh`):
+    /// Threads and slot size for moving `bytes` with `mode` (chosen by `scripts/probes/gpu-sweep.sh`):
     /// a small warm load wants little staging, since pinning it costs more than the copy; a
     /// large warm load is bound by `pread` out of the page cache, so it wants many threads with
     /// slots large enough to keep each copy engine busy; direct reads wait on the disk, where

@@ -242,7 +242,7 @@ impl DevicePageStore {
             // Pinning fresh staging costs more than moving a small file, so a small warm file goes
             // through staging the device already keeps pinned, else through its pinned mapping;
             // a cold file, small or large, through O_DIRECT, which skips the page cache's copy
-            // (scripts/gpu-sweep.sh compares the modes).
+            // (scripts/probes/gpu-sweep.sh compares the modes).
             let small_staging = Pipeline::for_load(pool_len, ReadMode::Buffered).staging_len();
             let mode = opts.read_mode.unwrap_or(match (cached > 0.9, pool_len <= SMALL_LOAD) {
                 (true, true) if gpu.has_staging(small_staging) => ReadMode::Buffered,

@@ -3,7 +3,7 @@
 # the build under test (.device/mmsb, from scripts/build-device.sh) against another one
 # (BASE=path, default .device/mmsb-base: copy an older build there before the run); the deltas
 # part also runs the builds in ALSO="path..." in each round (three or more builds in one call).
-#   bash scripts/gpu-ab.sh [startup] [loads] [sweep] [deltas] [whole] [cold] [suite]
+#   bash scripts/probes/gpu-ab.sh [startup] [loads] [sweep] [deltas] [whole] [cold] [suite]
 #   (default: all; startup goes first because it needs the driver's compile cache empty)
 # loads: `bench load` of an 87 MiB model-shaped checkpoint and a 4 GiB one, warm, with the
 #   loader's phase timers; sweep: staging configurations of the build under test (warm);
