@@ -38,7 +38,7 @@ pub enum Error {
         /// The record's sequence number.
         seq: u64,
         /// Why it does not apply.
-        reason: String,
+        reason: Rejection,
     },
     /// A log was written against another state than the checkpoint it is replayed on.
     #[error(
@@ -60,6 +60,14 @@ pub enum Error {
         path: PathBuf,
         /// Who holds the lock, as far as the lock file says.
         holder: String,
+    },
+    /// An output path that cannot be written as asked; nothing was written.
+    #[error("{}: {refusal}", path.display())]
+    OutputRefused {
+        /// The output path as given.
+        path: PathBuf,
+        /// What is wrong with it.
+        refusal: OutputRefusal,
     },
     /// The machine cannot give the memory a valid request needs (a page larger than memory).
     #[error("out of memory: {0}")]
@@ -222,4 +230,100 @@ pub enum Corruption {
     /// A safetensors file that is not valid.
     #[error("invalid safetensors file: {0}")]
     Safetensors(String),
+}
+
+/// Why a well-formed log record does not apply to the state it is replayed on
+/// (docs/FORMAT.md, "Applying a record").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// A record other than CREATE for a page that is not there.
+    #[error("page {page} does not exist")]
+    NoPage {
+        /// The record's page.
+        page: u64,
+    },
+    /// A CREATE for a page that is already there.
+    #[error("page {page} already exists")]
+    PageExists {
+        /// The record's page.
+        page: u64,
+    },
+    /// The record's epoch is not above the page's.
+    #[error("epoch {epoch} does not advance page {page} past its epoch {page_epoch}")]
+    EpochNotAdvanced {
+        /// The record's page.
+        page: u64,
+        /// The record's epoch.
+        epoch: u64,
+        /// The page's epoch before it.
+        page_epoch: u64,
+    },
+    /// A FULL record whose byte count is not the page's length.
+    #[error("full write of {bytes} bytes to page {page} of {page_len} bytes")]
+    FullLength {
+        /// The record's page.
+        page: u64,
+        /// The bytes it carries.
+        bytes: u64,
+        /// The page's length.
+        page_len: u64,
+    },
+    /// A SPARSE range, or the MASKED or FILL range, that does not lie inside the page.
+    #[error("{range} {offset}+{len} past the end of page {page}{}", page_len.map_or(String::new(), |l| format!(" ({l} bytes)")))]
+    OutOfPage {
+        /// Which kind of range: `range` (SPARSE), `masked range` or `fill range`.
+        range: &'static str,
+        /// The record's page.
+        page: u64,
+        /// Where the range starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// The page's length, where the reader knows it.
+        page_len: Option<u64>,
+    },
+    /// A compressed payload that declares more bytes than its record type can carry for its
+    /// page: refused before it is decompressed.
+    #[error(
+        "its compressed payload declares {declared} bytes, but a {record} record for {} carries at most {max}",
+        page_len.map_or(format!("page {page}, which does not exist"), |l| format!("page {page} of {l} bytes"))
+    )]
+    PayloadCannotFit {
+        /// The record type's name.
+        record: &'static str,
+        /// The decompressed size the payload declares.
+        declared: u64,
+        /// The record's page.
+        page: u64,
+        /// The page's length, when the page exists.
+        page_len: Option<u64>,
+        /// The most such a record can carry for that page.
+        max: u64,
+    },
+    /// A record a log-only compaction cannot merge in memory (it names the limit and what to
+    /// do instead).
+    #[error("{0}")]
+    CannotMerge(String),
+}
+
+/// Why an output path is refused (before anything is written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutputRefusal {
+    /// The path is a directory.
+    #[error("output is a directory; name a file")]
+    IsDirectory,
+    /// The path is a FIFO, device or socket.
+    #[error("output is not a regular file (a FIFO, device or socket); name a file")]
+    NotRegularFile,
+    /// The output is one of the inputs (the same file, or inside an input log directory).
+    #[error("the output names the input {}; choose another output path (nothing was written)", input.display())]
+    NamesInput {
+        /// The input it names.
+        input: PathBuf,
+    },
+    /// A second output (compaction's rest log) names an input or the first output's directory.
+    #[error("the rest log names an input or the output's directory; choose another path (nothing was written)")]
+    RestLogCollides,
 }

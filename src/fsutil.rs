@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, OutputRefusal, Result};
 
 /// Every temporary output ends with this: `.NAME.RANDOM.mmsb-tmp` beside its target.
 pub const TEMP_SUFFIX: &str = ".mmsb-tmp";
@@ -121,14 +121,14 @@ pub fn resolve_output(path: &Path) -> Result<PathBuf> {
         _ => path.to_owned(),
     };
     match std::fs::metadata(&target) {
-        Ok(m) if m.is_dir() => Err(Error::Invalid(format!(
-            "{}: output is a directory; name a file",
-            path.display()
-        ))),
-        Ok(m) if !m.is_file() => Err(Error::Invalid(format!(
-            "{}: output is not a regular file (a FIFO, device or socket); name a file",
-            path.display()
-        ))),
+        Ok(m) if m.is_dir() => Err(Error::OutputRefused {
+            path: path.to_owned(),
+            refusal: OutputRefusal::IsDirectory,
+        }),
+        Ok(m) if !m.is_file() => Err(Error::OutputRefused {
+            path: path.to_owned(),
+            refusal: OutputRefusal::NotRegularFile,
+        }),
         _ => Ok(target),
     }
 }
@@ -145,11 +145,12 @@ pub fn refuse_output_naming_input(output: &Path, inputs: &[&Path]) -> Result<()>
         let same_file = out_id.is_some() && id(input) == out_id;
         let in_dir = input.is_dir() && out_dir.is_some() && std::fs::canonicalize(input).ok() == out_dir;
         if same_file || in_dir {
-            return Err(Error::Invalid(format!(
-                "{}: the output names the input {}; choose another output path (nothing was written)",
-                output.display(),
-                input.display()
-            )));
+            return Err(Error::OutputRefused {
+                path: output.to_owned(),
+                refusal: OutputRefusal::NamesInput {
+                    input: input.to_path_buf(),
+                },
+            });
         }
     }
     Ok(())
@@ -310,6 +311,32 @@ impl AtomicDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outputs_that_name_an_input_or_are_not_files_are_refused_by_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.ckpt");
+        std::fs::write(&input, b"x").unwrap();
+        let link = dir.path().join("link.ckpt");
+        std::os::unix::fs::symlink(&input, &link).unwrap();
+        match refuse_output_naming_input(&link, &[&input]) {
+            Err(Error::OutputRefused {
+                path,
+                refusal: OutputRefusal::NamesInput { input: named },
+            }) => assert_eq!((path, named), (link.clone(), input.clone())),
+            other => panic!("{other:?}"),
+        }
+        assert!(refuse_output_naming_input(&dir.path().join("new.ckpt"), &[&input]).is_ok());
+        let e = resolve_output(dir.path()).unwrap_err();
+        assert!(matches!(
+            e,
+            Error::OutputRefused {
+                refusal: OutputRefusal::IsDirectory,
+                ..
+            }
+        ));
+        assert!(e.to_string().ends_with(": output is a directory; name a file"), "{e}");
+    }
 
     #[test]
     fn nothing_appears_until_commit_and_nothing_stays_after_drop() {

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use super::checkpoint::{PageEntry, decode_entry, encode_entry};
 use super::{Cursor, ParseError, PutLe, bad_field};
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Corruption, Error, Rejection, Result};
 use crate::page::PageMeta;
 
 /// Record type: create a zero-filled page.
@@ -203,7 +203,7 @@ impl<'a> Delta<'a> {
 
     /// Checks that the delta applies to a page of this shape (`None`: no such page), and
     /// returns the shape the page has afterwards (`None`: deleted).
-    pub fn check(&self, page: Option<PageShape>) -> Result<Option<PageShape>, String> {
+    pub fn check(&self, page: Option<PageShape>) -> Result<Option<PageShape>, Rejection> {
         let id = self.page_id;
         let Some(p) = page else {
             return match &self.op {
@@ -211,51 +211,49 @@ impl<'a> Delta<'a> {
                     len: *len,
                     epoch: self.epoch,
                 })),
-                _ => Err(format!("page {id} does not exist")),
+                _ => Err(Rejection::NoPage { page: id }),
             };
         };
         if let Op::Create { .. } = self.op {
-            return Err(format!("page {id} already exists"));
+            return Err(Rejection::PageExists { page: id });
         }
         if self.epoch <= p.epoch {
-            return Err(format!(
-                "epoch {} does not advance page {id} past its epoch {}",
-                self.epoch, p.epoch
-            ));
+            return Err(Rejection::EpochNotAdvanced {
+                page: id,
+                epoch: self.epoch,
+                page_epoch: p.epoch,
+            });
         }
         let in_bounds = |off: u64, n: u64| off.checked_add(n).is_some_and(|e| e <= p.len);
+        let out_of_page = |range, offset, len| Rejection::OutOfPage {
+            range,
+            page: id,
+            offset,
+            len,
+            page_len: Some(p.len),
+        };
         let len = match &self.op {
             Op::Create { .. } => unreachable!("handled above"),
             Op::Delete => return Ok(None),
             Op::Resize { len } => *len,
             Op::Full(d) if d.len() as u64 != p.len => {
-                return Err(format!(
-                    "full write of {} bytes to page {id} of {} bytes",
-                    d.len(),
-                    p.len
-                ));
+                return Err(Rejection::FullLength {
+                    page: id,
+                    bytes: d.len() as u64,
+                    page_len: p.len,
+                });
             }
             Op::Sparse(ranges) => {
                 if let Some((off, d)) = ranges.iter().find(|(off, d)| !in_bounds(*off, d.len() as u64)) {
-                    return Err(format!(
-                        "range {off}+{} past the end of page {id} ({} bytes)",
-                        d.len(),
-                        p.len
-                    ));
+                    return Err(out_of_page("range", *off, d.len() as u64));
                 }
                 p.len
             }
             Op::Masked { offset, len, .. } if !in_bounds(*offset, *len) => {
-                return Err(format!(
-                    "masked range {offset}+{len} past the end of page {id} ({} bytes)",
-                    p.len
-                ));
+                return Err(out_of_page("masked range", *offset, *len));
             }
             Op::Fill { offset, len, .. } if !in_bounds(*offset, *len) => {
-                return Err(format!(
-                    "fill range {offset}+{len} past the end of page {id} ({} bytes)",
-                    p.len
-                ));
+                return Err(out_of_page("fill range", *offset, *len));
             }
             _ => p.len,
         };
@@ -627,34 +625,39 @@ mod tests {
     fn check_enforces_existence_bounds_and_epochs() {
         let p = Some(PageShape { len: 8, epoch: 2 });
         assert!(delta(Op::Full(&[0; 8])).check(p).is_ok());
-        assert!(
-            delta(Op::Full(&[0; 7]))
-                .check(p)
-                .unwrap_err()
-                .contains("full write of 7 bytes")
+        let full = delta(Op::Full(&[0; 7])).check(p).unwrap_err();
+        assert_eq!(
+            full,
+            Rejection::FullLength {
+                page: 7,
+                bytes: 7,
+                page_len: 8
+            }
         );
-        assert!(
-            delta(Op::Sparse(vec![(7, &[1, 2])]))
-                .check(p)
-                .unwrap_err()
-                .contains("past the end")
-        );
-        assert!(delta(Op::Sparse(vec![(u64::MAX, &[1])])).check(p).is_err());
-        assert!(delta(Op::Delete).check(None).unwrap_err().contains("does not exist"));
-        assert!(
+        assert_eq!(full.to_string(), "full write of 7 bytes to page 7 of 8 bytes");
+        let range = delta(Op::Sparse(vec![(7, &[1, 2])])).check(p).unwrap_err();
+        assert_eq!(range.to_string(), "range 7+2 past the end of page 7 (8 bytes)");
+        assert!(matches!(
+            delta(Op::Sparse(vec![(u64::MAX, &[1])])).check(p),
+            Err(Rejection::OutOfPage { .. })
+        ));
+        assert_eq!(delta(Op::Delete).check(None), Err(Rejection::NoPage { page: 7 }));
+        assert_eq!(
             delta(Op::Create {
                 len: 1,
                 meta: PageMeta::default()
             })
-            .check(p)
-            .unwrap_err()
-            .contains("already exists")
+            .check(p),
+            Err(Rejection::PageExists { page: 7 })
         );
         let old = Delta {
             epoch: 2,
             ..delta(Op::Delete)
         };
-        assert!(old.check(p).unwrap_err().contains("does not advance"));
+        assert_eq!(
+            old.check(p).unwrap_err().to_string(),
+            "epoch 2 does not advance page 7 past its epoch 2"
+        );
         assert_eq!(
             delta(Op::Resize { len: 3 }).check(p).unwrap(),
             Some(PageShape { len: 3, epoch: 3 })

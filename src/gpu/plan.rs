@@ -656,10 +656,8 @@ fn record_error(
     if to_epoch.is_some_and(|n| delta.epoch > n) {
         return None;
     }
-    let reason = match delta.check(shape_of(delta.page_id)) {
-        Err(r) => r,
-        Ok(_) => "record rejected".into(),
-    };
+    // The record failed the parallel pass, so it fails the check at this point of the log.
+    let reason = delta.check(shape_of(delta.page_id)).err()?;
     Some(Error::DeltaRejected {
         path: seg.path().to_owned(),
         offset: f.offset,

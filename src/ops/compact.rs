@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Rejection, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::log::{Compression, Durability, Log, LogOptions, LogRecord, LogWriter};
 use crate::format::record::{Delta, Op, TargetPage};
@@ -131,10 +131,10 @@ pub fn compact_checkpoint(
             .any(|i| std::fs::canonicalize(i).ok() == std::fs::canonicalize(rest).ok())
             || std::fs::canonicalize(crate::format::lock::log_dir(out)).ok() == std::fs::canonicalize(rest).ok())
     {
-        return Err(Error::Invalid(format!(
-            "{}: the rest log names an input or the output's directory; choose another path (nothing was written)",
-            rest.display()
-        )));
+        return Err(Error::OutputRefused {
+            path: rest.to_owned(),
+            refusal: crate::error::OutputRefusal::RestLogCollides,
+        });
     }
     let ckpt = Checkpoint::open(ckpt_path)?;
     if let Some(e) = ckpt.check_pages(None).into_iter().next() {
@@ -503,7 +503,7 @@ impl PageProgram {
     }
 
     /// Folds one more delta in; `Err` when it could not apply to any base state.
-    fn push(&mut self, d: &Delta<'_>) -> std::result::Result<(), String> {
+    fn push(&mut self, d: &Delta<'_>) -> std::result::Result<(), Rejection> {
         let id = d.page_id;
         // A first record other than a create means the page is in the base state.
         if !self.started && !matches!(d.op, Op::Create { .. }) {
@@ -520,10 +520,11 @@ impl PageProgram {
         }) && !matches!(d.op, Op::Create { .. })
             && d.epoch <= last
         {
-            return Err(format!(
-                "epoch {} does not advance page {id} past its epoch {last}",
-                d.epoch
-            ));
+            return Err(Rejection::EpochNotAdvanced {
+                page: id,
+                epoch: d.epoch,
+                page_epoch: last,
+            });
         }
         let known_len = match &self.body {
             Some(Body::OnBase { len, .. }) => *len,
@@ -534,6 +535,13 @@ impl PageProgram {
         // limit bounds every range, which also keeps the arithmetic below from overflowing.
         let limit = known_len.unwrap_or(crate::format::record::MAX_PAGE_LEN);
         let in_bounds = |off: u64, n: u64| off.checked_add(n).is_some_and(|e| e <= limit);
+        let out_of_page = |range, offset, len| Rejection::OutOfPage {
+            range,
+            page: id,
+            offset,
+            len,
+            page_len: None,
+        };
         match (&d.op, &mut self.body) {
             (Op::Create { len, meta }, None) => {
                 self.body = Some(Body::Created {
@@ -545,8 +553,8 @@ impl PageProgram {
                 self.stamps.clear();
                 return Ok(());
             }
-            (Op::Create { .. }, Some(_)) => return Err(format!("page {id} already exists")),
-            (_, None) => return Err(format!("page {id} does not exist")),
+            (Op::Create { .. }, Some(_)) => return Err(Rejection::PageExists { page: id }),
+            (_, None) => return Err(Rejection::NoPage { page: id }),
             (Op::Delete, Some(body)) => {
                 if matches!(body, Body::OnBase { .. }) {
                     self.base_deleted = Some(Stamp::of(d));
@@ -567,10 +575,11 @@ impl PageProgram {
             (Op::Full(data), Some(body)) => {
                 let n = data.len() as u64;
                 if known_len.is_some_and(|l| l != n) {
-                    return Err(format!(
-                        "full write of {n} bytes to page {id} of {} bytes",
-                        known_len.unwrap_or(0)
-                    ));
+                    return Err(Rejection::FullLength {
+                        page: id,
+                        bytes: n,
+                        page_len: known_len.unwrap_or(0),
+                    });
                 }
                 let writes = match body {
                     Body::OnBase { shrink, len, writes } => {
@@ -588,7 +597,7 @@ impl PageProgram {
             }
             (Op::Sparse(ranges), Some(body)) => {
                 if let Some((o, r)) = ranges.iter().find(|(o, r)| !in_bounds(*o, r.len() as u64)) {
-                    return Err(format!("range {o}+{} past the end of page {id}", r.len()));
+                    return Err(out_of_page("range", *o, r.len() as u64));
                 }
                 let writes = match body {
                     Body::OnBase { writes, .. } | Body::Created { writes, .. } => writes,
@@ -607,7 +616,7 @@ impl PageProgram {
                 Some(body),
             ) => {
                 if !in_bounds(*offset, *len) {
-                    return Err(format!("masked range {offset}+{len} past the end of page {id}"));
+                    return Err(out_of_page("masked range", *offset, *len));
                 }
                 let writes = match body {
                     Body::OnBase { writes, .. } | Body::Created { writes, .. } => writes,
@@ -616,12 +625,14 @@ impl PageProgram {
             }
             (Op::Fill { offset, len, value }, Some(body)) => {
                 if !in_bounds(*offset, *len) {
-                    return Err(format!("fill range {offset}+{len} past the end of page {id}"));
+                    return Err(out_of_page("fill range", *offset, *len));
                 }
                 let writes = match body {
                     Body::OnBase { writes, .. } | Body::Created { writes, .. } => writes,
                 };
-                writes.write_fill(*offset, *len, *value)?;
+                writes
+                    .write_fill(*offset, *len, *value)
+                    .map_err(Rejection::CannotMerge)?;
             }
         }
         self.stamps.push(Stamp::of(d));

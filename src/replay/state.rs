@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Rejection, Result};
 use crate::format::checkpoint::{Checkpoint, CheckpointWriter, PageSpec};
 use crate::format::log::{Log, TornTail};
 use crate::format::record::{Delta, Op, PageShape, TargetPage, apply_writes};
@@ -91,7 +91,7 @@ pub enum PageCheck {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyError {
     /// The delta does not apply to the state (the data is bad).
-    Rejected(String),
+    Rejected(Rejection),
     /// The delta is valid, but the memory its page needs cannot be had.
     OutOfMemory(String),
 }
@@ -99,7 +99,7 @@ pub enum ApplyError {
 impl std::fmt::Display for ApplyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ApplyError::Rejected(why) => f.write_str(why),
+            ApplyError::Rejected(why) => write!(f, "{why}"),
             ApplyError::OutOfMemory(why) => write!(f, "out of memory: {why}"),
         }
     }

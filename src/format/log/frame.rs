@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use crate::error::{Corruption, Result};
+use crate::error::{Corruption, Rejection, Result};
 use crate::format::record::{OPTIONAL_TYPE_MIN, TYPE_CREATE, TYPE_FILL, TargetPage, max_payload_len};
 use crate::format::{Cursor, FORMAT_MAJOR, ParseError, PutLe, bad_field, crc32c};
 use crate::page::StateHash;
@@ -246,7 +246,8 @@ pub(super) fn trusted_frame_len(bytes: &[u8], at: u64) -> Option<u64> {
 pub fn frame_payload<'a>(segment: &'a [u8], f: &FrameRef) -> std::result::Result<Cow<'a, [u8]>, String> {
     match frame_payload_for_page(segment, f, |_| TargetPage::Unknown) {
         Ok(p) => Ok(p),
-        Err(PayloadProblem::Compression(why) | PayloadProblem::DoesNotFit(why)) => Err(why),
+        Err(PayloadProblem::Compression(why)) => Err(why),
+        Err(PayloadProblem::DoesNotFit(why)) => Err(why.to_string()),
     }
 }
 
@@ -257,7 +258,7 @@ pub enum PayloadProblem {
     Compression(String),
     /// The declared decompressed size is more than the record could have and still apply to
     /// its page: it is refused before anything is decompressed.
-    DoesNotFit(String),
+    DoesNotFit(Rejection),
 }
 
 /// Bytes of a payload's common head: page id, epoch, timestamp and the source tag's length.
@@ -301,14 +302,16 @@ pub fn frame_payload_for_page<'a>(
             if let Some(max) = max_payload_len(f.kind, head_len, target)
                 && size > max
             {
-                let page = match target {
-                    TargetPage::Len(l) => format!("page {page_id} of {l} bytes"),
-                    _ => format!("page {page_id}, which does not exist"),
-                };
-                return Err(DoesNotFit(format!(
-                    "its compressed payload declares {size} bytes, but a {} record for {page} carries at most {max}",
-                    crate::format::record::kind_name(f.kind)
-                )));
+                return Err(DoesNotFit(Rejection::PayloadCannotFit {
+                    record: crate::format::record::kind_name(f.kind),
+                    declared: size,
+                    page: page_id,
+                    page_len: match target {
+                        TargetPage::Len(l) => Some(l),
+                        _ => None,
+                    },
+                    max,
+                }));
             }
         }
     }
