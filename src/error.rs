@@ -72,9 +72,9 @@ pub enum Error {
     /// The machine cannot give the memory a valid request needs (a page larger than memory).
     #[error("out of memory: {0}")]
     OutOfMemory(String),
-    /// A CUDA driver, NVRTC or device problem (no driver, no device, out of memory, ...).
+    /// A CUDA driver, NVRTC or device problem; [`GpuError`] says which kind.
     #[error("GPU: {0}")]
-    Gpu(String),
+    Gpu(GpuError),
     /// The request itself cannot be carried out (bad argument, missing page, ...).
     #[error("{0}")]
     Invalid(String),
@@ -326,4 +326,28 @@ pub enum OutputRefusal {
     /// A second output (compaction's rest log) names an input or the first output's directory.
     #[error("the rest log names an input or the output's directory; choose another path (nothing was written)")]
     RestLogCollides,
+}
+
+/// What went wrong on the GPU side, by kind (the message says the rest).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuError {
+    /// No CUDA driver library on this machine.
+    #[error("no CUDA driver (libcuda.so) on this machine")]
+    NoDriver,
+    /// The driver cannot be used, or the device asked for is not there.
+    #[error("{0}")]
+    NoDevice(String),
+    /// A CUDA driver call failed (its name and result code are in the message).
+    #[error("{0}")]
+    Driver(String),
+    /// No kernel code could be had for the card: no built-in CUBIN, no NVRTC, a failed compile.
+    #[error("{0}")]
+    Kernels(String),
+    /// Memory the load needs could not be had (device memory to oversubscribe, host staging).
+    #[error("{0}")]
+    Memory(String),
+    /// A worker thread panicked or an internal invariant failed: a bug in mmsb to report.
+    #[error("{0}")]
+    Internal(String),
 }

@@ -16,7 +16,7 @@ use super::kernels::{CHUNK_DESC_LEN, SOURCE_PAD, put_le};
 use super::loader::{CopyJob, Pipeline, ReadMode, Source};
 use super::plan::{self, ApplyPlan, KIND_MASKED, Step, WriteBatch};
 use super::store::{DevicePage, DevicePageStore, PageResidency};
-use crate::error::{Error, Result};
+use crate::error::{Error, GpuError, Result};
 use crate::format::checkpoint::CheckpointHead;
 use crate::format::log::Log;
 use crate::format::{crc32c_combine_with, crc32c_shift_factor};
@@ -265,7 +265,7 @@ impl Upload<'_> {
         match self {
             Upload::Running(h) => h
                 .join()
-                .unwrap_or_else(|_| Err(Error::Gpu("log upload thread panicked".into()))),
+                .unwrap_or_else(|_| Err(Error::Gpu(GpuError::Internal("log upload thread panicked".into())))),
             Upload::Done(ms) => Ok(ms),
         }
     }
@@ -436,7 +436,7 @@ impl DevicePageStore {
                         |i: usize| std::mem::take(&mut *walked[i].lock().unwrap_or_else(PoisonError::into_inner));
                     let walker = planner
                         .as_ref()
-                        .ok_or_else(|| Error::Gpu("a log given as files has no planner".into()))?;
+                        .ok_or_else(|| Error::Gpu(GpuError::Internal("a log given as files has no planner".into())))?;
                     let (log, decoded) = walker.open_log_from_pieces(&paths, &take)?;
                     (opened.insert(log), Some(decoded), Upload::Done(upload_ms))
                 }
@@ -495,17 +495,21 @@ impl DevicePageStore {
                     (Some(plan), _) => Ok(Cow::Borrowed(plan)),
                     (None, Some(planner)) => {
                         let planner = Arc::try_unwrap(planner)
-                            .map_err(|_| Error::Gpu("the log planner is still shared".into()))?;
+                            .map_err(|_| Error::Gpu(GpuError::Internal("the log planner is still shared".into())))?;
                         planner
                             .plan(log, decoded, seg_base, limit, keep_created)
                             .map(Cow::Owned)
                     }
-                    (None, None) => return Err(Error::Gpu("a log with neither plan nor planner".into())),
+                    (None, None) => {
+                        return Err(Error::Gpu(GpuError::Internal(
+                            "a log with neither plan nor planner".into(),
+                        )));
+                    }
                 };
                 let plan_done_ms = t.elapsed().as_secs_f64() * 1e3;
                 let (upload_ms, crc_ms, all_match, upload_done_ms) = checked
                     .join()
-                    .unwrap_or_else(|_| Err(Error::Gpu("checksum thread panicked".into())))?;
+                    .unwrap_or_else(|_| Err(Error::Gpu(GpuError::Internal("checksum thread panicked".into()))))?;
                 if !all_match {
                     return Ok(Outcome::Again(log.reopen_checked()?));
                 }

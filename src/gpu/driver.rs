@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, sys};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, GpuError, Result};
 
 /// Turns a driver result into an mmsb error naming the call.
 pub(crate) fn check(rc: sys::CUresult, what: &str) -> Result<()> {
     if rc == sys::CUresult::CUDA_SUCCESS {
         Ok(())
     } else {
-        Err(Error::Gpu(format!("{what} failed: {rc:?}")))
+        Err(Error::Gpu(GpuError::Driver(format!("{what} failed: {rc:?}"))))
     }
 }
 
@@ -64,9 +64,9 @@ impl DeviceBuffer {
             MemoryKind::Unified => {
                 let (free, _) = ctx.mem_get_info().map_err(gpu_err)?;
                 if n > free {
-                    return Err(Error::Gpu(format!(
+                    return Err(Error::Gpu(GpuError::Memory(format!(
                         "unified memory: {n} bytes asked, {free} free on the device; refusing to oversubscribe"
-                    )));
+                    ))));
                 }
                 // SAFETY: as above; GLOBAL makes the range accessible from any stream.
                 check(
@@ -151,7 +151,8 @@ pub(crate) fn compute_capability(ordinal: usize) -> Result<(i32, i32)> {
     use sys::CUdevice_attribute::{
         CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR as MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR as MINOR,
     };
-    let ordinal = i32::try_from(ordinal).map_err(|_| Error::Gpu(format!("no device cuda:{ordinal}")))?;
+    let ordinal =
+        i32::try_from(ordinal).map_err(|_| Error::Gpu(GpuError::NoDevice(format!("no device cuda:{ordinal}"))))?;
     let dev = device::get(ordinal).map_err(gpu_err)?;
     // SAFETY: `dev` was returned by `device::get` just above.
     let attribute = |a| unsafe { device::get_attribute(dev, a) }.map_err(gpu_err);
@@ -159,7 +160,7 @@ pub(crate) fn compute_capability(ordinal: usize) -> Result<(i32, i32)> {
 }
 
 pub(crate) fn gpu_err(e: cudarc::driver::DriverError) -> Error {
-    Error::Gpu(e.to_string())
+    Error::Gpu(GpuError::Driver(e.to_string()))
 }
 
 /// A range of host memory pinned for DMA (`cuMemHostRegister`), unpinned on drop.
@@ -173,17 +174,25 @@ unsafe impl Send for Registered {}
 // SAFETY: as above.
 unsafe impl Sync for Registered {}
 
+/// What the device may do with pinned host memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceAccess {
+    /// Read it only.
+    ReadOnly,
+    /// Read and write it.
+    ReadWrite,
+}
+
 impl Registered {
-    /// Pins `len` bytes at `ptr`. `read_only` for memory the device only reads (a read-only
-    /// file mapping must use it).
+    /// Pins `len` bytes at `ptr`, for the device to read only or to read and write (a
+    /// read-only file mapping must be [`DeviceAccess::ReadOnly`]).
     ///
     /// # Safety
     /// The range must stay mapped, and not be unmapped or freed, until the returned value drops.
-    pub unsafe fn new(ptr: *const u8, len: usize, read_only: bool) -> Result<Registered> {
-        let flags = if read_only {
-            sys::CU_MEMHOSTREGISTER_READ_ONLY
-        } else {
-            0
+    pub unsafe fn new(ptr: *const u8, len: usize, access: DeviceAccess) -> Result<Registered> {
+        let flags = match access {
+            DeviceAccess::ReadOnly => sys::CU_MEMHOSTREGISTER_READ_ONLY,
+            DeviceAccess::ReadWrite => 0,
         };
         // SAFETY: the caller keeps the range alive for the registration's life.
         check(

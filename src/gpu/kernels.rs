@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 
 use super::driver::{DeviceBuffer, MemoryKind, copy_h2d_on, gpu_err};
-use crate::error::{Error, Result};
+use crate::error::{Error, GpuError, Result};
 
 /// Kernel source. Descriptors are flat arrays of u64 so that the host side is plain `Vec<u64>`.
 pub const SOURCE: &str = r#"
@@ -210,7 +210,11 @@ pub fn compile(code: KernelCode) -> Result<cudarc::nvrtc::Ptx> {
     match code {
         KernelCode::BuiltIn(major, minor) => built_in(major, minor)
             .map(|b| cudarc::nvrtc::Ptx::from_binary(b.to_vec()))
-            .ok_or_else(|| Error::Gpu(format!("no built-in CUBIN for sm_{major}{minor} of this kernel source"))),
+            .ok_or_else(|| {
+                Error::Gpu(GpuError::Kernels(format!(
+                    "no built-in CUBIN for sm_{major}{minor} of this kernel source"
+                )))
+            }),
         KernelCode::Cubin(major, minor) => compile_cubin(major, minor).map(cudarc::nvrtc::Ptx::from_binary),
         KernelCode::Ptx => {
             nvrtc_present()?;
@@ -218,7 +222,8 @@ pub fn compile(code: KernelCode) -> Result<cudarc::nvrtc::Ptx> {
                 arch: Some("compute_80"),
                 ..Default::default()
             };
-            cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts).map_err(|e| Error::Gpu(format!("NVRTC: {e}")))
+            cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts)
+                .map_err(|e| Error::Gpu(GpuError::Kernels(format!("NVRTC: {e}"))))
         }
     }
 }
@@ -229,9 +234,9 @@ fn nvrtc_present() -> Result<()> {
     if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         Ok(())
     } else {
-        Err(Error::Gpu(
+        Err(Error::Gpu(GpuError::Kernels(
             "no NVRTC library (libnvrtc.so), which compiles the kernels at run time for this card".into(),
-        ))
+        )))
     }
 }
 
@@ -314,7 +319,7 @@ pub fn with_fallbacks<T>(
             Ok(t) => return Ok((t, code)),
             Err(e) => {
                 let why = match e {
-                    Error::Gpu(m) => m,
+                    Error::Gpu(g) => g.to_string(),
                     other => other.to_string(),
                 };
                 failures.push(format!("{code}: {why}"));
@@ -322,7 +327,10 @@ pub fn with_fallbacks<T>(
             }
         }
     }
-    Err(Error::Gpu(format!("no usable kernels ({})", failures.join("; "))))
+    Err(Error::Gpu(GpuError::Kernels(format!(
+        "no usable kernels ({})",
+        failures.join("; ")
+    ))))
 }
 
 impl std::fmt::Display for KernelCode {
@@ -350,7 +358,8 @@ impl Drop for Program {
 pub fn compile_cubin(major: i32, minor: i32) -> Result<Vec<u8>> {
     use cudarc::nvrtc::{result, sys};
     nvrtc_present()?;
-    let nvrtc = |what: &str, e: String| Error::Gpu(format!("NVRTC ({what} for sm_{major}{minor}): {e}"));
+    let nvrtc =
+        |what: &str, e: String| Error::Gpu(GpuError::Kernels(format!("NVRTC ({what} for sm_{major}{minor}): {e}")));
     let src = std::ffi::CString::new(SOURCE).expect("the kernel source has no NUL byte");
     let prog = Program(result::create_program(&src, None).map_err(|e| nvrtc("create", format!("{e:?}")))?);
     let opts = [format!("-arch=sm_{major}{minor}")];
@@ -437,7 +446,8 @@ impl Kernels {
         log_base: u64,
         extra_base: u64,
     ) -> Result<()> {
-        let n = u32::try_from(ntiles).map_err(|_| Error::Gpu("too many tiles in one batch".into()))?;
+        let n =
+            u32::try_from(ntiles).map_err(|_| Error::Gpu(GpuError::Internal("too many tiles in one batch".into())))?;
         if n == 0 {
             return Ok(());
         }
@@ -487,7 +497,7 @@ impl Kernels {
         if n == 0 {
             return Ok((0, Vec::new()));
         }
-        let n32 = u32::try_from(n).map_err(|_| Error::Gpu("too many CRC chunks".into()))?;
+        let n32 = u32::try_from(n).map_err(|_| Error::Gpu(GpuError::Internal("too many CRC chunks".into())))?;
         let d_desc = DeviceBuffer::alloc(stream.context(), n * CHUNK_DESC_LEN, MemoryKind::Device)?;
         let mut d_out = stream.alloc_zeros::<u32>(n).map_err(gpu_err)?;
         let mut d_bad = stream.alloc_zeros::<u32>(1).map_err(gpu_err)?;
@@ -608,7 +618,7 @@ mod tests {
         let (got, code) = with_fallbacks(KernelCode::BuiltIn(9, 0), |code| {
             tried.push(code);
             match code {
-                KernelCode::BuiltIn(..) => Err(Error::Gpu("CUDA_ERROR_NO_BINARY_FOR_GPU".into())),
+                KernelCode::BuiltIn(..) => Err(Error::Gpu(GpuError::Kernels("CUDA_ERROR_NO_BINARY_FOR_GPU".into()))),
                 _ => Ok("compiled"),
             }
         })
@@ -618,10 +628,10 @@ mod tests {
 
         // The same without NVRTC: nothing loads, and the error says why each code failed.
         let e = with_fallbacks(KernelCode::BuiltIn(9, 0), |code| -> Result<()> {
-            Err(Error::Gpu(match code {
+            Err(Error::Gpu(GpuError::Kernels(match code {
                 KernelCode::BuiltIn(..) => "CUDA_ERROR_NO_BINARY_FOR_GPU".into(),
                 _ => "no NVRTC library".into(),
-            }))
+            })))
         })
         .unwrap_err()
         .to_string();

@@ -14,8 +14,8 @@ use std::time::Instant;
 use cudarc::driver::CudaContext;
 
 use super::Gpu;
-use super::driver::{RawStream, Registered, gpu_err};
-use crate::error::{Error, Result};
+use super::driver::{DeviceAccess, RawStream, Registered, gpu_err};
+use crate::error::{Error, GpuError, Result};
 use crate::format::ALIGN;
 use crate::mmap::ReadOnlyMap;
 
@@ -97,11 +97,12 @@ impl Staging {
     }
 
     fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Staging> {
-        let layout = std::alloc::Layout::from_size_align(len, ALIGN as usize).map_err(|e| Error::Gpu(e.to_string()))?;
+        let layout = std::alloc::Layout::from_size_align(len, ALIGN as usize)
+            .map_err(|e| Error::Gpu(GpuError::Internal(e.to_string())))?;
         let arena = StagingArena::new(layout)?;
         ctx.bind_to_thread().map_err(gpu_err)?;
         // SAFETY: the arena stays allocated until after `pinned` drops (field order).
-        let pinned = unsafe { Registered::new(arena.ptr, len, false)? };
+        let pinned = unsafe { Registered::new(arena.ptr, len, DeviceAccess::ReadWrite)? };
         Ok(Staging { pinned, _arena: arena })
     }
 }
@@ -368,7 +369,7 @@ pub fn load(
             .collect();
         handles.into_iter().try_for_each(|h| {
             h.join()
-                .unwrap_or_else(|_| Err(Error::Gpu("a copy thread panicked".into())))
+                .unwrap_or_else(|_| Err(Error::Gpu(GpuError::Internal("a copy thread panicked".into()))))
         })
     });
     times.copy_ms = ms(t);
@@ -399,29 +400,29 @@ fn load_pinning_mapping(
         .map(|(_, piece)| piece)
         .collect();
     if let Some(j) = work.iter().find(|j| j.file_off % ALIGN != 0 || j.len % ALIGN != 0) {
-        return Err(Error::Gpu(format!(
+        return Err(Error::Gpu(GpuError::Internal(format!(
             "pinning the mapping needs 4096-aligned pieces (offset {}, length {})",
             j.file_off, j.len
-        )));
+        ))));
     }
     let maps = sources
         .iter()
         .map(|s| {
             s.map.cloned().ok_or_else(|| {
-                Error::Gpu(format!(
+                Error::Gpu(GpuError::Internal(format!(
                     "{}: pinning the mapping needs the file mapped",
                     s.path.display()
-                ))
+                )))
             })
         })
         .collect::<Result<Vec<Arc<ReadOnlyMap>>>>()?;
     if let Some(j) = work.iter().find(|j| j.file_off + j.len > maps[j.src].len() as u64) {
-        return Err(Error::Gpu(format!(
+        return Err(Error::Gpu(GpuError::Internal(format!(
             "{}: piece at {} of {} bytes is past the mapping's end",
             sources[j.src].path.display(),
             j.file_off,
             j.len
-        )));
+        ))));
     }
     let next = AtomicUsize::new(0);
     let threads = p.threads.clamp(1, work.len().max(1));
@@ -444,7 +445,7 @@ fn load_pinning_mapping(
                             let tp = Instant::now();
                             // SAFETY: `src` is part of a read-only mapping that is kept alive
                             // (an `Arc` held beside the registrations) until after they drop.
-                            let r = unsafe { Registered::new(src.as_ptr(), src.len(), true)? };
+                            let r = unsafe { Registered::new(src.as_ptr(), src.len(), DeviceAccess::ReadOnly)? };
                             pin_ms += ms(tp);
                             // SAFETY: the source stays mapped and pinned until after the
                             // synchronisation below.
@@ -462,7 +463,7 @@ fn load_pinning_mapping(
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(Error::Gpu("a pinning thread panicked".into())))
+                    .unwrap_or_else(|_| Err(Error::Gpu(GpuError::Internal("a pinning thread panicked".into()))))
             })
             .collect()
     });
@@ -516,10 +517,10 @@ impl StagingArena {
         // SAFETY: the layout has a non-zero size (at least one slot) and a valid alignment.
         let ptr = unsafe { std::alloc::alloc(layout) };
         if ptr.is_null() {
-            return Err(Error::Gpu(format!(
+            return Err(Error::Gpu(GpuError::Memory(format!(
                 "cannot allocate {} bytes of staging memory",
                 layout.size()
-            )));
+            ))));
         }
         Ok(StagingArena { ptr, layout })
     }

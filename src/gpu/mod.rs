@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use cudarc::driver::{CudaContext, CudaStream};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, GpuError, Result};
 use driver::gpu_err;
 
 /// An opened CUDA device: context, the stream all replay work is ordered on, and the kernels.
@@ -62,10 +62,10 @@ pub enum KernelCompile {
 }
 
 impl KernelCompile {
-    /// For a replay: a log to apply or a `--verify` needs the kernels; a replay that only loads
-    /// pages does not.
-    pub fn for_replay(has_log: bool, verify: bool) -> KernelCompile {
-        if has_log || verify {
+    /// For a replay: a log to apply or a check on the device needs the kernels; a replay that
+    /// only loads pages does not.
+    pub fn for_replay(log: Option<&[std::path::PathBuf]>, checks_on_device: bool) -> KernelCompile {
+        if log.is_some_and(|l| !l.is_empty()) || checks_on_device {
             KernelCompile::WhileStarting
         } else {
             KernelCompile::WhenNeeded
@@ -83,9 +83,10 @@ struct LoadedKernels {
 /// Number of CUDA devices, or an error saying why there are none to use.
 pub fn device_count() -> Result<usize> {
     if !driver::driver_present() {
-        return Err(Error::Gpu("no CUDA driver (libcuda.so) on this machine".into()));
+        return Err(Error::Gpu(GpuError::NoDriver));
     }
-    let n = CudaContext::device_count().map_err(|e| Error::Gpu(format!("CUDA driver present but unusable: {e}")))?;
+    let n = CudaContext::device_count()
+        .map_err(|e| Error::Gpu(GpuError::NoDevice(format!("CUDA driver present but unusable: {e}"))))?;
     Ok(n.max(0) as usize)
 }
 
@@ -96,9 +97,9 @@ impl Gpu {
         let t0 = Instant::now();
         let count = device_count()?;
         if ordinal >= count {
-            return Err(Error::Gpu(format!(
+            return Err(Error::Gpu(GpuError::NoDevice(format!(
                 "no device cuda:{ordinal} ({count} CUDA device(s) present)"
-            )));
+            ))));
         }
         // The code for this card's architecture, which the driver (started by `device_count`
         // above) tells; where NVRTC must compile it, that runs beside the context's creation.
@@ -111,7 +112,9 @@ impl Gpu {
         let start_ms = t0.elapsed().as_secs_f64() * 1e3;
         let loaded = std::sync::OnceLock::new();
         if let Some(thread) = compiling {
-            let compiled = thread.join().map_err(|_| Error::Gpu("NVRTC thread panicked".into()))?;
+            let compiled = thread
+                .join()
+                .map_err(|_| Error::Gpu(GpuError::Internal("NVRTC thread panicked".into())))?;
             let _ = loaded.set(load_kernels(&ctx, target, compiled)?);
         }
         let stream = ctx.new_stream().map_err(gpu_err)?;
@@ -246,6 +249,25 @@ pub fn parse_device(s: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// Without a driver, every way in says so by kind, which a caller can match to fall back to
+    /// the CPU. (On a machine with a driver this checks the other side: an absent ordinal.)
+    #[test]
+    fn a_missing_driver_or_device_is_refused_by_kind() {
+        if !driver::driver_present() {
+            assert!(matches!(device_count(), Err(Error::Gpu(GpuError::NoDriver))));
+            assert!(matches!(
+                Gpu::open(0, KernelCompile::WhenNeeded),
+                Err(Error::Gpu(GpuError::NoDriver))
+            ));
+        } else {
+            eprintln!("a CUDA driver is present: checking an absent ordinal instead");
+            assert!(matches!(
+                Gpu::open(1 << 20, KernelCompile::WhenNeeded),
+                Err(Error::Gpu(GpuError::NoDevice(_)))
+            ));
+        }
+    }
+
     #[test]
     fn device_names_parse() {
         assert_eq!(parse_device("cuda:3"), Some(3));
@@ -256,9 +278,14 @@ mod tests {
 
     #[test]
     fn only_a_replay_that_loads_pages_alone_leaves_the_kernels_for_later() {
-        assert_eq!(KernelCompile::for_replay(false, false), KernelCompile::WhenNeeded);
-        assert_eq!(KernelCompile::for_replay(true, false), KernelCompile::WhileStarting);
-        assert_eq!(KernelCompile::for_replay(false, true), KernelCompile::WhileStarting);
+        let log = [std::path::PathBuf::from("a.log")];
+        assert_eq!(KernelCompile::for_replay(None, false), KernelCompile::WhenNeeded);
+        assert_eq!(KernelCompile::for_replay(Some(&[]), false), KernelCompile::WhenNeeded);
+        assert_eq!(
+            KernelCompile::for_replay(Some(&log), false),
+            KernelCompile::WhileStarting
+        );
+        assert_eq!(KernelCompile::for_replay(None, true), KernelCompile::WhileStarting);
     }
 
     #[test]

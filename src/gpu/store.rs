@@ -137,6 +137,16 @@ impl PageHandle<'_> {
     }
 }
 
+/// Whether [`DevicePageStore::checksums`] may use the CRCs it already knows (pages loaded and
+/// not written since) or must read every page again (to check the bytes on the device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnownCrcs {
+    /// Use a known CRC; compute only the others.
+    Reuse,
+    /// Compute every page's CRC from the bytes on the device.
+    Recompute,
+}
+
 /// Pages on one device.
 pub struct DevicePageStore {
     pub(crate) gpu: Arc<Gpu>,
@@ -474,9 +484,10 @@ impl DevicePageStore {
         Ok(())
     }
 
-    /// CRC32C of every page, computed on the GPU (pages whose CRC is already known are not
-    /// re-read unless `all`). Returns `(id, len, epoch, crc)` in id order.
-    pub fn checksums(&mut self, all: bool) -> Result<Vec<(u64, u64, u64, u32)>> {
+    /// CRC32C of every page, computed on the GPU (a page whose CRC is already known is read
+    /// again only with [`KnownCrcs::Recompute`]). Returns `(id, len, epoch, crc)` in id order.
+    pub fn checksums(&mut self, known: KnownCrcs) -> Result<Vec<(u64, u64, u64, u32)>> {
+        let all = known == KnownCrcs::Recompute;
         let mut off = Vec::new();
         let mut len = Vec::new();
         let mut owners = Vec::new();
@@ -557,7 +568,7 @@ impl DevicePageStore {
 
     /// Checks every loaded page's bytes on the device against the checkpoint's CRC32C.
     pub fn verify_against(&mut self, ckpt: &Checkpoint) -> Result<()> {
-        let sums = self.checksums(true)?;
+        let sums = self.checksums(KnownCrcs::Recompute)?;
         for (id, _, _, crc) in sums {
             let e = ckpt.head().page(id).expect("loaded from this checkpoint");
             if e.crc32c != crc {
@@ -577,7 +588,7 @@ impl DevicePageStore {
 
     /// The state hash of the pages in the store, from CRCs computed on the GPU.
     pub fn state_hash(&mut self) -> Result<StateHash> {
-        Ok(StateHash::compute(self.checksums(false)?.into_iter()))
+        Ok(StateHash::compute(self.checksums(KnownCrcs::Reuse)?.into_iter()))
     }
 
     /// Writes the store's pages as a checkpoint (device to host, then the atomic writer).

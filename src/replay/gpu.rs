@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::ReplayOptions;
 use super::state::{ReplayLimit, ReplaySummary};
-use crate::error::{Error, Result};
+use crate::error::{Error, GpuError, Result};
 use crate::format::checkpoint::{Checkpoint, PageEntry};
 use crate::format::log::Log;
 use crate::gpu::apply::{ApplyStats, PreparedLog};
@@ -131,7 +131,9 @@ impl CudaStart {
     /// The started device.
     fn wait(self) -> Result<Gpu> {
         match self {
-            CudaStart::Running(h) => h.join().map_err(|_| Error::Gpu("CUDA start thread panicked".into()))?,
+            CudaStart::Running(h) => h
+                .join()
+                .map_err(|_| Error::Gpu(GpuError::Internal("CUDA start thread panicked".into())))?,
             CudaStart::Started(gpu) => Ok(gpu),
         }
     }
@@ -145,7 +147,7 @@ pub(super) fn run(
     o: &ReplayOptions,
 ) -> Result<(GpuReplayReport, DevicePageStore)> {
     let t0 = Instant::now();
-    let compile = KernelCompile::for_replay(!logs.is_empty(), o.verify);
+    let compile = KernelCompile::for_replay(Some(logs), o.verify);
     let starting = CudaStart::Running(std::thread::spawn(move || Gpu::open(ordinal, compile)));
     let len = std::fs::metadata(checkpoint)
         .map_err(|e| Error::io(checkpoint, e))?

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::ReplayOptions;
 use super::state::ReplaySummary;
-use crate::error::{Error, Result};
+use crate::error::{Error, GpuError, Result};
 use crate::format::checkpoint::{Checkpoint, PageEntry};
 use crate::format::log::Log;
 use crate::gpu::apply::{ApplyStats, PreparedLog};
@@ -150,7 +150,7 @@ fn each<T: Send, R: Send>(items: Vec<T>, f: impl Fn(usize, T) -> Result<R> + Syn
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(Error::Gpu("a device thread panicked".into())))
+                    .unwrap_or_else(|_| Err(Error::Gpu(GpuError::Internal("a device thread panicked".into()))))
             })
             .collect()
     })
@@ -167,7 +167,7 @@ pub(super) fn run(
         return Err(Error::Invalid("no devices given".into()));
     }
     let t0 = Instant::now();
-    let compile = KernelCompile::for_replay(!logs.is_empty(), o.verify);
+    let compile = KernelCompile::for_replay(Some(logs), o.verify);
     let starting: Vec<_> = ordinals
         .iter()
         .map(|&n| std::thread::spawn(move || Gpu::open(n, compile)))
@@ -214,7 +214,7 @@ pub(super) fn run(
         .into_iter()
         .map(|h| {
             h.join()
-                .map_err(|_| Error::Gpu("CUDA start thread panicked".into()))?
+                .map_err(|_| Error::Gpu(GpuError::Internal("CUDA start thread panicked".into())))?
                 .map(Arc::new)
         })
         .collect::<Result<_>>()?;
@@ -292,7 +292,7 @@ pub(super) fn run(
     if o.verify {
         let sums = each(stores.iter_mut().collect(), |_, store| {
             let t = Instant::now();
-            let c = store.checksums(false)?;
+            let c = store.checksums(crate::gpu::store::KnownCrcs::Reuse)?;
             Ok((c, ms(t)))
         })?;
         let mut all = Vec::new();
