@@ -69,6 +69,9 @@ pub enum Error {
         /// What is wrong with it.
         refusal: OutputRefusal,
     },
+    /// A log writer asked to do what it cannot; nothing was written.
+    #[error("{0}")]
+    LogWriter(WriterRefusal),
     /// The machine cannot give the memory a valid request needs (a page larger than memory).
     #[error("out of memory: {0}")]
     OutOfMemory(String),
@@ -350,4 +353,62 @@ pub enum GpuError {
     /// A worker thread panicked or an internal invariant failed: a bug in mmsb to report.
     #[error("{0}")]
     Internal(String),
+}
+
+/// Why a log writer refuses a request (nothing was written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriterRefusal {
+    /// A new log in a directory that already holds segments.
+    #[error("{}: already holds log segments", dir.display())]
+    HoldsSegments {
+        /// The log directory.
+        dir: PathBuf,
+    },
+    /// An append to a directory with no segment.
+    #[error("{}: no segments", dir.display())]
+    NoSegments {
+        /// The log directory.
+        dir: PathBuf,
+    },
+    /// An append to a segment of a newer minor version than this build writes.
+    #[error(
+        "{}: written in format {major}.{minor}, newer than the {major}.{writes} this build writes: appending could break what that version promises its readers",
+        segment.display()
+    )]
+    NewerMinor {
+        /// The last segment.
+        segment: PathBuf,
+        /// Its major version.
+        major: u16,
+        /// Its minor version.
+        minor: u16,
+        /// The minor version this build writes.
+        writes: u16,
+    },
+    /// `begin_group` with a group open.
+    #[error("a log group is already open")]
+    GroupAlreadyOpen,
+    /// `commit_group` or `abort_group` with no group open.
+    #[error("no log group is open")]
+    NoGroupOpen,
+    /// An aborted group could not be cut off because a reader has the segment open: it stays
+    /// as a torn tail.
+    #[error("{}: a reader has the segment open, so an unfinished write was left as a torn tail (run `mmsb recover`)", segment.display())]
+    ReaderHoldsSegment {
+        /// The segment.
+        segment: PathBuf,
+    },
+    /// An append after an unfinished group was left in the segment.
+    #[error("{}: an unfinished group was left open; run `mmsb recover` before appending", segment.display())]
+    UnfinishedGroup {
+        /// The segment.
+        segment: PathBuf,
+    },
+    /// A new segment where a file of that name exists.
+    #[error("{}: segment exists already", segment.display())]
+    SegmentExists {
+        /// The segment's path.
+        segment: PathBuf,
+    },
 }

@@ -50,4 +50,4 @@ pub mod select;
 pub mod testing;
 pub mod timing;
 
-pub use error::{Corruption, Error, GpuError, OutputRefusal, Rejection, Result};
+pub use error::{Corruption, Error, GpuError, OutputRefusal, Rejection, Result, WriterRefusal};

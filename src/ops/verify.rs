@@ -106,7 +106,7 @@ impl From<&Error> for Problem {
             Error::Locked { path, .. } => (path.clone(), None, "locked"),
             Error::OutOfMemory(_) => (PathBuf::new(), None, "out_of_memory"),
             Error::OutputRefused { path, .. } => (path.clone(), None, "invalid"),
-            Error::Invalid(_) | Error::Gpu(_) => (PathBuf::new(), None, "invalid"),
+            Error::Invalid(_) | Error::Gpu(_) | Error::LogWriter(_) => (PathBuf::new(), None, "invalid"),
         };
         Problem {
             file,

@@ -402,6 +402,34 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_refuses_misuse_by_kind_and_writes_nothing() {
+        use crate::error::WriterRefusal;
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = write_log(dir.path(), 2, LogOptions::default());
+        let before = std::fs::read(&expand_paths(&[&logdir]).unwrap()[0]).unwrap();
+        assert!(matches!(
+            LogWriter::create(&logdir, StateHash([7; 32]), 1, LogOptions::default()),
+            Err(Error::LogWriter(WriterRefusal::HoldsSegments { dir })) if dir == logdir
+        ));
+        let mut w = LogWriter::open(&logdir, LogOptions::default()).unwrap();
+        assert!(matches!(
+            w.commit_group(),
+            Err(Error::LogWriter(WriterRefusal::NoGroupOpen))
+        ));
+        w.begin_group().unwrap();
+        assert!(matches!(
+            w.begin_group(),
+            Err(Error::LogWriter(WriterRefusal::GroupAlreadyOpen))
+        ));
+        w.abort_group().unwrap();
+        w.finish().unwrap();
+        assert_eq!(std::fs::read(&expand_paths(&[&logdir]).unwrap()[0]).unwrap(), before);
+        let empty = dir.path().join("empty.log");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(LogWriter::open(&empty, LogOptions::default()).is_err());
+    }
+
+    #[test]
     fn records_read_back_across_rotated_segments() {
         let dir = tempfile::tempdir().unwrap();
         let opts = LogOptions {

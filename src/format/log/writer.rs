@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, WriterRefusal};
 use crate::format::lock::{LockWait, LogLock, SegmentCutLock};
 use crate::format::record::Delta;
 use crate::format::{FORMAT_MAJOR, FORMAT_MINOR};
@@ -112,7 +112,7 @@ impl LogWriter {
     pub fn create(dir: &Path, base: StateHash, first_seq: u64, options: LogOptions) -> Result<LogWriter> {
         let lock = LogLock::exclusive(dir, LockWait::Fail)?;
         if expand_paths(&[dir]).is_ok() {
-            return Err(Error::Invalid(format!("{}: already holds log segments", dir.display())));
+            return Err(Error::LogWriter(WriterRefusal::HoldsSegments { dir: dir.to_owned() }));
         }
         let (file, file_path) = new_segment(dir, 0, first_seq, base)?;
         Ok(LogWriter {
@@ -147,14 +147,14 @@ impl LogWriter {
         let last = log
             .segments()
             .last()
-            .ok_or_else(|| Error::Invalid(format!("{}: no segments", dir.display())))?;
+            .ok_or_else(|| Error::LogWriter(WriterRefusal::NoSegments { dir: dir.to_owned() }))?;
         if last.header().minor > FORMAT_MINOR {
-            return Err(Error::Invalid(format!(
-                "{}: written in format {FORMAT_MAJOR}.{}, newer than the {FORMAT_MAJOR}.{FORMAT_MINOR} this build \
-                 writes: appending could break what that version promises its readers",
-                last.path().display(),
-                last.header().minor
-            )));
+            return Err(Error::LogWriter(WriterRefusal::NewerMinor {
+                segment: last.path().to_owned(),
+                major: FORMAT_MAJOR,
+                minor: last.header().minor,
+                writes: FORMAT_MINOR,
+            }));
         }
         let file_path = last.path().to_owned();
         let file = OpenOptions::new()
@@ -195,7 +195,7 @@ impl LogWriter {
     /// size is exceeded instead), and nothing of it is synced before the commit.
     pub fn begin_group(&mut self) -> Result<()> {
         if self.group.is_some() {
-            return Err(Error::Invalid("a log group is already open".into()));
+            return Err(Error::LogWriter(WriterRefusal::GroupAlreadyOpen));
         }
         self.group = Some(OpenGroup {
             start_segment: self.segment_no,
@@ -212,7 +212,7 @@ impl LogWriter {
     /// group is synced as the durability policy asks for one record.
     pub fn commit_group(&mut self) -> Result<()> {
         let Some(mut g) = self.group.take() else {
-            return Err(Error::Invalid("no log group is open".into()));
+            return Err(Error::LogWriter(WriterRefusal::NoGroupOpen));
         };
         if let Some((seq, kind, flags, stored)) = g.held.take() {
             let written = self.write_frame(&encode_frame(seq, kind, flags, &stored), !g.started);
@@ -257,10 +257,9 @@ impl LogWriter {
     /// the segment's cut lock; fails, leaving the bytes, when a reader has the segment open.
     pub(super) fn cut_to(&mut self, len: u64) -> Result<()> {
         let _cut = SegmentCutLock::take(&self.file_path, LockWait::Fail).map_err(|_| {
-            Error::Invalid(format!(
-                "{}: a reader has the segment open, so an unfinished write was left as a torn tail (run `mmsb recover`)",
-                self.file_path.display()
-            ))
+            Error::LogWriter(WriterRefusal::ReaderHoldsSegment {
+                segment: self.file_path.clone(),
+            })
         })?;
         self.file.set_len(len).map_err(|e| Error::io(&self.file_path, e))?;
         self.file.sync_data().map_err(|e| Error::io(&self.file_path, e))?;
@@ -303,10 +302,9 @@ impl LogWriter {
     /// a group, or one outside any) and the frame would take the segment past its size.
     pub(super) fn write_frame(&mut self, frame: &[u8], may_rotate: bool) -> Result<()> {
         if self.poisoned {
-            return Err(Error::Invalid(format!(
-                "{}: an unfinished group was left open; run `mmsb recover` before appending",
-                self.file_path.display()
-            )));
+            return Err(Error::LogWriter(WriterRefusal::UnfinishedGroup {
+                segment: self.file_path.clone(),
+            }));
         }
         let full = self.segment_records > 0 && self.segment_len + frame.len() as u64 > self.options.segment_size;
         if may_rotate && (full || self.rotate_first) {
@@ -384,7 +382,7 @@ impl Drop for LogWriter {
 pub(super) fn new_segment(dir: &Path, n: u64, first_seq: u64, base: StateHash) -> Result<(File, PathBuf)> {
     let path = segment_path(dir, n);
     if path.exists() {
-        return Err(Error::Invalid(format!("{}: segment exists already", path.display())));
+        return Err(Error::LogWriter(WriterRefusal::SegmentExists { segment: path }));
     }
     let header = SegmentHeader {
         major: FORMAT_MAJOR,
