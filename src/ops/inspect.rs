@@ -252,6 +252,20 @@ pub struct RecordFilter {
     pub names: std::collections::HashMap<u64, String>,
 }
 
+impl RecordFilter {
+    /// Learns the names of `checkpoint`'s pages, for name globs, unless names are known
+    /// already or nothing is selected by pattern (then no name is ever looked up).
+    pub fn learn_names(&mut self, checkpoint: &CheckpointInfo) {
+        if self.names.is_empty() && !self.pages.is_all() {
+            self.names = checkpoint
+                .pages
+                .iter()
+                .filter_map(|p| Some((p.id, p.name?.to_string())))
+                .collect();
+        }
+    }
+}
+
 /// Reads a log's segments; with `records`, also decodes and lists the records it selects.
 pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<(LogInfo, Vec<RecordInfo>)> {
     let log = Log::open(paths)?;

@@ -172,6 +172,20 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// The report of a verification that could not read its input at all: not ok, with that
+    /// one problem (so that a caller asking for a report always gets one).
+    pub fn unreadable(e: &Error) -> VerifyReport {
+        VerifyReport {
+            ok: false,
+            checkpoints: Vec::new(),
+            log: None,
+            state_hash: None,
+            problems: vec![Problem::from(e)],
+            bytes_checked: 0,
+            stale_temp_outputs: Vec::new(),
+        }
+    }
+
     /// True when every problem is one of the data's (corruption, a torn tail, a rejected
     /// delta, a log for another state), none the environment's (I/O, a lock, memory): the
     /// command-line tool's exit status 1 rather than 2.

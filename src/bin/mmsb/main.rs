@@ -211,15 +211,16 @@ fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
     // With --json, one array of every file's document, serialized as it is written (a
     // checkpoint's page list is read from its index as it goes, never collected).
     let mut docs = Vec::new();
-    let mut names = std::collections::HashMap::new();
+    let mut filter = mmsb::ops::inspect::RecordFilter {
+        from_seq: a.from_seq,
+        to_seq: a.to_seq,
+        pages: selector.clone(),
+        names: Default::default(),
+    };
     for c in &ckpts {
         let info = mmsb::ops::inspect::inspect_checkpoint(c, selector.clone())?;
-        if names.is_empty() && !logs.is_empty() && !selector.is_all() {
-            names = info
-                .pages
-                .iter()
-                .filter_map(|p| Some((p.id, p.name?.to_string())))
-                .collect();
+        if a.records {
+            filter.learn_names(&info);
         }
         if a.json {
             docs.push(print::InspectDoc::Checkpoint(info));
@@ -228,13 +229,8 @@ fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
         }
     }
     if !logs.is_empty() {
-        let filter = a.records.then(|| mmsb::ops::inspect::RecordFilter {
-            from_seq: a.from_seq,
-            to_seq: a.to_seq,
-            pages: selector,
-            names,
-        });
-        let (info, records) = mmsb::ops::inspect::inspect_log(&logs, filter.as_ref())?;
+        let filter = a.records.then_some(&filter);
+        let (info, records) = mmsb::ops::inspect::inspect_log(&logs, filter)?;
         if a.json {
             docs.push(print::InspectDoc::Log {
                 info,
@@ -264,18 +260,7 @@ fn verify_cmd(a: VerifyArgs, wait: mmsb::format::lock::LockWait) -> Result<Outco
         Ok(r) => r,
         // With --json every outcome is one JSON document on stdout, a file that cannot be
         // read at all included.
-        Err(e) if a.json => {
-            let problem = mmsb::ops::verify::Problem::from(&e);
-            print::json(&serde_json::json!({
-                "ok": false, "checkpoints": [], "log": null, "state_hash": null,
-                "problems": [problem], "bytes_checked": 0, "stale_temp_outputs": [],
-            }))?;
-            return Ok(if e.is_data_error() {
-                Outcome::DataBad
-            } else {
-                Outcome::Failed
-            });
-        }
+        Err(e) if a.json => mmsb::ops::verify::VerifyReport::unreadable(&e),
         Err(e) => return Err(e.into()),
     };
     let mut repaired = None;
