@@ -13,6 +13,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["error", "page", "progress", "timing", "mmap", "fsutil", "select"],
     ),
     ("format", &["format"]),
+    ("derived pages", &["graph", "propagate"]),
     ("cpu replay engine", &["replay::state"]),
     ("gpu", &["gpu"]),
     ("replay front door", &["replay"]),

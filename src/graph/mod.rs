@@ -1,0 +1,371 @@
+//! Derived pages: which pages derive from which, by what rule. The edges form a DAG; every
+//! derived page has a height above all of its parents', kept as edges change (heights only
+//! rise, which keeps the order valid without recomputing it from scratch), so that a
+//! propagation can recompute pages in height order, each once.
+//!
+//! This is the in-memory graph. Its section in the checkpoint and its log records are the
+//! format work of issue "Derived pages" still to come (docs/FORMAT.md does not describe them
+//! yet).
+
+use std::collections::HashMap;
+
+/// A built-in derivation: how a derived page's bytes follow from its parents' bytes, in order.
+/// Every rule is deterministic and total (any parent lengths give an output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// The first parent's bytes.
+    Copy,
+    /// The first parent's bytes, XORed with each other parent's over the bytes they share.
+    Xor,
+    /// Little-endian u32 words of the first parent, each wrapping-added to the other parents'
+    /// words at the same place (a trailing part-word is copied from the first parent).
+    AddU32,
+    /// Like [`Rule::AddU32`] with the minimum of the words.
+    MinU32,
+    /// Like [`Rule::AddU32`] with the maximum of the words.
+    MaxU32,
+    /// The parents' bytes, one after another.
+    Concat,
+    /// `len` bytes of the first parent from `offset` (fewer where it ends sooner).
+    Slice {
+        /// The first byte taken.
+        offset: u64,
+        /// How many bytes.
+        len: u64,
+    },
+    /// The CRC32C of the parents' bytes one after another, as 4 little-endian bytes.
+    Crc32c,
+}
+
+impl Rule {
+    /// The derived bytes from the parents' bytes, in the parents' order, into `out`
+    /// (cleared first).
+    pub fn derive(&self, parents: &[&[u8]], out: &mut Vec<u8>) {
+        out.clear();
+        let first = parents.first().copied().unwrap_or(&[]);
+        let words = |out: &mut Vec<u8>, f: fn(u32, u32) -> u32| {
+            out.extend_from_slice(first);
+            for p in &parents[1.min(parents.len())..] {
+                let n = out.len().min(p.len()) / 4 * 4;
+                for (o, q) in out[..n].chunks_exact_mut(4).zip(p[..n].chunks_exact(4)) {
+                    let a = u32::from_le_bytes(o.try_into().expect("4 bytes"));
+                    let b = u32::from_le_bytes(q.try_into().expect("4 bytes"));
+                    o.copy_from_slice(&f(a, b).to_le_bytes());
+                }
+            }
+        };
+        match self {
+            Rule::Copy => out.extend_from_slice(first),
+            Rule::Xor => {
+                out.extend_from_slice(first);
+                for p in &parents[1.min(parents.len())..] {
+                    for (o, b) in out.iter_mut().zip(p.iter()) {
+                        *o ^= b;
+                    }
+                }
+            }
+            Rule::AddU32 => words(out, u32::wrapping_add),
+            Rule::MinU32 => words(out, u32::min),
+            Rule::MaxU32 => words(out, u32::max),
+            Rule::Concat => parents.iter().for_each(|p| out.extend_from_slice(p)),
+            Rule::Slice { offset, len } => {
+                let start = (*offset).min(first.len() as u64) as usize;
+                let end = offset.saturating_add(*len).min(first.len() as u64) as usize;
+                out.extend_from_slice(&first[start..end]);
+            }
+            Rule::Crc32c => {
+                let crc = parents.iter().fold(0u32, |c, p| crc32c::crc32c_append(c, p));
+                out.extend_from_slice(&crc.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Why a change to the graph is refused (the graph is left as it was).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// The parents given would close a cycle; the pages of the cycle, from the page being set
+    /// back to itself.
+    #[error("page {page}: these parents would close the cycle {}", cycle.iter().map(u64::to_string).collect::<Vec<_>>().join(" -> "))]
+    Cycle {
+        /// The page whose parents were being set.
+        page: u64,
+        /// The cycle, starting and ending at `page`.
+        cycle: Vec<u64>,
+    },
+    /// A page named as a parent of itself.
+    #[error("page {page} cannot derive from itself")]
+    SelfParent {
+        /// The page.
+        page: u64,
+    },
+    /// A derived page with no parent.
+    #[error("page {page}: a derived page needs at least one parent")]
+    NoParents {
+        /// The page.
+        page: u64,
+    },
+}
+
+/// One page in the graph.
+#[derive(Debug, Clone)]
+struct Node {
+    id: u64,
+    rule: Option<Rule>,
+    parents: Vec<u32>,
+    children: Vec<u32>,
+    height: u32,
+}
+
+/// The dependency graph of a state's pages. Pages are numbered densely in the order they are
+/// first named (their index); ids are the pages' own.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    nodes: Vec<Node>,
+    index: HashMap<u64, u32>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    /// The index of page `id`, adding it as a root (no rule, height 0) if it is new.
+    pub fn add_page(&mut self, id: u64) -> u32 {
+        if let Some(&i) = self.index.get(&id) {
+            return i;
+        }
+        let i = u32::try_from(self.nodes.len()).expect("fewer than 2^32 pages");
+        self.nodes.push(Node {
+            id,
+            rule: None,
+            parents: Vec::new(),
+            children: Vec::new(),
+            height: 0,
+        });
+        self.index.insert(id, i);
+        i
+    }
+
+    /// The index of page `id`, if the graph has it.
+    pub fn index_of(&self, id: u64) -> Option<u32> {
+        self.index.get(&id).copied()
+    }
+
+    /// The number of pages.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True when the graph has no page.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The id of the page at `index`.
+    pub fn id(&self, index: u32) -> u64 {
+        self.nodes[index as usize].id
+    }
+
+    /// The rule of the page at `index` (`None` for a root).
+    pub fn rule(&self, index: u32) -> Option<&Rule> {
+        self.nodes[index as usize].rule.as_ref()
+    }
+
+    /// The parents of the page at `index`, in order.
+    pub fn parents(&self, index: u32) -> &[u32] {
+        &self.nodes[index as usize].parents
+    }
+
+    /// The pages deriving from the page at `index`.
+    pub fn children(&self, index: u32) -> &[u32] {
+        &self.nodes[index as usize].children
+    }
+
+    /// The height of the page at `index`: 0 for a root, above every parent's for a derived
+    /// page.
+    pub fn height(&self, index: u32) -> u32 {
+        self.nodes[index as usize].height
+    }
+
+    /// The greatest height in the graph.
+    pub fn max_height(&self) -> u32 {
+        self.nodes.iter().map(|n| n.height).max().unwrap_or(0)
+    }
+
+    /// Makes page `id` derive from `parents` (ids, in order) by `rule`, replacing any rule and
+    /// parents it had; parents not yet in the graph are added as roots. Refused, with the graph
+    /// unchanged, when it would close a cycle.
+    pub fn set_rule(&mut self, id: u64, rule: Rule, parents: &[u64]) -> Result<(), GraphError> {
+        if parents.is_empty() {
+            return Err(GraphError::NoParents { page: id });
+        }
+        if parents.contains(&id) {
+            return Err(GraphError::SelfParent { page: id });
+        }
+        if let Some(page) = self.index_of(id) {
+            let known: Vec<u32> = parents.iter().filter_map(|p| self.index_of(*p)).collect();
+            if let Some(path) = self.path_down(page, &known) {
+                let mut cycle: Vec<u64> = path.iter().map(|&i| self.id(i)).collect();
+                cycle.push(id);
+                return Err(GraphError::Cycle { page: id, cycle });
+            }
+        }
+        let page = self.add_page(id);
+        let parents: Vec<u32> = parents.iter().map(|&p| self.add_page(p)).collect();
+        self.unlink(page);
+        for &p in &parents {
+            if !self.nodes[p as usize].children.contains(&page) {
+                self.nodes[p as usize].children.push(page);
+            }
+        }
+        self.nodes[page as usize].parents = parents;
+        self.nodes[page as usize].rule = Some(rule);
+        self.raise_from(page);
+        Ok(())
+    }
+
+    /// Makes page `id` a root again (no rule, no parents). Its height stays: heights only
+    /// rise, and an order that was valid stays valid when edges go.
+    pub fn clear_rule(&mut self, id: u64) {
+        if let Some(page) = self.index_of(id) {
+            self.unlink(page);
+            let n = &mut self.nodes[page as usize];
+            n.parents.clear();
+            n.rule = None;
+        }
+    }
+
+    fn unlink(&mut self, page: u32) {
+        let old = std::mem::take(&mut self.nodes[page as usize].parents);
+        for p in old {
+            self.nodes[p as usize].children.retain(|&c| c != page);
+        }
+    }
+
+    /// A path from `from` down to any of `targets` following child edges (`from` first), if
+    /// one exists. Iterative, so a chain a million pages deep is no deeper on the stack.
+    fn path_down(&self, from: u32, targets: &[u32]) -> Option<Vec<u32>> {
+        if targets.is_empty() {
+            return None;
+        }
+        let mut came_from: HashMap<u32, u32> = HashMap::new();
+        let mut stack = vec![from];
+        came_from.insert(from, from);
+        while let Some(i) = stack.pop() {
+            if targets.contains(&i) {
+                let mut path = vec![i];
+                let mut at = i;
+                while at != from {
+                    at = came_from[&at];
+                    path.push(at);
+                }
+                path.reverse();
+                return Some(path);
+            }
+            for &c in &self.nodes[i as usize].children {
+                if let std::collections::hash_map::Entry::Vacant(e) = came_from.entry(c) {
+                    e.insert(i);
+                    stack.push(c);
+                }
+            }
+        }
+        None
+    }
+
+    /// Raises `page`'s height above its parents', then its descendants' above theirs, as far as
+    /// the rise reaches (a worklist, not recursion).
+    fn raise_from(&mut self, page: u32) {
+        let mut work = vec![page];
+        while let Some(i) = work.pop() {
+            let need = self.nodes[i as usize]
+                .parents
+                .iter()
+                .map(|&p| self.nodes[p as usize].height + 1)
+                .max()
+                .unwrap_or(0);
+            if need > self.nodes[i as usize].height || i == page {
+                self.nodes[i as usize].height = need.max(self.nodes[i as usize].height);
+                work.extend(self.nodes[i as usize].children.iter().copied());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heights_rise_above_every_parent_and_a_cycle_is_refused_with_its_pages() {
+        let mut g = Graph::new();
+        g.set_rule(2, Rule::Copy, &[1]).unwrap();
+        g.set_rule(3, Rule::Xor, &[1, 2]).unwrap();
+        g.set_rule(4, Rule::Copy, &[3]).unwrap();
+        let h = |g: &Graph, id| g.height(g.index_of(id).unwrap());
+        assert_eq!([h(&g, 1), h(&g, 2), h(&g, 3), h(&g, 4)], [0, 1, 2, 3]);
+        // Page 1 deriving from page 4 closes 1 -> 2 -> 3 -> 4 -> 1 (or through 3 directly).
+        let e = g.set_rule(1, Rule::Copy, &[4]).unwrap_err();
+        match &e {
+            GraphError::Cycle { page: 1, cycle } => {
+                assert_eq!((cycle.first(), cycle.last()), (Some(&1), Some(&1)));
+                assert!(cycle.contains(&4) && cycle.contains(&3), "{cycle:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            e.to_string()
+                .starts_with("page 1: these parents would close the cycle 1 -> "),
+            "{e}"
+        );
+        assert_eq!(h(&g, 1), 0, "a refused change leaves the graph as it was");
+        assert!(g.rule(g.index_of(1).unwrap()).is_none());
+        assert_eq!(g.set_rule(5, Rule::Copy, &[5]), Err(GraphError::SelfParent { page: 5 }));
+        // A new parent raises the page and everything below it.
+        g.set_rule(0, Rule::Copy, &[]).unwrap_err();
+        g.set_rule(1, Rule::Copy, &[9]).unwrap();
+        assert_eq!([h(&g, 1), h(&g, 2), h(&g, 3), h(&g, 4)], [1, 2, 3, 4]);
+        g.clear_rule(1);
+        assert!(g.parents(g.index_of(1).unwrap()).is_empty());
+        assert!(g.children(g.index_of(9).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn a_chain_a_million_pages_deep_is_built_and_checked_without_recursion() {
+        let mut g = Graph::new();
+        let n = 1_000_000u64;
+        for i in 1..n {
+            g.set_rule(i, Rule::Copy, &[i - 1]).unwrap();
+        }
+        assert_eq!(g.max_height(), (n - 1) as u32);
+        assert!(matches!(
+            g.set_rule(0, Rule::Copy, &[n - 1]),
+            Err(GraphError::Cycle { .. })
+        ));
+    }
+
+    #[test]
+    fn rules_derive_what_they_say() {
+        let mut out = Vec::new();
+        let a = [1u8, 0, 0, 0, 7];
+        let b = [2u8, 0, 0, 0];
+        Rule::Xor.derive(&[&a, &b], &mut out);
+        assert_eq!(out, [3, 0, 0, 0, 7]);
+        Rule::AddU32.derive(&[&[0xFF, 0xFF, 0xFF, 0xFF], &b], &mut out);
+        assert_eq!(out, [1, 0, 0, 0], "wrapping");
+        Rule::MaxU32.derive(&[&a, &b], &mut out);
+        assert_eq!(out, [2, 0, 0, 0, 7]);
+        Rule::MinU32.derive(&[&a, &b], &mut out);
+        assert_eq!(out, [1, 0, 0, 0, 7]);
+        Rule::Concat.derive(&[&a, &b], &mut out);
+        assert_eq!(out.len(), 9);
+        Rule::Slice { offset: 3, len: 10 }.derive(&[&a], &mut out);
+        assert_eq!(out, [0, 7]);
+        Rule::Crc32c.derive(&[&a, &b], &mut out);
+        assert_eq!(out, crc32c::crc32c(&[&a[..], &b[..]].concat()).to_le_bytes());
+        Rule::Copy.derive(&[&b], &mut out);
+        assert_eq!(out, b);
+    }
+}
