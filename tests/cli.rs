@@ -643,3 +643,50 @@ fn a_series_of_snapshots_becomes_one_checkpoint_and_one_log_with_append() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("to append"), "{}", stderr(&o));
 }
+
+/// `bench propagation` reports the engine, the naive engine and the full sweep on the same
+/// updates; with a small graph every baseline sees every update (and the run refuses to report
+/// when one ends elsewhere than the engine).
+#[test]
+fn bench_propagation_reports_the_engine_and_both_baselines_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    for shape in ["chain", "tree", "layered", "random"] {
+        let o = ok(
+            dir.path(),
+            &[
+                "bench",
+                "propagation",
+                "--pages",
+                "600",
+                "--shape",
+                shape,
+                "--updates",
+                "120",
+                "--batch",
+                "30",
+                "--page-size",
+                "32",
+                "--json",
+            ],
+        );
+        let j = json(&o);
+        assert_eq!(j["updates"], 120, "{shape}");
+        assert_eq!(j["batches"], 4, "{shape}");
+        assert_eq!(j["naive"]["updates"], 120, "{shape}");
+        assert_eq!(j["full_sweep"]["updates"], 120, "{shape}");
+        assert!(j["recomputations"].as_u64().unwrap() > 0, "{shape}");
+        for key in [
+            "recomputations_per_s",
+            "updates_per_s",
+            "speedup_vs_naive",
+            "peak_rss_bytes",
+        ] {
+            assert!(j[key].as_f64().is_some(), "{shape}: {key}");
+        }
+        for key in ["p50", "p99", "max"] {
+            assert!(j["latency_ms"][key].as_f64().is_some(), "{shape}: latency {key}");
+        }
+    }
+    let o = run(dir.path(), &["bench", "propagation", "--pages", "1"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}

@@ -18,6 +18,18 @@ use rayon::prelude::*;
 
 use crate::graph::Graph;
 
+/// Pages of one level recomputed by one task: enough to amortize a task, few enough to spread
+/// a level over the threads.
+const LEVEL_CHUNK: usize = 2048;
+
+/// What one task of a level computed: how many pages, and the outputs that changed, as
+/// `(page, offset, length)` into `packed`.
+struct ChunkOutputs {
+    recomputed: usize,
+    changed: Vec<(u32, usize, usize)>,
+    packed: Vec<u8>,
+}
+
 /// Where a submitted change stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Submitted {
@@ -115,7 +127,6 @@ impl Engine {
     /// one level's pages).
     pub fn flush_budget(&mut self, budget: u64) -> FlushReport {
         let mut report = FlushReport::default();
-        let mut outputs: Vec<(u32, Vec<u8>)> = Vec::new();
         while self.level < self.frontier.len() && report.recomputed < budget {
             let mut level = std::mem::take(&mut self.frontier[self.level]);
             if level.is_empty() {
@@ -126,30 +137,58 @@ impl Engine {
             // will become, do not depend on thread timing.
             level.sort_unstable();
             let (graph, pages) = (&self.graph, &self.pages);
-            level
-                .par_iter()
-                .map(|&i| {
-                    let rule = graph.rule(i).expect("only derived pages are marked");
-                    let parents: Vec<&[u8]> = graph.parents(i).iter().map(|&p| &pages[p as usize][..]).collect();
-                    let mut out = Vec::new();
-                    rule.derive(&parents, &mut out);
-                    (i, out)
+            // Chunks of the level in parallel; each keeps only the outputs that changed, packed
+            // in one buffer, so an unchanged page costs no allocation.
+            let chunks: Vec<ChunkOutputs> = level
+                .par_chunks(LEVEL_CHUNK)
+                .map(|chunk| {
+                    let (mut out, mut parents, mut changed, mut packed) =
+                        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                    for &i in chunk {
+                        parents.clear();
+                        parents.extend(graph.parents(i).iter().map(|&p| &pages[p as usize][..]));
+                        let rule = graph.rule(i).expect("only derived pages are marked");
+                        rule.derive(&parents, &mut out);
+                        if pages[i as usize] != out {
+                            changed.push((i, packed.len(), out.len()));
+                            packed.extend_from_slice(&out);
+                        }
+                    }
+                    ChunkOutputs {
+                        recomputed: chunk.len(),
+                        changed,
+                        packed,
+                    }
                 })
-                .collect_into_vec(&mut outputs);
-            for (i, out) in outputs.drain(..) {
-                self.dirty[i as usize] = false;
-                self.pending -= 1;
-                report.recomputed += 1;
-                if self.pages[i as usize] == out {
-                    report.cut_off += 1;
-                    continue;
-                }
-                self.pages[i as usize] = out;
-                for c in 0..self.graph.children(i).len() {
-                    let child = self.graph.children(i)[c];
-                    self.mark(child);
+                .collect();
+            for ChunkOutputs {
+                recomputed: n,
+                changed,
+                packed,
+            } in chunks
+            {
+                report.recomputed += n as u64;
+                report.cut_off += (n - changed.len()) as u64;
+                self.pending -= n;
+                for (i, at, len) in changed {
+                    let bytes = &packed[at..at + len];
+                    let page = &mut self.pages[i as usize];
+                    if page.len() == len {
+                        page.copy_from_slice(bytes);
+                    } else {
+                        *page = bytes.to_vec();
+                    }
+                    for c in 0..self.graph.children(i).len() {
+                        let child = self.graph.children(i)[c];
+                        self.mark(child);
+                    }
                 }
             }
+            for &i in &level {
+                self.dirty[i as usize] = false;
+            }
+            level.clear();
+            self.frontier[self.level] = level;
             self.level += 1;
         }
         report.settled = self.pending == 0;

@@ -2,4 +2,5 @@
 //! command against them.
 
 pub mod generate;
+pub mod propagation;
 pub mod stress;

@@ -473,6 +473,66 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
         runs: usize,
     },
+    /// Streams updates through a generated graph of derived pages: the propagation engine
+    /// against the naive engine and a full sweep, on the same graph and updates.
+    #[command(
+        after_help = "EXAMPLE:\n  mmsb bench propagation --pages 1000000 --shape layered --updates 10000 --batch 1000 --json\n\nThe baselines run on a prefix of the same updates (whole batches, at least one, at most\n--baseline-seconds); speedups compare updates per second. The graph lives in memory only:\nits format records and the `derive` and `propagate` commands are still to come."
+    )]
+    Propagation {
+        /// Pages in the graph (2 to 100,000,000).
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(2..=100_000_000))]
+        pages: u64,
+        /// The graph's shape.
+        #[arg(long, value_enum, default_value_t = ShapeArg::Layered)]
+        shape: ShapeArg,
+        /// Children per page, for --shape tree (1 to 1,000,000).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        fanout: u64,
+        /// Levels, for --shape layered (1 to 1,000,000).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        levels: u64,
+        /// Parents per derived page, for --shape layered and random (1 to 64).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+        parents: u64,
+        /// Root updates in all (1 to 1,000,000,000).
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        updates: u64,
+        /// Updates per flush (1 to 1,000,000,000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        batch: u64,
+        /// Bytes per page (1 B to 1 MiB).
+        #[arg(long, default_value = "64", value_parser = size_in(1, 1 << 20))]
+        page_size: u64,
+        /// Seed of the graph and the updates.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The most seconds each baseline runs.
+        #[arg(long, default_value_t = 30.0)]
+        baseline_seconds: f64,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ShapeArg {
+    Chain,
+    Tree,
+    Layered,
+    Random,
+}
+
+impl ShapeArg {
+    pub fn shape(self) -> mmsb::testing::propagation::Shape {
+        use mmsb::testing::propagation::Shape;
+        match self {
+            ShapeArg::Chain => Shape::Chain,
+            ShapeArg::Tree => Shape::Tree,
+            ShapeArg::Layered => Shape::Layered,
+            ShapeArg::Random => Shape::Random,
+        }
+    }
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {

@@ -135,6 +135,39 @@ fn bench_cmd(b: BenchCommand) -> Result<Outcome> {
             &logs,
             runs,
         )?)?,
+        BenchCommand::Propagation {
+            pages,
+            shape,
+            fanout,
+            levels,
+            parents,
+            updates,
+            batch,
+            page_size,
+            seed,
+            baseline_seconds,
+            json,
+        } => {
+            let o = mmsb::testing::propagation::BenchOptions {
+                pages,
+                shape: shape.shape(),
+                fanout,
+                levels,
+                parents,
+                updates,
+                batch,
+                page_size,
+                seed,
+                baseline_seconds,
+                ..Default::default()
+            };
+            let r = mmsb::testing::propagation::run(&o)?;
+            if json {
+                print::json(&r)?;
+            } else {
+                print::propagation_report(&r)?;
+            }
+        }
     }
     Ok(Outcome::Ok)
 }

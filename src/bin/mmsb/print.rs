@@ -771,3 +771,46 @@ pub fn stress_report(r: &mmsb::testing::stress::StressReport) -> Result<()> {
         ("result", r.failure.clone().unwrap_or_else(|| "ok".into())),
     ])
 }
+
+pub fn propagation_report(r: &mmsb::testing::propagation::BenchReport) -> Result<()> {
+    table_kv(&[
+        (
+            "graph",
+            format!(
+                "{:?}: {} pages, {} edges, height {}",
+                r.shape, r.pages, r.edges, r.max_height
+            )
+            .to_lowercase(),
+        ),
+        ("updates / batches", format!("{} / {}", r.updates, r.batches)),
+        ("recomputations", r.recomputations.to_string()),
+        ("recomputations/s", format!("{:.3e}", r.recomputations_per_s)),
+        ("updates/s", format!("{:.0}", r.updates_per_s)),
+        (
+            "cutoff / dedup",
+            format!("{:.3} / {:.3}", r.cutoff_ratio, r.dedup_ratio),
+        ),
+        (
+            "latency p50 / p99 / max ms",
+            format!(
+                "{:.3} / {:.3} / {:.3}",
+                r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.max
+            ),
+        ),
+        (
+            "naive: updates, updates/s, speedup",
+            format!(
+                "{}, {:.1}, {:.1}x",
+                r.naive.updates, r.naive.updates_per_s, r.speedup_vs_naive
+            ),
+        ),
+        (
+            "full sweep: updates, updates/s, speedup",
+            format!(
+                "{}, {:.1}, {:.1}x",
+                r.full_sweep.updates, r.full_sweep.updates_per_s, r.speedup_vs_full_sweep
+            ),
+        ),
+        ("peak RSS", human_bytes(r.peak_rss_bytes)),
+    ])
+}
