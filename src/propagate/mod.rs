@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use crate::graph::Graph;
+use crate::graph::{Graph, Rule};
 
 /// Pages of one level recomputed by one task: enough to amortize a task, few enough to spread
 /// a level over the threads.
@@ -50,10 +50,86 @@ pub struct FlushReport {
     pub settled: bool,
 }
 
+/// The pages' bytes: one flat buffer while every page has one size (the common case, and the
+/// fast one), a buffer per page once sizes differ.
+enum Pages {
+    Fixed { size: usize, bytes: Vec<u8> },
+    Varied(Vec<Vec<u8>>),
+}
+
+impl Pages {
+    fn new(pages: Vec<Vec<u8>>) -> Pages {
+        match pages.first().map(Vec::len) {
+            Some(size) if size > 0 && pages.iter().all(|p| p.len() == size) => Pages::Fixed {
+                size,
+                bytes: pages.concat(),
+            },
+            _ => Pages::Varied(pages),
+        }
+    }
+
+    fn get(&self, i: u32) -> &[u8] {
+        match self {
+            Pages::Fixed { size, bytes } => &bytes[i as usize * size..(i as usize + 1) * size],
+            Pages::Varied(v) => &v[i as usize],
+        }
+    }
+
+    fn set(&mut self, i: u32, b: &[u8]) {
+        if let Pages::Fixed { size, bytes } = self {
+            if b.len() == *size {
+                bytes[i as usize * *size..(i as usize + 1) * *size].copy_from_slice(b);
+                return;
+            }
+            let size = *size;
+            *self = Pages::Varied(bytes.chunks(size).map(<[u8]>::to_vec).collect());
+        }
+        if let Pages::Varied(v) = self {
+            v[i as usize].clear();
+            v[i as usize].extend_from_slice(b);
+        }
+    }
+
+    fn into_vecs(self) -> Vec<Vec<u8>> {
+        match self {
+            Pages::Fixed { size, bytes } => bytes.chunks(size).map(<[u8]>::to_vec).collect(),
+            Pages::Varied(v) => v,
+        }
+    }
+}
+
+/// Adjacency lists as one array and offsets (`items[off[i]..off[i + 1]]` are page i's).
+struct Lists {
+    off: Vec<usize>,
+    items: Vec<u32>,
+}
+
+impl Lists {
+    fn of(n: u32, list: impl Fn(u32) -> Vec<u32>) -> Lists {
+        let mut off = Vec::with_capacity(n as usize + 1);
+        let mut items = Vec::new();
+        off.push(0);
+        for i in 0..n {
+            items.extend(list(i));
+            off.push(items.len());
+        }
+        Lists { off, items }
+    }
+
+    fn get(&self, i: u32) -> &[u32] {
+        &self.items[self.off[i as usize]..self.off[i as usize + 1]]
+    }
+}
+
 /// A propagation engine over a graph and the pages' bytes (indexed as the graph numbers them).
+/// It flattens the graph when made (parents and children as arrays, heights, rules), so a
+/// flush follows no pointer per page.
 pub struct Engine {
-    graph: Graph,
-    pages: Vec<Vec<u8>>,
+    parents: Lists,
+    children: Lists,
+    height: Vec<u32>,
+    rule: Vec<Option<Rule>>,
+    pages: Pages,
     dirty: Vec<bool>,
     frontier: Vec<Vec<u32>>,
     pending: usize,
@@ -67,39 +143,35 @@ impl Engine {
     ///
     /// # Panics
     /// When `pages` does not hold one buffer per page of the graph (a caller's bug).
-    pub fn new(graph: Graph, pages: Vec<Vec<u8>>, max_pending: usize) -> Engine {
+    pub fn new(graph: &Graph, pages: Vec<Vec<u8>>, max_pending: usize) -> Engine {
         assert_eq!(graph.len(), pages.len(), "one byte buffer per page of the graph");
+        let n = graph.len() as u32;
         let levels = graph.max_height() as usize + 1;
         Engine {
-            dirty: vec![false; graph.len()],
+            parents: Lists::of(n, |i| graph.parents(i).to_vec()),
+            children: Lists::of(n, |i| graph.children(i).to_vec()),
+            height: (0..n).map(|i| graph.height(i)).collect(),
+            rule: (0..n).map(|i| graph.rule(i).cloned()).collect(),
+            pages: Pages::new(pages),
+            dirty: vec![false; n as usize],
             frontier: vec![Vec::new(); levels],
-            graph,
-            pages,
             pending: 0,
             max_pending,
-            level: 0,
+            level: levels,
         }
-    }
-
-    /// The graph.
-    pub fn graph(&self) -> &Graph {
-        &self.graph
     }
 
     /// The bytes of the page at `index`.
     pub fn page(&self, index: u32) -> &[u8] {
-        &self.pages[index as usize]
+        self.pages.get(index)
     }
 
     /// Sets the bytes of the page at `index` (a root, or a derived page overridden until its
     /// parents next change) and marks the pages derived from it for the next flush.
-    pub fn submit(&mut self, index: u32, bytes: Vec<u8>) -> Submitted {
-        if self.pages[index as usize] != bytes {
-            self.pages[index as usize] = bytes;
-            for i in 0..self.graph.children(index).len() {
-                let child = self.graph.children(index)[i];
-                self.mark(child);
-            }
+    pub fn submit(&mut self, index: u32, bytes: &[u8]) -> Submitted {
+        if self.pages.get(index) != bytes {
+            self.pages.set(index, bytes);
+            self.mark_children(index);
         }
         if self.pending >= self.max_pending {
             Submitted::Full
@@ -108,12 +180,16 @@ impl Engine {
         }
     }
 
-    fn mark(&mut self, index: u32) {
-        if !std::mem::replace(&mut self.dirty[index as usize], true) {
-            let h = self.graph.height(index) as usize;
-            self.level = self.level.min(h);
-            self.frontier[h].push(index);
-            self.pending += 1;
+    fn mark_children(&mut self, index: u32) {
+        let (from, to) = (self.children.off[index as usize], self.children.off[index as usize + 1]);
+        for k in from..to {
+            let c = self.children.items[k];
+            if !std::mem::replace(&mut self.dirty[c as usize], true) {
+                let h = self.height[c as usize] as usize;
+                self.level = self.level.min(h);
+                self.frontier[h].push(c);
+                self.pending += 1;
+            }
         }
     }
 
@@ -136,7 +212,7 @@ impl Engine {
             // A fixed order whatever the order of marking: the outputs, and so the log they
             // will become, do not depend on thread timing.
             level.sort_unstable();
-            let (graph, pages) = (&self.graph, &self.pages);
+            let (parents_of, rules, pages) = (&self.parents, &self.rule, &self.pages);
             // Chunks of the level in parallel; each keeps only the outputs that changed, packed
             // in one buffer, so an unchanged page costs no allocation.
             let chunks: Vec<ChunkOutputs> = level
@@ -146,10 +222,10 @@ impl Engine {
                         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                     for &i in chunk {
                         parents.clear();
-                        parents.extend(graph.parents(i).iter().map(|&p| &pages[p as usize][..]));
-                        let rule = graph.rule(i).expect("only derived pages are marked");
+                        parents.extend(parents_of.get(i).iter().map(|&p| pages.get(p)));
+                        let rule = rules[i as usize].as_ref().expect("only derived pages are marked");
                         rule.derive(&parents, &mut out);
-                        if pages[i as usize] != out {
+                        if pages.get(i) != &out[..] {
                             changed.push((i, packed.len(), out.len()));
                             packed.extend_from_slice(&out);
                         }
@@ -171,17 +247,8 @@ impl Engine {
                 report.cut_off += (n - changed.len()) as u64;
                 self.pending -= n;
                 for (i, at, len) in changed {
-                    let bytes = &packed[at..at + len];
-                    let page = &mut self.pages[i as usize];
-                    if page.len() == len {
-                        page.copy_from_slice(bytes);
-                    } else {
-                        *page = bytes.to_vec();
-                    }
-                    for c in 0..self.graph.children(i).len() {
-                        let child = self.graph.children(i)[c];
-                        self.mark(child);
-                    }
+                    self.pages.set(i, &packed[at..at + len]);
+                    self.mark_children(i);
                 }
             }
             for &i in &level {
@@ -200,7 +267,7 @@ impl Engine {
 
     /// The pages' bytes, by index.
     pub fn into_pages(self) -> Vec<Vec<u8>> {
-        self.pages
+        self.pages.into_vecs()
     }
 }
 
@@ -285,24 +352,25 @@ mod tests {
             let g = dag(n, &edges, &rules);
             let mut start: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 8]).collect();
             full_sweep(&g, &mut start);
-            let mut engine = Engine::new(g.clone(), start.clone(), usize::MAX);
+            let mut engine = Engine::new(&g, start.clone(), usize::MAX);
             let mut naive = start.clone();
             let mut naive_count = 0;
             let roots: Vec<u32> = (0..n as u32).filter(|&i| g.rule(i).is_none()).collect();
             for batch in &updates {
                 for &(page, v) in batch {
                     let i = roots[page % roots.len()];
-                    engine.submit(i, vec![v; 8]);
+                    engine.submit(i, &[v; 8]);
                     naive_count += naive_propagate(&g, &mut naive, i, vec![v; 8]);
                 }
                 let report = engine.flush();
                 prop_assert!(report.settled);
                 let derived = (0..n as u32).filter(|&i| g.rule(i).is_some()).count() as u64;
                 prop_assert!(report.recomputed <= derived, "each page at most once per flush");
-                let mut sweep = engine.pages.clone();
+                let now: Vec<Vec<u8>> = (0..n as u32).map(|i| engine.page(i).to_vec()).collect();
+                let mut sweep = now.clone();
                 full_sweep(&g, &mut sweep);
-                prop_assert_eq!(&sweep, &engine.pages);
-                prop_assert_eq!(&naive, &engine.pages);
+                prop_assert_eq!(&sweep, &now);
+                prop_assert_eq!(&naive, &now);
             }
             let _ = naive_count;
         }
@@ -320,10 +388,10 @@ mod tests {
         g.set_rule(6, Rule::Copy, &[5]).unwrap();
         let mut pages = vec![vec![1u8, 2]; 7];
         full_sweep(&g, &mut pages);
-        let mut e = Engine::new(g.clone(), pages.clone(), usize::MAX);
+        let mut e = Engine::new(&g, pages.clone(), usize::MAX);
         let root = g.index_of(0).unwrap();
         // Only the second byte changes: 5 comes out the same, so 6 is never recomputed.
-        e.submit(root, vec![1, 9]);
+        e.submit(root, &[1, 9]);
         let r = e.flush();
         // 1, 2 and 5, then 3 once; 5 and 3 (1 XOR 2, zeros again) come out unchanged, so 6 and
         // 4 are never recomputed.
@@ -345,8 +413,8 @@ mod tests {
         }
         let mut pages = vec![vec![0u8; 4]; 100];
         full_sweep(&g, &mut pages);
-        let mut e = Engine::new(g.clone(), pages, 1);
-        assert_eq!(e.submit(g.index_of(0).unwrap(), vec![1, 0, 0, 0]), Submitted::Full);
+        let mut e = Engine::new(&g, pages, 1);
+        assert_eq!(e.submit(g.index_of(0).unwrap(), &[1, 0, 0, 0]), Submitted::Full);
         let mut steps = 0;
         loop {
             steps += 1;
