@@ -122,3 +122,28 @@ fn a_climbing_path_is_recognised() {
     assert!(layer_of(&["ops", "compact"]) > layer_of(&["replay"]));
     assert_eq!(layer_of(&["bin"]), None);
 }
+
+/// The binary stays thin: its main file holds one short function per command (docs/
+/// ARCHITECTURE.md), and no engine (no replay, scan or writer of its own).
+#[test]
+fn the_binary_main_stays_thin() {
+    let main = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin/mmsb/main.rs");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let lines = text.lines().count();
+    assert!(
+        lines < 500,
+        "src/bin/mmsb/main.rs has {lines} lines: move logic into the library"
+    );
+    for engine in [
+        "State::from_checkpoint",
+        "Log::open(",
+        "LogWriter::",
+        "CheckpointWriter",
+        ".replay(",
+    ] {
+        assert!(
+            !text.contains(engine),
+            "src/bin/mmsb/main.rs uses {engine}: call the library's front door"
+        );
+    }
+}

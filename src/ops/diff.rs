@@ -288,6 +288,31 @@ fn page_ids(a: &DiffSide<'_>, b: &DiffSide<'_>) -> BTreeSet<u64> {
         .collect()
 }
 
+/// The files of one side of a diff, opened: the checkpoint and its log (every header, index
+/// and frame checked), and where the log's replay stops.
+pub struct OpenedSide {
+    checkpoint: Checkpoint,
+    log: Option<Log>,
+    limit: ReplayLimit,
+}
+
+impl OpenedSide {
+    /// Opens `checkpoint` and `logs` (none: the checkpoint alone), to be replayed up to
+    /// `to_seq`.
+    pub fn open(checkpoint: &Path, logs: &[PathBuf], to_seq: Option<u64>) -> Result<OpenedSide> {
+        Ok(OpenedSide {
+            checkpoint: Checkpoint::open(checkpoint)?,
+            log: if logs.is_empty() { None } else { Some(Log::open(logs)?) },
+            limit: ReplayLimit { to_seq, to_epoch: None },
+        })
+    }
+
+    /// The side's state, replayed and checked ([`DiffSide::open`]).
+    pub fn side(&self) -> Result<DiffSide<'_>> {
+        DiffSide::open(&self.checkpoint, self.log.as_ref(), self.limit)
+    }
+}
+
 /// Compares two states; `keep_ranges` is how many ranges to list per page.
 pub fn diff(a: &DiffSide<'_>, b: &DiffSide<'_>, keep_ranges: usize) -> Result<DiffReport> {
     diff_counting(a, b, keep_ranges, None)

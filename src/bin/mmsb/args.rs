@@ -478,41 +478,62 @@ pub enum BenchCommand {
     #[command(
         after_help = "EXAMPLE:\n  mmsb bench propagation --pages 1000000 --shape layered --updates 10000 --batch 1000 --json\n\nThe baselines run on a prefix of the same updates (whole batches, at least one, at most\n--baseline-seconds); speedups compare updates per second. The graph lives in memory only:\nits format records and the `derive` and `propagate` commands are still to come."
     )]
-    Propagation {
-        /// Pages in the graph (2 to 100,000,000).
-        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(2..=100_000_000))]
-        pages: u64,
-        /// The graph's shape.
-        #[arg(long, value_enum, default_value_t = ShapeArg::Layered)]
-        shape: ShapeArg,
-        /// Children per page, for --shape tree (1 to 1,000,000).
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-        fanout: u64,
-        /// Levels, for --shape layered (1 to 1,000,000).
-        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-        levels: u64,
-        /// Parents per derived page, for --shape layered and random (1 to 64).
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
-        parents: u64,
-        /// Root updates in all (1 to 1,000,000,000).
-        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
-        updates: u64,
-        /// Updates per flush (1 to 1,000,000,000).
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
-        batch: u64,
-        /// Bytes per page (1 B to 1 MiB).
-        #[arg(long, default_value = "64", value_parser = size_in(1, 1 << 20))]
-        page_size: u64,
-        /// Seed of the graph and the updates.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// The most seconds each baseline runs.
-        #[arg(long, default_value_t = 30.0)]
-        baseline_seconds: f64,
-        /// Print JSON on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Propagation(PropagationArgs),
+}
+
+#[derive(Args)]
+pub struct PropagationArgs {
+    /// Pages in the graph (2 to 100,000,000).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(2..=100_000_000))]
+    pub pages: u64,
+    /// The graph's shape.
+    #[arg(long, value_enum, default_value_t = ShapeArg::Layered)]
+    pub shape: ShapeArg,
+    /// Children per page, for --shape tree (1 to 1,000,000).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub fanout: u64,
+    /// Levels, for --shape layered (1 to 1,000,000).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub levels: u64,
+    /// Parents per derived page, for --shape layered and random (1 to 64).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub parents: u64,
+    /// Root updates in all (1 to 1,000,000,000).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub updates: u64,
+    /// Updates per flush (1 to 1,000,000,000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub batch: u64,
+    /// Bytes per page (1 B to 1 MiB).
+    #[arg(long, default_value = "64", value_parser = size_in(1, 1 << 20))]
+    pub page_size: u64,
+    /// Seed of the graph and the updates.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The most seconds each baseline runs.
+    #[arg(long, default_value_t = 30.0)]
+    pub baseline_seconds: f64,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl PropagationArgs {
+    pub fn options(&self) -> mmsb::testing::propagation::BenchOptions {
+        mmsb::testing::propagation::BenchOptions {
+            pages: self.pages,
+            shape: self.shape.shape(),
+            fanout: self.fanout,
+            levels: self.levels,
+            parents: self.parents,
+            updates: self.updates,
+            batch: self.batch,
+            page_size: self.page_size,
+            seed: self.seed,
+            baseline_seconds: self.baseline_seconds,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -6,14 +6,12 @@ mod print;
 mod progress;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser};
 use mmsb::format::checkpoint::Checkpoint;
-use mmsb::format::log::Log;
-use mmsb::replay::ReplayLimit;
 use mmsb::testing::generate::{GenOptions, SizeDist};
 
 use args::*;
@@ -135,34 +133,9 @@ fn bench_cmd(b: BenchCommand) -> Result<Outcome> {
             &logs,
             runs,
         )?)?,
-        BenchCommand::Propagation {
-            pages,
-            shape,
-            fanout,
-            levels,
-            parents,
-            updates,
-            batch,
-            page_size,
-            seed,
-            baseline_seconds,
-            json,
-        } => {
-            let o = mmsb::testing::propagation::BenchOptions {
-                pages,
-                shape: shape.shape(),
-                fanout,
-                levels,
-                parents,
-                updates,
-                batch,
-                page_size,
-                seed,
-                baseline_seconds,
-                ..Default::default()
-            };
-            let r = mmsb::testing::propagation::run(&o)?;
-            if json {
+        BenchCommand::Propagation(a) => {
+            let r = mmsb::testing::propagation::run(&a.options())?;
+            if a.json {
                 print::json(&r)?;
             } else {
                 print::propagation_report(&r)?;
@@ -431,22 +404,17 @@ fn compact_cmd(a: CompactArgs) -> Result<Outcome> {
 }
 
 fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> {
-    use mmsb::ops::diff::{DiffSide, EmitTarget, emit_log};
+    use mmsb::ops::diff::{DiffSide, EmitTarget, OpenedSide, emit_log};
     // An append extends A's log: lock it before A is read, so that no other append slips in
     // between and the records are computed against the log they extend.
     let _lock = match (&a.emit_log, a.append) {
         (Some(out), true) => Some(mmsb::format::lock::lock_logs(std::slice::from_ref(out), wait)?),
         _ => None,
     };
-    let open = |ckpt: &Path, logs: &[PathBuf], to_seq: Option<u64>| -> Result<(Checkpoint, Option<Log>, ReplayLimit)> {
-        let c = Checkpoint::open(ckpt)?;
-        let l = if logs.is_empty() { None } else { Some(Log::open(logs)?) };
-        Ok((c, l, ReplayLimit { to_seq, to_epoch: None }))
-    };
-    let (ca, la, lim_a) = open(&a.a, &a.a_logs, a.a_to_seq)?;
-    let (cb, lb, lim_b) = open(&a.b, &a.b_logs, a.b_to_seq)?;
-    let side_a = DiffSide::open(&ca, la.as_ref(), lim_a).with_context(|| format!("A: {}", a.a.display()))?;
-    let side_b = DiffSide::open(&cb, lb.as_ref(), lim_b).with_context(|| format!("B: {}", a.b.display()))?;
+    let files_a = OpenedSide::open(&a.a, &a.a_logs, a.a_to_seq)?;
+    let files_b = OpenedSide::open(&a.b, &a.b_logs, a.b_to_seq)?;
+    let side_a = files_a.side().with_context(|| format!("A: {}", a.a.display()))?;
+    let side_b = files_b.side().with_context(|| format!("B: {}", a.b.display()))?;
     if let Some(out) = &a.emit_log {
         let target = if a.append {
             EmitTarget::Append(out)
