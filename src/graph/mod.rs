@@ -41,11 +41,18 @@ impl Rule {
     /// The derived bytes from the parents' bytes, in the parents' order, into `out`
     /// (cleared first).
     pub fn derive(&self, parents: &[&[u8]], out: &mut Vec<u8>) {
+        self.derive_from(parents.len(), |k| parents[k], out)
+    }
+
+    /// [`Rule::derive`] with the `count` parents handed out by `parent(k)`, so that a caller
+    /// holding them elsewhere (the pages of a state, by index) gathers nothing first.
+    pub fn derive_from<'p>(&self, count: usize, parent: impl Fn(usize) -> &'p [u8], out: &mut Vec<u8>) {
         out.clear();
-        let first = parents.first().copied().unwrap_or(&[]);
+        let first = if count > 0 { parent(0) } else { &[] };
         let words = |out: &mut Vec<u8>, f: fn(u32, u32) -> u32| {
             out.extend_from_slice(first);
-            for p in &parents[1.min(parents.len())..] {
+            for k in 1..count {
+                let p = parent(k);
                 let n = out.len().min(p.len()) / 4 * 4;
                 for (o, q) in out[..n].chunks_exact_mut(4).zip(p[..n].chunks_exact(4)) {
                     let a = u32::from_le_bytes(o.try_into().expect("4 bytes"));
@@ -58,8 +65,8 @@ impl Rule {
             Rule::Copy => out.extend_from_slice(first),
             Rule::Xor => {
                 out.extend_from_slice(first);
-                for p in &parents[1.min(parents.len())..] {
-                    for (o, b) in out.iter_mut().zip(p.iter()) {
+                for k in 1..count {
+                    for (o, b) in out.iter_mut().zip(parent(k).iter()) {
                         *o ^= b;
                     }
                 }
@@ -67,14 +74,14 @@ impl Rule {
             Rule::AddU32 => words(out, u32::wrapping_add),
             Rule::MinU32 => words(out, u32::min),
             Rule::MaxU32 => words(out, u32::max),
-            Rule::Concat => parents.iter().for_each(|p| out.extend_from_slice(p)),
+            Rule::Concat => (0..count).for_each(|k| out.extend_from_slice(parent(k))),
             Rule::Slice { offset, len } => {
                 let start = (*offset).min(first.len() as u64) as usize;
                 let end = offset.saturating_add(*len).min(first.len() as u64) as usize;
                 out.extend_from_slice(&first[start..end]);
             }
             Rule::Crc32c => {
-                let crc = parents.iter().fold(0u32, |c, p| crc32c::crc32c_append(c, p));
+                let crc = (0..count).fold(0u32, |c, k| crc32c::crc32c_append(c, parent(k)));
                 out.extend_from_slice(&crc.to_le_bytes());
             }
         }

@@ -282,11 +282,13 @@ pub fn naive_propagate(graph: &Graph, pages: &mut [Vec<u8>], index: u32, bytes: 
     let mut stack: Vec<u32> = graph.children(index).iter().rev().copied().collect();
     let mut out = Vec::new();
     while let Some(i) = stack.pop() {
-        let parents: Vec<&[u8]> = graph.parents(i).iter().map(|&p| &pages[p as usize][..]).collect();
-        graph.rule(i).expect("a child is derived").derive(&parents, &mut out);
+        let ps = graph.parents(i);
+        let rule = graph.rule(i).expect("a child is derived");
+        rule.derive_from(ps.len(), |k| &pages[ps[k] as usize][..], &mut out);
         recomputed += 1;
         if pages[i as usize] != out {
-            std::mem::swap(&mut pages[i as usize], &mut out);
+            pages[i as usize].clear();
+            pages[i as usize].extend_from_slice(&out);
             stack.extend(graph.children(i).iter().rev().copied());
         }
     }
@@ -299,9 +301,11 @@ pub fn full_sweep(graph: &Graph, pages: &mut [Vec<u8>]) {
     order.sort_by_key(|&i| graph.height(i));
     let mut out = Vec::new();
     for i in order {
-        let parents: Vec<&[u8]> = graph.parents(i).iter().map(|&p| &pages[p as usize][..]).collect();
-        graph.rule(i).expect("derived").derive(&parents, &mut out);
-        std::mem::swap(&mut pages[i as usize], &mut out);
+        let ps = graph.parents(i);
+        let rule = graph.rule(i).expect("derived");
+        rule.derive_from(ps.len(), |k| &pages[ps[k] as usize][..], &mut out);
+        pages[i as usize].clear();
+        pages[i as usize].extend_from_slice(&out);
     }
 }
 
