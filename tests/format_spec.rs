@@ -170,7 +170,7 @@ fn written() -> Written {
     ))
     .unwrap();
     w.finish().unwrap();
-    // A compressible FULL record, compressed, in a second writer session on the same log.
+    // A compressible FULL record, compressed, appended by a second writer of the same log.
     let mut w = LogWriter::open(
         &log_dir,
         LogOptions {

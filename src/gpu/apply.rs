@@ -247,7 +247,7 @@ impl<'a> PreparedLog<'a> {
             keep_created,
             plan,
             present,
-            plan_ms: t.elapsed().as_secs_f64() * 1e3,
+            plan_ms: crate::timing::ms(t),
         }
     }
 }
@@ -362,8 +362,8 @@ impl DevicePageStore {
         let t = Instant::now();
         let check_base = self.base;
         let this = &*self;
-        // The log this call opens; unmapping its segments costs tens of ms on some machines, so
-        // it is let go on another thread once nothing refers to it.
+        // The log this call opens; unmapping its segments can take tens of ms (the kernel frees
+        // every mapped page), so it is let go on another thread once nothing refers to it.
         let mut opened: Option<Log> = None;
         // Set up before the upload, whose copy threads walk and decode the records of a log
         // given as files as they read it.
@@ -425,7 +425,7 @@ impl DevicePageStore {
                     }
                 };
                 super::loader::load(&this.gpu, &sources, &jobs, ReadMode::Buffered, pipe, &tell, &walk)?;
-                Ok(t.elapsed().as_secs_f64() * 1e3)
+                Ok(crate::timing::ms(t))
             });
             let (log, decoded, upload): (&Log, _, _) = match &input {
                 LogInput::Opened(log) => (log, None, Upload::Running(upload)),
@@ -441,7 +441,7 @@ impl DevicePageStore {
                     (opened.insert(log), Some(decoded), Upload::Done(upload_ms))
                 }
             };
-            let open_ms = t.elapsed().as_secs_f64() * 1e3;
+            let open_ms = crate::timing::ms(t);
             log.check()?;
             log.check_base(check_base)?;
             // Each segment's file in the upload; a file that changed since it was measured
@@ -478,7 +478,7 @@ impl DevicePageStore {
                         unchecked -= ready.len();
                         let tc = Instant::now();
                         let ok = ready.is_empty() || this.records_match(log, seg_base, &ready, logbuf.ptr())?;
-                        crc_ms += tc.elapsed().as_secs_f64() * 1e3;
+                        crc_ms += crate::timing::ms(tc);
                         if !ok {
                             all_match = false;
                             break;
@@ -488,7 +488,7 @@ impl DevicePageStore {
                     let upload_ms = upload.wait()?;
                     // A segment never reported (no bytes to copy) is checked on the CPU instead.
                     all_match &= unchecked == 0;
-                    Ok((upload_ms, crc_ms, all_match, t.elapsed().as_secs_f64() * 1e3))
+                    Ok((upload_ms, crc_ms, all_match, crate::timing::ms(t)))
                 });
                 // The upload's copy threads, which shared it, are done.
                 let planned = match (planned_before, planner) {
@@ -506,7 +506,7 @@ impl DevicePageStore {
                         )));
                     }
                 };
-                let plan_done_ms = t.elapsed().as_secs_f64() * 1e3;
+                let plan_done_ms = crate::timing::ms(t);
                 let (upload_ms, crc_ms, all_match, upload_done_ms) = checked
                     .join()
                     .unwrap_or_else(|_| Err(Error::Gpu(GpuError::Internal("checksum thread panicked".into()))))?;
@@ -534,7 +534,7 @@ impl DevicePageStore {
         };
         let mut stats = ApplyStats {
             log_bytes: total,
-            plan_ms: t.elapsed().as_secs_f64() * 1e3,
+            plan_ms: crate::timing::ms(t),
             parse_ms: plan.parse_ms,
             check_ms: plan.check_ms,
             tiles_ms: plan.tiles_ms,
@@ -545,11 +545,10 @@ impl DevicePageStore {
 
         let t = Instant::now();
         let summary = self.run_plan(&plan, logbuf.ptr(), &mut stats)?;
-        stats.kernel_ms = t.elapsed().as_secs_f64() * 1e3;
-        // Let go on another thread once the kernels are done: freeing the log's device copy
-        // (0.7-1.4 ms for 2 GB), the plan's arrays, and unmapping the log's segments (tens of
-        // ms on some machines; beside the descriptor uploads it slowed them: both take the
-        // process's memory-map lock).
+        stats.kernel_ms = crate::timing::ms(t);
+        // Let go on another thread once the kernels are done: freeing the log's device copy, the
+        // plan's arrays, and unmapping the log's segments, which can take tens of ms and holds
+        // the process's memory-map lock (done beside the descriptor uploads, it slowed them).
         let plan = match plan {
             Cow::Owned(p) => Some(p),
             Cow::Borrowed(_) => None,

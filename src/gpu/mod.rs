@@ -109,7 +109,7 @@ impl Gpu {
         let compiling =
             (compile == KernelCompile::WhileStarting).then(|| std::thread::spawn(move || timed_compile(target)));
         let ctx = CudaContext::new(ordinal).map_err(gpu_err)?;
-        let start_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let start_ms = crate::timing::ms(t0);
         let loaded = std::sync::OnceLock::new();
         if let Some(thread) = compiling {
             let compiled = thread
@@ -215,7 +215,7 @@ impl Drop for Gpu {
 /// The kernels as `code` (built in, or compiled by NVRTC), and the milliseconds that took.
 fn timed_compile(code: kernels::KernelCode) -> Result<(cudarc::nvrtc::Ptx, f64)> {
     let t = Instant::now();
-    kernels::compile(code).map(|p| (p, t.elapsed().as_secs_f64() * 1e3))
+    kernels::compile(code).map(|p| (p, crate::timing::ms(t)))
 }
 
 /// Loads what was `compiled` for `target`; where that fails, the code's fallbacks in turn (see

@@ -231,7 +231,7 @@ impl DevicePageStore {
                 }
             }
         }
-        stats.alloc_ms = t.elapsed().as_secs_f64() * 1e3;
+        stats.alloc_ms = crate::timing::ms(t);
         let t = Instant::now();
         let bytes = ckpt.bytes();
         let mut pinned_source = None;
@@ -248,7 +248,7 @@ impl DevicePageStore {
             let ranges: Vec<(u64, u64)> = jobs.iter().map(|j| (j.file_off, j.len)).collect();
             let tp = Instant::now();
             let cached = super::loader::cached_fraction(ckpt.path(), &ranges);
-            stats.probe_ms = tp.elapsed().as_secs_f64() * 1e3;
+            stats.probe_ms = crate::timing::ms(tp);
             // Pinning fresh staging costs more than moving a small file, so a small warm file goes
             // through staging the device already keeps pinned, else through its pinned mapping;
             // a cold file, small or large, through O_DIRECT, which skips the page cache's copy
@@ -287,7 +287,7 @@ impl DevicePageStore {
                 gpu.synchronize()?;
             }
         }
-        stats.read_h2d_ms = t.elapsed().as_secs_f64() * 1e3;
+        stats.read_h2d_ms = crate::timing::ms(t);
         let residency = match opts.memory {
             MemoryKind::Device => PageResidency::Device,
             MemoryKind::Unified => PageResidency::Unified,

@@ -185,16 +185,17 @@ pub fn run(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions) -> Result<Rep
         crate::fsutil::refuse_output_naming_input(out, &inputs)?;
         crate::fsutil::resolve_output(out)?;
     }
-    let device = match &o.device {
+    // `auto` resolves to cuda:0 or the CPU, and the CPU's report says why.
+    let (device, cpu_label) = match &o.device {
         Device::Auto => match crate::gpu::device_count() {
-            Ok(n) if n > 0 => Device::Cuda(0),
-            Ok(_) => return cpu_run(checkpoint, logs, o, "cpu (auto: no CUDA device)".into()),
-            Err(e) => return cpu_run(checkpoint, logs, o, format!("cpu (auto: {e})")),
+            Ok(n) if n > 0 => (Device::Cuda(0), String::new()),
+            Ok(_) => (Device::Cpu, "cpu (auto: no CUDA device)".to_string()),
+            Err(e) => (Device::Cpu, format!("cpu (auto: {e})")),
         },
-        d => d.clone(),
+        d => (d.clone(), "cpu".to_string()),
     };
     match device {
-        Device::Cpu | Device::Auto => cpu_run(checkpoint, logs, o, "cpu".into()),
+        Device::Cpu | Device::Auto => cpu_run(checkpoint, logs, o, cpu_label),
         Device::Cuda(ordinal) => {
             let (report, store) = gpu::run(checkpoint, logs, ordinal, o)?;
             Ok(Replayed {
