@@ -14,20 +14,91 @@
 //! be benchmarked) against. Logging the outputs as delta records, the graph's format and the
 //! command line are the rest of issue "Derived pages", not built yet.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rayon::prelude::*;
 
-use crate::graph::{Graph, Rule};
+use crate::graph::{DeriveFn, Graph, Rule, changed_range};
 
 /// Pages of one level recomputed by one task: enough to amortize a task, few enough to spread
 /// a level over the threads.
 const LEVEL_CHUNK: usize = 2048;
 
-/// What one task of a level computed: how many pages, and the outputs that changed, as
-/// `(page, offset, length)` into `packed`.
-struct ChunkOutputs {
-    recomputed: usize,
-    changed: Vec<(u32, usize, usize)>,
-    packed: Vec<u8>,
+/// A level whose dirty pages are at least this share of it (1 in N) is walked by its dirty
+/// flags, which come in order for free, rather than by sorting its list.
+const SCAN_SHARE: usize = 8;
+
+/// Pages whose parents are touched together before they are derived.
+const PREFETCH_GROUP: usize = 16;
+
+/// Why an engine cannot be made, or a change cannot be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PropagateError {
+    /// A derived page whose rule, over its parents' lengths, gives another length than the
+    /// page has (outputs are written over the page, so they must fit it exactly).
+    #[error("page {page}: rule {rule} gives {output_len} bytes from its parents, the page has {page_len}")]
+    OutputLength {
+        /// The derived page's id.
+        page: u64,
+        /// The rule's name.
+        rule: String,
+        /// What the rule gives.
+        output_len: u64,
+        /// What the page has.
+        page_len: u64,
+    },
+    /// A page uses a named derivation that was not registered.
+    #[error("page {page}: rule {rule} is not a built-in rule and was not registered by this program")]
+    UnknownRule {
+        /// The derived page's id.
+        page: u64,
+        /// The rule's name.
+        rule: String,
+    },
+    /// New bytes of another length than the page's.
+    #[error("page {page}: {bytes} bytes submitted for a page of {page_len}")]
+    SubmitLength {
+        /// The page's id.
+        page: u64,
+        /// Bytes submitted.
+        bytes: u64,
+        /// The page's length.
+        page_len: u64,
+    },
+}
+
+/// Named derivations written in Rust, registered by a program for the pages whose rule is
+/// [`Rule::Named`].
+#[derive(Clone, Default)]
+pub struct Derivations {
+    by_name: HashMap<String, Arc<DeriveFn>>,
+}
+
+impl Derivations {
+    /// No named derivation: built-in rules only.
+    pub fn new() -> Derivations {
+        Derivations::default()
+    }
+
+    /// Registers `derive` under `name` (replacing one of that name).
+    pub fn register(
+        &mut self,
+        name: impl Into<String>,
+        derive: impl Fn(&[&[u8]], &mut Vec<u8>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.by_name.insert(name.into(), Arc::new(derive));
+        self
+    }
+}
+
+/// How one derived page is computed: a built-in rule, or a registered closure.
+#[derive(Clone)]
+enum Derivation {
+    BuiltIn(Rule),
+    Closure(Arc<DeriveFn>),
 }
 
 /// Where a submitted change stands.
@@ -50,147 +121,269 @@ pub struct FlushReport {
     pub settled: bool,
 }
 
-/// The pages' bytes: one flat buffer while every page has one size (the common case, and the
-/// fast one), a buffer per page once sizes differ.
-enum Pages {
-    Fixed { size: usize, bytes: Vec<u8> },
-    Varied(Vec<Vec<u8>>),
+/// A page a flush changed, and the bytes of it that changed (`lo..hi`): what a log record of
+/// the output must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// The page's index in the graph.
+    pub index: u32,
+    /// First changed byte.
+    pub lo: u64,
+    /// One past the last changed byte.
+    pub hi: u64,
 }
 
-impl Pages {
-    fn new(pages: Vec<Vec<u8>>) -> Pages {
-        match pages.first().map(Vec::len) {
-            Some(size) if size > 0 && pages.iter().all(|p| p.len() == size) => Pages::Fixed {
-                size,
-                bytes: pages.concat(),
-            },
-            _ => Pages::Varied(pages),
-        }
-    }
-
-    fn get(&self, i: u32) -> &[u8] {
-        match self {
-            Pages::Fixed { size, bytes } => &bytes[i as usize * size..(i as usize + 1) * size],
-            Pages::Varied(v) => &v[i as usize],
-        }
-    }
-
-    fn set(&mut self, i: u32, b: &[u8]) {
-        if let Pages::Fixed { size, bytes } = self {
-            if b.len() == *size {
-                bytes[i as usize * *size..(i as usize + 1) * *size].copy_from_slice(b);
-                return;
-            }
-            let size = *size;
-            *self = Pages::Varied(bytes.chunks(size).map(<[u8]>::to_vec).collect());
-        }
-        if let Pages::Varied(v) = self {
-            v[i as usize].clear();
-            v[i as usize].extend_from_slice(b);
-        }
-    }
-
-    fn into_vecs(self) -> Vec<Vec<u8>> {
-        match self {
-            Pages::Fixed { size, bytes } => bytes.chunks(size).map(<[u8]>::to_vec).collect(),
-            Pages::Varied(v) => v,
-        }
-    }
-}
-
-/// Adjacency lists as one array and offsets (`items[off[i]..off[i + 1]]` are page i's).
+/// Adjacency lists as one array and offsets (`items[off[i]..off[i + 1]]` are slot i's).
 struct Lists {
-    off: Vec<usize>,
+    off: Vec<u32>,
     items: Vec<u32>,
 }
 
 impl Lists {
-    fn of(n: u32, list: impl Fn(u32) -> Vec<u32>) -> Lists {
-        let mut off = Vec::with_capacity(n as usize + 1);
-        let mut items = Vec::new();
-        off.push(0);
-        for i in 0..n {
-            items.extend(list(i));
-            off.push(items.len());
-        }
-        Lists { off, items }
+    fn get(&self, i: u32) -> &[u32] {
+        &self.items[self.off[i as usize] as usize..self.off[i as usize + 1] as usize]
     }
 
-    fn get(&self, i: u32) -> &[u32] {
-        &self.items[self.off[i as usize]..self.off[i as usize + 1]]
+    fn bytes(&self) -> usize {
+        4 * (self.off.len() + self.items.len())
     }
 }
 
-/// A propagation engine over a graph and the pages' bytes (indexed as the graph numbers them).
-/// It flattens the graph when made (parents and children as arrays, heights, rules), so a
-/// flush follows no pointer per page.
+/// A propagation engine over a graph and the pages' bytes. The graph's pages are laid out by
+/// height (slots), so the pages of one height are one run of the byte buffer: a level's tasks
+/// each take a disjoint part of it to write in place, and read parents from the part below,
+/// with no lock and no copy. Public indices are the graph's.
 pub struct Engine {
+    /// Graph index to slot, and back.
+    slot_of: Vec<u32>,
+    index_of: Vec<u32>,
+    ids: Vec<u64>,
+    /// Slots of height `h` are `level_start[h]..level_start[h + 1]`.
+    level_start: Vec<u32>,
     parents: Lists,
     children: Lists,
-    height: Vec<u32>,
-    rule: Vec<Option<Rule>>,
-    pages: Pages,
-    dirty: Vec<bool>,
+    /// Per slot, an index into `derivations` (`u32::MAX` for a root).
+    derivation_of: Vec<u32>,
+    derivations: Vec<Derivation>,
+    /// Slot `s`'s bytes are `bytes[start[s]..start[s + 1]]`.
+    start: Vec<u64>,
+    /// The one length every page has, where they all have one: offsets are then a product,
+    /// not a look-up (one cache miss less per parent).
+    fixed_len: Option<u64>,
+    bytes: Vec<u8>,
+    dirty: Vec<AtomicBool>,
     frontier: Vec<Vec<u32>>,
     pending: usize,
     max_pending: usize,
     level: usize,
+    /// The changes since the last [`Engine::take_changes`], while the caller wants them.
+    changes: Option<Vec<(u32, u64, u64)>>,
+}
+
+/// What one task of a level did.
+#[derive(Default)]
+struct ChunkOutputs {
+    recomputed: usize,
+    changed_count: usize,
+    changed: Vec<(u32, u64, u64)>,
+    marked: Vec<u32>,
 }
 
 impl Engine {
-    /// An engine over `graph`, with `pages[i]` the bytes of the graph's page `i`, and at most
-    /// `max_pending` dirty pages before [`Engine::submit`] answers [`Submitted::Full`].
+    /// An engine over `graph`, with `pages[i]` the bytes of the graph's page `i`, built-in rules
+    /// only, and at most `max_pending` dirty pages before [`Engine::submit`] answers
+    /// [`Submitted::Full`].
     ///
     /// # Panics
     /// When `pages` does not hold one buffer per page of the graph (a caller's bug).
-    pub fn new(graph: &Graph, pages: Vec<Vec<u8>>, max_pending: usize) -> Engine {
+    pub fn new(graph: &Graph, pages: Vec<Vec<u8>>, max_pending: usize) -> Result<Engine, PropagateError> {
+        Engine::with_derivations(graph, pages, max_pending, &Derivations::new())
+    }
+
+    /// [`Engine::new`] with named derivations. Refused when a derived page's rule is not known
+    /// or gives another length than the page has.
+    pub fn with_derivations(
+        graph: &Graph,
+        pages: Vec<Vec<u8>>,
+        max_pending: usize,
+        named: &Derivations,
+    ) -> Result<Engine, PropagateError> {
         assert_eq!(graph.len(), pages.len(), "one byte buffer per page of the graph");
-        let n = graph.len() as u32;
+        let n = graph.len();
         let levels = graph.max_height() as usize + 1;
-        Engine {
-            parents: Lists::of(n, |i| graph.parents(i).to_vec()),
-            children: Lists::of(n, |i| graph.children(i).to_vec()),
-            height: (0..n).map(|i| graph.height(i)).collect(),
-            rule: (0..n).map(|i| graph.rule(i).cloned()).collect(),
-            pages: Pages::new(pages),
-            dirty: vec![false; n as usize],
+        let mut count = vec![0u32; levels + 1];
+        for i in 0..n as u32 {
+            count[graph.height(i) as usize + 1] += 1;
+        }
+        for h in 0..levels {
+            count[h + 1] += count[h];
+        }
+        let level_start = count.clone();
+        let (mut slot_of, mut index_of) = (vec![0u32; n], vec![0u32; n]);
+        for i in 0..n as u32 {
+            let h = graph.height(i) as usize;
+            slot_of[i as usize] = count[h];
+            index_of[count[h] as usize] = i;
+            count[h] += 1;
+        }
+        let lists = |parents: bool| {
+            let mut off = Vec::with_capacity(n + 1);
+            let mut items = Vec::new();
+            off.push(0u32);
+            for &i in &index_of {
+                let list = if parents { graph.parents(i) } else { graph.children(i) };
+                items.extend(list.iter().map(|&p| slot_of[p as usize]));
+                off.push(u32::try_from(items.len()).expect("fewer than 2^32 edges"));
+            }
+            Lists { off, items }
+        };
+        let (parents, children) = (lists(true), lists(false));
+        let mut start = Vec::with_capacity(n + 1);
+        let mut total = 0u64;
+        for &i in &index_of {
+            start.push(total);
+            total += pages[i as usize].len() as u64;
+        }
+        start.push(total);
+        let fixed_len = pages
+            .first()
+            .map(|p| p.len() as u64)
+            .filter(|&l| pages.iter().all(|p| p.len() as u64 == l));
+        let mut bytes = Vec::with_capacity(total as usize);
+        let mut pages = pages;
+        for &i in &index_of {
+            bytes.extend_from_slice(&std::mem::take(&mut pages[i as usize]));
+        }
+        drop(pages);
+        let page_len = |s: u32| start[s as usize + 1] - start[s as usize];
+        let mut table: HashMap<Rule, u32> = HashMap::new();
+        let mut derivations = Vec::new();
+        let mut derivation_of = vec![u32::MAX; n];
+        for (s, &i) in index_of.iter().enumerate() {
+            let Some(rule) = graph.rule(i) else { continue };
+            let id = graph.id(i);
+            let lens: Vec<u64> = parents.get(s as u32).iter().map(|&p| page_len(p)).collect();
+            if let Some(out) = rule.output_len(&lens)
+                && out != page_len(s as u32)
+            {
+                return Err(PropagateError::OutputLength {
+                    page: id,
+                    rule: rule.name().to_string(),
+                    output_len: out,
+                    page_len: page_len(s as u32),
+                });
+            }
+            let d = match table.get(rule) {
+                Some(&d) => d,
+                None => {
+                    let derivation = match rule {
+                        Rule::Named(name) => match named.by_name.get(name) {
+                            Some(f) => Derivation::Closure(f.clone()),
+                            None => {
+                                return Err(PropagateError::UnknownRule {
+                                    page: id,
+                                    rule: name.clone(),
+                                });
+                            }
+                        },
+                        r => Derivation::BuiltIn(r.clone()),
+                    };
+                    derivations.push(derivation);
+                    let d = (derivations.len() - 1) as u32;
+                    table.insert(rule.clone(), d);
+                    d
+                }
+            };
+            derivation_of[s] = d;
+        }
+        Ok(Engine {
+            ids: index_of.iter().map(|&i| graph.id(i)).collect(),
+            slot_of,
+            index_of,
+            level_start,
+            parents,
+            children,
+            derivation_of,
+            derivations,
+            start,
+            fixed_len,
+            bytes,
+            dirty: (0..n).map(|_| AtomicBool::new(false)).collect(),
             frontier: vec![Vec::new(); levels],
             pending: 0,
             max_pending,
             level: levels,
-        }
+            changes: None,
+        })
+    }
+
+    fn slot_bytes(&self, s: u32) -> &[u8] {
+        &self.bytes[self.start[s as usize] as usize..self.start[s as usize + 1] as usize]
     }
 
     /// The bytes of the page at `index`.
     pub fn page(&self, index: u32) -> &[u8] {
-        self.pages.get(index)
+        self.slot_bytes(self.slot_of[index as usize])
+    }
+
+    /// The bytes the engine holds for its own structures and the pages, as it counts them.
+    pub fn memory_bytes(&self) -> u64 {
+        let per_page = 4 * 3 + 8 + 8 + 1; // slot_of, index_of, derivation_of; ids; start; dirty
+        (self.bytes.capacity()
+            + self.slot_of.len() * per_page
+            + self.parents.bytes()
+            + self.children.bytes()
+            + self.frontier.iter().map(|f| f.capacity() * 4).sum::<usize>()) as u64
     }
 
     /// Sets the bytes of the page at `index` (a root, or a derived page overridden until its
-    /// parents next change) and marks the pages derived from it for the next flush.
-    pub fn submit(&mut self, index: u32, bytes: &[u8]) -> Submitted {
-        if self.pages.get(index) != bytes {
-            self.pages.set(index, bytes);
-            self.mark_children(index);
+    /// parents next change) and marks the pages derived from it for the next flush. The bytes
+    /// must be as many as the page has.
+    pub fn submit(&mut self, index: u32, bytes: &[u8]) -> Result<Submitted, PropagateError> {
+        let s = self.slot_of[index as usize];
+        let (from, to) = (self.start[s as usize] as usize, self.start[s as usize + 1] as usize);
+        if bytes.len() != to - from {
+            return Err(PropagateError::SubmitLength {
+                page: self.ids[s as usize],
+                bytes: bytes.len() as u64,
+                page_len: (to - from) as u64,
+            });
         }
-        if self.pending >= self.max_pending {
+        if let Some((lo, hi)) = changed_range(&self.bytes[from..to], bytes) {
+            self.bytes[from..to].copy_from_slice(bytes);
+            if let Some(changes) = &mut self.changes {
+                changes.push((s, lo, hi));
+            }
+            for k in self.children.off[s as usize]..self.children.off[s as usize + 1] {
+                let c = self.children.items[k as usize];
+                if !self.dirty[c as usize].swap(true, Ordering::Relaxed) {
+                    self.queue(c);
+                }
+            }
+        }
+        Ok(if self.pending >= self.max_pending {
             Submitted::Full
         } else {
             Submitted::Queued
+        })
+    }
+
+    /// Marks the derived page at `index` for recomputation at the next flush, whatever its
+    /// parents did (a page whose rule or parents were just set). A root is left alone.
+    pub fn mark(&mut self, index: u32) {
+        let s = self.slot_of[index as usize];
+        if self.derivation_of[s as usize] != u32::MAX && !self.dirty[s as usize].swap(true, Ordering::Relaxed) {
+            self.queue(s);
         }
     }
 
-    fn mark_children(&mut self, index: u32) {
-        let (from, to) = (self.children.off[index as usize], self.children.off[index as usize + 1]);
-        for k in from..to {
-            let c = self.children.items[k];
-            if !std::mem::replace(&mut self.dirty[c as usize], true) {
-                let h = self.height[c as usize] as usize;
-                self.level = self.level.min(h);
-                self.frontier[h].push(c);
-                self.pending += 1;
-            }
-        }
+    fn queue(&mut self, s: u32) {
+        // Slots are laid out by height: the level is found among the few level starts (which
+        // stay in cache) rather than in a per-page array (a miss per marked page).
+        let h = self.level_start.partition_point(|&start| start <= s) - 1;
+        self.level = self.level.min(h);
+        self.frontier[h].push(s);
+        self.pending += 1;
     }
 
     /// Recomputes every dirty page and what it reaches, until settled.
@@ -204,58 +397,38 @@ impl Engine {
     pub fn flush_budget(&mut self, budget: u64) -> FlushReport {
         let mut report = FlushReport::default();
         while self.level < self.frontier.len() && report.recomputed < budget {
-            let mut level = std::mem::take(&mut self.frontier[self.level]);
+            let h = self.level;
+            let mut level = std::mem::take(&mut self.frontier[h]);
             if level.is_empty() {
                 self.level += 1;
                 continue;
             }
-            // A fixed order whatever the order of marking: the outputs, and so the log they
-            // will become, do not depend on thread timing.
-            level.sort_unstable();
-            let (parents_of, rules, pages) = (&self.parents, &self.rule, &self.pages);
-            // Chunks of the level in parallel; each keeps only the outputs that changed, packed
-            // in one buffer, so an unchanged page costs no allocation.
-            let chunks: Vec<ChunkOutputs> = level
-                .par_chunks(LEVEL_CHUNK)
-                .map(|chunk| {
-                    let (mut out, mut parents, mut changed, mut packed) =
-                        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                    for &i in chunk {
-                        parents.clear();
-                        parents.extend(parents_of.get(i).iter().map(|&p| pages.get(p)));
-                        let rule = rules[i as usize].as_ref().expect("only derived pages are marked");
-                        rule.derive(&parents, &mut out);
-                        if pages.get(i) != &out[..] {
-                            changed.push((i, packed.len(), out.len()));
-                            packed.extend_from_slice(&out);
-                        }
-                    }
-                    ChunkOutputs {
-                        recomputed: chunk.len(),
-                        changed,
-                        packed,
-                    }
-                })
-                .collect();
-            for ChunkOutputs {
-                recomputed: n,
-                changed,
-                packed,
-            } in chunks
-            {
-                report.recomputed += n as u64;
-                report.cut_off += (n - changed.len()) as u64;
-                self.pending -= n;
-                for (i, at, len) in changed {
-                    self.pages.set(i, &packed[at..at + len]);
-                    self.mark_children(i);
+            let (first, last) = (self.level_start[h], self.level_start[h + 1]);
+            // Parallel marking may list a page twice (two tasks can both see its flag clear);
+            // the pending count counted both.
+            self.pending -= level.len();
+            // In slot order, so that each task's pages are one run of bytes and the outputs
+            // come in an order that does not depend on the marking or the threads.
+            if level.len() * SCAN_SHARE >= (last - first) as usize {
+                level.clear();
+                level.extend((first..last).filter(|&s| self.dirty[s as usize].load(Ordering::Relaxed)));
+            } else {
+                level.sort_unstable();
+                level.dedup();
+            }
+            let outputs = self.recompute_level(h, &level);
+            for out in outputs {
+                report.recomputed += out.recomputed as u64;
+                report.cut_off += (out.recomputed - out.changed_count) as u64;
+                if let Some(changes) = &mut self.changes {
+                    changes.extend(out.changed);
+                }
+                for c in out.marked {
+                    self.queue(c);
                 }
             }
-            for &i in &level {
-                self.dirty[i as usize] = false;
-            }
             level.clear();
-            self.frontier[self.level] = level;
+            self.frontier[h] = level;
             self.level += 1;
         }
         report.settled = self.pending == 0;
@@ -265,9 +438,122 @@ impl Engine {
         report
     }
 
+    /// Recomputes the dirty pages `level` (in slot order) of height `h`, in parallel: each task
+    /// writes its own run of the level's bytes and reads parents from the levels below.
+    fn recompute_level(&mut self, h: usize, level: &[u32]) -> Vec<ChunkOutputs> {
+        let level_from = self.start[self.level_start[h] as usize];
+        let (below, mut rest) = self.bytes.split_at_mut(level_from as usize);
+        let below: &[u8] = below;
+        let mut tasks = Vec::with_capacity(level.len().div_ceil(LEVEL_CHUNK));
+        let mut at = level_from;
+        for chunk in level.chunks(LEVEL_CHUNK) {
+            let end = self.start[*chunk.last().expect("chunks are not empty") as usize + 1];
+            let (mine, after) = rest.split_at_mut((end - at) as usize);
+            tasks.push((chunk, mine, at));
+            rest = after;
+            at = end;
+        }
+        let (start, parents, children, dirty) = (&self.start, &self.parents, &self.children, &self.dirty);
+        let (derivation_of, derivations, fixed_len) = (&self.derivation_of, &self.derivations, self.fixed_len);
+        let keep = self.changes.is_some();
+        let range = |s: u32| match fixed_len {
+            Some(l) => (s as u64 * l) as usize..(s as u64 * l + l) as usize,
+            None => start[s as usize] as usize..start[s as usize + 1] as usize,
+        };
+        tasks
+            .into_par_iter()
+            .map(|(chunk, mine, base)| {
+                let mut o = ChunkOutputs {
+                    recomputed: chunk.len(),
+                    ..Default::default()
+                };
+                let mut out = Vec::new();
+                let mut gathered: Vec<&[u8]> = Vec::new();
+                let parent = |p: u32| &below[range(p)];
+                for group in chunk.chunks(PREFETCH_GROUP) {
+                    // Touch the first byte of every parent of the group before deriving any:
+                    // the cache misses (parents are anywhere in the levels below) then overlap
+                    // instead of being waited for one by one.
+                    let touched = group
+                        .iter()
+                        .flat_map(|&s| parents.get(s))
+                        .fold(0u8, |acc, &p| acc ^ parent(p).first().copied().unwrap_or(0));
+                    std::hint::black_box(touched);
+                    for &s in group {
+                        dirty[s as usize].store(false, Ordering::Relaxed);
+                        gathered.clear();
+                        gathered.extend(parents.get(s).iter().map(|&p| parent(p)));
+                        let r = range(s);
+                        let page = &mut mine[r.start - base as usize..r.end - base as usize];
+                        let changed = match &derivations[derivation_of[s as usize] as usize] {
+                            Derivation::BuiltIn(rule) => rule.derive_over(&gathered, page, &mut out),
+                            Derivation::Closure(f) => {
+                                out.clear();
+                                f(&gathered, &mut out);
+                                // A closure's output of the wrong length is a bug in the
+                                // program that registered it; the page keeps its length.
+                                out.resize(page.len(), 0);
+                                let changed = changed_range(page, &out);
+                                if let Some((lo, hi)) = changed {
+                                    page[lo as usize..hi as usize].copy_from_slice(&out[lo as usize..hi as usize]);
+                                }
+                                changed
+                            }
+                        };
+                        if let Some((lo, hi)) = changed {
+                            o.changed_count += 1;
+                            if keep {
+                                o.changed.push((s, lo, hi));
+                            }
+                            // A plain load and store, not a swap (a locked instruction per
+                            // edge): two tasks may both list a child, and the level dedups.
+                            for &c in children.get(s) {
+                                if !dirty[c as usize].load(Ordering::Relaxed) {
+                                    dirty[c as usize].store(true, Ordering::Relaxed);
+                                    o.marked.push(c);
+                                }
+                            }
+                        }
+                    }
+                }
+                o
+            })
+            .collect()
+    }
+
+    /// Starts (or stops) keeping the changes for [`Engine::take_changes`]: what a caller that
+    /// logs the outputs needs, and no other (kept, they cost memory until taken).
+    pub fn keep_changes(&mut self, keep: bool) {
+        self.changes = keep.then(Vec::new);
+    }
+
+    /// The pages changed since the last call (by [`Engine::submit`] or a flush, while
+    /// [`Engine::keep_changes`] is on), by index, each once, with the range of its bytes that
+    /// changed.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let Some(changes) = &mut self.changes else {
+            return Vec::new();
+        };
+        let mut changes = std::mem::take(changes);
+        changes.sort_unstable_by_key(|c| c.0);
+        let mut merged: Vec<Change> = Vec::with_capacity(changes.len());
+        for (s, lo, hi) in changes {
+            let index = self.index_of[s as usize];
+            match merged.last_mut() {
+                Some(m) if m.index == index => {
+                    m.lo = m.lo.min(lo);
+                    m.hi = m.hi.max(hi);
+                }
+                _ => merged.push(Change { index, lo, hi }),
+            }
+        }
+        merged.sort_unstable_by_key(|c| c.index);
+        merged
+    }
+
     /// The pages' bytes, by index.
     pub fn into_pages(self) -> Vec<Vec<u8>> {
-        self.pages.into_vecs()
+        (0..self.slot_of.len() as u32).map(|i| self.page(i).to_vec()).collect()
     }
 }
 
@@ -356,14 +642,14 @@ mod tests {
             let g = dag(n, &edges, &rules);
             let mut start: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 8]).collect();
             full_sweep(&g, &mut start);
-            let mut engine = Engine::new(&g, start.clone(), usize::MAX);
+            let mut engine = Engine::new(&g, start.clone(), usize::MAX).unwrap();
             let mut naive = start.clone();
             let mut naive_count = 0;
             let roots: Vec<u32> = (0..n as u32).filter(|&i| g.rule(i).is_none()).collect();
             for batch in &updates {
                 for &(page, v) in batch {
                     let i = roots[page % roots.len()];
-                    engine.submit(i, &[v; 8]);
+                    engine.submit(i, &[v; 8]).unwrap();
                     naive_count += naive_propagate(&g, &mut naive, i, vec![v; 8]);
                 }
                 let report = engine.flush();
@@ -392,10 +678,10 @@ mod tests {
         g.set_rule(6, Rule::Copy, &[5]).unwrap();
         let mut pages = vec![vec![1u8, 2]; 7];
         full_sweep(&g, &mut pages);
-        let mut e = Engine::new(&g, pages.clone(), usize::MAX);
+        let mut e = Engine::new(&g, pages.clone(), usize::MAX).unwrap();
         let root = g.index_of(0).unwrap();
         // Only the second byte changes: 5 comes out the same, so 6 is never recomputed.
-        e.submit(root, &[1, 9]);
+        e.submit(root, &[1, 9]).unwrap();
         let r = e.flush();
         // 1, 2 and 5, then 3 once; 5 and 3 (1 XOR 2, zeros again) come out unchanged, so 6 and
         // 4 are never recomputed.
@@ -417,8 +703,8 @@ mod tests {
         }
         let mut pages = vec![vec![0u8; 4]; 100];
         full_sweep(&g, &mut pages);
-        let mut e = Engine::new(&g, pages, 1);
-        assert_eq!(e.submit(g.index_of(0).unwrap(), &[1, 0, 0, 0]), Submitted::Full);
+        let mut e = Engine::new(&g, pages, 1).unwrap();
+        assert_eq!(e.submit(g.index_of(0).unwrap(), &[1, 0, 0, 0]), Ok(Submitted::Full));
         let mut steps = 0;
         loop {
             steps += 1;

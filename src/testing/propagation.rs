@@ -215,7 +215,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
         .collect();
 
     let edges: u64 = (0..g.len() as u32).map(|i| g.parents(i).len() as u64).sum();
-    let mut engine = Engine::new(&g, pages, usize::MAX);
+    let mut engine = Engine::new(&g, pages, usize::MAX).map_err(|e| Error::Invalid(e.to_string()))?;
     let (mut recomputations, mut cut, mut distinct) = (0u64, 0u64, 0u64);
     let mut latencies = Vec::new();
     let t = Instant::now();
@@ -226,7 +226,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
         seen.dedup();
         distinct += seen.len() as u64;
         for (r, b) in batch {
-            engine.submit(*r, b);
+            engine.submit(*r, b).map_err(|e| Error::Invalid(e.to_string()))?;
         }
         let f = engine.flush();
         recomputations += f.recomputed;
