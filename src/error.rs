@@ -78,6 +78,12 @@ pub enum Error {
     /// A CUDA driver, NVRTC or device problem; [`GpuError`] says which kind.
     #[error("GPU: {0}")]
     Gpu(GpuError),
+    /// A change to the dependency graph that is refused (a cycle, say); nothing was written.
+    #[error("{0}")]
+    Graph(GraphError),
+    /// A propagation that cannot run; nothing was written.
+    #[error("{0}")]
+    Propagate(PropagateError),
     /// The request itself cannot be carried out (bad argument, missing page, ...).
     #[error("{0}")]
     Invalid(String),
@@ -411,4 +417,86 @@ pub enum WriterRefusal {
         /// The segment's path.
         segment: PathBuf,
     },
+}
+
+/// Why a change to the graph is refused (the graph is left as it was).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// The parents given would close a cycle; the pages of the cycle, from the page being set
+    /// back to itself.
+    #[error("page {page}: these parents would close the cycle {}", cycle.iter().map(u64::to_string).collect::<Vec<_>>().join(" -> "))]
+    Cycle {
+        /// The page whose parents were being set.
+        page: u64,
+        /// The cycle, starting and ending at `page`.
+        cycle: Vec<u64>,
+    },
+    /// A page named as a parent of itself.
+    #[error("page {page} cannot derive from itself")]
+    SelfParent {
+        /// The page.
+        page: u64,
+    },
+    /// A page that has no rule to clear.
+    #[error("page {page} is not a derived page")]
+    NotDerived {
+        /// The page.
+        page: u64,
+    },
+    /// A derived page with no parent.
+    #[error("page {page}: a derived page needs at least one parent")]
+    NoParents {
+        /// The page.
+        page: u64,
+    },
+}
+
+/// Why an engine cannot be made, or a change cannot be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PropagateError {
+    /// A derived page whose rule, over its parents' lengths, gives another length than the
+    /// page has (outputs are written over the page, so they must fit it exactly).
+    #[error("page {page}: rule {rule} gives {output_len} bytes from its parents, the page has {page_len}")]
+    OutputLength {
+        /// The derived page's id.
+        page: u64,
+        /// The rule's name.
+        rule: String,
+        /// What the rule gives.
+        output_len: u64,
+        /// What the page has.
+        page_len: u64,
+    },
+    /// A page uses a named derivation that was not registered.
+    #[error("page {page}: rule {rule} is not a built-in rule and was not registered by this program")]
+    UnknownRule {
+        /// The derived page's id.
+        page: u64,
+        /// The rule's name.
+        rule: String,
+    },
+    /// New bytes of another length than the page's.
+    #[error("page {page}: {bytes} bytes submitted for a page of {page_len}")]
+    SubmitLength {
+        /// The page's id.
+        page: u64,
+        /// Bytes submitted.
+        bytes: u64,
+        /// The page's length.
+        page_len: u64,
+    },
+}
+
+impl From<GraphError> for Error {
+    fn from(e: GraphError) -> Error {
+        Error::Graph(e)
+    }
+}
+
+impl From<PropagateError> for Error {
+    fn from(e: PropagateError) -> Error {
+        Error::Propagate(e)
+    }
 }

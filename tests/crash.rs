@@ -186,7 +186,7 @@ fn acknowledged_records_survive_sigkill_of_the_writer() {
         let torn = log.torn_tail().is_some();
         drop(log);
         let paths = [ckpt_path.clone(), logdir.clone()];
-        let v = verify(&paths, None).unwrap();
+        let v = verify(&paths, None, false).unwrap();
         assert_eq!(
             v.problems.iter().any(|p| p.kind == "torn_tail"),
             torn,
@@ -207,7 +207,7 @@ fn acknowledged_records_survive_sigkill_of_the_writer() {
             "trial {trial}: recover dropped a whole record"
         );
         assert!(
-            verify(&paths, None).unwrap().ok,
+            verify(&paths, None, false).unwrap().ok,
             "trial {trial}: verifies after recover"
         );
         // Replay gives exactly the state of records 1..=last, applied one by one.

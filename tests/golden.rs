@@ -93,7 +93,7 @@ fn small_checkpoint_plus_log_replays_to_the_hand_computed_pages() {
 fn newer_minor_version_reads_as_the_same_state() {
     let small = Checkpoint::open(&testdata().join("small.ckpt")).unwrap();
     let future = Checkpoint::open(&testdata().join("future-minor.ckpt")).unwrap();
-    assert_eq!(future.head().minor, 2);
+    assert_eq!(future.head().minor, 3);
     assert_eq!(future.state_hash(), small.state_hash());
     assert!(future.check_pages(None).is_empty());
 }
@@ -192,7 +192,7 @@ fn log_for_another_state_is_refused() {
 
 /// Verifies `ckpt` (+ `log`) in process: true when verify finds a problem (the binary's exit 1).
 fn verify_fails(paths: &[PathBuf]) -> bool {
-    match mmsb::ops::verify::verify(paths, None) {
+    match mmsb::ops::verify::verify(paths, None, true) {
         Ok(r) => !r.ok,
         Err(e) => e.is_data_error(),
     }
@@ -398,4 +398,55 @@ fn appending_to_a_version_1_0_log_leaves_its_segments_as_they_are_and_starts_a_1
             "page {id} back to the checkpoint's bytes"
         );
     }
+}
+
+#[test]
+fn the_graph_files_hold_the_graph_section_and_records_the_spec_gives() {
+    let bytes = std::fs::read(testdata().join("graph.ckpt")).unwrap();
+    assert_eq!(&bytes[10..12], &[2, 0], "a checkpoint with a graph is stamped 1.2");
+    // Section entry 1 (after the index): kind 3, flags 0 (optional: a 1.0 reader skips it).
+    assert_eq!(&bytes[96..104], &[3, 0, 0, 0, 0, 0, 0, 0]);
+    let offset = u64::from_le_bytes(bytes[104..112].try_into().unwrap()) as usize;
+    #[rustfmt::skip]
+    let first_entry: &[u8] = &[
+        2, 0, 0, 0, 0, 0, 0, 0,          // entry_count
+        3, 0, 0, 0, 0, 0, 0, 0,          // page_id 3
+        1, 0, 0, 0, 0, 0, 0, 0,          // height 1, reserved
+        2, 0, 0, 0, 2, 0, 0, 0,          // rule 2 (xor), name_len 0, reserved; parent_count 2
+        0, 0, 0, 0, 0, 0, 0, 0,          // param0
+        0, 0, 0, 0, 0, 0, 0, 0,          // param1
+        1, 0, 0, 0, 0, 0, 0, 0,          // parent 1
+        2, 0, 0, 0, 0, 0, 0, 0,          // parent 2
+    ];
+    assert_eq!(&bytes[offset..offset + first_entry.len()], first_entry);
+    let ckpt = Checkpoint::open(&testdata().join("graph.ckpt")).unwrap();
+    assert_eq!(ckpt.head().graph.len(), 2);
+    assert_eq!(ckpt.head().graph[1].height, 2, "page 4 sits above page 3");
+
+    // The log: record types 0x80 (derive), 0x81 (underive), 0x82 (propagated); the outputs and
+    // the PROPAGATED record are one group (flags 02 02 00).
+    let log = Log::open(&[testdata().join("graph.log")]).unwrap();
+    let frames: Vec<(u8, u8)> = log.records().map(|r| (r.frame.kind, r.frame.flags)).collect();
+    assert_eq!(frames, [(5, 0), (5, 2), (5, 2), (0x82, 0), (0x80, 0), (0x81, 0)]);
+    let report = mmsb::ops::verify::verify(
+        &[testdata().join("graph.ckpt"), testdata().join("graph.log")],
+        None,
+        true,
+    )
+    .unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    let graph = report.graph.expect("a graph");
+    assert_eq!((graph.derived_pages, graph.rederived, graph.stale_pages), (2, 2, 0));
+    assert_eq!(graph.last_propagation, Some(4));
+    // A reader that skips graph records reaches the same pages as the live graph.
+    let mut state = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
+    let summary = state.replay(&log, ReplayLimit::default()).unwrap();
+    assert_eq!(
+        summary.skipped_unknown, 0,
+        "graph records are known, not skipped as unknown"
+    );
+    assert_eq!(&state.page(3).unwrap().data()[..1], &[b'r' ^ b'r'][..]);
+    let steps = mmsb::graph::explain(ckpt.head(), &log, 4, None).unwrap().unwrap();
+    let chain: Vec<u64> = steps.iter().map(|s| s.page).collect();
+    assert_eq!(chain, [4, 3, 1]);
 }

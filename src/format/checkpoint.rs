@@ -6,8 +6,10 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::graph::Derivation;
 use super::{
-    ALIGN, CHECKPOINT_MINOR, Cursor, FORMAT_MAJOR, ParseError, PutLe, align_up, bad_field, check_zero, crc32c,
+    ALIGN, CHECKPOINT_MINOR, Cursor, FORMAT_MAJOR, GRAPH_CHECKPOINT_MINOR, ParseError, PutLe, align_up, bad_field,
+    check_zero, crc32c,
 };
 use crate::error::{Corruption, Error, Result};
 use crate::fsutil;
@@ -29,7 +31,7 @@ pub const INDEX_ENTRY_LEN: usize = 64;
 pub const SECTION_PAGE_INDEX: u32 = 1;
 /// Section kind: file-level metadata, a JSON object of strings (safetensors `__metadata__`).
 pub const SECTION_METADATA: u32 = 2;
-/// Section kind: the page dependency graph (reserved for a later minor version).
+/// Section kind: the page dependency graph (1.2).
 pub const SECTION_DEPENDENCY_GRAPH: u32 = 3;
 /// Section flag: a reader that does not know the section's kind must refuse the file.
 pub const SECTION_FLAG_REQUIRED: u32 = 1;
@@ -88,6 +90,9 @@ pub struct CheckpointHead {
     pub pages: Vec<PageEntry>,
     /// File-level metadata (safetensors `__metadata__` for imported files).
     pub metadata: BTreeMap<String, String>,
+    /// The dependency graph section's derived pages, in increasing id order (empty without
+    /// one).
+    pub graph: Vec<Derivation>,
 }
 
 impl CheckpointHead {
@@ -201,6 +206,7 @@ impl CheckpointHead {
         let mut expected_offset = ALIGN;
         let mut index = None;
         let mut metadata = BTreeMap::new();
+        let mut graph_section = None;
         for i in 0..section_count as usize {
             let at = (HEADER_FIXED_LEN + i * SECTION_ENTRY_LEN) as u64;
             let kind = c.u32()?;
@@ -275,8 +281,13 @@ impl CheckpointHead {
                         )
                     })?;
                 }
-                // Reserved for the dependency graph; nothing in v1.0 reads it.
-                SECTION_DEPENDENCY_GRAPH => {}
+                // Parsed once the index is known: its pages are checked against it.
+                SECTION_DEPENDENCY_GRAPH => {
+                    if graph_section.is_some() {
+                        return Err(bad_field(at, "section kind", kind.into(), "a second dependency graph"));
+                    }
+                    graph_section = Some((bytes, offset));
+                }
                 _ if sflags & SECTION_FLAG_REQUIRED != 0 => {
                     return Err(ParseError::new(at, Corruption::UnknownRequiredSection { kind }));
                 }
@@ -340,6 +351,12 @@ impl CheckpointHead {
                 format!("the layout of the pages ends at {cursor}"),
             ));
         }
+        let graph = match graph_section {
+            Some((bytes, offset)) => {
+                super::graph::parse_section(bytes, offset, |id| pages.binary_search_by_key(&id, |p| p.id).is_ok())?
+            }
+            None => Vec::new(),
+        };
         Ok(CheckpointHead {
             major: FORMAT_MAJOR,
             minor,
@@ -348,6 +365,7 @@ impl CheckpointHead {
             sections,
             pages,
             metadata,
+            graph,
         })
     }
 }
@@ -602,7 +620,13 @@ fn encode_header(file_len: u64, page_count: u64, data_offset: u64, sections: &[S
     let mut h = Vec::with_capacity(ALIGN as usize);
     h.extend_from_slice(&MAGIC);
     h.put_u16(FORMAT_MAJOR);
-    h.put_u16(CHECKPOINT_MINOR);
+    // The lowest minor version that describes the file.
+    let graph = sections.iter().any(|s| s.kind == SECTION_DEPENDENCY_GRAPH);
+    h.put_u16(if graph {
+        GRAPH_CHECKPOINT_MINOR
+    } else {
+        CHECKPOINT_MINOR
+    });
     h.put_u32(sections.len() as u32);
     h.put_u64(file_len);
     h.put_u64(page_count);
@@ -644,6 +668,7 @@ pub struct CheckpointWriter {
     temp: fsutil::AtomicFile,
     pages: Vec<PageEntry>,
     metadata: BTreeMap<String, String>,
+    graph: Vec<u8>,
     data_offset: u64,
     file_len: u64,
     current: usize,
@@ -658,6 +683,26 @@ const WRITE_BUF: usize = 8 << 20;
 impl CheckpointWriter {
     /// Starts a checkpoint at `path` holding `specs` (ids strictly increasing) and `metadata`.
     pub fn create(path: &Path, specs: Vec<PageSpec>, metadata: BTreeMap<String, String>) -> Result<Self> {
+        CheckpointWriter::create_with_graph(path, specs, metadata, &[])
+    }
+
+    /// [`CheckpointWriter::create`] with a dependency graph section holding `graph` (derived
+    /// pages in increasing id order, heights set; written only when not empty). The graph is
+    /// checked as a reader checks it before anything is written.
+    pub fn create_with_graph(
+        path: &Path,
+        specs: Vec<PageSpec>,
+        metadata: BTreeMap<String, String>,
+        graph: &[Derivation],
+    ) -> Result<Self> {
+        let graph = if graph.is_empty() {
+            Vec::new()
+        } else {
+            let bytes = super::graph::encode_section(graph)?;
+            super::graph::parse_section(&bytes, 0, |id| specs.binary_search_by_key(&id, |s| s.id).is_ok())
+                .map_err(|e| Error::Invalid(format!("dependency graph: {}", e.problem)))?;
+            bytes
+        };
         for w in specs.windows(2) {
             if w[1].id <= w[0].id {
                 return Err(Error::Invalid(format!(
@@ -685,7 +730,7 @@ impl CheckpointWriter {
             encode_metadata(&metadata).len() as u64
         };
         let too_big = || Error::Invalid("checkpoint larger than 2^64 bytes".into());
-        let data_offset = align_up(ALIGN + index_len + meta_len).ok_or_else(too_big)?;
+        let data_offset = align_up(ALIGN + index_len + meta_len + graph.len() as u64).ok_or_else(too_big)?;
         let mut cursor = data_offset;
         for p in &mut pages {
             p.offset = cursor;
@@ -700,6 +745,7 @@ impl CheckpointWriter {
             temp,
             pages,
             metadata,
+            graph,
             data_offset,
             file_len: cursor,
             current: 0,
@@ -813,6 +859,16 @@ impl CheckpointWriter {
                 crc32c: crc32c(&meta),
             });
             head.extend_from_slice(&meta);
+        }
+        if !self.graph.is_empty() {
+            sections.push(Section {
+                kind: SECTION_DEPENDENCY_GRAPH,
+                flags: 0,
+                offset: ALIGN + head.len() as u64,
+                len: self.graph.len() as u64,
+                crc32c: crc32c(&self.graph),
+            });
+            head.extend_from_slice(&self.graph);
         }
         head.resize((self.data_offset - ALIGN) as usize, 0);
         let header = encode_header(self.file_len, self.pages.len() as u64, self.data_offset, &sections);

@@ -4,6 +4,7 @@
 //! `format_constants_match_the_spec` in this module's tests pins each of them.
 
 pub mod checkpoint;
+pub mod graph;
 pub mod lock;
 pub mod log;
 pub mod record;
@@ -12,16 +13,22 @@ use crate::error::Corruption;
 
 /// The format major version this build reads and writes. A file of another major is refused.
 pub const FORMAT_MAJOR: u16 = 1;
-/// The newest format minor version this build knows (1.1: atomic record groups in logs). Log
-/// segments are written with it; checkpoints, unchanged since 1.0, with [`CHECKPOINT_MINOR`].
-/// Newer minors are read as far as FORMAT.md allows.
+/// The minor version log segments are written with (1.1: atomic record groups). Graph
+/// records (1.2) are optional record types, which a 1.1 segment may hold: a 1.1 reader skips
+/// them and reaches the same pages.
 pub const FORMAT_MINOR: u16 = 1;
-/// The minor version a checkpoint is written with: the lowest that describes it.
+/// The newest format minor version this build knows (1.2: the dependency graph). Newer minors
+/// are read as far as FORMAT.md allows.
+pub const NEWEST_MINOR: u16 = 2;
+/// The minor version a checkpoint without a dependency graph is written with: the lowest that
+/// describes it.
 pub const CHECKPOINT_MINOR: u16 = 0;
+/// The minor version a checkpoint with a dependency graph section is written with.
+pub const GRAPH_CHECKPOINT_MINOR: u16 = 2;
 /// True for a minor version this build knows, whose reserved fields must be zero; newer minors
 /// are read leniently (FORMAT.md, "Versions").
 pub fn is_known_minor(minor: u16) -> bool {
-    minor <= FORMAT_MINOR
+    minor <= NEWEST_MINOR
 }
 
 /// What a file that is not the mmsb file expected looks like, and what to do with it, judged

@@ -39,6 +39,9 @@ pub fn kind_name(kind: u8) -> &'static str {
         TYPE_SPARSE => "sparse",
         TYPE_MASKED => "masked",
         TYPE_FILL => "fill",
+        super::graph::TYPE_DERIVE => "derive",
+        super::graph::TYPE_UNDERIVE => "underive",
+        super::graph::TYPE_PROPAGATED => "propagated",
         k if k >= OPTIONAL_TYPE_MIN => "optional",
         _ => "unknown",
     }
@@ -106,6 +109,38 @@ pub fn max_payload_len(kind: u8, head_len: u64, page: TargetPage) -> Option<u64>
         _ => return None,
     };
     Some(head_len.saturating_add(body))
+}
+
+/// Appends the prefix every record payload starts with: page id, epoch, timestamp, source tag.
+pub(crate) fn encode_prefix(b: &mut Vec<u8>, page_id: u64, epoch: u64, timestamp_ns: u64, source: &str) -> Result<()> {
+    if source.len() > MAX_SOURCE_LEN {
+        return Err(Error::Invalid(format!("source tag longer than {MAX_SOURCE_LEN} bytes")));
+    }
+    b.put_u64(page_id);
+    b.put_u64(epoch);
+    b.put_u64(timestamp_ns);
+    b.put_u8(source.len() as u8);
+    b.extend_from_slice(source.as_bytes());
+    Ok(())
+}
+
+/// Reads the prefix every record payload starts with: page id, epoch, timestamp, source tag.
+pub(crate) fn decode_prefix<'a>(c: &mut Cursor<'a>) -> Result<(u64, u64, u64, &'a str), ParseError> {
+    let page_id = c.u64()?;
+    let epoch = c.u64()?;
+    let timestamp_ns = c.u64()?;
+    let source_len = c.u8()?;
+    let at = c.offset();
+    let source = std::str::from_utf8(c.take(source_len.into())?).map_err(|e| {
+        ParseError::new(
+            at,
+            Corruption::BadText {
+                what: "source tag",
+                why: e.to_string(),
+            },
+        )
+    })?;
+    Ok((page_id, epoch, timestamp_ns, source))
 }
 
 /// What a delta does to its page.
@@ -262,9 +297,6 @@ impl<'a> Delta<'a> {
 
     /// Encodes the payload (before any compression).
     pub fn encode(&self) -> Result<Vec<u8>> {
-        if self.source.len() > MAX_SOURCE_LEN {
-            return Err(Error::Invalid(format!("source tag longer than {MAX_SOURCE_LEN} bytes")));
-        }
         // Sized by the bytes the payload carries: a FILL writes `len` bytes but carries 17.
         let carried = match &self.op {
             Op::Full(d) => d.len(),
@@ -273,11 +305,7 @@ impl<'a> Delta<'a> {
             _ => 0,
         };
         let mut b = Vec::with_capacity(64 + self.source.len() + carried);
-        b.put_u64(self.page_id);
-        b.put_u64(self.epoch);
-        b.put_u64(self.timestamp_ns);
-        b.put_u8(self.source.len() as u8);
-        b.extend_from_slice(self.source.as_bytes());
+        encode_prefix(&mut b, self.page_id, self.epoch, self.timestamp_ns, &self.source)?;
         match &self.op {
             Op::Create { len, meta } => {
                 if *len > MAX_PAGE_LEN {
@@ -344,20 +372,7 @@ impl<'a> Delta<'a> {
     /// (for error offsets; for a compressed payload, the offset of the compressed bytes).
     pub fn decode(kind: u8, payload: &'a [u8], base: u64) -> Result<Delta<'a>, ParseError> {
         let mut c = Cursor::new(payload, base);
-        let page_id = c.u64()?;
-        let epoch = c.u64()?;
-        let timestamp_ns = c.u64()?;
-        let source_len = c.u8()?;
-        let at = c.offset();
-        let source = std::str::from_utf8(c.take(source_len.into())?).map_err(|e| {
-            ParseError::new(
-                at,
-                Corruption::BadText {
-                    what: "source tag",
-                    why: e.to_string(),
-                },
-            )
-        })?;
+        let (page_id, epoch, timestamp_ns, source) = decode_prefix(&mut c)?;
         let op = match kind {
             TYPE_CREATE => {
                 let heap_len = c.u64()?;

@@ -270,6 +270,8 @@ enum RecordState {
     Ok,
     /// An optional record type this build does not know.
     Unknown,
+    /// A graph record: known, and changing no page.
+    NoPages,
     /// Fails to decode or to check: the sequential pass produces the exact error.
     Bad,
 }
@@ -808,6 +810,7 @@ fn finish_writes(
                     out.summary.skipped_unknown += 1;
                     continue;
                 }
+                RecordState::NoPages => continue,
                 RecordState::Bad => {
                     let shape_of = |id: u64| pages.slot_of.get(&id).and_then(|s| pages.shape[*s as usize]);
                     match record_error(log, frame, limit.to_epoch, &shape_of) {
@@ -900,7 +903,9 @@ fn decode_record(bytes: &[u8], base: u64, pages: &Pages, f: &FrameRef, out: &mut
         value_base_end: 0,
         extra_end: 0,
     };
-    if f.kind >= OPTIONAL_TYPE_MIN {
+    if crate::format::graph::is_graph_type(f.kind) {
+        rec.state = RecordState::NoPages;
+    } else if f.kind >= OPTIONAL_TYPE_MIN {
         rec.state = RecordState::Unknown;
     } else if is_structural(f) {
         // Planned in sequence order by `plan_structural`, never from a chunk.
@@ -966,6 +971,7 @@ fn summarize(records: &[Decoded], entry: &mut [u32]) -> ChunkSummary {
     for (i, r) in records.iter().enumerate() {
         match r.state {
             RecordState::Unknown => s.unknown += 1,
+            RecordState::NoPages => {}
             RecordState::Bad => s.clean = false,
             RecordState::Ok => {
                 let e = &mut entry[r.slot as usize];

@@ -9,6 +9,14 @@
 
 use std::collections::HashMap;
 
+pub use crate::error::GraphError;
+
+mod history;
+mod stored;
+
+pub use history::*;
+pub use stored::*;
+
 /// A built-in derivation: how a derived page's bytes follow from its parents' bytes, in order.
 /// Every rule is deterministic and total (any parent lengths give an output).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -239,33 +247,6 @@ pub(crate) fn changed_range(old: &[u8], new: &[u8]) -> Option<(u64, u64)> {
     Some((lo as u64, hi as u64))
 }
 
-/// Why a change to the graph is refused (the graph is left as it was).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum GraphError {
-    /// The parents given would close a cycle; the pages of the cycle, from the page being set
-    /// back to itself.
-    #[error("page {page}: these parents would close the cycle {}", cycle.iter().map(u64::to_string).collect::<Vec<_>>().join(" -> "))]
-    Cycle {
-        /// The page whose parents were being set.
-        page: u64,
-        /// The cycle, starting and ending at `page`.
-        cycle: Vec<u64>,
-    },
-    /// A page named as a parent of itself.
-    #[error("page {page} cannot derive from itself")]
-    SelfParent {
-        /// The page.
-        page: u64,
-    },
-    /// A derived page with no parent.
-    #[error("page {page}: a derived page needs at least one parent")]
-    NoParents {
-        /// The page.
-        page: u64,
-    },
-}
-
 /// One page in the graph.
 #[derive(Debug, Clone)]
 struct Node {
@@ -383,6 +364,23 @@ impl Graph {
         self.nodes[page as usize].rule = Some(rule);
         self.raise_from(page);
         Ok(())
+    }
+
+    /// Sets page `id`'s rule and parents at a known `height` (above every parent's), without the
+    /// cycle check: for a graph whose heights were checked when read.
+    pub(crate) fn set_rule_at_height(&mut self, id: u64, rule: Rule, parents: &[u64], height: u32) {
+        let page = self.add_page(id);
+        let parents: Vec<u32> = parents.iter().map(|&p| self.add_page(p)).collect();
+        self.unlink(page);
+        for &p in &parents {
+            if !self.nodes[p as usize].children.contains(&page) {
+                self.nodes[p as usize].children.push(page);
+            }
+        }
+        let n = &mut self.nodes[page as usize];
+        n.parents = parents;
+        n.rule = Some(rule);
+        n.height = n.height.max(height);
     }
 
     /// Makes page `id` a root again (no rule, no parents). Its height stays: heights only

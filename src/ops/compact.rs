@@ -162,7 +162,8 @@ pub fn compact_checkpoint(
     // then published back to back, the checkpoint last: its appearance says the pair is whole.
     // Preparing the rest log first also makes a refused output directory cost nothing.
     let rest_dir = rest_log.map(AtomicDir::create).transpose()?;
-    let (hash, staged) = state.stage_checkpoint(out, ckpt.head().metadata.clone(), progress)?;
+    let graph = folded_graph(&ckpt, &log, to_seq)?;
+    let (hash, staged) = state.stage_checkpoint(out, ckpt.head().metadata.clone(), &graph, progress)?;
     if let Some(dir) = rest_dir {
         let mut w = LogWriter::create(dir.path(), hash, rest[0].frame.seq, output_options(compression))?;
         append_unchanged(&mut w, &rest)?;
@@ -188,6 +189,27 @@ pub fn compact_checkpoint(
     })
 }
 
+/// The dependency graph as of `to_seq`, for the new checkpoint: refused when it is broken, or
+/// when changes after the last propagation would be folded in (the new checkpoint could not
+/// say which derived pages are stale).
+fn folded_graph(ckpt: &Checkpoint, log: &Log, to_seq: Option<u64>) -> Result<Vec<crate::format::graph::Derivation>> {
+    let h = crate::graph::read_history(ckpt.head(), Some(log), to_seq)?;
+    if let Some(p) = h.problems.first() {
+        return Err(Error::Invalid(format!(
+            "the log's graph is broken at seq {}: {}",
+            p.seq, p.message
+        )));
+    }
+    if let Some(&i) = h.dirty().first() {
+        return Err(Error::Invalid(format!(
+            "derived page {} (and maybe others) is stale: its inputs changed after the last propagation; \
+             run `mmsb propagate` first, or compact up to the last propagation with --to-seq",
+            h.graph.id(i)
+        )));
+    }
+    Ok(h.graph.to_derivations())
+}
+
 /// The record's delta, refused when its type is one this build does not know (it could not be
 /// rewritten); `page` says what is known of its page, to bound its payload.
 fn known_delta<'r>(rec: &'r LogRecord<'_>, page: impl FnOnce(u64) -> TargetPage) -> Result<Delta<'r>> {
@@ -202,8 +224,25 @@ fn known_delta<'r>(rec: &'r LogRecord<'_>, page: impl FnOnce(u64) -> TargetPage)
 
 /// Re-appends records as they are (with new frames, and compression per the writer's policy).
 fn append_unchanged(w: &mut LogWriter, records: &[LogRecord<'_>]) -> Result<()> {
+    let mut in_group = false;
     for rec in records {
-        w.append(&known_delta(rec, |_| TargetPage::Unknown)?)?;
+        // Groups stay groups: a propagation's outputs and its marker, a snapshot's records.
+        let continues = rec.frame.flags & crate::format::log::FLAG_GROUP_CONTINUES != 0;
+        if continues && !in_group {
+            w.begin_group()?;
+            in_group = true;
+        }
+        if crate::format::graph::is_graph_type(rec.frame.kind) {
+            // Checked by decoding, then copied as it was (its timestamp and source kept).
+            crate::graph::decode_record(rec)?;
+            w.append_payload(rec.frame.kind, rec.payload()?)?;
+        } else {
+            w.append(&known_delta(rec, |_| TargetPage::Unknown)?)?;
+        }
+        if in_group && !continues {
+            w.commit_group()?;
+            in_group = false;
+        }
     }
     Ok(())
 }
@@ -751,6 +790,14 @@ pub fn compact_log(
         if to_seq.is_some_and(|n| rec.frame.seq > n) {
             rest.push(rec);
             continue;
+        }
+        if crate::format::graph::is_graph_type(rec.frame.kind) {
+            return Err(Error::Invalid(format!(
+                "{}: record {} is a graph record (derive or propagate): merging a log that holds them \
+                 is not supported; fold it into a checkpoint (`mmsb compact CKPT LOG --out NEW`), which keeps the graph",
+                rec.segment.path().display(),
+                rec.frame.seq
+            )));
         }
         let d = known_delta(&rec, |id| {
             programs.get(&id).map_or(TargetPage::Unknown, PageProgram::target)

@@ -614,9 +614,7 @@ pub fn emit_log(
     // The snapshot's records are one atomic group: a reader sees A's state or B's, never part
     // of the way (dropping the writer on an error takes the group back out).
     w.begin_group()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let now = crate::timing::now_ns();
     let ids = page_ids(a, b);
     let (mut records, mut changed) = (0u64, 0u64);
     for id in ids {

@@ -12,6 +12,7 @@ use crate::format::checkpoint::{
 };
 use crate::format::log::{FLAG_ZSTD, Log, SegmentEnd};
 use crate::format::record::{Delta, LogPageLens, Op, kind_name};
+use crate::graph::{Graph, GraphStats, read_history};
 use crate::page::{PageMeta, Residency, StateHash};
 use crate::select::PageSelector;
 
@@ -401,4 +402,14 @@ pub fn log_info(log: &Log) -> LogInfo {
         compressed_records: compressed,
         problems,
     }
+}
+
+/// The dependency graph of a checkpoint after its log (when given): its shape, and the graph
+/// itself for `--graph dot`. `None` when the state has no derived page.
+pub fn inspect_graph(ckpt: &Path, logs: &[PathBuf]) -> Result<Option<(GraphStats, Graph)>> {
+    let c = Checkpoint::open(ckpt)?;
+    let log = if logs.is_empty() { None } else { Some(Log::open(logs)?) };
+    let h = read_history(c.head(), log.as_ref(), None)?;
+    let stats = h.graph.stats();
+    Ok((stats.derived_pages > 0).then_some((stats, h.graph)))
 }

@@ -1,7 +1,9 @@
 //! What the commands do, above the replay: compaction, differences, verification, inspection,
-//! safetensors import and export, and the choice of the smallest record that they share.
+//! safetensors import and export, derived pages (`derive`, `propagate`), and the choice of the
+//! smallest record that they share.
 
 pub mod compact;
+pub mod derive;
 pub mod diff;
 pub mod encoding;
 pub mod inspect;

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::log::Log;
 use crate::format::record::LogPageLens;
+use crate::graph::{GraphHistory, Rule, read_history};
 use crate::page::StateHash;
 use crate::replay::{PageCheck, ReplayLimit, State};
 
@@ -106,7 +107,10 @@ impl From<&Error> for Problem {
             Error::Locked { path, .. } => (path.clone(), None, "locked"),
             Error::OutOfMemory(_) => (PathBuf::new(), None, "out_of_memory"),
             Error::OutputRefused { path, .. } => (path.clone(), None, "invalid"),
-            Error::Invalid(_) | Error::Gpu(_) | Error::LogWriter(_) => (PathBuf::new(), None, "invalid"),
+            Error::Graph(_) => (PathBuf::new(), None, "graph"),
+            Error::Invalid(_) | Error::Gpu(_) | Error::LogWriter(_) | Error::Propagate(_) => {
+                (PathBuf::new(), None, "invalid")
+            }
         };
         Problem {
             file,
@@ -169,6 +173,27 @@ pub struct VerifyReport {
     /// Temporary outputs of interrupted mmsb writes found beside or inside the files given
     /// (safe to delete when no mmsb write is running there).
     pub stale_temp_outputs: Vec<PathBuf>,
+    /// The dependency graph, when the state has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph: Option<GraphCheck>,
+}
+
+/// What verify found of the dependency graph.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GraphCheck {
+    /// Derived pages.
+    pub derived_pages: u64,
+    /// Edges (parent links).
+    pub edges: u64,
+    /// Derived pages whose inputs changed after the last propagation (not yet recomputed).
+    pub stale_pages: u64,
+    /// Sequence number of the last propagation.
+    pub last_propagation: Option<u64>,
+    /// With `--rederive`: derived pages whose bytes were checked against their rule.
+    pub rederived: u64,
+    /// With `--rederive`: derived pages skipped because their rule is a named derivation
+    /// (only the program that registered it can run it).
+    pub named_skipped: u64,
 }
 
 impl VerifyReport {
@@ -183,6 +208,7 @@ impl VerifyReport {
             problems: vec![Problem::from(e)],
             bytes_checked: 0,
             stale_temp_outputs: Vec::new(),
+            graph: None,
         }
     }
 
@@ -190,16 +216,22 @@ impl VerifyReport {
     /// delta, a log for another state), none the environment's (I/O, a lock, memory): the
     /// command-line tool's exit status 1 rather than 2.
     pub fn only_data_problems(&self) -> bool {
-        self.problems
-            .iter()
-            .all(|p| matches!(p.kind, "corrupt" | "torn_tail" | "delta_rejected" | "wrong_base"))
+        self.problems.iter().all(|p| {
+            matches!(
+                p.kind,
+                "corrupt" | "torn_tail" | "delta_rejected" | "wrong_base" | "graph"
+            )
+        })
     }
 }
 
 /// Verifies checkpoints and (at most one chain of) log segments: every checksum, the layout
-/// and its zero padding, sequence continuity, that the log belongs to the checkpoint, and that
-/// every delta applies. With a log, exactly one checkpoint may be given.
-pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>) -> Result<VerifyReport> {
+/// and its zero padding, sequence continuity, that the log belongs to the checkpoint, that
+/// every delta applies, and the dependency graph (no cycle, no edge to a missing page). With
+/// `rederive`, every derived page that is not stale is also derived again from its parents by
+/// its built-in rule and compared with its bytes. With a log, exactly one checkpoint may be
+/// given.
+pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>, rederive: bool) -> Result<VerifyReport> {
     let (ckpt_paths, log_paths) = classify(paths)?;
     if !log_paths.is_empty() && ckpt_paths.len() > 1 {
         return Err(Error::Invalid(
@@ -238,6 +270,13 @@ pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>) -> Result<VerifyR
     };
     let mut log_report = None;
     let mut torn = None;
+    let mut graph = None;
+    let mut graph_problems = Vec::new();
+    if let ([(c, true)], true) = (&opened[..], log_paths.is_empty()) {
+        let state = State::from_checkpoint(c, PageCheck::Trust)?;
+        let h = read_history(c.head(), None, None)?;
+        graph = check_graph(&h, &state, rederive, &mut graph_problems, c.path());
+    }
     if !log_paths.is_empty() {
         let log = Log::open(&log_paths)?;
         problems.extend(log.problems().iter().map(clone_error));
@@ -254,6 +293,22 @@ pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>) -> Result<VerifyR
                 Err(e) => found.push(e),
             }
             let hash_ok = found.is_empty() && log.problems().is_empty() && state_hash.is_some();
+            if found.is_empty() && log.problems().is_empty() {
+                let h = read_history(c.head(), Some(&log), None)?;
+                let at = log
+                    .segments()
+                    .first()
+                    .map_or_else(|| c.path().to_owned(), |s| s.path().to_owned());
+                for p in &h.problems {
+                    graph_problems.push(Problem {
+                        file: at.clone(),
+                        offset: None,
+                        kind: "graph",
+                        message: format!("record {}: {}", p.seq, p.message),
+                    });
+                }
+                graph = check_graph(&h, &state, rederive, &mut graph_problems, &at);
+            }
             problems.extend(found);
             state_hash = hash_ok.then(|| state.state_hash());
         } else {
@@ -278,6 +333,7 @@ pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>) -> Result<VerifyR
         });
     }
     let mut problems: Vec<Problem> = problems.iter().map(Problem::from).collect();
+    problems.extend(graph_problems);
     if let Some(t) = torn {
         problems.push(Problem {
             file: t.path.clone(),
@@ -299,7 +355,78 @@ pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>) -> Result<VerifyR
         problems,
         bytes_checked,
         stale_temp_outputs: crate::fsutil::stale_temp_outputs_near(paths),
+        graph,
     })
+}
+
+/// The graph's summary (`None` without a graph) and, with `rederive`, every derived page that
+/// is not stale derived again and compared with its bytes in `state`.
+fn check_graph(
+    h: &GraphHistory,
+    state: &State<'_>,
+    rederive: bool,
+    problems: &mut Vec<Problem>,
+    file: &Path,
+) -> Option<GraphCheck> {
+    let g = &h.graph;
+    let derived: Vec<u32> = (0..g.len() as u32).filter(|&i| g.rule(i).is_some()).collect();
+    if derived.is_empty() && h.graph_records == 0 {
+        return None;
+    }
+    // Stale: what a propagation now would start from and may reach.
+    let mut stale = vec![false; g.len()];
+    let mut stack = h.dirty();
+    while let Some(i) = stack.pop() {
+        if !std::mem::replace(&mut stale[i as usize], true) {
+            stack.extend(g.children(i).iter().copied());
+        }
+    }
+    let mut check = GraphCheck {
+        derived_pages: derived.len() as u64,
+        edges: derived.iter().map(|&i| g.parents(i).len() as u64).sum(),
+        stale_pages: stale.iter().filter(|&&s| s).count() as u64,
+        last_propagation: h.last_propagation,
+        ..Default::default()
+    };
+    if !rederive {
+        return Some(check);
+    }
+    let mut out = Vec::new();
+    for &i in &derived {
+        let rule = g.rule(i).expect("derived");
+        if stale[i as usize] {
+            continue;
+        }
+        if let Rule::Named(_) = rule {
+            check.named_skipped += 1;
+            continue;
+        }
+        let id = g.id(i);
+        let bytes = |p: u32| state.page(g.id(p)).map_or(&[][..], |p| p.data());
+        let parents = g.parents(i);
+        rule.derive_from(parents.len(), |k| bytes(parents[k]), &mut out);
+        check.rederived += 1;
+        let have = bytes(i);
+        if have != &out[..] {
+            let at = have
+                .iter()
+                .zip(&out)
+                .position(|(a, b)| a != b)
+                .unwrap_or(have.len().min(out.len()));
+            problems.push(Problem {
+                file: file.to_owned(),
+                offset: None,
+                kind: "graph",
+                message: format!(
+                    "page {id}: its bytes are not what rule {} gives from its parents (first difference at byte {at}; {} bytes, the rule gives {})",
+                    rule.display(),
+                    have.len(),
+                    out.len()
+                ),
+            });
+        }
+    }
+    Some(check)
 }
 
 fn clone_error(e: &Error) -> Error {

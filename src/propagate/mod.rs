@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
+pub use crate::error::PropagateError;
 use crate::graph::{DeriveFn, Graph, Rule, changed_range};
 
 /// Pages of one level recomputed by one task: enough to amortize a task, few enough to spread
@@ -32,43 +33,6 @@ const SCAN_SHARE: usize = 8;
 
 /// Pages whose parents are touched together before they are derived.
 const PREFETCH_GROUP: usize = 16;
-
-/// Why an engine cannot be made, or a change cannot be taken.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PropagateError {
-    /// A derived page whose rule, over its parents' lengths, gives another length than the
-    /// page has (outputs are written over the page, so they must fit it exactly).
-    #[error("page {page}: rule {rule} gives {output_len} bytes from its parents, the page has {page_len}")]
-    OutputLength {
-        /// The derived page's id.
-        page: u64,
-        /// The rule's name.
-        rule: String,
-        /// What the rule gives.
-        output_len: u64,
-        /// What the page has.
-        page_len: u64,
-    },
-    /// A page uses a named derivation that was not registered.
-    #[error("page {page}: rule {rule} is not a built-in rule and was not registered by this program")]
-    UnknownRule {
-        /// The derived page's id.
-        page: u64,
-        /// The rule's name.
-        rule: String,
-    },
-    /// New bytes of another length than the page's.
-    #[error("page {page}: {bytes} bytes submitted for a page of {page_len}")]
-    SubmitLength {
-        /// The page's id.
-        page: u64,
-        /// Bytes submitted.
-        bytes: u64,
-        /// The page's length.
-        page_len: u64,
-    },
-}
 
 /// Named derivations written in Rust, registered by a program for the pages whose rule is
 /// [`Rule::Named`].

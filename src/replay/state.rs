@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::error::{Error, Rejection, Result};
 use crate::format::checkpoint::{Checkpoint, CheckpointWriter, PageSpec};
+use crate::format::graph::Derivation;
 use crate::format::log::{Log, TornTail};
 use crate::format::record::{Delta, Op, PageShape, TargetPage, apply_writes};
 use crate::mmap::ZeroedBytes;
@@ -282,6 +283,8 @@ impl<'a> State<'a> {
             };
             let delta = match rec.delta_for_page(target) {
                 Ok(Some(d)) => d,
+                // Graph records change no page: known, and nothing to apply here.
+                Ok(None) if crate::format::graph::is_graph_type(rec.frame.kind) => continue,
                 Ok(None) => {
                     s.skipped_unknown += 1;
                     continue;
@@ -341,15 +344,17 @@ impl<'a> State<'a> {
         StateHash::compute(self.page_checksums().into_iter())
     }
 
-    /// Writes the state as a checkpoint (atomically) and returns its state hash; `progress`
-    /// counts the page bytes written.
+    /// Writes the state as a checkpoint (atomically) and returns its state hash; `graph` is its
+    /// dependency graph (derived pages whose page or a parent the state lacks are left out);
+    /// `progress` counts the page bytes written.
     pub fn write_checkpoint(
         &self,
         path: &Path,
         metadata: BTreeMap<String, String>,
+        graph: &[Derivation],
         progress: Option<Arc<AtomicU64>>,
     ) -> Result<StateHash> {
-        let (hash, file) = self.stage_checkpoint(path, metadata, progress)?;
+        let (hash, file) = self.stage_checkpoint(path, metadata, graph, progress)?;
         file.commit()?;
         Ok(hash)
     }
@@ -360,8 +365,18 @@ impl<'a> State<'a> {
         &self,
         path: &Path,
         metadata: BTreeMap<String, String>,
+        graph: &[Derivation],
         progress: Option<Arc<AtomicU64>>,
     ) -> Result<(StateHash, crate::fsutil::AtomicFile)> {
+        let graph: Vec<Derivation> = graph
+            .iter()
+            .filter(|d| {
+                std::iter::once(&d.page)
+                    .chain(&d.parents)
+                    .all(|p| self.pages.contains_key(p))
+            })
+            .cloned()
+            .collect();
         let specs = self
             .pages
             .iter()
@@ -372,7 +387,7 @@ impl<'a> State<'a> {
                 meta: p.meta.clone(),
             })
             .collect();
-        let mut w = CheckpointWriter::create(path, specs, metadata)?.with_progress(progress);
+        let mut w = CheckpointWriter::create_with_graph(path, specs, metadata, &graph)?.with_progress(progress);
         for p in self.pages.values() {
             w.write(p.data())?;
         }
@@ -468,7 +483,7 @@ mod tests {
         assert_ne!(all.state_hash(), ckpt.state_hash());
         // The written checkpoint has the replayed state's hash.
         let out = dir.path().join("b.ckpt");
-        all.write_checkpoint(&out, BTreeMap::new(), None).unwrap();
+        all.write_checkpoint(&out, BTreeMap::new(), &[], None).unwrap();
         assert_eq!(Checkpoint::open(&out).unwrap().state_hash(), all.state_hash());
     }
 

@@ -12,7 +12,10 @@ use crate::error::{Error, Result};
 use crate::format::checkpoint::{CheckpointWriter, PageSpec};
 use crate::format::log::{Compression, Durability, LogOptions, LogWriter};
 use crate::format::record::{Delta, Op};
+use crate::graph::{Graph, Rule};
 use crate::page::{PageMeta, StateHash};
+use crate::propagate::full_sweep;
+use crate::testing::propagation::{GraphShape, build_graph};
 
 /// How page sizes are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +88,10 @@ pub struct GenOptions {
     pub segment_size: u64,
     /// Log payload compression.
     pub compression: Compression,
+    /// Make the pages a graph of derived pages of this shape (every page the same size, the
+    /// derived pages' bytes derived, the graph in the checkpoint); the log then writes root
+    /// pages only, with write records (no create, resize or delete).
+    pub graph: Option<GraphShape>,
 }
 
 impl Default for GenOptions {
@@ -103,6 +110,7 @@ impl Default for GenOptions {
             hot_weight: 0.9,
             segment_size: 64 << 20,
             compression: Compression::None,
+            graph: None,
         }
     }
 }
@@ -194,7 +202,6 @@ pub fn generate_with_progress(
     o: &GenOptions,
     progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 ) -> Result<GenSummary> {
-    use rayon::prelude::*;
     // Every output is checked before anything is written: a refused log directory must not
     // cost the user an existing checkpoint.
     crate::fsutil::resolve_output(ckpt_path)?;
@@ -203,7 +210,33 @@ pub fn generate_with_progress(
         _ => None,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
-    let sizes = page_sizes(o, &mut rng)?;
+    let (sizes, graph) = match &o.graph {
+        Some(shape) => {
+            if o.mix.create + o.mix.resize + o.mix.delete > 0 {
+                return Err(Error::Invalid(
+                    "with --graph the log writes root pages only: give a --mix of full, sparse, masked and fill".into(),
+                ));
+            }
+            if o.pages < 2 || o.total_size < o.pages {
+                return Err(Error::Invalid(
+                    "--graph needs at least 2 pages of 1 byte or more".into(),
+                ));
+            }
+            let size = o.total_size / o.pages;
+            let g = build_graph(o.pages, shape, &mut rng)?;
+            if let Rule::Named(name) = &shape.rule {
+                return Err(Error::Invalid(format!("rule {name} is not a built-in rule")));
+            }
+            let misfit = (0..g.len() as u32)
+                .filter_map(|i| Some(g.rule(i)?.output_len(&vec![size; g.parents(i).len()])))
+                .find(|out| *out != Some(size));
+            if let Some(out) = misfit {
+                return Err(rule_does_not_fit(&shape.rule, out, size));
+            }
+            (vec![size; o.pages as usize], Some(g))
+        }
+        None => (page_sizes(o, &mut rng)?, None),
+    };
     let specs: Vec<PageSpec> = sizes
         .iter()
         .enumerate()
@@ -217,30 +250,10 @@ pub fn generate_with_progress(
             },
         })
         .collect();
-    let mut w = CheckpointWriter::create(ckpt_path, specs, BTreeMap::new())?.with_progress(progress);
-    // Chunks of all pages, generated a batch at a time in parallel and written in order.
-    let chunks: Vec<(u64, u64, usize)> = sizes
-        .iter()
-        .enumerate()
-        .flat_map(|(id, &len)| {
-            (0..len.div_ceil(CHUNK as u64))
-                .map(move |c| (id as u64, c, (len - c * CHUNK as u64).min(CHUNK as u64) as usize))
-        })
-        .collect();
-    for batch in chunks.chunks(rayon::current_num_threads().max(2) * 2) {
-        let bufs: Vec<Vec<u8>> = batch
-            .par_iter()
-            .map(|&(id, c, n)| {
-                let mut b = vec![0u8; n];
-                fill_page(o.seed, id, c, &mut b);
-                b
-            })
-            .collect();
-        for b in &bufs {
-            w.write(b)?;
-        }
-    }
-    let base = w.finish()?;
+    let base = match &graph {
+        Some(g) => write_graph_checkpoint(ckpt_path, specs, g, o, progress)?,
+        None => write_pages(ckpt_path, specs, &sizes, o, progress)?,
+    };
     let mut summary = GenSummary {
         pages: o.pages,
         data_bytes: sizes.iter().sum(),
@@ -257,7 +270,13 @@ pub fn generate_with_progress(
         compression: o.compression,
     };
     let mut log = LogWriter::create(log_out.path(), base, 1, options)?;
-    let mut alive: Vec<(u64, u64)> = sizes.iter().enumerate().map(|(i, &l)| (i as u64, l)).collect();
+    // With a graph, only roots are written: derived pages follow by `mmsb propagate`.
+    let mut alive: Vec<(u64, u64)> = sizes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| graph.as_ref().is_none_or(|g| g.rule(*i as u32).is_none()))
+        .map(|(i, &l)| (i as u64, l))
+        .collect();
     let mut next_id = sizes.len() as u64;
     let weights = [
         o.mix.full,
@@ -407,6 +426,77 @@ pub fn generate_with_progress(
     log.finish()?;
     log_out.commit()?;
     Ok(summary)
+}
+
+fn rule_does_not_fit(rule: &Rule, out: Option<u64>, size: u64) -> Error {
+    Error::Invalid(format!(
+        "rule {} gives {} bytes from parents of {size}: with --graph every page has the same size, so use a rule that keeps it",
+        rule.display(),
+        out.map_or("an unknown number of".into(), |o| o.to_string())
+    ))
+}
+
+/// Writes the checkpoint of a generated graph: roots filled from the seed, derived pages
+/// derived from them, and the graph section.
+fn write_graph_checkpoint(
+    ckpt_path: &Path,
+    specs: Vec<PageSpec>,
+    g: &Graph,
+    o: &GenOptions,
+    progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+) -> Result<StateHash> {
+    let mut pages: Vec<Vec<u8>> = specs
+        .iter()
+        .map(|s| {
+            let mut b = vec![0u8; s.len as usize];
+            if g.rule(s.id as u32).is_none() {
+                fill_page(o.seed, s.id, 0, &mut b);
+            }
+            b
+        })
+        .collect();
+    full_sweep(g, &mut pages);
+    let mut w = CheckpointWriter::create_with_graph(ckpt_path, specs, BTreeMap::new(), &g.to_derivations())?
+        .with_progress(progress);
+    for p in &pages {
+        w.write(p)?;
+    }
+    w.finish()
+}
+
+/// Writes a checkpoint of pages filled from the seed.
+fn write_pages(
+    ckpt_path: &Path,
+    specs: Vec<PageSpec>,
+    sizes: &[u64],
+    o: &GenOptions,
+    progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+) -> Result<StateHash> {
+    use rayon::prelude::*;
+    let mut w = CheckpointWriter::create(ckpt_path, specs, BTreeMap::new())?.with_progress(progress);
+    // Chunks of all pages, generated a batch at a time in parallel and written in order.
+    let chunks: Vec<(u64, u64, usize)> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(id, &len)| {
+            (0..len.div_ceil(CHUNK as u64))
+                .map(move |c| (id as u64, c, (len - c * CHUNK as u64).min(CHUNK as u64) as usize))
+        })
+        .collect();
+    for batch in chunks.chunks(rayon::current_num_threads().max(2) * 2) {
+        let bufs: Vec<Vec<u8>> = batch
+            .par_iter()
+            .map(|&(id, c, n)| {
+                let mut b = vec![0u8; n];
+                fill_page(o.seed, id, c, &mut b);
+                b
+            })
+            .collect();
+        for b in &bufs {
+            w.write(b)?;
+        }
+    }
+    w.finish()
 }
 
 fn random_bytes(rng: &mut ChaCha8Rng, n: usize) -> Vec<u8> {

@@ -29,12 +29,10 @@ pub enum Shape {
     Random,
 }
 
-/// What to build and stream.
+/// A generated graph: its shape and the rule of every derived page.
 #[derive(Debug, Clone)]
-pub struct BenchOptions {
-    /// Pages in the graph.
-    pub pages: u64,
-    /// The graph's shape.
+pub struct GraphShape {
+    /// The shape.
     pub shape: Shape,
     /// Children per page, for `tree`.
     pub fanout: u64,
@@ -42,14 +40,35 @@ pub struct BenchOptions {
     pub levels: u64,
     /// Parents per derived page, for `layered` and `random`.
     pub parents: u64,
+    /// The derivation of every derived page.
+    pub rule: Rule,
+}
+
+impl Default for GraphShape {
+    fn default() -> Self {
+        GraphShape {
+            shape: Shape::Layered,
+            fanout: 4,
+            levels: 16,
+            parents: 2,
+            rule: Rule::AddU32,
+        }
+    }
+}
+
+/// What to build and stream.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Pages in the graph.
+    pub pages: u64,
+    /// The graph.
+    pub graph: GraphShape,
     /// Root updates in all.
     pub updates: u64,
     /// Updates per flush.
     pub batch: u64,
     /// Bytes per page.
     pub page_size: u64,
-    /// The derivation of every derived page.
-    pub rule: Rule,
     /// Seed of the graph and the updates.
     pub seed: u64,
     /// The most seconds a baseline runs (on a prefix of the updates, whole batches, at least
@@ -61,14 +80,10 @@ impl Default for BenchOptions {
     fn default() -> Self {
         BenchOptions {
             pages: 100_000,
-            shape: Shape::Layered,
-            fanout: 4,
-            levels: 16,
-            parents: 2,
+            graph: GraphShape::default(),
             updates: 10_000,
             batch: 1000,
             page_size: 64,
-            rule: Rule::AddU32,
             seed: 0,
             baseline_seconds: 30.0,
         }
@@ -143,9 +158,9 @@ fn below(rng: &mut ChaCha8Rng, n: u64) -> u64 {
     rng.next_u64() % n.max(1)
 }
 
-/// The graph of `o`, page ids 0..pages.
-pub fn build_graph(o: &BenchOptions, rng: &mut ChaCha8Rng) -> Result<Graph> {
-    let n = o.pages;
+/// A graph of `n` pages (ids 0..n, in an order where every parent comes before its page: page
+/// i derives from page i - 1 in a chain) shaped as `o` says.
+pub fn build_graph(n: u64, o: &GraphShape, rng: &mut ChaCha8Rng) -> Result<Graph> {
     let mut g = Graph::new();
     for i in 0..n {
         g.add_page(i);
@@ -196,7 +211,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
         ));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(o.seed);
-    let g = build_graph(o, &mut rng)?;
+    let g = build_graph(o.pages, &o.graph, &mut rng)?;
     let roots: Vec<u32> = (0..g.len() as u32).filter(|&i| g.rule(i).is_none()).collect();
     let mut pages: Vec<Vec<u8>> = (0..g.len()).map(|_| vec![0u8; o.page_size as usize]).collect();
     for &r in &roots {
@@ -281,7 +296,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     let updates_per_s = o.updates as f64 / (engine_ms / 1e3);
     Ok(BenchReport {
-        shape: o.shape,
+        shape: o.graph.shape,
         pages: o.pages,
         edges,
         max_height: g.max_height(),
@@ -322,7 +337,10 @@ mod tests {
         for shape in [Shape::Chain, Shape::Tree, Shape::Layered, Shape::Random] {
             let o = BenchOptions {
                 pages: 1000,
-                shape,
+                graph: GraphShape {
+                    shape,
+                    ..Default::default()
+                },
                 updates: 200,
                 batch: 50,
                 page_size: 16,

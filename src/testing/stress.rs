@@ -114,6 +114,7 @@ fn round(dir: &Path, seed: u64, r: &mut StressReport) -> Result<()> {
         hot_weight: 0.8,
         segment_size: 4096 + pick(256 << 10),
         compression,
+        graph: None,
     };
     let ckpt = dir.join("a.ckpt");
     let log = dir.join("a.log");
@@ -134,7 +135,7 @@ fn round(dir: &Path, seed: u64, r: &mut StressReport) -> Result<()> {
     )?;
     r.replays += 2;
 
-    let v = verify(&[ckpt.clone(), log.clone()], None)?;
+    let v = verify(&[ckpt.clone(), log.clone()], None, true)?;
     r.verifies += 1;
     check(v.ok && v.state_hash == Some(full), || {
         format!("verify: ok {} hash {:?}, replay {full}", v.ok, v.state_hash)
@@ -195,7 +196,7 @@ fn round(dir: &Path, seed: u64, r: &mut StressReport) -> Result<()> {
                 .open(&path)
                 .map_err(|e| Error::io(&path, e))?;
             file.set_len(cut).map_err(|e| Error::io(&path, e))?;
-            let v = verify(&[ckpt.clone(), torn.clone()], None)?;
+            let v = verify(&[ckpt.clone(), torn.clone()], None, false)?;
             check(!v.ok && v.problems.iter().any(|p| p.kind == "torn_tail"), || {
                 "verify missed a torn tail".into()
             })?;
@@ -228,7 +229,7 @@ fn round(dir: &Path, seed: u64, r: &mut StressReport) -> Result<()> {
     bytes[at] ^= 1 << pick(8);
     let bad = dir.join("bad.ckpt");
     std::fs::write(&bad, &bytes).map_err(|e| Error::io(&bad, e))?;
-    let caught = match verify(&[bad], None) {
+    let caught = match verify(&[bad], None, false) {
         Ok(v) => !v.ok,
         Err(e) => e.is_data_error(),
     };

@@ -157,7 +157,7 @@ pub fn write_all(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     fix_header_crc(&mut b);
     std::fs::write(out.join("future-major.ckpt"), &b)?;
 
-    // The checkpoint as a format 1.1 writer might write it: an optional section of unknown kind
+    // The checkpoint as a format 1.3 writer might write it: an optional section of unknown kind
     // 99 after the index (and the metadata section), non-zero reserved header bytes.
     let mut b = std::fs::read(&small)?;
     let count = u32::from_le_bytes(b[12..16].try_into()?) as usize;
@@ -178,10 +178,76 @@ pub fn write_all(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     b[at..at + 4].fill(0);
     b[at..at + 32].copy_from_slice(&entry);
     b[12..16].copy_from_slice(&((count + 1) as u32).to_le_bytes());
-    b[10..12].copy_from_slice(&2u16.to_le_bytes());
+    b[10..12].copy_from_slice(&3u16.to_le_bytes());
     b[50] = 0x11;
     fix_header_crc(&mut b);
     std::fs::write(out.join("future-minor.ckpt"), &b)?;
+    write_graph(out)?;
+    Ok(())
+}
+
+/// Format 1.2, the dependency graph: `graph.ckpt` holds roots 1 and 2 (8 bytes each), page
+/// 3 = xor(1, 2) and page 4 = slice(0, 4) of page 3, in its graph section; `graph.log` writes
+/// page 1, then holds the propagation's outputs for pages 3 and 4 and its PROPAGATED record (one
+/// group), then sets page 2 = copy(1) and clears it again.
+fn write_graph(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use mmsb::format::checkpoint::CheckpointWriter;
+    use mmsb::format::graph::GraphRecord;
+    use mmsb::graph::{Graph, Rule};
+    let mut g = Graph::new();
+    g.set_rule(3, Rule::Xor, &[1, 2])?;
+    g.set_rule(4, Rule::Slice { offset: 0, len: 4 }, &[3])?;
+    let (p1, p2) = (*b"ROOT one", *b"root two");
+    let derive = |rule: &Rule, parents: &[&[u8]]| {
+        let mut out = Vec::new();
+        rule.derive(parents, &mut out);
+        out
+    };
+    let p3 = derive(&Rule::Xor, &[&p1, &p2]);
+    let p4 = derive(&Rule::Slice { offset: 0, len: 4 }, &[&p3]);
+    let ckpt = out.join("graph.ckpt");
+    let specs = [(1, 8), (2, 8), (3, 8), (4, 4)].map(|(id, len)| PageSpec {
+        id,
+        len,
+        epoch: 0,
+        meta: PageMeta::default(),
+    });
+    let mut w = CheckpointWriter::create_with_graph(&ckpt, specs.to_vec(), BTreeMap::new(), &g.to_derivations())?;
+    for p in [&p1[..], &p2, &p3, &p4] {
+        w.write(p)?;
+    }
+    let base = w.finish()?;
+    let dir = out.join("graph.log");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut w = LogWriter::create(&dir, base, 1, LogOptions::default())?;
+    let ts = |seq: u64| 1_750_000_000_000_000_000 + seq;
+    w.append(&d(1, 1, Op::Sparse(vec![(0, b"r")])))?;
+    let p1 = *b"rOOT one";
+    let new3 = derive(&Rule::Xor, &[&p1, &p2]);
+    let new4 = derive(&Rule::Slice { offset: 0, len: 4 }, &[&new3]);
+    w.begin_group()?;
+    w.append(&d(3, 1, Op::Sparse(vec![(0, &new3[..1])])))?;
+    w.append(&d(4, 1, Op::Sparse(vec![(0, &new4[..1])])))?;
+    let marker = GraphRecord::Propagated {
+        through_seq: 1,
+        recomputed: 2,
+        changed: 2,
+    };
+    w.append_graph(&marker, ts(4), "golden")?;
+    w.commit_group()?;
+    let copy = g.clone();
+    let mut with_copy = copy;
+    with_copy.set_rule(2, Rule::Copy, &[1])?;
+    let set = with_copy
+        .to_derivations()
+        .into_iter()
+        .find(|d| d.page == 2)
+        .expect("page 2 derives");
+    let mut set = set;
+    set.height = 0;
+    w.append_graph(&GraphRecord::Derive(set), ts(5), "golden")?;
+    w.append_graph(&GraphRecord::Underive { page: 2 }, ts(6), "golden")?;
+    w.finish()?;
     Ok(())
 }
 

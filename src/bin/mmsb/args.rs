@@ -50,6 +50,10 @@ pub enum Command {
     Diff(DiffArgs),
     Stress(StressArgs),
     #[command(subcommand)]
+    Derive(DeriveCommand),
+    Propagate(PropagateArgs),
+    Explain(ExplainArgs),
+    #[command(subcommand)]
     Bench(BenchCommand),
     /// Prints a shell completion script: bash, zsh, fish, powershell or elvish.
     #[command(
@@ -120,9 +124,135 @@ pub struct GenArgs {
     /// Payload compression: none, auto, zstd or zstd:LEVEL.
     #[arg(long, default_value = "none", value_parser = parse_compression)]
     pub compress: Compression,
+    /// Make the pages a graph of derived pages of this shape (pages of one size; the log then
+    /// writes root pages only, and `mmsb propagate` brings the derived pages up to date).
+    #[arg(long, value_enum)]
+    pub graph: Option<ShapeArg>,
+    /// With --graph: children per page, for tree (1 to 1,000,000).
+    #[arg(long, default_value_t = 4, requires = "graph", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub fanout: u64,
+    /// With --graph: levels, for layered (1 to 1,000,000).
+    #[arg(long, default_value_t = 16, requires = "graph", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub levels: u64,
+    /// With --graph: parents per derived page, for layered and random (1 to 64).
+    #[arg(long, default_value_t = 2, requires = "graph", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub parents: u64,
+    /// With --graph: the rule of every derived page (copy, xor, add-u32, min-u32, max-u32, or
+    /// slice:OFFSET,LEN; a rule must keep the page size).
+    #[arg(long, default_value = "add-u32", requires = "graph", value_parser = parse_rule)]
+    pub rule: mmsb::graph::Rule,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Changes the dependency graph of a log (appending a graph record under its writer lock).
+#[derive(Subcommand)]
+pub enum DeriveCommand {
+    /// Makes a page derive from parent pages by a rule (replacing any rule it had).
+    #[command(
+        after_help = "EXAMPLES:\n  mmsb derive set model.ckpt model.log --page 9 --rule xor --parents 3,4\n  mmsb derive set model.ckpt model.log --page 12 --rule slice --params 0,64 --parents 9\n\nRules: copy, xor, add-u32, min-u32, max-u32, concat, slice (--params OFFSET,LEN), crc32c;\nany other name is a named derivation that only a program registering it can run.\nA rule that would close a cycle is refused (exit 2), naming the cycle's pages."
+    )]
+    Set {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// The log directory.
+        log: PathBuf,
+        /// The derived page.
+        #[arg(long)]
+        page: u64,
+        /// The rule (or slice:OFFSET,LEN).
+        #[arg(long, value_parser = parse_rule)]
+        rule: mmsb::graph::Rule,
+        /// Parent pages, in order, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        parents: Vec<u64>,
+        /// The rule's parameters, comma-separated (slice: OFFSET,LEN).
+        #[arg(long, value_delimiter = ',')]
+        params: Vec<u64>,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Makes a derived page a root again (its bytes stay as they are).
+    #[command(after_help = "EXAMPLE:\n  mmsb derive clear model.ckpt model.log --page 9")]
+    Clear {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// The log directory.
+        log: PathBuf,
+        /// The page.
+        #[arg(long)]
+        page: u64,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Recomputes every derived page whose inputs changed since the last propagation in the log,
+/// and appends the outputs (changed bytes only) and a PROPAGATED record as one atomic group.
+#[derive(Args)]
+#[command(
+    after_help = "EXAMPLES:\n  mmsb diff --append new.ckpt model.ckpt --emit-log model.log && mmsb propagate model.ckpt model.log\n  mmsb propagate --dry-run model.ckpt model.log    (what it would start from and may reach)"
+)]
+pub struct PropagateArgs {
+    /// The checkpoint.
+    pub checkpoint: PathBuf,
+    /// The log directory.
+    pub log: PathBuf,
+    /// Write nothing; list the pages it would start from and may recompute.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Says which parent change, at which record, caused a page's last recomputation, back to the
+/// change from outside that started it.
+#[derive(Args)]
+#[command(after_help = "EXAMPLE:\n  mmsb explain model.ckpt model.log 12 --seq 4000")]
+pub struct ExplainArgs {
+    /// The checkpoint.
+    pub checkpoint: PathBuf,
+    /// The log directory.
+    pub log: PathBuf,
+    /// The page.
+    pub page: u64,
+    /// Only records up to this sequence number.
+    #[arg(long)]
+    pub seq: Option<u64>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+}
+
+/// A rule from the command line: a name, or `slice:OFFSET,LEN`.
+pub fn parse_rule(s: &str) -> Result<mmsb::graph::Rule, String> {
+    let (name, params) = s.split_once(':').unwrap_or((s, ""));
+    let params: Vec<u64> = if params.is_empty() {
+        Vec::new()
+    } else {
+        params
+            .split(',')
+            .map(|p| {
+                p.trim()
+                    .parse::<u64>()
+                    .map_err(|e| format!("rule parameter {p:?}: {e}"))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if name == "slice" && params.is_empty() {
+        // Parameters may come from --params instead.
+        return Ok(mmsb::graph::Rule::Slice { offset: 0, len: 0 });
+    }
+    mmsb::graph::Rule::parse(name, &params)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -243,6 +373,9 @@ pub struct InspectArgs {
     /// given with it.
     #[arg(long = "page", value_name = "PATTERN")]
     pub pages: Vec<String>,
+    /// Print the dependency graph (of the checkpoint after its log) in this format instead.
+    #[arg(long, value_enum)]
+    pub graph: Option<GraphFormat>,
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -266,6 +399,10 @@ pub struct VerifyArgs {
     /// If the only problem is a torn tail, cut it (as `mmsb recover` does).
     #[arg(long)]
     pub repair: bool,
+    /// Also derive every derived page again by its built-in rule and check that its bytes
+    /// (the logged outputs of the last propagation) match.
+    #[arg(long)]
+    pub rederive: bool,
 }
 
 /// Cuts a torn tail off a log, keeping a backup of the cut bytes. Never drops a whole record.
@@ -476,7 +613,7 @@ pub enum BenchCommand {
     /// Streams updates through a generated graph of derived pages: the propagation engine
     /// against the naive engine and a full sweep, on the same graph and updates.
     #[command(
-        after_help = "EXAMPLE:\n  mmsb bench propagation --pages 1000000 --shape layered --updates 10000 --batch 1000 --json\n\nThe baselines run on a prefix of the same updates (whole batches, at least one, at most\n--baseline-seconds); speedups compare updates per second. The graph lives in memory only:\nits format records and the `derive` and `propagate` commands are still to come."
+        after_help = "EXAMPLE:\n  mmsb bench propagation --pages 1000000 --shape layered --updates 10000 --batch 1000 --json\n\nThe baselines run on a prefix of the same updates (whole batches, at least one, at most\n--baseline-seconds); speedups compare updates per second. The graph lives in memory; `mmsb\ngen --graph`, `derive` and `propagate` build and keep one in files."
     )]
     Propagation(PropagationArgs),
 }
@@ -522,16 +659,18 @@ impl PropagationArgs {
     pub fn options(&self) -> mmsb::testing::propagation::BenchOptions {
         mmsb::testing::propagation::BenchOptions {
             pages: self.pages,
-            shape: self.shape.shape(),
-            fanout: self.fanout,
-            levels: self.levels,
-            parents: self.parents,
+            graph: mmsb::testing::propagation::GraphShape {
+                shape: self.shape.shape(),
+                fanout: self.fanout,
+                levels: self.levels,
+                parents: self.parents,
+                rule: mmsb::graph::Rule::AddU32,
+            },
             updates: self.updates,
             batch: self.batch,
             page_size: self.page_size,
             seed: self.seed,
             baseline_seconds: self.baseline_seconds,
-            ..Default::default()
         }
     }
 }

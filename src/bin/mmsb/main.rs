@@ -1,6 +1,7 @@
 //! The `mmsb` command: argument parsing, printing and exit codes. All logic is in the library.
 
 mod args;
+mod derive;
 mod man;
 mod print;
 mod progress;
@@ -82,6 +83,9 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Replay(a) => replay_cmd(a),
         Command::Compact(a) => compact_cmd(a),
         Command::Diff(a) => diff_cmd(a, wait),
+        Command::Derive(c) => derive::derive_cmd(c, wait).map(|()| Outcome::Ok),
+        Command::Propagate(a) => derive::propagate_cmd(a, wait).map(|()| Outcome::Ok),
+        Command::Explain(a) => derive::explain_cmd(a).map(|()| Outcome::Ok),
         Command::Stress(a) => stress_cmd(a),
         Command::Bench(b) => bench_cmd(b),
         Command::ManPages { out } => {
@@ -174,6 +178,13 @@ fn gen_cmd(a: GenArgs) -> Result<Outcome> {
         hot_weight: a.hot_weight,
         segment_size: a.segment_size,
         compression: a.compress,
+        graph: a.graph.map(|shape| mmsb::testing::propagation::GraphShape {
+            shape: shape.shape(),
+            fanout: a.fanout,
+            levels: a.levels,
+            parents: a.parents,
+            rule: a.rule.clone(),
+        }),
     };
     let bar = progress::Bar::start(o.total_size, "gen");
     let s = mmsb::testing::generate::generate_with_progress(&a.output, Some(&log), &o, Some(bar.shared()));
@@ -213,6 +224,16 @@ fn warn_stale_temp_outputs(paths: &[PathBuf]) {
 fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
     warn_stale_temp_outputs(&mmsb::fsutil::stale_temp_outputs_near(&a.files));
     let (ckpts, logs) = mmsb::ops::verify::classify(&a.files)?;
+    if a.graph.is_some() {
+        let [ckpt] = &ckpts[..] else {
+            bail!("inspect --graph: give one checkpoint (and its log)")
+        };
+        match mmsb::ops::inspect::inspect_graph(ckpt, &logs)? {
+            Some((_, graph)) => print!("{}", graph.to_dot()),
+            None => bail!("{}: no derived pages", ckpt.display()),
+        }
+        return Ok(Outcome::Ok);
+    }
     let selector = mmsb::select::PageSelector::parse(&a.pages)?;
     // With --json, one array of every file's document, serialized as it is written (a
     // checkpoint's page list is read from its index as it goes, never collected).
@@ -246,6 +267,15 @@ fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
             print::log_info(&info, a.records.then_some(&records[..]))?;
         }
     }
+    if let [ckpt] = &ckpts[..]
+        && let Some((stats, _)) = mmsb::ops::inspect::inspect_graph(ckpt, &logs)?
+    {
+        if a.json {
+            docs.push(print::InspectDoc::Graph { kind: "graph", stats });
+        } else {
+            print::graph_stats(&stats)?;
+        }
+    }
     if a.json {
         print::json(&docs)?;
     }
@@ -260,7 +290,7 @@ fn verify_cmd(a: VerifyArgs, wait: mmsb::format::lock::LockWait) -> Result<Outco
         .map(|m| m.len())
         .sum();
     let bar = progress::Bar::start(total, "verify");
-    let report = mmsb::ops::verify::verify(&a.files, Some(bar.counter()));
+    let report = mmsb::ops::verify::verify(&a.files, Some(bar.counter()), a.rederive);
     bar.finish();
     let report = match report {
         Ok(r) => r,
@@ -450,11 +480,7 @@ fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> 
 }
 
 fn stress_cmd(a: StressArgs) -> Result<Outcome> {
-    let seed = a.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    });
+    let seed = a.seed.unwrap_or_else(mmsb::timing::now_ns);
     let o = mmsb::testing::stress::StressOptions {
         duration: a.duration,
         seed,

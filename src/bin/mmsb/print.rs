@@ -55,6 +55,30 @@ pub enum InspectDoc {
         #[serde(skip_serializing_if = "Option::is_none")]
         records: Option<Vec<RecordInfo>>,
     },
+    /// The dependency graph of a checkpoint after its log.
+    Graph {
+        /// Always "graph".
+        kind: &'static str,
+        #[serde(flatten)]
+        stats: mmsb::graph::GraphStats,
+    },
+}
+
+/// The dependency graph's shape, as a table.
+pub fn graph_stats(s: &mmsb::graph::GraphStats) -> Result<()> {
+    println!("dependency graph");
+    table_kv(&[
+        ("derived pages", s.derived_pages.to_string()),
+        ("edges", s.edges.to_string()),
+        ("roots", s.roots.to_string()),
+        ("leaves", s.leaves.to_string()),
+        ("depth", s.depth.to_string()),
+        (
+            "widest level",
+            format!("height {}: {} pages", s.widest_level.0, s.widest_level.1),
+        ),
+        ("graph hash", s.graph_hash.clone()),
+    ])
 }
 
 fn emit(t: &Table) -> Result<()> {

@@ -270,11 +270,28 @@ impl LogWriter {
     /// Appends a delta; returns its sequence number once the durability policy is satisfied
     /// (inside a group: once it is written, to be synced with the group).
     pub fn append(&mut self, delta: &Delta<'_>) -> Result<u64> {
-        let payload = delta.encode()?;
-        let (flags, stored) = compress(&payload, self.options.compression);
+        self.append_payload(delta.kind(), &delta.encode()?)
+    }
+
+    /// Appends a graph record (DERIVE, UNDERIVE, PROPAGATED) stamped `timestamp_ns` and
+    /// `source`, as [`LogWriter::append`] does a delta.
+    pub fn append_graph(
+        &mut self,
+        record: &crate::format::graph::GraphRecord,
+        timestamp_ns: u64,
+        source: &str,
+    ) -> Result<u64> {
+        let payload = record.encode(timestamp_ns, source)?;
+        self.append_payload(record.kind(), &payload)
+    }
+
+    /// Appends a payload of record type `kind` as it was read from another log (a record
+    /// copied unchanged).
+    pub(crate) fn append_payload(&mut self, kind: u8, payload: &[u8]) -> Result<u64> {
+        let (flags, stored) = compress(payload, self.options.compression);
         let seq = self.next_seq;
         if let Some(g) = &mut self.group {
-            let held = g.held.replace((seq, delta.kind(), flags, stored.into_owned()));
+            let held = g.held.replace((seq, kind, flags, stored.into_owned()));
             self.next_seq += 1;
             if let Some((seq, kind, flags, stored)) = held {
                 let first = !std::mem::replace(&mut self.group.as_mut().expect("open").started, true);
@@ -283,7 +300,7 @@ impl LogWriter {
             }
             return Ok(seq);
         }
-        let frame = encode_frame(seq, delta.kind(), flags, &stored);
+        let frame = encode_frame(seq, kind, flags, &stored);
         self.write_frame(&frame, true)?;
         self.next_seq += 1;
         self.after_write()?;

@@ -1,0 +1,197 @@
+//! `derive set|clear` and `propagate`: changing a log's dependency graph, and bringing its
+//! derived pages up to date. Both append to the log under its writer lock; a propagation's
+//! outputs (ordinary delta records, only the changed bytes) and its PROPAGATED record are one
+//! atomic group, so a reader sees the whole flush or none of it.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, GraphError, Result};
+use crate::format::checkpoint::Checkpoint;
+use crate::format::graph::{Derivation, GraphRecord};
+use crate::format::lock::LockWait;
+use crate::format::log::{Log, LogOptions, LogWriter};
+use crate::format::record::{Delta, Op};
+use crate::graph::{GraphHistory, Rule, read_history};
+use crate::propagate::{Derivations, Engine};
+use crate::replay::{PageCheck, ReplayLimit, State};
+
+/// The source tag of the records `mmsb` writes here.
+const SOURCE: &str = "mmsb propagate";
+
+/// Opens the log in `dir` for appending, holding its writer lock (waiting for it when `wait`
+/// says so).
+fn open_writer(dir: &Path, wait: LockWait) -> Result<(Option<crate::format::lock::LogLock>, LogWriter)> {
+    let held = match wait {
+        LockWait::Wait => Some(crate::format::lock::LogLock::exclusive(dir, LockWait::Wait)?),
+        LockWait::Fail => None,
+    };
+    Ok((held, LogWriter::open(dir, LogOptions::default())?))
+}
+
+fn history(ckpt: &Checkpoint, log: &Log) -> Result<GraphHistory> {
+    log.check()?;
+    log.check_base(ckpt.state_hash())?;
+    let h = read_history(ckpt.head(), Some(log), None)?;
+    if let Some(p) = h.problems.first() {
+        return Err(Error::Invalid(format!(
+            "the log's graph is broken at seq {}: {} (`mmsb verify` lists every problem)",
+            p.seq, p.message
+        )));
+    }
+    Ok(h)
+}
+
+/// Appends a DERIVE record making `page` derive from `parents` by `rule`, after checking it
+/// against the graph the checkpoint and log build: the pages exist and no cycle closes (the
+/// error names the cycle). Returns the record's sequence number.
+pub fn derive_set(ckpt_path: &Path, dir: &Path, page: u64, rule: Rule, parents: &[u64], wait: LockWait) -> Result<u64> {
+    let (_held, mut w) = open_writer(dir, wait)?;
+    let ckpt = Checkpoint::open(ckpt_path)?;
+    let log = Log::open(&[dir])?;
+    let mut h = history(&ckpt, &log)?;
+    if let Some(missing) = std::iter::once(&page).chain(parents).find(|p| !h.pages.contains(p)) {
+        return Err(Error::Invalid(format!("page {missing} does not exist")));
+    }
+    h.graph.set_rule(page, rule.clone(), parents)?;
+    let record = GraphRecord::Derive(Derivation {
+        page,
+        height: 0,
+        rule: rule.to_stored(),
+        parents: parents.to_vec(),
+    });
+    let seq = w.append_graph(&record, crate::timing::now_ns(), "mmsb derive")?;
+    w.finish()?;
+    Ok(seq)
+}
+
+/// Appends an UNDERIVE record making `page` a root again. Returns its sequence number.
+pub fn derive_clear(ckpt_path: &Path, dir: &Path, page: u64, wait: LockWait) -> Result<u64> {
+    let (_held, mut w) = open_writer(dir, wait)?;
+    let ckpt = Checkpoint::open(ckpt_path)?;
+    let log = Log::open(&[dir])?;
+    let h = history(&ckpt, &log)?;
+    if h.graph.index_of(page).is_none_or(|i| h.graph.rule(i).is_none()) {
+        return Err(Error::Graph(GraphError::NotDerived { page }));
+    }
+    let seq = w.append_graph(&GraphRecord::Underive { page }, crate::timing::now_ns(), "mmsb derive")?;
+    w.finish()?;
+    Ok(seq)
+}
+
+/// What a propagation did (or, dry, would start from).
+#[derive(Debug, Clone, Serialize)]
+pub struct PropagateReport {
+    /// The last sequence number the propagation took into account.
+    pub through_seq: Option<u64>,
+    /// Derived pages marked at the start: children of changed pages, pages with a new rule.
+    pub dirty: Vec<u64>,
+    /// Every page the propagation may reach from them (a dry run's answer: cutoffs can only
+    /// make the real set smaller).
+    pub may_recompute: Vec<u64>,
+    /// Pages recomputed.
+    pub recomputed: u64,
+    /// Of those, pages whose bytes came out the same.
+    pub cut_off: u64,
+    /// Pages whose bytes changed: one output record each.
+    pub changed: u64,
+    /// Output bytes written (the changed ranges).
+    pub changed_bytes: u64,
+    /// Sequence numbers of the group written (`None` on a dry run or with nothing to do).
+    pub seqs: Option<(u64, u64)>,
+}
+
+/// Recomputes every derived page whose inputs changed since the last propagation recorded in
+/// the log in `dir`, and appends the outputs and a PROPAGATED record as one group. `named`
+/// supplies any named derivations the graph uses. With `dry_run`, writes nothing and takes no
+/// lock: the report lists the pages it would start from and may reach.
+pub fn propagate(
+    ckpt_path: &Path,
+    dir: &Path,
+    dry_run: bool,
+    named: &Derivations,
+    wait: LockWait,
+) -> Result<PropagateReport> {
+    let mut writer = if dry_run { None } else { Some(open_writer(dir, wait)?) };
+    let ckpt = Checkpoint::open(ckpt_path)?;
+    let log = Log::open(&[dir])?;
+    let h = history(&ckpt, &log)?;
+    let g = &h.graph;
+    let dirty = h.dirty();
+    let mut reach: Vec<bool> = vec![false; g.len()];
+    let mut stack = dirty.clone();
+    while let Some(i) = stack.pop() {
+        if !std::mem::replace(&mut reach[i as usize], true) {
+            stack.extend(g.children(i).iter().copied());
+        }
+    }
+    let mut may_recompute: Vec<u64> = (0..g.len() as u32)
+        .filter(|&i| reach[i as usize])
+        .map(|i| g.id(i))
+        .collect();
+    may_recompute.sort_unstable();
+    let mut report = PropagateReport {
+        through_seq: h.last_seq,
+        dirty: {
+            let mut d: Vec<u64> = dirty.iter().map(|&i| g.id(i)).collect();
+            d.sort_unstable();
+            d
+        },
+        may_recompute,
+        recomputed: 0,
+        cut_off: 0,
+        changed: 0,
+        changed_bytes: 0,
+        seqs: None,
+    };
+    let Some((_held, w)) = writer.as_mut() else {
+        return Ok(report);
+    };
+    if dirty.is_empty() {
+        return Ok(report);
+    }
+    let mut state = State::from_checkpoint(&ckpt, PageCheck::Check)?;
+    state.replay(&log, ReplayLimit::default())?;
+    let pages: Vec<Vec<u8>> = (0..g.len() as u32)
+        .map(|i| state.page(g.id(i)).map_or_else(Vec::new, |p| p.data().to_vec()))
+        .collect();
+    let mut engine = Engine::with_derivations(g, pages, usize::MAX, named)?;
+    engine.keep_changes(true);
+    for &i in &dirty {
+        engine.mark(i);
+    }
+    let flushed = engine.flush();
+    let changes = engine.take_changes();
+    w.begin_group()?;
+    let mut first = None;
+    for c in &changes {
+        let id = g.id(c.index);
+        let epoch = state.page(id).map_or(0, |p| p.epoch) + 1;
+        let bytes = &engine.page(c.index)[c.lo as usize..c.hi as usize];
+        let seq = w.append(&Delta {
+            page_id: id,
+            epoch,
+            timestamp_ns: crate::timing::now_ns(),
+            source: SOURCE.into(),
+            op: Op::Sparse(vec![(c.lo, bytes)]),
+        })?;
+        first.get_or_insert(seq);
+        report.changed_bytes += c.hi - c.lo;
+    }
+    let marker = GraphRecord::Propagated {
+        through_seq: h.last_seq.unwrap_or(0),
+        recomputed: flushed.recomputed,
+        changed: changes.len() as u64,
+    };
+    let last = w.append_graph(&marker, crate::timing::now_ns(), SOURCE)?;
+    w.commit_group()?;
+    if let Some((_, w)) = writer.take() {
+        w.finish()?;
+    }
+    report.recomputed = flushed.recomputed;
+    report.cut_off = flushed.cut_off;
+    report.changed = changes.len() as u64;
+    report.seqs = Some((first.unwrap_or(last), last));
+    Ok(report)
+}
