@@ -16,6 +16,8 @@ const SUBCOMMANDS: &[&str] = &[
     "compact",
     "diff",
     "stress",
+    "propagate",
+    "explain",
     "completions",
 ];
 
