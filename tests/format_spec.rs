@@ -396,6 +396,9 @@ fn segment_header_and_frames_are_where_the_spec_puts_them() {
         ("SPARSE", record::TYPE_SPARSE),
         ("MASKED", record::TYPE_MASKED),
         ("FILL", record::TYPE_FILL),
+        ("DERIVE", mmsb::format::graph::TYPE_DERIVE),
+        ("UNDERIVE", mmsb::format::graph::TYPE_UNDERIVE),
+        ("PROPAGATED", mmsb::format::graph::TYPE_PROPAGATED),
     ];
     assert_eq!(types, want.iter().map(|(n, t)| (n.to_string(), *t)).collect());
     let reserved_row = table_after(&spec, "### Record types")
@@ -469,4 +472,54 @@ fn the_limits_a_reader_enforces_are_the_spec_s() {
     );
     assert!(spec.contains("| 8–127 | — | reserved"));
     assert_eq!(record::TYPE_FILL + 1, 8);
+}
+
+#[test]
+fn the_graph_section_and_rule_codes_are_where_the_spec_puts_them() {
+    use mmsb::format::graph::*;
+    let spec = spec();
+    let entry = layout(&spec, "### Graph section entry", ENTRY_PREFIX_LEN);
+    let body = layout(&spec, "### Derivation body", BODY_FIXED_LEN);
+    let codes: BTreeMap<String, u8> = table_after(&spec, "### Rules")
+        .into_iter()
+        .map(|r| (r[1].clone(), r[0].parse().unwrap()))
+        .collect();
+    let want = [
+        ("copy", RULE_COPY),
+        ("xor", RULE_XOR),
+        ("add-u32", RULE_ADD_U32),
+        ("min-u32", RULE_MIN_U32),
+        ("max-u32", RULE_MAX_U32),
+        ("concat", RULE_CONCAT),
+        ("slice", RULE_SLICE),
+        ("crc32c", RULE_CRC32C),
+        ("named", RULE_NAMED),
+    ];
+    assert_eq!(codes, want.iter().map(|(n, c)| (n.to_string(), *c)).collect());
+    // The names are the command line's, and each parses back to its code.
+    for (name, code) in want.iter().filter(|(n, _)| *n != "named" && *n != "slice") {
+        assert_eq!(mmsb::graph::Rule::parse(name, &[]).unwrap().to_stored().code, *code);
+    }
+    assert_eq!(number_after(&spec, "parent_count | 1 to"), u64::from(MAX_PARENTS));
+    // The golden graph checkpoint's first entry, read through the tables: page 3 = xor(1, 2)
+    // at height 1.
+    let b = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/graph.ckpt")).unwrap();
+    let at = le(&b[104..112]) as usize + 8;
+    let field = |table: &[(usize, usize, String)], base: usize, name: &str| {
+        let (o, s, _) = table.iter().find(|(_, _, f)| f == name).unwrap();
+        le(&b[base + o..base + o + s])
+    };
+    assert_eq!(field(&entry, at, "page_id"), 3);
+    assert_eq!(field(&entry, at, "height"), 1);
+    assert_eq!(field(&entry, at, "reserved"), 0);
+    let body_at = at + ENTRY_PREFIX_LEN;
+    assert_eq!(field(&body, body_at, "rule"), u64::from(RULE_XOR));
+    assert_eq!(field(&body, body_at, "name_len"), 0);
+    assert_eq!(field(&body, body_at, "parent_count"), 2);
+    assert_eq!(field(&body, body_at, "param0"), 0);
+    let parents = body_at + BODY_FIXED_LEN;
+    assert_eq!(
+        (le(&b[parents..parents + 8]), le(&b[parents + 8..parents + 16])),
+        (1, 2)
+    );
 }
