@@ -3,7 +3,8 @@
 //!
 //! Graph records are optional record types (128 and up), so a reader that does not know them
 //! skips them and still reaches the same pages: the outputs of a propagation are ordinary delta
-//! records. This module reads and writes the bytes; `crate::graph` gives them meaning.
+//! records. This module reads and writes the bytes; the derived-pages layer above gives them
+//! meaning.
 
 use super::{Cursor, ParseError, PutLe, bad_field};
 use crate::error::{Corruption, Error, Result};

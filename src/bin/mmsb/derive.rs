@@ -51,6 +51,18 @@ pub fn derive_cmd(c: DeriveCommand, wait: LockWait) -> Result<()> {
     Ok(())
 }
 
+/// `inspect --graph dot`: the graph of one checkpoint after its log, in Graphviz.
+pub fn graph_dot(ckpts: &[std::path::PathBuf], logs: &[std::path::PathBuf]) -> Result<()> {
+    let [ckpt] = ckpts else {
+        bail!("inspect --graph: give one checkpoint (and its log)")
+    };
+    match mmsb::ops::inspect::inspect_graph(ckpt, logs)? {
+        Some((_, graph)) => print!("{}", graph.to_dot()),
+        None => bail!("{}: no derived pages", ckpt.display()),
+    }
+    Ok(())
+}
+
 fn join(ids: &[u64]) -> String {
     ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }

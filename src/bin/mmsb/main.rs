@@ -225,14 +225,7 @@ fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
     warn_stale_temp_outputs(&mmsb::fsutil::stale_temp_outputs_near(&a.files));
     let (ckpts, logs) = mmsb::ops::verify::classify(&a.files)?;
     if a.graph.is_some() {
-        let [ckpt] = &ckpts[..] else {
-            bail!("inspect --graph: give one checkpoint (and its log)")
-        };
-        match mmsb::ops::inspect::inspect_graph(ckpt, &logs)? {
-            Some((_, graph)) => print!("{}", graph.to_dot()),
-            None => bail!("{}: no derived pages", ckpt.display()),
-        }
-        return Ok(Outcome::Ok);
+        return derive::graph_dot(&ckpts, &logs).map(|()| Outcome::Ok);
     }
     let selector = mmsb::select::PageSelector::parse(&a.pages)?;
     // With --json, one array of every file's document, serialized as it is written (a
