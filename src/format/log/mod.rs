@@ -574,6 +574,37 @@ mod tests {
     }
 
     #[test]
+    fn a_group_larger_than_the_write_buffer_is_written_in_pieces_and_taken_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = write_log(dir.path(), 1, LogOptions::default());
+        let before = std::fs::read(segment_path(&logdir, 0)).unwrap();
+        let big = vec![3u8; 1 << 20];
+        // 12 records of 1 MiB: past the 8 MiB buffer, so part of the group reaches the file
+        // before the group ends; dropping the writer takes that part back.
+        {
+            let mut w = LogWriter::open(&logdir, LogOptions::default()).unwrap();
+            w.begin_group().unwrap();
+            for i in 0..12 {
+                w.append(&delta(0, 10 + i, &big)).unwrap();
+            }
+            assert!(std::fs::metadata(segment_path(&logdir, 0)).unwrap().len() > before.len() as u64);
+        }
+        assert_eq!(std::fs::read(segment_path(&logdir, 0)).unwrap(), before);
+        let mut w = LogWriter::open(&logdir, LogOptions::default()).unwrap();
+        w.begin_group().unwrap();
+        for i in 0..12 {
+            w.append(&delta(0, 10 + i, &big)).unwrap();
+        }
+        w.commit_group().unwrap();
+        drop(w);
+        let log = Log::open(&[&logdir]).unwrap();
+        let flags: Vec<u8> = log.segments()[0].frames().iter().map(|f| f.flags).collect();
+        assert_eq!(flags.len(), 13);
+        assert!(flags[1..12].iter().all(|&f| f == FLAG_GROUP_CONTINUES) && flags[12] == 0);
+        assert!(log.problems().is_empty() && log.torn_tail().is_none());
+    }
+
+    #[test]
     fn sequence_numbers_never_wrap_around() {
         let dir = tempfile::tempdir().unwrap();
         let logdir = dir.path().join("wrap.log");

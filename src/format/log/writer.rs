@@ -98,7 +98,15 @@ pub(super) struct OpenGroup {
     pub(super) start_seq: u64,
     pub(super) started: bool,
     pub(super) held: Option<(u64, u8, u8, Vec<u8>)>,
+    /// Frames of the group not yet written, and how many: written in one call when the
+    /// buffer fills or the group commits (a group of a million small records is a few writes,
+    /// not a million).
+    pub(super) pending: Vec<u8>,
+    pub(super) pending_frames: u64,
 }
+
+/// Bytes of a group's frames buffered before they are written.
+const GROUP_BUFFER: usize = 8 << 20;
 
 /// The path of segment `n` in a log directory.
 pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -204,6 +212,8 @@ impl LogWriter {
             start_seq: self.next_seq,
             started: false,
             held: None,
+            pending: Vec::new(),
+            pending_frames: 0,
         });
         Ok(())
     }
@@ -215,14 +225,27 @@ impl LogWriter {
             return Err(Error::LogWriter(WriterRefusal::NoGroupOpen));
         };
         if let Some((seq, kind, flags, stored)) = g.held.take() {
-            let written = self.write_frame(&encode_frame(seq, kind, flags, &stored), !g.started);
-            if let Err(e) = written {
+            g.pending.extend_from_slice(&encode_frame(seq, kind, flags, &stored));
+            g.pending_frames += 1;
+            if let Err(e) = self.write_pending(&mut g) {
                 self.group = Some(g);
                 let _ = self.abort_group();
                 return Err(e);
             }
             self.after_write()?;
         }
+        Ok(())
+    }
+
+    /// Writes the group's buffered frames (the first write of a group may rotate the segment).
+    fn write_pending(&mut self, g: &mut OpenGroup) -> Result<()> {
+        if g.pending_frames == 0 {
+            return Ok(());
+        }
+        let first = !std::mem::replace(&mut g.started, true);
+        self.write_frames(&g.pending, g.pending_frames, first)?;
+        g.pending.clear();
+        g.pending_frames = 0;
         Ok(())
     }
 
@@ -294,9 +317,17 @@ impl LogWriter {
             let held = g.held.replace((seq, kind, flags, stored.into_owned()));
             self.next_seq += 1;
             if let Some((seq, kind, flags, stored)) = held {
-                let first = !std::mem::replace(&mut self.group.as_mut().expect("open").started, true);
-                let frame = encode_frame(seq, kind, flags | FLAG_GROUP_CONTINUES, &stored);
-                self.write_frame(&frame, first)?;
+                let mut g = self.group.take().expect("open");
+                g.pending
+                    .extend_from_slice(&encode_frame(seq, kind, flags | FLAG_GROUP_CONTINUES, &stored));
+                g.pending_frames += 1;
+                let written = if g.pending.len() >= GROUP_BUFFER {
+                    self.write_pending(&mut g)
+                } else {
+                    Ok(())
+                };
+                self.group = Some(g);
+                written?;
             }
             return Ok(seq);
         }
@@ -318,6 +349,11 @@ impl LogWriter {
     /// Writes one frame, first rotating to a new segment when `may_rotate` (the first record of
     /// a group, or one outside any) and the frame would take the segment past its size.
     pub(super) fn write_frame(&mut self, frame: &[u8], may_rotate: bool) -> Result<()> {
+        self.write_frames(frame, 1, may_rotate)
+    }
+
+    /// [`LogWriter::write_frame`] for `count` whole frames one after another in `frames`.
+    fn write_frames(&mut self, frame: &[u8], count: u64, may_rotate: bool) -> Result<()> {
         if self.poisoned {
             return Err(Error::LogWriter(WriterRefusal::UnfinishedGroup {
                 segment: self.file_path.clone(),
@@ -337,8 +373,8 @@ impl LogWriter {
             return Err(Error::io(&self.file_path, e));
         }
         self.segment_len += frame.len() as u64;
-        self.segment_records += 1;
-        self.unsynced_records += 1;
+        self.segment_records += count;
+        self.unsynced_records += count;
         self.unsynced_bytes += frame.len() as u64;
         Ok(())
     }
