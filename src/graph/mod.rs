@@ -205,30 +205,49 @@ impl Rule {
 }
 
 /// `page = f(a, b)` word by word (little-endian u32; where `b` is shorter than a word or ends,
-/// `a`'s bytes), compared and written in the same pass. Returns the changed range, word-aligned.
+/// `a`'s bytes), compared and written in the same pass. Returns the changed range (aligned to
+/// the 16-byte blocks it is computed in).
 fn over_words(page: &mut [u8], a: &[u8], b: &[u8], f: impl Fn(u32, u32) -> u32) -> Option<(u64, u64)> {
+    /// Bytes computed, compared and written at once: four words, which the compiler keeps in
+    /// one vector register.
+    const BLOCK: usize = 16;
     assert_eq!(a.len(), page.len(), "a derived page has its rule's output length");
-    let words = page.len().min(b.len()) / 4;
+    let word = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     let (mut lo, mut hi) = (usize::MAX, 0);
-    for (w, ((o, x), y)) in page
-        .chunks_exact_mut(4)
-        .zip(a.chunks_exact(4))
-        .zip(b.chunks_exact(4))
-        .take(words)
+    let blocks = page.len().min(b.len()) / BLOCK;
+    for (k, ((o, x), y)) in page
+        .chunks_exact_mut(BLOCK)
+        .zip(a.chunks_exact(BLOCK))
+        .zip(b.chunks_exact(BLOCK))
+        .take(blocks)
         .enumerate()
     {
-        let v = f(
-            u32::from_le_bytes([x[0], x[1], x[2], x[3]]),
-            u32::from_le_bytes([y[0], y[1], y[2], y[3]]),
-        );
-        let v = v.to_le_bytes();
-        if o != v {
-            o.copy_from_slice(&v);
-            lo = lo.min(w * 4);
-            hi = w * 4 + 4;
+        // As arrays, the lengths are known: no bounds checks, one vector operation.
+        let o: &mut [u8; BLOCK] = o.try_into().expect("a block");
+        let (x, y): (&[u8; BLOCK], &[u8; BLOCK]) = (x.try_into().expect("a block"), y.try_into().expect("a block"));
+        let mut v = [0u8; BLOCK];
+        for w in 0..BLOCK / 4 {
+            let xw = u32::from_le_bytes([x[4 * w], x[4 * w + 1], x[4 * w + 2], x[4 * w + 3]]);
+            let yw = u32::from_le_bytes([y[4 * w], y[4 * w + 1], y[4 * w + 2], y[4 * w + 3]]);
+            v[4 * w..4 * w + 4].copy_from_slice(&f(xw, yw).to_le_bytes());
+        }
+        if *o != v {
+            *o = v;
+            lo = lo.min(k * BLOCK);
+            hi = k * BLOCK + BLOCK;
         }
     }
-    let rest = words * 4;
+    // The words after the last whole block, then the bytes after the last word `b` covers.
+    let words_end = page.len().min(b.len()) / 4 * 4;
+    for i in (blocks * BLOCK..words_end).step_by(4) {
+        let v = f(word(a, i), word(b, i)).to_le_bytes();
+        if page[i..i + 4] != v {
+            page[i..i + 4].copy_from_slice(&v);
+            lo = lo.min(i);
+            hi = i + 4;
+        }
+    }
+    let rest = words_end;
     if let Some((l, h)) = changed_range(&page[rest..], &a[rest..]) {
         page[rest + l as usize..rest + h as usize].copy_from_slice(&a[rest + l as usize..rest + h as usize]);
         lo = lo.min(rest + l as usize);

@@ -359,6 +359,16 @@ impl Engine {
     /// is left (a level is finished once started, so a step may go past the budget by up to
     /// one level's pages).
     pub fn flush_budget(&mut self, budget: u64) -> FlushReport {
+        // On a thread of the pool, so that each level's parallel part starts from a worker
+        // (which the others steal from) rather than being handed over from outside and waited
+        // for, a sleep and a wake-up per level.
+        if rayon::current_thread_index().is_none() {
+            return rayon::scope(|_| self.flush_levels(budget));
+        }
+        self.flush_levels(budget)
+    }
+
+    fn flush_levels(&mut self, budget: u64) -> FlushReport {
         let mut report = FlushReport::default();
         while self.level < self.frontier.len() && report.recomputed < budget {
             let h = self.level;
@@ -424,65 +434,66 @@ impl Engine {
             Some(l) => (s as u64 * l) as usize..(s as u64 * l + l) as usize,
             None => start[s as usize] as usize..start[s as usize + 1] as usize,
         };
-        tasks
-            .into_par_iter()
-            .map(|(chunk, mine, base)| {
-                let mut o = ChunkOutputs {
-                    recomputed: chunk.len(),
-                    ..Default::default()
-                };
-                let mut out = Vec::new();
-                let mut gathered: Vec<&[u8]> = Vec::new();
-                let parent = |p: u32| &below[range(p)];
-                for group in chunk.chunks(PREFETCH_GROUP) {
-                    // Touch the first byte of every parent of the group before deriving any:
-                    // the cache misses (parents are anywhere in the levels below) then overlap
-                    // instead of being waited for one by one.
-                    let touched = group
-                        .iter()
-                        .flat_map(|&s| parents.get(s))
-                        .fold(0u8, |acc, &p| acc ^ parent(p).first().copied().unwrap_or(0));
-                    std::hint::black_box(touched);
-                    for &s in group {
-                        dirty[s as usize].store(false, Ordering::Relaxed);
-                        gathered.clear();
-                        gathered.extend(parents.get(s).iter().map(|&p| parent(p)));
-                        let r = range(s);
-                        let page = &mut mine[r.start - base as usize..r.end - base as usize];
-                        let changed = match &derivations[derivation_of[s as usize] as usize] {
-                            Derivation::BuiltIn(rule) => rule.derive_over(&gathered, page, &mut out),
-                            Derivation::Closure(f) => {
-                                out.clear();
-                                f(&gathered, &mut out);
-                                // A closure's output of the wrong length is a bug in the
-                                // program that registered it; the page keeps its length.
-                                out.resize(page.len(), 0);
-                                let changed = changed_range(page, &out);
-                                if let Some((lo, hi)) = changed {
-                                    page[lo as usize..hi as usize].copy_from_slice(&out[lo as usize..hi as usize]);
-                                }
-                                changed
+        let recompute = |(chunk, mine, base): (&[u32], &mut [u8], u64)| {
+            let mut o = ChunkOutputs {
+                recomputed: chunk.len(),
+                ..Default::default()
+            };
+            let mut out = Vec::new();
+            let mut gathered: Vec<&[u8]> = Vec::new();
+            let parent = |p: u32| &below[range(p)];
+            for group in chunk.chunks(PREFETCH_GROUP) {
+                // Touch the first byte of every parent of the group before deriving any:
+                // the cache misses (parents are anywhere in the levels below) then overlap
+                // instead of being waited for one by one.
+                let touched = group
+                    .iter()
+                    .flat_map(|&s| parents.get(s))
+                    .fold(0u8, |acc, &p| acc ^ parent(p).first().copied().unwrap_or(0));
+                std::hint::black_box(touched);
+                for &s in group {
+                    dirty[s as usize].store(false, Ordering::Relaxed);
+                    gathered.clear();
+                    gathered.extend(parents.get(s).iter().map(|&p| parent(p)));
+                    let r = range(s);
+                    let page = &mut mine[r.start - base as usize..r.end - base as usize];
+                    let changed = match &derivations[derivation_of[s as usize] as usize] {
+                        Derivation::BuiltIn(rule) => rule.derive_over(&gathered, page, &mut out),
+                        Derivation::Closure(f) => {
+                            out.clear();
+                            f(&gathered, &mut out);
+                            // A closure's output of the wrong length is a bug in the
+                            // program that registered it; the page keeps its length.
+                            out.resize(page.len(), 0);
+                            let changed = changed_range(page, &out);
+                            if let Some((lo, hi)) = changed {
+                                page[lo as usize..hi as usize].copy_from_slice(&out[lo as usize..hi as usize]);
                             }
-                        };
-                        if let Some((lo, hi)) = changed {
-                            o.changed_count += 1;
-                            if keep {
-                                o.changed.push((s, lo, hi));
-                            }
-                            // A plain load and store, not a swap (a locked instruction per
-                            // edge): two tasks may both list a child, and the level dedups.
-                            for &c in children.get(s) {
-                                if !dirty[c as usize].load(Ordering::Relaxed) {
-                                    dirty[c as usize].store(true, Ordering::Relaxed);
-                                    o.marked.push(c);
-                                }
+                            changed
+                        }
+                    };
+                    if let Some((lo, hi)) = changed {
+                        o.changed_count += 1;
+                        if keep {
+                            o.changed.push((s, lo, hi));
+                        }
+                        // A plain load and store, not a swap (a locked instruction per
+                        // edge): two tasks may both list a child, and the level dedups.
+                        for &c in children.get(s) {
+                            if !dirty[c as usize].load(Ordering::Relaxed) {
+                                dirty[c as usize].store(true, Ordering::Relaxed);
+                                o.marked.push(c);
                             }
                         }
                     }
                 }
-                o
-            })
-            .collect()
+            }
+            o
+        };
+        if tasks.len() == 1 {
+            return tasks.into_iter().map(recompute).collect();
+        }
+        tasks.into_par_iter().map(recompute).collect()
     }
 
     /// Starts (or stops) keeping the changes for [`Engine::take_changes`]: what a caller that

@@ -1,7 +1,8 @@
 //! `mmsb bench propagation`: a graph of derived pages from a seed, a stream of updates to its
 //! root pages in batches, and the propagation engine measured against the naive engine (each
 //! change on its own, depth first) and a full sweep (every derived page once per batch), on
-//! the same graph and the same updates, in the same run.
+//! the same graph and the same updates, in the same run; then the engine again with every
+//! output logged to a file, and the `incremental` crate (feature `bench-peers`).
 
 use std::time::Instant;
 
@@ -112,6 +113,18 @@ pub struct BaselineRun {
     pub updates_per_s: f64,
 }
 
+/// The `incremental` crate (a port of Jane Street's Incremental) on a prefix of the updates:
+/// a variable per root page, a node per derived page computing the same rule (with a cutoff on
+/// equal bytes), every derived page observed.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncrementalRun {
+    /// Updates, recomputations and updates a second, as for the other baselines.
+    #[serde(flatten)]
+    pub run: BaselineRun,
+    /// Resident memory the process grew by while building and running it, bytes.
+    pub rss_growth_bytes: u64,
+}
+
 /// What `bench propagation` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -131,6 +144,11 @@ pub struct BenchReport {
     pub recomputations: u64,
     /// Recomputations a second, the engine alone (outputs kept in memory).
     pub recomputations_per_s: f64,
+    /// Recomputations a second with every output logged: each flush's changed bytes appended to
+    /// a log file as delta records and a PROPAGATED record, one group, synced.
+    pub logged_recomputations_per_s: f64,
+    /// Log bytes the logged run wrote.
+    pub logged_bytes: u64,
     /// Root updates a second, the engine alone.
     pub updates_per_s: f64,
     /// Of the recomputations, the share whose bytes came out unchanged.
@@ -147,9 +165,22 @@ pub struct BenchReport {
     pub speedup_vs_naive: f64,
     /// The engine's updates a second over the full sweep's.
     pub speedup_vs_full_sweep: f64,
-    /// The process's peak resident memory, bytes (Linux; 0 elsewhere).
+    /// The `incremental` crate on a prefix of the updates (`None` in a build without the
+    /// `bench-peers` feature, or for a graph deeper than [`INCREMENTAL_MAX_HEIGHT`]).
+    pub incremental: Option<IncrementalRun>,
+    /// The engine's updates a second over `incremental`'s.
+    pub speedup_vs_incremental: Option<f64>,
+    /// The engine's own memory (page bytes, graph arrays, flags), bytes.
+    pub engine_bytes: u64,
+    /// The memory target: the page bytes plus 32 bytes per edge.
+    pub engine_bytes_target: u64,
+    /// The process's peak resident memory, bytes (Linux; 0 elsewhere): the engine, the graph it
+    /// was made from and the baselines' copies of the pages.
     pub peak_rss_bytes: u64,
 }
+
+/// The deepest graph the `incremental` peer is run on.
+pub const INCREMENTAL_MAX_HEIGHT: u32 = 10_000;
 
 /// A root page (by index) and its new bytes.
 type Update = (u32, Vec<u8>);
@@ -192,15 +223,168 @@ pub fn build_graph(n: u64, o: &GraphShape, rng: &mut ChaCha8Rng) -> Result<Graph
     Ok(g)
 }
 
-fn peak_rss_bytes() -> u64 {
+/// A line of `/proc/self/status` (`VmHWM:`, `VmRSS:`), bytes; 0 where there is none.
+fn status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kib| kib * 1024)
+}
+
+/// The engine again from the start pages, every flush's outputs appended to a log in a
+/// temporary directory (removed after): each changed page one SPARSE record of its changed
+/// bytes, then a PROPAGATED record, one group, synced at the commit. Returns the
+/// recomputations, the seconds and the log bytes.
+fn logged_run(g: &Graph, start: Vec<Vec<u8>>, stream: &[Update], batch: usize) -> Result<(u64, f64, u64)> {
+    use crate::format::graph::GraphRecord;
+    use crate::format::log::{LogOptions, LogWriter, segment_bytes};
+    use crate::format::record::{Delta, Op};
+    let dir = tempfile::Builder::new()
+        .prefix("mmsb-bench-propagation")
+        .tempdir()
+        .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+    let log = dir.path().join("bench.log");
+    let mut w = LogWriter::create(&log, crate::page::StateHash([0; 32]), 1, LogOptions::default())?;
+    let mut engine = Engine::new(g, start, usize::MAX).map_err(|e| Error::Invalid(e.to_string()))?;
+    engine.keep_changes(true);
+    let mut epoch = vec![0u64; g.len()];
+    let mut recomputations = 0;
+    let t = Instant::now();
+    for b in stream.chunks(batch) {
+        for (r, bytes) in b {
+            engine.submit(*r, bytes).map_err(|e| Error::Invalid(e.to_string()))?;
+        }
+        let f = engine.flush();
+        recomputations += f.recomputed;
+        let changes = engine.take_changes();
+        w.begin_group()?;
+        for c in &changes {
+            epoch[c.index as usize] += 1;
+            w.append(&Delta {
+                page_id: g.id(c.index),
+                epoch: epoch[c.index as usize],
+                timestamp_ns: 0,
+                source: "bench".into(),
+                op: Op::Sparse(vec![(c.lo, &engine.page(c.index)[c.lo as usize..c.hi as usize])]),
+            })?;
+        }
+        let marker = GraphRecord::Propagated {
+            through_seq: 0,
+            recomputed: f.recomputed,
+            changed: changes.len() as u64,
+        };
+        w.append_graph(&marker, 0, "bench")?;
+        w.commit_group()?;
+    }
+    w.finish()?;
+    let seconds = t.elapsed().as_secs_f64();
+    Ok((recomputations, seconds, segment_bytes(&[&log])))
+}
+
+/// The `incremental` crate on whole batches of the stream, until `seconds` are spent; returns
+/// its run and the pages where it ended.
+#[cfg(feature = "bench-peers")]
+fn incremental_run(
+    g: &Graph,
+    start: &[Vec<u8>],
+    stream: &[Update],
+    batch: usize,
+    seconds: f64,
+) -> Result<(IncrementalRun, Vec<Vec<u8>>)> {
+    use incremental::{Incr, IncrState, Observer, Var};
+    let rss_before = status_bytes("VmRSS:");
+    // Its recompute heap has a bucket per height, 128 unless told.
+    let state = IncrState::new_with_height(g.max_height() as usize + 2);
+    let mut vars: Vec<Option<Var<Vec<u8>>>> = vec![None; g.len()];
+    let mut nodes: Vec<Option<Incr<Vec<u8>>>> = vec![None; g.len()];
+    let mut observers: Vec<Option<Observer<Vec<u8>>>> = vec![None; g.len()];
+    // Parents before their pages: build in height order.
+    let mut order: Vec<u32> = (0..g.len() as u32).collect();
+    order.sort_by_key(|&i| g.height(i));
+    for &i in &order {
+        let Some(rule) = g.rule(i).cloned() else {
+            let v = state.var(start[i as usize].clone());
+            nodes[i as usize] = Some(v.watch());
+            vars[i as usize] = Some(v);
+            continue;
+        };
+        let ps: Vec<Incr<Vec<u8>>> = g
+            .parents(i)
+            .iter()
+            .map(|&p| nodes[p as usize].clone().expect("built"))
+            .collect();
+        let node = match &ps[..] {
+            [a] => a.map(move |x: &Vec<u8>| {
+                let mut out = Vec::new();
+                rule.derive(&[x], &mut out);
+                out
+            }),
+            [a, b] => a.map2(b, move |x: &Vec<u8>, y: &Vec<u8>| {
+                let mut out = Vec::new();
+                rule.derive(&[x, y], &mut out);
+                out
+            }),
+            _ => {
+                if !matches!(rule, Rule::Xor | Rule::AddU32 | Rule::MinU32 | Rule::MaxU32) {
+                    return Err(Error::Invalid(format!(
+                        "the incremental peer folds only word rules over 3 or more parents, not {}",
+                        rule.name()
+                    )));
+                }
+                // The word rules and xor are left folds over the parents.
+                state
+                    .fold(ps.clone(), None::<Vec<u8>>, move |acc, p: &Vec<u8>| {
+                        Some(match acc {
+                            None => p.clone(),
+                            Some(a) => {
+                                let mut out = Vec::new();
+                                rule.derive(&[&a, p], &mut out);
+                                out
+                            }
+                        })
+                    })
+                    .map(|v: &Option<Vec<u8>>| v.clone().unwrap_or_default())
+            }
+        };
+        node.set_cutoff_fn(|a, b| a == b);
+        observers[i as usize] = Some(node.observe());
+        nodes[i as usize] = Some(node);
+    }
+    state.stabilise();
+    let recomputed_before = state.stats().recomputed;
+    let t = Instant::now();
+    let mut updates = 0u64;
+    for b in stream.chunks(batch) {
+        for (r, bytes) in b {
+            vars[*r as usize].as_ref().expect("a root").set(bytes.clone());
+        }
+        state.stabilise();
+        updates += b.len() as u64;
+        if t.elapsed().as_secs_f64() > seconds {
+            break;
+        }
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    let pages = (0..g.len())
+        .map(|i| match (&observers[i], &vars[i]) {
+            (Some(o), _) => o.value(),
+            (None, Some(v)) => v.get(),
+            (None, None) => Vec::new(),
+        })
+        .collect();
+    let run = IncrementalRun {
+        run: BaselineRun {
+            updates,
+            recomputations: (state.stats().recomputed - recomputed_before) as u64,
+            updates_per_s: updates as f64 / elapsed,
+        },
+        rss_growth_bytes: status_bytes("VmRSS:").saturating_sub(rss_before),
+    };
+    Ok((run, pages))
 }
 
 /// Builds the graph, streams the updates through the engine, then the baselines on a prefix.
@@ -230,7 +414,9 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
         .collect();
 
     let edges: u64 = (0..g.len() as u32).map(|i| g.parents(i).len() as u64).sum();
+    let page_bytes: u64 = pages.iter().map(|p| p.len() as u64).sum();
     let mut engine = Engine::new(&g, pages, usize::MAX).map_err(|e| Error::Invalid(e.to_string()))?;
+    let engine_bytes = engine.memory_bytes();
     let (mut recomputations, mut cut, mut distinct) = (0u64, 0u64, 0u64);
     let mut latencies = Vec::new();
     let t = Instant::now();
@@ -250,6 +436,8 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
     }
     let engine_ms = ms(t);
     let final_pages = engine.into_pages();
+    let (logged_recomputations, logged_seconds, logged_bytes) =
+        logged_run(&g, start_pages.clone(), &stream, o.batch as usize)?;
 
     // Baselines: whole batches of the same stream, until the time allowed is spent.
     let baseline = |run_batch: &mut dyn FnMut(&[Update]) -> u64| -> BaselineRun {
@@ -281,7 +469,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
         ));
     }
     let derived = (g.len() - roots.len()) as u64;
-    let mut sweep_pages = start_pages;
+    let mut sweep_pages = start_pages.clone();
     let sweep = baseline(&mut |batch| {
         for (r, b) in batch {
             sweep_pages[*r as usize] = b.clone();
@@ -292,6 +480,22 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
     if sweep.updates == o.updates && sweep_pages != final_pages {
         return Err(Error::Invalid("the full sweep ended elsewhere than the engine".into()));
     }
+    // Deeper graphs are left out: the crate makes a node necessary by recursion over its
+    // parents, which a chain of a million pages takes past the stack.
+    #[cfg(feature = "bench-peers")]
+    let incremental = if g.max_height() > INCREMENTAL_MAX_HEIGHT {
+        None
+    } else {
+        let (run, pages) = incremental_run(&g, &start_pages, &stream, o.batch as usize, o.baseline_seconds)?;
+        if run.run.updates == o.updates && pages != final_pages {
+            return Err(Error::Invalid(
+                "the incremental crate ended elsewhere than the engine".into(),
+            ));
+        }
+        Some(run)
+    };
+    #[cfg(not(feature = "bench-peers"))]
+    let incremental: Option<IncrementalRun> = None;
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     let updates_per_s = o.updates as f64 / (engine_ms / 1e3);
@@ -304,6 +508,8 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
         batches: latencies.len() as u64,
         recomputations,
         recomputations_per_s: recomputations as f64 / (engine_ms / 1e3),
+        logged_recomputations_per_s: logged_recomputations as f64 / logged_seconds,
+        logged_bytes,
         updates_per_s,
         cutoff_ratio: if recomputations == 0 {
             0.0
@@ -322,9 +528,13 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
         },
         speedup_vs_naive: updates_per_s / naive.updates_per_s,
         speedup_vs_full_sweep: updates_per_s / sweep.updates_per_s,
+        speedup_vs_incremental: incremental.as_ref().map(|i| updates_per_s / i.run.updates_per_s),
+        incremental,
         naive,
         full_sweep: sweep,
-        peak_rss_bytes: peak_rss_bytes(),
+        engine_bytes,
+        engine_bytes_target: page_bytes + 32 * edges,
+        peak_rss_bytes: status_bytes("VmHWM:"),
     })
 }
 
