@@ -246,7 +246,7 @@ fn logged_run(g: &Graph, start: Vec<Vec<u8>>, stream: &[Update], batch: usize) -
     let dir = tempfile::Builder::new()
         .prefix("mmsb-bench-propagation")
         .tempdir()
-        .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let log = dir.path().join("bench.log");
     let mut w = LogWriter::create(&log, crate::page::StateHash([0; 32]), 1, LogOptions::default())?;
     let mut engine = Engine::new(g, start, usize::MAX).map_err(|e| Error::Invalid(e.to_string()))?;
