@@ -132,18 +132,34 @@ impl FrameRef {
 /// Builds a frame (header and stored payload) for a record.
 pub fn encode_frame(seq: u64, kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
-    f.put_u64(payload.len() as u64);
-    f.put_u64(seq);
-    f.put_u8(kind);
-    f.put_u8(flags);
-    f.put_u16(0);
-    f.put_u32(0);
-    let hcrc = crc32c(&f);
-    f.put_u32(hcrc);
-    let rcrc = crc32c::crc32c_append(crc32c(&f), payload);
-    f.put_u32(rcrc);
-    f.extend_from_slice(payload);
+    encode_frame_into(&mut f, seq, kind, flags, payload);
     f
+}
+
+/// [`encode_frame`], appended to `out`.
+pub fn encode_frame_into(out: &mut Vec<u8>, seq: u64, kind: u8, flags: u8, payload: &[u8]) {
+    let at = out.len();
+    out.put_u64(payload.len() as u64);
+    out.put_u64(seq);
+    out.put_u8(kind);
+    out.put_u8(flags);
+    out.put_u16(0);
+    out.put_u32(0);
+    let hcrc = crc32c(&out[at..]);
+    out.put_u32(hcrc);
+    let rcrc = crc32c::crc32c_append(crc32c(&out[at..]), payload);
+    out.put_u32(rcrc);
+    out.extend_from_slice(payload);
+}
+
+/// Clears GROUP_CONTINUES in the encoded frame `frame` (header and payload) and recomputes its
+/// checksums: a group's last frame, known to be last only when the group commits.
+pub(crate) fn close_group_frame(frame: &mut [u8]) {
+    frame[17] &= !super::FLAG_GROUP_CONTINUES;
+    let hcrc = crc32c(&frame[..24]);
+    frame[24..28].copy_from_slice(&hcrc.to_le_bytes());
+    let rcrc = crc32c::crc32c_append(crc32c(&frame[..28]), &frame[FRAME_HEADER_LEN..]);
+    frame[28..32].copy_from_slice(&rcrc.to_le_bytes());
 }
 
 /// Why the frame at an offset is not a whole, valid frame.

@@ -89,20 +89,21 @@ pub struct LogWriter {
     pub(super) _lock: LogLock,
 }
 
-/// Where an open group started, and its last record, held back until the next one (or the
-/// commit) says whether the group continues after it.
+/// Where an open group started, and its frames not yet written.
 pub(super) struct OpenGroup {
     pub(super) start_segment: u64,
     pub(super) start_len: u64,
     pub(super) start_records: u64,
     pub(super) start_seq: u64,
     pub(super) started: bool,
-    pub(super) held: Option<(u64, u8, u8, Vec<u8>)>,
     /// Frames of the group not yet written, and how many: written in one call when the
     /// buffer fills or the group commits (a group of a million small records is a few writes,
-    /// not a million).
+    /// not a million). Each is encoded with GROUP_CONTINUES set; the last one stays here until
+    /// the next record or the commit, which clears its flag (and fixes its checksums).
     pub(super) pending: Vec<u8>,
     pub(super) pending_frames: u64,
+    /// Where the last frame starts in `pending`.
+    pub(super) last_at: usize,
 }
 
 /// Bytes of a group's frames buffered before they are written.
@@ -211,9 +212,9 @@ impl LogWriter {
             start_records: self.segment_records,
             start_seq: self.next_seq,
             started: false,
-            held: None,
             pending: Vec::new(),
             pending_frames: 0,
+            last_at: 0,
         });
         Ok(())
     }
@@ -224,9 +225,8 @@ impl LogWriter {
         let Some(mut g) = self.group.take() else {
             return Err(Error::LogWriter(WriterRefusal::NoGroupOpen));
         };
-        if let Some((seq, kind, flags, stored)) = g.held.take() {
-            g.pending.extend_from_slice(&encode_frame(seq, kind, flags, &stored));
-            g.pending_frames += 1;
+        if g.pending_frames > 0 {
+            close_group_frame(&mut g.pending[g.last_at..]);
             if let Err(e) = self.write_pending(&mut g) {
                 self.group = Some(g);
                 let _ = self.abort_group();
@@ -313,22 +313,22 @@ impl LogWriter {
     pub(crate) fn append_payload(&mut self, kind: u8, payload: &[u8]) -> Result<u64> {
         let (flags, stored) = compress(payload, self.options.compression);
         let seq = self.next_seq;
-        if let Some(g) = &mut self.group {
-            let held = g.held.replace((seq, kind, flags, stored.into_owned()));
-            self.next_seq += 1;
-            if let Some((seq, kind, flags, stored)) = held {
-                let mut g = self.group.take().expect("open");
-                g.pending
-                    .extend_from_slice(&encode_frame(seq, kind, flags | FLAG_GROUP_CONTINUES, &stored));
+        if let Some(mut g) = self.group.take() {
+            // The frames before this one are final (the group continues after them): write
+            // them out once the buffer is full, keeping this one back.
+            let written = if g.pending.len() >= GROUP_BUFFER {
+                self.write_pending(&mut g)
+            } else {
+                Ok(())
+            };
+            if written.is_ok() {
+                g.last_at = g.pending.len();
+                encode_frame_into(&mut g.pending, seq, kind, flags | FLAG_GROUP_CONTINUES, &stored);
                 g.pending_frames += 1;
-                let written = if g.pending.len() >= GROUP_BUFFER {
-                    self.write_pending(&mut g)
-                } else {
-                    Ok(())
-                };
-                self.group = Some(g);
-                written?;
+                self.next_seq += 1;
             }
+            self.group = Some(g);
+            written?;
             return Ok(seq);
         }
         let frame = encode_frame(seq, kind, flags, &stored);
