@@ -706,3 +706,39 @@ fn gpu_sharded_and_replicated_restores_equal_the_cpu_replay() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs a CUDA device: scripts/gpu-test.sh runs it with --include-ignored"]
+fn gpu_replay_of_a_propagated_log_applies_the_outputs_and_passes_graph_records() {
+    let Some(gpu) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (ck, lg) = (dir.path().join("g.ckpt"), dir.path().join("g.log"));
+    let o = GenOptions {
+        seed: 11,
+        pages: 4000,
+        total_size: 4000 * 256,
+        deltas: 300,
+        mix: Mix {
+            full: 1,
+            sparse: 3,
+            ..Mix::default()
+        },
+        graph: Some(mmsb::testing::propagation::GraphShape::default()),
+        ..Default::default()
+    };
+    generate(&ck, Some(&lg), &o).unwrap();
+    let named = mmsb::propagate::Derivations::new();
+    let r = mmsb::ops::derive::propagate(&ck, &lg, false, &named, mmsb::format::lock::LockWait::Fail).unwrap();
+    assert!(r.changed > 0);
+    let ckpt = Checkpoint::open(&ck).unwrap();
+    let log = Log::open(&[&lg]).unwrap();
+    let mut cpu = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
+    cpu.replay(&log, ReplayLimit::default()).unwrap();
+    for via in [Via::Files, Via::Prepared] {
+        let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
+        let (summary, _) = apply_via(via, &mut store, &lg, &ckpt).unwrap();
+        assert_eq!(summary.skipped_unknown, 0, "{via:?}: graph records are known, not unknown");
+        assert_eq!(summary.records, 300 + r.changed, "{via:?}: the writes and the outputs");
+        assert_eq!(store.state_hash().unwrap(), cpu.state_hash(), "{via:?}");
+    }
+}
