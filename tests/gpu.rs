@@ -737,7 +737,10 @@ fn gpu_replay_of_a_propagated_log_applies_the_outputs_and_passes_graph_records()
     for via in [Via::Files, Via::Prepared] {
         let (mut store, _) = DevicePageStore::load(&gpu, &ckpt, &|_| true, &LoadOptions::default()).unwrap();
         let (summary, _) = apply_via(via, &mut store, &lg, &ckpt).unwrap();
-        assert_eq!(summary.skipped_unknown, 0, "{via:?}: graph records are known, not unknown");
+        assert_eq!(
+            summary.skipped_unknown, 0,
+            "{via:?}: graph records are known, not unknown"
+        );
         assert_eq!(summary.records, 300 + r.changed, "{via:?}: the writes and the outputs");
         assert_eq!(store.state_hash().unwrap(), cpu.state_hash(), "{via:?}");
     }
