@@ -37,13 +37,21 @@ pub struct GraphHistory {
     pub graph_records: u64,
     /// The last sequence number read.
     pub last_seq: Option<u64>,
-    /// The pages that exist after the records read.
-    pub pages: HashSet<u64>,
+    /// The checkpoint's page ids (sorted), and the pages the log created and deleted since:
+    /// which pages exist, for [`GraphHistory::exists`].
+    checkpoint_pages: Vec<u64>,
+    created: HashSet<u64>,
+    deleted: HashSet<u64>,
     /// What is wrong with it (records that were refused are not applied).
     pub problems: Vec<GraphProblem>,
 }
 
 impl GraphHistory {
+    /// True when page `id` exists after the records read.
+    pub fn exists(&self, id: u64) -> bool {
+        self.created.contains(&id) || (!self.deleted.contains(&id) && self.checkpoint_pages.binary_search(&id).is_ok())
+    }
+
     /// The derived pages a propagation must recompute (and what they reach): the children of
     /// pages changed since the last propagation, and pages whose rule was set since. Graph
     /// indices, in increasing order.
@@ -66,6 +74,18 @@ impl GraphHistory {
     }
 }
 
+/// True when the state of `head` after `log` may have a dependency graph: the checkpoint has a
+/// graph section or the log a graph record (frame headers only, nothing decoded). Callers that
+/// only report or keep a graph skip [`read_history`] when there is none.
+pub fn has_graph(head: &CheckpointHead, log: Option<&Log>) -> bool {
+    !head.graph.is_empty()
+        || log.is_some_and(|l| {
+            l.segments()
+                .iter()
+                .any(|s| s.frames().iter().any(|f| crate::format::graph::is_graph_type(f.kind)))
+        })
+}
+
 /// The page id a delta record names (its payload's first 8 bytes).
 fn record_page(rec: &LogRecord<'_>) -> Result<u64> {
     let p = rec.payload()?;
@@ -78,13 +98,15 @@ fn record_page(rec: &LogRecord<'_>) -> Result<u64> {
 /// derive from it.
 pub fn read_history(head: &CheckpointHead, log: Option<&Log>, to_seq: Option<u64>) -> Result<GraphHistory> {
     let mut h = GraphHistory {
-        graph: Graph::from_section(head.pages.iter().map(|p| p.id), &head.graph),
+        graph: Graph::from_section(&head.graph),
         last_propagation: None,
         changed_since: BTreeSet::new(),
         rules_since: BTreeSet::new(),
         graph_records: 0,
         last_seq: None,
-        pages: head.pages.iter().map(|p| p.id).collect(),
+        checkpoint_pages: head.pages.iter().map(|p| p.id).collect(),
+        created: HashSet::new(),
+        deleted: HashSet::new(),
         problems: Vec::new(),
     };
     let Some(log) = log else { return Ok(h) };
@@ -98,10 +120,7 @@ pub fn read_history(head: &CheckpointHead, log: Option<&Log>, to_seq: Option<u64
         match super::decode_record(&rec)? {
             Some(GraphRecord::Derive(d)) => {
                 h.graph_records += 1;
-                if let Some(missing) = std::iter::once(&d.page)
-                    .chain(&d.parents)
-                    .find(|p| !h.pages.contains(p))
-                {
+                if let Some(missing) = std::iter::once(&d.page).chain(&d.parents).find(|p| !h.exists(**p)) {
                     h.problems.push(problem(format!(
                         "page {} would derive from or be page {missing}, which does not exist",
                         d.page
@@ -130,10 +149,12 @@ pub fn read_history(head: &CheckpointHead, log: Option<&Log>, to_seq: Option<u64
                 let page = record_page(&rec)?;
                 match rec.frame.kind {
                     TYPE_CREATE => {
-                        h.pages.insert(page);
+                        h.deleted.remove(&page);
+                        h.created.insert(page);
                     }
                     TYPE_DELETE => {
-                        h.pages.remove(&page);
+                        h.created.remove(&page);
+                        h.deleted.insert(page);
                         if let Some(i) = h.graph.index_of(page) {
                             if let Some(&c) = h.graph.children(i).first() {
                                 h.problems.push(problem(format!(
@@ -216,7 +237,7 @@ pub fn explain(head: &CheckpointHead, log: &Log, page: u64, to_seq: Option<u64>)
         return Ok(None);
     };
     // Pass 2: the graph and each page's last change, through that propagation.
-    let mut graph = Graph::from_section(head.pages.iter().map(|p| p.id), &head.graph);
+    let mut graph = Graph::from_section(&head.graph);
     let mut last: HashMap<u64, (u64, ChangeKind)> = HashMap::new();
     let mut rule_set: HashMap<u64, u64> = HashMap::new();
     for rec in log.records() {

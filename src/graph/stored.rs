@@ -64,14 +64,12 @@ pub fn decode_record(rec: &LogRecord<'_>) -> Result<Option<GraphRecord>> {
 }
 
 impl Graph {
-    /// The graph of a checkpoint: every page of `page_ids` (as roots), then the section's
-    /// derived pages at their stored heights (the reader checked that each is above its
-    /// parents, so no cycle check is needed).
-    pub fn from_section(page_ids: impl IntoIterator<Item = u64>, derivations: &[Derivation]) -> Graph {
+    /// The graph of a checkpoint's section: its derived pages at their stored heights (the
+    /// reader checked that each is above its parents, so no cycle check is needed) and their
+    /// parents. Pages with no edge are not in it (a state of a million pages and no graph
+    /// costs nothing here).
+    pub fn from_section(derivations: &[Derivation]) -> Graph {
         let mut g = Graph::new();
-        for id in page_ids {
-            g.add_page(id);
-        }
         for d in derivations {
             g.set_rule_at_height(d.page, Rule::from_stored(&d.rule), &d.parents, d.height);
         }

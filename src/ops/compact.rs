@@ -193,6 +193,9 @@ pub fn compact_checkpoint(
 /// when changes after the last propagation would be folded in (the new checkpoint could not
 /// say which derived pages are stale).
 fn folded_graph(ckpt: &Checkpoint, log: &Log, to_seq: Option<u64>) -> Result<Vec<crate::format::graph::Derivation>> {
+    if !crate::graph::has_graph(ckpt.head(), Some(log)) {
+        return Ok(Vec::new());
+    }
     let h = crate::graph::read_history(ckpt.head(), Some(log), to_seq)?;
     if let Some(p) = h.problems.first() {
         return Err(Error::Invalid(format!(

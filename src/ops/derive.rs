@@ -51,7 +51,7 @@ pub fn derive_set(ckpt_path: &Path, dir: &Path, page: u64, rule: Rule, parents: 
     let ckpt = Checkpoint::open(ckpt_path)?;
     let log = Log::open(&[dir])?;
     let mut h = history(&ckpt, &log)?;
-    if let Some(missing) = std::iter::once(&page).chain(parents).find(|p| !h.pages.contains(p)) {
+    if let Some(missing) = std::iter::once(&page).chain(parents).find(|p| !h.exists(**p)) {
         return Err(Error::Invalid(format!("page {missing} does not exist")));
     }
     h.graph.set_rule(page, rule.clone(), parents)?;

@@ -12,7 +12,7 @@ use crate::format::checkpoint::{
 };
 use crate::format::log::{FLAG_ZSTD, Log, SegmentEnd};
 use crate::format::record::{Delta, LogPageLens, Op, kind_name};
-use crate::graph::{Graph, GraphStats, read_history};
+use crate::graph::{Graph, GraphStats, has_graph, read_history};
 use crate::page::{PageMeta, Residency, StateHash};
 use crate::select::PageSelector;
 
@@ -407,9 +407,25 @@ pub fn log_info(log: &Log) -> LogInfo {
 /// The dependency graph of a checkpoint after its log (when given): its shape, and the graph
 /// itself for `--graph dot`. `None` when the state has no derived page.
 pub fn inspect_graph(ckpt: &Path, logs: &[PathBuf]) -> Result<Option<(GraphStats, Graph)>> {
-    let c = Checkpoint::open(ckpt)?;
+    graph_after(Checkpoint::open(ckpt)?.head(), logs)
+}
+
+impl CheckpointInfo {
+    /// [`inspect_graph`] for the checkpoint this describes (its index is not read again).
+    pub fn graph(&self, logs: &[PathBuf]) -> Result<Option<(GraphStats, Graph)>> {
+        graph_after(self.pages.0.head(), logs)
+    }
+}
+
+fn graph_after(
+    head: &crate::format::checkpoint::CheckpointHead,
+    logs: &[PathBuf],
+) -> Result<Option<(GraphStats, Graph)>> {
     let log = if logs.is_empty() { None } else { Some(Log::open(logs)?) };
-    let h = read_history(c.head(), log.as_ref(), None)?;
+    if !has_graph(head, log.as_ref()) {
+        return Ok(None);
+    }
+    let h = read_history(head, log.as_ref(), None)?;
     let stats = h.graph.stats();
     Ok((stats.derived_pages > 0).then_some((stats, h.graph)))
 }

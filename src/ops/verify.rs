@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::log::Log;
 use crate::format::record::LogPageLens;
-use crate::graph::{GraphHistory, Rule, read_history};
+use crate::graph::{GraphHistory, Rule, has_graph, read_history};
 use crate::page::StateHash;
 use crate::replay::{PageCheck, ReplayLimit, State};
 
@@ -272,7 +272,9 @@ pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>, rederive: bool) -
     let mut torn = None;
     let mut graph = None;
     let mut graph_problems = Vec::new();
-    if let ([(c, true)], true) = (&opened[..], log_paths.is_empty()) {
+    if let ([(c, true)], true) = (&opened[..], log_paths.is_empty())
+        && has_graph(c.head(), None)
+    {
         let state = State::from_checkpoint(c, PageCheck::Trust)?;
         let h = read_history(c.head(), None, None)?;
         graph = check_graph(&h, &state, rederive, &mut graph_problems, c.path());
@@ -293,7 +295,7 @@ pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>, rederive: bool) -
                 Err(e) => found.push(e),
             }
             let hash_ok = found.is_empty() && log.problems().is_empty() && state_hash.is_some();
-            if found.is_empty() && log.problems().is_empty() {
+            if found.is_empty() && log.problems().is_empty() && has_graph(c.head(), Some(&log)) {
                 let h = read_history(c.head(), Some(&log), None)?;
                 let at = log
                     .segments()

@@ -237,8 +237,12 @@ fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
         pages: selector.clone(),
         names: Default::default(),
     };
+    let mut graph = None;
     for c in &ckpts {
         let info = mmsb::ops::inspect::inspect_checkpoint(c, selector.clone())?;
+        if ckpts.len() == 1 {
+            graph = info.graph(&logs)?;
+        }
         if a.records {
             filter.learn_names(&info);
         }
@@ -260,9 +264,7 @@ fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
             print::log_info(&info, a.records.then_some(&records[..]))?;
         }
     }
-    if let [ckpt] = &ckpts[..]
-        && let Some((stats, _)) = mmsb::ops::inspect::inspect_graph(ckpt, &logs)?
-    {
+    if let Some((stats, _)) = graph {
         if a.json {
             docs.push(print::InspectDoc::Graph { kind: "graph", stats });
         } else {
