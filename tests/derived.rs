@@ -13,26 +13,15 @@ use mmsb::format::log::{Log, segment_path};
 fn graph_files(dir: &Path) {
     ok(
         dir,
-        &[
-            "gen",
-            "-o",
-            "g.ckpt",
-            "--pages",
-            "400",
-            "--total-size",
-            "25600",
-            "--graph",
-            "layered",
-            "--levels",
-            "4",
-            "--deltas",
-            "40",
-            "--mix",
-            "sparse=3,full=1",
-            "--delta-bytes",
-            "1..8",
-        ],
+        &words(
+            "gen -o g.ckpt --pages 400 --total-size 25600 --graph layered --levels 4 --deltas 40 --mix sparse=3,full=1 --delta-bytes 1..8",
+        ),
     );
+}
+
+/// A command line's words.
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
 }
 
 /// The pages' bytes after replaying `args`, by id.
@@ -100,6 +89,28 @@ fn propagate_brings_derived_pages_to_what_their_rules_give_and_replay_needs_no_r
         (graph["derived_pages"].as_u64(), graph["depth"].as_u64()),
         (Some(300), Some(3))
     );
+    // A replay's output keeps the graph too (the same graph hash).
+    ok(
+        d,
+        &[
+            "replay",
+            "--device",
+            "cpu",
+            "g.ckpt",
+            "g.log",
+            "--output",
+            "replayed.ckpt",
+        ],
+    );
+    let replayed = json(&ok(d, &["inspect", "--json", "replayed.ckpt"]));
+    let same = replayed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["kind"] == "graph")
+        .expect("a graph doc");
+    assert_eq!(same["graph_hash"], graph["graph_hash"]);
+    ok(d, &["verify", "--rederive", "replayed.ckpt"]);
 }
 
 #[test]
@@ -108,63 +119,24 @@ fn a_rule_that_closes_a_cycle_is_refused_with_its_pages_and_nothing_is_written()
     let d = dir.path();
     ok(
         d,
-        &[
-            "gen",
-            "-o",
-            "c.ckpt",
-            "--pages",
-            "10",
-            "--total-size",
-            "640",
-            "--graph",
-            "chain",
-            "--deltas",
-            "1",
-        ],
+        &words("gen -o c.ckpt --pages 10 --total-size 640 --graph chain --deltas 1"),
     );
     let segment = std::fs::read(segment_path(&d.join("c.log"), 0)).unwrap();
+    let refused = |line: &str, why: &str| {
+        let o = run(d, &words(line));
+        assert_eq!(code(&o), 2, "mmsb {line}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "mmsb {line}: {}", stderr(&o));
+    };
     // A chain: page i derives from page i - 1. Page 2 deriving from page 7 closes 2 -> ... -> 7 -> 2.
-    let o = run(
-        d,
-        &[
-            "derive",
-            "set",
-            "c.ckpt",
-            "c.log",
-            "--page",
-            "2",
-            "--rule",
-            "copy",
-            "--parents",
-            "7",
-        ],
+    refused(
+        "derive set c.ckpt c.log --page 2 --rule copy --parents 7",
+        "would close the cycle 2 -> 3 -> 4 -> 5 -> 6 -> 7 -> 2",
     );
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("would close the cycle 2 -> 3 -> 4 -> 5 -> 6 -> 7 -> 2"),
-        "{}",
-        stderr(&o)
+    refused(
+        "derive set c.ckpt c.log --page 2 --rule copy --parents 99",
+        "page 99 does not exist",
     );
-    let o = run(
-        d,
-        &[
-            "derive",
-            "set",
-            "c.ckpt",
-            "c.log",
-            "--page",
-            "2",
-            "--rule",
-            "copy",
-            "--parents",
-            "99",
-        ],
-    );
-    assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("page 99 does not exist"), "{}", stderr(&o));
-    let o = run(d, &["derive", "clear", "c.ckpt", "c.log", "--page", "0"]);
-    assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("page 0 is not a derived page"), "{}", stderr(&o));
+    refused("derive clear c.ckpt c.log --page 0", "page 0 is not a derived page");
     assert_eq!(std::fs::read(segment_path(&d.join("c.log"), 0)).unwrap(), segment);
 }
 
@@ -174,19 +146,7 @@ fn explain_follows_a_recomputation_back_to_the_write_that_started_it() {
     let d = dir.path();
     ok(
         d,
-        &[
-            "gen",
-            "-o",
-            "c.ckpt",
-            "--pages",
-            "6",
-            "--total-size",
-            "384",
-            "--graph",
-            "chain",
-            "--deltas",
-            "0",
-        ],
+        &words("gen -o c.ckpt --pages 6 --total-size 384 --graph chain --deltas 0"),
     );
     // A log of its own: page 0 written, then a propagation down the chain.
     let c = mmsb::format::checkpoint::Checkpoint::open(&d.join("c.ckpt")).unwrap();
@@ -246,21 +206,7 @@ fn inspect_graph_dot_draws_every_edge() {
     let d = dir.path();
     ok(
         d,
-        &[
-            "gen",
-            "-o",
-            "t.ckpt",
-            "--pages",
-            "7",
-            "--total-size",
-            "448",
-            "--graph",
-            "tree",
-            "--fanout",
-            "2",
-            "--deltas",
-            "0",
-        ],
+        &words("gen -o t.ckpt --pages 7 --total-size 448 --graph tree --fanout 2 --deltas 0"),
     );
     let dot = stdout(&ok(d, &["inspect", "--graph", "dot", "t.ckpt"]));
     assert!(dot.starts_with("digraph mmsb {"), "{dot}");
@@ -314,21 +260,7 @@ fn a_killed_propagate_leaves_the_whole_flush_or_none() {
     let d = dir.path();
     ok(
         d,
-        &[
-            "gen",
-            "-o",
-            "big.ckpt",
-            "--pages",
-            "200000",
-            "--total-size",
-            "12800000",
-            "--graph",
-            "layered",
-            "--deltas",
-            "2000",
-            "--mix",
-            "full=1",
-        ],
+        &words("gen -o big.ckpt --pages 200000 --total-size 12800000 --graph layered --deltas 2000 --mix full=1"),
     );
     let before = pages_after(d, "big.ckpt", "big.log");
     // How long a whole propagation takes here; the kills land from half way to just past it.

@@ -459,7 +459,7 @@ fn gpu_pages_can_be_evicted_restored_and_written_back() {
         .apply_log(&log, ckpt.head(), ReplayLimit::default(), &|_, _| true)
         .unwrap();
     let out = dir.path().join("out.ckpt");
-    store.write_checkpoint(&out, Default::default()).unwrap();
+    store.write_checkpoint(&out, Default::default(), &[]).unwrap();
     let mut cpu = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
     cpu.replay(&log, ReplayLimit::default()).unwrap();
     assert_eq!(Checkpoint::open(&out).unwrap().state_hash(), cpu.state_hash());

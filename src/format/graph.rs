@@ -267,6 +267,16 @@ fn decode_body(c: &mut Cursor<'_>, page: u64, height: u32) -> Result<Derivation,
     })
 }
 
+/// The derivations whose page and parents all exist (`exists`): what a checkpoint of a state
+/// that lacks some pages (a replay of selected pages, say) can hold.
+pub fn retain_present(graph: &[Derivation], exists: impl Fn(u64) -> bool) -> Vec<Derivation> {
+    graph
+        .iter()
+        .filter(|d| std::iter::once(&d.page).chain(&d.parents).all(|&p| exists(p)))
+        .cloned()
+        .collect()
+}
+
 /// Encodes a graph section: `entry_count u64`, then per derived page (increasing id)
 /// `page_id u64, height u32, reserved u32, body`.
 pub fn encode_section(derivations: &[Derivation]) -> Result<Vec<u8>> {

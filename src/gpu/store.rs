@@ -591,9 +591,17 @@ impl DevicePageStore {
         Ok(StateHash::compute(self.checksums(KnownCrcs::Reuse)?.into_iter()))
     }
 
-    /// Writes the store's pages as a checkpoint (device to host, then the atomic writer).
-    pub fn write_checkpoint(&self, path: &std::path::Path, metadata: BTreeMap<String, String>) -> Result<()> {
+    /// Writes the store's pages as a checkpoint (device to host, then the atomic writer), with
+    /// the dependency graph `graph` (its derived pages whose page or a parent the store lacks
+    /// left out).
+    pub fn write_checkpoint(
+        &self,
+        path: &std::path::Path,
+        metadata: BTreeMap<String, String>,
+        graph: &[crate::format::graph::Derivation],
+    ) -> Result<()> {
         use crate::format::checkpoint::{CheckpointWriter, PageSpec};
+        let graph = crate::format::graph::retain_present(graph, |id| self.pages.contains_key(&id));
         let specs = self
             .pages
             .iter()
@@ -604,7 +612,7 @@ impl DevicePageStore {
                 meta: p.meta.clone(),
             })
             .collect();
-        let mut w = CheckpointWriter::create(path, specs, metadata)?;
+        let mut w = CheckpointWriter::create_with_graph(path, specs, metadata, &graph)?;
         for id in self.pages.keys() {
             w.write(&self.read_page(*id)?)?;
         }

@@ -12,7 +12,6 @@ use crate::error::Result;
 use crate::format::checkpoint::Checkpoint;
 use crate::format::log::{Log, segment_bytes};
 use crate::page::StateHash;
-use crate::replay::ReplayLimit;
 use crate::timing::ms;
 
 /// What a CPU replay did.
@@ -93,20 +92,8 @@ pub(super) fn run(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions, device
             p.add_total(page_bytes);
         }
         let counter = o.progress.as_ref().map(|p| p.shared_counter());
-        // The graph where the replay stopped, so that the new checkpoint keeps it (graph
-        // records are not applied to pages, so a stop by epoch is placed by the last delta).
-        let stop = match o.limit {
-            ReplayLimit { to_seq: Some(n), .. } => Some(n),
-            ReplayLimit { to_epoch: Some(_), .. } => Some(summary.last_seq.unwrap_or(0)),
-            _ => None,
-        };
-        let graph = crate::graph::read_history(ckpt.head(), log.as_ref(), stop)?;
-        state.write_checkpoint(
-            out,
-            ckpt.head().metadata.clone(),
-            &graph.graph.to_derivations(),
-            counter,
-        )?;
+        let graph = super::graph_at_stop(ckpt.head(), log.as_ref(), o.limit, summary.last_seq)?;
+        state.write_checkpoint(out, ckpt.head().metadata.clone(), &graph, counter)?;
     }
     t.write = ms(phase);
     t.total = ms(start);

@@ -221,7 +221,16 @@ pub(super) fn run(
     };
     if let Some(out) = &o.output {
         let tw = Instant::now();
-        store.write_checkpoint(out, ckpt.head().metadata.clone())?;
+        // The log was opened without its payload checksums (the device checked them): the
+        // graph records are read from a log opened with every checksum checked.
+        let graph = match &log {
+            Some(l) if crate::graph::has_graph(ckpt.head(), Some(l)) => {
+                let checked = l.reopen_checked()?;
+                super::graph_at_stop(ckpt.head(), Some(&checked), o.limit, summary.last_seq)?
+            }
+            _ => super::graph_at_stop(ckpt.head(), None, o.limit, summary.last_seq)?,
+        };
+        store.write_checkpoint(out, ckpt.head().metadata.clone(), &graph)?;
         t.write = ms(tw);
     }
     t.nvrtc_compile = gpu.compile_ms();

@@ -229,3 +229,23 @@ fn cpu_run(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions, device: Strin
         device_pages: Vec::new(),
     })
 }
+
+/// The dependency graph where a replay stopped (`limit`; a stop by epoch is placed at the
+/// last record applied, `last_seq`, since graph records change no page), for the checkpoint
+/// it writes: empty when the state has none.
+fn graph_at_stop(
+    head: &crate::format::checkpoint::CheckpointHead,
+    log: Option<&crate::format::log::Log>,
+    limit: ReplayLimit,
+    last_seq: Option<u64>,
+) -> Result<Vec<crate::format::graph::Derivation>> {
+    if !crate::graph::has_graph(head, log) {
+        return Ok(Vec::new());
+    }
+    let stop = match limit {
+        ReplayLimit { to_seq: Some(n), .. } => Some(n),
+        ReplayLimit { to_epoch: Some(_), .. } => Some(last_seq.unwrap_or(0)),
+        _ => None,
+    };
+    Ok(crate::graph::read_history(head, log, stop)?.graph.to_derivations())
+}

@@ -368,15 +368,7 @@ impl<'a> State<'a> {
         graph: &[Derivation],
         progress: Option<Arc<AtomicU64>>,
     ) -> Result<(StateHash, crate::fsutil::AtomicFile)> {
-        let graph: Vec<Derivation> = graph
-            .iter()
-            .filter(|d| {
-                std::iter::once(&d.page)
-                    .chain(&d.parents)
-                    .all(|p| self.pages.contains_key(p))
-            })
-            .cloned()
-            .collect();
+        let graph = crate::format::graph::retain_present(graph, |id| self.pages.contains_key(&id));
         let specs = self
             .pages
             .iter()
