@@ -137,6 +137,11 @@ fn a_rule_that_closes_a_cycle_is_refused_with_its_pages_and_nothing_is_written()
         "page 99 does not exist",
     );
     refused("derive clear c.ckpt c.log --page 0", "page 0 is not a derived page");
+    // Pages of 64 bytes: a concat of two would be 128.
+    refused(
+        "derive set c.ckpt c.log --page 9 --rule concat --parents 0,1",
+        "page 9: rule concat gives 128 bytes from its parents, the page has 64",
+    );
     assert_eq!(std::fs::read(segment_path(&d.join("c.log"), 0)).unwrap(), segment);
 }
 

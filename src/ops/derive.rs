@@ -55,6 +55,22 @@ pub fn derive_set(ckpt_path: &Path, dir: &Path, page: u64, rule: Rule, parents: 
         return Err(Error::Invalid(format!("page {missing} does not exist")));
     }
     h.graph.set_rule(page, rule.clone(), parents)?;
+    // The rule's output must fit the page as the pages are now (a named rule's length only
+    // running it tells: the propagation checks it).
+    let mut state = State::from_checkpoint(&ckpt, PageCheck::Trust)?;
+    state.replay(&log, ReplayLimit::default())?;
+    let len = |id: u64| state.page(id).map_or(0, |p| p.data().len() as u64);
+    let lens: Vec<u64> = parents.iter().map(|&p| len(p)).collect();
+    if let Some(output_len) = rule.output_len(&lens)
+        && output_len != len(page)
+    {
+        return Err(Error::Propagate(crate::error::PropagateError::OutputLength {
+            page,
+            rule: rule.display(),
+            output_len,
+            page_len: len(page),
+        }));
+    }
     let record = GraphRecord::Derive(Derivation {
         page,
         height: 0,

@@ -151,7 +151,7 @@ pub struct GenArgs {
 pub enum DeriveCommand {
     /// Makes a page derive from parent pages by a rule (replacing any rule it had).
     #[command(
-        after_help = "EXAMPLES:\n  mmsb derive set model.ckpt model.log --page 9 --rule xor --parents 3,4\n  mmsb derive set model.ckpt model.log --page 12 --rule slice --params 0,64 --parents 9\n\nRules: copy, xor, add-u32, min-u32, max-u32, concat, slice (--params OFFSET,LEN), crc32c;\nany other name is a named derivation that only a program registering it can run.\nA rule that would close a cycle is refused (exit 2), naming the cycle's pages."
+        after_help = "EXAMPLES:\n  mmsb derive set model.ckpt model.log --page 9 --rule xor --parents 3,4\n  mmsb derive set model.ckpt model.log --page 12 --rule slice --params 0,64 --parents 9\n\nRules: copy, xor, add-u32, min-u32, max-u32, concat, slice (--params OFFSET,LEN), crc32c;\nany other name is a named derivation that only a program registering it can run.\nA rule that would close a cycle is refused (exit 2), naming the cycle's pages, and so is\none whose output would not have the page's length."
     )]
     Set {
         /// The checkpoint.
@@ -644,6 +644,10 @@ pub struct PropagationArgs {
     /// Bytes per page (1 B to 1 MiB).
     #[arg(long, default_value = "64", value_parser = size_in(1, 1 << 20))]
     pub page_size: u64,
+    /// Share of updates (0 to 1) that go to a hot set of 1% of the roots, the rest to any root:
+    /// more duplicates in a batch, more overlap between the updates' cones.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub locality: f64,
     /// Seed of the graph and the updates.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -669,6 +673,7 @@ impl PropagationArgs {
             updates: self.updates,
             batch: self.batch,
             page_size: self.page_size,
+            locality: self.locality,
             seed: self.seed,
             baseline_seconds: self.baseline_seconds,
         }
