@@ -20,12 +20,15 @@ static LIVE_TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 struct LiveTemp(PathBuf);
 
 impl LiveTemp {
-    fn new(path: &Path) -> LiveTemp {
-        LIVE_TEMPS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(path.to_owned());
-        LiveTemp(path.to_owned())
+    /// Creates a temporary output with `make` (which returns it and its path) and registers
+    /// it, both under the registry's lock: a signal handler removing the registered outputs
+    /// waits for the two, so no output exists unregistered (a signal right after the file
+    /// appears would otherwise leave it).
+    fn create<T>(make: impl FnOnce() -> Result<(T, PathBuf)>) -> Result<(T, LiveTemp)> {
+        let mut live = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
+        let (made, path) = make()?;
+        live.push(path.clone());
+        Ok((made, LiveTemp(path)))
     }
 }
 
@@ -181,13 +184,16 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let (file, temp) = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(TEMP_SUFFIX)
-            .tempfile_in(dir)
-            .map_err(|e| Error::io(target, e))?
-            .into_parts();
-        let live = LiveTemp::new(&temp);
+        let ((file, temp), live) = LiveTemp::create(|| {
+            let (file, temp) = tempfile::Builder::new()
+                .prefix(&format!(".{name}."))
+                .suffix(TEMP_SUFFIX)
+                .tempfile_in(dir)
+                .map_err(|e| Error::io(target, e))?
+                .into_parts();
+            let path = temp.to_path_buf();
+            Ok(((file, temp), path))
+        })?;
         Ok(AtomicFile {
             target: target.to_owned(),
             file,
@@ -272,12 +278,15 @@ impl AtomicDir {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(TEMP_SUFFIX)
-            .tempdir_in(parent_dir(target))
-            .map_err(|e| Error::io(target, e))?;
-        let live = LiveTemp::new(temp.path());
+        let (temp, live) = LiveTemp::create(|| {
+            let temp = tempfile::Builder::new()
+                .prefix(&format!(".{name}."))
+                .suffix(TEMP_SUFFIX)
+                .tempdir_in(parent_dir(target))
+                .map_err(|e| Error::io(target, e))?;
+            let path = temp.path().to_owned();
+            Ok((temp, path))
+        })?;
         Ok(AtomicDir {
             target: target.to_owned(),
             temp: Some(temp),
