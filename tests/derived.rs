@@ -19,6 +19,13 @@ fn graph_files(dir: &Path) {
     );
 }
 
+/// The graph document `inspect --json CKPT` prints.
+fn graph_doc(dir: &Path, ckpt: &str) -> serde_json::Value {
+    let docs = json(&ok(dir, &["inspect", "--json", ckpt]));
+    let graph = docs.as_array().unwrap().iter().find(|x| x["kind"] == "graph");
+    graph.expect("a graph document").clone()
+}
+
 /// A command line's words.
 fn words(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
@@ -78,37 +85,14 @@ fn propagate_brings_derived_pages_to_what_their_rules_give_and_replay_needs_no_r
     ok(d, &["compact", "g.ckpt", "g.log", "--output", "folded.ckpt"]);
     assert_eq!(replay_hash(d, &["folded.ckpt"]), hash);
     ok(d, &["verify", "--rederive", "folded.ckpt"]);
-    let docs = json(&ok(d, &["inspect", "--json", "folded.ckpt"]));
-    let graph = docs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["kind"] == "graph")
-        .expect("a graph doc");
+    let graph = graph_doc(d, "folded.ckpt");
     assert_eq!(
         (graph["derived_pages"].as_u64(), graph["depth"].as_u64()),
         (Some(300), Some(3))
     );
     // A replay's output keeps the graph too (the same graph hash).
-    ok(
-        d,
-        &[
-            "replay",
-            "--device",
-            "cpu",
-            "g.ckpt",
-            "g.log",
-            "--output",
-            "replayed.ckpt",
-        ],
-    );
-    let replayed = json(&ok(d, &["inspect", "--json", "replayed.ckpt"]));
-    let same = replayed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["kind"] == "graph")
-        .expect("a graph doc");
+    ok(d, &words("replay --device cpu g.ckpt g.log --output replayed.ckpt"));
+    let same = graph_doc(d, "replayed.ckpt");
     assert_eq!(same["graph_hash"], graph["graph_hash"]);
     ok(d, &["verify", "--rederive", "replayed.ckpt"]);
 }

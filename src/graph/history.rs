@@ -86,6 +86,22 @@ pub fn has_graph(head: &CheckpointHead, log: Option<&Log>) -> bool {
         })
 }
 
+impl GraphHistory {
+    /// Per graph index, true for a stale page: one [`GraphHistory::dirty`] lists, and every
+    /// page it reaches (what a propagation now may recompute; cutoffs can only make it less).
+    pub fn stale(&self) -> Vec<bool> {
+        let g = &self.graph;
+        let mut stale = vec![false; g.len()];
+        let mut stack = self.dirty();
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut stale[i as usize], true) {
+                stack.extend(g.children(i).iter().copied());
+            }
+        }
+        stale
+    }
+}
+
 /// The page id a delta record names (its payload's first 8 bytes).
 fn record_page(rec: &LogRecord<'_>) -> Result<u64> {
     let p = rec.payload()?;

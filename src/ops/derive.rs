@@ -12,9 +12,8 @@ use crate::format::checkpoint::Checkpoint;
 use crate::format::graph::{Derivation, GraphRecord};
 use crate::format::lock::LockWait;
 use crate::format::log::{Log, LogOptions, LogWriter};
-use crate::format::record::{Delta, Op};
 use crate::graph::{GraphHistory, Rule, read_history};
-use crate::propagate::{Derivations, Engine};
+use crate::propagate::{Derivations, Engine, log_flush};
 use crate::replay::{PageCheck, ReplayLimit, State};
 
 /// The source tag of the records `mmsb` writes here.
@@ -135,15 +134,9 @@ pub fn propagate(
     let h = history(&ckpt, &log)?;
     let g = &h.graph;
     let dirty = h.dirty();
-    let mut reach: Vec<bool> = vec![false; g.len()];
-    let mut stack = dirty.clone();
-    while let Some(i) = stack.pop() {
-        if !std::mem::replace(&mut reach[i as usize], true) {
-            stack.extend(g.children(i).iter().copied());
-        }
-    }
+    let stale = h.stale();
     let mut may_recompute: Vec<u64> = (0..g.len() as u32)
-        .filter(|&i| reach[i as usize])
+        .filter(|&i| stale[i as usize])
         .map(|i| g.id(i))
         .collect();
     may_recompute.sort_unstable();
@@ -179,36 +172,21 @@ pub fn propagate(
     }
     let flushed = engine.flush();
     let changes = engine.take_changes();
-    w.begin_group()?;
-    let mut first = None;
-    for c in &changes {
-        let id = g.id(c.index);
-        let epoch = state.page(id).map_or(0, |p| p.epoch) + 1;
-        let bytes = &engine.page(c.index)[c.lo as usize..c.hi as usize];
-        let seq = w.append(&Delta {
-            page_id: id,
-            epoch,
-            timestamp_ns: crate::timing::now_ns(),
-            source: SOURCE.into(),
-            op: Op::Sparse(vec![(c.lo, bytes)]),
-        })?;
-        first.get_or_insert(seq);
-        report.changed_bytes += c.hi - c.lo;
-    }
     let marker = GraphRecord::Propagated {
         through_seq: h.last_seq.unwrap_or(0),
         recomputed: flushed.recomputed,
         changed: changes.len() as u64,
     };
-    let last = w.append_graph(&marker, crate::timing::now_ns(), SOURCE)?;
-    w.commit_group()?;
+    let epoch = |i: u32| state.page(g.id(i)).map_or(0, |p| p.epoch) + 1;
+    let logged = log_flush(w, &engine, &changes, epoch, &marker, crate::timing::now_ns(), SOURCE)?;
     if let Some((_, w)) = writer.take() {
         w.finish()?;
     }
     report.recomputed = flushed.recomputed;
     report.cut_off = flushed.cut_off;
     report.changed = changes.len() as u64;
-    report.seqs = Some((first.unwrap_or(last), last));
+    report.changed_bytes = logged.output_bytes;
+    report.seqs = Some((logged.first_seq, logged.last_seq));
     Ok(report)
 }
 
@@ -216,6 +194,7 @@ pub fn propagate(
 mod tests {
     use super::*;
     use crate::format::checkpoint::{CheckpointWriter, PageSpec};
+    use crate::format::record::{Delta, Op};
     use crate::graph::Graph;
     use crate::page::PageMeta;
     use crate::propagate::full_sweep;

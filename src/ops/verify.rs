@@ -375,14 +375,7 @@ fn check_graph(
     if derived.is_empty() && h.graph_records == 0 {
         return None;
     }
-    // Stale: what a propagation now would start from and may reach.
-    let mut stale = vec![false; g.len()];
-    let mut stack = h.dirty();
-    while let Some(i) = stack.pop() {
-        if !std::mem::replace(&mut stale[i as usize], true) {
-            stack.extend(g.children(i).iter().copied());
-        }
-    }
+    let stale = h.stale();
     let mut check = GraphCheck {
         derived_pages: derived.len() as u64,
         edges: derived.iter().map(|&i| g.parents(i).len() as u64).sum(),

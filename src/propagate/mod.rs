@@ -21,6 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 
 pub use crate::error::PropagateError;
+use crate::error::Result;
+use crate::format::graph::GraphRecord;
+use crate::format::log::LogWriter;
+use crate::format::record::{Delta, Op};
 use crate::graph::{DeriveFn, Graph, Rule, changed_range};
 
 /// Pages of one level recomputed by one task: enough to amortize a task, few enough to spread
@@ -290,6 +294,11 @@ impl Engine {
         self.slot_bytes(self.slot_of[index as usize])
     }
 
+    /// The id of the page at `index`.
+    pub fn id(&self, index: u32) -> u64 {
+        self.ids[self.slot_of[index as usize] as usize]
+    }
+
     /// The bytes the engine holds for its own structures and the pages, as it counts them.
     pub fn memory_bytes(&self) -> u64 {
         let per_page = 4 * 3 + 8 + 8 + 1; // slot_of, index_of, derivation_of; ids; start; dirty
@@ -530,6 +539,52 @@ impl Engine {
     pub fn into_pages(self) -> Vec<Vec<u8>> {
         (0..self.slot_of.len() as u32).map(|i| self.page(i).to_vec()).collect()
     }
+}
+
+/// What [`log_flush`] appended: the group's first and last sequence numbers, and the output
+/// bytes (the changed ranges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoggedFlush {
+    /// The first record of the group.
+    pub first_seq: u64,
+    /// Its PROPAGATED record.
+    pub last_seq: u64,
+    /// Bytes of the changed ranges.
+    pub output_bytes: u64,
+}
+
+/// Appends a flush's outputs to `w` as one atomic group: each change one SPARSE record of the
+/// page's changed bytes at the epoch `epoch(index)` gives, then the PROPAGATED record `marker`;
+/// the group is synced as the writer's durability policy says for one record.
+pub fn log_flush(
+    w: &mut LogWriter,
+    engine: &Engine,
+    changes: &[Change],
+    mut epoch: impl FnMut(u32) -> u64,
+    marker: &GraphRecord,
+    timestamp_ns: u64,
+    source: &str,
+) -> Result<LoggedFlush> {
+    w.begin_group()?;
+    let (mut first, mut output_bytes) = (None, 0);
+    for c in changes {
+        let seq = w.append(&Delta {
+            page_id: engine.id(c.index),
+            epoch: epoch(c.index),
+            timestamp_ns,
+            source: source.into(),
+            op: Op::Sparse(vec![(c.lo, &engine.page(c.index)[c.lo as usize..c.hi as usize])]),
+        })?;
+        first.get_or_insert(seq);
+        output_bytes += c.hi - c.lo;
+    }
+    let last_seq = w.append_graph(marker, timestamp_ns, source)?;
+    w.commit_group()?;
+    Ok(LoggedFlush {
+        first_seq: first.unwrap_or(last_seq),
+        last_seq,
+        output_bytes,
+    })
 }
 
 /// The naive baseline: a change propagated on its own, depth first, each page recomputed on

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Rule};
-use crate::propagate::{Engine, full_sweep, naive_propagate};
+use crate::propagate::{Engine, full_sweep, log_flush, naive_propagate};
 use crate::timing::ms;
 
 /// The shape of the generated graph.
@@ -246,7 +246,6 @@ fn status_bytes(field: &str) -> u64 {
 fn logged_run(g: &Graph, start: Vec<Vec<u8>>, stream: &[Update], batch: usize) -> Result<(u64, f64, u64)> {
     use crate::format::graph::GraphRecord;
     use crate::format::log::{LogOptions, LogWriter, segment_bytes};
-    use crate::format::record::{Delta, Op};
     let dir = tempfile::Builder::new()
         .prefix("mmsb-bench-propagation")
         .tempdir()
@@ -265,24 +264,16 @@ fn logged_run(g: &Graph, start: Vec<Vec<u8>>, stream: &[Update], batch: usize) -
         let f = engine.flush();
         recomputations += f.recomputed;
         let changes = engine.take_changes();
-        w.begin_group()?;
-        for c in &changes {
-            epoch[c.index as usize] += 1;
-            w.append(&Delta {
-                page_id: g.id(c.index),
-                epoch: epoch[c.index as usize],
-                timestamp_ns: 0,
-                source: "bench".into(),
-                op: Op::Sparse(vec![(c.lo, &engine.page(c.index)[c.lo as usize..c.hi as usize])]),
-            })?;
-        }
         let marker = GraphRecord::Propagated {
             through_seq: 0,
             recomputed: f.recomputed,
             changed: changes.len() as u64,
         };
-        w.append_graph(&marker, 0, "bench")?;
-        w.commit_group()?;
+        let epoch = |i: u32| {
+            epoch[i as usize] += 1;
+            epoch[i as usize]
+        };
+        log_flush(&mut w, &engine, &changes, epoch, &marker, 0, "bench")?;
     }
     w.finish()?;
     let seconds = t.elapsed().as_secs_f64();
@@ -412,7 +403,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
     let hot = (roots.len() / 100).max(1) as u64;
     let stream: Vec<Update> = (0..o.updates)
         .map(|_| {
-            let local = ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < o.locality;
+            let local = o.locality > 0.0 && ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < o.locality;
             let r = roots[below(&mut rng, if local { hot } else { roots.len() as u64 }) as usize];
             let mut b = vec![0u8; o.page_size as usize];
             rng.fill_bytes(&mut b);

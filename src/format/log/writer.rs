@@ -308,8 +308,8 @@ impl LogWriter {
         self.append_payload(record.kind(), &payload)
     }
 
-    /// Appends a payload of record type `kind` as it was read from another log (a record
-    /// copied unchanged).
+    /// Appends an encoded payload of record type `kind`: a delta's or a graph record's, or one
+    /// copied unchanged from another log.
     pub(crate) fn append_payload(&mut self, kind: u8, payload: &[u8]) -> Result<u64> {
         let (flags, stored) = compress(payload, self.options.compression);
         let seq = self.next_seq;
