@@ -10,9 +10,8 @@
 //! one height are recomputed in parallel and applied in a fixed order, so the result does not
 //! depend on the thread count.
 //!
-//! [`naive_propagate`] and [`full_sweep`] are the two baselines the engine is tested (and will
-//! be benchmarked) against. Logging the outputs as delta records, the graph's format and the
-//! command line are the rest of issue "Derived pages", not built yet.
+//! [`naive_propagate`] and [`full_sweep`] are the two baselines the engine is tested and
+//! benchmarked against; [`log_flush`] appends a flush's outputs to a log as one group.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,8 +34,27 @@ const LEVEL_CHUNK: usize = 2048;
 /// flags, which come in order for free, rather than by sorting its list.
 const SCAN_SHARE: usize = 8;
 
-/// Pages whose parents are touched together before they are derived.
-const PREFETCH_GROUP: usize = 16;
+/// How many pages ahead of the one being derived its parents are fetched.
+const PREFETCH_AHEAD: usize = 4;
+
+/// Asks the processor to start loading the cache line that holds `bytes[at]`, so that a read
+/// of it a few pages later finds it in cache. Parents are anywhere in the levels below, and a
+/// plain load of them ahead of time would hold up the instructions behind it until it came
+/// back; a prefetch does not, so several pages' misses are in flight at once. A no-op where
+/// there is no such instruction or `at` is past the end.
+#[inline(always)]
+fn prefetch(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(byte) = bytes.get(at) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: the pointer is to a byte of `bytes`, and a prefetch is a hint: it changes no
+        // memory and no register the program sees, and cannot fault. SSE, which the
+        // instruction belongs to, is part of every x86-64 processor.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, at);
+}
 
 /// Named derivations written in Rust, registered by a program for the pages whose rule is
 /// [`Rule::Named`].
@@ -387,8 +405,8 @@ impl Engine {
                 continue;
             }
             let (first, last) = (self.level_start[h], self.level_start[h + 1]);
-            // Parallel marking may list a page twice (two tasks can both see its flag clear);
-            // the pending count counted both.
+            // A page is listed once: when its flag goes from clear to set, which happens only
+            // on this thread (tasks of a level read flags and leave setting them to the merge).
             self.pending -= level.len();
             // In slot order, so that each task's pages are one run of bytes and the outputs
             // come in an order that does not depend on the marking or the threads.
@@ -397,9 +415,10 @@ impl Engine {
                 level.extend((first..last).filter(|&s| self.dirty[s as usize].load(Ordering::Relaxed)));
             } else {
                 level.sort_unstable();
-                level.dedup();
             }
             let outputs = self.recompute_level(h, &level);
+            let next_from = last;
+            let next_to = self.level_start.get(h + 2).copied().unwrap_or(last);
             for out in outputs {
                 report.recomputed += out.recomputed as u64;
                 report.cut_off += (out.recomputed - out.changed_count) as u64;
@@ -407,7 +426,16 @@ impl Engine {
                     changes.extend(out.changed);
                 }
                 for c in out.marked {
-                    self.queue(c);
+                    if std::mem::replace(self.dirty[c as usize].get_mut(), true) {
+                        continue;
+                    }
+                    // Most children are one height up: no search for their level.
+                    if (next_from..next_to).contains(&c) {
+                        self.frontier[h + 1].push(c);
+                        self.pending += 1;
+                    } else {
+                        self.queue(c);
+                    }
                 }
             }
             level.clear();
@@ -443,6 +471,10 @@ impl Engine {
             Some(l) => (s as u64 * l) as usize..(s as u64 * l + l) as usize,
             None => start[s as usize] as usize..start[s as usize + 1] as usize,
         };
+        let page_from = |s: u32| match fixed_len {
+            Some(l) => (s as u64 * l) as usize,
+            None => start[s as usize] as usize,
+        };
         let recompute = |(chunk, mine, base): (&[u32], &mut [u8], u64)| {
             let mut o = ChunkOutputs {
                 recomputed: chunk.len(),
@@ -451,48 +483,45 @@ impl Engine {
             let mut out = Vec::new();
             let mut gathered: Vec<&[u8]> = Vec::new();
             let parent = |p: u32| &below[range(p)];
-            for group in chunk.chunks(PREFETCH_GROUP) {
-                // Touch the first byte of every parent of the group before deriving any:
-                // the cache misses (parents are anywhere in the levels below) then overlap
-                // instead of being waited for one by one.
-                let touched = group
-                    .iter()
-                    .flat_map(|&s| parents.get(s))
-                    .fold(0u8, |acc, &p| acc ^ parent(p).first().copied().unwrap_or(0));
-                std::hint::black_box(touched);
-                for &s in group {
-                    dirty[s as usize].store(false, Ordering::Relaxed);
-                    gathered.clear();
-                    gathered.extend(parents.get(s).iter().map(|&p| parent(p)));
-                    let r = range(s);
-                    let page = &mut mine[r.start - base as usize..r.end - base as usize];
-                    let changed = match &derivations[derivation_of[s as usize] as usize] {
-                        Derivation::BuiltIn(rule) => rule.derive_over(&gathered, page, &mut out),
-                        Derivation::Closure(f) => {
-                            out.clear();
-                            f(&gathered, &mut out);
-                            // A closure's output of the wrong length is a bug in the
-                            // program that registered it; the page keeps its length.
-                            out.resize(page.len(), 0);
-                            let changed = changed_range(page, &out);
-                            if let Some((lo, hi)) = changed {
-                                page[lo as usize..hi as usize].copy_from_slice(&out[lo as usize..hi as usize]);
-                            }
-                            changed
+            for (k, &s) in chunk.iter().enumerate() {
+                // The parents of the page PREFETCH_AHEAD places on are fetched while this one
+                // is derived: their cache misses overlap instead of being waited for in turn.
+                if let Some(&ahead) = chunk.get(k + PREFETCH_AHEAD) {
+                    for &p in parents.get(ahead) {
+                        prefetch(below, page_from(p));
+                    }
+                }
+                dirty[s as usize].store(false, Ordering::Relaxed);
+                gathered.clear();
+                gathered.extend(parents.get(s).iter().map(|&p| parent(p)));
+                let r = range(s);
+                let page = &mut mine[r.start - base as usize..r.end - base as usize];
+                let changed = match &derivations[derivation_of[s as usize] as usize] {
+                    Derivation::BuiltIn(rule) => rule.derive_over(&gathered, page, &mut out),
+                    Derivation::Closure(f) => {
+                        out.clear();
+                        f(&gathered, &mut out);
+                        // A closure's output of the wrong length is a bug in the
+                        // program that registered it; the page keeps its length.
+                        out.resize(page.len(), 0);
+                        let changed = changed_range(page, &out);
+                        if let Some((lo, hi)) = changed {
+                            page[lo as usize..hi as usize].copy_from_slice(&out[lo as usize..hi as usize]);
                         }
-                    };
-                    if let Some((lo, hi)) = changed {
-                        o.changed_count += 1;
-                        if keep {
-                            o.changed.push((s, lo, hi));
-                        }
-                        // A plain load and store, not a swap (a locked instruction per
-                        // edge): two tasks may both list a child, and the level dedups.
-                        for &c in children.get(s) {
-                            if !dirty[c as usize].load(Ordering::Relaxed) {
-                                dirty[c as usize].store(true, Ordering::Relaxed);
-                                o.marked.push(c);
-                            }
+                        changed
+                    }
+                };
+                if let Some((lo, hi)) = changed {
+                    o.changed_count += 1;
+                    if keep {
+                        o.changed.push((s, lo, hi));
+                    }
+                    // Flags are only read here and set after the level: a flag written
+                    // by one thread and read by another would move its cache line
+                    // between the cores at every mark.
+                    for &c in children.get(s) {
+                        if !dirty[c as usize].load(Ordering::Relaxed) {
+                            o.marked.push(c);
                         }
                     }
                 }
@@ -693,6 +722,62 @@ mod tests {
                 prop_assert_eq!(&naive, &now);
             }
             let _ = naive_count;
+        }
+    }
+
+    #[test]
+    fn levels_wider_than_one_task_end_where_a_full_sweep_ends() {
+        // 6 levels of 10,000 pages, each derived page the sum of two pages one level down:
+        // levels split into several parallel tasks, and marks from different tasks meet.
+        let (levels, width) = (6u64, 10_000u64);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut g = Graph::new();
+        for id in 0..levels * width {
+            g.add_page(id);
+        }
+        for id in width..levels * width {
+            let below = (id / width - 1) * width;
+            let mut parents = vec![below + next(width), below + next(width)];
+            parents.sort_unstable();
+            parents.dedup();
+            g.set_rule(id, Rule::AddU32, &parents).unwrap();
+        }
+        let mut pages: Vec<Vec<u8>> = (0..g.len() as u64)
+            .map(|i| (i as u32).to_le_bytes().repeat(4))
+            .collect();
+        full_sweep(&g, &mut pages);
+        let mut engine = Engine::new(&g, pages.clone(), usize::MAX).unwrap();
+        engine.keep_changes(true);
+        let roots: Vec<u32> = (0..g.len() as u32).filter(|&i| g.rule(i).is_none()).collect();
+        // A sparse batch (lists sorted) and a dense one (levels walked by their flags).
+        for batch in [10, 5000] {
+            let before = (0..g.len() as u32).map(|i| engine.page(i).to_vec()).collect::<Vec<_>>();
+            for _ in 0..batch {
+                let r = roots[next(roots.len() as u64) as usize];
+                let bytes = (next(u32::MAX as u64) as u32).to_le_bytes().repeat(4);
+                pages[r as usize] = bytes.clone();
+                engine.submit(r, &bytes).unwrap();
+            }
+            let report = engine.flush();
+            assert!(report.settled);
+            full_sweep(&g, &mut pages);
+            let now: Vec<Vec<u8>> = (0..g.len() as u32).map(|i| engine.page(i).to_vec()).collect();
+            assert!(
+                now == pages,
+                "batch of {batch}: the engine ends where a full sweep ends"
+            );
+            let changed: Vec<u32> = (0..g.len() as u32)
+                .filter(|&i| now[i as usize] != before[i as usize])
+                .collect();
+            let listed: Vec<u32> = engine.take_changes().iter().map(|c| c.index).collect();
+            assert_eq!(listed, changed, "batch of {batch}: every changed page listed once");
+            assert!(report.recomputed <= (levels - 1) * width);
         }
     }
 
