@@ -688,6 +688,12 @@ fn bench_propagation_reports_the_engine_and_both_baselines_in_json() {
         for key in ["p50", "p99", "max"] {
             assert!(j["latency_ms"][key].as_f64().is_some(), "{shape}: latency {key}");
         }
+        let per_batch = &j["recomputed_per_batch"];
+        let (p50, max) = (per_batch["p50"].as_u64().unwrap(), per_batch["max"].as_u64().unwrap());
+        assert!(
+            p50 <= max && max <= j["recomputations"].as_u64().unwrap(),
+            "{shape}: {per_batch}"
+        );
     }
     let o = run(dir.path(), &["bench", "propagation", "--pages", "1"]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));

@@ -106,6 +106,18 @@ pub struct Latency {
     pub max: f64,
 }
 
+/// Pages one batch's flush recomputed (for single updates: the cone an update reaches, which
+/// the latency follows).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BatchPages {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
 /// One baseline's run on a prefix of the updates.
 #[derive(Debug, Clone, Serialize)]
 pub struct BaselineRun {
@@ -161,6 +173,8 @@ pub struct BenchReport {
     pub dedup_ratio: f64,
     /// Batch latency.
     pub latency_ms: Latency,
+    /// Pages recomputed per batch.
+    pub recomputed_per_batch: BatchPages,
     /// The naive engine on a prefix of the updates.
     pub naive: BaselineRun,
     /// The full sweep on a prefix of the updates.
@@ -417,6 +431,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
     let engine_bytes = engine.memory_bytes();
     let (mut recomputations, mut cut, mut distinct) = (0u64, 0u64, 0u64);
     let mut latencies = Vec::new();
+    let mut per_batch = Vec::new();
     let t = Instant::now();
     for batch in stream.chunks(o.batch as usize) {
         let tb = Instant::now();
@@ -429,6 +444,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
         }
         let f = engine.flush();
         recomputations += f.recomputed;
+        per_batch.push(f.recomputed);
         cut += f.cut_off;
         latencies.push(ms(tb));
     }
@@ -495,7 +511,9 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
     #[cfg(not(feature = "bench-peers"))]
     let incremental: Option<IncrementalRun> = None;
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    per_batch.sort_unstable();
+    let rank = |p: f64| ((latencies.len() - 1) as f64 * p).round() as usize;
+    let pct = |p: f64| latencies[rank(p)];
     let updates_per_s = o.updates as f64 / (engine_ms / 1e3);
     Ok(BenchReport {
         shape: o.graph.shape,
@@ -523,6 +541,11 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
             p50: pct(0.5),
             p99: pct(0.99),
             max: *latencies.last().unwrap_or(&0.0),
+        },
+        recomputed_per_batch: BatchPages {
+            p50: per_batch[rank(0.5)],
+            p99: per_batch[rank(0.99)],
+            max: *per_batch.last().unwrap_or(&0),
         },
         speedup_vs_naive: updates_per_s / naive.updates_per_s,
         speedup_vs_full_sweep: updates_per_s / sweep.updates_per_s,

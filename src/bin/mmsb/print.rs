@@ -822,6 +822,13 @@ pub fn propagation_report(r: &mmsb::testing::propagation::BenchReport) -> Result
             ),
         ),
         (
+            "recomputed per batch p50 / p99 / max",
+            format!(
+                "{} / {} / {}",
+                r.recomputed_per_batch.p50, r.recomputed_per_batch.p99, r.recomputed_per_batch.max
+            ),
+        ),
+        (
             "naive: updates, updates/s, speedup",
             format!(
                 "{}, {:.1}, {:.1}x",
