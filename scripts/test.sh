@@ -9,15 +9,21 @@ VENV=target/py-venv
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt
 export MMSB_PYTHON=$PWD/$VENV/bin/python
-cargo fmt --check
+cargo fmt --all --check
 # The library alone builds without the command's crates, and pulls none of them.
 cargo check --lib --no-default-features --locked -q
 if cargo tree --no-default-features -e normal --prefix none --locked | grep -E '^(anyhow|clap|clap_complete|clap_mangen|comfy-table|indicatif) '; then
   echo "the library (--no-default-features) depends on a crate of the command line"; exit 1
 fi
 cargo clippy --all-targets --locked -- -D warnings
+cargo clippy -p mmsb-python --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -q
 cargo test --locked -- --skip gpu_
+# The Python package (python/): built into the same virtual environment, then its tests, which
+# drive the binary `cargo test` built.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r python/tests/requirements.txt
+VIRTUAL_ENV=$PWD/$VENV "$VENV/bin/maturin" develop -q --locked -m python/Cargo.toml
+MMSB_BIN=$PWD/target/debug/mmsb "$VENV/bin/python" -m pytest -q -rs python/tests
 # The GPU suite is marked ignored (it needs a CUDA device: scripts/gpu-test.sh runs it); listed
 # here so that the run shows it as ignored rather than passed.
 cargo test --locked --test gpu

@@ -55,7 +55,13 @@ pub struct CpuTimings {
     pub total: f64,
 }
 
-pub(super) fn run(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions, device: String) -> Result<CpuReplayReport> {
+pub(super) fn run(
+    checkpoint: &Path,
+    logs: &[PathBuf],
+    o: &ReplayOptions,
+    device: String,
+    visit: Option<&mut super::StateVisitor<'_>>,
+) -> Result<CpuReplayReport> {
     let start = Instant::now();
     let mut t = CpuTimings::default();
     let ckpt = Checkpoint::open(checkpoint)?;
@@ -85,6 +91,9 @@ pub(super) fn run(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions, device
     let phase = Instant::now();
     let state_hash = state.state_hash();
     t.hash = ms(phase);
+    if let Some(visit) = visit {
+        visit(&state)?;
+    }
     let phase = Instant::now();
     let page_bytes: u64 = state.pages().map(|(_, p)| p.data().len() as u64).sum();
     if let Some(out) = &o.output {

@@ -178,13 +178,7 @@ impl Replayed {
 /// Replicas whose state hashes differ are reported
 /// ([`multi::MultiReplayReport::replicas_agree`]), not refused.
 pub fn run(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions) -> Result<Replayed> {
-    if let Some(out) = &o.output {
-        let inputs: Vec<&Path> = std::iter::once(checkpoint)
-            .chain(logs.iter().map(PathBuf::as_path))
-            .collect();
-        crate::fsutil::refuse_output_naming_input(out, &inputs)?;
-        crate::fsutil::resolve_output(out)?;
-    }
+    check_output(checkpoint, logs, o)?;
     // `auto` resolves to cuda:0 or the CPU, and the CPU's report says why.
     let (device, cpu_label) = match &o.device {
         Device::Auto => match crate::gpu::device_count() {
@@ -225,9 +219,37 @@ fn cpu_run(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions, device: Strin
         ));
     }
     Ok(Replayed {
-        report: ReplayReport::Cpu(cpu::run(checkpoint, logs, o, device)?),
+        report: ReplayReport::Cpu(cpu::run(checkpoint, logs, o, device, None)?),
         device_pages: Vec::new(),
     })
+}
+
+/// Refuses an output that names an input or cannot be written, before anything is read.
+fn check_output(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions) -> Result<()> {
+    if let Some(out) = &o.output {
+        let inputs: Vec<&Path> = std::iter::once(checkpoint)
+            .chain(logs.iter().map(PathBuf::as_path))
+            .collect();
+        crate::fsutil::refuse_output_naming_input(out, &inputs)?;
+        crate::fsutil::resolve_output(out)?;
+    }
+    Ok(())
+}
+
+/// What [`run_on_cpu`] lends the replayed state to.
+pub type StateVisitor<'v> = dyn FnMut(&State<'_>) -> Result<()> + 'v;
+
+/// [`run`] on the CPU, whatever `o.device` says, lending the replayed state (the pages `o.pages`
+/// selects) to `visit` before it is dropped: how a caller in the same process takes the pages
+/// (the Python package's loaders). Unchanged pages are the mapped checkpoint's bytes.
+pub fn run_on_cpu(
+    checkpoint: &Path,
+    logs: &[PathBuf],
+    o: &ReplayOptions,
+    visit: &mut StateVisitor<'_>,
+) -> Result<CpuReplayReport> {
+    check_output(checkpoint, logs, o)?;
+    cpu::run(checkpoint, logs, o, "cpu".into(), Some(visit))
 }
 
 /// The dependency graph where a replay stopped (`limit`; a stop by epoch is placed at the

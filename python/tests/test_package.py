@@ -1,0 +1,194 @@
+"""The Python package against the command line and the safetensors package, on real files.
+
+The `mmsb` binary (MMSB_BIN, else target/debug/mmsb) writes the checkpoints and logs; the
+package reads them. torch tests run where torch is installed and are skipped, visibly, elsewhere.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import mmsb
+import mmsb.numpy
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MMSB = os.environ.get("MMSB_BIN", str(ROOT / "target" / "debug" / "mmsb"))
+
+
+def cli(*args):
+    return subprocess.run([MMSB, *map(str, args)], check=True, capture_output=True, text=True).stdout
+
+
+def tensors(seed):
+    rng = np.random.default_rng(seed)
+    return {
+        "emb.weight": rng.standard_normal((7, 5), dtype=np.float32),
+        "ln.bias": rng.standard_normal(3).astype(np.float16),  # 6 bytes: not a multiple of 4
+        "steps": np.arange(4, dtype=np.int64),
+        "mask": rng.integers(0, 2, 9).astype(bool),
+        "codes": rng.integers(-128, 127, 11, dtype=np.int8),
+        "raw": rng.integers(0, 255, 13, dtype=np.uint8),
+        "scalar": np.array(2.5, dtype=np.float64),
+    }
+
+
+@pytest.fixture
+def model(tmp_path):
+    """A safetensors file imported as a checkpoint, and a log that turns it into a second one."""
+    first, second = tensors(1), tensors(1)
+    second["emb.weight"][2] += 1.0
+    second["codes"][5] = 99
+    save_file(first, tmp_path / "a.safetensors")
+    save_file(second, tmp_path / "b.safetensors")
+    cli("import", tmp_path / "a.safetensors", "--output", tmp_path / "a.ckpt")
+    cli("import", tmp_path / "b.safetensors", "--output", tmp_path / "b.ckpt")
+    subprocess.run(
+        [MMSB, "diff", tmp_path / "a.ckpt", tmp_path / "b.ckpt", "--emit-log", tmp_path / "a.log", "-q"],
+        check=False,
+    )
+    return tmp_path, first, second
+
+
+def assert_same(loaded, expected):
+    assert sorted(loaded) == sorted(expected)
+    for name, want in expected.items():
+        got = loaded[name]
+        assert got.dtype == want.dtype, name
+        assert got.shape == want.shape, name
+        assert np.array_equal(got, want), name
+
+
+def test_numpy_load_reads_what_safetensors_reads(model):
+    d, first, _ = model
+    loaded = mmsb.numpy.load(d / "a.ckpt")
+    assert_same(loaded, load_file(d / "a.safetensors"))
+    assert_same(loaded, first)
+
+
+def test_numpy_load_replays_a_log_and_stops_where_asked(model):
+    d, first, second = model
+    assert_same(mmsb.numpy.load(d / "a.ckpt", logs=[d / "a.log"]), second)
+    assert_same(mmsb.numpy.load(d / "a.ckpt", logs=[d / "a.log"], to_seq=0), first)
+
+
+def test_pages_selects_tensors_by_name(model):
+    d, first, _ = model
+    loaded = mmsb.numpy.load(d / "a.ckpt", pages=["emb.*", "steps"])
+    assert sorted(loaded) == ["emb.weight", "steps"]
+    assert np.array_equal(loaded["steps"], first["steps"])
+
+
+def test_open_reports_the_page_table_and_hash_inspect_reports(model):
+    d, first, _ = model
+    ckpt = mmsb.open(d / "a.ckpt")
+    (doc,) = json.loads(cli("inspect", d / "a.ckpt", "--json"))
+    assert ckpt.state_hash == doc["state_hash"]
+    assert ckpt.page_count == len(first) == len(ckpt.pages)
+    by_name = {p.name: p for p in ckpt.pages}
+    assert by_name["emb.weight"].dtype == "F32"
+    assert by_name["emb.weight"].shape == (7, 5)
+    assert by_name["ln.bias"].len == 6
+    assert by_name["scalar"].shape == ()
+
+
+def test_verify_returns_the_report_and_finds_a_flipped_byte(model):
+    d, _, _ = model
+    report = mmsb.verify([d / "a.ckpt", d / "a.log"])
+    assert report["ok"] and report["problems"] == []
+    bad = d / "bad.ckpt"
+    shutil.copy(d / "a.ckpt", bad)
+    page = next(p for p in mmsb.open(bad).pages if p.name == "emb.weight")
+    data = bytearray(bad.read_bytes())
+    data[page.offset + 3] ^= 0x40
+    bad.write_bytes(bytes(data))
+    report = mmsb.verify(bad)
+    assert not report["ok"]
+    assert len(report["problems"]) == 1
+
+
+def test_a_corrupt_page_raises_with_the_file_and_offset(model):
+    d, _, _ = model
+    bad = d / "bad.ckpt"
+    shutil.copy(d / "a.ckpt", bad)
+    page = next(p for p in mmsb.open(bad).pages if p.name == "codes")
+    data = bytearray(bad.read_bytes())
+    data[page.offset] ^= 1
+    bad.write_bytes(bytes(data))
+    with pytest.raises(mmsb.CorruptionError) as caught:
+        mmsb.numpy.load(bad)
+    e = caught.value
+    assert e.path == str(bad)
+    assert e.kind == "corrupt"
+    assert e.exit_code == 1
+    assert e.offset is not None and e.offset <= page.offset
+    assert str(bad) in str(e)
+
+
+def test_a_missing_file_raises_a_request_error(tmp_path):
+    with pytest.raises(mmsb.Error) as caught:
+        mmsb.open(tmp_path / "nope.ckpt")
+    assert not isinstance(caught.value, mmsb.CorruptionError)
+    assert caught.value.kind == "io"
+    assert caught.value.exit_code == 2
+    assert caught.value.path == str(tmp_path / "nope.ckpt")
+
+
+def test_a_log_of_another_state_is_refused(model):
+    d, _, _ = model
+    with pytest.raises(mmsb.CorruptionError) as caught:
+        mmsb.numpy.load(d / "b.ckpt", logs=[d / "a.log"])
+    assert caught.value.kind == "wrong_base"
+
+
+def test_a_dtype_numpy_lacks_is_refused_by_name(tmp_path):
+    # A BF16 tensor, written by hand (numpy has no bfloat16 to hand to safetensors).
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "bf16.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\x80\x3f\x00\x40")
+    cli("import", path, "--output", tmp_path / "bf16.ckpt")
+    with pytest.raises(mmsb.Error, match="w: dtype BF16 has no numpy equivalent"):
+        mmsb.numpy.load(tmp_path / "bf16.ckpt")
+
+
+torch = None
+try:
+    import torch  # noqa: F811
+except ImportError:
+    pass
+
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
+
+
+@needs_torch
+def test_torch_load_reads_what_safetensors_torch_reads(tmp_path):
+    import mmsb.torch
+    from safetensors.torch import load_file as torch_load_file
+    from safetensors.torch import save_file as torch_save_file
+
+    g = torch.Generator().manual_seed(3)
+    want = {
+        "w.bf16": torch.randn(5, 3, generator=g).to(torch.bfloat16),
+        "w.f16": torch.randn(3, generator=g).to(torch.float16),
+        "w.f32": torch.randn(2, 2, generator=g),
+        "i8": torch.tensor([-3, 4, 5], dtype=torch.int8),
+        "u8": torch.tensor([1, 2, 3, 250], dtype=torch.uint8),
+    }
+    torch_save_file(want, tmp_path / "t.safetensors")
+    cli("import", tmp_path / "t.safetensors", "--output", tmp_path / "t.ckpt")
+    got = mmsb.torch.load(tmp_path / "t.ckpt")
+    peer = torch_load_file(tmp_path / "t.safetensors")
+    assert sorted(got) == sorted(peer)
+    for name in want:
+        assert got[name].dtype == peer[name].dtype, name
+        assert torch.equal(got[name], peer[name]), name
+    with pytest.raises(mmsb.Error, match="w.bf16"):
+        mmsb.numpy.load(tmp_path / "t.ckpt")
+    with pytest.raises(mmsb.Error, match="not built yet"):
+        mmsb.torch.load(tmp_path / "t.ckpt", device="cuda:0")
