@@ -10,17 +10,16 @@ VENV=target/py-venv
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt
 export MMSB_PYTHON=$PWD/$VENV/bin/python
 cargo fmt --all --check
-# The library alone builds without the command's crates, and pulls none of them.
-cargo check --lib --no-default-features --locked -q
+# The library pulls none of the command's crates without the `cli` feature; it is built so for
+# the Python package below, which depends on it without that feature.
 if cargo tree --no-default-features -e normal --prefix none --locked | grep -E '^(anyhow|clap|clap_complete|clap_mangen|comfy-table|indicatif) '; then
   echo "the library (--no-default-features) depends on a crate of the command line"; exit 1
 fi
-cargo clippy --all-targets --locked -- -D warnings
-cargo clippy -p mmsb-python --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -q
 cargo test --locked -- --skip gpu_
-# The Python package (python/): built into the same virtual environment, then its tests, which
-# drive the binary `cargo test` built.
+# The Python package (python/): built into the same virtual environment (which builds the library
+# without the `cli` feature), then its tests, which drive the binary `cargo test` built.
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r python/tests/requirements.txt
 VIRTUAL_ENV=$PWD/$VENV "$VENV/bin/maturin" develop -q --locked -m python/Cargo.toml
 MMSB_BIN=$PWD/target/debug/mmsb "$VENV/bin/python" -m pytest -q -rs python/tests

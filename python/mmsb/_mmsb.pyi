@@ -1,6 +1,6 @@
 """The native module: thin calls into the mmsb library. Use the ``mmsb`` package's functions."""
 
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 __version__: str
 
@@ -27,3 +27,6 @@ def verify(paths_given: List[str], rederive: bool = False) -> str: ...
 def load_cpu(
     checkpoint: str, logs: List[str], to_seq: Optional[int] = None, pages: Optional[List[str]] = None
 ) -> Tuple[str, List[Tuple[int, Optional[str], Optional[str], Optional[List[int]], bytearray]]]: ...
+def save(
+    path: str, tensors: List[Tuple[str, str, List[int], int, Any]], metadata: Optional[Dict[str, str]] = None
+) -> str: ...

@@ -7,9 +7,9 @@ from typing import Dict, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from . import Error, _load_pages, _tensor_key
+from . import Error, _load_pages, _mmsb, _tensor_key
 
-__all__ = ["load"]
+__all__ = ["load", "save"]
 
 # safetensors dtype names numpy has (little-endian, as the bytes are stored).
 _DTYPES = {
@@ -50,3 +50,26 @@ def load(
             raise Error(f"{key}: dtype {dtype} has no numpy equivalent; mmsb.torch.load reads it")
         out[key] = np.frombuffer(data, dtype=np_dtype).reshape(shape)
     return out
+
+
+def save(
+    tensors: Dict[str, np.ndarray],
+    path: Union[str, "os.PathLike[str]"],
+    metadata: Optional[Dict[str, str]] = None,
+) -> str:
+    """Writes ``tensors`` as a checkpoint at ``path`` (atomically: the old file, if any, stays
+    until the new one is whole), one page per tensor in the dict's order, with ``metadata`` as
+    the file's metadata; like ``safetensors.numpy.save_file``. Returns the state hash. Arrays
+    that are not C-contiguous are written in C order; a dtype safetensors lacks is refused."""
+    items = []
+    for name, array in tensors.items():
+        if not isinstance(array, np.ndarray):
+            raise Error(f"{name}: {type(array).__name__} is not a numpy array")
+        little = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+        dtype = next((k for k, v in _DTYPES.items() if v == little), None)
+        if dtype is None:
+            raise Error(f"{name}: numpy dtype {array.dtype} has no safetensors equivalent")
+        if little != array.dtype:
+            array = array.astype(little)
+        items.append((name, dtype, list(array.shape), array.nbytes, array))
+    return _mmsb.save(os.fspath(path), items, metadata)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 from typing import Dict, Iterable, Optional, Sequence, Union
 
 import torch
 
-from . import Error, _load_pages, _tensor_key
+from . import Error, _load_pages, _mmsb, _tensor_key
 
-__all__ = ["load"]
+__all__ = ["load", "save"]
 
 
 def _dtypes():
@@ -71,3 +72,44 @@ def load(
         else:
             out[key] = torch.frombuffer(data, dtype=t_dtype).reshape(shape)
     return out
+
+
+class _Bytes:
+    """A tensor's bytes, copied to the host only when the writer asks for them."""
+
+    def __init__(self, tensor: "torch.Tensor"):
+        self.tensor = tensor
+
+    def tobytes(self) -> bytes:
+        t = self.tensor.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        n = t.numel() * t.element_size()
+        # A contiguous tensor's bytes start at data_ptr() (its storage offset included).
+        return ctypes.string_at(t.data_ptr(), n) if n else b""
+
+
+def save(
+    tensors: Dict[str, "torch.Tensor"],
+    path: Union[str, "os.PathLike[str]"],
+    metadata: Optional[Dict[str, str]] = None,
+) -> str:
+    """Writes ``tensors`` as a checkpoint at ``path`` (atomically), one page per tensor in the
+    dict's order, with ``metadata`` as the file's metadata; like ``safetensors.torch.save_file``.
+    Returns the state hash. Tensors on a GPU are copied to the host one at a time. A tensor
+    that is not contiguous is refused, naming it, as ``save_file`` refuses it: pass
+    ``t.contiguous()``."""
+    names = {v: k for k, v in _DTYPES.items()}
+    items = []
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise Error(f"{name}: {type(t).__name__} is not a torch tensor")
+        if t.layout != torch.strided:
+            raise Error(f"{name}: a {t.layout} tensor cannot be a page; pass a dense tensor")
+        if not t.is_contiguous():
+            raise Error(f"{name}: the tensor is not contiguous; pass {name}.contiguous()")
+        dtype = names.get(t.dtype)
+        if dtype is None:
+            raise Error(f"{name}: torch dtype {t.dtype} has no safetensors equivalent")
+        items.append((name, dtype, list(t.shape), t.numel() * t.element_size(), _Bytes(t)))
+    return _mmsb.save(os.fspath(path), items, metadata)

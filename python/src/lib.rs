@@ -12,7 +12,7 @@ use mmsb::select::PageSelector;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyList, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
 
 create_exception!(
     mmsb,
@@ -122,6 +122,51 @@ fn load_cpu<'py>(
     PyTuple::new(py, [report.into_pyobject(py)?.into_any(), out.into_any()])
 }
 
+/// A tensor to save: name, safetensors dtype name, shape, bytes, and an object whose
+/// `tobytes()` gives them.
+type TensorSource<'py> = (String, String, Vec<u64>, u64, Bound<'py, PyAny>);
+
+/// Writes a checkpoint of named tensors at `path`, atomically, and returns its state hash (hex).
+/// Each tensor is `(name, dtype, shape, nbytes, source)`: `dtype` a safetensors dtype name and
+/// `source` an object whose `tobytes()` gives the `nbytes` bytes, asked for one tensor at a
+/// time while the file is written (so at most one tensor's bytes are copied at once).
+#[pyfunction]
+#[pyo3(signature = (path, tensors, metadata=None))]
+fn save(
+    py: Python<'_>,
+    path: String,
+    tensors: Vec<TensorSource<'_>>,
+    metadata: Option<std::collections::BTreeMap<String, String>>,
+) -> PyResult<String> {
+    use mmsb::format::checkpoint::CheckpointWriter;
+    use mmsb::ops::safetensors_io::{TensorSpec, tensor_pages};
+    let specs = tensors
+        .iter()
+        .map(|(name, dtype, shape, len, _)| TensorSpec {
+            name: name.clone(),
+            dtype: dtype.clone(),
+            shape: shape.clone(),
+            len: *len,
+        })
+        .collect();
+    let pages = tensor_pages(specs, 0).map_err(|e| to_py(py, e))?;
+    let mut w =
+        CheckpointWriter::create(path.as_ref(), pages, metadata.unwrap_or_default()).map_err(|e| to_py(py, e))?;
+    for (name, _, _, len, source) in &tensors {
+        let bytes = source.call_method0("tobytes")?;
+        let bytes = bytes.cast::<PyBytes>()?.as_bytes();
+        if bytes.len() as u64 != *len {
+            return Err(Error::new_err(format!(
+                "{name}: {} bytes given for a tensor of {len}",
+                bytes.len()
+            )));
+        }
+        w.write(bytes).map_err(|e| to_py(py, e))?;
+    }
+    let hash = w.finish().map_err(|e| to_py(py, e))?;
+    Ok(hash.to_hex())
+}
+
 /// The native module.
 #[pymodule]
 fn _mmsb(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -131,5 +176,6 @@ fn _mmsb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(load_cpu, m)?)?;
+    m.add_function(wrap_pyfunction!(save, m)?)?;
     Ok(())
 }

@@ -192,3 +192,71 @@ def test_torch_load_reads_what_safetensors_torch_reads(tmp_path):
         mmsb.numpy.load(tmp_path / "t.ckpt")
     with pytest.raises(mmsb.Error, match="not built yet"):
         mmsb.torch.load(tmp_path / "t.ckpt", device="cuda:0")
+
+
+def test_numpy_save_writes_what_load_and_the_command_line_read(tmp_path):
+    want = tensors(4)
+    want["view"] = np.arange(24, dtype=np.int32).reshape(4, 6)[:, ::2]  # not C-contiguous
+    want["big_endian"] = np.arange(5, dtype=">u4")
+    path = tmp_path / "s.ckpt"
+    state_hash = mmsb.numpy.save(want, path, metadata={"step": "7"})
+    ckpt = mmsb.open(path)
+    assert ckpt.state_hash == state_hash
+    assert ckpt.metadata == {"step": "7"}
+    assert [p.name for p in ckpt.pages] == list(want)
+    loaded = mmsb.numpy.load(path)
+    for name, array in want.items():
+        assert np.array_equal(loaded[name], array), name
+    assert loaded["big_endian"].dtype == np.dtype("<u4")
+    assert mmsb.verify(path)["ok"]
+    cli("export", path, "--output", tmp_path / "s.safetensors")
+    peer = load_file(tmp_path / "s.safetensors")
+    for name, array in want.items():
+        assert np.array_equal(peer[name], array), name
+
+
+def test_save_refuses_what_cannot_be_a_tensor_page(tmp_path):
+    with pytest.raises(mmsb.Error, match="z: numpy dtype complex64"):
+        mmsb.numpy.save({"z": np.zeros(2, dtype=np.complex64)}, tmp_path / "z.ckpt")
+    with pytest.raises(mmsb.Error, match="__metadata__"):
+        mmsb.numpy.save({"__metadata__": np.zeros(2, dtype=np.uint8)}, tmp_path / "m.ckpt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_save_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "s.ckpt"
+    old_hash = mmsb.numpy.save({"a": np.arange(3, dtype=np.uint8)}, path)
+    old_bytes = path.read_bytes()
+
+    class Broken:
+        def tobytes(self):
+            raise RuntimeError("the tensor went away")
+
+    items = [("a", "U8", [3], 3, np.arange(3, dtype=np.uint8)), ("b", "U8", [2], 2, Broken())]
+    with pytest.raises(RuntimeError, match="went away"):
+        mmsb._mmsb.save(str(path), items, None)
+    assert path.read_bytes() == old_bytes
+    assert mmsb.open(path).state_hash == old_hash
+    assert [p.name for p in tmp_path.iterdir()] == ["s.ckpt"]
+
+
+@needs_torch
+def test_torch_save_writes_what_torch_load_reads_and_refuses_a_strided_view(tmp_path):
+    import mmsb.torch
+
+    g = torch.Generator().manual_seed(5)
+    want = {
+        "w.bf16": torch.randn(4, 3, generator=g).to(torch.bfloat16),
+        "w.f16": torch.randn(5, generator=g).to(torch.float16),
+        "offset": torch.arange(10, dtype=torch.int64)[3:7],  # contiguous, with a storage offset
+        "u8": torch.tensor([1, 2, 3], dtype=torch.uint8),
+        "scalar": torch.tensor(1.5),
+    }
+    path = tmp_path / "t.ckpt"
+    state_hash = mmsb.torch.save(want, path)
+    assert mmsb.open(path).state_hash == state_hash
+    got = mmsb.torch.load(path)
+    for name, t in want.items():
+        assert got[name].dtype == t.dtype and torch.equal(got[name], t), name
+    with pytest.raises(mmsb.Error, match="w: the tensor is not contiguous"):
+        mmsb.torch.save({"w": torch.zeros(4, 4).t()}, tmp_path / "v.ckpt")

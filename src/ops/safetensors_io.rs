@@ -41,6 +41,74 @@ fn parse_dtype(name: &str) -> Option<Dtype> {
     serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }
 
+/// A tensor to be a page: its name, safetensors dtype name (`F32`, `BF16`, ...), shape and bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// Name: not empty, not `__metadata__`.
+    pub name: String,
+    /// A safetensors dtype name.
+    pub dtype: String,
+    /// Dimensions, outermost first; empty for a scalar.
+    pub shape: Vec<u64>,
+    /// Bytes: the dtype's size times the shape's product.
+    pub len: u64,
+}
+
+/// Checks that `dtype` is a safetensors dtype and that `len` bytes are what it and `shape`
+/// make; `label` names the tensor in the error.
+fn check_tensor(label: &str, dtype: &str, shape: &[u64], len: u64) -> Result<(Dtype, Vec<usize>)> {
+    let parsed = parse_dtype(dtype)
+        .ok_or_else(|| Error::Invalid(format!("{label}: dtype {dtype} is not a safetensors dtype")))?;
+    let dims: Vec<usize> = shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::Invalid(format!("{label}: dimension too large")))?;
+    let bits = dims.iter().try_fold(parsed.bitsize(), |a, &d| a.checked_mul(d));
+    if bits.map(|b| b.div_ceil(8) as u64) != Some(len) {
+        return Err(Error::Invalid(format!(
+            "{label}: {len} bytes do not match dtype {dtype} and shape {shape:?}"
+        )));
+    }
+    Ok((parsed, dims))
+}
+
+/// The page specs of `tensors` as pages 0, 1, ... in order, at `epoch`, each checked: a name
+/// that is not empty, not `__metadata__` and not repeated, and bytes that match its dtype and
+/// shape. What [`import`] writes, and what a checkpoint made from named tensors needs.
+pub fn tensor_pages(tensors: Vec<TensorSpec>, epoch: u64) -> Result<Vec<PageSpec>> {
+    let mut seen = std::collections::HashSet::new();
+    tensors
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.name.is_empty() || t.name == "__metadata__" {
+                return Err(Error::Invalid(format!(
+                    "tensor {i}: the name {:?} cannot be a page's (empty, or safetensors' reserved __metadata__)",
+                    t.name
+                )));
+            }
+            if !seen.insert(t.name.clone()) {
+                return Err(Error::Invalid(format!("two tensors are named {:?}", t.name)));
+            }
+            check_tensor(&t.name, &t.dtype, &t.shape, t.len)?;
+            Ok(PageSpec {
+                id: i as u64,
+                len: t.len,
+                epoch,
+                meta: PageMeta {
+                    name: Some(t.name),
+                    tensor: Some(TensorInfo {
+                        dtype: t.dtype,
+                        shape: t.shape,
+                    }),
+                    ..Default::default()
+                },
+            })
+        })
+        .collect()
+}
+
 /// Imports a safetensors file as a checkpoint: tensor `i` in file order is page `i`, at `epoch`
 /// (a training step, say: a log appended from this checkpoint then carries the step as its
 /// records' epoch, and `replay --to-epoch` finds it). `progress`, when given, counts the bytes
@@ -66,9 +134,9 @@ pub fn import(input: &Path, output: &Path, epoch: u64, progress: Option<Arc<Atom
     })?;
     let data_start = 8 + header_len;
     let names = metadata.offset_keys();
-    let mut specs = Vec::with_capacity(names.len());
+    let mut tensors = Vec::with_capacity(names.len());
     let mut slices = Vec::with_capacity(names.len());
-    for (i, name) in names.iter().enumerate() {
+    for name in &names {
         let info = metadata.info(name).expect("offset_keys lists known tensors");
         if name.is_empty() {
             return Err(Error::Invalid(format!(
@@ -79,20 +147,14 @@ pub fn import(input: &Path, output: &Path, epoch: u64, progress: Option<Arc<Atom
         let (s, e) = info.data_offsets;
         // In bounds: read_metadata checked that the offsets tile the data exactly.
         slices.push(&bytes[data_start + s..data_start + e]);
-        specs.push(PageSpec {
-            id: i as u64,
+        tensors.push(TensorSpec {
+            name: name.clone(),
+            dtype: dtype_name(info.dtype),
+            shape: info.shape.iter().map(|&d| d as u64).collect(),
             len: (e - s) as u64,
-            epoch,
-            meta: PageMeta {
-                name: Some(name.clone()),
-                tensor: Some(TensorInfo {
-                    dtype: dtype_name(info.dtype),
-                    shape: info.shape.iter().map(|&d| d as u64).collect(),
-                }),
-                ..Default::default()
-            },
         });
     }
+    let specs = tensor_pages(tensors, epoch).map_err(|e| Error::Invalid(format!("{}: {e}", input.display())))?;
     let file_meta: BTreeMap<String, String> = metadata.metadata().clone().unwrap_or_default().into_iter().collect();
     let mut w = CheckpointWriter::create(output, specs, file_meta)?.with_progress(progress);
     for s in &slices {
@@ -174,27 +236,12 @@ pub fn export(
             .tensor
             .as_ref()
             .ok_or_else(|| Error::Invalid(format!("page {id} ({name}) has no dtype and shape")))?;
-        let dtype = parse_dtype(&t.dtype).ok_or_else(|| {
-            Error::Invalid(format!(
-                "page {id} ({name}): dtype {} is not a safetensors dtype",
-                t.dtype
-            ))
-        })?;
-        let shape: Vec<usize> = t
-            .shape
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| Error::Invalid(format!("page {id}: dimension too large")))?;
-        let bits = shape.iter().try_fold(dtype.bitsize(), |a, &d| a.checked_mul(d));
-        if bits.map(|b| b.div_ceil(8)) != Some(page.data().len()) {
-            return Err(Error::Invalid(format!(
-                "page {id} ({name}): {} bytes do not match dtype {} and shape {:?}",
-                page.data().len(),
-                t.dtype,
-                t.shape
-            )));
-        }
+        let (dtype, shape) = check_tensor(
+            &format!("page {id} ({name})"),
+            &t.dtype,
+            &t.shape,
+            page.data().len() as u64,
+        )?;
         views.push((
             name,
             PageView {
