@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds what the lent GPU machine runs (it has no Rust toolchain): the release mmsb binary and
 # the GPU test binary, copied into .device/ (git-ignored; name it in the device tool's `carry`).
-# With --probes, also copies ../shared/gpu-limits there and builds its Rust probes.
+# With --probes, also copies ../shared/gpu-limits there and builds its Rust probes; with --python,
+# also builds the Python package's wheel (abi3, release) into .device/wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .device
@@ -13,6 +14,12 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("executable") and m.get("target", {}).get("name") == "gpu": print(m["executable"])')
 cp "$exe" .device/gpu-tests
+if [ "${1:-}" = "--python" ]; then
+  VENV=target/py-venv
+  [ -x "$VENV/bin/maturin" ] || { python3 -m venv "$VENV"; "$VENV/bin/python" -m pip install -q -r python/tests/requirements.txt; }
+  rm -rf .device/wheels
+  "$VENV/bin/maturin" build -q --release --locked --compatibility linux -m python/Cargo.toml -o .device/wheels
+fi
 if [ "${1:-}" = "--probes" ]; then
   rm -rf .device/gpu-limits && cp -r ../shared/gpu-limits .device/gpu-limits && chmod -R u+w .device/gpu-limits
   (cd .device/gpu-limits/rust && cargo build --release -q && mkdir -p ../bin && cp target/release/{start,alloc,paths,preg} ../bin/ && rm -rf target)

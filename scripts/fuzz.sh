@@ -2,6 +2,8 @@
 # Runs each cargo-fuzz target for SECONDS (default 60) with corpora seeded from testdata/.
 # Needs the nightly toolchain; installs cargo-fuzz if missing. A crash stops the script with its
 # input under fuzz/artifacts/TARGET/: turn it into a regression test in testdata/ (TESTING.md).
+# FUZZ_SANITIZER (default address) is cargo-fuzz's --sanitizer: CI's smoke run uses none, which
+# builds in a third of the time; longer runs keep AddressSanitizer.
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +45,6 @@ PY
     ;;
   esac
   echo "== fuzz $t for ${secs}s"
-  cargo +nightly fuzz run "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=4096 2>&1 | grep -E "^#[0-9]+ *DONE|Done [0-9]+ runs|ERROR|panicked|SUMMARY" || true
+  cargo +nightly fuzz run --sanitizer "${FUZZ_SANITIZER:-address}" "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=4096 2>&1 | grep -E "^#[0-9]+ *DONE|Done [0-9]+ runs|ERROR|panicked|SUMMARY" || true
   if ls fuzz/artifacts/"$t"/crash-* >/dev/null 2>&1; then echo "CRASH in $t: see fuzz/artifacts/$t"; exit 1; fi
 done

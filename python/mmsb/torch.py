@@ -44,21 +44,36 @@ def load(
     device: Union[str, "torch.device"] = "cpu",
     pages: Optional[Sequence[str]] = None,
     to_seq: Optional[int] = None,
-    verify: bool = True,
+    verify: bool = False,
 ) -> Dict[str, "torch.Tensor"]:
-    """Replays ``path`` plus ``logs`` (up to sequence number ``to_seq``) and returns its tensors
-    by name, like ``safetensors.torch.load_file``. ``pages`` selects pages as ``mmsb replay
-    --pages`` does. A page with no dtype comes back as its bytes (``torch.uint8``).
+    """Replays ``path`` plus ``logs`` (up to sequence number ``to_seq``) onto ``device`` and
+    returns its tensors by name, like ``safetensors.torch.load_file``. ``pages`` selects pages
+    as ``mmsb replay --pages`` does. A page with no dtype comes back as its bytes
+    (``torch.uint8``).
 
-    Only ``device="cpu"`` is built: every page's CRC32C and every log record are checked
-    (``verify`` is always on there). Loading straight into GPU memory is not built yet and is
-    refused rather than done through a slow copy."""
-    if torch.device(device).type != "cpu":
-        raise Error(
-            f"mmsb.torch.load: device {device!r}: loading onto a GPU from Python is not built yet; "
-            "load on the CPU, or use `mmsb replay --device cuda:N` from the command line"
-        )
+    On ``cuda:N`` the load is ``mmsb replay --device cuda:N``'s, in this process: the tensors
+    alias mmsb's device memory (DLPack, no copy after the load), which is freed when the last of
+    them is; ``verify=True`` checks every page's CRC32C on the device. On the CPU every page's
+    CRC32C and every log record are always checked, and each tensor is one copy."""
+    dev = torch.device(device)
+    selection = None if pages is None else [str(p) for p in pages]
+    logs = [os.fspath(p) for p in ([logs] if isinstance(logs, (str, os.PathLike)) else logs)]
     out = {}
+    if dev.type == "cuda":
+        ordinal = dev.index if dev.index is not None else torch.cuda.current_device()
+        _report, loaded = _mmsb.load_cuda(os.fspath(path), logs, ordinal, to_seq, selection, verify)
+        for page_id, name, dtype, shape, nbytes, tensor in loaded:
+            key = _tensor_key(page_id, name)
+            t_dtype = torch.uint8 if dtype is None else _DTYPES.get(dtype)
+            if t_dtype is None:
+                raise Error(f"{key}: dtype {dtype} has no torch equivalent in torch {torch.__version__}")
+            if nbytes == 0:
+                out[key] = torch.empty(shape, dtype=t_dtype, device=dev)
+            else:
+                out[key] = torch.from_dlpack(tensor)
+        return out
+    if dev.type != "cpu":
+        raise Error(f"mmsb.torch.load: device {device!r}: mmsb loads onto the CPU or a CUDA device")
     for page_id, name, dtype, shape, data in _load_pages(path, logs, to_seq, pages):
         key = _tensor_key(page_id, name)
         if dtype is None:

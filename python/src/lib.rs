@@ -5,9 +5,15 @@
 //! the file, the byte offset and the kind.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use dlpark::DlpackFlags;
+use dlpark::ffi::{DLDataType, DLDataTypeCode, DLDevice, DLManagedTensor, DLManagedTensorVersioned};
+use dlpark::metadata::Dynamic;
+use dlpark::python::{DlpackExporter, ExportRequest, export_dlpack};
 
 use mmsb::Error as MmsbError;
-use mmsb::replay::{ReplayLimit, ReplayOptions};
+use mmsb::replay::{Device, ReplayLimit, ReplayOptions};
 use mmsb::select::PageSelector;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -41,6 +47,7 @@ fn to_py(py: Python<'_>, e: MmsbError) -> PyErr {
         MmsbError::WrongBase { path, .. } => ("wrong_base", Some(path.clone()), None, None),
         MmsbError::Locked { path, .. } => ("locked", Some(path.clone()), None, None),
         MmsbError::OutputRefused { path, .. } => ("output_refused", Some(path.clone()), None, None),
+        MmsbError::Gpu(_) => ("gpu", None, None, None),
         _ => ("invalid", None, None, None),
     };
     let data = e.is_data_error();
@@ -167,6 +174,166 @@ fn save(
     Ok(hash.to_hex())
 }
 
+/// The pages of one GPU replay, kept alive by every tensor that aliases them (each DLPack
+/// export holds a reference): the device memory is freed when the last of them is.
+struct DevicePages(mmsb::gpu::store::DevicePageStore);
+
+/// A page in device memory, handed to torch (or any DLPack consumer) without a copy.
+#[pyclass(frozen, module = "mmsb._mmsb")]
+struct DeviceTensor {
+    pages: Arc<DevicePages>,
+    ptr: u64,
+    shape: Vec<u64>,
+    dtype: DLDataType,
+    ordinal: i32,
+}
+
+/// The DLPack dtype of a safetensors dtype name.
+fn dlpack_dtype(name: &str) -> Option<DLDataType> {
+    Some(match name {
+        "BOOL" => DLDataType::BOOL,
+        "U8" => DLDataType::U8,
+        "I8" => DLDataType::I8,
+        "U16" => DLDataType::U16,
+        "I16" => DLDataType::I16,
+        "F16" => DLDataType::scalar(DLDataTypeCode::FLOAT, 16),
+        "BF16" => DLDataType::scalar(DLDataTypeCode::BFLOAT, 16),
+        "U32" => DLDataType::U32,
+        "I32" => DLDataType::I32,
+        "F32" => DLDataType::F32,
+        "U64" => DLDataType::U64,
+        "I64" => DLDataType::I64,
+        "F64" => DLDataType::F64,
+        "F8_E4M3" => DLDataType::F8E4M3FN,
+        "F8_E5M2" => DLDataType::F8E5M2,
+        _ => return None,
+    })
+}
+
+impl DeviceTensor {
+    fn managed<M: dlpark::ManagedTensorBase>(&self) -> PyResult<dlpark::Managed<M>> {
+        let mut tensor = Dynamic::compact(self.shape.clone())
+            .initialize_as::<M>(self.pages.clone())
+            .map_err(|e| Error::new_err(e.to_string()))?;
+        tensor
+            .set_data(self.ptr as *mut std::ffi::c_void)
+            .set_dtype(self.dtype)
+            .set_device(DLDevice::cuda(self.ordinal));
+        // SAFETY: `ptr` is the start of this page in the store's device memory, which holds
+        // the page's bytes (its length is the dtype's size times the shape's product, checked
+        // when the page was made a tensor) and stays allocated while the managed tensor holds
+        // its reference to the store; the shape and compact strides were written by dlpark.
+        Ok(unsafe { tensor.finish() })
+    }
+}
+
+impl DlpackExporter for DeviceTensor {
+    fn device(&self) -> DLDevice {
+        DLDevice::cuda(self.ordinal)
+    }
+
+    fn flags(&self) -> DlpackFlags {
+        DlpackFlags::empty()
+    }
+
+    fn prepare_export(&self, _py: Python<'_>, _request: &ExportRequest<'_>) -> PyResult<()> {
+        // The replay synchronized its stream before the tensors were made: nothing is pending.
+        Ok(())
+    }
+
+    fn export_legacy(&self, _py: Python<'_>) -> PyResult<dlpark::Managed<DLManagedTensor>> {
+        self.managed()
+    }
+
+    fn export_versioned(&self, _py: Python<'_>) -> PyResult<dlpark::Managed<DLManagedTensorVersioned>> {
+        self.managed()
+    }
+}
+
+#[pymethods]
+impl DeviceTensor {
+    #[pyo3(signature = (*, stream=None, max_version=None, dl_device=None, copy=None))]
+    fn __dlpack__(
+        &self,
+        py: Python<'_>,
+        stream: Option<Bound<'_, PyAny>>,
+        max_version: Option<(u32, u32)>,
+        dl_device: Option<(u32, i32)>,
+        copy: Option<bool>,
+    ) -> PyResult<Py<PyAny>> {
+        let request = ExportRequest::parse(stream.as_ref(), max_version, dl_device, copy)?;
+        export_dlpack(self, py, request)
+    }
+
+    fn __dlpack_device__(&self) -> (u32, i32) {
+        (DLDevice::cuda(self.ordinal).device_type.0, self.ordinal)
+    }
+}
+
+/// Replays `checkpoint` plus `logs` on CUDA device `ordinal` (through the same front door as
+/// `mmsb replay --device cuda:N`) and returns `(report_json, pages)`, `pages` a list of
+/// `(id, name, dtype, shape, DeviceTensor)` in id order, each aliasing the device pages.
+#[pyfunction]
+#[pyo3(signature = (checkpoint, logs, ordinal, to_seq=None, pages=None, verify=false))]
+fn load_cuda<'py>(
+    py: Python<'py>,
+    checkpoint: String,
+    logs: Vec<String>,
+    ordinal: usize,
+    to_seq: Option<u64>,
+    pages: Option<Vec<String>>,
+    verify: bool,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let selector = match pages {
+        Some(p) => PageSelector::parse(&p).map_err(|e| to_py(py, e))?,
+        None => PageSelector::default(),
+    };
+    let options = ReplayOptions {
+        device: Device::Cuda(ordinal),
+        limit: ReplayLimit { to_seq, to_epoch: None },
+        pages: selector,
+        verify,
+        ..Default::default()
+    };
+    let logs = paths(logs);
+    let replayed = py
+        .detach(|| mmsb::replay::run(checkpoint.as_ref(), &logs, &options))
+        .map_err(|e| to_py(py, e))?;
+    let report = serde_json::to_string(&replayed.report).map_err(|e| Error::new_err(e.to_string()))?;
+    let store = replayed
+        .device_pages
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::new_err("a replay on one device kept no device pages"))?;
+    store.gpu().synchronize().map_err(|e| to_py(py, e))?;
+    let pages = Arc::new(DevicePages(store));
+    let out = PyList::empty(py);
+    let ids: Vec<u64> = pages.0.page_ids().collect();
+    for id in ids {
+        let (len, meta) = pages.0.page_info(id).expect("a listed page");
+        let handle = pages.0.page(id).expect("a listed page");
+        let (dtype, shape) = match &meta.tensor {
+            Some(t) => (Some(t.dtype.clone()), t.shape.clone()),
+            None => (None, vec![len]),
+        };
+        let dl = match &dtype {
+            Some(d) => dlpack_dtype(d)
+                .ok_or_else(|| Error::new_err(format!("page {id}: dtype {d} has no DLPack equivalent",)))?,
+            None => DLDataType::U8,
+        };
+        let tensor = DeviceTensor {
+            pages: pages.clone(),
+            ptr: handle.device_ptr(),
+            shape: shape.clone(),
+            dtype: dl,
+            ordinal: ordinal as i32,
+        };
+        let item = (id, meta.name.clone(), dtype, shape, len, tensor);
+        out.append(item)?;
+    }
+    PyTuple::new(py, [report.into_pyobject(py)?.into_any(), out.into_any()])
+}
+
 /// The native module.
 #[pymodule]
 fn _mmsb(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -177,5 +344,7 @@ fn _mmsb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(load_cpu, m)?)?;
     m.add_function(wrap_pyfunction!(save, m)?)?;
+    m.add_function(wrap_pyfunction!(load_cuda, m)?)?;
+    m.add_class::<DeviceTensor>()?;
     Ok(())
 }

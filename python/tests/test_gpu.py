@@ -1,0 +1,113 @@
+"""mmsb.torch.load onto a CUDA device, against safetensors' loader on the same file.
+
+Runs where torch sees a CUDA device (scripts/gpu-python.sh on the GPU machine); skipped, with
+the reason shown, everywhere else.
+"""
+
+import gc
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device", allow_module_level=True)
+
+import mmsb  # noqa: E402
+import mmsb.torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MMSB = os.environ.get("MMSB_BIN", str(ROOT / "target" / "debug" / "mmsb"))
+
+
+def cli(*args):
+    subprocess.run([MMSB, *map(str, args)], check=True, capture_output=True)
+
+
+def model(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "embed.weight": torch.randn(1000, 256, generator=g).to(torch.bfloat16),
+        "layers.0.attn.q.weight": torch.randn(256, 256, generator=g).to(torch.float16),
+        "layers.0.mlp.up.weight": torch.randn(512, 256, generator=g),
+        "layers.0.norm.bias": torch.randn(3, generator=g).to(torch.float16),  # 6 bytes
+        "codes": torch.randint(-128, 127, (333,), generator=g, dtype=torch.int8),
+        "mask": torch.randint(0, 2, (17,), generator=g, dtype=torch.uint8),
+        "step": torch.tensor(3, dtype=torch.int64),
+    }
+
+
+@pytest.fixture
+def files(tmp_path):
+    first = model(1)
+    second = {k: v.clone() for k, v in first.items()}
+    second["embed.weight"][10:20] += 1
+    second["codes"][7] = 42
+    save_file(first, tmp_path / "a.safetensors")
+    save_file(second, tmp_path / "b.safetensors")
+    cli("import", tmp_path / "a.safetensors", "--output", tmp_path / "a.ckpt")
+    cli("import", tmp_path / "b.safetensors", "--output", tmp_path / "b.ckpt")
+    subprocess.run(
+        [MMSB, "diff", tmp_path / "a.ckpt", tmp_path / "b.ckpt", "--emit-log", tmp_path / "a.log", "-q"],
+        check=False,
+    )
+    return tmp_path
+
+
+def assert_equal_on_device(got, want):
+    assert sorted(got) == sorted(want)
+    for name, t in want.items():
+        assert got[name].device == t.device, name
+        assert got[name].dtype == t.dtype, name
+        assert got[name].shape == t.shape, name
+        assert torch.equal(got[name], t), name
+
+
+def test_load_onto_cuda_equals_safetensors_load_file(files):
+    got = mmsb.torch.load(files / "a.ckpt", device="cuda:0", verify=True)
+    assert_equal_on_device(got, load_file(files / "a.safetensors", device="cuda:0"))
+
+
+def test_load_onto_cuda_applies_a_log_and_stops_where_asked(files):
+    got = mmsb.torch.load(files / "a.ckpt", logs=[files / "a.log"], device="cuda:0")
+    assert_equal_on_device(got, load_file(files / "b.safetensors", device="cuda:0"))
+    got = mmsb.torch.load(files / "a.ckpt", logs=[files / "a.log"], device="cuda:0", to_seq=0)
+    assert_equal_on_device(got, load_file(files / "a.safetensors", device="cuda:0"))
+
+
+def test_tensors_alias_the_device_pages_and_free_them_with_the_last_tensor(files):
+    torch.cuda.synchronize()
+    free_before, _ = torch.cuda.mem_get_info()
+    got = mmsb.torch.load(files / "a.ckpt", device="cuda:0")
+    page_bytes = sum(t.numel() * t.element_size() for t in got.values())
+    free_loaded, _ = torch.cuda.mem_get_info()
+    assert free_before - free_loaded >= page_bytes
+    # Writable, and in place: a write through one tensor is seen by the next read.
+    got["codes"][0] = 5
+    assert int(got["codes"][0]) == 5
+    keep = got.pop("embed.weight")
+    got.clear()
+    gc.collect()
+    torch.cuda.synchronize()
+    assert torch.cuda.mem_get_info()[0] < free_before, "one tensor still holds the pages"
+    assert keep.float().abs().sum() > 0
+    del keep
+    gc.collect()
+    torch.cuda.synchronize()
+    free_after, _ = torch.cuda.mem_get_info()
+    # The driver frees in its own granularity: within 2 MiB of where it started.
+    assert free_after >= free_before - (2 << 20)
+
+
+def test_a_corrupt_page_is_refused_on_the_device_with_its_file(files):
+    bad = files / "bad.ckpt"
+    data = bytearray((files / "a.ckpt").read_bytes())
+    page = next(p for p in mmsb.open(files / "a.ckpt").pages if p.name == "codes")
+    data[page.offset + 1] ^= 0x10
+    bad.write_bytes(bytes(data))
+    with pytest.raises(mmsb.CorruptionError) as caught:
+        mmsb.torch.load(bad, device="cuda:0", verify=True)
+    assert caught.value.path == str(bad)
