@@ -19,6 +19,9 @@ if [ "${1:-}" = "--python" ]; then
   [ -x "$VENV/bin/maturin" ] || { python3 -m venv "$VENV"; "$VENV/bin/python" -m pip install -q -r python/tests/requirements.txt; }
   rm -rf .device/wheels
   "$VENV/bin/maturin" build -q --release --locked --compatibility linux -m python/Cargo.toml -o .device/wheels
+  # pytest for the GPU machine, which may lack it (pure-Python wheels).
+  rm -rf .device/pywheels
+  grep -v -E '^(maturin|numpy|safetensors)' python/tests/requirements.txt | "$VENV/bin/python" -m pip download -q -d .device/pywheels -r /dev/stdin
 fi
 if [ "${1:-}" = "--probes" ]; then
   rm -rf .device/gpu-limits && cp -r ../shared/gpu-limits .device/gpu-limits && chmod -R u+w .device/gpu-limits

@@ -310,8 +310,9 @@ fn load_cuda<'py>(
     let out = PyList::empty(py);
     let ids: Vec<u64> = pages.0.page_ids().collect();
     for id in ids {
-        let (len, meta) = pages.0.page_info(id).expect("a listed page");
+        let (_epoch, meta) = pages.0.page_info(id).expect("a listed page");
         let handle = pages.0.page(id).expect("a listed page");
+        let len = handle.len();
         let (dtype, shape) = match &meta.tensor {
             Some(t) => (Some(t.dtype.clone()), t.shape.clone()),
             None => (None, vec![len]),
