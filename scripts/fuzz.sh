@@ -2,8 +2,8 @@
 # Runs each cargo-fuzz target for SECONDS (default 60) with corpora seeded from testdata/.
 # Needs the nightly toolchain; installs cargo-fuzz if missing. A crash stops the script with its
 # input under fuzz/artifacts/TARGET/: turn it into a regression test in testdata/ (TESTING.md).
-# FUZZ_SANITIZER (default address) is cargo-fuzz's --sanitizer: CI's smoke run uses none, which
-# builds in a third of the time; longer runs keep AddressSanitizer.
+# FUZZ_SANITIZER (default address) is cargo-fuzz's --sanitizer: CI's smoke run uses none, to keep
+# CI short (no AddressSanitizer build of the library); longer runs keep AddressSanitizer.
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
