@@ -5,9 +5,6 @@ the reason shown, everywhere else.
 """
 
 import gc
-import os
-import pathlib
-import subprocess
 
 import pytest
 
@@ -17,14 +14,8 @@ if not torch.cuda.is_available():
 
 import mmsb  # noqa: E402
 import mmsb.torch  # noqa: E402
+from conftest import import_with_log  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-MMSB = os.environ.get("MMSB_BIN", str(ROOT / "target" / "debug" / "mmsb"))
-
-
-def cli(*args):
-    subprocess.run([MMSB, *map(str, args)], check=True, capture_output=True)
 
 
 def model(seed):
@@ -48,12 +39,7 @@ def files(tmp_path):
     second["codes"][7] = 42
     save_file(first, tmp_path / "a.safetensors")
     save_file(second, tmp_path / "b.safetensors")
-    cli("import", tmp_path / "a.safetensors", "--output", tmp_path / "a.ckpt")
-    cli("import", tmp_path / "b.safetensors", "--output", tmp_path / "b.ckpt")
-    subprocess.run(
-        [MMSB, "diff", tmp_path / "a.ckpt", tmp_path / "b.ckpt", "--emit-log", tmp_path / "a.log", "-q"],
-        check=False,
-    )
+    import_with_log(tmp_path)
     return tmp_path
 
 

@@ -1,14 +1,11 @@
 """The Python package against the command line and the safetensors package, on real files.
 
-The `mmsb` binary (MMSB_BIN, else target/debug/mmsb) writes the checkpoints and logs; the
-package reads them. torch tests run where torch is installed and are skipped, visibly, elsewhere.
+The `mmsb` binary writes the checkpoints and logs (conftest.py); the package reads them. torch
+tests run where torch is installed and are skipped, visibly, elsewhere.
 """
 
 import json
-import os
-import pathlib
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -16,13 +13,7 @@ from safetensors.numpy import load_file, save_file
 
 import mmsb
 import mmsb.numpy
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-MMSB = os.environ.get("MMSB_BIN", str(ROOT / "target" / "debug" / "mmsb"))
-
-
-def cli(*args):
-    return subprocess.run([MMSB, *map(str, args)], check=True, capture_output=True, text=True).stdout
+from conftest import cli, import_with_log
 
 
 def tensors(seed):
@@ -46,12 +37,7 @@ def model(tmp_path):
     second["codes"][5] = 99
     save_file(first, tmp_path / "a.safetensors")
     save_file(second, tmp_path / "b.safetensors")
-    cli("import", tmp_path / "a.safetensors", "--output", tmp_path / "a.ckpt")
-    cli("import", tmp_path / "b.safetensors", "--output", tmp_path / "b.ckpt")
-    subprocess.run(
-        [MMSB, "diff", tmp_path / "a.ckpt", tmp_path / "b.ckpt", "--emit-log", tmp_path / "a.log", "-q"],
-        check=False,
-    )
+    import_with_log(tmp_path)
     return tmp_path, first, second
 
 
