@@ -1,5 +1,6 @@
 //! `mmsb._mmsb`: the native half of the Python package. Every function here is a thin call into
-//! the library's front doors (`replay::run_on_cpu`, `ops::inspect`, `ops::verify`); reports cross
+//! the library's front doors (`replay::run` and `replay::run_on_cpu`, `ops::inspect`,
+//! `ops::verify`, `ops::safetensors_io::tensor_pages` with the checkpoint writer); reports cross
 //! as the JSON documents the command line prints with `--json`, which the Python half turns into
 //! objects. Errors become `mmsb.Error` (or `mmsb.CorruptionError` when the data is bad) carrying
 //! the file, the byte offset and the kind.
