@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU benchmark on the lent GPU machine (binaries from scripts/build-device.sh in .device/; peers'
+# GPU benchmark on a CUDA machine (binaries from scripts/build-device.sh in .device/; peers'
 # wheels in .whl/; the gpu-limits probes in .device/gpu-limits). Side by side, same files, same run:
 #   mmsb bench load (in-process, after CUDA start) warm and cold; whole-process `mmsb replay`;
 #   safetensors, fastsafetensors, Run:ai streamer (scripts/bench_peers.py); the cold 4 GiB case

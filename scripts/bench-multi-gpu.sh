@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Several GPUs, on the lent 2-GPU machine (nvidia-h100-x2), from binaries built by
+# Several GPUs, on a machine with two CUDA devices, from binaries built by
 # scripts/build-device.sh (carry .device):
 #   1. correctness: tests/gpu.rs's several-device test on the two physical devices, and the
 #      binary's shard and replicate state hashes against the CPU replay's;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds what the lent GPU machine runs (it has no Rust toolchain): the release mmsb binary and
-# the GPU test binary, copied into .device/ (git-ignored; name it in the device tool's `carry`).
+# Builds what a CUDA machine without a Rust toolchain runs: the release mmsb binary and
+# the GPU test binary, copied into .device/ (git-ignored; copy it to the CUDA machine).
 # With --probes, also copies ../shared/gpu-limits there and builds its Rust probes; with --python,
 # also builds the Python package's wheel (abi3, release) into .device/wheels.
 set -euo pipefail
@@ -19,7 +19,7 @@ if [ "${1:-}" = "--python" ]; then
   [ -x "$VENV/bin/maturin" ] || { python3 -m venv "$VENV"; "$VENV/bin/python" -m pip install -q -r python/tests/requirements.txt; }
   rm -rf .device/wheels
   "$VENV/bin/maturin" build -q --release --locked --compatibility linux -m python/Cargo.toml -o .device/wheels
-  # pytest for the GPU machine, which may lack it (pure-Python wheels).
+  # pytest as wheels, for a CUDA machine without it (pure Python).
   rm -rf .device/pywheels
   grep -v -E '^(maturin|numpy|safetensors)' python/tests/requirements.txt | "$VENV/bin/python" -m pip download -q -d .device/pywheels -r /dev/stdin
 fi

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The Python package on the GPU machine: installs the wheel scripts/build-device.sh --python put
+# The Python package on a CUDA machine: installs the wheel scripts/build-device.sh --python put
 # in .device/wheels, runs python/tests (test_gpu.py among them) against .device/mmsb, then
 # scripts/bench-python-load.py. Output under $OUT when set. Usage: bash scripts/gpu-python.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-out}
 mkdir -p "$OUT"
-# Beside the machine's own packages (torch, numpy, safetensors), as scripts/bench-gpu.sh does;
-# pytest and its dependencies travel as wheels in .device/pywheels when the machine lacks them.
+# Beside the packages already installed (torch, numpy, safetensors), as scripts/bench-gpu.sh does;
+# pytest and its dependencies come as wheels from .device/pywheels where pytest is missing.
 SITE=$(mktemp -d)
 python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .device/wheels/mmsb-*.whl
 python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target "$SITE" .device/pywheels/*.whl

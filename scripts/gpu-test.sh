@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU suite, on the lent GPU machine, from binaries built by scripts/build-device.sh:
+# The GPU suite, on a CUDA machine, from binaries built by scripts/build-device.sh:
 #   1. tests/gpu.rs (GPU replay == CPU replay byte for byte, poisoned memory; every memory kind
 #      and read mode; page selection; evict/restore; write-back), with pages up to 900 MiB;
 #   2. the mmsb binary: `replay --device cuda:0 --verify` prints the CPU replay's state hash

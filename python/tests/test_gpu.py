@@ -1,6 +1,6 @@
 """mmsb.torch.load onto a CUDA device, against safetensors' loader on the same file.
 
-Runs where torch sees a CUDA device (scripts/gpu-python.sh on the GPU machine); skipped, with
+Runs where torch sees a CUDA device (scripts/gpu-python.sh); skipped, with
 the reason shown, everywhere else.
 """
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A/B of two mmsb builds on the lent GPU machine, same machine, same files, alternating rounds:
+# A/B of two mmsb builds on a CUDA machine, same machine, same files, alternating rounds:
 # the build under test (.device/mmsb, from scripts/build-device.sh) against another one
 # (BASE=path, default .device/mmsb-base: copy an older build there before the run); the deltas
 # part also runs the builds in ALSO="path..." in each round (three or more builds in one call).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Staging-pipeline sweep on the lent GPU machine (binaries from scripts/build-device.sh in
+# Staging-pipeline sweep on a CUDA machine (binaries from scripts/build-device.sh in
 # .device/): `mmsb bench load` of an 87 MiB model-shaped checkpoint and a 4 GiB one, warm and
 # cold, for each read mode and several (threads, slot) choices, so that the defaults in
 # src/gpu/loader.rs (Pipeline::for_load) rest on measurements of the machine they run on.
