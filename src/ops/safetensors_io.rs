@@ -138,12 +138,6 @@ pub fn import(input: &Path, output: &Path, epoch: u64, progress: Option<Arc<Atom
     let mut slices = Vec::with_capacity(names.len());
     for name in &names {
         let info = metadata.info(name).expect("offset_keys lists known tensors");
-        if name.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{}: a tensor with an empty name cannot be a named page",
-                input.display()
-            )));
-        }
         let (s, e) = info.data_offsets;
         // In bounds: read_metadata checked that the offsets tile the data exactly.
         slices.push(&bytes[data_start + s..data_start + e]);
@@ -267,4 +261,46 @@ pub fn export(
     .map_err(|e| Error::Invalid(format!("{}: cannot write safetensors: {e}", output.display())))?;
     out.commit()?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, dtype: &str, shape: &[u64], len: u64) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            dtype: dtype.into(),
+            shape: shape.to_vec(),
+            len,
+        }
+    }
+
+    #[test]
+    fn tensor_pages_refuses_what_cannot_be_a_named_tensor_page() {
+        let ok = tensor_pages(vec![spec("a", "F32", &[2, 3], 24), spec("b", "I8", &[], 1)], 7).unwrap();
+        assert_eq!((ok[1].id, ok[1].epoch, ok[1].meta.name.as_deref()), (1, 7, Some("b")));
+        let refused = |t: Vec<TensorSpec>| tensor_pages(t, 0).unwrap_err().to_string();
+        assert!(refused(vec![spec("", "U8", &[1], 1)]).contains("cannot be a page's"));
+        assert!(refused(vec![spec("__metadata__", "U8", &[1], 1)]).contains("cannot be a page's"));
+        assert!(refused(vec![spec("a", "U8", &[1], 1), spec("a", "U8", &[1], 1)]).contains("two tensors"));
+        assert!(refused(vec![spec("w", "F32", &[2], 7)]).contains("w: 7 bytes do not match dtype F32"));
+        assert!(refused(vec![spec("w", "Q9", &[2], 2)]).contains("w: dtype Q9 is not a safetensors dtype"));
+    }
+
+    #[test]
+    fn import_refuses_a_tensor_with_an_empty_name_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("empty-name.safetensors");
+        let mut header = br#"{"":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#.to_vec();
+        header.resize(header.len().next_multiple_of(8), b' ');
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(&header);
+        file.extend_from_slice(b"ab");
+        std::fs::write(&input, file).unwrap();
+        let output = dir.path().join("out.ckpt");
+        let e = import(&input, &output, 0, None).unwrap_err().to_string();
+        assert!(e.contains("empty-name.safetensors") && e.contains("cannot be a page's"), "{e}");
+        assert!(!output.exists());
+    }
 }

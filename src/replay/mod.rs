@@ -189,7 +189,10 @@ pub fn run(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions) -> Result<Rep
         d => (d.clone(), "cpu".to_string()),
     };
     match device {
-        Device::Cpu | Device::Auto => cpu_run(checkpoint, logs, o, cpu_label),
+        Device::Cpu | Device::Auto => Ok(Replayed {
+            report: ReplayReport::Cpu(cpu_run(checkpoint, logs, o, cpu_label, None)?),
+            device_pages: Vec::new(),
+        }),
         Device::Cuda(ordinal) => {
             let (report, store) = gpu::run(checkpoint, logs, ordinal, o)?;
             Ok(Replayed {
@@ -212,16 +215,19 @@ pub fn run(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions) -> Result<Rep
     }
 }
 
-fn cpu_run(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions, device: String) -> Result<Replayed> {
+fn cpu_run(
+    checkpoint: &Path,
+    logs: &[PathBuf],
+    o: &ReplayOptions,
+    device: String,
+    visit: Option<&mut StateVisitor<'_>>,
+) -> Result<CpuReplayReport> {
     if o.read_mode.is_some() || o.memory != MemoryKind::Device {
         return Err(Error::Invalid(
             "--memory and --read apply to GPU replay (--device cuda:N)".into(),
         ));
     }
-    Ok(Replayed {
-        report: ReplayReport::Cpu(cpu::run(checkpoint, logs, o, device, None)?),
-        device_pages: Vec::new(),
-    })
+    cpu::run(checkpoint, logs, o, device, visit)
 }
 
 /// Refuses an output that names an input or cannot be written, before anything is read.
@@ -239,9 +245,10 @@ fn check_output(checkpoint: &Path, logs: &[PathBuf], o: &ReplayOptions) -> Resul
 /// What [`run_on_cpu`] lends the replayed state to.
 pub type StateVisitor<'v> = dyn FnMut(&State<'_>) -> Result<()> + 'v;
 
-/// [`run`] on the CPU, whatever `o.device` says, lending the replayed state (the pages `o.pages`
-/// selects) to `visit` before it is dropped: how a caller in the same process takes the pages
-/// (the Python package's loaders). Unchanged pages are the mapped checkpoint's bytes.
+/// [`run`] on the CPU, whatever `o.device` says (`memory` and `read_mode` refused as there),
+/// lending the replayed state (the pages `o.pages` selects) to `visit` before it is dropped: how
+/// a caller in the same process takes the pages (the Python package's loaders). Unchanged pages
+/// are the mapped checkpoint's bytes.
 pub fn run_on_cpu(
     checkpoint: &Path,
     logs: &[PathBuf],
@@ -249,7 +256,7 @@ pub fn run_on_cpu(
     visit: &mut StateVisitor<'_>,
 ) -> Result<CpuReplayReport> {
     check_output(checkpoint, logs, o)?;
-    cpu::run(checkpoint, logs, o, "cpu".into(), Some(visit))
+    cpu_run(checkpoint, logs, o, "cpu".into(), Some(visit))
 }
 
 /// The dependency graph where a replay stopped (`limit`; a stop by epoch is placed at the
