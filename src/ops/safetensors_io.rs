@@ -300,7 +300,10 @@ mod tests {
         std::fs::write(&input, file).unwrap();
         let output = dir.path().join("out.ckpt");
         let e = import(&input, &output, 0, None).unwrap_err().to_string();
-        assert!(e.contains("empty-name.safetensors") && e.contains("cannot be a page's"), "{e}");
+        assert!(
+            e.contains("empty-name.safetensors") && e.contains("cannot be a page's"),
+            "{e}"
+        );
         assert!(!output.exists());
     }
 }
