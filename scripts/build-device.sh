@@ -2,7 +2,8 @@
 # Builds what a CUDA machine without a Rust toolchain runs: the release mmsb binary and
 # the GPU test binary, copied into .device/ (git-ignored; copy it to the CUDA machine).
 # With --probes, also copies ../shared/gpu-limits there and builds its Rust probes; with --python,
-# also builds the Python package's wheel (abi3, release) into .device/wheels.
+# also builds the Python package's wheel (abi3, release) into .device/wheels and the C ABI's
+# library into .device/capi.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .device
@@ -22,6 +23,9 @@ if [ "${1:-}" = "--python" ]; then
   # pytest as wheels, for a CUDA machine without it (pure Python).
   rm -rf .device/pywheels
   grep -v -E '^(maturin|numpy|safetensors)' python/tests/requirements.txt | "$VENV/bin/python" -m pip download -q -d .device/pywheels -r /dev/stdin
+  # The C ABI's shared library, for scripts/gpu-capi.sh.
+  cargo build --release --locked -q -p mmsb-capi
+  mkdir -p .device/capi && cp target/release/libmmsb_c.so .device/capi/ && strip .device/capi/libmmsb_c.so
 fi
 if [ "${1:-}" = "--probes" ]; then
   rm -rf .device/gpu-limits && cp -r ../shared/gpu-limits .device/gpu-limits && chmod -R u+w .device/gpu-limits

@@ -18,6 +18,10 @@ fi
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -q
 cargo test --locked -- --skip gpu_
+# The C ABI (capi/): its header compiled into a C program run under AddressSanitizer, against
+# the shared library (which `cargo test` does not build: `cargo build` does).
+cargo build --locked -q -p mmsb-capi
+cargo test --locked -p mmsb-capi
 # The Python package (python/): built into the same virtual environment (which builds the library
 # without the `cli` feature), then its tests, which drive the binary `cargo test` built.
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r python/tests/requirements.txt

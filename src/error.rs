@@ -53,6 +53,18 @@ pub enum Error {
         /// The checkpoint's state hash.
         checkpoint_state: String,
     },
+    /// Pages a process holds (tensors) are not the state a sync log applies to: a tensor
+    /// missing, extra, of another dtype, shape or length, or (from the log's start) of other
+    /// bytes.
+    #[error("{}: the tensors given are not this log's base (state {log_base}): {why}", path.display())]
+    HeldPagesNotBase {
+        /// The log's first segment.
+        path: PathBuf,
+        /// The state hash the log's header names.
+        log_base: String,
+        /// Which tensor, and how it differs.
+        why: String,
+    },
     /// Another process holds a log's write lock (docs/FORMAT.md, "The log lock").
     #[error("{}: locked by {holder}; pass --wait to wait for it", path.display())]
     Locked {
@@ -94,7 +106,10 @@ impl Error {
     pub fn is_data_error(&self) -> bool {
         matches!(
             self,
-            Error::Corrupt { .. } | Error::DeltaRejected { .. } | Error::WrongBase { .. }
+            Error::Corrupt { .. }
+                | Error::DeltaRejected { .. }
+                | Error::WrongBase { .. }
+                | Error::HeldPagesNotBase { .. }
         )
     }
 
@@ -239,6 +254,14 @@ pub enum Corruption {
     /// A safetensors file that is not valid.
     #[error("invalid safetensors file: {0}")]
     Safetensors(String),
+    /// A log's BASE record describes pages whose state hash is not the log's `base_state`.
+    #[error("the BASE record's pages hash to {record}, but the log's base_state is {log}")]
+    BaseMismatch {
+        /// The state hash of the record's pages.
+        record: String,
+        /// The segment header's `base_state`.
+        log: String,
+    },
 }
 
 /// Why a well-formed log record does not apply to the state it is replayed on

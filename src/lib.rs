@@ -42,7 +42,7 @@ pub mod format;
 pub mod fsutil;
 pub mod gpu;
 pub mod graph;
-mod mmap;
+pub mod mmap;
 pub mod ops;
 pub mod page;
 pub mod progress;

@@ -64,6 +64,11 @@ impl ReadOnlyMap {
     pub fn len(&self) -> usize {
         self.bytes().len()
     }
+
+    /// True for an empty file (nothing is mapped).
+    pub fn is_empty(&self) -> bool {
+        self.bytes().is_empty()
+    }
 }
 
 /// Pages of at least this many bytes are zero-filled memory from the OS; smaller ones are heap

@@ -399,6 +399,7 @@ fn segment_header_and_frames_are_where_the_spec_puts_them() {
         ("DERIVE", mmsb::format::graph::TYPE_DERIVE),
         ("UNDERIVE", mmsb::format::graph::TYPE_UNDERIVE),
         ("PROPAGATED", mmsb::format::graph::TYPE_PROPAGATED),
+        ("BASE", mmsb::format::base::TYPE_BASE),
     ];
     assert_eq!(types, want.iter().map(|(n, t)| (n.to_string(), *t)).collect());
     let reserved_row = table_after(&spec, "### Record types")

@@ -745,3 +745,99 @@ fn gpu_replay_of_a_propagated_log_applies_the_outputs_and_passes_graph_records()
         assert_eq!(store.state_hash().unwrap(), cpu.state_hash(), "{via:?}");
     }
 }
+
+/// Device memory holding `bytes`, for pages a caller owns.
+fn device_copy(gpu: &Arc<Gpu>, bytes: &[u8]) -> mmsb::gpu::driver::DeviceBuffer {
+    let buf = mmsb::gpu::driver::DeviceBuffer::alloc(&gpu.ctx, bytes.len().max(1), MemoryKind::Device).unwrap();
+    mmsb::gpu::driver::copy_h2d_sync(&gpu.stream, buf.ptr(), bytes).unwrap();
+    buf
+}
+
+fn device_bytes(gpu: &Arc<Gpu>, buf: &mmsb::gpu::driver::DeviceBuffer, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    mmsb::gpu::driver::copy_d2h(&gpu.ctx, buf.ptr(), &mut out).unwrap();
+    out
+}
+
+#[test]
+#[ignore = "needs a CUDA device: run by scripts/gpu-test.sh"]
+fn gpu_sync_log_steps_apply_onto_device_memory_the_caller_owns() {
+    use mmsb::ops::sync::{ChangedPage, HeldPage, SeqRange, append_delta, apply_to_device, create_log};
+    let Some(gpu) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sync.log");
+    // Three tensors, one of an odd length; five steps of scattered and clustered changes.
+    let mut states: Vec<Vec<Vec<u8>>> = vec![vec![
+        (0..300_000u32).map(|i| (i * 7) as u8).collect(),
+        vec![9u8; 4099],
+        (0..65_536u32).map(|i| (i >> 3) as u8).collect(),
+    ]];
+    let held: Vec<HeldPage> = ["a", "b", "c"]
+        .iter()
+        .zip(&states[0])
+        .map(|(n, b)| HeldPage {
+            name: n.to_string(),
+            dtype: None,
+            shape: Vec::new(),
+            len: b.len() as u64,
+        })
+        .collect();
+    let with_crc: Vec<(HeldPage, u32)> = held
+        .iter()
+        .zip(&states[0])
+        .map(|(h, b)| (h.clone(), mmsb::format::crc32c(b)))
+        .collect();
+    create_log(&log, &with_crc).unwrap();
+    for step in 1..=5u32 {
+        let mut next = states.last().unwrap().clone();
+        for k in 0..40 * step as usize {
+            let at = (k * 7919 + step as usize * 131) % next[0].len();
+            next[0][at] = next[0][at].wrapping_add(step as u8);
+        }
+        next[1][step as usize * 700..step as usize * 700 + 100].fill(step as u8);
+        next[2][4096 * step as usize..4096 * step as usize + 4096].fill(0xEE);
+        let prev = states.last().unwrap();
+        let pages: Vec<ChangedPage> = ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ChangedPage::whole(n, &prev[i], &next[i]))
+            .collect();
+        append_delta(&log, &pages, Compression::None).unwrap();
+        states.push(next);
+    }
+    let paths = [log.clone()];
+    let bufs: Vec<_> = states[0].iter().map(|b| device_copy(&gpu, b)).collect();
+    let ptrs: Vec<u64> = bufs.iter().map(|b| b.ptr()).collect();
+    let apply = |from: Option<u64>, to: Option<u64>| {
+        // SAFETY: each pointer is its own live device allocation of its page's length.
+        unsafe { apply_to_device(&gpu, &paths, &held, &ptrs, SeqRange { from, to }) }
+    };
+    let on_device = |states: &[Vec<u8>]| -> Vec<Vec<u8>> {
+        bufs.iter()
+            .zip(states)
+            .map(|(b, s)| device_bytes(&gpu, b, s.len()))
+            .collect()
+    };
+    // From the base to step 2 (each step is three records, one per tensor, after the BASE
+    // record, seq 1), then step by step from where the last call stopped.
+    let first = apply(None, Some(7)).unwrap();
+    assert!(first.base_checked);
+    assert_eq!(on_device(&states[2]), states[2]);
+    let mut from = first.last_seq.unwrap() + 1;
+    for (k, want) in states.iter().enumerate().skip(3) {
+        let r = apply(Some(from), Some(1 + 3 * k as u64)).unwrap();
+        assert_eq!((r.records, r.base_checked), (3, false));
+        assert_eq!(&on_device(want), want, "after step {k}");
+        from = r.last_seq.unwrap() + 1;
+    }
+    // Nothing past the end: nothing applied, the position kept.
+    let r = apply(Some(from), None).unwrap();
+    assert_eq!((r.records, r.last_seq), (0, Some(from - 1)));
+    // Pages that are not at the base, applied from the start: named, and left as they were.
+    let e = apply(None, None).unwrap_err();
+    assert!(
+        e.to_string().contains("\"a\" does not hold the log's base bytes"),
+        "{e}"
+    );
+    assert_eq!(on_device(&states[5]), states[5]);
+}

@@ -5,6 +5,11 @@ check ``mmsb verify`` runs, and ``mmsb.numpy.load`` / ``mmsb.torch.load`` replay
 plus logs into arrays or tensors keyed by tensor name, like ``safetensors``' loaders. Errors are
 ``mmsb.Error`` (``mmsb.CorruptionError`` when the data is bad), with ``path``, ``offset``,
 ``kind`` and ``exit_code`` attributes.
+
+Weight sync: ``mmsb.torch.delta(old, new, log)`` (or ``mmsb.numpy.delta``) appends what changed
+between two dicts of tensors to a log as one atomic group, and ``mmsb.torch.apply(log,
+tensors)`` applies a log's steps in place onto tensors another process holds; each returns a
+report (``Delta``, ``Applied``).
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from . import _mmsb
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
+    "Applied",
     "Checkpoint",
     "CorruptionError",
+    "Delta",
     "Error",
     "PageInfo",
     "__version__",
+    "diff",
     "open",
     "verify",
 ]
@@ -57,6 +65,75 @@ class Checkpoint:
     data_bytes: int
     metadata: Dict[str, str]
     pages: List[PageInfo] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What ``apply`` did: records applied, the bytes and tensors they wrote, the last record
+    applied (pass ``last_seq + 1`` as the next call's ``from_seq``), whether the tensors were
+    checked against the log's base (they are when the apply starts at the log's start), and
+    the time of each phase."""
+
+    records: int
+    bytes_written: int
+    pages_written: int
+    last_seq: Optional[int]
+    base_checked: bool
+    timings_ms: Dict[str, float] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What ``delta`` wrote: the log, its base state hash, whether this call created it, the
+    records written (one per changed tensor) and their sequence numbers, the bytes that differ,
+    the records' payload bytes before compression, and the time of each phase."""
+
+    log: str
+    base_state_hash: str
+    created: bool
+    records: int
+    first_seq: Optional[int]
+    last_seq: Optional[int]
+    bytes_changed: int
+    payload_bytes: int
+    timings_ms: Dict[str, float] = field(default_factory=dict, repr=False)
+
+
+def _applied(report_json: str) -> Applied:
+    r = json.loads(report_json)
+    return Applied(
+        r["records"], r["bytes_written"], r["pages_written"], r["last_seq"], r["base_checked"], r["timings_ms"]
+    )
+
+
+def _sync_delta(path, append: bool, old_pages, changed, compress: bool, timings=None) -> Delta:
+    """Creates the log at ``path`` from ``old_pages`` (``(name, dtype, shape, nbytes, crc)``,
+    a callable, called only when the log is new) unless it exists, then appends ``changed``."""
+    path = os.fspath(path)
+    created = not os.path.exists(path)
+    if not created and not append:
+        raise Error(f"{path}: the log exists and append=False: name a new log, or pass append=True")
+    if created:
+        _mmsb.sync_create(path, old_pages())
+    r = json.loads(_mmsb.sync_delta(path, changed, compress))
+    r["timings_ms"].update(timings or {})
+    return Delta(
+        log=r["log"],
+        base_state_hash=r["base_state_hash"],
+        created=created,
+        records=r["records"],
+        first_seq=r["first_seq"],
+        last_seq=r["last_seq"],
+        bytes_changed=r["bytes_changed"],
+        payload_bytes=r["payload_bytes"],
+        timings_ms=r["timings_ms"],
+    )
+
+
+def _same_keys(old, new):
+    if set(old) != set(new):
+        differ = sorted(set(old) ^ set(new))
+        raise Error(f"old and new hold different tensors: {differ[:5]}")
 
 
 def _paths(paths: Iterable[PathLike]) -> List[str]:
@@ -102,10 +179,30 @@ def verify(paths: Union[PathLike, Sequence[PathLike]], rederive: bool = False) -
     return json.loads(_mmsb.verify(_paths(paths), rederive))
 
 
-def _load_pages(path, logs, to_seq, pages):
-    """The replayed pages, as ``(id, name, dtype, shape, bytearray)``."""
+def diff(
+    a: PathLike,
+    b: PathLike,
+    a_logs: Iterable[PathLike] = (),
+    b_logs: Iterable[PathLike] = (),
+    a_to_seq: Optional[int] = None,
+    b_to_seq: Optional[int] = None,
+    ranges: int = 10,
+) -> dict:
+    """Compares checkpoint ``a`` (plus ``a_logs``, up to ``a_to_seq``) with ``b`` (plus
+    ``b_logs``) as ``mmsb diff --json`` does, and returns its report: ``identical``,
+    ``bytes_identical``, counts of pages added, removed and changed, and per changed page its
+    differing bytes and first ``ranges`` ranges. Every page read is checked against its
+    CRC32C."""
+    return json.loads(
+        _mmsb.diff(os.fspath(a), os.fspath(b), _paths(a_logs), _paths(b_logs), a_to_seq, b_to_seq, ranges)
+    )
+
+
+def _load_pages(path, logs, to_seq, pages, alias=False):
+    """The replayed pages, as ``(id, name, dtype, shape, bytes)``: ``bytes`` a ``bytearray``, or
+    with ``alias`` a read-only view of the mapped file for pages no record changed."""
     selection = None if pages is None else [str(p) for p in _paths(pages)]
-    _report, loaded = _mmsb.load_cpu(os.fspath(path), _paths(logs), to_seq, selection)
+    _report, loaded = _mmsb.load_cpu(os.fspath(path), _paths(logs), to_seq, selection, alias)
     return loaded
 
 

@@ -23,6 +23,15 @@ class CorruptionError(Error):
     """The data is bad (``kind`` is ``corrupt``, ``delta_rejected`` or ``wrong_base``)."""
 
 def inspect_checkpoint(path: str) -> str: ...
+def diff(
+    a: str,
+    b: str,
+    a_logs: List[str] = ...,
+    b_logs: List[str] = ...,
+    a_to_seq: Optional[int] = None,
+    b_to_seq: Optional[int] = None,
+    ranges: int = 10,
+) -> str: ...
 def verify(paths_given: List[str], rederive: bool = False) -> str: ...
 def load_cpu(
     checkpoint: str, logs: List[str], to_seq: Optional[int] = None, pages: Optional[List[str]] = None
@@ -30,3 +39,30 @@ def load_cpu(
 def save(
     path: str, tensors: List[Tuple[str, str, List[int], int, Any]], metadata: Optional[Dict[str, str]] = None
 ) -> str: ...
+def crc32c_host(buffer: Tuple[int, int]) -> int: ...
+def crc32c_cuda(buffers: List[Tuple[int, int]], ordinal: int) -> List[int]: ...
+def sync_create(log: str, tensors: List[Tuple[str, Optional[str], List[int], int, int]]) -> str: ...
+def sync_delta(
+    log: str, tensors: List[Tuple[str, List[int], List[int], Tuple[int, int], Tuple[int, int]]], compress: bool = False
+) -> str: ...
+def sync_apply_host(
+    log: List[str],
+    tensors: List[Tuple[str, Optional[str], List[int], Tuple[int, int]]],
+    from_seq: Optional[int] = None,
+    to_seq: Optional[int] = None,
+) -> str: ...
+def sync_apply_cuda(
+    log: List[str],
+    tensors: List[Tuple[str, Optional[str], List[int], Tuple[int, int]]],
+    ordinal: int,
+    from_seq: Optional[int] = None,
+    to_seq: Optional[int] = None,
+) -> str: ...
+def load_cuda(
+    checkpoint: str,
+    logs: List[str],
+    ordinal: int,
+    to_seq: Optional[int] = None,
+    pages: Optional[List[str]] = None,
+    verify: bool = False,
+) -> Tuple[str, List[Tuple[int, Optional[str], Optional[str], List[int], int, Any]]]: ...

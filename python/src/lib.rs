@@ -45,7 +45,9 @@ fn to_py(py: Python<'_>, e: MmsbError) -> PyErr {
         MmsbError::DeltaRejected { path, offset, seq, .. } => {
             ("delta_rejected", Some(path.clone()), Some(*offset), Some(*seq))
         }
-        MmsbError::WrongBase { path, .. } => ("wrong_base", Some(path.clone()), None, None),
+        MmsbError::WrongBase { path, .. } | MmsbError::HeldPagesNotBase { path, .. } => {
+            ("wrong_base", Some(path.clone()), None, None)
+        }
         MmsbError::Locked { path, .. } => ("locked", Some(path.clone()), None, None),
         MmsbError::OutputRefused { path, .. } => ("output_refused", Some(path.clone()), None, None),
         MmsbError::Gpu(_) => ("gpu", None, None, None),
@@ -65,6 +67,14 @@ fn to_py(py: Python<'_>, e: MmsbError) -> PyErr {
     let _ = value.setattr("seq", seq);
     let _ = value.setattr("exit_code", if data { 1u8 } else { 2 });
     err
+}
+
+/// The pages `pages` selects (ids, ranges, name globs, as `--pages` takes them); all without.
+fn selector(py: Python<'_>, pages: Option<Vec<String>>) -> PyResult<PageSelector> {
+    pages.map_or_else(
+        || Ok(PageSelector::default()),
+        |p| PageSelector::parse(&p).map_err(|e| to_py(py, e)),
+    )
 }
 
 fn paths(list: Vec<String>) -> Vec<PathBuf> {
@@ -90,22 +100,48 @@ fn verify(py: Python<'_>, paths_given: Vec<String>, rederive: bool) -> PyResult<
     serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))
 }
 
+/// A page's bytes read in place from the checkpoint's mapping, read-only: numpy takes them
+/// through `__array_interface__` (the array keeps this object, and so the mapping, alive).
+#[pyclass(frozen, module = "mmsb._mmsb")]
+struct MappedBytes {
+    map: Arc<mmsb::mmap::ReadOnlyMap>,
+    offset: usize,
+    len: usize,
+}
+
+#[pymethods]
+impl MappedBytes {
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        let addr = self.map.bytes()[self.offset..].as_ptr() as usize;
+        d.set_item("version", 3)?;
+        d.set_item("shape", (self.len,))?;
+        d.set_item("typestr", "|u1")?;
+        d.set_item("data", (addr, true))?;
+        Ok(d)
+    }
+
+    fn __len__(&self) -> usize {
+        self.len
+    }
+}
+
 /// Replays `checkpoint` plus `logs` on the CPU (every page's CRC32C and every record checked)
-/// and returns `(report_json, pages)`, `pages` a list of `(id, name, dtype, shape, bytearray)`
-/// in id order (`name`, `dtype` and `shape` None where the page has none).
+/// and returns `(report_json, pages)`, `pages` a list of `(id, name, dtype, shape, bytes)` in
+/// id order (`name`, `dtype` and `shape` None where the page has none). `bytes` is a
+/// `bytearray` (a copy), or with `alias` a `MappedBytes` for a page no record changed.
 #[pyfunction]
-#[pyo3(signature = (checkpoint, logs, to_seq=None, pages=None))]
+#[pyo3(signature = (checkpoint, logs, to_seq=None, pages=None, alias=false))]
 fn load_cpu<'py>(
     py: Python<'py>,
     checkpoint: String,
     logs: Vec<String>,
     to_seq: Option<u64>,
     pages: Option<Vec<String>>,
+    alias: bool,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let selector = match pages {
-        Some(p) => PageSelector::parse(&p).map_err(|e| to_py(py, e))?,
-        None => PageSelector::default(),
-    };
+    let selector = selector(py, pages)?;
     let options = ReplayOptions {
         limit: ReplayLimit { to_seq, to_epoch: None },
         pages: selector,
@@ -118,7 +154,21 @@ fn load_cpu<'py>(
                 Some(t) => (Some(t.dtype.clone()), Some(t.shape.clone())),
                 None => (None, None),
             };
-            let bytes = PyByteArray::new(py, page.data());
+            let bytes = match state.mapping().filter(|_| alias && page.is_mapped()) {
+                Some(map) => {
+                    let offset = page.data().as_ptr() as usize - map.bytes().as_ptr() as usize;
+                    let len = page.data().len();
+                    let mapped = MappedBytes {
+                        map: map.clone(),
+                        offset,
+                        len,
+                    };
+                    Bound::new(py, mapped)
+                        .map_err(|e| mmsb::Error::Invalid(e.to_string()))?
+                        .into_any()
+                }
+                None => PyByteArray::new(py, page.data()).into_any(),
+            };
             let item = (id, page.meta.name.clone(), dtype, shape, bytes);
             out.append(item).map_err(|e| mmsb::Error::Invalid(e.to_string()))?;
         }
@@ -285,20 +335,21 @@ fn load_cuda<'py>(
     pages: Option<Vec<String>>,
     verify: bool,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let selector = match pages {
-        Some(p) => PageSelector::parse(&p).map_err(|e| to_py(py, e))?,
-        None => PageSelector::default(),
-    };
-    let options = ReplayOptions {
-        device: Device::Cuda(ordinal),
-        limit: ReplayLimit { to_seq, to_epoch: None },
-        pages: selector,
-        verify,
-        ..Default::default()
-    };
+    let selector = selector(py, pages)?;
     let logs = paths(logs);
     let replayed = py
-        .detach(|| mmsb::replay::run(checkpoint.as_ref(), &logs, &options))
+        .detach(|| {
+            // The device stays open between calls (context, stream, kernels, pinned staging).
+            let options = ReplayOptions {
+                device: Device::Cuda(ordinal),
+                limit: ReplayLimit { to_seq, to_epoch: None },
+                pages: selector,
+                verify,
+                opened: Some(gpu(ordinal)?),
+                ..Default::default()
+            };
+            mmsb::replay::run(checkpoint.as_ref(), &logs, &options)
+        })
         .map_err(|e| to_py(py, e))?;
     let report = serde_json::to_string(&replayed.report).map_err(|e| Error::new_err(e.to_string()))?;
     let store = replayed
@@ -344,9 +395,280 @@ fn _mmsb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CorruptionError", m.py().get_type::<CorruptionError>())?;
     m.add_function(wrap_pyfunction!(inspect_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
+    m.add_function(wrap_pyfunction!(diff, m)?)?;
     m.add_function(wrap_pyfunction!(load_cpu, m)?)?;
     m.add_function(wrap_pyfunction!(save, m)?)?;
     m.add_function(wrap_pyfunction!(load_cuda, m)?)?;
+    m.add_function(wrap_pyfunction!(crc32c_host, m)?)?;
+    m.add_function(wrap_pyfunction!(crc32c_cuda, m)?)?;
+    m.add_function(wrap_pyfunction!(sync_create, m)?)?;
+    m.add_function(wrap_pyfunction!(sync_delta, m)?)?;
+    m.add_function(wrap_pyfunction!(sync_apply_host, m)?)?;
+    m.add_function(wrap_pyfunction!(sync_apply_cuda, m)?)?;
     m.add_class::<DeviceTensor>()?;
+    m.add_class::<MappedBytes>()?;
     Ok(())
+}
+
+/// A host buffer given by address and length: `(address, bytes)`, from numpy's
+/// `array.ctypes.data` or torch's `tensor.data_ptr()`.
+type HostBuffer = (usize, usize);
+
+/// The bytes at a host buffer, for the length of this call.
+///
+/// Only the Python half of the package calls the native functions that take addresses, and it
+/// passes the address and length of a C-contiguous numpy array or CPU tensor that it keeps
+/// referenced until the call returns (writable where the call writes, and no two written
+/// buffers overlapping: `refuse_overlaps` checks that).
+fn host_bytes<'a>((addr, len): HostBuffer) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: per the contract above, `addr .. addr + len` is one live, initialized allocation
+    // of the caller's (array bytes), not freed or resized during the call (the Python half holds
+    // a reference), and nothing writes it while this call reads it.
+    unsafe { std::slice::from_raw_parts(addr as *const u8, len) }
+}
+
+/// [`host_bytes`], writable: for the tensors an apply writes.
+fn host_bytes_mut<'a>((addr, len): HostBuffer) -> &'a mut [u8] {
+    if len == 0 {
+        return &mut [];
+    }
+    // SAFETY: as for `host_bytes`, and the buffer is writable (the Python half refuses a
+    // read-only array) and overlaps no other buffer of the call (`refuse_overlaps`), so this is
+    // the only reference to its bytes while the call runs.
+    unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len) }
+}
+
+/// A tensor as the sync functions take it: name, safetensors dtype name (None for bytes),
+/// shape, and its bytes' host buffer.
+type HeldTensor = (String, Option<String>, Vec<u64>, HostBuffer);
+
+fn held_pages(tensors: &[HeldTensor]) -> Vec<mmsb::ops::sync::HeldPage> {
+    tensors
+        .iter()
+        .map(|(name, dtype, shape, (_, len))| mmsb::ops::sync::HeldPage {
+            name: name.clone(),
+            dtype: dtype.clone(),
+            shape: shape.clone(),
+            len: *len as u64,
+        })
+        .collect()
+}
+
+/// Refuses written buffers that overlap (two names for one tensor's memory).
+fn refuse_overlaps(tensors: &[HeldTensor]) -> mmsb::Result<()> {
+    let spans: Vec<(&str, usize, usize)> = tensors
+        .iter()
+        .map(|(name, _, _, (addr, len))| (name.as_str(), *addr, *len))
+        .collect();
+    mmsb::ops::sync::refuse_shared_memory(&spans)
+}
+
+/// CRC32C of a host buffer (a tensor's bytes), computed in parallel.
+#[pyfunction]
+fn crc32c_host(py: Python<'_>, buffer: HostBuffer) -> u32 {
+    let bytes = host_bytes(buffer);
+    py.detach(|| mmsb::format::crc32c_parallel(bytes))
+}
+
+/// A base tensor for `sync_create`: name, dtype, shape, bytes, CRC32C.
+type BaseTensor = (String, Option<String>, Vec<u64>, u64, u32);
+
+/// Creates the sync log `log` against tensors `(name, dtype, shape, nbytes, crc32c)` (ids in
+/// this order, epochs zero) and returns its base state hash (hex).
+#[pyfunction]
+fn sync_create(py: Python<'_>, log: String, tensors: Vec<BaseTensor>) -> PyResult<String> {
+    let pages: Vec<(mmsb::ops::sync::HeldPage, u32)> = tensors
+        .into_iter()
+        .map(|(name, dtype, shape, len, crc)| {
+            let page = mmsb::ops::sync::HeldPage {
+                name,
+                dtype,
+                shape,
+                len,
+            };
+            (page, crc)
+        })
+        .collect();
+    let hash = py
+        .detach(|| mmsb::ops::sync::create_log(log.as_ref(), &pages))
+        .map_err(|e| to_py(py, e))?;
+    Ok(hash.to_hex())
+}
+
+/// One tensor's changed windows for `sync_delta`: name, the windows' offsets and lengths, and
+/// the host buffers holding their old and new bytes back to back.
+type ChangedTensor = (String, Vec<u64>, Vec<u64>, HostBuffer, HostBuffer);
+
+/// Appends the difference of the windows' old and new bytes to the sync log `log` as one group
+/// (zstd where it saves a 32nd when `compress`) and returns the report (JSON).
+#[pyfunction]
+#[pyo3(signature = (log, tensors, compress=false))]
+fn sync_delta(py: Python<'_>, log: String, tensors: Vec<ChangedTensor>, compress: bool) -> PyResult<String> {
+    let mut pages = Vec::with_capacity(tensors.len());
+    for (name, offsets, lens, old, new) in &tensors {
+        let (old, new): (&[u8], &[u8]) = (host_bytes(*old), host_bytes(*new));
+        let total: u64 = lens.iter().sum();
+        if offsets.len() != lens.len() || old.len() as u64 != total || new.len() as u64 != total {
+            return Err(Error::new_err(format!("{name}: windows and buffers do not agree")));
+        }
+        let mut at = 0usize;
+        let windows = offsets
+            .iter()
+            .zip(lens)
+            .map(|(o, l)| {
+                let w = (*o, &old[at..at + *l as usize], &new[at..at + *l as usize]);
+                at += *l as usize;
+                w
+            })
+            .collect();
+        pages.push(mmsb::ops::sync::ChangedPage { name, windows });
+    }
+    let report = py
+        .detach(|| {
+            use mmsb::format::log::Compression;
+            let compression = if compress { Compression::Auto } else { Compression::None };
+            mmsb::ops::sync::append_delta(log.as_ref(), &pages, compression)
+        })
+        .map_err(|e| to_py(py, e))?;
+    serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))
+}
+
+/// Applies the sync log `log`'s records from `from_seq` to `to_seq` onto host tensors in place
+/// and returns the report (JSON).
+#[pyfunction]
+#[pyo3(signature = (log, tensors, from_seq=None, to_seq=None))]
+fn sync_apply_host(
+    py: Python<'_>,
+    log: Vec<String>,
+    tensors: Vec<HeldTensor>,
+    from_seq: Option<u64>,
+    to_seq: Option<u64>,
+) -> PyResult<String> {
+    use mmsb::ops::sync::{SeqRange, SyncLog, apply_to_host};
+    let held = held_pages(&tensors);
+    let report = py
+        .detach(|| {
+            refuse_overlaps(&tensors)?;
+            let sync = SyncLog::open(&paths(log))?;
+            let pages = tensors.iter().map(|t| host_bytes_mut(t.3)).collect();
+            let range = SeqRange {
+                from: from_seq,
+                to: to_seq,
+            };
+            apply_to_host(&sync, &held, pages, range)
+        })
+        .map_err(|e| to_py(py, e))?;
+    serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))
+}
+
+/// The CUDA devices this process has opened for sync applies, kept for the next call (opening
+/// one costs a context and a module load).
+fn gpu(ordinal: usize) -> mmsb::Result<Arc<mmsb::gpu::Gpu>> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static OPENED: OnceLock<Mutex<HashMap<usize, Arc<mmsb::gpu::Gpu>>>> = OnceLock::new();
+    let mut opened = OPENED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(g) = opened.get(&ordinal) {
+        return Ok(g.clone());
+    }
+    let g = Arc::new(mmsb::gpu::Gpu::open(ordinal, mmsb::gpu::KernelCompile::WhileStarting)?);
+    opened.insert(ordinal, g.clone());
+    Ok(g)
+}
+
+/// Applies the sync log `log`'s records from `from_seq` to `to_seq` onto tensors in the memory
+/// of CUDA device `ordinal`, in place, and returns the report (JSON). Each tensor's buffer is
+/// `(device address, bytes)`.
+#[pyfunction]
+#[pyo3(signature = (log, tensors, ordinal, from_seq=None, to_seq=None))]
+fn sync_apply_cuda(
+    py: Python<'_>,
+    log: Vec<String>,
+    tensors: Vec<HeldTensor>,
+    ordinal: usize,
+    from_seq: Option<u64>,
+    to_seq: Option<u64>,
+) -> PyResult<String> {
+    use mmsb::ops::sync::{SeqRange, apply_to_device};
+    let held = held_pages(&tensors);
+    let ptrs: Vec<u64> = tensors.iter().map(|t| t.3.0 as u64).collect();
+    let report = py
+        .detach(|| {
+            refuse_overlaps(&tensors)?;
+            let gpu = gpu(ordinal)?;
+            let range = SeqRange {
+                from: from_seq,
+                to: to_seq,
+            };
+            // SAFETY: the Python half passes, for each tensor, the data pointer and byte length
+            // of a contiguous CUDA tensor on device `ordinal` that it keeps referenced until this
+            // call returns, after synchronizing the device (no queued work touches it); no two
+            // overlap (`refuse_overlaps`). The call synchronizes its own stream before returning.
+            unsafe { apply_to_device(&gpu, &paths(log), &held, &ptrs, range) }
+        })
+        .map_err(|e| to_py(py, e))?;
+    serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))
+}
+
+/// CRC32C of buffers in the memory of CUDA device `ordinal`, each `(device address, bytes)`,
+/// computed on the device.
+#[pyfunction]
+fn crc32c_cuda(py: Python<'_>, buffers: Vec<HostBuffer>, ordinal: usize) -> PyResult<Vec<u32>> {
+    use mmsb::format::checkpoint::PageEntry;
+    use mmsb::gpu::store::{DevicePageStore, KnownCrcs};
+    let entries: Vec<PageEntry> = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, (_, len))| PageEntry {
+            id: i as u64,
+            offset: 0,
+            len: *len as u64,
+            epoch: 0,
+            crc32c: 0,
+            meta: Default::default(),
+        })
+        .collect();
+    py.detach(|| {
+        let gpu = gpu(ordinal)?;
+        let pages = entries.iter().zip(buffers.iter().map(|(addr, _)| *addr as u64));
+        // SAFETY: the Python half passes the data pointer and byte length of contiguous CUDA
+        // tensors on device `ordinal`, kept referenced until this call returns, after
+        // synchronizing the device; the store only reads them (checksums), and is dropped here.
+        let mut store = unsafe { DevicePageStore::over_device_memory(&gpu, Default::default(), pages) };
+        let crcs = store.checksums(KnownCrcs::Recompute)?;
+        Ok(crcs.into_iter().map(|(_, _, _, crc)| crc).collect())
+    })
+    .map_err(|e| to_py(py, e))
+}
+
+/// `mmsb diff --json A B`'s report: checkpoint `a` (plus `a_logs`, up to `a_to_seq`) against
+/// `b` (plus `b_logs`, up to `b_to_seq`), listing up to `ranges` differing ranges per page.
+#[pyfunction]
+#[pyo3(signature = (a, b, a_logs=Vec::new(), b_logs=Vec::new(), a_to_seq=None, b_to_seq=None, ranges=10))]
+#[allow(clippy::too_many_arguments)]
+fn diff(
+    py: Python<'_>,
+    a: String,
+    b: String,
+    a_logs: Vec<String>,
+    b_logs: Vec<String>,
+    a_to_seq: Option<u64>,
+    b_to_seq: Option<u64>,
+    ranges: usize,
+) -> PyResult<String> {
+    use mmsb::ops::diff::OpenedSide;
+    let report = py
+        .detach(|| {
+            let files_a = OpenedSide::open(a.as_ref(), &paths(a_logs), a_to_seq)?;
+            let files_b = OpenedSide::open(b.as_ref(), &paths(b_logs), b_to_seq)?;
+            mmsb::ops::diff::diff(&files_a.side()?, &files_b.side()?, ranges)
+        })
+        .map_err(|e| to_py(py, e))?;
+    serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))
 }

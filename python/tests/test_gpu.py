@@ -97,3 +97,58 @@ def test_a_corrupt_page_is_refused_on_the_device_with_its_file(files):
     with pytest.raises(mmsb.CorruptionError) as caught:
         mmsb.torch.load(bad, device="cuda:0", verify=True)
     assert caught.value.path == str(bad)
+
+
+def train_step(weights, step):
+    """Changes about 1 row in 32 of each matrix (at least one), and one element of each vector,
+    on the device."""
+    g = torch.Generator(device="cuda").manual_seed(step)
+    for t in weights.values():
+        if t.dim() == 2:
+            rows = torch.randperm(t.shape[0], generator=g, device="cuda")[: max(1, t.shape[0] // 32)]
+            t[rows] = torch.randint(0, 100, (rows.numel(), t.shape[1]), generator=g, device="cuda").to(t.dtype)
+        elif t.dim() == 1:
+            t[step % t.shape[0]] = t[step % t.shape[0]] + 1
+
+
+def test_sync_loop_on_cuda_matches_the_trainer_bit_for_bit(tmp_path):
+    log = tmp_path / "sync.log"
+    trainer = {k: v.cuda() for k, v in model(2).items()}
+    old = {k: v.clone() for k, v in trainer.items()}
+    server = {k: v.clone() for k, v in trainer.items()}
+    seq = None
+    for step in range(5):
+        train_step(trainer, step)
+        d = mmsb.torch.delta(old, trainer, log)
+        assert d.records >= 5, d
+        for k in trainer:
+            old[k].copy_(trainer[k])
+        a = mmsb.torch.apply(log, server, from_seq=seq)
+        assert a.records == d.records and a.last_seq == d.last_seq
+        assert a.base_checked == (seq is None)
+        seq = a.last_seq + 1
+        for k in trainer:
+            assert torch.equal(server[k], trainer[k]), (step, k)
+    # The same log brings CPU tensors from the base to the same bytes.
+    cpu = {k: v.cpu() for k, v in model(2).items()}
+    mmsb.torch.apply(log, cpu)
+    for k in trainer:
+        assert torch.equal(cpu[k], trainer[k].cpu()), k
+
+
+def test_cuda_tensors_that_are_not_the_base_are_refused_by_name_and_left_alone(tmp_path):
+    log = tmp_path / "sync.log"
+    base = {k: v.cuda() for k, v in model(3).items()}
+    new = {k: v.clone() for k, v in base.items()}
+    train_step(new, 0)
+    mmsb.torch.delta(base, new, log)
+    server = {k: v.clone() for k, v in base.items()}
+    server["mask"][3] ^= 1
+    before = {k: v.clone() for k, v in server.items()}
+    with pytest.raises(mmsb.CorruptionError, match='"mask" does not hold the log') as e:
+        mmsb.torch.apply(log, server)
+    assert e.value.kind == "wrong_base"
+    for k in server:
+        assert torch.equal(server[k], before[k]), k
+    with pytest.raises(mmsb.Error, match="several devices"):
+        mmsb.torch.apply(log, {**base, "mask": base["mask"].cpu()})

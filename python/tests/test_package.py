@@ -4,8 +4,10 @@ The `mmsb` binary writes the checkpoints and logs (conftest.py); the package rea
 tests run where torch is installed and are skipped, visibly, elsewhere.
 """
 
+import gc
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from safetensors.numpy import load_file, save_file
 
 import mmsb
 import mmsb.numpy
-from conftest import cli, import_with_log
+from conftest import MMSB, cli, import_with_log
 
 
 def tensors(seed):
@@ -61,6 +63,36 @@ def test_numpy_load_replays_a_log_and_stops_where_asked(model):
     d, first, second = model
     assert_same(mmsb.numpy.load(d / "a.ckpt", logs=[d / "a.log"]), second)
     assert_same(mmsb.numpy.load(d / "a.ckpt", logs=[d / "a.log"], to_seq=0), first)
+
+
+def test_numpy_load_aliases_the_file_for_pages_no_record_changed(model):
+    d, _, second = model
+    loaded = mmsb.numpy.load(d / "a.ckpt", logs=[d / "a.log"])
+    # The log changed emb.weight and codes: those are writable copies; the rest view the file.
+    changed = {"emb.weight", "codes"}
+    for name, a in loaded.items():
+        assert a.flags.writeable == (name in changed), name
+    with pytest.raises(ValueError):
+        loaded["raw"][0] = 1
+    # A view outlives everything else that referred to the mapping, and reads the same bytes.
+    raw = loaded.pop("raw")
+    del loaded
+    gc.collect()
+    assert np.array_equal(raw, second["raw"])
+    assert np.array_equal(raw.copy(), second["raw"])
+
+
+def test_diff_reports_what_the_command_line_reports(model):
+    d, _, _ = model
+    got = mmsb.diff(d / "a.ckpt", d / "b.ckpt")
+    # `mmsb diff` exits 1 when the states differ, as diff(1) does.
+    run = subprocess.run([MMSB, "diff", d / "a.ckpt", d / "b.ckpt", "--json"], capture_output=True, text=True)
+    assert run.returncode == 1
+    want = json.loads(run.stdout)
+    assert got == want
+    assert not got["identical"] and got["changed"] == 2
+    # A plus its log is B.
+    assert mmsb.diff(d / "a.ckpt", d / "b.ckpt", a_logs=[d / "a.log"])["bytes_identical"]
 
 
 def test_pages_selects_tensors_by_name(model):

@@ -703,14 +703,6 @@ impl CheckpointWriter {
                 .map_err(|e| Error::Invalid(format!("dependency graph: {}", e.problem)))?;
             bytes
         };
-        for w in specs.windows(2) {
-            if w[1].id <= w[0].id {
-                return Err(Error::Invalid(format!(
-                    "page ids must be strictly increasing: {} follows {}",
-                    w[1].id, w[0].id
-                )));
-            }
-        }
         let mut pages: Vec<PageEntry> = specs
             .into_iter()
             .map(|s| PageEntry {
@@ -722,20 +714,7 @@ impl CheckpointWriter {
                 meta: s.meta,
             })
             .collect();
-        // Offsets and CRCs have fixed widths, so the index length is known before any page is.
-        let index_len = encode_index(&pages)?.len() as u64;
-        let meta_len = if metadata.is_empty() {
-            0
-        } else {
-            encode_metadata(&metadata).len() as u64
-        };
-        let too_big = || Error::Invalid("checkpoint larger than 2^64 bytes".into());
-        let data_offset = align_up(ALIGN + index_len + meta_len + graph.len() as u64).ok_or_else(too_big)?;
-        let mut cursor = data_offset;
-        for p in &mut pages {
-            p.offset = cursor;
-            cursor = p.offset.checked_add(p.len).and_then(align_up).ok_or_else(too_big)?;
-        }
+        let (data_offset, cursor) = lay_out(&mut pages, &metadata, &graph)?;
         let mut temp = fsutil::AtomicFile::create(path)?;
         temp.file()
             .seek(SeekFrom::Start(data_offset))
@@ -840,47 +819,103 @@ impl CheckpointWriter {
         let last_end = self.pages.last().map_or(self.data_offset, |p| p.offset + p.len);
         self.buf.resize(self.buf.len() + (self.file_len - last_end) as usize, 0);
         self.flush_buf()?;
-        let index = encode_index(&self.pages)?;
-        let mut sections = vec![Section {
-            kind: SECTION_PAGE_INDEX,
-            flags: SECTION_FLAG_REQUIRED,
-            offset: ALIGN,
-            len: index.len() as u64,
-            crc32c: crc32c(&index),
-        }];
-        let mut head = index;
-        if !self.metadata.is_empty() {
-            let meta = encode_metadata(&self.metadata);
-            sections.push(Section {
-                kind: SECTION_METADATA,
-                flags: 0,
-                offset: ALIGN + head.len() as u64,
-                len: meta.len() as u64,
-                crc32c: crc32c(&meta),
-            });
-            head.extend_from_slice(&meta);
-        }
-        if !self.graph.is_empty() {
-            sections.push(Section {
-                kind: SECTION_DEPENDENCY_GRAPH,
-                flags: 0,
-                offset: ALIGN + head.len() as u64,
-                len: self.graph.len() as u64,
-                crc32c: crc32c(&self.graph),
-            });
-            head.extend_from_slice(&self.graph);
-        }
-        head.resize((self.data_offset - ALIGN) as usize, 0);
-        let header = encode_header(self.file_len, self.pages.len() as u64, self.data_offset, &sections);
+        let head = encode_head(
+            &self.pages,
+            &self.metadata,
+            &self.graph,
+            self.data_offset,
+            self.file_len,
+        )?;
         let f = self.temp.file();
         let io = |e| Error::io(&self.path, e);
         f.seek(SeekFrom::Start(0)).map_err(io)?;
-        f.write_all(&header).map_err(io)?;
         f.write_all(&head).map_err(io)?;
         f.sync_all().map_err(io)?;
         let hash = StateHash::compute(self.pages.iter().map(|p| (p.id, p.len, p.epoch, p.crc32c)));
         Ok((hash, self.temp))
     }
+}
+
+/// Checks the ids increase, sets each page's offset as a writer lays the file out (packed sections from 4096, then each
+/// page at the next multiple of 4096) and returns `(data_offset, file_len)`. Offsets and CRCs
+/// have fixed widths, so the layout is known before any page's bytes are.
+fn lay_out(pages: &mut [PageEntry], metadata: &BTreeMap<String, String>, graph: &[u8]) -> Result<(u64, u64)> {
+    for w in pages.windows(2) {
+        if w[1].id <= w[0].id {
+            return Err(Error::Invalid(format!(
+                "page ids must be strictly increasing: {} follows {}",
+                w[1].id, w[0].id
+            )));
+        }
+    }
+    let index_len = encode_index(pages)?.len() as u64;
+    let meta_len = if metadata.is_empty() {
+        0
+    } else {
+        encode_metadata(metadata).len() as u64
+    };
+    let too_big = || Error::Invalid("checkpoint larger than 2^64 bytes".into());
+    let data_offset = align_up(ALIGN + index_len + meta_len + graph.len() as u64).ok_or_else(too_big)?;
+    let mut cursor = data_offset;
+    for p in pages {
+        p.offset = cursor;
+        cursor = p.offset.checked_add(p.len).and_then(align_up).ok_or_else(too_big)?;
+    }
+    Ok((data_offset, cursor))
+}
+
+/// The file's bytes before its page data: the header block, then the sections (index, metadata
+/// when not empty, graph when not empty), zero-padded to `data_offset`.
+fn encode_head(
+    pages: &[PageEntry],
+    metadata: &BTreeMap<String, String>,
+    graph: &[u8],
+    data_offset: u64,
+    file_len: u64,
+) -> Result<Vec<u8>> {
+    let index = encode_index(pages)?;
+    let mut sections = vec![Section {
+        kind: SECTION_PAGE_INDEX,
+        flags: SECTION_FLAG_REQUIRED,
+        offset: ALIGN,
+        len: index.len() as u64,
+        crc32c: crc32c(&index),
+    }];
+    let mut body = index;
+    if !metadata.is_empty() {
+        let meta = encode_metadata(metadata);
+        sections.push(Section {
+            kind: SECTION_METADATA,
+            flags: 0,
+            offset: ALIGN + body.len() as u64,
+            len: meta.len() as u64,
+            crc32c: crc32c(&meta),
+        });
+        body.extend_from_slice(&meta);
+    }
+    if !graph.is_empty() {
+        sections.push(Section {
+            kind: SECTION_DEPENDENCY_GRAPH,
+            flags: 0,
+            offset: ALIGN + body.len() as u64,
+            len: graph.len() as u64,
+            crc32c: crc32c(graph),
+        });
+        body.extend_from_slice(graph);
+    }
+    let mut head = encode_header(file_len, pages.len() as u64, data_offset, &sections);
+    head.extend_from_slice(&body);
+    head.resize(data_offset as usize, 0);
+    Ok(head)
+}
+
+/// The head (every byte before the page data) of the checkpoint a writer would make of `pages`
+/// (ids strictly increasing, CRCs set; offsets are laid out here) and `metadata`, without the
+/// page bytes: what a log's BASE record carries ([`crate::format::base`]).
+/// [`CheckpointHead::parse`] of it, with the `file_len` it records, gives `pages` back.
+pub fn head_of(mut pages: Vec<PageEntry>, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let (data_offset, file_len) = lay_out(&mut pages, metadata, &[])?;
+    encode_head(&pages, metadata, &[], data_offset, file_len)
 }
 
 /// Writes a whole checkpoint from in-memory pages (`(spec, bytes)` in increasing id order).

@@ -3,6 +3,7 @@
 //! `docs/FORMAT.md` is the byte-exact specification; the constants here carry its names, and
 //! `format_constants_match_the_spec` in this module's tests pins each of them.
 
+pub mod base;
 pub mod checkpoint;
 pub mod graph;
 pub mod lock;
@@ -17,9 +18,9 @@ pub const FORMAT_MAJOR: u16 = 1;
 /// records (1.2) are optional record types, which a 1.1 segment may hold: a 1.1 reader skips
 /// them and reaches the same pages.
 pub const FORMAT_MINOR: u16 = 1;
-/// The newest format minor version this build knows (1.2: the dependency graph). Newer minors
-/// are read as far as FORMAT.md allows.
-pub const NEWEST_MINOR: u16 = 2;
+/// The newest format minor version this build knows (1.3: the BASE record; 1.2: the dependency
+/// graph). Newer minors are read as far as FORMAT.md allows.
+pub const NEWEST_MINOR: u16 = 3;
 /// The minor version a checkpoint without a dependency graph is written with: the lowest that
 /// describes it.
 pub const CHECKPOINT_MINOR: u16 = 0;

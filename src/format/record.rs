@@ -42,9 +42,16 @@ pub fn kind_name(kind: u8) -> &'static str {
         super::graph::TYPE_DERIVE => "derive",
         super::graph::TYPE_UNDERIVE => "underive",
         super::graph::TYPE_PROPAGATED => "propagated",
+        super::base::TYPE_BASE => "base",
         k if k >= OPTIONAL_TYPE_MIN => "optional",
         _ => "unknown",
     }
+}
+
+/// True for the optional record types this build knows that change no page: the graph records
+/// and BASE. A replay passes over them (they are not "unknown").
+pub fn changes_no_page(kind: u8) -> bool {
+    super::graph::is_graph_type(kind) || kind == super::base::TYPE_BASE
 }
 
 /// What a reader knows of the page a record targets, to bound the record's payload before it is

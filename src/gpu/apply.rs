@@ -294,7 +294,7 @@ impl DevicePageStore {
         limit: ReplayLimit,
         keep_created: &dyn Fn(u64, &PageMeta) -> bool,
     ) -> Result<(ReplaySummary, ApplyStats)> {
-        self.apply(LogInput::Opened(log), None, head, limit, keep_created)
+        self.apply(LogInput::Opened(log), None, head, (None, limit), keep_created)
     }
 
     /// Opens the log segments named by `paths` (files or directories) with
@@ -307,7 +307,24 @@ impl DevicePageStore {
         limit: ReplayLimit,
         keep_created: &dyn Fn(u64, &PageMeta) -> bool,
     ) -> Result<(ReplaySummary, ApplyStats)> {
-        self.apply(LogInput::Files(paths), None, head, limit, keep_created)
+        self.apply(LogInput::Files(paths), None, head, (None, limit), keep_created)
+    }
+
+    /// Applies the records of `log` from `from_seq` on (up to `limit`) to pages that hold the
+    /// state after the records before it, with the epochs `head` gives them: for a store that
+    /// follows a log step by step. The log may leave out its segments
+    /// before `from_seq` ([`Log::drop_segments_before`]); what it holds is uploaded and checked
+    /// on the device as [`DevicePageStore::apply_log`] does.
+    pub fn apply_log_from(
+        &mut self,
+        log: &Log,
+        head: &CheckpointHead,
+        from_seq: u64,
+        limit: ReplayLimit,
+    ) -> Result<(ReplaySummary, ApplyStats)> {
+        self.apply(LogInput::Opened(log), None, head, (Some(from_seq), limit), &|_, _| {
+            false
+        })
     }
 
     /// Applies a log planned before the store was loaded, as [`DevicePageStore::apply_log`]
@@ -318,7 +335,7 @@ impl DevicePageStore {
         let p = prepared;
         let same_pages = p.present.len() == self.pages.len() && p.present.iter().all(|id| self.pages.contains_key(id));
         let plan = p.plan.as_ref().filter(|_| same_pages);
-        self.apply(LogInput::Opened(p.log), plan, p.head, p.limit, p.keep_created)
+        self.apply(LogInput::Opened(p.log), plan, p.head, (None, p.limit), p.keep_created)
     }
 
     /// Applies the log `input`; `planned_before`, when given, is its plan (for an opened log),
@@ -328,7 +345,7 @@ impl DevicePageStore {
         input: LogInput,
         planned_before: Option<&ApplyPlan>,
         head: &CheckpointHead,
-        limit: ReplayLimit,
+        (from_seq, limit): (Option<u64>, ReplayLimit),
         keep_created: &dyn Fn(u64, &PageMeta) -> bool,
     ) -> Result<(ReplaySummary, ApplyStats)> {
         let was_planned = planned_before.is_some();
@@ -368,7 +385,8 @@ impl DevicePageStore {
         // Set up before the upload, whose copy threads walk and decode the records of a log
         // given as files as they read it.
         let pages = &self.pages;
-        let planner = (!was_planned).then(|| Arc::new(plan::Planner::new(head, &|id| pages.contains_key(&id))));
+        let planner = (!was_planned)
+            .then(|| Arc::new(plan::Planner::new(head, &|id| pages.contains_key(&id)).starting_at(from_seq)));
         let walk_in_upload = matches!(input, LogInput::Files(_));
         let walked: Vec<Mutex<Vec<plan::DecodedPiece>>> = files.iter().map(|_| Mutex::new(Vec::new())).collect();
         let outcome = std::thread::scope(|outer| -> Result<Outcome> {
@@ -529,7 +547,7 @@ impl DevicePageStore {
             Outcome::Planned(p, times) => (*p, times),
             Outcome::Again(log) => {
                 drop(logbuf);
-                return self.apply(LogInput::Opened(&log), None, head, limit, keep_created);
+                return self.apply(LogInput::Opened(&log), None, head, (from_seq, limit), keep_created);
             }
         };
         let mut stats = ApplyStats {

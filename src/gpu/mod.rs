@@ -49,6 +49,15 @@ pub struct Gpu {
     pub(crate) staging: std::sync::Mutex<Option<loader::Staging>>,
 }
 
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("ordinal", &self.ordinal)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// When [`Gpu::open`] compiles the kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelCompile {

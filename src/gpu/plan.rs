@@ -447,6 +447,8 @@ pub fn plan(
 /// upload reads them instead of in a second pass.
 pub struct Planner {
     pages: Pages,
+    /// Records before this one are left out: the store holds their effect already.
+    from_seq: Option<u64>,
     /// Working memory for finishing the chunks of walked pieces, one per copy thread at most.
     scratch: std::sync::Mutex<Vec<Scratch>>,
 }
@@ -472,8 +474,17 @@ impl Planner {
         }
         Planner {
             pages,
+            from_seq: None,
             scratch: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Plans only the records from `seq` on (all of them for `None`): the store's pages hold
+    /// the state after the records before it, with the epochs the `head` given to
+    /// [`Planner::new`] has.
+    pub fn starting_at(mut self, seq: Option<u64>) -> Planner {
+        self.from_seq = seq;
+        self
     }
 
     /// Walks and decodes a piece of a log segment read into memory: `bytes`, the file's bytes
@@ -529,7 +540,8 @@ impl Planner {
             },
             ..Default::default()
         };
-        let whole_log = limit.to_seq.is_none_or(|n| log.last_seq().is_none_or(|last| n >= last));
+        let whole_log =
+            self.from_seq.is_none() && limit.to_seq.is_none_or(|n| log.last_seq().is_none_or(|last| n >= last));
         match decoded.filter(|_| whole_log).and_then(|d| scanned_chunks(log, d)) {
             Some((pieces, chunks)) => {
                 out.decoded_in_scan = chunks.iter().flatten().map(|c| c.records.len() as u64).sum();
@@ -538,7 +550,14 @@ impl Planner {
                     out.steps.push(Step::Writes(batch));
                 }
             }
-            None => plan_in_runs(log, seg_base, &mut pages, limit, keep_created, &mut out)?,
+            None => plan_in_runs(
+                log,
+                seg_base,
+                &mut pages,
+                (self.from_seq, limit),
+                keep_created,
+                &mut out,
+            )?,
         }
         out.epochs = (0..pages.ids.len())
             .filter(|&s| pages.touched[s] && pages.present[s])
@@ -590,12 +609,13 @@ fn scanned_chunks(log: &Log, decoded: ScanDecoded) -> Option<(Vec<Span<'_>>, Vec
     Some((pieces, chunks))
 }
 
-/// Plans the records in sequence order, a run of writes between structural records at a time.
+/// Plans the records in sequence order (from `from_seq`, up to `limit`), a run of writes between
+/// structural records at a time.
 fn plan_in_runs(
     log: &Log,
     seg_base: &[u64],
     pages: &mut Pages,
-    limit: ReplayLimit,
+    (from_seq, limit): (Option<u64>, ReplayLimit),
     keep_created: &dyn Fn(u64, &PageMeta) -> bool,
     out: &mut ApplyPlan,
 ) -> Result<()> {
@@ -606,7 +626,9 @@ fn plan_in_runs(
         .enumerate()
         .map(|(i, s)| {
             let f = s.frames();
-            (i, &f[..f.partition_point(|f| limit.to_seq.is_none_or(|n| f.seq <= n))])
+            let start = f.partition_point(|f| from_seq.is_some_and(|m| f.seq < m));
+            let end = f.partition_point(|f| limit.to_seq.is_none_or(|n| f.seq <= n));
+            (i, &f[start..end.max(start)])
         })
         .filter(|(_, f)| !f.is_empty())
         .collect();
@@ -903,7 +925,7 @@ fn decode_record(bytes: &[u8], base: u64, pages: &Pages, f: &FrameRef, out: &mut
         value_base_end: 0,
         extra_end: 0,
     };
-    if crate::format::graph::is_graph_type(f.kind) {
+    if crate::format::record::changes_no_page(f.kind) {
         rec.state = RecordState::NoPages;
     } else if f.kind >= OPTIONAL_TYPE_MIN {
         rec.state = RecordState::Unknown;

@@ -326,6 +326,50 @@ impl DevicePageStore {
         ))
     }
 
+    /// A store over device memory the caller owns (tensors another library allocated): page
+    /// `entry.id` at device address `ptr`, with the entry's length, epoch and metadata; `base` is
+    /// the state hash of the state the pages hold. Nothing is allocated, and nothing is freed when
+    /// the store drops. For applying a log in place ([`DevicePageStore::apply_log_from`]); a
+    /// log that would create, delete or resize a page must be refused before it is applied.
+    ///
+    /// # Safety
+    ///
+    /// Each `ptr` must be the address of `entry.len` bytes of device memory of `gpu`'s device,
+    /// writable, holding no other page's bytes, that stays allocated, and that no other work
+    /// reads or writes while the store uses it (its kernels run on `gpu`'s stream).
+    pub unsafe fn over_device_memory<'e>(
+        gpu: &Arc<Gpu>,
+        base: StateHash,
+        pages: impl IntoIterator<Item = (&'e PageEntry, u64)>,
+    ) -> DevicePageStore {
+        let pages = pages
+            .into_iter()
+            .map(|(p, ptr)| {
+                let page = DevicePage {
+                    epoch: p.epoch,
+                    meta: p.meta.clone(),
+                    ptr,
+                    len: p.len,
+                    residency: PageResidency::Device,
+                    own: None,
+                    host: None,
+                    crc: None,
+                };
+                (p.id, page)
+            })
+            .collect();
+        DevicePageStore {
+            gpu: gpu.clone(),
+            memory: MemoryKind::Device,
+            pool: None,
+            pages,
+            retired: Vec::new(),
+            base,
+            complete: true,
+            pinned_source: None,
+        }
+    }
+
     /// Unpins the pieces of the checkpoint's file mapping that a load by pinning the mapping
     /// ([`ReadMode::PinMapping`]) left pinned; otherwise they are unpinned when the store drops.
     /// True when there were any.

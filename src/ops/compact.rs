@@ -96,10 +96,11 @@ fn output_options(compression: Compression) -> LogOptions {
     }
 }
 
-/// Fails on corruption; warns nothing itself: a torn tail is left out and reported by the caller.
+/// Fails on corruption (a BASE record included); warns nothing itself: a torn tail is left out and reported by the caller.
 fn open_log(logs: &[PathBuf]) -> Result<Log> {
     let log = Log::open(logs)?;
     log.check()?;
+    crate::format::base::read(&log)?;
     Ok(log)
 }
 
@@ -239,6 +240,9 @@ fn append_unchanged(w: &mut LogWriter, records: &[LogRecord<'_>]) -> Result<()> 
             // Checked by decoding, then copied as it was (its timestamp and source kept).
             crate::graph::decode_record(rec)?;
             w.append_payload(rec.frame.kind, rec.payload()?)?;
+        } else if rec.frame.kind == crate::format::base::TYPE_BASE {
+            // It describes the base of the log it came from; the log written here has another.
+            continue;
         } else {
             w.append(&known_delta(rec, |_| TargetPage::Unknown)?)?;
         }
@@ -786,12 +790,18 @@ pub fn compact_log(
     let mut programs: BTreeMap<u64, PageProgram> = BTreeMap::new();
     let mut rest = Vec::new();
     let mut folded = 0u64;
+    let mut base_record = None;
     for rec in log.records() {
         if let Some(p) = progress {
             p.fetch_add(rec.frame.frame_len(), Ordering::Relaxed);
         }
         if to_seq.is_some_and(|n| rec.frame.seq > n) {
             rest.push(rec);
+            continue;
+        }
+        if rec.frame.kind == crate::format::base::TYPE_BASE {
+            // The merged log has the same base: its BASE record stays first.
+            base_record = Some(rec);
             continue;
         }
         if crate::format::graph::is_graph_type(rec.frame.kind) {
@@ -818,6 +828,10 @@ pub fn compact_log(
         folded += 1;
     }
     let mut w = LogWriter::create(dir.path(), base, first_seq, output_options(compression))?;
+    if let Some(rec) = &base_record {
+        // Checked when the log was opened (`open_log`).
+        w.append_payload(rec.frame.kind, rec.payload()?)?;
+    }
     for (id, program) in &programs {
         for (stamp, op) in program.emit(*id) {
             w.append(&Delta {

@@ -177,7 +177,7 @@ pub struct DiffReport {
 /// Calls `f(start, end)` for each maximal run of positions where `a` and `b` differ. Outside a
 /// run it skips equal 256-byte blocks; inside, it goes a word at a time, and only words that
 /// are partly equal are looked at byte by byte.
-fn for_each_diff_run(a: &[u8], b: &[u8], mut f: impl FnMut(usize, usize)) {
+pub(crate) fn for_each_diff_run(a: &[u8], b: &[u8], mut f: impl FnMut(usize, usize)) {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     debug_assert_eq!(a.len(), b.len());
@@ -503,7 +503,7 @@ pub struct EmitReport {
 
 /// The ranges where `b` differs from `a` resized to `b`'s length (bytes past `a`'s end count as
 /// zeros, as a resize or a create leaves them), touching ranges joined.
-fn diff_ranges(a: &[u8], b: &[u8]) -> Vec<(u64, u64)> {
+pub(crate) fn diff_ranges(a: &[u8], b: &[u8]) -> Vec<(u64, u64)> {
     let n = a.len().min(b.len());
     let zeros = vec![0u8; CHUNK.min(b.len().saturating_sub(n))];
     let chunks: Vec<(usize, usize)> = (0..b.len())

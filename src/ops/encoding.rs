@@ -5,7 +5,7 @@
 use crate::format::record::Op;
 
 /// Table bytes a sparse record spends per range (offset and length).
-const SPARSE_RANGE_COST: u64 = 16;
+pub(crate) const SPARSE_RANGE_COST: u64 = 16;
 /// Payload bytes of a fill (offset, length, value).
 const FILL_COST: u64 = 17;
 

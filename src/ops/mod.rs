@@ -8,4 +8,5 @@ pub mod diff;
 pub mod encoding;
 pub mod inspect;
 pub mod safetensors_io;
+pub mod sync;
 pub mod verify;

@@ -103,6 +103,7 @@ impl From<&Error> for Problem {
             Error::Corrupt { path, offset, .. } => (path.clone(), Some(*offset), "corrupt"),
             Error::DeltaRejected { path, offset, .. } => (path.clone(), Some(*offset), "delta_rejected"),
             Error::WrongBase { path, .. } => (path.clone(), Some(32), "wrong_base"),
+            Error::HeldPagesNotBase { path, .. } => (path.clone(), None, "wrong_base"),
             Error::Io { path, .. } => (path.clone(), None, "io"),
             Error::Locked { path, .. } => (path.clone(), None, "locked"),
             Error::OutOfMemory(_) => (PathBuf::new(), None, "out_of_memory"),
@@ -282,6 +283,11 @@ pub fn verify(paths: &[PathBuf], progress: Option<&AtomicU64>, rederive: bool) -
     if !log_paths.is_empty() {
         let log = Log::open(&log_paths)?;
         problems.extend(log.problems().iter().map(clone_error));
+        match crate::format::base::read(&log) {
+            Err(e) if e.is_data_error() => problems.push(e),
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
         torn = log.torn_tail().cloned();
         let mut applied = 0;
         if let [(c, _)] = &opened[..] {

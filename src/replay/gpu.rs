@@ -116,7 +116,7 @@ const READ_AHEAD_MAX: u64 = 1 << 30;
 /// CUDA's start, on a thread of its own beside the files' opening.
 enum CudaStart {
     Running(std::thread::JoinHandle<Result<Gpu>>),
-    Started(Gpu),
+    Started(Arc<Gpu>),
 }
 
 impl CudaStart {
@@ -129,11 +129,12 @@ impl CudaStart {
     }
 
     /// The started device.
-    fn wait(self) -> Result<Gpu> {
+    fn wait(self) -> Result<Arc<Gpu>> {
         match self {
             CudaStart::Running(h) => h
                 .join()
-                .map_err(|_| Error::Gpu(GpuError::Internal("CUDA start thread panicked".into())))?,
+                .map_err(|_| Error::Gpu(GpuError::Internal("CUDA start thread panicked".into())))?
+                .map(Arc::new),
             CudaStart::Started(gpu) => Ok(gpu),
         }
     }
@@ -148,7 +149,16 @@ pub(super) fn run(
 ) -> Result<(GpuReplayReport, DevicePageStore)> {
     let t0 = Instant::now();
     let compile = KernelCompile::for_replay(Some(logs), o.verify);
-    let starting = CudaStart::Running(std::thread::spawn(move || Gpu::open(ordinal, compile)));
+    let starting = match &o.opened {
+        Some(gpu) if gpu.ordinal == ordinal => CudaStart::Started(gpu.clone()),
+        Some(gpu) => {
+            return Err(Error::Invalid(format!(
+                "the device opened (cuda:{}) is not the one asked for (cuda:{ordinal})",
+                gpu.ordinal
+            )));
+        }
+        None => CudaStart::Running(std::thread::spawn(move || Gpu::open(ordinal, compile))),
+    };
     let len = std::fs::metadata(checkpoint)
         .map_err(|e| Error::io(checkpoint, e))?
         .len();
@@ -182,7 +192,7 @@ pub(super) fn run(
         .map(|l| PreparedLog::new(l, ckpt.head(), &select, o.limit, &keep_created));
     t.log_plan = prepared.as_ref().map_or(0.0, |p| p.plan_ms);
     let twait = Instant::now();
-    let gpu = Arc::new(starting.wait()?);
+    let gpu = starting.wait()?;
     t.wait_for_cuda = ms(twait);
     t.cuda_start = gpu.start_ms;
     let tload = Instant::now();

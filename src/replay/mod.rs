@@ -100,6 +100,10 @@ pub struct ReplayOptions {
     pub output: Option<PathBuf>,
     /// Counts the bytes done, adding to its total as the work becomes known.
     pub progress: Option<Progress>,
+    /// One device: a device already opened to use (it must be the device asked for). A process
+    /// that replays again and again keeps one, as `bench load` does, and saves each replay
+    /// the device's start: a context, a stream, the kernels' module, pinned staging memory.
+    pub opened: Option<std::sync::Arc<crate::gpu::Gpu>>,
 }
 
 impl Default for ReplayOptions {
@@ -114,6 +118,7 @@ impl Default for ReplayOptions {
             limit: ReplayLimit::default(),
             output: None,
             progress: None,
+            opened: None,
         }
     }
 }

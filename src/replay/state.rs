@@ -58,6 +58,12 @@ impl Page<'_> {
     pub fn data(&self) -> &[u8] {
         self.data.bytes()
     }
+    /// Whether the page's bytes are still the checkpoint's, read in place from its mapping (no
+    /// delta has written to the page): [`State::mapping`] holds them.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.data, PageData::Mapped(_))
+    }
+
     /// The CRC32C from the checkpoint's index, while the page still holds the bytes it was
     /// loaded with (`None` once a delta has written to it).
     pub fn stored_crc(&self) -> Option<u32> {
@@ -75,6 +81,8 @@ impl Page<'_> {
 pub struct State<'a> {
     pages: BTreeMap<u64, Page<'a>>,
     base: StateHash,
+    /// The mapping of the checkpoint the pages were loaded from.
+    mapping: Option<Arc<crate::mmap::ReadOnlyMap>>,
     /// Counts the log bytes replayed, for a progress bar.
     progress: Option<Arc<AtomicU64>>,
 }
@@ -159,6 +167,7 @@ impl<'a> State<'a> {
         Ok(State {
             pages,
             base: ckpt.state_hash(),
+            mapping: Some(ckpt.mapping().clone()),
             progress: None,
         })
     }
@@ -168,8 +177,16 @@ impl<'a> State<'a> {
         State {
             pages: BTreeMap::new(),
             base: StateHash::compute(std::iter::empty()),
+            mapping: None,
             progress: None,
         }
+    }
+
+    /// The mapping of the checkpoint the state was loaded from: the bytes of every page that
+    /// [`Page::is_mapped`] lie in it. A caller that keeps this `Arc` may keep using them after
+    /// the state is gone (they alias the file read-only).
+    pub fn mapping(&self) -> Option<&Arc<crate::mmap::ReadOnlyMap>> {
+        self.mapping.as_ref()
     }
 
     /// The pages, in id order.
@@ -283,8 +300,8 @@ impl<'a> State<'a> {
             };
             let delta = match rec.delta_for_page(target) {
                 Ok(Some(d)) => d,
-                // Graph records change no page: known, and nothing to apply here.
-                Ok(None) if crate::format::graph::is_graph_type(rec.frame.kind) => continue,
+                // Graph and BASE records change no page: known, and nothing to apply here.
+                Ok(None) if crate::format::record::changes_no_page(rec.frame.kind) => continue,
                 Ok(None) => {
                     s.skipped_unknown += 1;
                     continue;

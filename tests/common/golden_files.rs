@@ -157,7 +157,7 @@ pub fn write_all(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     fix_header_crc(&mut b);
     std::fs::write(out.join("future-major.ckpt"), &b)?;
 
-    // The checkpoint as a format 1.3 writer might write it: an optional section of unknown kind
+    // The checkpoint as a format 1.4 writer might write it: an optional section of unknown kind
     // 99 after the index (and the metadata section), non-zero reserved header bytes.
     let mut b = std::fs::read(&small)?;
     let count = u32::from_le_bytes(b[12..16].try_into()?) as usize;
@@ -178,7 +178,7 @@ pub fn write_all(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     b[at..at + 4].fill(0);
     b[at..at + 32].copy_from_slice(&entry);
     b[12..16].copy_from_slice(&((count + 1) as u32).to_le_bytes());
-    b[10..12].copy_from_slice(&3u16.to_le_bytes());
+    b[10..12].copy_from_slice(&4u16.to_le_bytes());
     b[50] = 0x11;
     fix_header_crc(&mut b);
     std::fs::write(out.join("future-minor.ckpt"), &b)?;

@@ -374,6 +374,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
         limit: a.limit.limit(),
         output: a.output.clone(),
         progress: bar.progress(),
+        opened: None,
     };
     let replayed = mmsb::replay::run(&a.checkpoint, &a.logs, &opts);
     bar.finish();

@@ -280,6 +280,22 @@ pub enum PayloadProblem {
 /// Bytes of a payload's common head: page id, epoch, timestamp and the source tag's length.
 pub(super) const PAYLOAD_HEAD_LEN: usize = 25;
 
+/// The first bytes of a frame's payload (up to the 25 of the common prefix before the source
+/// tag: page id, epoch, timestamp, source length), decompressing only the block that holds them.
+pub fn frame_payload_head<'a>(segment: &'a [u8], f: &FrameRef) -> std::result::Result<Cow<'a, [u8]>, PayloadProblem> {
+    let start = f.payload_offset() as usize;
+    let stored = &segment[start..start + f.payload_len as usize];
+    if f.flags & FLAG_ZSTD == 0 {
+        return Ok(Cow::Borrowed(&stored[..stored.len().min(PAYLOAD_HEAD_LEN)]));
+    }
+    let compression = |e: std::io::Error| PayloadProblem::Compression(e.to_string());
+    let mut head = Vec::with_capacity(PAYLOAD_HEAD_LEN);
+    let decoder = zstd::stream::read::Decoder::with_buffer(stored).map_err(compression)?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(decoder, PAYLOAD_HEAD_LEN as u64), &mut head)
+        .map_err(compression)?;
+    Ok(Cow::Owned(head))
+}
+
 /// Like [`frame_payload`], but a compressed payload that declares more than 1 MiB is
 /// decompressed only when that size fits the page it targets: `page_len(page_id)` says what the reader knows of
 /// that page now, and [`max_payload_len`] the most a record of the frame's type can
@@ -307,10 +323,7 @@ pub fn frame_payload_for_page<'a>(
     // streaming context, more than decompressing a small payload whole.
     if f.kind < OPTIONAL_TYPE_MIN && size > 1 << 20 {
         // Decompress the head alone (a block at most) to learn the page and the head's length.
-        let mut head = Vec::with_capacity(PAYLOAD_HEAD_LEN);
-        let decoder = zstd::stream::read::Decoder::with_buffer(stored).map_err(|e| Compression(e.to_string()))?;
-        std::io::Read::read_to_end(&mut std::io::Read::take(decoder, PAYLOAD_HEAD_LEN as u64), &mut head)
-            .map_err(|e| Compression(e.to_string()))?;
+        let head = frame_payload_head(segment, f)?;
         if head.len() == PAYLOAD_HEAD_LEN {
             let page_id = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
             let head_len = PAYLOAD_HEAD_LEN as u64 + u64::from(head[24]);

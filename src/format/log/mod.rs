@@ -145,7 +145,7 @@ impl Log {
     /// log: the same base state, segment numbers 0, 1, 2, ... and gapless sequence numbers.
     /// Problems in the bytes are collected in [`Log::problems`]; only I/O errors fail the call.
     pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<Log> {
-        Ok(Log::open_with(paths, |_, p| Ok((Segment::open(p)?, ())))?.0)
+        Ok(Log::open_with(paths, 0, |_, p| Ok((Segment::open(p)?, ())))?.0)
     }
 
     /// Opens a log reading only its frame headers: the record checksums over the payloads are
@@ -155,7 +155,24 @@ impl Log {
     /// Everything else (headers, chaining, sequence numbers, damage) is checked as by
     /// [`Log::open`].
     pub fn open_deferred<P: AsRef<Path>>(paths: &[P]) -> Result<Log> {
-        Ok(Log::open_with(paths, |_, p| Ok((Segment::open_deferred(p)?, ())))?.0)
+        Ok(Log::open_with(paths, 0, |_, p| Ok((Segment::open_deferred(p)?, ())))?.0)
+    }
+
+    /// Opens a log to append to it: every checksum of the last segment file (in name order, which
+    /// is segment order for the files a writer names) is checked, and only the frame headers of
+    /// the others, whose payloads were checked while each was the last one a writer opened. An
+    /// append so costs the last segment's bytes, not the whole log's.
+    pub fn open_for_append<P: AsRef<Path>>(paths: &[P]) -> Result<Log> {
+        let last = expand_paths(paths)?.len().saturating_sub(1);
+        let open = |i: usize, p: &Path| {
+            let segment = if i == last {
+                Segment::open(p)?
+            } else {
+                Segment::open_deferred(p)?
+            };
+            Ok((segment, ()))
+        };
+        Ok(Log::open_with(paths, 0, open)?.0)
     }
 
     /// Opens the segments named by `paths` from walks of their pieces
@@ -168,14 +185,16 @@ impl Log {
         paths: &[PathBuf],
         pieces: &(dyn Fn(usize) -> Vec<PieceWalk<P>> + Sync),
     ) -> Result<(Log, Vec<Option<VisitedPieces<P>>>)> {
-        Log::open_with(paths, |i, p| Segment::open_from_pieces(p, pieces(i)))
+        Log::open_with(paths, 0, |i, p| Segment::open_from_pieces(p, pieces(i)))
     }
 
     /// The same segments opened again with every checksum checked: the exact verdict on a log
     /// opened with [`Log::open_deferred`] whose record checksums did not all match.
     pub fn reopen_checked(&self) -> Result<Log> {
         let paths: Vec<&Path> = self.segments.iter().map(|s| s.path()).collect();
-        Log::open(&paths)
+        // A log that left out its first segments (`drop_segments_before`) starts where it did.
+        let first = self.segments.first().map_or(0, |s| s.header.segment_no);
+        Ok(Log::open_with(&paths, first, |_, p| Ok((Segment::open(p)?, ())))?.0)
     }
 
     /// Whether every listed record's checksum has been checked.
@@ -188,6 +207,7 @@ impl Log {
     /// order of the log's segments).
     fn open_with<P: AsRef<Path>, X: Send>(
         paths: &[P],
+        first_segment_no: u64,
         open_segment: impl Fn(usize, &Path) -> Result<(Segment, X)> + Sync,
     ) -> Result<(Log, Vec<X>)> {
         let mut problems = Vec::new();
@@ -215,12 +235,13 @@ impl Log {
             problem: Corruption::SegmentChain(why),
         };
         for (i, s) in segments.iter().enumerate() {
-            if s.header.segment_no != i as u64 {
+            let expected = i as u64 + first_segment_no;
+            if s.header.segment_no != expected {
                 problems.push(chain(
                     s,
                     16,
                     format!(
-                        "segment number {} where {i} was expected (is a segment missing or given twice?)",
+                        "segment number {} where {expected} was expected (is a segment missing or given twice?)",
                         s.header.segment_no
                     ),
                 ));
@@ -294,6 +315,17 @@ impl Log {
             torn_tail,
         };
         Ok((log, extras))
+    }
+
+    /// Leaves out the leading segments whose records all come before `seq`, for a reader that
+    /// has applied them (the chain was checked when the log was opened; its problems stay).
+    pub fn drop_segments_before(&mut self, seq: u64) {
+        let keep_from = self
+            .segments
+            .iter()
+            .rposition(|s| s.header.first_seq <= seq)
+            .unwrap_or(0);
+        self.segments.drain(..keep_from);
     }
 
     /// The segments, in order.

@@ -147,6 +147,33 @@ impl Segment {
         self.payload_for_page(f, |_| TargetPage::Unknown)
     }
 
+    /// The page id and epoch a record's payload starts with, decompressing no more than the
+    /// block that holds them (a reader that needs only the epochs of records it has applied).
+    pub fn page_and_epoch(&self, f: &FrameRef) -> Result<(u64, u64)> {
+        let corrupt = |problem| Error::Corrupt {
+            path: self.path.clone(),
+            offset: f.payload_offset(),
+            problem,
+        };
+        let head = frame_payload_head(self.map.bytes(), f).map_err(|p| match p {
+            PayloadProblem::Compression(why) => corrupt(Corruption::Compression(why)),
+            PayloadProblem::DoesNotFit(reason) => Error::DeltaRejected {
+                path: self.path.clone(),
+                offset: f.offset,
+                seq: f.seq,
+                reason,
+            },
+        })?;
+        if head.len() < 16 {
+            return Err(corrupt(Corruption::Truncated {
+                needed: 16,
+                available: head.len() as u64,
+            }));
+        }
+        let word = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().expect("8 bytes"));
+        Ok((word(0), word(8)))
+    }
+
     /// A frame's payload, decompressed only when its declared size fits the page it targets
     /// ([`frame_payload_for_page`]); a payload that cannot fit is a rejected record.
     pub fn payload_for_page(&self, f: &FrameRef, page_len: impl FnOnce(u64) -> TargetPage) -> Result<Cow<'_, [u8]>> {
