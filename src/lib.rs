@@ -42,6 +42,7 @@ pub mod format;
 pub mod fsutil;
 pub mod gpu;
 pub mod graph;
+pub mod metrics;
 pub mod mmap;
 pub mod ops;
 pub mod page;

@@ -10,7 +10,9 @@ use std::path::Path;
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundations",
-        &["error", "page", "progress", "timing", "mmap", "fsutil", "select"],
+        &[
+            "error", "page", "progress", "timing", "mmap", "fsutil", "select", "metrics",
+        ],
     ),
     ("format", &["format"]),
     ("derived pages", &["graph", "propagate"]),

@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{code, json, run, stderr};
 use mmsb::format::checkpoint::Checkpoint;
@@ -12,21 +11,7 @@ use mmsb::format::log::{LogOptions, LogWriter};
 use mmsb::format::record::{Delta, Op};
 
 fn python(dir: &Path, args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/interop.py");
-    let py = std::env::var("MMSB_PYTHON").unwrap_or_else(|_| "python3".into());
-    let o = Command::new(&py)
-        .arg(&script)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {py}: {e}"));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !err.contains("No module named"),
-        "the Python peer is missing ({err}); install it with `pip install -r tests/py/requirements.txt` (scripts/test.sh does)"
-    );
-    assert!(o.status.success(), "python {args:?} failed: {err}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    common::python("interop.py", dir, args)
 }
 
 #[test]

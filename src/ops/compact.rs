@@ -861,6 +861,13 @@ pub fn compact_log(
     })
 }
 
+impl crate::metrics::Measured for CompactReport {
+    fn measure(&self, m: &mut crate::metrics::RunMetrics) {
+        m.records += self.output.records;
+        m.state_hash = self.state_hash.map(|h| h.to_hex());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

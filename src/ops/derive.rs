@@ -190,6 +190,13 @@ pub fn propagate(
     Ok(report)
 }
 
+impl crate::metrics::Measured for PropagateReport {
+    fn measure(&self, m: &mut crate::metrics::RunMetrics) {
+        m.pages += self.recomputed;
+        m.records += self.seqs.map_or(0, |(first, last)| last - first + 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

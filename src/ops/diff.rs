@@ -739,6 +739,19 @@ pub fn emit_log(
     })
 }
 
+impl crate::metrics::Measured for DiffReport {
+    fn measure(&self, m: &mut crate::metrics::RunMetrics) {
+        m.pages += self.unchanged + self.changed + self.added + self.removed;
+        m.state_hash = Some(self.state_hash_b.to_hex());
+    }
+}
+
+impl crate::metrics::Measured for EmitReport {
+    fn measure(&self, m: &mut crate::metrics::RunMetrics) {
+        m.records += self.records;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

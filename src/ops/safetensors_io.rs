@@ -263,6 +263,13 @@ pub fn export(
     Ok(summary)
 }
 
+impl crate::metrics::Measured for TensorFileSummary {
+    fn measure(&self, m: &mut crate::metrics::RunMetrics) {
+        m.pages += self.tensors;
+        m.state_hash = Some(self.state_hash.to_hex());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

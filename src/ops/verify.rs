@@ -440,3 +440,30 @@ fn clone_error(e: &Error) -> Error {
         other => Error::Invalid(other.to_string()),
     }
 }
+
+/// Every [`Problem::kind`] verify reports.
+pub const PROBLEM_KINDS: [&str; 9] = [
+    "corrupt",
+    "torn_tail",
+    "delta_rejected",
+    "wrong_base",
+    "io",
+    "locked",
+    "out_of_memory",
+    "invalid",
+    "graph",
+];
+
+impl crate::metrics::Measured for VerifyReport {
+    fn measure(&self, m: &mut crate::metrics::RunMetrics) {
+        m.records += self.log.as_ref().map_or(0, |l| l.records);
+        m.pages += self.checkpoints.iter().map(|c| c.pages).sum::<u64>();
+        m.state_hash = self.state_hash.map(|h| h.to_hex());
+        for kind in PROBLEM_KINDS {
+            m.problems.entry(kind.to_owned()).or_insert(0);
+        }
+        for p in &self.problems {
+            *m.problems.entry(p.kind.to_owned()).or_insert(0) += 1;
+        }
+    }
+}

@@ -283,3 +283,33 @@ fn graph_at_stop(
     };
     Ok(crate::graph::read_history(head, log, stop)?.graph.to_derivations())
 }
+
+impl crate::metrics::Measured for ReplayReport {
+    fn measure(&self, m: &mut crate::metrics::RunMetrics) {
+        m.records += self.summary().records;
+        m.state_hash = self.state_hash().map(|h| h.to_hex());
+        match self {
+            ReplayReport::Cpu(r) => {
+                m.device = Some("cpu".into());
+                m.pages += r.pages;
+                m.phases_ms(&r.timings_ms);
+            }
+            ReplayReport::Gpu(r) => {
+                m.device = Some(r.device.clone());
+                m.pages += r.pages;
+                m.phases_ms(&r.timings_ms);
+            }
+            ReplayReport::Several(r) => {
+                m.device = Some(
+                    r.devices
+                        .iter()
+                        .map(|d| d.device.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+                m.pages += r.devices.iter().map(|d| d.pages).sum::<u64>();
+                m.phases_ms(&r.timings_ms);
+            }
+        }
+    }
+}

@@ -505,6 +505,14 @@ fn random_bytes(rng: &mut ChaCha8Rng, n: usize) -> Vec<u8> {
     v
 }
 
+impl crate::metrics::Measured for GenSummary {
+    fn measure(&self, m: &mut crate::metrics::RunMetrics) {
+        m.pages += self.pages;
+        m.records += self.records;
+        m.state_hash = Some(self.checkpoint_state_hash.to_hex());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

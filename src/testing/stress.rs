@@ -263,3 +263,9 @@ pub fn stress(o: &StressOptions) -> Result<StressReport> {
     r.seconds = start.elapsed().as_secs_f64();
     Ok(r)
 }
+
+impl crate::metrics::Measured for StressReport {
+    fn measure(&self, m: &mut crate::metrics::RunMetrics) {
+        m.records += self.records;
+    }
+}

@@ -40,6 +40,26 @@ pub fn replay_hash(dir: &Path, args: &[&str]) -> String {
         .to_string()
 }
 
+/// Runs `tests/py/SCRIPT ARGS` in `dir` with the Python that has the peers installed
+/// (`MMSB_PYTHON`, which scripts/test.sh sets), and returns its stdout.
+pub fn python(script: &str, dir: &Path, args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);
+    let py = std::env::var("MMSB_PYTHON").unwrap_or_else(|_| "python3".into());
+    let o = Command::new(&py)
+        .arg(&script)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {py}: {e}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !err.contains("No module named"),
+        "the Python peer is missing ({err}); install it with `pip install -r tests/py/requirements.txt` (scripts/test.sh does)"
+    );
+    assert!(o.status.success(), "python {script:?} {args:?} failed: {err}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// Exit code, stdout and stderr of a run.
 pub fn code(o: &Output) -> i32 {
     o.status.code().expect("exited, not killed")

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mmsb::format::log::Compression;
+use mmsb::metrics::RunFiles;
 use mmsb::replay::ReplayLimit;
 use mmsb::testing::generate::Mix;
 
@@ -25,6 +26,10 @@ pub struct Cli {
     /// When another mmsb process holds a log's write lock, wait for it instead of failing.
     #[arg(long, global = true)]
     pub wait: bool,
+    /// On exit, write the run's metrics to this file in the Prometheus text format (atomically:
+    /// for node_exporter's textfile collector), whatever the outcome.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl Cli {
@@ -33,6 +38,124 @@ impl Cli {
             mmsb::format::lock::LockWait::Wait
         } else {
             mmsb::format::lock::LockWait::Fail
+        }
+    }
+}
+
+impl Command {
+    /// The command's name in metric names: `mmsb_<name>_...`.
+    pub fn metrics_name(&self) -> &'static str {
+        match self {
+            Command::Gen(_) => "gen",
+            Command::Import(_) => "import",
+            Command::Export(_) => "export",
+            Command::Inspect(_) => "inspect",
+            Command::Verify(_) => "verify",
+            Command::Recover(_) => "recover",
+            Command::Replay(_) => "replay",
+            Command::Compact(_) => "compact",
+            Command::Diff(_) => "diff",
+            Command::Stress(_) => "stress",
+            Command::Derive(DeriveCommand::Set { .. }) => "derive_set",
+            Command::Derive(DeriveCommand::Clear { .. }) => "derive_clear",
+            Command::Propagate(_) => "propagate",
+            Command::Explain(_) => "explain",
+            Command::Bench(BenchCommand::Load { .. }) => "bench_load",
+            Command::Bench(BenchCommand::Deltas { .. }) => "bench_deltas",
+            Command::Bench(BenchCommand::Propagation(_)) => "bench_propagation",
+            Command::Completions { .. } => "completions",
+            Command::ManPages { .. } => "man_pages",
+        }
+    }
+
+    /// What the command reads, writes whole and appends to.
+    pub fn files(&self) -> RunFiles {
+        let with = |ckpt: &PathBuf, logs: &[PathBuf]| {
+            let mut v = vec![ckpt.clone()];
+            v.extend_from_slice(logs);
+            v
+        };
+        match self {
+            Command::Gen(a) => RunFiles {
+                written: vec![
+                    a.output.clone(),
+                    a.log.clone().unwrap_or_else(|| a.output.with_extension("log")),
+                ],
+                ..Default::default()
+            },
+            Command::Import(a) => RunFiles {
+                read: vec![a.input.clone()],
+                written: vec![a.output.clone()],
+                ..Default::default()
+            },
+            Command::Export(a) => RunFiles {
+                read: with(&a.checkpoint, &a.logs),
+                written: vec![a.output.clone()],
+                ..Default::default()
+            },
+            Command::Inspect(InspectArgs { files, .. }) | Command::Verify(VerifyArgs { files, .. }) => RunFiles {
+                read: files.clone(),
+                ..Default::default()
+            },
+            Command::Recover(a) => RunFiles {
+                read: a.logs.clone(),
+                written: a.backup.iter().cloned().collect(),
+                ..Default::default()
+            },
+            Command::Replay(a) => RunFiles {
+                read: with(&a.checkpoint, &a.logs),
+                written: a.output.iter().cloned().collect(),
+                ..Default::default()
+            },
+            Command::Compact(a) => {
+                let mut written = vec![a.output.clone()];
+                if !a.log_only {
+                    written.push(a.rest_log.clone().unwrap_or_else(|| a.output.with_extension("log")));
+                }
+                RunFiles {
+                    read: a.inputs.clone(),
+                    written,
+                    ..Default::default()
+                }
+            }
+            Command::Diff(a) => {
+                let mut read = with(&a.a, &a.a_logs);
+                read.extend(with(&a.b, &a.b_logs));
+                let (written, appended) = match (&a.emit_log, a.append) {
+                    (Some(log), true) => (Vec::new(), vec![log.clone()]),
+                    (Some(log), false) => (vec![log.clone()], Vec::new()),
+                    (None, _) => (Vec::new(), Vec::new()),
+                };
+                RunFiles {
+                    read,
+                    written,
+                    appended,
+                }
+            }
+            Command::Derive(
+                DeriveCommand::Set { checkpoint, log, .. } | DeriveCommand::Clear { checkpoint, log, .. },
+            )
+            | Command::Propagate(PropagateArgs { checkpoint, log, .. }) => RunFiles {
+                read: vec![checkpoint.clone(), log.clone()],
+                appended: vec![log.clone()],
+                ..Default::default()
+            },
+            Command::Explain(a) => RunFiles {
+                read: vec![a.checkpoint.clone(), a.log.clone()],
+                ..Default::default()
+            },
+            Command::Bench(BenchCommand::Load { checkpoint, .. }) => RunFiles {
+                read: vec![checkpoint.clone()],
+                ..Default::default()
+            },
+            Command::Bench(BenchCommand::Deltas { checkpoint, logs, .. }) => RunFiles {
+                read: with(checkpoint, logs),
+                ..Default::default()
+            },
+            Command::Stress(_)
+            | Command::Bench(BenchCommand::Propagation(_))
+            | Command::Completions { .. }
+            | Command::ManPages { .. } => RunFiles::default(),
         }
     }
 }

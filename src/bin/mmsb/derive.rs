@@ -3,11 +3,12 @@
 use anyhow::{Context, Result, bail};
 use mmsb::format::lock::LockWait;
 use mmsb::graph::{ChangeKind, Rule};
+use mmsb::metrics::RunMetrics;
 
 use crate::args::{DeriveCommand, ExplainArgs, PropagateArgs};
 use crate::print;
 
-pub fn derive_cmd(c: DeriveCommand, wait: LockWait) -> Result<()> {
+pub fn derive_cmd(c: DeriveCommand, wait: LockWait, m: &mut RunMetrics) -> Result<()> {
     match c {
         DeriveCommand::Set {
             checkpoint,
@@ -25,6 +26,7 @@ pub fn derive_cmd(c: DeriveCommand, wait: LockWait) -> Result<()> {
             };
             let seq = mmsb::ops::derive::derive_set(&checkpoint, &log, page, rule.clone(), &parents, wait)
                 .with_context(|| format!("derive set page {page}"))?;
+            m.records += 1;
             if json {
                 print::json(
                     &serde_json::json!({"seq": seq, "page": page, "rule": rule.display(), "parents": parents}),
@@ -41,6 +43,7 @@ pub fn derive_cmd(c: DeriveCommand, wait: LockWait) -> Result<()> {
         } => {
             let seq = mmsb::ops::derive::derive_clear(&checkpoint, &log, page, wait)
                 .with_context(|| format!("derive clear page {page}"))?;
+            m.records += 1;
             if json {
                 print::json(&serde_json::json!({"seq": seq, "page": page}))?;
             } else {
@@ -78,9 +81,10 @@ fn list(ids: &[u64]) -> String {
     }
 }
 
-pub fn propagate_cmd(a: PropagateArgs, wait: LockWait) -> Result<()> {
+pub fn propagate_cmd(a: PropagateArgs, wait: LockWait, m: &mut RunMetrics) -> Result<()> {
     let named = mmsb::propagate::Derivations::new();
     let r = mmsb::ops::derive::propagate(&a.checkpoint, &a.log, a.dry_run, &named, wait).context("propagate")?;
+    m.add(&r);
     if a.json {
         return print::json(&r);
     }

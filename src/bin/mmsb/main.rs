@@ -1,6 +1,7 @@
 //! The `mmsb` command: argument parsing, printing and exit codes. All logic is in the library.
 
 mod args;
+mod bench;
 mod derive;
 mod man;
 mod print;
@@ -13,54 +14,75 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser};
 use mmsb::format::checkpoint::Checkpoint;
+use mmsb::metrics::{Outcome, RunMetrics};
 use mmsb::testing::generate::{GenOptions, SizeDist};
 
 use args::*;
 use print::human_bytes;
 
-/// What `mmsb` exits with.
-enum Outcome {
-    Ok,
-    DataBad,
-    /// The request failed (exit 2), already reported on stdout.
-    Failed,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     mmsb::fsutil::remove_temp_outputs_on_signal();
+    let metrics_file = cli.metrics_file.clone();
+    let mut metrics = RunMetrics::start(cli.command.metrics_name(), cli.command.files());
     // diff answers "do they differ" with 1, so every error, bad data included, is 2 there.
     let errors_are_2 = matches!(cli.command, Command::Diff(_));
-    match run(cli) {
-        Ok(Outcome::Ok) => ExitCode::SUCCESS,
-        Ok(Outcome::DataBad) => ExitCode::from(1),
-        Ok(Outcome::Failed) => ExitCode::from(2),
+    // A metrics file that names an input is refused before anything runs, and not written.
+    if let Some(Err(e)) = metrics_file
+        .as_deref()
+        .map(|out| metrics.refuse_output_naming_input(out))
+    {
+        eprintln!("mmsb: --metrics-file: {e}");
+        return ExitCode::from(2);
+    }
+    let result = run(cli, &mut metrics);
+    let outcome = match result {
+        Ok(o) => o,
         Err(e) => {
             if e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             }) {
-                return ExitCode::SUCCESS;
+                Outcome::Ok
+            } else {
+                eprintln!("mmsb: {e:#}");
+                let data_bad = e
+                    .chain()
+                    .any(|c| c.downcast_ref::<mmsb::Error>().is_some_and(mmsb::Error::is_data_error));
+                if data_bad && !errors_are_2 {
+                    Outcome::DataBad
+                } else {
+                    Outcome::Failed
+                }
             }
-            eprintln!("mmsb: {e:#}");
-            let data_bad = e
-                .chain()
-                .any(|c| c.downcast_ref::<mmsb::Error>().is_some_and(mmsb::Error::is_data_error));
-            ExitCode::from(if data_bad && !errors_are_2 { 1 } else { 2 })
+        }
+    };
+    let mut code = match outcome {
+        Outcome::Ok => ExitCode::SUCCESS,
+        Outcome::DataBad => ExitCode::from(1),
+        Outcome::Failed => ExitCode::from(2),
+    };
+    if let Some(out) = metrics_file {
+        metrics.end(outcome);
+        if let Err(e) = metrics.write_prometheus(&out) {
+            eprintln!("mmsb: --metrics-file: {e}");
+            code = ExitCode::from(2);
         }
     }
+    code
 }
 
-fn run(cli: Cli) -> Result<Outcome> {
+fn run(cli: Cli, m: &mut RunMetrics) -> Result<Outcome> {
     let wait = cli.lock_wait();
     match cli.command {
-        Command::Gen(a) => gen_cmd(a),
+        Command::Gen(a) => gen_cmd(a, m),
         Command::Import(a) => {
             let total = std::fs::metadata(&a.input).map(|m| m.len()).unwrap_or(0);
             let bar = progress::Bar::start(total, "import");
             let s = mmsb::ops::safetensors_io::import(&a.input, &a.output, a.epoch, Some(bar.shared()));
             bar.finish();
             let s = s.with_context(|| format!("import {}", a.input.display()))?;
+            m.add(&s);
             tensor_file_summary(a.json, &s)
         }
         Command::Export(a) => {
@@ -75,19 +97,20 @@ fn run(cli: Cli) -> Result<Outcome> {
             );
             bar.finish();
             let s = s.with_context(|| format!("export {}", a.checkpoint.display()))?;
+            m.add(&s);
             tensor_file_summary(a.json, &s)
         }
         Command::Inspect(a) => inspect_cmd(a),
-        Command::Verify(a) => verify_cmd(a, wait),
+        Command::Verify(a) => verify_cmd(a, wait, m),
         Command::Recover(a) => recover_cmd(a, wait),
-        Command::Replay(a) => replay_cmd(a),
-        Command::Compact(a) => compact_cmd(a),
-        Command::Diff(a) => diff_cmd(a, wait),
-        Command::Derive(c) => derive::derive_cmd(c, wait).map(|()| Outcome::Ok),
-        Command::Propagate(a) => derive::propagate_cmd(a, wait).map(|()| Outcome::Ok),
+        Command::Replay(a) => replay_cmd(a, m),
+        Command::Compact(a) => compact_cmd(a, m),
+        Command::Diff(a) => diff_cmd(a, wait, m),
+        Command::Derive(c) => derive::derive_cmd(c, wait, m).map(|()| Outcome::Ok),
+        Command::Propagate(a) => derive::propagate_cmd(a, wait, m).map(|()| Outcome::Ok),
         Command::Explain(a) => derive::explain_cmd(a).map(|()| Outcome::Ok),
-        Command::Stress(a) => stress_cmd(a),
-        Command::Bench(b) => bench_cmd(b),
+        Command::Stress(a) => stress_cmd(a, m),
+        Command::Bench(b) => bench::bench_cmd(b),
         Command::ManPages { out } => {
             std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
             man::write_man_pages(Cli::command(), &out)?;
@@ -100,55 +123,6 @@ fn run(cli: Cli) -> Result<Outcome> {
     }
 }
 
-fn bench_cmd(b: BenchCommand) -> Result<Outcome> {
-    let ordinal = |d: &str| mmsb::gpu::parse_device(d).with_context(|| format!("--device {d}: expected cuda:N"));
-    match b {
-        BenchCommand::Load {
-            checkpoint,
-            device,
-            runs,
-            cold,
-            read,
-            threads,
-            slot,
-        } => {
-            let pipeline = threads.zip(slot).map(|(threads, slot)| mmsb::gpu::loader::Pipeline {
-                threads,
-                slot: slot as usize,
-            });
-            let mode = read.map(ReadArg::mode);
-            print::json(&mmsb::replay::gpu::bench_load(
-                ordinal(&device)?,
-                &checkpoint,
-                runs,
-                cold,
-                mode,
-                pipeline,
-            )?)?;
-        }
-        BenchCommand::Deltas {
-            checkpoint,
-            logs,
-            device,
-            runs,
-        } => print::json(&mmsb::replay::gpu::bench_deltas(
-            ordinal(&device)?,
-            &checkpoint,
-            &logs,
-            runs,
-        )?)?,
-        BenchCommand::Propagation(a) => {
-            let r = mmsb::testing::propagation::run(&a.options())?;
-            if a.json {
-                print::json(&r)?;
-            } else {
-                print::propagation_report(&r)?;
-            }
-        }
-    }
-    Ok(Outcome::Ok)
-}
-
 fn tensor_file_summary(json: bool, s: &mmsb::ops::safetensors_io::TensorFileSummary) -> Result<Outcome> {
     let rows = [
         ("tensors", s.tensors.to_string()),
@@ -159,7 +133,7 @@ fn tensor_file_summary(json: bool, s: &mmsb::ops::safetensors_io::TensorFileSumm
     Ok(Outcome::Ok)
 }
 
-fn gen_cmd(a: GenArgs) -> Result<Outcome> {
+fn gen_cmd(a: GenArgs, m: &mut RunMetrics) -> Result<Outcome> {
     let log = a.log.clone().unwrap_or_else(|| a.output.with_extension("log"));
     let o = GenOptions {
         seed: a.seed,
@@ -190,6 +164,7 @@ fn gen_cmd(a: GenArgs) -> Result<Outcome> {
     let s = mmsb::testing::generate::generate_with_progress(&a.output, Some(&log), &o, Some(bar.shared()));
     bar.finish();
     let s = s.context("gen")?;
+    m.add(&s);
     let log_shown = if a.deltas > 0 {
         log.display().to_string()
     } else {
@@ -277,7 +252,7 @@ fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn verify_cmd(a: VerifyArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> {
+fn verify_cmd(a: VerifyArgs, wait: mmsb::format::lock::LockWait, m: &mut RunMetrics) -> Result<Outcome> {
     let total: u64 = a
         .files
         .iter()
@@ -294,6 +269,7 @@ fn verify_cmd(a: VerifyArgs, wait: mmsb::format::lock::LockWait) -> Result<Outco
         Err(e) if a.json => mmsb::ops::verify::VerifyReport::unreadable(&e),
         Err(e) => return Err(e.into()),
     };
+    m.add(&report);
     let mut repaired = None;
     if a.repair && !report.ok && report.problems.iter().all(|p| p.kind == "torn_tail") {
         let (_, logs) = mmsb::ops::verify::classify(&a.files)?;
@@ -362,7 +338,7 @@ fn warn_torn_tail(summary: &mmsb::replay::ReplaySummary) {
     }
 }
 
-fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
+fn replay_cmd(a: ReplayArgs, m: &mut RunMetrics) -> Result<Outcome> {
     let bar = progress::Bar::start(0, "replay");
     let opts = mmsb::replay::ReplayOptions {
         device: a.device.clone(),
@@ -380,6 +356,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
     bar.finish();
     // The process ends after the report: the driver reclaims the device memory faster.
     let report = replayed?.into_report_leaving_device_memory_to_exit();
+    m.add(&report);
     warn_torn_tail(report.summary());
     if a.json {
         print::json(&report)?;
@@ -394,7 +371,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn compact_cmd(a: CompactArgs) -> Result<Outcome> {
+fn compact_cmd(a: CompactArgs, m: &mut RunMetrics) -> Result<Outcome> {
     let report = if a.log_only {
         let total = mmsb::format::log::segment_bytes(&a.inputs);
         let bar = progress::Bar::start(total, "compact");
@@ -418,6 +395,7 @@ fn compact_cmd(a: CompactArgs) -> Result<Outcome> {
         bar.finish();
         r.with_context(|| format!("compact {}", ckpt.display()))?
     };
+    m.add(&report);
     if report.torn_tail_ignored {
         eprintln!("mmsb: warning: the log ends in a torn tail, left out (run `mmsb recover` to cut it)");
     }
@@ -429,7 +407,7 @@ fn compact_cmd(a: CompactArgs) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> {
+fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait, m: &mut RunMetrics) -> Result<Outcome> {
     use mmsb::ops::diff::{DiffSide, EmitTarget, OpenedSide, emit_log};
     // An append extends A's log: lock it before A is read, so that no other append slips in
     // between and the records are computed against the log they extend.
@@ -449,6 +427,7 @@ fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> 
         };
         let r =
             emit_log(&side_a, &side_b, target, a.compress).with_context(|| format!("emit log {}", out.display()))?;
+        m.add(&r);
         if a.json {
             print::json(&r)?;
         } else if !a.quiet {
@@ -461,6 +440,7 @@ fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> 
     let report = mmsb::ops::diff::diff_counting(&side_a, &side_b, a.ranges, Some(bar.counter()));
     bar.finish();
     let report = report?;
+    m.add(&report);
     if a.json {
         print::json(&report)?;
     } else if a.stat {
@@ -475,7 +455,7 @@ fn diff_cmd(a: DiffArgs, wait: mmsb::format::lock::LockWait) -> Result<Outcome> 
     })
 }
 
-fn stress_cmd(a: StressArgs) -> Result<Outcome> {
+fn stress_cmd(a: StressArgs, m: &mut RunMetrics) -> Result<Outcome> {
     let seed = a.seed.unwrap_or_else(mmsb::timing::now_ns);
     let o = mmsb::testing::stress::StressOptions {
         duration: a.duration,
@@ -483,6 +463,7 @@ fn stress_cmd(a: StressArgs) -> Result<Outcome> {
         dir: a.dir.clone().unwrap_or_else(std::env::temp_dir),
     };
     let r = mmsb::testing::stress::stress(&o)?;
+    m.add(&r);
     if a.json {
         print::json(&r)?;
     } else {
