@@ -12,7 +12,7 @@ export MMSB_PYTHON=$PWD/$VENV/bin/python
 cargo fmt --all --check
 # The library pulls none of the command's crates without the `cli` feature; it is built so for
 # the Python package below, which depends on it without that feature.
-if cargo tree --no-default-features -e normal --prefix none --locked | grep -E '^(anyhow|clap|clap_complete|clap_mangen|comfy-table|indicatif) '; then
+if cargo tree --no-default-features -e normal --prefix none --locked | grep -E '^(anyhow|clap|clap_complete|clap_mangen|comfy-table|indicatif|ratatui|crossterm) '; then
   echo "the library (--no-default-features) depends on a crate of the command line"; exit 1
 fi
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -114,6 +114,12 @@ fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
     }
 }
 
+/// The pid in the writer lock's pid file of the log directory `dir`, read without touching the
+/// lock: the writer holding it, or (left by a killed writer) a process that no longer runs.
+pub fn writer_pid(dir: &Path) -> Option<u32> {
+    holder_pid(&dir.join(LOCK_FILE))
+}
+
 fn holder_pid(path: &Path) -> Option<u32> {
     let mut s = String::new();
     File::open(path).ok()?.take(32).read_to_string(&mut s).ok()?;

@@ -1,6 +1,6 @@
 //! What the commands do, above the replay: compaction, differences, verification, inspection,
-//! safetensors import and export, derived pages (`derive`, `propagate`), and the choice of the
-//! smallest record that they share.
+//! safetensors import and export, derived pages (`derive`, `propagate`), weight sync, watching a
+//! live log, and the choice of the smallest record that they share.
 
 pub mod compact;
 pub mod derive;
@@ -10,3 +10,4 @@ pub mod inspect;
 pub mod safetensors_io;
 pub mod sync;
 pub mod verify;
+pub mod watch;

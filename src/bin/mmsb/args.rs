@@ -60,6 +60,7 @@ impl Command {
             Command::Derive(DeriveCommand::Clear { .. }) => "derive_clear",
             Command::Propagate(_) => "propagate",
             Command::Explain(_) => "explain",
+            Command::Watch(_) => "watch",
             Command::Bench(BenchCommand::Load { .. }) => "bench_load",
             Command::Bench(BenchCommand::Deltas { .. }) => "bench_deltas",
             Command::Bench(BenchCommand::Propagation(_)) => "bench_propagation",
@@ -144,6 +145,10 @@ impl Command {
                 read: vec![a.checkpoint.clone(), a.log.clone()],
                 ..Default::default()
             },
+            Command::Watch(a) => RunFiles {
+                read: std::iter::once(a.log.clone()).chain(a.checkpoint.clone()).collect(),
+                ..Default::default()
+            },
             Command::Bench(BenchCommand::Load { checkpoint, .. }) => RunFiles {
                 read: vec![checkpoint.clone()],
                 ..Default::default()
@@ -176,6 +181,7 @@ pub enum Command {
     Derive(DeriveCommand),
     Propagate(PropagateArgs),
     Explain(ExplainArgs),
+    Watch(WatchArgs),
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Prints a shell completion script: bash, zsh, fish, powershell or elvish.
@@ -330,6 +336,33 @@ pub struct PropagateArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Follows a log that another process is appending to: records/s and bytes/s by record type,
+/// sequence and epoch, segments, compression, the pages written most, and the tail's health
+/// (how far checksums were checked, a torn record, the writer holding the lock). Reads as any
+/// reader does, so a writer never waits for it and it never shows half a record or group.
+#[derive(Args)]
+#[command(
+    after_help = "KEYS: q, Esc or Ctrl-C quits.\n\nEXAMPLES:\n  mmsb watch model.log model.ckpt\n  mmsb watch model.log --once --json    (one snapshot, for scripts)\n  mmsb watch model.log --json --interval 5s    (a JSON document per line, every 5 s)"
+)]
+pub struct WatchArgs {
+    /// The log directory (or a segment file).
+    pub log: PathBuf,
+    /// The checkpoint the log applies to: names the pages, and checks the log's base.
+    pub checkpoint: Option<PathBuf>,
+    /// Print one snapshot and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Print JSON on stdout: one document with --once, else one per line at each refresh.
+    #[arg(long)]
+    pub json: bool,
+    /// Time between refreshes (e.g. 500ms, 2s).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// Pages listed among those written most.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
 }
 
 /// Says which parent change, at which record, caused a page's last recomputation, back to the

@@ -6,6 +6,7 @@ mod derive;
 mod man;
 mod print;
 mod progress;
+mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -109,6 +110,7 @@ fn run(cli: Cli, m: &mut RunMetrics) -> Result<Outcome> {
         Command::Derive(c) => derive::derive_cmd(c, wait, m).map(|()| Outcome::Ok),
         Command::Propagate(a) => derive::propagate_cmd(a, wait, m).map(|()| Outcome::Ok),
         Command::Explain(a) => derive::explain_cmd(a).map(|()| Outcome::Ok),
+        Command::Watch(a) => watch::watch_cmd(a).map(|()| Outcome::Ok),
         Command::Stress(a) => stress_cmd(a, m),
         Command::Bench(b) => bench::bench_cmd(b),
         Command::ManPages { out } => {

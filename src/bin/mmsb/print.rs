@@ -42,6 +42,16 @@ pub fn json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
+/// One compact JSON document on a line, flushed; a closed pipe is an error here (a stream of
+/// them stops when its reader goes away).
+pub fn json_line<T: serde::Serialize>(v: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
 /// What `inspect --json` prints for one file.
 #[derive(serde::Serialize)]
 #[serde(untagged)]
@@ -329,6 +339,58 @@ pub fn checkpoint_info(c: &CheckpointInfo) -> Result<()> {
                     p.epoch.to_string(),
                     p.crc32c,
                     p.residency.name().to_string(),
+                ]
+            })
+        },
+    )
+}
+
+/// `watch --once`: the log as `inspect` shows it, then the tail and the pages written most.
+pub fn watch_snapshot(s: &mmsb::ops::watch::WatchSnapshot) -> Result<()> {
+    log_info(&s.info, None)?;
+    let t = &s.tail;
+    table_kv(&[
+        ("last epoch", s.last_epoch.map_or("-".into(), |e| e.to_string())),
+        (
+            "checked through",
+            t.checked_through.as_ref().map_or("-".into(), |c| {
+                format!("seq {} (byte {} of {})", c.seq, c.end_offset, c.segment.display())
+            }),
+        ),
+        (
+            "torn tail",
+            t.torn_tail.as_ref().map_or("none".into(), |x| {
+                format!("{} bytes at {} of {}", x.len, x.offset, x.segment.display())
+            }),
+        ),
+        (
+            "writer",
+            match &t.writer {
+                Some(w) if w.running => format!("pid {}", w.pid),
+                Some(w) => format!("none (pid file names pid {}, not running)", w.pid),
+                None => "none".into(),
+            },
+        ),
+        (
+            "base is the checkpoint's",
+            s.base_matches_checkpoint
+                .map_or("-".into(), |b| if b { "yes" } else { "NO" }.into()),
+        ),
+    ])?;
+    list(
+        &[
+            Col::num("page"),
+            Col::wide("name").optional(),
+            Col::num("records"),
+            Col::num("stored"),
+        ],
+        || {
+            s.top_pages.iter().map(|p| {
+                vec![
+                    p.page_id.to_string(),
+                    p.name.clone().unwrap_or_default(),
+                    p.records.to_string(),
+                    human_bytes(p.stored_bytes),
                 ]
             })
         },

@@ -1,0 +1,121 @@
+//! `mmsb watch` against a live writer: every snapshot `watch --once --json` prints while another
+//! thread appends groups of records is whole (no half record, no half group) and agrees with
+//! itself, and the next one never goes back.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use common::{json, ok};
+use mmsb::format::log::{Durability, LogOptions, LogWriter};
+use mmsb::format::record::{Delta, Op};
+use mmsb::page::StateHash;
+
+/// Records in each group the writer appends.
+const GROUP: u64 = 3;
+
+#[test]
+fn snapshots_of_a_log_being_appended_to_are_whole_and_never_go_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("live.log");
+    let options = LogOptions {
+        // Small segments, so that snapshots also land while the writer moves to a new one.
+        segment_size: 16 << 10,
+        durability: Durability::Never,
+        ..LogOptions::default()
+    };
+    let mut w = LogWriter::create(&log, StateHash([9; 32]), 1, options).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let groups = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, groups) = (stop.clone(), groups.clone());
+        std::thread::spawn(move || {
+            let payload = vec![0xa5u8; 300];
+            let mut epoch = 0;
+            while !stop.load(Ordering::Relaxed) {
+                w.begin_group().unwrap();
+                for page in 0..GROUP {
+                    epoch += 1;
+                    w.append(&Delta {
+                        page_id: page,
+                        epoch,
+                        timestamp_ns: 0,
+                        source: "writer".into(),
+                        op: Op::Sparse(vec![(page * 7, &payload[..])]),
+                    })
+                    .unwrap();
+                }
+                w.commit_group().unwrap();
+                groups.fetch_add(1, Ordering::Relaxed);
+            }
+            w.finish().unwrap();
+        })
+    };
+    let mut last_records = 0;
+    let mut seen_writer = false;
+    let mut growing = 0;
+    for _ in 0..40 {
+        let s = json(&ok(dir.path(), &["watch", "live.log", "--once", "--json"]));
+        let records = s["records"].as_u64().unwrap();
+        // Whole groups only: a reader never sees a group the writer has not closed.
+        assert_eq!(records % GROUP, 0, "half a group in {s:#}");
+        let by_type: u64 = s["records_by_type"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        let in_segments: u64 = s["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["records"].as_u64().unwrap())
+            .sum();
+        assert_eq!((by_type, in_segments), (records, records), "{s:#}");
+        if records > 0 {
+            assert_eq!(s["first_seq"], 1);
+            assert_eq!(s["last_seq"].as_u64().unwrap(), records, "{s:#}");
+            assert_eq!(s["tail"]["checked_through"]["seq"].as_u64().unwrap(), records);
+            assert_eq!(s["last_epoch"].as_u64().unwrap(), records);
+        }
+        assert!(s["problems"].as_array().unwrap().is_empty(), "{s:#}");
+        assert!(records >= last_records, "went back from {last_records} to {records}");
+        growing += u64::from(records > last_records);
+        last_records = records;
+        seen_writer |= s["tail"]["writer"]["running"] == true;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(seen_writer, "the writer holding the lock was never named");
+    assert!(
+        growing >= 2,
+        "the log grew between only {growing} snapshots: the writer did not run alongside"
+    );
+    // Once the writer is done, a snapshot sees every group it committed.
+    let s = json(&ok(dir.path(), &["watch", "live.log", "--once", "--json"]));
+    assert_eq!(s["records"].as_u64().unwrap(), groups.load(Ordering::Relaxed) * GROUP);
+    assert!(s["tail"]["writer"].is_null(), "{s:#}");
+}
+
+#[test]
+fn watch_without_a_terminal_asks_for_once_or_json() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "gen",
+            "-o",
+            "m.ckpt",
+            "--pages",
+            "2",
+            "--total-size",
+            "4KiB",
+            "--deltas",
+            "3",
+        ],
+    );
+    let o = common::run(dir.path(), &["watch", "m.log"]);
+    assert_eq!(common::code(&o), 2);
+    assert!(common::stderr(&o).contains("--once"), "{}", common::stderr(&o));
+}
