@@ -18,6 +18,16 @@ fi
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -q
 cargo test --locked -- --skip gpu_
+# Installed as a user installs it: `cargo install --locked --path .` into a temporary root, and
+# the installed binary run. --debug with this target directory reuses the build above (the
+# release profile is the same sources optimised, minutes more on a 2-core machine).
+root=$(mktemp -d)
+CARGO_TARGET_DIR=$PWD/target cargo install --locked --path . --debug --root "$root" --quiet
+"$root/bin/mmsb" --version
+"$root/bin/mmsb" gen -o "$root/x.ckpt" --pages 2 --total-size 4KiB --deltas 3 >/dev/null
+"$root/bin/mmsb" verify "$root/x.ckpt" "$root/x.log"
+rm -rf "$root"
+scripts/check-msrv.sh
 # The C ABI (capi/): its header compiled into a C program run under AddressSanitizer, against
 # the shared library (which `cargo test` does not build: `cargo build` does).
 cargo build --locked -q -p mmsb-capi

@@ -18,6 +18,7 @@ const SUBCOMMANDS: &[&str] = &[
     "stress",
     "propagate",
     "explain",
+    "watch",
     "completions",
 ];
 
@@ -338,6 +339,29 @@ fn man_pages_in_man_are_current() {
         root.contains("EXIT STATUS"),
         "exit codes are documented in the man page"
     );
+}
+
+/// The completion scripts a release ships (completions/) are what the binary writes now.
+#[test]
+fn completion_scripts_in_completions_are_current() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["man-pages", "--out", "man", "--completions-out", "completions"]);
+    let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("completions");
+    let mut names: Vec<_> = std::fs::read_dir(dir.path().join("completions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["_mmsb", "_mmsb.ps1", "mmsb.bash", "mmsb.elv", "mmsb.fish"]);
+    for name in names {
+        let new = std::fs::read(dir.path().join("completions").join(&name)).unwrap();
+        let old = std::fs::read(committed.join(&name)).unwrap_or_default();
+        assert!(
+            new == old,
+            "completions/{} is stale: run `cargo run -- man-pages --out man --completions-out completions`",
+            name.to_string_lossy()
+        );
+    }
 }
 
 /// Every page's synopsis names the command as it is typed, no page has clap_mangen's "EXTRA"

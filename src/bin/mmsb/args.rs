@@ -193,12 +193,16 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Writes the man pages (mmsb.1 and one per subcommand) into a directory.
+    /// Writes the man pages (mmsb.1 and one per subcommand) into a directory, and with
+    /// --completions-out every shell's completion script into another (what a release ships).
     #[command(hide = true)]
     ManPages {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Directory for the completion scripts.
+        #[arg(long)]
+        completions_out: Option<PathBuf>,
     },
 }
 

@@ -113,9 +113,13 @@ fn run(cli: Cli, m: &mut RunMetrics) -> Result<Outcome> {
         Command::Watch(a) => watch::watch_cmd(a).map(|()| Outcome::Ok),
         Command::Stress(a) => stress_cmd(a, m),
         Command::Bench(b) => bench::bench_cmd(b),
-        Command::ManPages { out } => {
+        Command::ManPages { out, completions_out } => {
             std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
             man::write_man_pages(Cli::command(), &out)?;
+            if let Some(dir) = completions_out {
+                std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+                man::write_completion_files(&mut Cli::command(), &dir)?;
+            }
             Ok(Outcome::Ok)
         }
         Command::Completions { shell } => {

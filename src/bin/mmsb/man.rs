@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, roman};
 
@@ -89,6 +89,17 @@ fn after_help_sections(text: &str) -> Roff {
 }
 
 /// Writes the completion script for `shell` to standard output.
+/// Every shell's completion script, as files named as each shell looks for them (`mmsb.bash`,
+/// `_mmsb` for zsh, `mmsb.fish`, `_mmsb.ps1`, `mmsb.elv`), into `dir`.
+pub fn write_completion_files(cmd: &mut clap::Command, dir: &Path) -> Result<()> {
+    use clap::ValueEnum;
+    for shell in clap_complete::Shell::value_variants() {
+        clap_complete::generate_to(*shell, cmd, "mmsb", dir)
+            .with_context(|| format!("{shell} completions into {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 pub fn write_completions(cmd: &mut clap::Command, shell: clap_complete::Shell) -> Result<()> {
     let mut out = crate::print::stdout();
     clap_complete::generate(shell, cmd, "mmsb", &mut out);
