@@ -345,7 +345,10 @@ fn man_pages_in_man_are_current() {
 #[test]
 fn completion_scripts_in_completions_are_current() {
     let dir = tempfile::tempdir().unwrap();
-    ok(dir.path(), &["man-pages", "--out", "man", "--completions-out", "completions"]);
+    ok(
+        dir.path(),
+        &["man-pages", "--out", "man", "--completions-out", "completions"],
+    );
     let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("completions");
     let mut names: Vec<_> = std::fs::read_dir(dir.path().join("completions"))
         .unwrap()
