@@ -8,12 +8,15 @@
 //! (its list sorted, or its flags walked where at least 1 in 8 pages is dirty), which is how the
 //! library walks a level.
 //!
+//! The library's engine runs first on the same graph and updates, for comparison (alone, with
+//! `ENGINE_ONLY=1`: what `perf record` of the engine wants).
+//!
 //! cargo run --release --example frontier_probe -- [PAGES] [BATCHES]
 
 use std::time::Instant;
 
 use mmsb::graph::Rule;
-use mmsb::propagate::full_sweep;
+use mmsb::propagate::{Engine, full_sweep};
 use mmsb::testing::propagation::{GraphShape, build_graph};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
@@ -55,6 +58,31 @@ fn main() -> anyhow::Result<()> {
             (roots[(rng.next_u64() % roots.len() as u64) as usize], b)
         })
         .collect();
+    {
+        let mut engine = Engine::new(
+            &g,
+            (0..len).map(|i| start[i * PAGE..][..PAGE].to_vec()).collect(),
+            usize::MAX,
+        )?;
+        let mut recomputed = 0u64;
+        let t = Instant::now();
+        for batch in updates.chunks(BATCH) {
+            for (r, b) in batch {
+                engine.submit(*r, b)?;
+            }
+            recomputed += engine.flush().recomputed;
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "the library's engine ({} threads): {recomputed} recomputations, {:.1} M/s, {:.1} ms a batch",
+            rayon::current_num_threads(),
+            recomputed as f64 / s / 1e6,
+            s * 1e3 / batches as f64
+        );
+    }
+    if std::env::var_os("ENGINE_ONLY").is_some() {
+        return Ok(());
+    }
     for in_page_order in [false, true] {
         let mut bytes = start.clone();
         let mut dirty = vec![false; len];

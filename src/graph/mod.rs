@@ -248,7 +248,10 @@ fn over_words(page: &mut [u8], a: &[u8], b: &[u8], f: impl Fn(u32, u32) -> u32) 
         }
     }
     let rest = words_end;
-    if let Some((l, h)) = changed_range(&page[rest..], &a[rest..]) {
+    // (Most pages are whole words: no call for an empty tail.)
+    if rest < page.len()
+        && let Some((l, h)) = changed_range(&page[rest..], &a[rest..])
+    {
         page[rest + l as usize..rest + h as usize].copy_from_slice(&a[rest + l as usize..rest + h as usize]);
         lo = lo.min(rest + l as usize);
         hi = rest + h as usize;

@@ -35,7 +35,7 @@ const LEVEL_CHUNK: usize = 2048;
 const SCAN_SHARE: usize = 8;
 
 /// How many pages ahead of the one being derived its parents are fetched.
-const PREFETCH_AHEAD: usize = 4;
+const PREFETCH_AHEAD: usize = 8;
 
 /// Asks the processor to start loading the cache line that holds `bytes[at]`, so that a read
 /// of it a few pages later finds it in cache. Parents are anywhere in the levels below, and a
@@ -54,6 +54,33 @@ fn prefetch(bytes: &[u8], at: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (bytes, at);
+}
+
+/// Bytes whose first one starts a cache line, so that a page of 64 bytes at a multiple of 64 is
+/// one line to fetch, not two (the allocator aligns a large buffer to 16 bytes only).
+struct LineAligned {
+    buf: Vec<u8>,
+    from: usize,
+    len: usize,
+}
+
+/// The cache line size of the processors the engine is tuned for.
+const LINE: usize = 64;
+
+impl LineAligned {
+    fn new(len: usize) -> LineAligned {
+        let buf = vec![0u8; len + LINE];
+        let from = buf.as_ptr().align_offset(LINE).min(LINE);
+        LineAligned { buf, from, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.from..self.from + self.len]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.from..self.from + self.len]
+    }
 }
 
 /// Named derivations written in Rust, registered by a program for the pages whose rule is
@@ -156,7 +183,7 @@ pub struct Engine {
     /// The one length every page has, where they all have one: offsets are then a product,
     /// not a look-up (one cache miss less per parent).
     fixed_len: Option<u64>,
-    bytes: Vec<u8>,
+    bytes: LineAligned,
     dirty: Vec<AtomicBool>,
     frontier: Vec<Vec<u32>>,
     pending: usize,
@@ -166,6 +193,15 @@ pub struct Engine {
     changes: Option<Vec<(u32, u64, u64)>>,
 }
 
+/// Marks a task buffers before it appends them to its list.
+const MARKS: usize = 256;
+
+/// A task's marks not yet in its list.
+struct Marks {
+    buf: [u32; MARKS],
+    len: usize,
+}
+
 /// What one task of a level did.
 #[derive(Default)]
 struct ChunkOutputs {
@@ -173,6 +209,8 @@ struct ChunkOutputs {
     changed_count: usize,
     changed: Vec<(u32, u64, u64)>,
     marked: Vec<u32>,
+    /// The lowest and highest slot marked: all of them one height up is one copy to merge.
+    marked_within: (u32, u32),
 }
 
 impl Engine {
@@ -235,10 +273,10 @@ impl Engine {
             .first()
             .map(|p| p.len() as u64)
             .filter(|&l| pages.iter().all(|p| p.len() as u64 == l));
-        let mut bytes = Vec::with_capacity(total as usize);
+        let mut bytes = LineAligned::new(total as usize);
         let mut pages = pages;
-        for &i in &index_of {
-            bytes.extend_from_slice(&std::mem::take(&mut pages[i as usize]));
+        for (&i, s) in index_of.iter().zip(start.windows(2)) {
+            bytes.bytes_mut()[s[0] as usize..s[1] as usize].copy_from_slice(&std::mem::take(&mut pages[i as usize]));
         }
         drop(pages);
         let page_len = |s: u32| start[s as usize + 1] - start[s as usize];
@@ -304,7 +342,7 @@ impl Engine {
     }
 
     fn slot_bytes(&self, s: u32) -> &[u8] {
-        &self.bytes[self.start[s as usize] as usize..self.start[s as usize + 1] as usize]
+        &self.bytes.bytes()[self.start[s as usize] as usize..self.start[s as usize + 1] as usize]
     }
 
     /// The bytes of the page at `index`.
@@ -320,7 +358,7 @@ impl Engine {
     /// The bytes the engine holds for its own structures and the pages, as it counts them.
     pub fn memory_bytes(&self) -> u64 {
         let per_page = 4 * 3 + 8 + 8 + 1; // slot_of, index_of, derivation_of; ids; start; dirty
-        (self.bytes.capacity()
+        (self.bytes.buf.capacity()
             + self.slot_of.len() * per_page
             + self.parents.bytes()
             + self.children.bytes()
@@ -340,8 +378,8 @@ impl Engine {
                 page_len: (to - from) as u64,
             });
         }
-        if let Some((lo, hi)) = changed_range(&self.bytes[from..to], bytes) {
-            self.bytes[from..to].copy_from_slice(bytes);
+        if let Some((lo, hi)) = changed_range(&self.bytes.bytes()[from..to], bytes) {
+            self.bytes.bytes_mut()[from..to].copy_from_slice(bytes);
             if let Some(changes) = &mut self.changes {
                 changes.push((s, lo, hi));
             }
@@ -405,16 +443,18 @@ impl Engine {
                 continue;
             }
             let (first, last) = (self.level_start[h], self.level_start[h + 1]);
-            // A page is listed once: when its flag goes from clear to set, which happens only
-            // on this thread (tasks of a level read flags and leave setting them to the merge).
+            // Every mark of this level was counted as pending when it was made, including the
+            // rare page two tasks both marked (listed twice, recomputed once: see below).
             self.pending -= level.len();
             // In slot order, so that each task's pages are one run of bytes and the outputs
-            // come in an order that does not depend on the marking or the threads.
+            // come in an order that does not depend on the marking or the threads; each page
+            // once.
             if level.len() * SCAN_SHARE >= (last - first) as usize {
                 level.clear();
                 level.extend((first..last).filter(|&s| self.dirty[s as usize].load(Ordering::Relaxed)));
             } else {
                 level.sort_unstable();
+                level.dedup();
             }
             let outputs = self.recompute_level(h, &level);
             let next_from = last;
@@ -425,16 +465,22 @@ impl Engine {
                 if let Some(changes) = &mut self.changes {
                     changes.extend(out.changed);
                 }
+                // The tasks set the children's flags; here each mark only goes to its level's
+                // list, in task order (most children are one height up: no search for those).
+                self.pending += out.marked.len();
+                if out.marked.is_empty() {
+                    continue;
+                }
+                if out.marked_within.0 >= next_from && out.marked_within.1 < next_to {
+                    self.frontier[h + 1].extend_from_slice(&out.marked);
+                    continue;
+                }
                 for c in out.marked {
-                    if std::mem::replace(self.dirty[c as usize].get_mut(), true) {
-                        continue;
-                    }
-                    // Most children are one height up: no search for their level.
                     if (next_from..next_to).contains(&c) {
                         self.frontier[h + 1].push(c);
-                        self.pending += 1;
                     } else {
-                        self.queue(c);
+                        let ch = self.level_start.partition_point(|&start| start <= c) - 1;
+                        self.frontier[ch].push(c);
                     }
                 }
             }
@@ -453,7 +499,7 @@ impl Engine {
     /// writes its own run of the level's bytes and reads parents from the levels below.
     fn recompute_level(&mut self, h: usize, level: &[u32]) -> Vec<ChunkOutputs> {
         let level_from = self.start[self.level_start[h] as usize];
-        let (below, mut rest) = self.bytes.split_at_mut(level_from as usize);
+        let (below, mut rest) = self.bytes.bytes_mut().split_at_mut(level_from as usize);
         let below: &[u8] = below;
         let mut tasks = Vec::with_capacity(level.len().div_ceil(LEVEL_CHUNK));
         let mut at = level_from;
@@ -482,6 +528,10 @@ impl Engine {
             };
             let mut out = Vec::new();
             let mut gathered: Vec<&[u8]> = Vec::new();
+            let mut marks = Marks {
+                buf: [0; MARKS],
+                len: 0,
+            };
             let parent = |p: u32| &below[range(p)];
             for (k, &s) in chunk.iter().enumerate() {
                 // The parents of the page PREFETCH_AHEAD places on are fetched while this one
@@ -490,15 +540,25 @@ impl Engine {
                     for &p in parents.get(ahead) {
                         prefetch(below, page_from(p));
                     }
+                    // And its own bytes, which the derivation compares with: a level's dirty
+                    // pages are in order but far enough apart to defeat the hardware's
+                    // sequential prefetch.
+                    prefetch(mine, page_from(ahead) - base as usize);
                 }
                 dirty[s as usize].store(false, Ordering::Relaxed);
-                gathered.clear();
-                gathered.extend(parents.get(s).iter().map(|&p| parent(p)));
                 let r = range(s);
                 let page = &mut mine[r.start - base as usize..r.end - base as usize];
-                let changed = match &derivations[derivation_of[s as usize] as usize] {
-                    Derivation::BuiltIn(rule) => rule.derive_over(&gathered, page, &mut out),
-                    Derivation::Closure(f) => {
+                let changed = match (&derivations[derivation_of[s as usize] as usize], parents.get(s)) {
+                    // Two parents, the common case, from the stack rather than a list.
+                    (Derivation::BuiltIn(rule), &[p, q]) => rule.derive_over(&[parent(p), parent(q)], page, &mut out),
+                    (Derivation::BuiltIn(rule), ps) => {
+                        gathered.clear();
+                        gathered.extend(ps.iter().map(|&p| parent(p)));
+                        rule.derive_over(&gathered, page, &mut out)
+                    }
+                    (Derivation::Closure(f), ps) => {
+                        gathered.clear();
+                        gathered.extend(ps.iter().map(|&p| parent(p)));
                         out.clear();
                         f(&gathered, &mut out);
                         // A closure's output of the wrong length is a bug in the
@@ -516,16 +576,32 @@ impl Engine {
                     if keep {
                         o.changed.push((s, lo, hi));
                     }
-                    // Flags are only read here and set after the level: a flag written
-                    // by one thread and read by another would move its cache line
-                    // between the cores at every mark.
+                    // The task sets the children's flags itself, so that no serial pass
+                    // over the marks touches the flags again. Two tasks may both find a flag
+                    // clear and both list the page: a level is walked by its flags or by its
+                    // sorted list without repeats, so the page is still recomputed once.
+                    // There is no branch on the flag (whether a child is marked already is a
+                    // coin toss in a dense wave, and a mispredicted branch costs more than the
+                    // store): every child goes into the buffer, which keeps it only when its
+                    // flag was clear.
                     for &c in children.get(s) {
-                        if !dirty[c as usize].load(Ordering::Relaxed) {
-                            o.marked.push(c);
+                        let flag = &dirty[c as usize];
+                        let clear = !flag.load(Ordering::Relaxed);
+                        flag.store(true, Ordering::Relaxed);
+                        marks.buf[marks.len] = c;
+                        marks.len += usize::from(clear);
+                        if marks.len == MARKS {
+                            o.marked.extend_from_slice(&marks.buf);
+                            marks.len = 0;
                         }
                     }
                 }
             }
+            o.marked.extend_from_slice(&marks.buf[..marks.len]);
+            o.marked_within = o
+                .marked
+                .iter()
+                .fold((u32::MAX, 0), |(lo, hi), &c| (lo.min(c), hi.max(c)));
             o
         };
         if tasks.len() == 1 {
