@@ -76,6 +76,8 @@ pub struct CheckedThrough {
     pub segment: PathBuf,
     /// Where it ends in that file.
     pub end_offset: u64,
+    /// Its record checksum (CRC32C), as checked.
+    pub record_crc32c: Option<u32>,
 }
 
 /// A torn last record.
@@ -139,6 +141,7 @@ pub fn snapshot(log: &[PathBuf], checkpoint: Option<&Path>, top: usize) -> Resul
                 seq: f.seq,
                 segment: s.path().to_owned(),
                 end_offset: f.offset + f.frame_len(),
+                record_crc32c: f.record_crc(s.bytes()),
             });
             if changes_no_page(f.kind) {
                 continue;
@@ -270,7 +273,10 @@ mod tests {
         assert_eq!(first.last_epoch, Some(3));
         let pages: Vec<(u64, u64)> = first.top_pages.iter().map(|p| (p.page_id, p.records)).collect();
         assert_eq!(pages, [(3, 2), (5, 1)]);
-        assert_eq!(first.tail.checked_through.as_ref().map(|c| c.seq), Some(3));
+        let checked = first.tail.checked_through.as_ref().expect("a record");
+        assert_eq!(checked.seq, 3);
+        assert_eq!(checked.end_offset, std::fs::metadata(&checked.segment).unwrap().len());
+        assert!(checked.record_crc32c.is_some());
         // This process holds the writer lock, and its pid file names it.
         let writer = first.tail.writer.as_ref().expect("a writer");
         assert_eq!((writer.pid, writer.running), (std::process::id(), true));

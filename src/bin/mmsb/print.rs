@@ -354,7 +354,13 @@ pub fn watch_snapshot(s: &mmsb::ops::watch::WatchSnapshot) -> Result<()> {
         (
             "checked through",
             t.checked_through.as_ref().map_or("-".into(), |c| {
-                format!("seq {} (byte {} of {})", c.seq, c.end_offset, c.segment.display())
+                format!(
+                    "seq {} (byte {} of {}), record crc32c {}",
+                    c.seq,
+                    c.end_offset,
+                    c.segment.display(),
+                    c.record_crc32c.map_or("-".into(), |crc| format!("{crc:08x}"))
+                )
             }),
         ),
         (

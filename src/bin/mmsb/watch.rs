@@ -217,10 +217,11 @@ fn tail_lines(s: &WatchSnapshot) -> Vec<Line<'static>> {
     let mut lines = vec![
         Line::from(match &t.checked_through {
             Some(c) => format!(
-                "checked through seq {} (byte {} of {})",
+                "checked through seq {} (byte {} of {}), record crc32c {}",
                 c.seq,
                 c.end_offset,
-                c.segment.display()
+                c.segment.display(),
+                c.record_crc32c.map_or("-".into(), |crc| format!("{crc:08x}"))
             ),
             None => "no record yet".into(),
         }),

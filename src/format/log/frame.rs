@@ -127,6 +127,14 @@ impl FrameRef {
     pub fn frame_len(&self) -> u64 {
         FRAME_HEADER_LEN as u64 + self.payload_len
     }
+    /// The record checksum (`record_crc`) stored in this frame's header, read from `segment`,
+    /// the bytes of the segment it was listed in (it matched then); `None` where `segment` is
+    /// too short to hold the header.
+    pub fn record_crc(&self, segment: &[u8]) -> Option<u32> {
+        let at = usize::try_from(self.offset).ok()?.checked_add(28)?;
+        let word = segment.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes(word.try_into().ok()?))
+    }
 }
 
 /// Builds a frame (header and stored payload) for a record.
@@ -365,4 +373,27 @@ pub fn frame_payload_for_page<'a>(
         )));
     }
     Ok(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_crc_is_the_stored_checksum_of_header_and_payload() {
+        let payload = b"payload bytes";
+        let mut segment = vec![0xEEu8; 10];
+        segment.extend(encode_frame(7, 5, 0, payload));
+        let f = FrameRef {
+            offset: 10,
+            seq: 7,
+            kind: 5,
+            flags: 0,
+            payload_len: payload.len() as u64,
+        };
+        let frame = &segment[10..];
+        let expected = crc32c::crc32c_append(crc32c::crc32c(&frame[..28]), payload);
+        assert_eq!(f.record_crc(&segment), Some(expected));
+        assert_eq!(f.record_crc(&segment[..10 + 31]), None, "a header cut short");
+    }
 }
