@@ -11,7 +11,7 @@ use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Style, Stylize};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Paragraph, Row, Table, Wrap};
 
 use crate::args::WatchArgs;
 use crate::print::{self, human_bytes};
@@ -158,14 +158,14 @@ fn draw(f: &mut Frame, s: &WatchSnapshot, error: Option<&str>, log: &Path) {
         Table::new(
             by_type,
             [
-                Constraint::Fill(2),
-                Constraint::Fill(1),
-                Constraint::Fill(1),
-                Constraint::Fill(1),
-                Constraint::Fill(1),
+                Constraint::Min(7),
+                Constraint::Length(8),
+                Constraint::Length(10),
+                Constraint::Length(7),
+                Constraint::Length(11),
             ],
         )
-        .header(header(&["type", "records", "bytes", "records/s", "bytes/s"]))
+        .header(header(&["type", "records", "bytes", "rec/s", "bytes/s"]))
         .block(Block::bordered().title(" by record type ")),
         types,
     );
@@ -179,9 +179,18 @@ fn draw(f: &mut Frame, s: &WatchSnapshot, error: Option<&str>, log: &Path) {
         ])
     });
     f.render_widget(
-        Table::new(segs, [Constraint::Fill(1); 5])
-            .header(header(&["segment", "first seq", "records", "size", "end"]))
-            .block(Block::bordered().title(" segments (newest first) ")),
+        Table::new(
+            segs,
+            [
+                Constraint::Length(8),
+                Constraint::Length(10),
+                Constraint::Length(9),
+                Constraint::Length(10),
+                Constraint::Min(5),
+            ],
+        )
+        .header(header(&["segment", "first seq", "records", "size", "end"]))
+        .block(Block::bordered().title(" segments (newest first) ")),
         segments,
     );
     let top = s.top_pages.iter().map(|p| {
@@ -196,10 +205,10 @@ fn draw(f: &mut Frame, s: &WatchSnapshot, error: Option<&str>, log: &Path) {
         Table::new(
             top,
             [
-                Constraint::Fill(1),
-                Constraint::Fill(3),
-                Constraint::Fill(1),
-                Constraint::Fill(1),
+                Constraint::Length(10),
+                Constraint::Min(6),
+                Constraint::Length(8),
+                Constraint::Length(10),
             ],
         )
         .header(header(&["page", "name", "records", "stored"]))
@@ -207,7 +216,9 @@ fn draw(f: &mut Frame, s: &WatchSnapshot, error: Option<&str>, log: &Path) {
         pages,
     );
     f.render_widget(
-        Paragraph::new(tail_lines(s)).block(Block::bordered().title(" tail ")),
+        Paragraph::new(tail_lines(s))
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(" tail ")),
         tail,
     );
 }
