@@ -119,3 +119,32 @@ fn watch_without_a_terminal_asks_for_once_or_json() {
     assert_eq!(common::code(&o), 2);
     assert!(common::stderr(&o).contains("--once"), "{}", common::stderr(&o));
 }
+
+/// `watch --json` streams a document per refresh until its reader goes away, then exits 0
+/// without a word (as `yes | head` does).
+#[test]
+fn a_json_stream_ends_quietly_when_its_reader_goes_away() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    // A document of several KiB (many segments, many pages listed): longer than standard
+    // output's buffer, so the failed write can come from inside the JSON writer.
+    let make = "gen -o m.ckpt --pages 64 --total-size 64KiB --deltas 300 --segment-size 8KiB";
+    ok(dir.path(), &make.split(' ').collect::<Vec<_>>());
+    let mut child = common::mmsb(dir.path())
+        .args(["watch", "m.log", "--json", "--interval", "10ms", "--top", "64"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(doc["records"], 300);
+    assert!(first.len() > 4096, "{} bytes", first.len());
+    // The reader is gone (its end of the pipe closed with the BufReader): the next write fails.
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+}

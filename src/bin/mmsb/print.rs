@@ -45,9 +45,11 @@ pub fn json<T: serde::Serialize>(v: &T) -> Result<()> {
 /// One compact JSON document on a line, flushed; a closed pipe is an error here (a stream of
 /// them stops when its reader goes away).
 pub fn json_line<T: serde::Serialize>(v: &T) -> Result<()> {
+    // Serialized first, then written: a closed pipe is then an io::Error the caller can tell
+    // (serde_json's error for a failed write does not lead back to it).
+    let line = serde_json::to_string(v)?;
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, v)?;
-    writeln!(out)?;
+    writeln!(out, "{line}")?;
     out.flush()?;
     Ok(())
 }
