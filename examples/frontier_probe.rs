@@ -1,8 +1,8 @@
 //! The propagation workload of `mmsb bench propagation` (a layered graph, 64-byte pages, the sum
 //! of two parents one level down, batches of root updates) run by the smallest engine that
 //! does it: a list of dirty pages per height, a dirty flag per page, one thread, a compare
-//! against the old bytes. It measures what the machine it runs on gives such an engine, to set
-//! the library engine's figures against; nothing in the library uses it.
+//! against the old bytes. It measures what such an engine reaches on the hardware at hand, to
+//! set the library engine's figures against; nothing in the library uses it.
 //!
 //! Two variants: each level's list in the order pages were marked, and each level in page order
 //! (its list sorted, or its flags walked where at least 1 in 8 pages is dirty), which is how the

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Cold loads of one large file, interleaved round by round, for scripts/bench-gpu.sh. The lent
-machines' disks do not hold one rate through a run (a benchmark that read the 4 GiB file seven
-times in a row saw its later reads slow to two thirds of the first), so the ceiling and every
+"""Cold loads of one large file, interleaved round by round, for scripts/bench-gpu.sh. Virtual
+disks need not hold one rate through a run (a benchmark that read the 4 GiB file seven times in
+a row saw its later reads slow to two thirds of the first), so the ceiling and every
 loader are measured one after another in each round, and each is reported by its median.
 Usage:
     cold_rounds.py MMSB CHECKPOINT SAFETENSORS [--rounds N]
@@ -10,9 +10,9 @@ Each round measures two pairs, in turns: (the disk's O_DIRECT rate on CHECKPOINT
 O_DIRECT rate on SAFETENSORS, then fastsafetensors (no GDS), the best cold peer of earlier runs,
 on SAFETENSORS, in this process after CUDA start). Each file is dropped from the page cache
 (posix_fadvise DONTNEED) before each read. Every loader reads its file right after the probe
-read the same file, and the pairs swap places every round: the virtual disks of the lent
-machines have a cache of their own behind them (loads have run faster than the disk's O_DIRECT
-rate measured just before), so neither loader may be the only one to read a file that was just
+read the same file, and the pairs swap places every round: a virtual
+disk may have a cache of its own behind it (loads have run faster than the disk's O_DIRECT rate
+measured just before), so neither loader may be the only one to read a file that was just
 read, nor always go first. The O_DIRECT reader is scripts/odirect_rate.c, 16 threads, 8 MiB
 reads (compiled here with cc; a reader in Python read slower than the disk allows).
 Prints one JSON object."""

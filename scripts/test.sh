@@ -20,7 +20,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -q
 cargo test --locked -- --skip gpu_
 # Installed as a user installs it: `cargo install --locked --path .` into a temporary root, and
 # the installed binary run. --debug with this target directory reuses the build above (the
-# release profile is the same sources optimised, minutes more on a 2-core machine).
+# release profile is the same sources optimised, and building it again would take minutes).
 root=$(mktemp -d)
 CARGO_TARGET_DIR=$PWD/target cargo install --locked --path . --debug --root "$root" --quiet
 "$root/bin/mmsb" --version

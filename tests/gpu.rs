@@ -620,7 +620,7 @@ fn gpu_checks_checksums_file_by_file_across_segments() {
     );
 }
 
-/// Sharded and replicated restores on two devices (two contexts of device 0 when the machine has
+/// Sharded and replicated restores on two devices (two contexts of device 0 where there is only
 /// one GPU): each device's pages equal the CPU replay's; shards cover every page once and their
 /// combined hash is the CPU's; replicas all hold every page and agree.
 #[test]
@@ -760,7 +760,7 @@ fn device_bytes(gpu: &Arc<Gpu>, buf: &mmsb::gpu::driver::DeviceBuffer, len: usiz
 }
 
 #[test]
-#[ignore = "needs a CUDA device: run by scripts/gpu-test.sh"]
+#[ignore = "needs a CUDA device: scripts/gpu-test.sh runs it with --include-ignored"]
 fn gpu_sync_log_steps_apply_onto_device_memory_the_caller_owns() {
     use mmsb::ops::sync::{ChangedPage, HeldPage, SeqRange, append_delta, apply_to_device, create_log};
     let Some(gpu) = gpu() else { return };
