@@ -406,10 +406,14 @@ impl Engine {
         }
     }
 
+    /// The height of slot `s`. Slots are laid out by height: the level is found among the few
+    /// level starts (which stay in cache) rather than in a per-page array (a miss per page).
+    fn level_of(&self, s: u32) -> usize {
+        self.level_start.partition_point(|&start| start <= s) - 1
+    }
+
     fn queue(&mut self, s: u32) {
-        // Slots are laid out by height: the level is found among the few level starts (which
-        // stay in cache) rather than in a per-page array (a miss per marked page).
-        let h = self.level_start.partition_point(|&start| start <= s) - 1;
+        let h = self.level_of(s);
         self.level = self.level.min(h);
         self.frontier[h].push(s);
         self.pending += 1;
@@ -479,7 +483,7 @@ impl Engine {
                     if (next_from..next_to).contains(&c) {
                         self.frontier[h + 1].push(c);
                     } else {
-                        let ch = self.level_start.partition_point(|&start| start <= c) - 1;
+                        let ch = self.level_of(c);
                         self.frontier[ch].push(c);
                     }
                 }

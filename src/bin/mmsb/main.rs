@@ -25,7 +25,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     mmsb::fsutil::remove_temp_outputs_on_signal();
     let metrics_file = cli.metrics_file.clone();
-    let mut metrics = RunMetrics::start(cli.command.metrics_name(), cli.command.files());
+    // The inputs' sizes are read only where the figures are asked for.
+    let mut metrics = match metrics_file {
+        Some(_) => RunMetrics::start(cli.command.metrics_name(), cli.command.files()),
+        None => RunMetrics::new(cli.command.metrics_name()),
+    };
     // diff answers "do they differ" with 1, so every error, bad data included, is 2 there.
     let errors_are_2 = matches!(cli.command, Command::Diff(_));
     // A metrics file that names an input is refused before anything runs, and not written.
