@@ -148,3 +148,50 @@ fn a_json_stream_ends_quietly_when_its_reader_goes_away() {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Given the checkpoint, a snapshot names the pages written most and says whether the log
+/// belongs to it.
+#[test]
+fn a_checkpoint_names_the_pages_and_is_checked_against_the_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        d,
+        &[
+            "gen",
+            "-o",
+            "m.ckpt",
+            "--pages",
+            "4",
+            "--total-size",
+            "16KiB",
+            "--deltas",
+            "20",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "gen",
+            "-o",
+            "other.ckpt",
+            "--pages",
+            "4",
+            "--total-size",
+            "16KiB",
+            "--deltas",
+            "0",
+            "--seed",
+            "9",
+        ],
+    );
+    let s = json(&ok(d, &["watch", "m.log", "m.ckpt", "--once", "--json"]));
+    assert_eq!(s["base_matches_checkpoint"], true);
+    let top = s["top_pages"].as_array().unwrap();
+    assert!(!top.is_empty());
+    for p in top {
+        assert_eq!(p["name"], format!("page.{}", p["page_id"]), "{p}");
+    }
+    let s = json(&ok(d, &["watch", "m.log", "other.ckpt", "--once", "--json"]));
+    assert_eq!(s["base_matches_checkpoint"], false);
+}

@@ -124,10 +124,9 @@ pub struct TypeRate {
 }
 
 /// Takes a snapshot of the log at `log` (a directory or segment files): the `top` pages written
-/// most, named from `checkpoint` when one is given.
-pub fn snapshot(log: &[PathBuf], checkpoint: Option<&Path>, top: usize) -> Result<WatchSnapshot> {
+/// most, named from `ckpt` when one is given (opened once by a caller that takes many).
+pub fn snapshot(log: &[PathBuf], ckpt: Option<&Checkpoint>, top: usize) -> Result<WatchSnapshot> {
     let taken_at_ns = crate::timing::now_ns();
-    let ckpt = checkpoint.map(Checkpoint::open).transpose()?;
     let opened = Log::open(log)?;
     let info = log_info(&opened);
     let mut bytes_by_type = BTreeMap::new();
@@ -171,7 +170,7 @@ pub fn snapshot(log: &[PathBuf], checkpoint: Option<&Path>, top: usize) -> Resul
             .then(a.page_id.cmp(&b.page_id))
     });
     top_pages.truncate(top);
-    if let Some(c) = &ckpt {
+    if let Some(c) = ckpt {
         for p in &mut top_pages {
             p.name = c.head().page(p.page_id).and_then(|e| e.meta.name.clone());
         }
@@ -196,9 +195,7 @@ pub fn snapshot(log: &[PathBuf], checkpoint: Option<&Path>, top: usize) -> Resul
             }),
             writer,
         },
-        base_matches_checkpoint: ckpt
-            .as_ref()
-            .and_then(|c| info.base_state_hash.map(|b| b == c.state_hash())),
+        base_matches_checkpoint: ckpt.and_then(|c| info.base_state_hash.map(|b| b == c.state_hash())),
         info,
         rates: None,
     })

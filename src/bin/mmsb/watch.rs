@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use mmsb::format::checkpoint::Checkpoint;
 use mmsb::ops::watch::{WatchSnapshot, snapshot};
 use ratatui::Frame;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
@@ -18,9 +19,15 @@ use crate::print::{self, human_bytes};
 
 pub fn watch_cmd(a: WatchArgs) -> Result<()> {
     let logs = [a.log.clone()];
+    // Opened once: it only names pages and is checked against the log's base.
+    let ckpt = a
+        .checkpoint
+        .as_deref()
+        .map(Checkpoint::open)
+        .transpose()
+        .with_context(|| format!("watch {}", a.log.display()))?;
     let take = |prev: Option<&WatchSnapshot>| -> Result<WatchSnapshot> {
-        let s =
-            snapshot(&logs, a.checkpoint.as_deref(), a.top).with_context(|| format!("watch {}", a.log.display()))?;
+        let s = snapshot(&logs, ckpt.as_ref(), a.top).with_context(|| format!("watch {}", a.log.display()))?;
         Ok(match prev {
             Some(p) => s.with_rates_since(p),
             None => s,
