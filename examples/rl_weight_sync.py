@@ -131,6 +131,7 @@ def main():
                 "records": d.records,
                 "delta_phases_ms": d.timings_ms,
                 "apply_phases_ms": a.timings_ms,
+                "apply_device": a.device,
             }
         )
         print(
@@ -139,6 +140,8 @@ def main():
         )
         phases = lambda t: " ".join(f"{k} {v:.1f}" for k, v in t.items())  # noqa: E731
         print(f"    delta phases: {phases(d.timings_ms)}\n    apply phases: {phases(a.timings_ms)}")
+        if a.device:
+            print(f"    apply on the device: {phases(a.device)}")
     same = all(torch.equal(server[k], trainer[k]) for k in trainer)
     print("inference copy equals the trainer's, bit for bit:", same)
 

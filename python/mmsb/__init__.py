@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._mmsb import CorruptionError, Error, __version__
 from . import _mmsb
@@ -72,7 +72,8 @@ class Applied:
     """What ``apply`` did: records applied, the bytes and tensors they wrote, the last record
     applied (pass ``last_seq + 1`` as the next call's ``from_seq``), whether the tensors were
     checked against the log's base (they are when the apply starts at the log's start), and
-    the time of each phase."""
+    the time of each phase; on CUDA, ``device`` has the replay's own figures (bytes uploaded,
+    batches, and its phases in ms)."""
 
     records: int
     bytes_written: int
@@ -80,6 +81,7 @@ class Applied:
     last_seq: Optional[int]
     base_checked: bool
     timings_ms: Dict[str, float] = field(default_factory=dict, repr=False)
+    device: Dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -102,21 +104,21 @@ class Delta:
 def _applied(report_json: str) -> Applied:
     r = json.loads(report_json)
     return Applied(
-        r["records"], r["bytes_written"], r["pages_written"], r["last_seq"], r["base_checked"], r["timings_ms"]
+        r["records"], r["bytes_written"], r["pages_written"], r["last_seq"], r["base_checked"], r["timings_ms"], r.get("device", {})
     )
 
 
-def _sync_delta(path, append: bool, old_pages, changed, compress: bool, timings=None) -> Delta:
+def _sync_delta(path, append: bool, old_pages, append_changes) -> Delta:
     """Creates the log at ``path`` from ``old_pages`` (``(name, dtype, shape, nbytes, crc)``,
-    a callable, called only when the log is new) unless it exists, then appends ``changed``."""
+    a callable, called only when the log is new) unless it exists, then appends the changes
+    with ``append_changes(path)``, which returns the native report (JSON)."""
     path = os.fspath(path)
     created = not os.path.exists(path)
     if not created and not append:
         raise Error(f"{path}: the log exists and append=False: name a new log, or pass append=True")
     if created:
         _mmsb.sync_create(path, old_pages())
-    r = json.loads(_mmsb.sync_delta(path, changed, compress))
-    r["timings_ms"].update(timings or {})
+    r = json.loads(append_changes(path))
     return Delta(
         log=r["log"],
         base_state_hash=r["base_state_hash"],

@@ -45,6 +45,9 @@ def sync_create(log: str, tensors: List[Tuple[str, Optional[str], List[int], int
 def sync_delta(
     log: str, tensors: List[Tuple[str, List[int], List[int], Tuple[int, int], Tuple[int, int]]], compress: bool = False
 ) -> str: ...
+def sync_delta_cuda(
+    log: str, pairs: List[Tuple[str, Tuple[int, int], Tuple[int, int]]], ordinal: int, compress: bool = False
+) -> str: ...
 def sync_apply_host(
     log: List[str],
     tensors: List[Tuple[str, Optional[str], List[int], Tuple[int, int]]],

@@ -129,7 +129,7 @@ def delta(
     changed = [
         (n, [0], [a.nbytes], (a.ctypes.data, a.nbytes), (b.ctypes.data, b.nbytes)) for n, (a, b) in arrays.items()
     ]
-    return _sync_delta(path, append, base, changed, compress)
+    return _sync_delta(path, append, base, lambda p: _mmsb.sync_delta(p, changed, compress))
 
 
 def save(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import time
 from typing import Dict, Iterable, Optional, Sequence, Union
 
 import torch
@@ -149,7 +148,7 @@ def _one_device(tensors: Dict[str, "torch.Tensor"]) -> "torch.device":
         raise Error(f"the tensors are on several devices ({sorted(map(str, devices))}): give one device's at a time")
     dev = next(iter(devices), torch.device("cpu"))
     if dev.type not in ("cpu", "cuda"):
-        raise Error(f"device {dev}: mmsb applies onto the CPU or a CUDA device")
+        raise Error(f"device {dev}: mmsb works on the CPU or a CUDA device")
     return dev
 
 
@@ -187,83 +186,6 @@ def apply(
     return _applied(_mmsb.sync_apply_cuda(_paths(log), items, ordinal, from_seq, to_seq))
 
 
-# Bytes compared per window on a device: a changed window travels to the host, old and new.
-_WINDOW = 4096
-
-
-_pinned: Dict[str, "torch.Tensor"] = {}
-
-
-def _pinned_bytes(key: str, n: int) -> "torch.Tensor":
-    """``n`` bytes of pinned host memory, kept for the next call (pinning costs milliseconds)."""
-    buf = _pinned.get(key)
-    if buf is None or buf.numel() < n:
-        buf = torch.empty(max(n, 1 << 20), dtype=torch.uint8, pin_memory=True)
-        _pinned[key] = buf
-    return buf[:n]
-
-
-def _changed_windows(pairs):
-    """On one CUDA device: for each ``(name, a, b)``, the ``_WINDOW``-byte windows where ``a``
-    and ``b`` differ. Returns ``[(name, offsets, lengths, start)]`` for the tensors that differ
-    (``start``: where the tensor's windows begin in the buffers) and the old and new bytes of
-    every such window, back to back, in pinned host memory (reused by the next call). The host
-    waits for the device twice: for the list of windows, and for the copy of their bytes."""
-    views, flags = [], []
-    for name, a, b in pairs:
-        ab = a.reshape(-1).view(torch.uint8)
-        bb = b.reshape(-1).view(torch.uint8)
-        n = ab.numel()
-        full = n // _WINDOW
-        if full:
-            wa = ab[: full * _WINDOW].view(full, _WINDOW)
-            wb = bb[: full * _WINDOW].view(full, _WINDOW)
-            if ab.data_ptr() % 8 == 0 and bb.data_ptr() % 8 == 0:
-                flags.append((wa.view(torch.int64) != wb.view(torch.int64)).any(dim=1))
-            else:
-                flags.append((wa != wb).any(dim=1))
-        if full * _WINDOW < n:
-            flags.append((ab[full * _WINDOW :] != bb[full * _WINDOW :]).any().reshape(1))
-        views.append((name, ab, bb, n, full, full + (full * _WINDOW < n)))
-    empty = torch.empty(0, dtype=torch.uint8)
-    if not flags:
-        return [], empty, empty
-    where = torch.cat(flags).nonzero().squeeze(1)
-    hits = where.cpu().tolist()
-    out, gathered_old, gathered_new = [], [], []
-    at, k, total = 0, 0, 0
-    for name, ab, bb, n, full, windows in views:
-        first = k
-        while k < len(hits) and hits[k] < at + full:
-            k += 1
-        whole = k - first
-        tail = k < len(hits) and hits[k] < at + windows
-        if whole:
-            # The window numbers, on the device already: no copy to build the index.
-            idx = where[first:k] - at
-            gathered_old.append(ab[: full * _WINDOW].view(full, _WINDOW).index_select(0, idx).reshape(-1))
-            gathered_new.append(bb[: full * _WINDOW].view(full, _WINDOW).index_select(0, idx).reshape(-1))
-        offsets = [(w - at) * _WINDOW for w in hits[first:k]]
-        lens = [_WINDOW] * whole
-        if tail:
-            gathered_old.append(ab[full * _WINDOW :])
-            gathered_new.append(bb[full * _WINDOW :])
-            offsets.append(full * _WINDOW)
-            lens.append(n - full * _WINDOW)
-            k += 1
-        at += windows
-        if offsets:
-            out.append((name, offsets, lens, total))
-            total += sum(lens)
-    device = pairs[0][1].device
-    old_host = _pinned_bytes(f"old:{device}", total)
-    new_host = _pinned_bytes(f"new:{device}", total)
-    old_host.copy_(torch.cat(gathered_old), non_blocking=True)
-    new_host.copy_(torch.cat(gathered_new), non_blocking=True)
-    torch.cuda.current_stream(device).synchronize()
-    return out, old_host, new_host
-
-
 def delta(
     old: Dict[str, "torch.Tensor"],
     new: Dict[str, "torch.Tensor"],
@@ -277,8 +199,9 @@ def delta(
     ``compress=True``, zstd for each record it shrinks by a 32nd or more (changed weights are
     close to random: it saves a few percent, for about 3 ms per MiB of one core).
 
-    On CUDA the comparison runs on the device and only the 4 KiB windows that differ travel to
-    the host (old and new); the exact byte ranges are found there. A log that does not exist
+    All tensors must be on one device (the CPU or one CUDA device). On CUDA one kernel compares
+    every pair at once, and only the 256-byte windows that differ travel to the host (old and
+    new); the exact byte ranges are found there. A log that does not exist
     is created first with ``old`` as its base state (its BASE record names every tensor, with
     its CRC32C, computed on the tensor's device);
     ``append=False`` refuses an existing log. ``mmsb.torch.save(old, CKPT)`` writes the
@@ -311,20 +234,14 @@ def delta(
             crcs.update(zip(names, _mmsb.crc32c_cuda(buffers, ordinal)))
         return [(n, _dtype_name(n, a), list(a.shape), _nbytes(a), crcs[n]) for n, (a, _) in pairs.items()]
 
-    changed = []
-    on_device = {}
-    for n, (a, b) in pairs.items():
-        if a.device.type == "cpu":
-            changed.append((n, [0], [_nbytes(a)], (a.data_ptr(), _nbytes(a)), (b.data_ptr(), _nbytes(b))))
-        else:
-            on_device.setdefault(a.device, []).append((n, a, b))
-    keep = []
-    t = time.perf_counter()
-    for triples in on_device.values():
-        windows, olds, news = _changed_windows(triples)
-        keep.append((olds, news))
-        for n, offsets, lens, start in windows:
-            size = sum(lens)
-            changed.append((n, offsets, lens, (olds.data_ptr() + start, size), (news.data_ptr() + start, size)))
-    compare_ms = (time.perf_counter() - t) * 1e3
-    return _sync_delta(path, append, base, changed, compress, {"compare_on_device": compare_ms})
+    dev = _one_device({n: a for n, (a, _) in pairs.items()})
+    if dev.type == "cpu":
+        changed = [
+            (n, [0], [_nbytes(a)], (a.data_ptr(), _nbytes(a)), (b.data_ptr(), _nbytes(b))) for n, (a, b) in pairs.items()
+        ]
+        return _sync_delta(path, append, base, lambda p: _mmsb.sync_delta(p, changed, compress))
+    ordinal = dev.index if dev.index is not None else torch.cuda.current_device()
+    items = [(n, (a.data_ptr(), _nbytes(a)), (b.data_ptr(), _nbytes(b))) for n, (a, b) in pairs.items()]
+    # mmsb's stream must see what torch has queued on the tensors.
+    torch.cuda.synchronize(dev)
+    return _sync_delta(path, append, base, lambda p: _mmsb.sync_delta_cuda(p, items, ordinal, compress))

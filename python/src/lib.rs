@@ -403,6 +403,7 @@ fn _mmsb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crc32c_cuda, m)?)?;
     m.add_function(wrap_pyfunction!(sync_create, m)?)?;
     m.add_function(wrap_pyfunction!(sync_delta, m)?)?;
+    m.add_function(wrap_pyfunction!(sync_delta_cuda, m)?)?;
     m.add_function(wrap_pyfunction!(sync_apply_host, m)?)?;
     m.add_function(wrap_pyfunction!(sync_apply_cuda, m)?)?;
     m.add_class::<DeviceTensor>()?;
@@ -531,6 +532,59 @@ fn sync_delta(py: Python<'_>, log: String, tensors: Vec<ChangedTensor>, compress
             use mmsb::format::log::Compression;
             let compression = if compress { Compression::Auto } else { Compression::None };
             mmsb::ops::sync::append_delta(log.as_ref(), &pages, compression)
+        })
+        .map_err(|e| to_py(py, e))?;
+    serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))
+}
+
+/// Appends the difference between pairs of tensors in the memory of CUDA device `ordinal`,
+/// each `(name, (old address, bytes), (new address, bytes))`, to the sync log `log` as one group:
+/// compared on the device, only the windows that differ copied to the host. Returns the report
+/// (JSON).
+#[pyfunction]
+#[pyo3(signature = (log, pairs, ordinal, compress=false))]
+fn sync_delta_cuda(
+    py: Python<'_>,
+    log: String,
+    pairs: Vec<(String, HostBuffer, HostBuffer)>,
+    ordinal: usize,
+    compress: bool,
+) -> PyResult<String> {
+    use mmsb::gpu::diff::{DeviceDiffer, DevicePair};
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    // One differ per device, kept with its pinned memory for the next step.
+    static DIFFERS: OnceLock<Mutex<HashMap<usize, DeviceDiffer>>> = OnceLock::new();
+    for (name, (_, a), (_, b)) in &pairs {
+        if a != b {
+            return Err(Error::new_err(format!("{name}: old has {a} bytes, new {b}")));
+        }
+    }
+    let report = py
+        .detach(|| {
+            let gpu = gpu(ordinal)?;
+            let mut differs = DIFFERS
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let differ = differs.entry(ordinal).or_insert_with(|| DeviceDiffer::new(gpu));
+            let pages: Vec<(&str, DevicePair)> = pairs
+                .iter()
+                .map(|(name, (old, len), (new, _))| {
+                    let pair = DevicePair {
+                        old: *old as u64,
+                        new: *new as u64,
+                        len: *len as u64,
+                    };
+                    (name.as_str(), pair)
+                })
+                .collect();
+            use mmsb::format::log::Compression;
+            let compression = if compress { Compression::Auto } else { Compression::None };
+            // SAFETY: the Python half passes, for each pair, the data pointers and byte length
+            // of two contiguous CUDA tensors on device `ordinal` that it keeps referenced until
+            // this call returns, after synchronizing the device (no queued work writes them).
+            unsafe { mmsb::ops::sync::append_delta_from_device(log.as_ref(), differ, &pages, compression) }
         })
         .map_err(|e| to_py(py, e))?;
     serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))

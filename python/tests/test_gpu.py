@@ -136,6 +136,30 @@ def test_sync_loop_on_cuda_matches_the_trainer_bit_for_bit(tmp_path):
         assert torch.equal(cpu[k], trainer[k].cpu()), k
 
 
+def test_delta_of_views_at_odd_device_addresses_finds_every_changed_byte(tmp_path):
+    """Tensors that start at odd addresses (views into larger buffers), old and new at different
+    offsets from an 8-byte boundary, with changes at their first and last bytes and across
+    the device compare's 256-byte windows."""
+    g = torch.Generator().manual_seed(7)
+    old_buf = torch.randint(0, 256, (12_000,), generator=g, dtype=torch.uint8).cuda()
+    new_buf = torch.zeros(12_001, dtype=torch.uint8, device="cuda")
+    spans = {"a": (3, 4099), "b": (5003, 1001), "c": (7001, 5)}
+    old = {k: old_buf[o : o + n] for k, (o, n) in spans.items()}
+    new = {k: new_buf[o + 1 : o + 1 + n] for k, (o, n) in spans.items()}
+    for k in old:
+        new[k].copy_(old[k])
+    for k, at in {"a": [0, 255, 256, 257, 1000, 4098], "b": [511, 512, 1000], "c": [4]}.items():
+        for i in at:
+            new[k][i] ^= 0x5A
+    log = tmp_path / "sync.log"
+    d = mmsb.torch.delta(old, new, log)
+    assert d.bytes_changed == 10 and d.records == 3, d
+    server = {k: v.clone() for k, v in old.items()}
+    mmsb.torch.apply(log, server)
+    for k in new:
+        assert torch.equal(server[k], new[k]), k
+
+
 def test_cuda_tensors_that_are_not_the_base_are_refused_by_name_and_left_alone(tmp_path):
     log = tmp_path / "sync.log"
     base = {k: v.cuda() for k, v in model(3).items()}

@@ -24,7 +24,7 @@ use crate::page::PageMeta;
 use crate::replay::state::{ReplayLimit, ReplaySummary};
 
 /// What the GPU apply did and how long each part took.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ApplyStats {
     /// Bytes of log segment files copied to the device.
     pub log_bytes: u64,
@@ -725,14 +725,15 @@ impl DevicePageStore {
     /// the stored checksum; a payload over 256 KiB is cut into pieces whose CRCs the host
     /// combines and compares. True when all match.
     fn records_match(&self, log: &Log, seg_base: &[u64], segs: &[usize], log_base: u64) -> Result<bool> {
-        const PIECE: u64 = 256 << 10;
         const FIRST: u32 = 1 << 31;
         const WHOLE: u32 = 1 << 30;
-        let pieces_of = |len: u64| len.div_ceil(PIECE).max(1);
         let frames: Vec<(usize, &[crate::format::log::FrameRef])> = segs
             .iter()
             .flat_map(|&si| log.segments()[si].frames().chunks(8192).map(move |c| (si, c)))
             .collect();
+        let payload_bytes: u64 = frames.iter().flat_map(|(_, fs)| fs.iter()).map(|f| f.payload_len).sum();
+        let piece = crc_piece_len(payload_bytes);
+        let pieces_of = |len: u64| len.div_ceil(piece).max(1);
         // On threads of their own: this runs beside the plan, which keeps the global pool busy.
         let per_chunk: Vec<(Vec<u64>, Vec<u32>)> = on_check_threads(|| {
             frames
@@ -743,8 +744,8 @@ impl DevicePageStore {
                         let start = seg_base[si] + f.payload_offset();
                         let n = pieces_of(f.payload_len);
                         for k in 0..n {
-                            let bytes = PIECE.min(f.payload_len - k * PIECE) as u32;
-                            off.push(start + k * PIECE);
+                            let bytes = piece.min(f.payload_len - k * piece) as u32;
+                            off.push(start + k * piece);
                             len.push(match (k, n) {
                                 (0, 1) => bytes | FIRST | WHOLE,
                                 (0, _) => bytes | FIRST,
@@ -787,7 +788,7 @@ impl DevicePageStore {
             return Ok(true);
         }
         // Records in several pieces: combine their pieces' CRCs.
-        let full_shift = crc32c_shift_factor(PIECE);
+        let full_shift = crc32c_shift_factor(piece);
         let mut at = 0usize;
         for (si, fs) in &frames {
             let s = &log.segments()[*si];
@@ -796,8 +797,8 @@ impl DevicePageStore {
                 if n > 1 {
                     let mut crc = crcs[at];
                     for k in 1..n as u64 {
-                        let bytes = PIECE.min(f.payload_len - k * PIECE);
-                        let shift = if bytes == PIECE {
+                        let bytes = piece.min(f.payload_len - k * piece);
+                        let shift = if bytes == piece {
                             full_shift
                         } else {
                             crc32c_shift_factor(bytes)
@@ -815,10 +816,29 @@ impl DevicePageStore {
     }
 }
 
+/// Bytes per piece when record checksums are checked on the device, one thread per piece, for
+/// `payload_bytes` of payloads: at least about 4,096 pieces where the payloads allow (a thread
+/// checks its piece serially: a weight-sync step's 9 MiB, in 256 KiB pieces, took 4.4 ms), and
+/// at most 256 KiB (each extra piece of a record is one more CRC combine on the host).
+fn crc_piece_len(payload_bytes: u64) -> u64 {
+    const MIN: u64 = 4 << 10;
+    const MAX: u64 = 256 << 10;
+    (payload_bytes / 4096).clamp(MIN, MAX).next_power_of_two().min(MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::gpu::plan::{TileRun, WriteDesc, Writes};
+
+    #[test]
+    fn checksum_pieces_shrink_for_small_logs_within_bounds() {
+        assert_eq!(crc_piece_len(0), 4 << 10);
+        assert_eq!(crc_piece_len(9 << 20), 4 << 10);
+        assert_eq!(crc_piece_len(100 << 20), 32 << 10);
+        assert_eq!(crc_piece_len(1 << 30), 256 << 10);
+        assert_eq!(crc_piece_len(64 << 30), 256 << 10);
+    }
 
     #[test]
     fn a_batch_upload_holds_each_array_where_its_layout_says() {

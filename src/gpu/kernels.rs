@@ -193,7 +193,68 @@ extern "C" __global__ void apply_tiles(const u64* tiles, u32 ntiles, const u32* 
         }
     }
 }
+
+// Where pairs of buffers differ, 256-byte window by window (DIFF_WINDOW in kernels.rs). pairs[4p..]
+// = old address, new address, length, and the first word of out[] for pair p (each pair's windows
+// start a word; ascending). One warp makes one word: bit k of out[w] is set when window
+// 32 (w - first) + k of its pair holds a differing byte. Reads stay within each buffer's length.
+#define DIFF_WINDOW 256
+extern "C" __global__ void diff_windows(const u64* pairs, u32 npairs, u64 nwords, u32* out) {
+    const u32 lane = threadIdx.x & 31;
+    const u64 warps = ((u64)gridDim.x * blockDim.x) >> 5;
+    for (u64 w = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < nwords; w += warps) {
+        u32 lo = 0, hi = npairs;
+        while (hi - lo > 1) {
+            const u32 mid = (lo + hi) / 2;
+            if (pairs[4 * mid + 3] <= w) lo = mid; else hi = mid;
+        }
+        const u8* a = (const u8*)pairs[4 * lo];
+        const u8* b = (const u8*)pairs[4 * lo + 1];
+        const u64 len = pairs[4 * lo + 2];
+        const u64 start = (w - pairs[4 * lo + 3]) * 32 * DIFF_WINDOW;
+        const bool aligned = (((u64)a | (u64)b) & 15) == 0;
+        u32 bits = 0;
+        // Each round reads 512 bytes: lanes 0-15 window 2k, lanes 16-31 window 2k + 1.
+        #pragma unroll 4
+        for (u32 k = 0; k < 16; k++) {
+            const u64 at = start + (u64)k * 512 + lane * 16;
+            bool d = false;
+            if (aligned && at + 16 <= len) {
+                const uint4 x = *(const uint4*)(a + at), y = *(const uint4*)(b + at);
+                d = (x.x != y.x) | (x.y != y.y) | (x.z != y.z) | (x.w != y.w);
+            } else {
+                for (u64 j = at; j < at + 16 && j < len; j++) d |= a[j] != b[j];
+            }
+            const u32 m = __ballot_sync(0xffffffffu, d);
+            bits |= ((m & 0xFFFFu) != 0u ? 1u : 0u) << (2 * k);
+            bits |= ((m >> 16) != 0u ? 1u : 0u) << (2 * k + 1);
+        }
+        if (lane == 0) out[w] = bits;
+    }
+}
+
+// Copies ranges[3r] (source address) to ranges[3r + 1] (destination), ranges[3r + 2] bytes, one
+// block per range. Source and destination lie at the same offset from an 8-byte boundary, so the
+// copy reads nothing outside the source: single bytes to the first boundary, words, single bytes.
+extern "C" __global__ void gather_ranges(const u64* ranges, u32 n) {
+    for (u32 r = blockIdx.x; r < n; r += gridDim.x) {
+        const u8* sp = (const u8*)ranges[3 * r];
+        u8* dp = (u8*)ranges[3 * r + 1];
+        const u64 len = ranges[3 * r + 2];
+        u64 head = (8 - ((u64)sp & 7)) & 7;
+        if (head > len) head = len;
+        for (u64 j = threadIdx.x; j < head; j += blockDim.x) dp[j] = sp[j];
+        const u64 words = (len - head) >> 3;
+        const u64* s = (const u64*)(sp + head);
+        u64* d = (u64*)(dp + head);
+        for (u64 k = threadIdx.x; k < words; k += blockDim.x) d[k] = s[k];
+        for (u64 j = head + (words << 3) + threadIdx.x; j < len; j += blockDim.x) dp[j] = sp[j];
+    }
+}
 "#;
+
+/// Bytes per window of `diff_windows`: the unit in which a device compare finds changes.
+pub const DIFF_WINDOW: u64 = 256;
 
 /// Bytes allocated past the end of every buffer that `apply_tiles` copies from (the uploaded log,
 /// decompressed payloads): its 8-byte reads may pass a source's last byte by up to 7.
@@ -384,6 +445,8 @@ pub fn compile_cubin(major: i32, minor: i32) -> Result<Vec<u8>> {
 pub struct Kernels {
     tiles: CudaFunction,
     crc: CudaFunction,
+    diff: CudaFunction,
+    gather: CudaFunction,
     blocks: u32,
 }
 
@@ -418,6 +481,8 @@ impl Kernels {
         Ok(Kernels {
             tiles: m.load_function("apply_tiles").map_err(gpu_err)?,
             crc: m.load_function("crc32c_chunks").map_err(gpu_err)?,
+            diff: m.load_function("diff_windows").map_err(gpu_err)?,
+            gather: m.load_function("gather_ranges").map_err(gpu_err)?,
             blocks: (sms.max(1) as u32) * 8,
         })
     }
@@ -466,6 +531,51 @@ impl Kernels {
         // value-base entries; every write was bounds-checked against its page's length, and its
         // source against the record it came from, which lies in the uploaded log or in the extra
         // buffer (both allocated SOURCE_PAD bytes longer for the kernel's word reads).
+        unsafe { b.launch(self.cfg(n)) }.map(|_| ()).map_err(gpu_err)
+    }
+
+    /// Launches `diff_windows`: marks, in the bitmap at `out` (`nwords` u32 words), each
+    /// [`DIFF_WINDOW`]-byte window of `npairs` buffer pairs whose old and new bytes differ.
+    /// `pairs` is the device address of the pairs' table (see the kernel).
+    ///
+    /// # Safety
+    ///
+    /// The table must hold `npairs` entries, their first words ascending from 0 and covering
+    /// each pair's windows within `nwords`; each old and new address must hold the pair's length
+    /// of readable device memory, and `out` `nwords` writable words, until the stream has run.
+    pub unsafe fn diff_windows(
+        &self,
+        stream: &Arc<CudaStream>,
+        pairs: u64,
+        npairs: u32,
+        nwords: u64,
+        out: u64,
+    ) -> Result<()> {
+        if npairs == 0 || nwords == 0 {
+            return Ok(());
+        }
+        let mut b = stream.launch_builder(&self.diff);
+        b.arg(&pairs).arg(&npairs).arg(&nwords).arg(&out);
+        let warps_per_block = u64::from(THREADS / 32);
+        let blocks = u32::try_from(nwords.div_ceil(warps_per_block)).unwrap_or(u32::MAX);
+        // SAFETY: the caller's contract: every address the kernel reads or writes is in range.
+        unsafe { b.launch(self.cfg(blocks)) }.map(|_| ()).map_err(gpu_err)
+    }
+
+    /// Launches `gather_ranges` over `n` ranges in the table at device address `ranges` (source,
+    /// destination, length; source and destination equal modulo 8).
+    ///
+    /// # Safety
+    ///
+    /// Each range's source must be readable and its destination writable device memory of its
+    /// length until the stream has run, and no destination may overlap another range.
+    pub unsafe fn gather_ranges(&self, stream: &Arc<CudaStream>, ranges: u64, n: u32) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let mut b = stream.launch_builder(&self.gather);
+        b.arg(&ranges).arg(&n);
+        // SAFETY: the caller's contract.
         unsafe { b.launch(self.cfg(n)) }.map(|_| ()).map_err(gpu_err)
     }
 

@@ -10,8 +10,11 @@
 //! - [`plan`]: the CPU half of applying a log: records checked and turned into tile-ordered
 //!   batches of writes.
 //! - [`apply`]: those batches run by a kernel, bit-identical to the CPU replay.
+//! - [`diff`]: where pairs of device buffers differ, found on the device (weight sync's
+//!   trainer side).
 
 pub mod apply;
+pub mod diff;
 pub mod driver;
 pub mod kernels;
 pub mod loader;

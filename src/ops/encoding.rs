@@ -175,9 +175,7 @@ pub fn smallest_write(w: &PageWrites<'_>) -> Option<WriteOp> {
     let mut values = Vec::with_capacity(ranges.iter().map(|(_, d)| d.len()).sum());
     for (o, d) in &ranges {
         let rel = (o - offset) as usize;
-        for i in rel..rel + d.len() {
-            mask[i / 8] |= 1 << (i % 8);
-        }
+        set_bits(&mut mask, rel, rel + d.len());
         values.extend_from_slice(d);
     }
     Some(WriteOp::Masked {
@@ -186,6 +184,22 @@ pub fn smallest_write(w: &PageWrites<'_>) -> Option<WriteOp> {
         mask,
         values,
     })
+}
+
+/// Sets bits `from..to` of `mask` (least significant first): whole bytes at once.
+fn set_bits(mask: &mut [u8], from: usize, to: usize) {
+    let mut i = from;
+    while i < to && !i.is_multiple_of(8) {
+        mask[i / 8] |= 1 << (i % 8);
+        i += 1;
+    }
+    let whole = (to - i) / 8;
+    mask[i / 8..i / 8 + whole].fill(0xff);
+    i += whole * 8;
+    while i < to {
+        mask[i / 8] |= 1 << (i % 8);
+        i += 1;
+    }
 }
 
 /// Bytes a record spends besides its writes: the frame (32), the payload's page id, epoch,
@@ -250,6 +264,21 @@ mod tests {
 
     fn apply(w: &WriteOp, page: &mut [u8]) {
         apply_writes(&w.op(), page)
+    }
+
+    #[test]
+    fn bits_set_a_byte_at_a_time_are_those_set_one_by_one() {
+        for from in 0..20 {
+            for to in from..40 {
+                let mut fast = vec![0u8; 5];
+                set_bits(&mut fast, from, to);
+                let mut slow = vec![0u8; 5];
+                for i in from..to {
+                    slow[i / 8] |= 1 << (i % 8);
+                }
+                assert_eq!(fast, slow, "bits {from}..{to}");
+            }
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::format::checkpoint::{CheckpointHead, PageEntry, head_of};
 use crate::format::log::{Compression, Durability, Log, LogOptions, LogWriter, segment_path};
 use crate::format::record::{Delta, PageShape, TYPE_CREATE, TYPE_DELETE, TYPE_RESIZE, TargetPage, apply_writes};
 use crate::fsutil::AtomicDir;
+use crate::gpu::diff::{DeviceDiffer, DevicePair};
 use crate::page::{PageMeta, StateHash, TensorInfo};
 use crate::timing::ms;
 
@@ -176,6 +177,9 @@ pub struct ApplyReport {
     pub base_checked: bool,
     /// Phase times, ms.
     pub timings_ms: ApplyTimings,
+    /// Of a device apply: the replay's own figures (bytes uploaded, batches, and its phases).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::gpu::apply::ApplyStats>,
 }
 
 /// Phase times of an apply, ms.
@@ -446,6 +450,7 @@ pub unsafe fn apply_to_device(
         last_seq: summary.last_seq.or(from.checked_sub(1)),
         base_checked: from_start,
         timings_ms: t,
+        device: Some(stats),
     })
 }
 
@@ -495,6 +500,9 @@ pub struct DeltaReport {
 /// Phase times of [`append_delta`], ms.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DeltaTimings {
+    /// On a device ([`append_delta_from_device`]): marking the windows that differ and copying
+    /// their bytes to the host.
+    pub compare_on_device: f64,
     /// Taking the lock and opening the log for appending, and reading its BASE record.
     pub open: f64,
     /// Finding the changed ranges and choosing each page's record.
@@ -507,10 +515,25 @@ pub struct DeltaTimings {
     pub total: f64,
 }
 
-/// The byte runs where a page's windows differ, at their offsets in the page, ascending.
-fn changed_ranges(page: &ChangedPage<'_>, len: u64) -> Result<Vec<(u64, u64)>> {
-    let mut out = Vec::new();
+/// Where a page's windows differ: spans from a differing byte to a differing byte, joined
+/// across gaps of equal bytes shorter than a sparse record's table entry where the windows hold
+/// the bytes between (an optimizer step leaves a row's bytes mostly changed but not all: a
+/// BF16's high byte often stays), ascending as `(offset, end)`; and how many bytes differ.
+///
+/// A gap of 16 equal bytes or more holds a whole aligned 8-byte word of equal bytes, so the
+/// windows are compared a word at a time and only a word where some byte differs is looked
+/// into (for its first or last differing byte, and how many differ).
+fn changed_spans(page: &ChangedPage<'_>, len: u64) -> Result<(Vec<(u64, u64)>, u64)> {
+    const GAP: u64 = super::encoding::SPARSE_RANGE_COST;
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    let mut open: Option<(u64, u64)> = None;
+    let mut changed = 0u64;
     let mut end = 0u64;
+    // A differing stretch `[first, last)` of bytes: joins the open span or starts the next.
+    let found = |spans: &mut Vec<(u64, u64)>, open: &mut Option<(u64, u64)>, first: u64, last: u64| match open {
+        Some((_, e)) if first - *e < GAP => *e = last,
+        _ => spans.extend(open.replace((first, last))),
+    };
     for (off, old, new) in &page.windows {
         if old.len() != new.len() || *off < end || off.checked_add(new.len() as u64).is_none_or(|e| e > len) {
             return Err(Error::Invalid(format!(
@@ -521,26 +544,58 @@ fn changed_ranges(page: &ChangedPage<'_>, len: u64) -> Result<Vec<(u64, u64)>> {
                 new.len()
             )));
         }
+        // The bytes between this window and the last were not compared: no span crosses them.
+        if *off != end {
+            spans.extend(open.take());
+        }
         end = off + new.len() as u64;
-        // A large window (a whole page) is compared in parallel chunks; a small one in a pass.
-        if new.len() > 1 << 20 {
-            out.extend(
-                super::diff::diff_ranges(old, new)
-                    .into_iter()
-                    .map(|(o, l)| (off + o, l)),
+        let words = old.len() / 8;
+        for (i, (a, b)) in old.chunks_exact(8).zip(new.chunks_exact(8)).enumerate() {
+            let x =
+                u64::from_le_bytes(a.try_into().expect("8 bytes")) ^ u64::from_le_bytes(b.try_into().expect("8 bytes"));
+            if x == 0 {
+                continue;
+            }
+            // Byte k of the word is bits 8k..8k+8 (little-endian).
+            let at = off + 8 * i as u64;
+            changed += u64::from(differing_bytes(x));
+            found(
+                &mut spans,
+                &mut open,
+                at + u64::from(x.trailing_zeros() / 8),
+                at + 8 - u64::from(x.leading_zeros() / 8),
             );
-        } else {
-            super::diff::for_each_diff_run(old, new, |s, e| out.push((off + s as u64, (e - s) as u64)));
+        }
+        for j in words * 8..old.len() {
+            if old[j] != new[j] {
+                changed += 1;
+                let at = off + j as u64;
+                found(&mut spans, &mut open, at, at + 1);
+            }
         }
     }
-    Ok(out)
+    spans.extend(open);
+    Ok((spans, changed))
 }
 
-/// The page's new bytes at `[from, to)` when the windows hold all of them.
-fn window_bytes(windows: &[(u64, &[u8], &[u8])], from: u64, to: u64) -> Option<Vec<u8>> {
+/// How many of the 8 bytes of `x` are not zero.
+fn differing_bytes(x: u64) -> u32 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // A byte's high bit ends up set when any of its bits is.
+    ((((x & LOW7) + LOW7) | x) & !LOW7).count_ones()
+}
+
+/// The page's new bytes at `[from, to)`, which the windows hold (a span crosses windows only
+/// where they meet): borrowed from one window, or joined from several.
+fn span_bytes<'a>(windows: &[(u64, &'a [u8], &'a [u8])], from: u64, to: u64) -> Result<std::borrow::Cow<'a, [u8]>> {
+    let first = windows.partition_point(|(o, _, n)| o + n.len() as u64 <= from);
+    let missing = || Error::Invalid(format!("bytes {from}..{to} of a changed span are in no window"));
+    let &(o, _, n) = windows.get(first).ok_or_else(missing)?;
+    if o <= from && to <= o + n.len() as u64 {
+        return Ok(std::borrow::Cow::Borrowed(&n[(from - o) as usize..(to - o) as usize]));
+    }
     let mut out = Vec::with_capacity((to - from) as usize);
     let mut at = from;
-    let first = windows.partition_point(|(o, _, n)| o + n.len() as u64 <= from);
     for (o, _, n) in &windows[first..] {
         if at == to || *o > at {
             break;
@@ -549,30 +604,10 @@ fn window_bytes(windows: &[(u64, &[u8], &[u8])], from: u64, to: u64) -> Option<V
         out.extend_from_slice(&n[(at - o) as usize..(end - o) as usize]);
         at = end;
     }
-    (at == to).then_some(out)
-}
-
-/// Runs joined where the bytes between them cost less to write than a sparse record's next
-/// table entry (and the windows hold those bytes), with their new bytes: an optimizer step
-/// leaves a row's bytes mostly changed but not all (a BF16's high byte often stays).
-fn merge_close_ranges(runs: &[(u64, u64)], windows: &[(u64, &[u8], &[u8])]) -> Result<Vec<(u64, Vec<u8>)>> {
-    let mut spans: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
-    for &(o, l) in runs {
-        match spans.last_mut() {
-            Some((_, e)) if o - *e < super::encoding::SPARSE_RANGE_COST && window_bytes(windows, *e, o).is_some() => {
-                *e = o + l;
-            }
-            _ => spans.push((o, o + l)),
-        }
+    if at != to {
+        return Err(missing());
     }
-    spans
-        .into_iter()
-        .map(|(s, e)| {
-            let bytes = window_bytes(windows, s, e)
-                .ok_or_else(|| Error::Invalid(format!("bytes {s}..{e} of a changed range are in no window")))?;
-            Ok((s, bytes))
-        })
-        .collect()
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// The options a sync log is written with: a segment per step (a reader uploads only the steps
@@ -662,10 +697,12 @@ pub fn append_delta(dir: &Path, pages: &[ChangedPage<'_>], compression: Compress
                     format!("tensor {:?} is not in the log's base", page.name),
                 ));
             };
-            let ranges = changed_ranges(page, len)?;
-            let changed = ranges.iter().map(|(_, l)| l).sum::<u64>();
-            let merged = merge_close_ranges(&ranges, &page.windows)?;
-            let slices: Vec<(u64, &[u8])> = merged.iter().map(|(o, b)| (*o, &b[..])).collect();
+            let (spans, changed) = changed_spans(page, len)?;
+            let bytes = spans
+                .iter()
+                .map(|&(s, e)| span_bytes(&page.windows, s, e))
+                .collect::<Result<Vec<_>>>()?;
+            let slices: Vec<(u64, &[u8])> = spans.iter().zip(&bytes).map(|(s, b)| (s.0, &b[..])).collect();
             let whole = page.windows.len() == 1 && page.windows[0].0 == 0 && page.windows[0].2.len() as u64 == len;
             let write = smallest_write(&PageWrites {
                 ranges: &slices,
@@ -713,6 +750,50 @@ pub fn append_delta(dir: &Path, pages: &[ChangedPage<'_>], compression: Compress
     t.sync = ms(phase);
     t.total = ms(start);
     report.timings_ms = t;
+    Ok(report)
+}
+
+/// [`append_delta`] for pages whose old and new bytes lie in device memory, each given by name
+/// and its pair of buffers: the windows where they differ are found on the device and only
+/// those travel to the host ([`DeviceDiffer::changed_windows`]), where the exact changed bytes
+/// are found and encoded as [`append_delta`] does.
+///
+/// # Safety
+///
+/// Each pair must satisfy [`DeviceDiffer::changed_windows`]'s contract.
+pub unsafe fn append_delta_from_device(
+    dir: &Path,
+    differ: &mut DeviceDiffer,
+    pages: &[(&str, DevicePair)],
+    compression: Compression,
+) -> Result<DeltaReport> {
+    let start = std::time::Instant::now();
+    let pairs: Vec<DevicePair> = pages.iter().map(|(_, p)| *p).collect();
+    // SAFETY: the caller's contract, pair by pair.
+    let found = unsafe { differ.changed_windows(&pairs)? };
+    let mut changed: Vec<(usize, ChangedPage<'_>)> = Vec::new();
+    for r in &found.runs {
+        let window = (
+            r.offset,
+            &found.old[r.at_old..r.at_old + r.len],
+            &found.new[r.at_new..r.at_new + r.len],
+        );
+        match changed.last_mut() {
+            Some((pair, page)) if *pair == r.pair => page.windows.push(window),
+            _ => changed.push((
+                r.pair,
+                ChangedPage {
+                    name: pages[r.pair].0,
+                    windows: vec![window],
+                },
+            )),
+        }
+    }
+    let changed: Vec<ChangedPage<'_>> = changed.into_iter().map(|(_, p)| p).collect();
+    let compare = ms(start);
+    let mut report = append_delta(dir, &changed, compression)?;
+    report.timings_ms.compare_on_device = compare;
+    report.timings_ms.total += compare;
     Ok(report)
 }
 
@@ -833,20 +914,83 @@ mod tests {
         // Windows 0..16 and 20..36: bytes 16..20 were not compared (no window holds them).
         let windows = vec![(0, &old[..16], &new[..16]), (20, &old[20..], &new[20..])];
         let page = ChangedPage { name: "p", windows };
-        let runs = changed_ranges(&page, 36).unwrap();
-        assert_eq!(runs, vec![(2, 2), (6, 4), (15, 1), (21, 1)]);
-        let merged = merge_close_ranges(&runs, &page.windows).unwrap();
-        let spans: Vec<(u64, usize)> = merged.iter().map(|(o, b)| (*o, b.len())).collect();
+        let (spans, changed) = changed_spans(&page, 36).unwrap();
         // 2..16 is one span (its gaps are in the first window); 21 stays apart from it.
-        assert_eq!(spans, vec![(2, 14), (21, 1)]);
-        assert_eq!(merged[0].1, new[2..16].to_vec());
+        assert_eq!(spans, vec![(2, 16), (21, 22)]);
+        assert_eq!(changed, 8);
+        assert_eq!(&span_bytes(&page.windows, 2, 16).unwrap()[..], &new[2..16]);
+        assert!(span_bytes(&page.windows, 15, 21).is_err());
         // Windows out of order, or past the page, are refused.
         let bad = ChangedPage {
             name: "p",
             windows: vec![(20, &old[20..], &new[20..]), (0, &old[..16], &new[..16])],
         };
-        assert!(changed_ranges(&bad, 36).is_err());
-        assert!(changed_ranges(&page, 30).is_err());
+        assert!(changed_spans(&bad, 36).is_err());
+        assert!(changed_spans(&page, 30).is_err());
+    }
+
+    /// The spans a byte-by-byte reading finds: every differing byte, joined to the one before
+    /// when fewer than 16 equal bytes lie between and the windows hold them all.
+    fn spans_byte_by_byte(windows: &[(u64, &[u8], &[u8])]) -> (Vec<(u64, u64)>, u64) {
+        let mut held = std::collections::BTreeSet::new();
+        let mut differ = Vec::new();
+        for (o, a, b) in windows {
+            for j in 0..a.len() {
+                held.insert(o + j as u64);
+                if a[j] != b[j] {
+                    differ.push(o + j as u64);
+                }
+            }
+        }
+        let mut spans: Vec<(u64, u64)> = Vec::new();
+        for &d in &differ {
+            match spans.last_mut() {
+                Some((_, e)) if d - *e < 16 && (*e..d).all(|k| held.contains(&k)) => *e = d + 1,
+                _ => spans.push((d, d + 1)),
+            }
+        }
+        (spans, differ.len() as u64)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn spans_found_a_word_at_a_time_are_those_found_byte_by_byte(
+            old in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..600),
+            // Runs of differing bytes (gap before, length, how each byte changes), with gaps of
+            // every length around 16.
+            edits in proptest::collection::vec((0usize..24, 1usize..12, 1u8..=255), 0..80),
+            cuts in proptest::collection::vec(0usize..600, 0..6),
+        ) {
+            let len = old.len();
+            let mut new = old.clone();
+            let mut at = 0;
+            for (gap, run, by) in edits {
+                at += gap;
+                for _ in 0..run {
+                    if at < len {
+                        new[at] = new[at].wrapping_add(by);
+                    }
+                    at += 1;
+                }
+            }
+            // Windows from the cut points; every other hole left out (not compared).
+            let mut points: Vec<usize> = cuts.into_iter().filter(|c| *c < len).collect();
+            points.extend([0, len]);
+            points.sort_unstable();
+            points.dedup();
+            let windows: Vec<(u64, &[u8], &[u8])> = points
+                .windows(2)
+                .enumerate()
+                .filter(|(i, _)| i % 3 != 1)
+                .map(|(_, w)| (w[0] as u64, &old[w[0]..w[1]], &new[w[0]..w[1]]))
+                .collect();
+            let page = ChangedPage { name: "p", windows };
+            let (spans, changed) = changed_spans(&page, len as u64).unwrap();
+            proptest::prop_assert_eq!((spans.clone(), changed), spans_byte_by_byte(&page.windows));
+            for (s, e) in spans {
+                proptest::prop_assert_eq!(&span_bytes(&page.windows, s, e).unwrap()[..], &new[s as usize..e as usize]);
+            }
+        }
     }
 
     #[test]
