@@ -724,20 +724,34 @@ pub fn append_delta(dir: &Path, pages: &[ChangedPage<'_>], compression: Compress
         return Ok(report);
     }
     let phase = std::time::Instant::now();
-    w.begin_group()?;
+    // Encoded and compressed in parallel, appended in order.
     let now = crate::timing::now_ns();
-    for (id, write) in &records {
-        let seq = w.next_seq();
-        let delta = Delta {
-            page_id: *id,
-            epoch: seq,
-            timestamp_ns: now,
-            source: "mmsb delta".into(),
-            op: write.op(),
-        };
-        let payload = delta.encode()?;
-        report.payload_bytes += payload.len() as u64;
-        w.append_payload(delta.kind(), &payload)?;
+    let first_seq = w.next_seq();
+    let compression = w.compression();
+    let stored = records
+        .par_iter()
+        .enumerate()
+        .map(|(i, (id, write))| {
+            let delta = Delta {
+                page_id: *id,
+                epoch: first_seq + i as u64,
+                timestamp_ns: now,
+                source: "mmsb delta".into(),
+                op: write.op(),
+            };
+            let payload = delta.encode()?;
+            let len = payload.len() as u64;
+            let (flags, bytes) = match crate::format::log::compress(&payload, compression) {
+                (flags, std::borrow::Cow::Owned(z)) => (flags, z),
+                (flags, std::borrow::Cow::Borrowed(_)) => (flags, payload),
+            };
+            Ok((delta.kind(), len, flags, bytes))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    w.begin_group()?;
+    for (kind, payload_len, flags, bytes) in &stored {
+        let seq = w.append_stored(*kind, *flags, bytes)?;
+        report.payload_bytes += payload_len;
         report.first_seq.get_or_insert(seq);
         report.last_seq = Some(seq);
         report.records += 1;
