@@ -413,7 +413,7 @@ pub unsafe extern "C" fn mmsb_sync_apply(
             // writable, its own (checked above), with no work queued on it, per the contract.
             unsafe { mmsb::ops::sync::apply_to_device(&gpu, &paths, &held, &ptrs, range)? }
         } else {
-            let sync = SyncLog::open(&paths)?;
+            let sync = SyncLog::open_at(&paths, range.from)?;
             let pages = tensors
                 .iter()
                 .map(|t| -> &mut [u8] {

@@ -606,7 +606,7 @@ fn sync_apply_host(
     let report = py
         .detach(|| {
             refuse_overlaps(&tensors)?;
-            let sync = SyncLog::open(&paths(log))?;
+            let sync = SyncLog::open_at(&paths(log), from_seq)?;
             let pages = tensors.iter().map(|t| host_bytes_mut(t.3)).collect();
             let range = SeqRange {
                 from: from_seq,

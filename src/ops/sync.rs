@@ -42,15 +42,29 @@ pub struct HeldPage {
 pub struct SyncLog {
     log: Log,
     base: CheckpointHead,
+    /// The log's first sequence number (its BASE record's).
+    first_seq: u64,
 }
 
 impl SyncLog {
     /// Opens the log at `paths` (a directory or segments) and reads its BASE record.
     pub fn open(paths: &[PathBuf]) -> Result<SyncLog> {
-        let log = Log::open(paths)?;
+        SyncLog::open_at(paths, None)
+    }
+
+    /// Opens the log at `paths` for applying the records from `from_seq` on: its BASE record,
+    /// from the first segment, and with `from_seq` only the segments from the one that holds it
+    /// ([`Log::open_from`]): the segments between are not read, so an apply of the latest step
+    /// costs that step, not the log's length. Pages' epochs are then known, and checked, from
+    /// the first segment opened on. Every segment opened is checked, checksums included.
+    pub fn open_at(paths: &[PathBuf], from_seq: Option<u64>) -> Result<SyncLog> {
+        let (base, _, first_seq) = read_base(paths)?;
+        let log = match from_seq {
+            Some(from) => Log::open_from(paths, from)?,
+            None => Log::open(paths)?,
+        };
         log.check()?;
-        let base = base::read(&log)?.ok_or_else(|| no_base(paths))?;
-        Ok(SyncLog { log, base })
+        Ok(SyncLog { log, base, first_seq })
     }
 
     /// The base's pages (ids, lengths, epochs, CRCs, names, dtypes, shapes).
@@ -85,6 +99,20 @@ fn no_base(paths: &[PathBuf]) -> Error {
          replay it onto its checkpoint (`mmsb replay`, `mmsb.torch.load(CKPT, logs=[LOG])`) \
          instead"
     ))
+}
+
+/// The BASE record of the sync log at `paths`, from its first segment alone (it is that
+/// segment's first record), with that segment's path and the log's first sequence number.
+fn read_base(paths: &[PathBuf]) -> Result<(CheckpointHead, PathBuf, u64)> {
+    let first = crate::format::log::expand_paths(paths)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| no_base(paths))?;
+    let log = Log::open(std::slice::from_ref(&first))?;
+    log.check()?;
+    let base = base::read(&log)?.ok_or_else(|| no_base(paths))?;
+    let first_seq = log.segments().first().map_or(1, |s| s.header().first_seq);
+    Ok((base, first, first_seq))
 }
 
 fn wrong_base(path: &Path, base: &CheckpointHead, why: String) -> Error {
@@ -291,8 +319,7 @@ pub fn apply_to_host(log: &SyncLog, held: &[HeldPage], pages: Vec<&mut [u8]>, ra
     let mut by_base: Vec<(usize, &mut [u8])> = order.into_iter().zip(pages).collect();
     by_base.sort_unstable_by_key(|(i, _)| *i);
     let mut pages: Vec<&mut [u8]> = by_base.into_iter().map(|(_, p)| p).collect();
-    let first = log.log.segments().first().map(|s| s.header().first_seq);
-    let from_start = range.from.is_none_or(|f| Some(f) <= first);
+    let from_start = range.from.is_none_or(|f| f <= log.first_seq);
     let phase = std::time::Instant::now();
     if from_start {
         use rayon::prelude::*;
@@ -337,8 +364,9 @@ pub fn apply_to_host(log: &SyncLog, held: &[HeldPage], pages: Vec<&mut [u8]>, ra
 /// log's earlier segments are left out) and are checked there, their CRC32Cs first, and only
 /// their bytes cross the bus. `held` names the pages and `ptrs` gives each one's device address,
 /// in the same order. From the log's start, every page's CRC32C is first computed on the device
-/// and checked against the base's. The log is opened reading only frame headers; the epochs of
-/// records before `range.from` are read from their payloads' first bytes.
+/// and checked against the base's. The log is opened reading only frame headers, and with
+/// `range.from` only from the segment that holds it on ([`Log::open_deferred_from`]); the
+/// epochs of the records before `range.from` there are read from their payloads' first bytes.
 ///
 /// # Safety
 ///
@@ -353,13 +381,12 @@ pub unsafe fn apply_to_device(
     use crate::gpu::store::{DevicePageStore, KnownCrcs};
     let start = std::time::Instant::now();
     let mut t = ApplyTimings::default();
-    let mut log = Log::open_deferred(paths)?;
+    let (base, path, log_first) = read_base(paths)?;
+    let mut log = match range.from {
+        Some(from) => Log::open_deferred_from(paths, from)?,
+        None => Log::open_deferred(paths)?,
+    };
     log.check()?;
-    let base = base::read(&log)?.ok_or_else(|| no_base(paths))?;
-    let path = log
-        .segments()
-        .first()
-        .map_or_else(PathBuf::new, |s| s.path().to_owned());
     let order = match_pages(&base, held, path.clone())?;
     if ptrs.len() != held.len() {
         return Err(Error::Invalid(format!(
@@ -375,9 +402,9 @@ pub unsafe fn apply_to_device(
     t.open = ms(start);
     let phase = std::time::Instant::now();
     let slot: BTreeMap<u64, usize> = base.pages.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
-    let first = log.segments().first().map_or(1, |s| s.header().first_seq);
-    let from = range.from.unwrap_or(first).max(first);
-    // The pages' epochs as of `from`, and the pages written after it.
+    let from = range.from.unwrap_or(log_first).max(log_first);
+    // The pages' epochs as of `from` (as far as the segments opened tell), and the pages
+    // written after it.
     let mut now = base.clone();
     let mut written = vec![false; base.pages.len()];
     for seg in log.segments() {
@@ -413,7 +440,7 @@ pub unsafe fn apply_to_device(
     let mut store = unsafe {
         DevicePageStore::over_device_memory(gpu, base.state_hash(), now.pages.iter().zip(addr.iter().copied()))
     };
-    let from_start = from == first;
+    let from_start = from == log_first;
     if from_start {
         let crcs = store.checksums(KnownCrcs::Recompute)?;
         for ((_, _, _, crc), e) in crcs.iter().zip(&base.pages) {
@@ -916,6 +943,45 @@ mod tests {
         state.replay(sync.log(), ReplayLimit::default()).unwrap();
         assert_eq!(state.page(0).unwrap().data(), &s2[0][..]);
         assert_eq!(state.page(1).unwrap().data(), &s2[1][..]);
+    }
+
+    #[test]
+    fn an_apply_from_a_later_step_reads_only_the_segments_from_that_step_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, held, old) = setup(dir.path());
+        let names = ["w", "emb"];
+        let mut states = vec![old.clone()];
+        for k in 0..3u8 {
+            let mut next = states.last().unwrap().clone();
+            next[0][k as usize] = 100 + k;
+            next[1][1000 * k as usize] = k;
+            append_delta(&log, &step(states.last().unwrap(), &next, &names), Compression::None).unwrap();
+            states.push(next);
+        }
+        // Segment 0 holds the BASE record, 1 to 3 a step each (records 2-3, 4-5, 6-7). Damage
+        // step 1's segment: a follower past it never reads it; a reader from the start does.
+        let seg1 = segment_path(&log, 1);
+        let mut bytes = std::fs::read(&seg1).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        std::fs::write(&seg1, bytes).unwrap();
+        let sync = SyncLog::open_at(std::slice::from_ref(&log), Some(6)).unwrap();
+        assert_eq!(sync.log().segments().len(), 1);
+        let mut mem = states[2].clone();
+        let pages: Vec<&mut [u8]> = mem.iter_mut().map(|v| &mut v[..]).collect();
+        let range = SeqRange {
+            from: Some(6),
+            to: None,
+        };
+        let rep = apply_to_host(&sync, &held, pages, range).unwrap();
+        assert_eq!((rep.records, rep.last_seq, rep.base_checked), (2, Some(7), false));
+        assert_eq!(mem, states[3]);
+        assert!(SyncLog::open(std::slice::from_ref(&log)).is_err());
+        // Appending reads only the last segment too.
+        let mut next = states[3].clone();
+        next[0][50] = 1;
+        let r = append_delta(&log, &step(&states[3], &next, &names), Compression::None).unwrap();
+        assert_eq!(r.first_seq, Some(8));
     }
 
     #[test]
