@@ -169,12 +169,22 @@ impl Log {
     }
 
     /// Opens a log to append to it: its last segment file (in name order, which is segment
-    /// order for the files a writer names), every checksum checked. The others are not read:
-    /// their payloads were checked while each was the last one a writer opened, and an append
-    /// so costs the last segment's bytes, not the whole log's (a sync log of a thousand steps,
-    /// a segment each, appends as fast as one of ten). Damage in them is `mmsb verify`'s to find.
-    pub fn open_for_append<P: AsRef<Path>>(paths: &[P]) -> Result<Log> {
-        Log::open_tail(paths, u64::MAX, Segment::open)
+    /// order for the files a writer names). The others are not read: their payloads were
+    /// checked while each was the last one a writer opened, and an append so costs at most the
+    /// last segment's bytes, not the whole log's (a sync log of a thousand steps, a segment
+    /// each, appends as fast as one of ten). Damage in them is `mmsb verify`'s to find. The
+    /// last segment's checksums are checked when records may still go into it (it is shorter
+    /// than `segment_size`); one the next record will not join has only its frame headers read
+    /// ([`Log::open_deferred`]).
+    pub fn open_for_append<P: AsRef<Path>>(paths: &[P], segment_size: u64) -> Result<Log> {
+        Log::open_tail(paths, u64::MAX, |p| {
+            let s = Segment::open_deferred(p)?;
+            if s.file_len() < segment_size {
+                Segment::open(p)
+            } else {
+                Ok(s)
+            }
+        })
     }
 
     /// Opens the segments named by `paths` from walks of their pieces
