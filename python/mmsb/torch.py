@@ -36,6 +36,8 @@ def _dtypes():
 
 
 _DTYPES = _dtypes()
+# torch dtype -> safetensors name, built once: the sync calls look up every tensor's each step.
+_DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
 
 
 def load(
@@ -114,7 +116,6 @@ def save(
     Returns the state hash. Tensors on a GPU are copied to the host one at a time. A tensor
     that is not contiguous is refused, naming it, as ``save_file`` refuses it: pass
     ``t.contiguous()``."""
-    names = {v: k for k, v in _DTYPES.items()}
     items = []
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
@@ -123,16 +124,12 @@ def save(
             raise Error(f"{name}: a {t.layout} tensor cannot be a page; pass a dense tensor")
         if not t.is_contiguous():
             raise Error(f"{name}: the tensor is not contiguous; pass {name}.contiguous()")
-        dtype = names.get(t.dtype)
-        if dtype is None:
-            raise Error(f"{name}: torch dtype {t.dtype} has no safetensors equivalent")
-        items.append((name, dtype, list(t.shape), t.numel() * t.element_size(), _Bytes(t)))
+        items.append((name, _dtype_name(name, t), list(t.shape), _nbytes(t), _Bytes(t)))
     return _mmsb.save(os.fspath(path), items, metadata)
 
 
 def _dtype_name(name: str, t: "torch.Tensor") -> str:
-    names = {v: k for k, v in _DTYPES.items()}
-    dtype = names.get(t.dtype)
+    dtype = _DTYPE_NAMES.get(t.dtype)
     if dtype is None:
         raise Error(f"{name}: torch dtype {t.dtype} has no safetensors equivalent")
     return dtype
