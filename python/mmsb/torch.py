@@ -167,7 +167,6 @@ def apply(
     every record applies. On CUDA the log's records travel to the device and mmsb's replay
     kernels write them (only the changed bytes cross PCIe); the call returns once they are
     written, after waiting for the work already queued on the tensors' device."""
-    dev = _one_device(tensors)
     items = []
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
@@ -175,6 +174,7 @@ def apply(
         if t.layout != torch.strided or not t.is_contiguous():
             raise Error(f"{name}: the tensor is not contiguous, so it cannot be updated in place")
         items.append((name, _dtype_name(name, t), list(t.shape), (t.data_ptr(), _nbytes(t))))
+    dev = _one_device(tensors)
     if dev.type == "cpu":
         return _applied(_mmsb.sync_apply_host(_paths(log), items, from_seq, to_seq))
     ordinal = dev.index if dev.index is not None else torch.cuda.current_device()
