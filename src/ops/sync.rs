@@ -17,7 +17,7 @@ use super::encoding::{PageWrites, smallest_write};
 use crate::error::{Error, Result};
 use crate::format::base;
 use crate::format::checkpoint::{CheckpointHead, PageEntry, head_of};
-use crate::format::log::{Compression, Durability, Log, LogOptions, LogWriter, segment_path};
+use crate::format::log::{Compression, Durability, Log, LogOptions, LogWriter};
 use crate::format::record::{Delta, PageShape, TYPE_CREATE, TYPE_DELETE, TYPE_RESIZE, TargetPage, apply_writes};
 use crate::fsutil::AtomicDir;
 use crate::gpu::diff::{DeviceDiffer, DevicePair};
@@ -692,9 +692,7 @@ pub fn append_delta(dir: &Path, pages: &[ChangedPage<'_>], compression: Compress
     let start = std::time::Instant::now();
     let mut t = DeltaTimings::default();
     let mut w = LogWriter::open(dir, sync_options(compression))?;
-    // The BASE record is the first segment's first record: that segment alone names the pages.
-    let first = Log::open(&[segment_path(dir, 0)])?;
-    let head = base::read(&first)?.ok_or_else(|| no_base(&[dir.to_owned()]))?;
+    let (head, _, _) = read_base(&[dir.to_owned()])?;
     let ids: BTreeMap<&str, (u64, u64)> = head
         .pages
         .iter()
@@ -960,7 +958,7 @@ mod tests {
         }
         // Segment 0 holds the BASE record, 1 to 3 a step each (records 2-3, 4-5, 6-7). Damage
         // step 1's segment: a follower past it never reads it; a reader from the start does.
-        let seg1 = segment_path(&log, 1);
+        let seg1 = crate::format::log::segment_path(&log, 1);
         let mut bytes = std::fs::read(&seg1).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xFF;

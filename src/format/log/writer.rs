@@ -146,9 +146,10 @@ impl LogWriter {
     /// Opens an existing log in `dir` to append to it, taking its lock (held already by a caller
     /// that took it with [`LockWait::Wait`], or failing when another process holds it). A log
     /// with corruption in its last segment ([`Log::open_for_append`]: the others are not read,
-    /// and a full last one only to its frame headers) or a torn tail is refused (`mmsb recover` cuts a torn tail), and so is
-    /// one whose last segment has a newer minor version than this build writes. A last segment
-    /// of an older minor version is left as it is: appends go to a new segment.
+    /// and a full last one only to its frame headers) or a torn tail is refused (`mmsb recover`
+    /// cuts a torn tail), and so is one whose last segment has a newer minor version than this
+    /// build writes. A last segment of an older minor version is left as it is: appends go to a
+    /// new segment.
     pub fn open(dir: &Path, options: LogOptions) -> Result<LogWriter> {
         let lock = LogLock::exclusive(dir, LockWait::Fail)?;
         let log = Log::open_for_append(&[dir], options.segment_size)?;
