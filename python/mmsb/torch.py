@@ -190,7 +190,7 @@ def delta(
     append: bool = True,
     compress: bool = False,
 ) -> Delta:
-    """Appends what changed from ``old`` to ``new`` (same names, dtypes and shapes, each pair on
+    """Appends what changed from ``old`` to ``new`` (same names, dtypes and shapes, all on
     one device) to the sync log ``path`` as one atomic group: the RL weight-sync loop's trainer
     side. Per changed tensor the smallest of a full, sparse or masked write; with
     ``compress=True``, zstd for each record it shrinks by a 32nd or more (changed weights are
