@@ -176,3 +176,9 @@ def test_cuda_tensors_that_are_not_the_base_are_refused_by_name_and_left_alone(t
         assert torch.equal(server[k], before[k]), k
     with pytest.raises(mmsb.Error, match="several devices"):
         mmsb.torch.apply(log, {**base, "mask": base["mask"].cpu()})
+    # A step is one group from one device: tensors on several are refused before anything is
+    # written.
+    size = sum(p.stat().st_size for p in log.iterdir())
+    with pytest.raises(mmsb.Error, match="several devices"):
+        mmsb.torch.delta({**base, "mask": base["mask"].cpu()}, {**new, "mask": new["mask"].cpu()}, log)
+    assert sum(p.stat().st_size for p in log.iterdir()) == size
