@@ -150,7 +150,6 @@ fn draw(f: &mut Frame, s: &WatchSnapshot, error: Option<&str>, log: &Path) {
         head,
     );
 
-    let header = |cols: &[&'static str]| Row::new(cols.to_vec()).style(Style::new().bold());
     let by_type = info.records_by_type.iter().map(|(kind, n)| {
         let r = s.rates.as_ref().and_then(|r| r.by_type.get(kind));
         Row::new(vec![
@@ -162,18 +161,18 @@ fn draw(f: &mut Frame, s: &WatchSnapshot, error: Option<&str>, log: &Path) {
         ])
     });
     f.render_widget(
-        Table::new(
+        titled_table(
             by_type,
-            [
+            &[
                 Constraint::Min(7),
                 Constraint::Length(8),
                 Constraint::Length(10),
                 Constraint::Length(7),
                 Constraint::Length(11),
             ],
-        )
-        .header(header(&["type", "records", "bytes", "rec/s", "bytes/s"]))
-        .block(Block::bordered().title(" by record type ")),
+            &["type", "records", "bytes", "rec/s", "bytes/s"],
+            " by record type ",
+        ),
         types,
     );
     let segs = info.segments.iter().rev().map(|g| {
@@ -186,18 +185,18 @@ fn draw(f: &mut Frame, s: &WatchSnapshot, error: Option<&str>, log: &Path) {
         ])
     });
     f.render_widget(
-        Table::new(
+        titled_table(
             segs,
-            [
+            &[
                 Constraint::Length(8),
                 Constraint::Length(10),
                 Constraint::Length(9),
                 Constraint::Length(10),
                 Constraint::Min(5),
             ],
-        )
-        .header(header(&["segment", "first seq", "records", "size", "end"]))
-        .block(Block::bordered().title(" segments (newest first) ")),
+            &["segment", "first seq", "records", "size", "end"],
+            " segments (newest first) ",
+        ),
         segments,
     );
     let top = s.top_pages.iter().map(|p| {
@@ -209,17 +208,17 @@ fn draw(f: &mut Frame, s: &WatchSnapshot, error: Option<&str>, log: &Path) {
         ])
     });
     f.render_widget(
-        Table::new(
+        titled_table(
             top,
-            [
+            &[
                 Constraint::Length(10),
                 Constraint::Min(6),
                 Constraint::Length(8),
                 Constraint::Length(10),
             ],
-        )
-        .header(header(&["page", "name", "records", "stored"]))
-        .block(Block::bordered().title(" pages written most ")),
+            &["page", "name", "records", "stored"],
+            " pages written most ",
+        ),
         pages,
     );
     f.render_widget(
@@ -228,6 +227,18 @@ fn draw(f: &mut Frame, s: &WatchSnapshot, error: Option<&str>, log: &Path) {
             .block(Block::bordered().title(" tail ")),
         tail,
     );
+}
+
+/// A table with a bold header row, in a bordered block titled `title`.
+fn titled_table<'a>(
+    rows: impl IntoIterator<Item = Row<'a>>,
+    widths: &[Constraint],
+    header: &[&'static str],
+    title: &'static str,
+) -> Table<'a> {
+    Table::new(rows, widths.to_vec())
+        .header(Row::new(header.to_vec()).style(Style::new().bold()))
+        .block(Block::bordered().title(title))
 }
 
 fn tail_lines(s: &WatchSnapshot) -> Vec<Line<'static>> {
