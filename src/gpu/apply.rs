@@ -818,8 +818,9 @@ impl DevicePageStore {
 
 /// Bytes per piece when record checksums are checked on the device, one thread per piece, for
 /// `payload_bytes` of payloads: at least about 4,096 pieces where the payloads allow (a thread
-/// checks its piece serially: a weight-sync step's 9 MiB, in 256 KiB pieces, took 4.4 ms), and
-/// at most 256 KiB (each extra piece of a record is one more CRC combine on the host).
+/// checks its piece serially, so a small log of a few large records in large pieces leaves the
+/// device nearly idle and its check on the critical path), and at most 256 KiB (each extra
+/// piece of a record is one more CRC combine on the host).
 fn crc_piece_len(payload_bytes: u64) -> u64 {
     const MIN: u64 = 4 << 10;
     const MAX: u64 = 256 << 10;
