@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::format::checkpoint::{
     Checkpoint, PageEntry, SECTION_DEPENDENCY_GRAPH, SECTION_METADATA, SECTION_PAGE_INDEX,
 };
-use crate::format::log::{FLAG_ZSTD, Log, SegmentEnd};
+use crate::format::log::{FLAG_ZSTD, Log, Segment, SegmentEnd};
 use crate::format::record::{Delta, LogPageLens, Op, kind_name};
 use crate::graph::{Graph, GraphStats, has_graph, read_history};
 use crate::page::{PageMeta, Residency, StateHash};
@@ -338,38 +338,32 @@ pub fn inspect_log(paths: &[PathBuf], records: Option<&RecordFilter>) -> Result<
     Ok((log_info(&log), listed))
 }
 
-/// Segments, record counts by type, sequence range, bytes and compression of an open log.
+/// The statistics of a log's segments and records.
 pub fn log_info(log: &Log) -> LogInfo {
-    let mut by_type = BTreeMap::new();
-    let (mut stored, mut decoded, mut compressed) = (0u64, 0u64, 0u64);
-    let mut problems: Vec<String> = log.problems().iter().map(|e| e.to_string()).collect();
-    if let Some(t) = log.torn_tail() {
-        problems.push(format!(
-            "{}: at byte offset {}: torn tail of {} bytes",
-            t.path.display(),
-            t.offset,
-            t.len
-        ));
-    }
-    for s in log.segments() {
-        for f in s.frames() {
-            *by_type.entry(kind_name(f.kind)).or_insert(0) += 1;
-            stored += f.payload_len;
-            if f.flags & FLAG_ZSTD != 0 {
-                compressed += 1;
-                let start = f.payload_offset() as usize;
-                // The content size is in the zstd frame header: no need to decompress to count.
-                let size = zstd::zstd_safe::get_frame_content_size(&s.bytes()[start..start + f.payload_len as usize]);
-                decoded += size.ok().flatten().unwrap_or(0);
-            } else {
-                decoded += f.payload_len;
-            }
-        }
-    }
-    let segments: Vec<SegmentInfo> = log
-        .segments()
-        .iter()
-        .map(|s| SegmentInfo {
+    let counts: Vec<SegmentCounts> = log.segments().iter().map(|s| segment_counts(log, s)).collect();
+    log_info_of(&counts, log)
+}
+
+/// What one segment of a log holds, counted once: what [`LogInfo`] sums over the segments, kept
+/// by a follower ([`crate::ops::watch::LogFollower`]) for the segments that no longer change.
+#[derive(Debug, Clone)]
+pub struct SegmentCounts {
+    /// The segment.
+    pub info: SegmentInfo,
+    /// Records per type name.
+    pub records_by_type: BTreeMap<&'static str, u64>,
+    /// Payload bytes as stored.
+    pub stored_payload_bytes: u64,
+    /// Payload bytes after decompression.
+    pub payload_bytes: u64,
+    /// Records stored compressed.
+    pub compressed_records: u64,
+}
+
+/// Counts the records of `s`, a segment of `log`.
+pub fn segment_counts(log: &Log, s: &Segment) -> SegmentCounts {
+    let mut c = SegmentCounts {
+        info: SegmentInfo {
             path: s.path().to_owned(),
             version: format!("{}.{}", s.header().major, s.header().minor),
             segment_no: s.header().segment_no,
@@ -381,17 +375,57 @@ pub fn log_info(log: &Log) -> LogInfo {
                 SegmentEnd::Damaged { .. } if log.torn_tail().is_some_and(|t| t.path == s.path()) => "torn_tail",
                 SegmentEnd::Damaged { .. } => "corrupt",
             },
-        })
-        .collect();
+        },
+        records_by_type: BTreeMap::new(),
+        stored_payload_bytes: 0,
+        payload_bytes: 0,
+        compressed_records: 0,
+    };
+    for f in s.frames() {
+        *c.records_by_type.entry(kind_name(f.kind)).or_insert(0) += 1;
+        c.stored_payload_bytes += f.payload_len;
+        if f.flags & FLAG_ZSTD != 0 {
+            c.compressed_records += 1;
+            let start = f.payload_offset() as usize;
+            // The content size is in the zstd frame header: no need to decompress to count.
+            let size = zstd::zstd_safe::get_frame_content_size(&s.bytes()[start..start + f.payload_len as usize]);
+            c.payload_bytes += size.ok().flatten().unwrap_or(0);
+        } else {
+            c.payload_bytes += f.payload_len;
+        }
+    }
+    c
+}
+
+/// The statistics of a log from the counts of all its segments (in order), the last of them
+/// opened as `tail` (its base, last record, problems and torn tail; a follower opens only the
+/// segments it has not counted for good).
+pub fn log_info_of(counts: &[SegmentCounts], tail: &Log) -> LogInfo {
+    let mut problems: Vec<String> = tail.problems().iter().map(|e| e.to_string()).collect();
+    if let Some(t) = tail.torn_tail() {
+        problems.push(format!(
+            "{}: at byte offset {}: torn tail of {} bytes",
+            t.path.display(),
+            t.offset,
+            t.len
+        ));
+    }
+    let mut records_by_type = BTreeMap::new();
+    for c in counts {
+        for (kind, n) in &c.records_by_type {
+            *records_by_type.entry(*kind).or_insert(0) += n;
+        }
+    }
+    let stored: u64 = counts.iter().map(|c| c.stored_payload_bytes).sum();
+    let decoded: u64 = counts.iter().map(|c| c.payload_bytes).sum();
     LogInfo {
         kind: "log",
-        base_state_hash: log.base(),
-        records: segments.iter().map(|s| s.records).sum(),
-        file_bytes: segments.iter().map(|s| s.file_bytes).sum(),
-        segments,
-        records_by_type: by_type,
-        first_seq: log.segments().first().map(|s| s.header().first_seq),
-        last_seq: log.last_seq(),
+        base_state_hash: tail.base(),
+        records: counts.iter().map(|c| c.info.records).sum(),
+        file_bytes: counts.iter().map(|c| c.info.file_bytes).sum(),
+        records_by_type,
+        first_seq: counts.iter().next().map(|c| c.info.first_seq),
+        last_seq: tail.last_seq(),
         stored_payload_bytes: stored,
         payload_bytes: decoded,
         compression_ratio: if stored == 0 {
@@ -399,7 +433,8 @@ pub fn log_info(log: &Log) -> LogInfo {
         } else {
             decoded as f64 / stored as f64
         },
-        compressed_records: compressed,
+        compressed_records: counts.iter().map(|c| c.compressed_records).sum(),
+        segments: counts.iter().map(|c| c.info.clone()).collect(),
         problems,
     }
 }

@@ -14,9 +14,10 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::format::checkpoint::Checkpoint;
 use crate::format::lock;
-use crate::format::log::Log;
+use crate::format::log::{Log, Segment, SegmentEnd, expand_paths};
 use crate::format::record::{changes_no_page, kind_name};
-use crate::ops::inspect::{LogInfo, log_info};
+use crate::ops::inspect::{LogInfo, SegmentCounts, log_info_of, segment_counts};
+use crate::page::StateHash;
 
 /// One look at a log.
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +26,9 @@ pub struct WatchSnapshot {
     pub log: PathBuf,
     /// When the snapshot was taken, ns since the Unix epoch.
     pub taken_at_ns: u64,
+    /// Segment files this snapshot read: a follower reads the last one it saw and those after
+    /// it ([`LogFollower`]).
+    pub segments_read: u64,
     /// Segments, record counts by type, sequence range, bytes, compression, problems.
     #[serde(flatten)]
     pub info: LogInfo,
@@ -124,19 +128,80 @@ pub struct TypeRate {
 }
 
 /// Takes a snapshot of the log at `log` (a directory or segment files): the `top` pages written
-/// most, named from `ckpt` when one is given (opened once by a caller that takes many).
+/// most, named from `ckpt` when one is given (opened once by a caller that takes many). A
+/// caller that takes many follows the log with a [`LogFollower`] instead.
 pub fn snapshot(log: &[PathBuf], ckpt: Option<&Checkpoint>, top: usize) -> Result<WatchSnapshot> {
-    let taken_at_ns = crate::timing::now_ns();
-    let opened = Log::open(log)?;
-    let info = log_info(&opened);
-    let mut bytes_by_type = BTreeMap::new();
-    let mut pages: HashMap<u64, (u64, u64)> = HashMap::new();
-    let mut last_epoch = None;
-    let mut checked_through = None;
-    for s in opened.segments() {
+    LogFollower::new(log, top).snapshot(ckpt)
+}
+
+/// Follows a log that may be growing, for snapshot after snapshot: the segments before the last
+/// are counted once and kept, so a snapshot reads only the last segment it saw and any after it,
+/// however long the log has grown. A counted segment whose file changed (its length,
+/// modification time or inode: a repair, a `compact` that replaced the log) has the whole log
+/// read again, as do logs with problems (which are then reported afresh each time). Damage
+/// that leaves a counted file's stamp as it was (a flipped bit on the disk) is `mmsb verify`'s
+/// to find, as for an appender ([`Log::open_for_append`]).
+pub struct LogFollower {
+    paths: Vec<PathBuf>,
+    top: usize,
+    /// The segments counted for good, in order, each with its file's stamp when counted.
+    closed: Vec<(SegmentCounts, FileStamp)>,
+    /// Their base state, and what a watch counts in them, summed.
+    closed_base: Option<StateHash>,
+    closed_watch: SegmentWatch,
+}
+
+/// What identifies the contents of a segment file that is no longer appended to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    inode: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        len: m.len(),
+        inode: m.ino(),
+        modified: m.modified().ok(),
+    })
+}
+
+/// What a watch counts in a run of segments beyond [`SegmentCounts`].
+#[derive(Debug, Clone, Default)]
+struct SegmentWatch {
+    bytes_by_type: BTreeMap<&'static str, u64>,
+    /// Records and stored payload bytes per page.
+    pages: HashMap<u64, (u64, u64)>,
+    last_epoch: Option<u64>,
+    checked_through: Option<CheckedThrough>,
+}
+
+impl SegmentWatch {
+    /// Adds what `later`, counted over the segments after these, holds.
+    fn add(&mut self, later: &SegmentWatch) {
+        for (kind, n) in &later.bytes_by_type {
+            *self.bytes_by_type.entry(kind).or_insert(0) += n;
+        }
+        for (page, (records, bytes)) in &later.pages {
+            let e = self.pages.entry(*page).or_default();
+            e.0 += records;
+            e.1 += bytes;
+        }
+        if later.last_epoch.is_some() {
+            self.last_epoch = later.last_epoch;
+        }
+        if later.checked_through.is_some() {
+            self.checked_through = later.checked_through.clone();
+        }
+    }
+
+    fn count(&mut self, s: &Segment) {
         for f in s.frames() {
-            *bytes_by_type.entry(kind_name(f.kind)).or_insert(0) += f.frame_len();
-            checked_through = Some(CheckedThrough {
+            *self.bytes_by_type.entry(kind_name(f.kind)).or_insert(0) += f.frame_len();
+            self.checked_through = Some(CheckedThrough {
                 seq: f.seq,
                 segment: s.path().to_owned(),
                 end_offset: f.offset + f.frame_len(),
@@ -147,58 +212,155 @@ pub fn snapshot(log: &[PathBuf], ckpt: Option<&Checkpoint>, top: usize) -> Resul
             }
             // A record whose head cannot be read is among the log's problems already.
             if let Ok((page, epoch)) = s.page_and_epoch(f) {
-                let e = pages.entry(page).or_default();
+                let e = self.pages.entry(page).or_default();
                 e.0 += 1;
                 e.1 += f.payload_len;
-                last_epoch = Some(epoch);
+                self.last_epoch = Some(epoch);
             }
         }
     }
-    let mut top_pages: Vec<PageWrites> = pages
-        .into_iter()
-        .map(|(page_id, (records, stored_bytes))| PageWrites {
-            page_id,
-            name: None,
-            records,
-            stored_bytes,
-        })
-        .collect();
-    top_pages.sort_by(|a, b| {
-        b.records
-            .cmp(&a.records)
-            .then(b.stored_bytes.cmp(&a.stored_bytes))
-            .then(a.page_id.cmp(&b.page_id))
-    });
-    top_pages.truncate(top);
-    if let Some(c) = ckpt {
-        for p in &mut top_pages {
-            p.name = c.head().page(p.page_id).and_then(|e| e.meta.name.clone());
+}
+
+impl LogFollower {
+    /// A follower of the log at `log` (a directory or segment files) whose snapshots list the
+    /// `top` pages written most.
+    pub fn new(log: &[PathBuf], top: usize) -> LogFollower {
+        LogFollower {
+            paths: log.to_vec(),
+            top,
+            closed: Vec::new(),
+            closed_base: None,
+            closed_watch: SegmentWatch::default(),
         }
     }
-    let dir = log.first().map(|p| lock::log_dir(p));
-    let writer = dir.as_deref().and_then(lock::writer_pid).map(|pid| Writer {
-        pid,
-        running: Path::new(&format!("/proc/{pid}")).exists(),
-    });
-    Ok(WatchSnapshot {
-        log: log.first().cloned().unwrap_or_default(),
-        taken_at_ns,
-        last_epoch,
-        bytes_by_type,
-        top_pages,
-        tail: TailHealth {
-            checked_through,
-            torn_tail: opened.torn_tail().map(|t| TornTailInfo {
-                segment: t.path.clone(),
-                offset: t.offset,
-                len: t.len,
-            }),
-            writer,
-        },
-        base_matches_checkpoint: ckpt.and_then(|c| info.base_state_hash.map(|b| b == c.state_hash())),
-        info,
-        rates: None,
-    })
+
+    fn forget(&mut self) {
+        self.closed.clear();
+        self.closed_base = None;
+        self.closed_watch = SegmentWatch::default();
+    }
+
+    /// Opens what this follower has not counted for good: the segments after the closed ones
+    /// (all of them when none is, or when those counted no longer match their files). Returns
+    /// the opened segments and the stamps of their files taken before they were opened.
+    fn open_uncounted(&mut self) -> Result<(Log, HashMap<PathBuf, FileStamp>)> {
+        if !self
+            .closed
+            .iter()
+            .all(|(c, stamp)| file_stamp(&c.info.path).as_ref() == Some(stamp))
+        {
+            self.forget();
+        }
+        let all = expand_paths(&self.paths)?;
+        let stamps_after = |n: usize| {
+            all.iter()
+                .skip(n)
+                .filter_map(|p| Some((p.clone(), file_stamp(p)?)))
+                .collect::<HashMap<_, _>>()
+        };
+        if let Some((last, _)) = self.closed.last() {
+            let next = last.info.first_seq + last.info.records;
+            let stamps = stamps_after(self.closed.len());
+            let tail = Log::open_from(&self.paths, next)?;
+            let continues = tail.segments().first().is_some_and(|s| {
+                s.header().segment_no == last.info.segment_no + 1
+                    && s.header().first_seq == next
+                    && Some(s.header().base) == self.closed_base
+            });
+            if continues {
+                return Ok((tail, stamps));
+            }
+            self.forget();
+        }
+        let stamps = stamps_after(0);
+        Ok((Log::open(&self.paths)?, stamps))
+    }
+
+    /// A snapshot of the log now, the `top` pages named from `ckpt` when one is given.
+    pub fn snapshot(&mut self, ckpt: Option<&Checkpoint>) -> Result<WatchSnapshot> {
+        let taken_at_ns = crate::timing::now_ns();
+        let (tail, stamps) = self.open_uncounted()?;
+        let tail_counts: Vec<SegmentCounts> = tail.segments().iter().map(|s| segment_counts(&tail, s)).collect();
+        let counts: Vec<SegmentCounts> = self
+            .closed
+            .iter()
+            .map(|(c, _)| c.clone())
+            .chain(tail_counts.iter().cloned())
+            .collect();
+        let info = log_info_of(&counts, &tail);
+        let mut watch = self.closed_watch.clone();
+        let mut tail_watch = Vec::with_capacity(tail.segments().len());
+        for s in tail.segments() {
+            let mut w = SegmentWatch::default();
+            w.count(s);
+            watch.add(&w);
+            tail_watch.push(w);
+        }
+        let mut top_pages: Vec<PageWrites> = watch
+            .pages
+            .iter()
+            .map(|(&page_id, &(records, stored_bytes))| PageWrites {
+                page_id,
+                name: None,
+                records,
+                stored_bytes,
+            })
+            .collect();
+        top_pages.sort_by(|a, b| {
+            b.records
+                .cmp(&a.records)
+                .then(b.stored_bytes.cmp(&a.stored_bytes))
+                .then(a.page_id.cmp(&b.page_id))
+        });
+        top_pages.truncate(self.top);
+        if let Some(c) = ckpt {
+            for p in &mut top_pages {
+                p.name = c.head().page(p.page_id).and_then(|e| e.meta.name.clone());
+            }
+        }
+        let dir = self.paths.first().map(|p| lock::log_dir(p));
+        let writer = dir.as_deref().and_then(lock::writer_pid).map(|pid| Writer {
+            pid,
+            running: Path::new(&format!("/proc/{pid}")).exists(),
+        });
+        let snapshot = WatchSnapshot {
+            log: self.paths.first().cloned().unwrap_or_default(),
+            taken_at_ns,
+            segments_read: tail.segments().len() as u64,
+            last_epoch: watch.last_epoch,
+            bytes_by_type: watch.bytes_by_type,
+            top_pages,
+            tail: TailHealth {
+                checked_through: watch.checked_through,
+                torn_tail: tail.torn_tail().map(|t| TornTailInfo {
+                    segment: t.path.clone(),
+                    offset: t.offset,
+                    len: t.len,
+                }),
+                writer,
+            },
+            base_matches_checkpoint: ckpt.and_then(|c| info.base_state_hash.map(|b| b == c.state_hash())),
+            info,
+            rates: None,
+        };
+        // Segments before the last, clean, of a log without problems, and unchanged while they
+        // were read, are counted for good (the last may still grow).
+        if tail.problems().is_empty() {
+            let last = tail.segments().len().saturating_sub(1);
+            for ((s, w), c) in tail.segments().iter().zip(&tail_watch).zip(tail_counts).take(last) {
+                let unchanged = stamps
+                    .get(s.path())
+                    .filter(|st| Some(*st) == file_stamp(s.path()).as_ref() && st.len == s.file_len());
+                let (Some(stamp), SegmentEnd::Clean) = (unchanged, s.end()) else {
+                    break;
+                };
+                self.closed.push((c, stamp.clone()));
+                self.closed_base = Some(s.header().base);
+                self.closed_watch.add(w);
+            }
+        }
+        Ok(snapshot)
+    }
 }
 
 impl WatchSnapshot {
@@ -287,5 +449,95 @@ mod tests {
         let rates = second.rates.expect("rates");
         assert!(rates.seconds > 0.0);
         assert!((rates.records_per_s * rates.seconds - 1.0).abs() < 1e-6, "{rates:?}");
+    }
+
+    /// The figures of a snapshot that do not depend on when it was taken.
+    fn figures(s: &WatchSnapshot) -> String {
+        let mut v = serde_json::to_value(s).unwrap();
+        for k in ["taken_at_ns", "segments_read"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        v.to_string()
+    }
+
+    #[test]
+    fn a_follower_reads_only_the_last_segment_it_saw_and_shows_what_a_fresh_snapshot_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        let logs = std::slice::from_ref(&log);
+        // Small segments: a few records each.
+        let options = LogOptions {
+            segment_size: 200,
+            ..LogOptions::default()
+        };
+        let mut w = LogWriter::create(&log, StateHash([7; 32]), 1, options).unwrap();
+        let mut follower = LogFollower::new(logs, 3);
+        let mut epoch = 0;
+        for round in 0..4 {
+            for _ in 0..6 {
+                epoch += 1;
+                w.append(&delta(epoch % 4, epoch)).unwrap();
+            }
+            w.sync().unwrap();
+            let followed = follower.snapshot(None).unwrap();
+            let fresh = snapshot(logs, None, 3).unwrap();
+            assert_eq!(figures(&followed), figures(&fresh), "round {round}");
+            assert_eq!(fresh.segments_read, fresh.info.segments.len() as u64);
+            if round > 0 {
+                // The segment that was last at the previous snapshot and the new ones.
+                assert!(
+                    followed.segments_read < fresh.segments_read,
+                    "round {round}: {}",
+                    followed.segments_read
+                );
+            }
+        }
+        assert!(
+            follower.snapshot(None).unwrap().segments_read == 1,
+            "nothing new: the last segment only"
+        );
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn a_follower_reads_the_whole_log_again_when_a_counted_segment_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        let logs = std::slice::from_ref(&log);
+        let options = LogOptions {
+            segment_size: 200,
+            ..LogOptions::default()
+        };
+        let mut w = LogWriter::create(&log, StateHash([7; 32]), 1, options).unwrap();
+        for epoch in 1..=12 {
+            w.append(&delta(epoch % 3, epoch)).unwrap();
+        }
+        w.finish().unwrap();
+        let mut follower = LogFollower::new(logs, 3);
+        let first = follower.snapshot(None).unwrap();
+        assert!(first.info.segments.len() >= 3 && first.info.problems.is_empty());
+        // A byte of the first segment's last record, damaged in place.
+        let seg = &first.info.segments[0];
+        let mut bytes = std::fs::read(&seg.path).unwrap();
+        let at = bytes.len() - 3;
+        bytes[at] ^= 0xFF;
+        std::fs::write(&seg.path, &bytes).unwrap();
+        // A write within the clock's tick may leave the modification time as it was: set one.
+        let f = std::fs::File::options().write(true).open(&seg.path).unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1))
+            .unwrap();
+        drop(f);
+        let after = follower.snapshot(None).unwrap();
+        assert_eq!(after.segments_read, first.info.segments.len() as u64);
+        assert!(
+            after
+                .info
+                .problems
+                .iter()
+                .any(|p| p.contains(&seg.path.display().to_string())),
+            "{:?}",
+            after.info.problems
+        );
+        assert_eq!(figures(&after), figures(&snapshot(logs, None, 3).unwrap()));
     }
 }

@@ -345,7 +345,8 @@ pub struct PropagateArgs {
 /// Follows a log that another process is appending to: records/s and bytes/s by record type,
 /// sequence and epoch, segments, compression, the pages written most, and the tail's health
 /// (how far checksums were checked, a torn record, the writer holding the lock). Reads as any
-/// reader does, so a writer never waits for it and it never shows half a record or group.
+/// reader does, so a writer never waits for it and it never shows half a record or group; after
+/// the first snapshot, a refresh reads only the segment that was last and any new ones.
 #[derive(Args)]
 #[command(
     after_help = "KEYS: q, Esc or Ctrl-C quits.\n\nEXAMPLES:\n  mmsb watch model.log model.ckpt\n  mmsb watch model.log --once --json    (one snapshot, for scripts)\n  mmsb watch model.log --json --interval 5s    (a JSON document per line, every 5 s)"

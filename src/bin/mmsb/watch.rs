@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use mmsb::format::checkpoint::Checkpoint;
-use mmsb::ops::watch::{WatchSnapshot, snapshot};
+use mmsb::ops::watch::{LogFollower, WatchSnapshot};
 use ratatui::Frame;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
@@ -26,8 +26,12 @@ pub fn watch_cmd(a: WatchArgs) -> Result<()> {
         .map(Checkpoint::open)
         .transpose()
         .with_context(|| format!("watch {}", a.log.display()))?;
-    let take = |prev: Option<&WatchSnapshot>| -> Result<WatchSnapshot> {
-        let s = snapshot(&logs, ckpt.as_ref(), a.top).with_context(|| format!("watch {}", a.log.display()))?;
+    // Segments that no longer change are read once: a refresh reads the last and any new ones.
+    let mut follower = LogFollower::new(&logs, a.top);
+    let mut take = |prev: Option<&WatchSnapshot>| -> Result<WatchSnapshot> {
+        let s = follower
+            .snapshot(ckpt.as_ref())
+            .with_context(|| format!("watch {}", a.log.display()))?;
         Ok(match prev {
             Some(p) => s.with_rates_since(p),
             None => s,
@@ -56,7 +60,7 @@ pub fn watch_cmd(a: WatchArgs) -> Result<()> {
     }
     let first = take(None)?;
     let mut terminal = ratatui::init();
-    let result = follow(&mut terminal, first, a.interval, &take, &a.log);
+    let result = follow(&mut terminal, first, a.interval, &mut take, &a.log);
     ratatui::restore();
     result
 }
@@ -66,7 +70,7 @@ fn follow(
     terminal: &mut ratatui::DefaultTerminal,
     first: WatchSnapshot,
     interval: Duration,
-    take: &dyn Fn(Option<&WatchSnapshot>) -> Result<WatchSnapshot>,
+    take: &mut dyn FnMut(Option<&WatchSnapshot>) -> Result<WatchSnapshot>,
     log: &Path,
 ) -> Result<()> {
     let mut shown = first;
@@ -298,7 +302,7 @@ mod tests {
             .unwrap();
         }
         w.finish().unwrap();
-        let s = snapshot(std::slice::from_ref(&log), None, 5).unwrap();
+        let s = mmsb::ops::watch::snapshot(std::slice::from_ref(&log), None, 5).unwrap();
         let mut terminal = Terminal::new(TestBackend::new(120, 30)).unwrap();
         terminal.draw(|f| draw(f, &s, None, &log)).unwrap();
         let screen: String = terminal
