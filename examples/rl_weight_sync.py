@@ -12,7 +12,10 @@ checks the base):
 - `apply()` against a pinned host-to-device copy of the changed bytes alone;
 - the log's bytes per step against the changed bytes.
 
-    python3 examples/rl_weight_sync.py [--steps 10] [--dir DIR] [--json OUT.json]
+    python3 examples/rl_weight_sync.py [--steps 10] [--dir DIR] [--not-durable] [--json OUT.json]
+
+`--not-durable` has `delta` leave each step to the OS (`durable=False`: no sync to disk); with
+`--dir /dev/shm/...` the log lives in memory, where syncs cost nothing.
 
 A log segment per step can travel as a file (rsync, a shared filesystem) or be streamed: a
 segment is a plain file that only grows, and a reader applies the steps whose group is whole
@@ -95,6 +98,7 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--dir", default=None, help="where the log and the model file go (default: a temp dir)")
     ap.add_argument("--json", default=None, help="write the figures here")
+    ap.add_argument("--not-durable", action="store_true", help="delta(..., durable=False): steps not synced to disk")
     args = ap.parse_args()
     work = args.dir or tempfile.mkdtemp(prefix="mmsb-rl-")
     log = os.path.join(work, "sync.log")
@@ -109,7 +113,7 @@ def main():
     for step in range(args.steps):
         changed = train_step(trainer, step)
         size_before = log_bytes(log) if os.path.exists(log) else 0
-        d, delta_ms = timed(lambda: mmsb.torch.delta(old, trainer, log))
+        d, delta_ms = timed(lambda: mmsb.torch.delta(old, trainer, log, durable=not args.not_durable))
         a, apply_ms = timed(lambda: mmsb.torch.apply(log, server, from_seq=seq))
         seq = a.last_seq + 1
         for k in trainer:
@@ -159,6 +163,8 @@ def main():
         "device": torch.cuda.get_device_name(0),
         "model_bytes": model_bytes,
         "steps": args.steps,
+        "durable": not args.not_durable,
+        "log_dir": work,
         "bit_exact": same,
         "first_step": rows[0],
         "median_delta_ms": med("delta_ms"),

@@ -3,7 +3,10 @@ changed BF16-like rows with the shapes of examples/rl_weight_sync.py (1% of each
 new random bytes whose high byte often stays) through the native `sync_delta`, printing the
 Rust phases of each step. Runs without a GPU.
 
-    python3 scripts/bench-sync-delta.py   # with the package built (maturin develop --release)
+    python3 scripts/bench-sync-delta.py [--not-durable]   # with the package built (maturin develop --release)
+
+--not-durable writes the steps as `delta(..., durable=False)` does (no sync). The log goes to
+TMPDIR (tmpfs such as /dev/shm makes syncs free).
 """
 import json, os, sys, tempfile, time
 import numpy as np
@@ -15,6 +18,7 @@ shapes = [(151936, 896)] + [(896, 896), (128, 896), (128, 896), (896, 896), (486
 names = [f"t{i}" for i in range(len(shapes))]
 _mmsb.sync_create(log, [(n, "BF16", list(s), s[0] * s[1] * 2, 0) for n, s in zip(names, shapes)])
 W = 4096
+durable = "--not-durable" not in sys.argv[1:]
 for step in range(4):
     tensors, keep = [], []
     for n, (r, c) in zip(names, shapes):
@@ -36,5 +40,5 @@ for step in range(4):
         keep.append((old, new))
         tensors.append((n, offs, lens, (old.ctypes.data, old.nbytes), (new.ctypes.data, new.nbytes)))
     t = time.perf_counter()
-    r = json.loads(_mmsb.sync_delta(log, tensors))
+    r = json.loads(_mmsb.sync_delta(log, tensors, False, durable))
     print(f"step {step}: {1e3*(time.perf_counter()-t):.1f} ms", {k: round(v, 1) for k, v in r["timings_ms"].items()}, r["records"], r["bytes_changed"] >> 10, "KiB", r["payload_bytes"] >> 10, "KiB")

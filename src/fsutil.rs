@@ -216,6 +216,18 @@ impl AtomicFile {
     /// The new file takes the old one's permissions, or 0644 when there was none (temporary
     /// files are created 0600).
     pub fn commit(self) -> Result<()> {
+        let target = self.target.clone();
+        self.rename_into_place(true)?;
+        sync_dir(parent_dir(&target))
+    }
+
+    /// [`AtomicFile::commit`] without either sync: the file appears whole or not at all to any
+    /// process (a rename is atomic), but a power loss may leave it empty or absent.
+    pub fn commit_unsynced(self) -> Result<()> {
+        self.rename_into_place(false)
+    }
+
+    fn rename_into_place(self, synced: bool) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let io = |e| Error::io(&self.target, e);
         let mode = std::fs::metadata(&self.target)
@@ -224,12 +236,14 @@ impl AtomicFile {
         self.file
             .set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io)?;
-        self.file.sync_all().map_err(io)?;
+        if synced {
+            self.file.sync_all().map_err(io)?;
+        }
         drop(self.file);
         self.temp
             .persist(&self.target)
             .map_err(|e| Error::io(&self.target, e.error))?;
-        sync_dir(parent_dir(&self.target))
+        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
 //! A writer killed with SIGKILL in the middle of appending loses no acknowledged record: under
-//! `Durability::EveryRecord`, a record whose `append` returned is in the log after the kill, the
+//! `Durability::EveryRecord`, and under `Durability::NoSync` (every other trial, which syncs
+//! nothing and leaves the bytes to the OS), a record whose `append` returned is in the log after the kill, the
 //! log opens, whatever follows the acknowledged prefix is whole records or a torn tail, `verify`
 //! reports the torn tail, `recover` cuts it, and replay gives the state of exactly the records
 //! that remain. A `compact` killed while writing leaves the old output, or none, or the whole new
@@ -68,7 +69,11 @@ fn crash_child_writer() {
     let ckpt = Checkpoint::open(std::env::var("MMSB_CRASH_CKPT").unwrap().as_ref()).unwrap();
     let opts = LogOptions {
         segment_size: 64 << 10,
-        durability: Durability::EveryRecord,
+        durability: if std::env::var_os("MMSB_CRASH_NO_SYNC").is_some() {
+            Durability::NoSync
+        } else {
+            Durability::EveryRecord
+        },
         ..Default::default()
     };
     let mut w = LogWriter::create(dir.as_ref(), ckpt.state_hash(), 1, opts).unwrap();
@@ -85,6 +90,7 @@ fn crash_child_writer() {
 fn spawn_writer(
     logdir: &std::path::Path,
     ckpt: &std::path::Path,
+    no_sync: bool,
 ) -> (
     std::process::Child,
     std::io::Lines<BufReader<std::process::ChildStdout>>,
@@ -93,6 +99,14 @@ fn spawn_writer(
         .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
         .env("MMSB_CRASH_CHILD", logdir)
         .env("MMSB_CRASH_CKPT", ckpt)
+        .env(
+            if no_sync {
+                "MMSB_CRASH_NO_SYNC"
+            } else {
+                "MMSB_CRASH_SYNC"
+            },
+            "1",
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -107,7 +121,7 @@ fn a_reader_sees_a_whole_prefix_while_a_writer_appends() {
     let logdir = dir.path().join("r.log");
     let ckpt = dir.path().join("r.ckpt");
     crash_checkpoint(&ckpt);
-    let (mut child, mut acks) = spawn_writer(&logdir, &ckpt);
+    let (mut child, mut acks) = spawn_writer(&logdir, &ckpt, false);
     // Wait until records are acknowledged (the segment exists from then on). The harness prints
     // "test crash_child_writer ... " without a newline, so the first number may share its line.
     let first = acks
@@ -151,12 +165,13 @@ fn acknowledged_records_survive_sigkill_of_the_writer() {
     let seed = seed_from_env();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for trial in 0..trials {
-        let trial = format!("{trial} (MMSB_CRASH_SEED={seed})");
+        let no_sync = trial % 2 == 1;
+        let trial = format!("{trial} (MMSB_CRASH_SEED={seed}, no_sync {no_sync})");
         let dir = tempfile::tempdir().unwrap();
         let logdir = dir.path().join("c.log");
         let ckpt_path = dir.path().join("c.ckpt");
         let ckpt = crash_checkpoint(&ckpt_path);
-        let (mut child, mut lines) = spawn_writer(&logdir, &ckpt_path);
+        let (mut child, mut lines) = spawn_writer(&logdir, &ckpt_path, no_sync);
         // Kill after a random number of acknowledgements (seeded: the seed is in the message).
         let kill_after = 1 + rng.next_u64() % 200;
         let mut acked = 0u64;

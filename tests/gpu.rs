@@ -762,7 +762,7 @@ fn device_bytes(gpu: &Arc<Gpu>, buf: &mmsb::gpu::driver::DeviceBuffer, len: usiz
 #[test]
 #[ignore = "needs a CUDA device: scripts/gpu-test.sh runs it with --include-ignored"]
 fn gpu_sync_log_steps_apply_onto_device_memory_the_caller_owns() {
-    use mmsb::ops::sync::{ChangedPage, HeldPage, SeqRange, append_delta, apply_to_device, create_log};
+    use mmsb::ops::sync::{ChangedPage, HeldPage, SeqRange, StepOptions, append_delta, apply_to_device, create_log};
     let Some(gpu) = gpu() else { return };
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sync.log");
@@ -802,7 +802,7 @@ fn gpu_sync_log_steps_apply_onto_device_memory_the_caller_owns() {
             .enumerate()
             .map(|(i, n)| ChangedPage::whole(n, &prev[i], &next[i]))
             .collect();
-        append_delta(&log, &pages, Compression::None).unwrap();
+        append_delta(&log, &pages, StepOptions::default()).unwrap();
         states.push(next);
     }
     let paths = [log.clone()];

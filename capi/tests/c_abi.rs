@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mmsb::format::checkpoint::{Checkpoint, PageSpec, write_checkpoint};
-use mmsb::format::log::Compression;
-use mmsb::ops::sync::{ChangedPage, HeldPage, append_delta, create_log};
+use mmsb::ops::sync::{ChangedPage, HeldPage, StepOptions, append_delta, create_log};
 use mmsb::page::{PageMeta, TensorInfo};
 
 fn fnv(bytes: &[u8]) -> u64 {
@@ -93,7 +92,7 @@ fn the_header_compiles_and_every_call_works_from_c_under_asan() {
             .enumerate()
             .map(|(i, n)| ChangedPage::whole(n, &prev[i], &next[i]))
             .collect();
-        append_delta(&log, &changed, Compression::None).unwrap();
+        append_delta(&log, &changed, StepOptions::default()).unwrap();
         states.push(next);
     }
     let damaged = dir.path().join("damaged.ckpt");

@@ -43,10 +43,17 @@ def crc32c_host(buffer: Tuple[int, int]) -> int: ...
 def crc32c_cuda(buffers: List[Tuple[int, int]], ordinal: int) -> List[int]: ...
 def sync_create(log: str, tensors: List[Tuple[str, Optional[str], List[int], int, int]]) -> str: ...
 def sync_delta(
-    log: str, tensors: List[Tuple[str, List[int], List[int], Tuple[int, int], Tuple[int, int]]], compress: bool = False
+    log: str,
+    tensors: List[Tuple[str, List[int], List[int], Tuple[int, int], Tuple[int, int]]],
+    compress: bool = False,
+    durable: bool = True,
 ) -> str: ...
 def sync_delta_cuda(
-    log: str, pairs: List[Tuple[str, Tuple[int, int], Tuple[int, int]]], ordinal: int, compress: bool = False
+    log: str,
+    pairs: List[Tuple[str, Tuple[int, int], Tuple[int, int]]],
+    ordinal: int,
+    compress: bool = False,
+    durable: bool = True,
 ) -> str: ...
 def sync_apply_host(
     log: List[str],

@@ -103,6 +103,7 @@ def delta(
     path: Union[str, "os.PathLike[str]"],
     append: bool = True,
     compress: bool = False,
+    durable: bool = True,
 ) -> Delta:
     """Appends what changed from ``old`` to ``new`` (same names, dtypes and shapes) to the sync
     log ``path`` as one atomic group: per changed tensor the smallest of a full, sparse or masked
@@ -110,7 +111,11 @@ def delta(
     weights are close to random: it saves a few percent, for about 3 ms per MiB of one core). Arrays that are not C-contiguous are read through a contiguous
     copy. A log that does not exist is created first, with ``old`` as its
     base state (its BASE record names every tensor); ``append=False`` refuses an existing log.
-    ``mmsb.numpy.save(old, CKPT)`` writes the checkpoint the log applies to."""
+    ``mmsb.numpy.save(old, CKPT)`` writes the checkpoint the log applies to.
+    ``durable=False`` leaves the step to the OS instead of syncing it to disk before returning:
+    it survives this process being killed at any instant (the group stays whole), not a power
+    loss; for a log that only carries steps to another process on this machine (on tmpfs, such
+    as ``/dev/shm``, syncs cost nothing anyway)."""
     _same_keys(old, new)
     arrays = {}
     for name, a in old.items():
@@ -129,7 +134,7 @@ def delta(
     changed = [
         (n, [0], [a.nbytes], (a.ctypes.data, a.nbytes), (b.ctypes.data, b.nbytes)) for n, (a, b) in arrays.items()
     ]
-    return _sync_delta(path, append, base, lambda p: _mmsb.sync_delta(p, changed, compress))
+    return _sync_delta(path, append, base, lambda p: _mmsb.sync_delta(p, changed, compress, durable))
 
 
 def save(

@@ -189,6 +189,7 @@ def delta(
     path: Union[str, "os.PathLike[str]"],
     append: bool = True,
     compress: bool = False,
+    durable: bool = True,
 ) -> Delta:
     """Appends what changed from ``old`` to ``new`` (same names, dtypes and shapes, all on
     one device) to the sync log ``path`` as one atomic group: the RL weight-sync loop's trainer
@@ -203,7 +204,11 @@ def delta(
     its CRC32C, computed on the tensor's device);
     ``append=False`` refuses an existing log. ``mmsb.torch.save(old, CKPT)`` writes the
     checkpoint the log applies to. Views that are not contiguous are read through a contiguous
-    copy."""
+    copy.
+    ``durable=False`` leaves the step to the OS instead of syncing it to disk before returning:
+    it survives this process being killed at any instant (the group stays whole), not a power
+    loss; for a log that only carries steps to another process on this machine (on tmpfs, such
+    as ``/dev/shm``, syncs cost nothing anyway)."""
     _same_keys(old, new)
     pairs = {}
     for name, a in old.items():
@@ -236,9 +241,9 @@ def delta(
         changed = [
             (n, [0], [_nbytes(a)], (a.data_ptr(), _nbytes(a)), (b.data_ptr(), _nbytes(b))) for n, (a, b) in pairs.items()
         ]
-        return _sync_delta(path, append, base, lambda p: _mmsb.sync_delta(p, changed, compress))
+        return _sync_delta(path, append, base, lambda p: _mmsb.sync_delta(p, changed, compress, durable))
     ordinal = dev.index if dev.index is not None else torch.cuda.current_device()
     items = [(n, (a.data_ptr(), _nbytes(a)), (b.data_ptr(), _nbytes(b))) for n, (a, b) in pairs.items()]
     # mmsb's stream must see what torch has queued on the tensors.
     torch.cuda.synchronize(dev)
-    return _sync_delta(path, append, base, lambda p: _mmsb.sync_delta_cuda(p, items, ordinal, compress))
+    return _sync_delta(path, append, base, lambda p: _mmsb.sync_delta_cuda(p, items, ordinal, compress, durable))

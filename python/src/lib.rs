@@ -503,11 +503,27 @@ fn sync_create(py: Python<'_>, log: String, tensors: Vec<BaseTensor>) -> PyResul
 /// the host buffers holding their old and new bytes back to back.
 type ChangedTensor = (String, Vec<u64>, Vec<u64>, HostBuffer, HostBuffer);
 
+/// How a step is written: zstd where it saves a 32nd when `compress`, on disk at return when
+/// `durable`.
+fn step_options(compress: bool, durable: bool) -> mmsb::ops::sync::StepOptions {
+    use mmsb::format::log::Compression;
+    mmsb::ops::sync::StepOptions {
+        compression: if compress { Compression::Auto } else { Compression::None },
+        durable,
+    }
+}
+
 /// Appends the difference of the windows' old and new bytes to the sync log `log` as one group
-/// (zstd where it saves a 32nd when `compress`) and returns the report (JSON).
+/// (written as [`step_options`] says) and returns the report (JSON).
 #[pyfunction]
-#[pyo3(signature = (log, tensors, compress=false))]
-fn sync_delta(py: Python<'_>, log: String, tensors: Vec<ChangedTensor>, compress: bool) -> PyResult<String> {
+#[pyo3(signature = (log, tensors, compress=false, durable=true))]
+fn sync_delta(
+    py: Python<'_>,
+    log: String,
+    tensors: Vec<ChangedTensor>,
+    compress: bool,
+    durable: bool,
+) -> PyResult<String> {
     let mut pages = Vec::with_capacity(tensors.len());
     for (name, offsets, lens, old, new) in &tensors {
         let (old, new): (&[u8], &[u8]) = (host_bytes(*old), host_bytes(*new));
@@ -528,27 +544,24 @@ fn sync_delta(py: Python<'_>, log: String, tensors: Vec<ChangedTensor>, compress
         pages.push(mmsb::ops::sync::ChangedPage { name, windows });
     }
     let report = py
-        .detach(|| {
-            use mmsb::format::log::Compression;
-            let compression = if compress { Compression::Auto } else { Compression::None };
-            mmsb::ops::sync::append_delta(log.as_ref(), &pages, compression)
-        })
+        .detach(|| mmsb::ops::sync::append_delta(log.as_ref(), &pages, step_options(compress, durable)))
         .map_err(|e| to_py(py, e))?;
     serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))
 }
 
 /// Appends the difference between pairs of tensors in the memory of CUDA device `ordinal`,
 /// each `(name, (old address, bytes), (new address, bytes))`, to the sync log `log` as one group:
-/// compared on the device, only the windows that differ copied to the host. Returns the report
-/// (JSON).
+/// compared on the device, only the windows that differ copied to the host; written as
+/// [`step_options`] says. Returns the report (JSON).
 #[pyfunction]
-#[pyo3(signature = (log, pairs, ordinal, compress=false))]
+#[pyo3(signature = (log, pairs, ordinal, compress=false, durable=true))]
 fn sync_delta_cuda(
     py: Python<'_>,
     log: String,
     pairs: Vec<(String, HostBuffer, HostBuffer)>,
     ordinal: usize,
     compress: bool,
+    durable: bool,
 ) -> PyResult<String> {
     use mmsb::gpu::diff::{DeviceDiffer, DevicePair};
     use std::collections::HashMap;
@@ -579,12 +592,11 @@ fn sync_delta_cuda(
                     (name.as_str(), pair)
                 })
                 .collect();
-            use mmsb::format::log::Compression;
-            let compression = if compress { Compression::Auto } else { Compression::None };
+            let step = step_options(compress, durable);
             // SAFETY: the Python half passes, for each pair, the data pointers and byte length
             // of two contiguous CUDA tensors on device `ordinal` that it keeps referenced until
             // this call returns, after synchronizing the device (no queued work writes them).
-            unsafe { mmsb::ops::sync::append_delta_from_device(log.as_ref(), differ, &pages, compression) }
+            unsafe { mmsb::ops::sync::append_delta_from_device(log.as_ref(), differ, &pages, step) }
         })
         .map_err(|e| to_py(py, e))?;
     serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))

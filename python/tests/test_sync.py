@@ -35,7 +35,9 @@ def copy(w):
     return {k: v.copy() for k, v in w.items()}
 
 
-def test_steps_sent_by_delta_and_applied_in_place_match_the_trainer_bit_for_bit(tmp_path):
+# durable=False: each step's new segment and records are left to the OS, not synced.
+@pytest.mark.parametrize("durable", [True, False])
+def test_steps_sent_by_delta_and_applied_in_place_match_the_trainer_bit_for_bit(tmp_path, durable):
     log = tmp_path / "sync.log"
     rng = np.random.default_rng(7)
     trainer = weights(1)
@@ -44,7 +46,7 @@ def test_steps_sent_by_delta_and_applied_in_place_match_the_trainer_bit_for_bit(
     next_seq = None
     for step in range(4):
         new = train_step(trainer, rng)
-        d = mmsb.numpy.delta(trainer, new, log)
+        d = mmsb.numpy.delta(trainer, new, log, durable=durable)
         assert d.created == (step == 0)
         assert d.records == 3 and d.bytes_changed > 0
         trainer = new

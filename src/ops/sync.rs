@@ -637,14 +637,49 @@ fn span_bytes<'a>(windows: &[(u64, &'a [u8], &'a [u8])], from: u64, to: u64) -> 
     Ok(std::borrow::Cow::Owned(out))
 }
 
+/// How [`append_delta`] writes a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepOptions {
+    /// Payload compression (changed weights are close to random: zstd saves a few percent of
+    /// them, for about 3 ms per MiB of one core).
+    pub compression: Compression,
+    /// The step is on disk when the call returns (fdatasync, and its new segment's file and
+    /// name synced). Without, it is left to the OS ([`Durability::NoSync`]): it survives the
+    /// writer's death at any instant, not a power loss; for a log that only carries steps to
+    /// another process on this machine and is made again if lost.
+    pub durable: bool,
+}
+
+impl Default for StepOptions {
+    fn default() -> Self {
+        StepOptions {
+            compression: Compression::None,
+            durable: true,
+        }
+    }
+}
+
+impl StepOptions {
+    /// Durable steps compressed as `compression` says.
+    pub fn compressed(compression: Compression) -> StepOptions {
+        StepOptions {
+            compression,
+            ..StepOptions::default()
+        }
+    }
+}
+
 /// The options a sync log is written with: a segment per step (a reader uploads only the steps
-/// it has not applied), records synced at each step's end, and `compression` (changed weights
-/// are close to random: zstd saves a few percent of them, for about 3 ms per MiB of one core).
-fn sync_options(compression: Compression) -> LogOptions {
+/// it has not applied), records synced at each step's end where `step` is durable.
+fn sync_options(step: StepOptions) -> LogOptions {
     LogOptions {
         segment_size: 1,
-        durability: Durability::Never,
-        compression,
+        durability: if step.durable {
+            Durability::Never
+        } else {
+            Durability::NoSync
+        },
+        compression: step.compression,
     }
 }
 
@@ -675,7 +710,7 @@ pub fn create_log(dir: &Path, pages: &[(HeldPage, u32)]) -> Result<StateHash> {
     let head = head_of(entries, &BTreeMap::new())?;
     let payload = base::encode(&head, crate::timing::now_ns(), "mmsb delta")?;
     let out = AtomicDir::create(dir)?;
-    let mut w = LogWriter::create(out.path(), hash, 1, sync_options(Compression::None))?;
+    let mut w = LogWriter::create(out.path(), hash, 1, sync_options(StepOptions::default()))?;
     w.append_payload(base::TYPE_BASE, &payload)?;
     w.sync()?;
     w.finish()?;
@@ -685,13 +720,13 @@ pub fn create_log(dir: &Path, pages: &[(HeldPage, u32)]) -> Result<StateHash> {
 
 /// Appends the difference between the old and new bytes of `pages` to the sync log `dir` as
 /// one atomic group, under the log's lock: per changed page the smallest of a full, sparse or
-/// masked write, compressed as `compression` says (`Auto`: zstd where it saves a 32nd), each
-/// stamped with its sequence number as its epoch. Names are checked against the log's BASE
-/// record.
-pub fn append_delta(dir: &Path, pages: &[ChangedPage<'_>], compression: Compression) -> Result<DeltaReport> {
+/// masked write, compressed as `step` says (`Auto`: zstd where it saves a 32nd), each stamped
+/// with its sequence number as its epoch, and on disk at return where `step` is durable. Names
+/// are checked against the log's BASE record.
+pub fn append_delta(dir: &Path, pages: &[ChangedPage<'_>], step: StepOptions) -> Result<DeltaReport> {
     let start = std::time::Instant::now();
     let mut t = DeltaTimings::default();
-    let mut w = LogWriter::open(dir, sync_options(compression))?;
+    let mut w = LogWriter::open(dir, sync_options(step))?;
     let (head, _, _) = read_base(&[dir.to_owned()])?;
     let ids: BTreeMap<&str, (u64, u64)> = head
         .pages
@@ -804,7 +839,7 @@ pub unsafe fn append_delta_from_device(
     dir: &Path,
     differ: &mut DeviceDiffer,
     pages: &[(&str, DevicePair)],
-    compression: Compression,
+    step: StepOptions,
 ) -> Result<DeltaReport> {
     let start = std::time::Instant::now();
     let pairs: Vec<DevicePair> = pages.iter().map(|(_, p)| *p).collect();
@@ -830,7 +865,7 @@ pub unsafe fn append_delta_from_device(
     }
     let changed: Vec<ChangedPage<'_>> = changed.into_iter().map(|(_, p)| p).collect();
     let compare = ms(start);
-    let mut report = append_delta(dir, &changed, compression)?;
+    let mut report = append_delta(dir, &changed, step)?;
     report.timings_ms.compare_on_device = compare;
     report.timings_ms.total += compare;
     Ok(report)
@@ -881,18 +916,23 @@ mod tests {
         let mut s1 = old.clone();
         s1[0][10..20].fill(0xAA);
         s1[1][4000] = 1;
-        let r1 = append_delta(&log, &step(&old, &s1, &names), Compression::Auto).unwrap();
+        let r1 = append_delta(
+            &log,
+            &step(&old, &s1, &names),
+            StepOptions::compressed(Compression::Auto),
+        )
+        .unwrap();
         assert_eq!(
             (r1.records, r1.bytes_changed, r1.first_seq, r1.last_seq),
             (2, 11, Some(2), Some(3))
         );
         let mut s2 = s1.clone();
         s2[1][..100].fill(3);
-        let r2 = append_delta(&log, &step(&s1, &s2, &names), Compression::None).unwrap();
+        let r2 = append_delta(&log, &step(&s1, &s2, &names), StepOptions::default()).unwrap();
         assert_eq!((r2.records, r2.first_seq), (1, Some(4)));
         // Nothing changed: nothing written.
         assert_eq!(
-            append_delta(&log, &step(&s2, &s2, &names), Compression::None)
+            append_delta(&log, &step(&s2, &s2, &names), StepOptions::default())
                 .unwrap()
                 .records,
             0
@@ -953,7 +993,12 @@ mod tests {
             let mut next = states.last().unwrap().clone();
             next[0][k as usize] = 100 + k;
             next[1][1000 * k as usize] = k;
-            append_delta(&log, &step(states.last().unwrap(), &next, &names), Compression::None).unwrap();
+            append_delta(
+                &log,
+                &step(states.last().unwrap(), &next, &names),
+                StepOptions::default(),
+            )
+            .unwrap();
             states.push(next);
         }
         // Segment 0 holds the BASE record, 1 to 3 a step each (records 2-3, 4-5, 6-7). Damage
@@ -978,7 +1023,7 @@ mod tests {
         // Appending reads only the last segment too.
         let mut next = states[3].clone();
         next[0][50] = 1;
-        let r = append_delta(&log, &step(&states[3], &next, &names), Compression::None).unwrap();
+        let r = append_delta(&log, &step(&states[3], &next, &names), StepOptions::default()).unwrap();
         assert_eq!(r.first_seq, Some(8));
     }
 
@@ -1106,9 +1151,9 @@ mod tests {
         let (log, held, old) = setup(dir.path());
         let mut s1 = old.clone();
         s1[0][0] = 99;
-        append_delta(&log, &step(&old, &s1, &["w", "emb"]), Compression::None).unwrap();
+        append_delta(&log, &step(&old, &s1, &["w", "emb"]), StepOptions::default()).unwrap();
         // A record past the end of page 1, appended by hand after the good one.
-        let mut w = LogWriter::open(&log, sync_options(Compression::None)).unwrap();
+        let mut w = LogWriter::open(&log, sync_options(StepOptions::default())).unwrap();
         let seq = w.next_seq();
         w.append(&Delta {
             page_id: 1,
@@ -1145,7 +1190,7 @@ mod tests {
         let e = SyncLog::open(std::slice::from_ref(&log)).err().unwrap();
         assert!(e.to_string().contains("no BASE record"), "{e}");
         assert!(
-            append_delta(&log, &[], Compression::None)
+            append_delta(&log, &[], StepOptions::default())
                 .unwrap_err()
                 .to_string()
                 .contains("no BASE record")

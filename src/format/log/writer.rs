@@ -28,6 +28,12 @@ pub enum Durability {
     },
     /// Only at rotation and [`LogWriter::finish`].
     Never,
+    /// Never: what is written is left to the OS. An acknowledged record survives the writer's
+    /// death at any instant (the kernel holds its bytes, and groups stay whole), not the
+    /// machine's: after a power loss or an OS crash the latest records may be gone or torn, and
+    /// a new segment may lack its header. For a log that only carries records to another
+    /// process and is made again if lost.
+    NoSync,
 }
 
 /// How records are compressed.
@@ -123,7 +129,7 @@ impl LogWriter {
         if expand_paths(&[dir]).is_ok() {
             return Err(Error::LogWriter(WriterRefusal::HoldsSegments { dir: dir.to_owned() }));
         }
-        let (file, file_path) = new_segment(dir, 0, first_seq, base)?;
+        let (file, file_path) = new_segment(dir, 0, first_seq, base, true)?;
         Ok(LogWriter {
             dir: dir.to_owned(),
             options,
@@ -398,7 +404,7 @@ impl LogWriter {
         let due = match self.options.durability {
             Durability::EveryRecord => true,
             Durability::Every { records, bytes } => self.unsynced_records >= records || self.unsynced_bytes >= bytes,
-            Durability::Never => false,
+            Durability::Never | Durability::NoSync => false,
         };
         if due { self.sync() } else { Ok(()) }
     }
@@ -407,7 +413,8 @@ impl LogWriter {
     pub(super) fn rotate(&mut self, first_seq: u64) -> Result<()> {
         self.sync()?;
         let n = self.segment_no + 1;
-        let (file, path) = new_segment(&self.dir, n, first_seq, self.base)?;
+        let synced = self.options.durability != Durability::NoSync;
+        let (file, path) = new_segment(&self.dir, n, first_seq, self.base, synced)?;
         self.segment_no = n;
         self.file = file;
         self.file_path = path;
@@ -417,9 +424,9 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Flushes every appended record to disk.
+    /// Flushes every appended record to disk (unless the policy is [`Durability::NoSync`]).
     pub fn sync(&mut self) -> Result<()> {
-        if self.unsynced_records > 0 {
+        if self.unsynced_records > 0 && self.options.durability != Durability::NoSync {
             self.file.sync_data().map_err(|e| Error::io(&self.file_path, e))?;
         }
         self.unsynced_records = 0;
@@ -427,7 +434,8 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Syncs and closes the log. An open group is committed first.
+    /// Syncs (unless the policy is [`Durability::NoSync`]) and closes the log. An open group is
+    /// committed first.
     pub fn finish(mut self) -> Result<()> {
         if self.group.is_some() {
             self.commit_group()?;
@@ -445,8 +453,15 @@ impl Drop for LogWriter {
 
 /// Creates segment `n` with its header in place before it appears under its name (written to a
 /// temporary file, fsynced, renamed, directory fsynced): a crash during rotation leaves no
-/// segment without a whole header, which a reader would have to call corrupt.
-pub(super) fn new_segment(dir: &Path, n: u64, first_seq: u64, base: StateHash) -> Result<(File, PathBuf)> {
+/// segment without a whole header, which a reader would have to call corrupt. Not `synced`
+/// ([`Durability::NoSync`]), only the writer's death is covered: the rename is not synced.
+pub(super) fn new_segment(
+    dir: &Path,
+    n: u64,
+    first_seq: u64,
+    base: StateHash,
+    synced: bool,
+) -> Result<(File, PathBuf)> {
     let path = segment_path(dir, n);
     if path.exists() {
         return Err(Error::LogWriter(WriterRefusal::SegmentExists { segment: path }));
@@ -463,7 +478,11 @@ pub(super) fn new_segment(dir: &Path, n: u64, first_seq: u64, base: StateHash) -
     tmp.file()
         .write_all(&header.encode())
         .map_err(|e| Error::io(&path, e))?;
-    tmp.commit()?;
+    if synced {
+        tmp.commit()?;
+    } else {
+        tmp.commit_unsynced()?;
+    }
     let file = OpenOptions::new()
         .append(true)
         .open(&path)
