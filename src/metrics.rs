@@ -17,12 +17,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
 /// How a run ended, as the exit code says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Exit 0.
@@ -35,6 +35,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// How a run that failed with `e` ended: [`Outcome::DataBad`] when the data is bad
+    /// ([`crate::Error::is_data_error`]), else [`Outcome::Failed`].
+    pub fn of_error(e: &crate::Error) -> Outcome {
+        if e.is_data_error() {
+            Outcome::DataBad
+        } else {
+            Outcome::Failed
+        }
+    }
+
     /// The label value: `ok`, `data_bad` or `failed`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,8 +56,9 @@ impl Outcome {
 }
 
 /// The figures of one run of a command. Reports fill what they know through [`Measured`]; the
-/// caller names the command, the inputs it read and how it ended.
-#[derive(Debug, Clone, Default, Serialize)]
+/// caller names the command, the inputs it read and how it ended. Read back from its JSON
+/// (`Deserialize`) by embedders that carry it across a language boundary.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunMetrics {
     /// The command (`replay`, `verify`, `derive_set`, ...): the metrics' name prefix after
     /// `mmsb_`, so letters, digits and underscores only.

@@ -10,13 +10,18 @@ Weight sync: ``mmsb.torch.delta(old, new, log)`` (or ``mmsb.numpy.delta``) appen
 between two dicts of tensors to a log as one atomic group, and ``mmsb.torch.apply(log,
 tensors)`` applies a log's steps in place onto tensors another process holds; each returns a
 report (``Delta``, ``Applied``).
+
+Monitoring: ``mmsb.last_metrics()`` gives the figures of this thread's last call (``Metrics``:
+command, outcome, bytes read and written, records, pages, phase times, device, state hash),
+the ones ``mmsb --metrics-file`` writes, also after a call that raised;
+``Metrics.write_prometheus(path)`` writes them for node_exporter's textfile collector.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._mmsb import CorruptionError, Error, __version__
@@ -30,9 +35,11 @@ __all__ = [
     "CorruptionError",
     "Delta",
     "Error",
+    "Metrics",
     "PageInfo",
     "__version__",
     "diff",
+    "last_metrics",
     "open",
     "verify",
 ]
@@ -65,6 +72,48 @@ class Checkpoint:
     data_bytes: int
     metadata: Dict[str, str]
     pages: List[PageInfo] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The figures of one call, as ``mmsb --metrics-file`` writes a command's: ``command``
+    (``load``, ``save``, ``verify``, ``diff``, ``delta``, ``apply``), ``outcome`` (``ok``,
+    ``data_bad`` or ``failed``, as the command line's exit codes 0, 1 and 2), its wall time,
+    the bytes of the files it read and wrote (``delta``: the bytes appended to the log;
+    ``apply``: the log segments it opened), records, pages, phase times in seconds, the device,
+    the result's state hash where known, and for ``verify`` the problems by kind."""
+
+    command: str
+    outcome: str
+    duration_seconds: float
+    read_bytes: int
+    written_bytes: int
+    records: int
+    pages: int
+    phase_seconds: Dict[str, float]
+    device: Optional[str]
+    state_hash: Optional[str]
+    problems: Dict[str, int]
+    end_time_seconds: float
+
+    def _json(self) -> str:
+        return json.dumps(asdict(self))
+
+    def to_prometheus(self) -> str:
+        """The figures in the Prometheus text format (``mmsb_<command>_...`` metrics)."""
+        return _mmsb.metrics_text(self._json())
+
+    def write_prometheus(self, path: PathLike) -> None:
+        """Writes :meth:`to_prometheus` to ``path`` atomically (temporary file, fsync,
+        rename), as node_exporter's textfile collector expects."""
+        _mmsb.write_metrics(os.fspath(path), self._json())
+
+
+def last_metrics() -> Optional[Metrics]:
+    """The figures of this thread's last call into mmsb (``None`` before the first), whether it
+    returned or raised."""
+    raw = _mmsb.last_metrics()
+    return None if raw is None else Metrics(**json.loads(raw))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ use dlpark::metadata::Dynamic;
 use dlpark::python::{DlpackExporter, ExportRequest, export_dlpack};
 
 use mmsb::Error as MmsbError;
+use mmsb::metrics::{Outcome, RunFiles, RunMetrics};
 use mmsb::replay::{Device, ReplayLimit, ReplayOptions};
 use mmsb::select::PageSelector;
 use pyo3::create_exception;
@@ -81,6 +82,58 @@ fn paths(list: Vec<String>) -> Vec<PathBuf> {
     list.into_iter().map(PathBuf::from).collect()
 }
 
+thread_local! {
+    /// The figures of this thread's last measured call, for `last_metrics`.
+    static LAST_METRICS: std::cell::RefCell<Option<RunMetrics>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `work` as one run of `command` over `files`, measured as the command line measures its
+/// runs (`--metrics-file`): `work` adds what its report knows and says how it ended; an error
+/// ends the run as the command line's exit code would. The figures become this thread's last
+/// metrics (`last_metrics`), whether the call succeeded or not.
+fn measured<T>(
+    command: &str,
+    files: RunFiles,
+    work: impl FnOnce(&mut RunMetrics) -> mmsb::Result<(T, Outcome)>,
+) -> mmsb::Result<T> {
+    let mut m = RunMetrics::start(command, files);
+    let result = work(&mut m);
+    m.end(match &result {
+        Ok((_, outcome)) => *outcome,
+        Err(e) => Outcome::of_error(e),
+    });
+    LAST_METRICS.with(|last| *last.borrow_mut() = Some(m));
+    result.map(|(t, _)| t)
+}
+
+/// The figures of this thread's last call into the library (`RunMetrics` as JSON), or None
+/// before the first.
+#[pyfunction]
+fn last_metrics() -> PyResult<Option<String>> {
+    LAST_METRICS
+        .with(|last| last.borrow().as_ref().map(serde_json::to_string).transpose())
+        .map_err(|e| Error::new_err(e.to_string()))
+}
+
+fn metrics_from(json: &str) -> PyResult<RunMetrics> {
+    serde_json::from_str(json).map_err(|e| Error::new_err(format!("not mmsb metrics: {e}")))
+}
+
+/// The metrics `json` (as `last_metrics` gives them) in the Prometheus text format.
+#[pyfunction]
+fn metrics_text(json: &str) -> PyResult<String> {
+    Ok(metrics_from(json)?.to_prometheus_text())
+}
+
+/// Writes the metrics `json` to `path` in the Prometheus text format, atomically (temporary
+/// file, fsync, rename), as node_exporter's textfile collector expects.
+#[pyfunction]
+fn write_metrics(py: Python<'_>, path: String, json: &str) -> PyResult<()> {
+    metrics_from(json)?
+        .write_prometheus(path.as_ref())
+        .map_err(|e| to_py(py, e))
+}
+
 /// `mmsb inspect --json CHECKPOINT`'s document: header, sections, metadata and page table.
 #[pyfunction]
 fn inspect_checkpoint(py: Python<'_>, path: String) -> PyResult<String> {
@@ -94,8 +147,19 @@ fn inspect_checkpoint(py: Python<'_>, path: String) -> PyResult<String> {
 #[pyo3(signature = (paths_given, rederive=false))]
 fn verify(py: Python<'_>, paths_given: Vec<String>, rederive: bool) -> PyResult<String> {
     let paths = paths(paths_given);
+    let files = RunFiles {
+        read: paths.clone(),
+        ..Default::default()
+    };
     let report = py
-        .detach(|| mmsb::ops::verify::verify(&paths, None, rederive))
+        .detach(|| {
+            measured("verify", files, |m| {
+                let report = mmsb::ops::verify::verify(&paths, None, rederive)?;
+                m.add(&report);
+                let outcome = if report.ok { Outcome::Ok } else { Outcome::DataBad };
+                Ok((report, outcome))
+            })
+        })
         .map_err(|e| to_py(py, e))?;
     serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))
 }
@@ -174,8 +238,19 @@ fn load_cpu<'py>(
         }
         Ok(())
     };
-    let report =
-        mmsb::replay::run_on_cpu(checkpoint.as_ref(), &paths(logs), &options, &mut visit).map_err(|e| to_py(py, e))?;
+    let logs = paths(logs);
+    let files = RunFiles {
+        read: std::iter::once(PathBuf::from(&checkpoint))
+            .chain(logs.iter().cloned())
+            .collect(),
+        ..Default::default()
+    };
+    let report = measured("load", files, |m| {
+        let report = mmsb::replay::run_on_cpu(checkpoint.as_ref(), &logs, &options, &mut visit)?;
+        m.add(&report);
+        Ok((report, Outcome::Ok))
+    })
+    .map_err(|e| to_py(py, e))?;
     let report = serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))?;
     PyTuple::new(py, [report.into_pyobject(py)?.into_any(), out.into_any()])
 }
@@ -207,22 +282,44 @@ fn save(
             len: *len,
         })
         .collect();
-    let pages = tensor_pages(specs, 0).map_err(|e| to_py(py, e))?;
-    let mut w =
-        CheckpointWriter::create(path.as_ref(), pages, metadata.unwrap_or_default()).map_err(|e| to_py(py, e))?;
-    for (name, _, _, len, source) in &tensors {
-        let bytes = source.call_method0("tobytes")?;
-        let bytes = bytes.cast::<PyBytes>()?.as_bytes();
-        if bytes.len() as u64 != *len {
-            return Err(Error::new_err(format!(
-                "{name}: {} bytes given for a tensor of {len}",
-                bytes.len()
-            )));
+    let files = RunFiles {
+        written: vec![PathBuf::from(&path)],
+        ..Default::default()
+    };
+    // A Python error from a source's `tobytes()` ends the run too; it is raised as it was.
+    let mut raised: Option<PyErr> = None;
+    let written = measured("save", files, |m| {
+        let pages = tensor_pages(specs, 0)?;
+        let mut w = CheckpointWriter::create(path.as_ref(), pages, metadata.unwrap_or_default())?;
+        for (name, _, _, len, source) in &tensors {
+            let bytes = match source
+                .call_method0("tobytes")
+                .and_then(|b| Ok(b.cast_into::<PyBytes>()?))
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    raised = Some(e);
+                    return Err(MmsbError::Invalid(format!("{name}: its tobytes() failed")));
+                }
+            };
+            let bytes = bytes.as_bytes();
+            if bytes.len() as u64 != *len {
+                return Err(MmsbError::Invalid(format!(
+                    "{name}: {} bytes given for a tensor of {len}",
+                    bytes.len()
+                )));
+            }
+            w.write(bytes)?;
+            m.pages += 1;
         }
-        w.write(bytes).map_err(|e| to_py(py, e))?;
+        let hash = w.finish()?;
+        m.state_hash = Some(hash.to_hex());
+        Ok((hash, Outcome::Ok))
+    });
+    if let Some(e) = raised {
+        return Err(e);
     }
-    let hash = w.finish().map_err(|e| to_py(py, e))?;
-    Ok(hash.to_hex())
+    Ok(written.map_err(|e| to_py(py, e))?.to_hex())
 }
 
 /// The pages of one GPU replay, kept alive by every tensor that aliases them (each DLPack
@@ -337,18 +434,28 @@ fn load_cuda<'py>(
 ) -> PyResult<Bound<'py, PyTuple>> {
     let selector = selector(py, pages)?;
     let logs = paths(logs);
+    let files = RunFiles {
+        read: std::iter::once(PathBuf::from(&checkpoint))
+            .chain(logs.iter().cloned())
+            .collect(),
+        ..Default::default()
+    };
     let replayed = py
         .detach(|| {
-            // The device stays open between calls (context, stream, kernels, pinned staging).
-            let options = ReplayOptions {
-                device: Device::Cuda(ordinal),
-                limit: ReplayLimit { to_seq, to_epoch: None },
-                pages: selector,
-                verify,
-                opened: Some(gpu(ordinal)?),
-                ..Default::default()
-            };
-            mmsb::replay::run(checkpoint.as_ref(), &logs, &options)
+            measured("load", files, |m| {
+                // The device stays open between calls (context, stream, kernels, pinned staging).
+                let options = ReplayOptions {
+                    device: Device::Cuda(ordinal),
+                    limit: ReplayLimit { to_seq, to_epoch: None },
+                    pages: selector,
+                    verify,
+                    opened: Some(gpu(ordinal)?),
+                    ..Default::default()
+                };
+                let replayed = mmsb::replay::run(checkpoint.as_ref(), &logs, &options)?;
+                m.add(&replayed.report);
+                Ok((replayed, Outcome::Ok))
+            })
         })
         .map_err(|e| to_py(py, e))?;
     let report = serde_json::to_string(&replayed.report).map_err(|e| Error::new_err(e.to_string()))?;
@@ -406,6 +513,9 @@ fn _mmsb(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sync_delta_cuda, m)?)?;
     m.add_function(wrap_pyfunction!(sync_apply_host, m)?)?;
     m.add_function(wrap_pyfunction!(sync_apply_cuda, m)?)?;
+    m.add_function(wrap_pyfunction!(last_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics_text, m)?)?;
+    m.add_function(wrap_pyfunction!(write_metrics, m)?)?;
     m.add_class::<DeviceTensor>()?;
     m.add_class::<MappedBytes>()?;
     Ok(())
@@ -544,7 +654,15 @@ fn sync_delta(
         pages.push(mmsb::ops::sync::ChangedPage { name, windows });
     }
     let report = py
-        .detach(|| mmsb::ops::sync::append_delta(log.as_ref(), &pages, step_options(compress, durable)))
+        .detach(|| {
+            // The report counts what was appended: the log's other files are not listed.
+            measured("delta", RunFiles::default(), |m| {
+                let report = mmsb::ops::sync::append_delta(log.as_ref(), &pages, step_options(compress, durable))?;
+                m.add(&report);
+                m.device = Some("cpu".into());
+                Ok((report, Outcome::Ok))
+            })
+        })
         .map_err(|e| to_py(py, e))?;
     serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))
 }
@@ -575,28 +693,33 @@ fn sync_delta_cuda(
     }
     let report = py
         .detach(|| {
-            let gpu = gpu(ordinal)?;
-            let mut differs = DIFFERS
-                .get_or_init(Default::default)
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let differ = differs.entry(ordinal).or_insert_with(|| DeviceDiffer::new(gpu));
-            let pages: Vec<(&str, DevicePair)> = pairs
-                .iter()
-                .map(|(name, (old, len), (new, _))| {
-                    let pair = DevicePair {
-                        old: *old as u64,
-                        new: *new as u64,
-                        len: *len as u64,
-                    };
-                    (name.as_str(), pair)
-                })
-                .collect();
-            let step = step_options(compress, durable);
-            // SAFETY: the Python half passes, for each pair, the data pointers and byte length
-            // of two contiguous CUDA tensors on device `ordinal` that it keeps referenced until
-            // this call returns, after synchronizing the device (no queued work writes them).
-            unsafe { mmsb::ops::sync::append_delta_from_device(log.as_ref(), differ, &pages, step) }
+            measured("delta", RunFiles::default(), |m| {
+                let gpu = gpu(ordinal)?;
+                let mut differs = DIFFERS
+                    .get_or_init(Default::default)
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let differ = differs.entry(ordinal).or_insert_with(|| DeviceDiffer::new(gpu));
+                let pages: Vec<(&str, DevicePair)> = pairs
+                    .iter()
+                    .map(|(name, (old, len), (new, _))| {
+                        let pair = DevicePair {
+                            old: *old as u64,
+                            new: *new as u64,
+                            len: *len as u64,
+                        };
+                        (name.as_str(), pair)
+                    })
+                    .collect();
+                let step = step_options(compress, durable);
+                // SAFETY: the Python half passes, for each pair, the data pointers and byte length
+                // of two contiguous CUDA tensors on device `ordinal` that it keeps referenced until
+                // this call returns, after synchronizing the device (no queued work writes them).
+                let report = unsafe { mmsb::ops::sync::append_delta_from_device(log.as_ref(), differ, &pages, step) }?;
+                m.add(&report);
+                m.device = Some(format!("cuda:{ordinal}"));
+                Ok((report, Outcome::Ok))
+            })
         })
         .map_err(|e| to_py(py, e))?;
     serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))
@@ -617,14 +740,20 @@ fn sync_apply_host(
     let held = held_pages(&tensors);
     let report = py
         .detach(|| {
-            refuse_overlaps(&tensors)?;
-            let sync = SyncLog::open_at(&paths(log), from_seq)?;
-            let pages = tensors.iter().map(|t| host_bytes_mut(t.3)).collect();
-            let range = SeqRange {
-                from: from_seq,
-                to: to_seq,
-            };
-            apply_to_host(&sync, &held, pages, range)
+            // The report counts the segments read: the log's others are not listed.
+            measured("apply", RunFiles::default(), |m| {
+                refuse_overlaps(&tensors)?;
+                let sync = SyncLog::open_at(&paths(log), from_seq)?;
+                let pages = tensors.iter().map(|t| host_bytes_mut(t.3)).collect();
+                let range = SeqRange {
+                    from: from_seq,
+                    to: to_seq,
+                };
+                let report = apply_to_host(&sync, &held, pages, range)?;
+                m.add(&report);
+                m.device = Some("cpu".into());
+                Ok((report, Outcome::Ok))
+            })
         })
         .map_err(|e| to_py(py, e))?;
     serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))
@@ -666,17 +795,22 @@ fn sync_apply_cuda(
     let ptrs: Vec<u64> = tensors.iter().map(|t| t.3.0 as u64).collect();
     let report = py
         .detach(|| {
-            refuse_overlaps(&tensors)?;
-            let gpu = gpu(ordinal)?;
-            let range = SeqRange {
-                from: from_seq,
-                to: to_seq,
-            };
-            // SAFETY: the Python half passes, for each tensor, the data pointer and byte length
-            // of a contiguous CUDA tensor on device `ordinal` that it keeps referenced until this
-            // call returns, after synchronizing the device (no queued work touches it); no two
-            // overlap (`refuse_overlaps`). The call synchronizes its own stream before returning.
-            unsafe { apply_to_device(&gpu, &paths(log), &held, &ptrs, range) }
+            measured("apply", RunFiles::default(), |m| {
+                refuse_overlaps(&tensors)?;
+                let gpu = gpu(ordinal)?;
+                let range = SeqRange {
+                    from: from_seq,
+                    to: to_seq,
+                };
+                // SAFETY: the Python half passes, for each tensor, the data pointer and byte length
+                // of a contiguous CUDA tensor on device `ordinal` that it keeps referenced until this
+                // call returns, after synchronizing the device (no queued work touches it); no two
+                // overlap (`refuse_overlaps`). The call synchronizes its own stream before returning.
+                let report = unsafe { apply_to_device(&gpu, &paths(log), &held, &ptrs, range) }?;
+                m.add(&report);
+                m.device = Some(format!("cuda:{ordinal}"));
+                Ok((report, Outcome::Ok))
+            })
         })
         .map_err(|e| to_py(py, e))?;
     serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))
@@ -729,11 +863,30 @@ fn diff(
     ranges: usize,
 ) -> PyResult<String> {
     use mmsb::ops::diff::OpenedSide;
+    let (a_logs, b_logs) = (paths(a_logs), paths(b_logs));
+    let files = RunFiles {
+        read: [PathBuf::from(&a), PathBuf::from(&b)]
+            .into_iter()
+            .chain(a_logs.iter().cloned())
+            .chain(b_logs.iter().cloned())
+            .collect(),
+        ..Default::default()
+    };
     let report = py
         .detach(|| {
-            let files_a = OpenedSide::open(a.as_ref(), &paths(a_logs), a_to_seq)?;
-            let files_b = OpenedSide::open(b.as_ref(), &paths(b_logs), b_to_seq)?;
-            mmsb::ops::diff::diff(&files_a.side()?, &files_b.side()?, ranges)
+            measured("diff", files, |m| {
+                let files_a = OpenedSide::open(a.as_ref(), &a_logs, a_to_seq)?;
+                let files_b = OpenedSide::open(b.as_ref(), &b_logs, b_to_seq)?;
+                let report = mmsb::ops::diff::diff(&files_a.side()?, &files_b.side()?, ranges)?;
+                m.add(&report);
+                // As `mmsb diff`: differences found end the run as exit code 1 does.
+                let outcome = if report.identical {
+                    Outcome::Ok
+                } else {
+                    Outcome::DataBad
+                };
+                Ok((report, outcome))
+            })
         })
         .map_err(|e| to_py(py, e))?;
     serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))

@@ -203,6 +203,8 @@ pub struct ApplyReport {
     pub last_seq: Option<u64>,
     /// Whether the pages' CRC32Cs were checked against the base.
     pub base_checked: bool,
+    /// Bytes of the log segments the apply opened (those from the one holding `from` on).
+    pub log_bytes_read: u64,
     /// Phase times, ms.
     pub timings_ms: ApplyTimings,
     /// Of a device apply: the replay's own figures (bytes uploaded, batches, and its phases).
@@ -342,6 +344,7 @@ pub fn apply_to_host(log: &SyncLog, held: &[HeldPage], pages: Vec<&mut [u8]>, ra
     let mut report = ApplyReport {
         base_checked: from_start,
         last_seq: range.from.and_then(|f| f.checked_sub(1)),
+        log_bytes_read: log.log.segments().iter().map(|s| s.file_len()).sum(),
         ..Default::default()
     };
     let mut written = vec![false; pages.len()];
@@ -476,6 +479,7 @@ pub unsafe fn apply_to_device(
         pages_written: written.iter().filter(|w| **w).count() as u64,
         last_seq: summary.last_seq.or(from.checked_sub(1)),
         base_checked: from_start,
+        log_bytes_read: log.segments().iter().map(|s| s.file_len()).sum(),
         timings_ms: t,
         device: Some(stats),
     })
@@ -520,8 +524,29 @@ pub struct DeltaReport {
     pub bytes_changed: u64,
     /// Payload bytes of the records, before compression.
     pub payload_bytes: u64,
+    /// Bytes appended to the log: the records' frames, and the header of the segment they
+    /// start.
+    pub log_bytes_written: u64,
     /// Phase times, ms.
     pub timings_ms: DeltaTimings,
+}
+
+impl crate::metrics::Measured for DeltaReport {
+    fn measure(&self, m: &mut crate::metrics::RunMetrics) {
+        m.records += self.records;
+        m.pages += self.records;
+        m.written_bytes += self.log_bytes_written;
+        m.phases_ms(&self.timings_ms);
+    }
+}
+
+impl crate::metrics::Measured for ApplyReport {
+    fn measure(&self, m: &mut crate::metrics::RunMetrics) {
+        m.records += self.records;
+        m.pages += self.pages_written;
+        m.read_bytes += self.log_bytes_read;
+        m.phases_ms(&self.timings_ms);
+    }
 }
 
 /// Phase times of [`append_delta`], ms.
@@ -742,6 +767,7 @@ pub fn append_delta(dir: &Path, pages: &[ChangedPage<'_>], step: StepOptions) ->
         last_seq: None,
         bytes_changed: 0,
         payload_bytes: 0,
+        log_bytes_written: 0,
         timings_ms: DeltaTimings::default(),
     };
     t.open = ms(start);
@@ -817,6 +843,7 @@ pub fn append_delta(dir: &Path, pages: &[ChangedPage<'_>], step: StepOptions) ->
         report.records += 1;
     }
     w.commit_group()?;
+    report.log_bytes_written = w.bytes_appended();
     t.write = ms(phase);
     let phase = std::time::Instant::now();
     w.sync()?;
@@ -916,12 +943,17 @@ mod tests {
         let mut s1 = old.clone();
         s1[0][10..20].fill(0xAA);
         s1[1][4000] = 1;
+        let before = crate::format::log::segment_bytes(&[&log]);
         let r1 = append_delta(
             &log,
             &step(&old, &s1, &names),
             StepOptions::compressed(Compression::Auto),
         )
         .unwrap();
+        assert_eq!(
+            r1.log_bytes_written,
+            crate::format::log::segment_bytes(&[&log]) - before
+        );
         assert_eq!(
             (r1.records, r1.bytes_changed, r1.first_seq, r1.last_seq),
             (2, 11, Some(2), Some(3))

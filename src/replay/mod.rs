@@ -284,16 +284,25 @@ fn graph_at_stop(
     Ok(crate::graph::read_history(head, log, stop)?.graph.to_derivations())
 }
 
+impl crate::metrics::Measured for CpuReplayReport {
+    fn measure(&self, m: &mut crate::metrics::RunMetrics) {
+        m.records += self.summary.records;
+        m.state_hash = Some(self.state_hash.to_hex());
+        m.device = Some("cpu".into());
+        m.pages += self.pages;
+        m.phases_ms(&self.timings_ms);
+    }
+}
+
 impl crate::metrics::Measured for ReplayReport {
     fn measure(&self, m: &mut crate::metrics::RunMetrics) {
+        if let ReplayReport::Cpu(r) = self {
+            return r.measure(m);
+        }
         m.records += self.summary().records;
         m.state_hash = self.state_hash().map(|h| h.to_hex());
         match self {
-            ReplayReport::Cpu(r) => {
-                m.device = Some("cpu".into());
-                m.pages += r.pages;
-                m.phases_ms(&r.timings_ms);
-            }
+            ReplayReport::Cpu(_) => {}
             ReplayReport::Gpu(r) => {
                 m.device = Some(r.device.clone());
                 m.pages += r.pages;

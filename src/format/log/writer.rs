@@ -87,6 +87,8 @@ pub struct LogWriter {
     pub(super) next_seq: u64,
     pub(super) unsynced_records: u64,
     pub(super) unsynced_bytes: u64,
+    /// Bytes this writer has added to the log: frames, and the headers of segments it started.
+    pub(super) appended: u64,
     /// The last segment is of an older minor version: the next record starts a new segment.
     pub(super) rotate_first: bool,
     pub(super) group: Option<OpenGroup>,
@@ -142,6 +144,7 @@ impl LogWriter {
             next_seq: first_seq,
             unsynced_records: 0,
             unsynced_bytes: 0,
+            appended: 0,
             rotate_first: false,
             group: None,
             poisoned: false,
@@ -190,6 +193,7 @@ impl LogWriter {
             next_seq: log.last_seq().map_or(last.header().first_seq, |s| s + 1),
             unsynced_records: 0,
             unsynced_bytes: 0,
+            appended: 0,
             rotate_first: last.header().minor < FORMAT_MINOR,
             group: None,
             poisoned: false,
@@ -299,6 +303,7 @@ impl LogWriter {
         })?;
         self.file.set_len(len).map_err(|e| Error::io(&self.file_path, e))?;
         self.file.sync_data().map_err(|e| Error::io(&self.file_path, e))?;
+        self.appended = self.appended.saturating_sub(self.segment_len.saturating_sub(len));
         self.segment_len = len;
         Ok(())
     }
@@ -393,6 +398,7 @@ impl LogWriter {
             return Err(Error::io(&self.file_path, e));
         }
         self.segment_len += frame.len() as u64;
+        self.appended += frame.len() as u64;
         self.segment_records += count;
         self.unsynced_records += count;
         self.unsynced_bytes += frame.len() as u64;
@@ -419,9 +425,16 @@ impl LogWriter {
         self.file = file;
         self.file_path = path;
         self.segment_len = SEGMENT_HEADER_LEN as u64;
+        self.appended += SEGMENT_HEADER_LEN as u64;
         self.segment_records = 0;
         self.rotate_first = false;
         Ok(())
+    }
+
+    /// Bytes this writer has added to the log so far: the frames it wrote (a group's, once
+    /// committed or written out) and the headers of the segments it started.
+    pub fn bytes_appended(&self) -> u64 {
+        self.appended
     }
 
     /// Flushes every appended record to disk (unless the policy is [`Durability::NoSync`]).
