@@ -82,6 +82,16 @@ fn paths(list: Vec<String>) -> Vec<PathBuf> {
     list.into_iter().map(PathBuf::from).collect()
 }
 
+/// The files a load reads: the checkpoint and the logs.
+fn reading(checkpoint: &str, logs: &[PathBuf]) -> RunFiles {
+    RunFiles {
+        read: std::iter::once(PathBuf::from(checkpoint))
+            .chain(logs.iter().cloned())
+            .collect(),
+        ..Default::default()
+    }
+}
+
 thread_local! {
     /// The figures of this thread's last measured call, for `last_metrics`.
     static LAST_METRICS: std::cell::RefCell<Option<RunMetrics>> = const { std::cell::RefCell::new(None) };
@@ -239,12 +249,7 @@ fn load_cpu<'py>(
         Ok(())
     };
     let logs = paths(logs);
-    let files = RunFiles {
-        read: std::iter::once(PathBuf::from(&checkpoint))
-            .chain(logs.iter().cloned())
-            .collect(),
-        ..Default::default()
-    };
+    let files = reading(&checkpoint, &logs);
     let report = measured("load", files, |m| {
         let report = mmsb::replay::run_on_cpu(checkpoint.as_ref(), &logs, &options, &mut visit)?;
         m.add(&report);
@@ -434,12 +439,7 @@ fn load_cuda<'py>(
 ) -> PyResult<Bound<'py, PyTuple>> {
     let selector = selector(py, pages)?;
     let logs = paths(logs);
-    let files = RunFiles {
-        read: std::iter::once(PathBuf::from(&checkpoint))
-            .chain(logs.iter().cloned())
-            .collect(),
-        ..Default::default()
-    };
+    let files = reading(&checkpoint, &logs);
     let replayed = py
         .detach(|| {
             measured("load", files, |m| {

@@ -460,17 +460,22 @@ mod tests {
         v.to_string()
     }
 
-    #[test]
-    fn a_follower_reads_only_the_last_segment_it_saw_and_shows_what_a_fresh_snapshot_shows() {
+    /// A log whose segments hold a few records each, and its writer.
+    fn small_segments() -> (tempfile::TempDir, PathBuf, LogWriter) {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("x.log");
-        let logs = std::slice::from_ref(&log);
-        // Small segments: a few records each.
         let options = LogOptions {
             segment_size: 200,
             ..LogOptions::default()
         };
-        let mut w = LogWriter::create(&log, StateHash([7; 32]), 1, options).unwrap();
+        let w = LogWriter::create(&log, StateHash([7; 32]), 1, options).unwrap();
+        (dir, log, w)
+    }
+
+    #[test]
+    fn a_follower_reads_only_the_last_segment_it_saw_and_shows_what_a_fresh_snapshot_shows() {
+        let (_dir, log, mut w) = small_segments();
+        let logs = std::slice::from_ref(&log);
         let mut follower = LogFollower::new(logs, 3);
         let mut epoch = 0;
         for round in 0..4 {
@@ -501,14 +506,8 @@ mod tests {
 
     #[test]
     fn a_follower_reads_the_whole_log_again_when_a_counted_segment_changed() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("x.log");
+        let (_dir, log, mut w) = small_segments();
         let logs = std::slice::from_ref(&log);
-        let options = LogOptions {
-            segment_size: 200,
-            ..LogOptions::default()
-        };
-        let mut w = LogWriter::create(&log, StateHash([7; 32]), 1, options).unwrap();
         for epoch in 1..=12 {
             w.append(&delta(epoch % 3, epoch)).unwrap();
         }
