@@ -810,38 +810,28 @@ pub fn append_delta(dir: &Path, pages: &[ChangedPage<'_>], step: StepOptions) ->
         return Ok(report);
     }
     let phase = std::time::Instant::now();
-    // Encoded and compressed in parallel, appended in order.
+    // Encoded, compressed and framed in parallel, appended in order.
     let now = crate::timing::now_ns();
     let first_seq = w.next_seq();
-    let compression = w.compression();
-    let stored = records
-        .par_iter()
-        .enumerate()
-        .map(|(i, (id, write))| {
-            let delta = Delta {
-                page_id: *id,
-                epoch: first_seq + i as u64,
-                timestamp_ns: now,
-                source: "mmsb delta".into(),
-                op: write.op(),
-            };
-            let payload = delta.encode()?;
-            let len = payload.len() as u64;
-            let (flags, bytes) = match crate::format::log::compress(&payload, compression) {
-                (flags, std::borrow::Cow::Owned(z)) => (flags, z),
-                (flags, std::borrow::Cow::Borrowed(_)) => (flags, payload),
-            };
-            Ok((delta.kind(), len, flags, bytes))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let payload_bytes = std::sync::atomic::AtomicU64::new(0);
     w.begin_group()?;
-    for (kind, payload_len, flags, bytes) in &stored {
-        let seq = w.append_stored(*kind, *flags, bytes)?;
-        report.payload_bytes += payload_len;
-        report.first_seq.get_or_insert(seq);
-        report.last_seq = Some(seq);
-        report.records += 1;
-    }
+    w.append_many_in_group(records.len(), |i| {
+        let (id, write) = &records[i];
+        let delta = Delta {
+            page_id: *id,
+            epoch: first_seq + i as u64,
+            timestamp_ns: now,
+            source: "mmsb delta".into(),
+            op: write.op(),
+        };
+        let payload = delta.encode()?;
+        payload_bytes.fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok((delta.kind(), payload))
+    })?;
+    report.records = records.len() as u64;
+    report.first_seq = Some(first_seq);
+    report.last_seq = Some(first_seq + records.len() as u64 - 1);
+    report.payload_bytes = payload_bytes.into_inner();
     w.commit_group()?;
     report.log_bytes_written = w.bytes_appended();
     t.write = ms(phase);

@@ -689,18 +689,21 @@ pub fn log_flush(
     source: &str,
 ) -> Result<LoggedFlush> {
     w.begin_group()?;
-    let (mut first, mut output_bytes) = (None, 0);
-    for c in changes {
-        let seq = w.append(&Delta {
+    let epochs: Vec<u64> = changes.iter().map(|c| epoch(c.index)).collect();
+    let output_bytes = changes.iter().map(|c| c.hi - c.lo).sum();
+    // A flush may change most of a million pages: their records are framed in parallel.
+    let first = w.append_many_in_group(changes.len(), |i| {
+        let c = &changes[i];
+        let delta = Delta {
             page_id: engine.id(c.index),
-            epoch: epoch(c.index),
+            epoch: epochs[i],
             timestamp_ns,
             source: source.into(),
             op: Op::Sparse(vec![(c.lo, &engine.page(c.index)[c.lo as usize..c.hi as usize])]),
-        })?;
-        first.get_or_insert(seq);
-        output_bytes += c.hi - c.lo;
-    }
+        };
+        Ok((delta.kind(), delta.encode()?))
+    })?;
+    let first = (!changes.is_empty()).then_some(first);
     let last_seq = w.append_graph(marker, timestamp_ns, source)?;
     w.commit_group()?;
     Ok(LoggedFlush {

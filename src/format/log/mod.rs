@@ -505,6 +505,60 @@ mod tests {
     }
 
     #[test]
+    fn records_framed_in_parallel_are_the_bytes_appended_one_by_one() {
+        // More than the group buffer (8 MiB) and than one task's chunk, with a record that
+        // compresses (Auto), so every path of the group's framing is taken.
+        let data: Vec<Vec<u8>> = (0..2500u64)
+            .map(|i| {
+                if i % 7 == 0 {
+                    vec![0; 4000]
+                } else {
+                    // Bytes that do not compress.
+                    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    (0..4000)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            x as u8
+                        })
+                        .collect()
+                }
+            })
+            .collect();
+        let opts = LogOptions {
+            compression: Compression::Auto,
+            ..LogOptions::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (one, many) = (dir.path().join("one.log"), dir.path().join("many.log"));
+        let mut w = LogWriter::create(&one, StateHash([7; 32]), 1, opts).unwrap();
+        w.begin_group().unwrap();
+        for (i, d) in data.iter().enumerate() {
+            w.append(&delta(i as u64, i as u64 + 1, d)).unwrap();
+        }
+        w.commit_group().unwrap();
+        w.finish().unwrap();
+        let mut w = LogWriter::create(&many, StateHash([7; 32]), 1, opts).unwrap();
+        w.begin_group().unwrap();
+        let first = w
+            .append_many_in_group(data.len(), |i| {
+                let d = delta(i as u64, i as u64 + 1, &data[i]);
+                Ok((d.kind(), d.encode()?))
+            })
+            .unwrap();
+        w.commit_group().unwrap();
+        w.finish().unwrap();
+        assert_eq!(first, 1);
+        let bytes = |l: &Path| std::fs::read(segment_path(l, 0)).unwrap();
+        assert!(bytes(&one).len() > 8 << 20);
+        assert!(bytes(&one) == bytes(&many), "the same frames, byte for byte");
+        let log = Log::open(&[&many]).unwrap();
+        assert!(log.problems().is_empty() && log.torn_tail().is_none());
+        assert_eq!(log.last_seq(), Some(2500));
+    }
+
+    #[test]
     fn records_read_back_across_rotated_segments() {
         let dir = tempfile::tempdir().unwrap();
         let opts = LogOptions {

@@ -363,6 +363,71 @@ impl LogWriter {
         Ok(seq)
     }
 
+    /// Appends `count` records to the open group as [`LogWriter::append_payload`] would one by
+    /// one, with their encoding, compression, framing and checksums done in parallel:
+    /// `record(i)` gives the `i`-th record's type and payload. Returns the first record's
+    /// sequence number (the next one when `count` is 0). Memory stays bounded: the records are
+    /// framed a wave of chunks at a time.
+    pub fn append_many_in_group(
+        &mut self,
+        count: usize,
+        record: impl Fn(usize) -> Result<(u8, Vec<u8>)> + Sync,
+    ) -> Result<u64> {
+        use rayon::prelude::*;
+        let first_seq = self.next_seq;
+        let Some(mut g) = self.group.take() else {
+            return Err(Error::LogWriter(WriterRefusal::NoGroupOpen));
+        };
+        let compression = self.options.compression;
+        // A few tasks per thread however few the records (a sync step has a few hundred large
+        // ones), at most 1,024 records a task (a propagation flush has a million small ones).
+        let wave = 4 * rayon::current_num_threads().max(1);
+        let chunk = count.div_ceil(wave).clamp(1, 1024);
+        let chunks: Vec<std::ops::Range<usize>> = (0..count)
+            .step_by(chunk)
+            .map(|from| from..(from + chunk).min(count))
+            .collect();
+        let mut result = Ok(());
+        'waves: for wave in chunks.chunks(wave) {
+            let framed: Vec<Result<(Vec<u8>, usize)>> = wave
+                .par_iter()
+                .map(|range| {
+                    let mut buf = Vec::new();
+                    let mut last_at = 0;
+                    for i in range.clone() {
+                        let (kind, payload) = record(i)?;
+                        let (flags, stored) = compress(&payload, compression);
+                        last_at = buf.len();
+                        let seq = first_seq + i as u64;
+                        encode_frame_into(&mut buf, seq, kind, flags | FLAG_GROUP_CONTINUES, &stored);
+                    }
+                    Ok((buf, last_at))
+                })
+                .collect();
+            for (range, chunk) in wave.iter().zip(framed) {
+                let (buf, last_at) = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        result = Err(e);
+                        break 'waves;
+                    }
+                };
+                // The frames before these are final (the group continues after them): written
+                // out, and these kept back in their place, uncopied.
+                if let Err(e) = self.write_pending(&mut g) {
+                    result = Err(e);
+                    break 'waves;
+                }
+                g.pending = buf;
+                g.last_at = last_at;
+                g.pending_frames = range.len() as u64;
+                self.next_seq += range.len() as u64;
+            }
+        }
+        self.group = Some(g);
+        result.map(|()| first_seq)
+    }
+
     #[cfg(test)]
     pub(super) fn append_frame(&mut self, frame: &[u8]) -> Result<u64> {
         self.write_frame(frame, true)?;
