@@ -363,7 +363,7 @@ impl LogWriter {
         Ok(seq)
     }
 
-    /// Appends `count` records to the open group as [`LogWriter::append_payload`] would one by
+    /// Appends `count` records to the open group as [`LogWriter::append`] would one by
     /// one, with their encoding, compression, framing and checksums done in parallel:
     /// `record(i)` gives the `i`-th record's type and payload. Returns the first record's
     /// sequence number (the next one when `count` is 0). Memory stays bounded: the records are
