@@ -42,4 +42,4 @@ MMSB_BIN=$PWD/target/debug/mmsb "$VENV/bin/python" -m pytest -q -rs python/tests
 cargo test --locked --test gpu
 # A short soak (issue "Hardening"): seeded from the clock, the seed is printed; a failure names
 # the round and seed that reproduce it (`mmsb stress --seed N`).
-cargo run --locked -q -- stress --duration 20s
+cargo run --locked -q -- stress --duration 12s
