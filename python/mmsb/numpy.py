@@ -108,13 +108,13 @@ def delta(
     """Appends what changed from ``old`` to ``new`` (same names, dtypes and shapes) to the sync
     log ``path`` as one atomic group: per changed tensor the smallest of a full, sparse or masked
     write; with ``compress=True``, zstd for each record it shrinks by a 32nd or more (changed
-    weights are close to random: it saves a few percent, for about 3 ms per MiB of one core). Arrays that are not C-contiguous are read through a contiguous
+    weights are close to random: it saves a few percent, for a core's time per step). Arrays that are not C-contiguous are read through a contiguous
     copy. A log that does not exist is created first, with ``old`` as its
     base state (its BASE record names every tensor); ``append=False`` refuses an existing log.
     ``mmsb.numpy.save(old, CKPT)`` writes the checkpoint the log applies to.
     ``durable=False`` leaves the step to the OS instead of syncing it to disk before returning:
     it survives this process being killed at any instant (the group stays whole), not a power
-    loss; for a log that only carries steps to another process on this machine (on tmpfs, such
+    loss; for a log that only carries steps to another process on the same host (on tmpfs, such
     as ``/dev/shm``, syncs cost nothing anyway)."""
     _same_keys(old, new)
     arrays = {}

@@ -195,7 +195,7 @@ def delta(
     one device) to the sync log ``path`` as one atomic group: the RL weight-sync loop's trainer
     side. Per changed tensor the smallest of a full, sparse or masked write; with
     ``compress=True``, zstd for each record it shrinks by a 32nd or more (changed weights are
-    close to random: it saves a few percent, for about 3 ms per MiB of one core).
+    close to random: it saves a few percent, for a core's time per step).
 
     All tensors must be on one device (the CPU or one CUDA device). On CUDA one kernel compares
     every pair at once, and only the 256-byte windows that differ travel to the host (old and
@@ -207,7 +207,7 @@ def delta(
     copy.
     ``durable=False`` leaves the step to the OS instead of syncing it to disk before returning:
     it survives this process being killed at any instant (the group stays whole), not a power
-    loss; for a log that only carries steps to another process on this machine (on tmpfs, such
+    loss; for a log that only carries steps to another process on the same host (on tmpfs, such
     as ``/dev/shm``, syncs cost nothing anyway)."""
     _same_keys(old, new)
     pairs = {}

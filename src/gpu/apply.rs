@@ -157,7 +157,7 @@ impl UploadLayout {
 }
 
 /// Runs `f` on threads for building the checksum descriptors of a log, which happens beside the
-/// plan: on the global pool, it queued behind the plan's tasks (6-12 ms for a million records).
+/// plan: on the global pool it would queue behind the plan's tasks and finish only after them.
 /// On the calling thread if that pool cannot be started.
 fn on_check_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
@@ -421,7 +421,7 @@ impl DevicePageStore {
                 if walker.is_some() {
                     // The copy threads do the plan's walk too: every core, in no more staging
                     // than a large load's (kept pinned from the checkpoint's load: pinning more
-                    // cost the first run 50 ms).
+                    // is slow, and a first run would pay for it).
                     let staging = pipe.staging_len();
                     pipe.threads = std::thread::available_parallelism().map_or(pipe.threads, |n| n.get());
                     pipe.slot = (staging / (2 * pipe.threads)) / 4096 * 4096;

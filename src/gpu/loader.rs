@@ -126,7 +126,8 @@ impl Pipeline {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let large = bytes > 256 << 20;
         match mode {
-            // One thread pinning 16 MiB pieces of the mapping (the probe's 4.8 ms recipe).
+            // One thread pinning 16 MiB pieces of the mapping and copying straight from them
+            // (docs/GPU.md), as the gpu-limits probe moves a mapped file fastest.
             ReadMode::PinMapping => Pipeline {
                 threads: 1,
                 slot: 16 << 20,

@@ -1302,9 +1302,9 @@ fn count_tiles(b: &mut WriteBatch, total: usize, tile_base: &[u64], ntiles: usiz
             c
         })
         .collect();
-    // Counts become each part's first position per tile, in parallel over ranges of tiles (one
-    // by one, 16,384 tiles of 32 parts took 0.5-1 ms): each tile's entries, then where each
-    // tile's list starts, then each part's place in its tile.
+    // Counts become each part's first position per tile, in parallel over ranges of tiles (the
+    // tiles are independent, and a serial pass over them sits on the plan's critical path):
+    // each tile's entries, then where each tile's list starts, then each part's place in its tile.
     const TILES_PER_TASK: usize = 1024;
     let tile_total: Vec<u32> = (0..ntiles)
         .into_par_iter()
@@ -1346,7 +1346,8 @@ fn count_tiles(b: &mut WriteBatch, total: usize, tile_base: &[u64], ntiles: usiz
             }
         })
         .collect();
-    // Made in parallel: a million entries one by one took 2 ms, faulting in their pages.
+    // Made in parallel: the allocation's pages are faulted in by the first write, which one
+    // thread would do serially.
     let entries: Vec<AtomicU32> = (0..total).into_par_iter().map(|_| AtomicU32::new(0)).collect();
     groups.par_iter().zip(counts.par_iter_mut()).for_each(|(g, next)| {
         for &(start, ws) in g {

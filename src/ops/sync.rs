@@ -665,13 +665,13 @@ fn span_bytes<'a>(windows: &[(u64, &'a [u8], &'a [u8])], from: u64, to: u64) -> 
 /// How [`append_delta`] writes a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepOptions {
-    /// Payload compression (changed weights are close to random: zstd saves a few percent of
-    /// them, for about 3 ms per MiB of one core).
+    /// Payload compression (changed weights are close to random: zstd saves only a few percent
+    /// of them, and costs a core's time per step).
     pub compression: Compression,
     /// The step is on disk when the call returns (fdatasync, and its new segment's file and
     /// name synced). Without, it is left to the OS ([`Durability::NoSync`]): it survives the
     /// writer's death at any instant, not a power loss; for a log that only carries steps to
-    /// another process on this machine and is made again if lost.
+    /// another process on the same host and is made again if lost.
     pub durable: bool,
 }
 

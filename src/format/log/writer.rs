@@ -201,11 +201,6 @@ impl LogWriter {
         })
     }
 
-    /// The compression policy records are appended under.
-    pub fn compression(&self) -> Compression {
-        self.options.compression
-    }
-
     /// The sequence number the next record gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -330,13 +325,6 @@ impl LogWriter {
     /// copied unchanged from another log.
     pub(crate) fn append_payload(&mut self, kind: u8, payload: &[u8]) -> Result<u64> {
         let (flags, stored) = compress(payload, self.options.compression);
-        self.append_stored(kind, flags, &stored)
-    }
-
-    /// Appends a payload of record type `kind` as [`compress`] left it under this writer's
-    /// policy (`flags` says whether it is compressed): for a caller that encodes and compresses
-    /// many records in parallel before appending them in order.
-    pub(crate) fn append_stored(&mut self, kind: u8, flags: u8, stored: &[u8]) -> Result<u64> {
         let seq = self.next_seq;
         if let Some(mut g) = self.group.take() {
             // The frames before this one are final (the group continues after them): write
@@ -348,7 +336,7 @@ impl LogWriter {
             };
             if written.is_ok() {
                 g.last_at = g.pending.len();
-                encode_frame_into(&mut g.pending, seq, kind, flags | FLAG_GROUP_CONTINUES, stored);
+                encode_frame_into(&mut g.pending, seq, kind, flags | FLAG_GROUP_CONTINUES, &stored);
                 g.pending_frames += 1;
                 self.next_seq += 1;
             }
@@ -356,7 +344,7 @@ impl LogWriter {
             written?;
             return Ok(seq);
         }
-        let frame = encode_frame(seq, kind, flags, stored);
+        let frame = encode_frame(seq, kind, flags, &stored);
         self.write_frame(&frame, true)?;
         self.next_seq += 1;
         self.after_write()?;
