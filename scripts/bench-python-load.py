@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""mmsb.torch.load onto cuda:0 against safetensors.torch.load_file(device="cuda:0"), in one
-Python process after CUDA start, on the same model-shaped file (make_shaped_model.py, about
-87 MiB of F32), warm (the file in the page cache), interleaved rounds, medians. Also prints the
-Python call's overhead: its wall time minus the time the replay report gives for the same load.
-Usage: bench-python-load.py WORKDIR [ROUNDS]"""
+"""mmsb.torch.load against safetensors.torch.load_file, onto the same device, in one Python
+process (after CUDA start, on a GPU), on the same model-shaped file (make_shaped_model.py, about
+87 MiB of F32), warm (the file in the page cache), interleaved rounds, medians. On a GPU it also
+prints the Python call's overhead: its wall time minus the time the replay report gives for the
+same load. On the CPU each round also reads every loaded tensor once (a sum), so that a load
+that maps rather than copies pays for its page faults inside the round.
+Usage: bench-python-load.py WORKDIR [ROUNDS] [DEVICE]   (DEVICE cuda:0, the default, or cpu)"""
 import json
 import os
 import pathlib
@@ -21,6 +23,8 @@ from mmsb import _mmsb
 
 work = pathlib.Path(sys.argv[1])
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 9
+device = sys.argv[3] if len(sys.argv) > 3 else "cuda:0"
+on_gpu = device != "cpu"
 work.mkdir(parents=True, exist_ok=True)
 here = pathlib.Path(__file__).resolve().parent
 st = work / "model.safetensors"
@@ -29,36 +33,51 @@ if not st.exists():
     subprocess.run([sys.executable, str(here / "make_shaped_model.py"), str(st)], check=True)
 subprocess.run([os.environ.get("MMSB_BIN", "mmsb"), "import", str(st), "--output", str(ck)], check=True,
                capture_output=True)
-torch.cuda.init()
-torch.empty(1, device="cuda:0")  # CUDA started before any timed call
+if on_gpu:
+    torch.cuda.init()
+    torch.empty(1, device=device)  # CUDA started before any timed call
 for path in (st, ck):
     path.read_bytes()  # warm: in the page cache
 
+def read_all(tensors):
+    for t in tensors.values():
+        t.sum()
+    return tensors
+
+
 def timed(fn):
-    torch.cuda.synchronize()
+    if on_gpu:
+        torch.cuda.synchronize()
     t = time.perf_counter()
-    out = fn()
-    torch.cuda.synchronize()
+    out = fn() if on_gpu else read_all(fn())
+    if on_gpu:
+        torch.cuda.synchronize()
     return (time.perf_counter() - t) * 1e3, out
 
-times = {"mmsb.torch.load": [], "safetensors load_file": [], "overhead": []}
+times = {"mmsb.torch.load": [], "safetensors load_file": []}
+if on_gpu:
+    times["overhead"] = []
 for r in range(rounds + 1):
-    ms_st, ref = timed(lambda: load_file(str(st), device="cuda:0"))
-    ms_mm, got = timed(lambda: mmsb.torch.load(ck, device="cuda:0"))
-    # The native call alone, for the report's own total of the same load.
-    t = time.perf_counter()
-    report, _pages = _mmsb.load_cuda(str(ck), [], 0)
-    wall = (time.perf_counter() - t) * 1e3
-    total = json.loads(report)["timings_ms"]["total"]
+    ms_st, ref = timed(lambda: load_file(str(st), device=device))
+    ms_mm, got = timed(lambda: mmsb.torch.load(ck, device=device))
+    if on_gpu:
+        # The native call alone, for the report's own total of the same load.
+        t = time.perf_counter()
+        report, _pages = _mmsb.load_cuda(str(ck), [], torch.device(device).index or 0)
+        wall = (time.perf_counter() - t) * 1e3
+        total = json.loads(report)["timings_ms"]["total"]
+        del _pages
     if r == 0:
         assert all(torch.equal(got[k], ref[k]) for k in ref), "mmsb and safetensors disagree"
         continue  # the first round warms allocators and kernels
     times["mmsb.torch.load"].append(ms_mm)
     times["safetensors load_file"].append(ms_st)
-    times["overhead"].append(wall - total)
-    del got, ref, _pages
+    if on_gpu:
+        times["overhead"].append(wall - total)
+    del got, ref
 mib = ck.stat().st_size / 2**20
-print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, {mib:.0f} MiB checkpoint, {rounds} rounds, medians")
+name = torch.cuda.get_device_name(torch.device(device)) if on_gpu else f"CPU ({os.cpu_count()} cores)"
+print(f"{name}, torch {torch.__version__}, {mib:.0f} MiB checkpoint, {rounds} rounds, medians")
 for k, v in times.items():
     print(f"{k}: {statistics.median(v):.2f} ms (range {min(v):.2f}-{max(v):.2f})")
 print(f"speedup: {statistics.median(times['safetensors load_file']) / statistics.median(times['mmsb.torch.load']):.2f}x")

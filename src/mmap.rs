@@ -13,6 +13,26 @@ use crate::error::{Error, Result};
 /// A read-only mapping of a whole file (or an empty slice for an empty file).
 pub struct ReadOnlyMap {
     map: Option<memmap2::Mmap>,
+    file: FileIdentity,
+}
+
+/// Which file a mapping was made of: its device, inode and length when mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+}
+
+impl FileIdentity {
+    fn of(meta: &std::fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+        }
+    }
 }
 
 impl ReadOnlyMap {
@@ -39,9 +59,12 @@ impl ReadOnlyMap {
             )));
         }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        if len == 0 {
-            return Ok(ReadOnlyMap { map: None });
+        let identity = FileIdentity::of(&file.metadata().map_err(|e| Error::io(path, e))?);
+        if identity.len == 0 {
+            return Ok(ReadOnlyMap {
+                map: None,
+                file: identity,
+            });
         }
         let mut options = memmap2::MmapOptions::new();
         if populate {
@@ -52,7 +75,10 @@ impl ReadOnlyMap {
         // for the mapping's lifetime.
         let map = unsafe { options.map(&file) }.map_err(|e| Error::io(path, e))?;
         let _ = map.advise(memmap2::Advice::Sequential);
-        Ok(ReadOnlyMap { map: Some(map) })
+        Ok(ReadOnlyMap {
+            map: Some(map),
+            file: identity,
+        })
     }
 
     /// The mapped bytes.
@@ -68,6 +94,50 @@ impl ReadOnlyMap {
     /// True for an empty file (nothing is mapped).
     pub fn is_empty(&self) -> bool {
         self.bytes().is_empty()
+    }
+}
+
+/// A private, copy-on-write mapping of a whole file: the bytes read are the file's, and a write
+/// changes this process's copy of the OS page it falls in, never the file. Handed to code that
+/// writes to what it is given (a Python array or tensor) while the file stays as it was.
+pub struct PrivateMap {
+    map: memmap2::MmapMut,
+}
+
+impl PrivateMap {
+    /// Maps `path` copy-on-write, where `path` is still the file `read` was mapped from (same
+    /// device, inode and length), so that an offset found in `read` names the same bytes here.
+    /// Refused when the file was replaced or has changed length since, or is empty.
+    pub fn of_same_file(path: &Path, read: &ReadOnlyMap) -> Result<PrivateMap> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let identity = FileIdentity::of(&file.metadata().map_err(|e| Error::io(path, e))?);
+        if identity != read.file || identity.len == 0 {
+            return Err(Error::Invalid(format!(
+                "{}: not the file that was read (replaced, or its length changed)",
+                path.display()
+            )));
+        }
+        // SAFETY: the mapping is private, so no write through it reaches the file or another
+        // process; per the module contract the file is not truncated or modified in place while
+        // mapped, so the bytes behind it stay valid for the mapping's lifetime.
+        let map = unsafe { memmap2::MmapOptions::new().map_copy(&file) }.map_err(|e| Error::io(path, e))?;
+        Ok(PrivateMap { map })
+    }
+
+    /// The address of the first mapped byte. Only an address: the holder of the mapping writes
+    /// through it (no Rust reference to the bytes is handed out, so none can see them change).
+    pub fn address(&self) -> usize {
+        self.map.as_ptr() as usize
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Never true: an empty file is not mapped.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 }
 

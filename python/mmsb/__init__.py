@@ -251,7 +251,8 @@ def diff(
 
 def _load_pages(path, logs, to_seq, pages, alias=False):
     """The replayed pages, as ``(id, name, dtype, shape, bytes)``: ``bytes`` a ``bytearray``, or
-    with ``alias`` a read-only view of the mapped file for pages no record changed."""
+    with ``alias`` a private (copy-on-write) mapping of the file's bytes for pages no record
+    changed."""
     selection = None if pages is None else [str(p) for p in _paths(pages)]
     _report, loaded = _mmsb.load_cpu(os.fspath(path), _paths(logs), to_seq, selection, alias)
     return loaded

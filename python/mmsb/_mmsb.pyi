@@ -1,6 +1,6 @@
 """The native module: thin calls into the mmsb library. Use the ``mmsb`` package's functions."""
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 __version__: str
 
@@ -33,9 +33,21 @@ def diff(
     ranges: int = 10,
 ) -> str: ...
 def verify(paths_given: List[str], rederive: bool = False) -> str: ...
+class MappedBytes:
+    """A page's bytes in a private, copy-on-write mapping of the checkpoint (numpy's array
+    interface; writable, and a write never reaches the file)."""
+
+    @property
+    def __array_interface__(self) -> Dict[str, Any]: ...
+    def __len__(self) -> int: ...
+
 def load_cpu(
-    checkpoint: str, logs: List[str], to_seq: Optional[int] = None, pages: Optional[List[str]] = None
-) -> Tuple[str, List[Tuple[int, Optional[str], Optional[str], Optional[List[int]], bytearray]]]: ...
+    checkpoint: str,
+    logs: List[str],
+    to_seq: Optional[int] = None,
+    pages: Optional[List[str]] = None,
+    alias: bool = False,
+) -> Tuple[str, List[Tuple[int, Optional[str], Optional[str], Optional[List[int]], Union[bytearray, MappedBytes]]]]: ...
 def save(
     path: str, tensors: List[Tuple[str, str, List[int], int, Any]], metadata: Optional[Dict[str, str]] = None
 ) -> str: ...

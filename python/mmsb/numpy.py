@@ -40,9 +40,10 @@ def load(
     (ids, ranges, name globs). A page with no dtype comes back as its bytes (``uint8``); a
     dtype numpy lacks (``BF16``, the ``F8`` kinds) is refused, naming the tensor.
 
-    A page that no log record changed is not copied: its array is a read-only view of the
-    mapped checkpoint file (``array.flags.writeable`` is False; ``array.copy()`` gives a
-    writable one), kept mapped while the array lives. Pages a record changed are copies."""
+    A page that no log record changed is not copied: its array is a view of a private,
+    copy-on-write mapping of the checkpoint, kept mapped while the array lives; it is writable,
+    and a write changes this process's copy of the bytes, never the file. Pages a record changed
+    are copies."""
     out = {}
     for page_id, name, dtype, shape, data in _load_pages(path, logs, to_seq, pages, alias=True):
         key = _tensor_key(page_id, name)

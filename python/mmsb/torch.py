@@ -8,6 +8,13 @@ from typing import Dict, Iterable, Optional, Sequence, Union
 
 import torch
 
+try:
+    # The CPU load hands the mapped checkpoint's pages to torch through numpy's array
+    # interface (torch.from_numpy); without numpy every page is copied.
+    import numpy as _np
+except ImportError:
+    _np = None
+
 from . import Applied, Delta, Error, _applied, _load_pages, _mmsb, _paths, _same_keys, _sync_delta, _tensor_key
 
 __all__ = ["apply", "delta", "load", "save"]
@@ -56,7 +63,10 @@ def load(
     On ``cuda:N`` the load is ``mmsb replay --device cuda:N``'s, in this process: the tensors
     alias mmsb's device memory (DLPack, no copy after the load), which is freed when the last of
     them is; ``verify=True`` checks every page's CRC32C on the device. On the CPU every page's
-    CRC32C and every log record are always checked, and each tensor is one copy."""
+    CRC32C and every log record are always checked; a page no log record changed is not copied
+    (where numpy is installed): its tensor aliases a private, copy-on-write mapping of the
+    checkpoint, writable, and a write to it changes this process's copy, never the file. Pages a
+    record changed are copies."""
     dev = torch.device(device)
     selection = None if pages is None else [str(p) for p in pages]
     logs = [os.fspath(p) for p in ([logs] if isinstance(logs, (str, os.PathLike)) else logs)]
@@ -76,18 +86,19 @@ def load(
         return out
     if dev.type != "cpu":
         raise Error(f"mmsb.torch.load: device {device!r}: mmsb loads onto the CPU or a CUDA device")
-    for page_id, name, dtype, shape, data in _load_pages(path, logs, to_seq, pages):
+    for page_id, name, dtype, shape, data in _load_pages(path, logs, to_seq, pages, alias=_np is not None):
         key = _tensor_key(page_id, name)
-        if dtype is None:
-            out[key] = torch.frombuffer(data, dtype=torch.uint8) if len(data) else torch.empty(0, dtype=torch.uint8)
-            continue
-        t_dtype = _DTYPES.get(dtype)
+        t_dtype = torch.uint8 if dtype is None else _DTYPES.get(dtype)
         if t_dtype is None:
             raise Error(f"{key}: dtype {dtype} has no torch equivalent in torch {torch.__version__}")
         if len(data) == 0:
-            out[key] = torch.empty(shape, dtype=t_dtype)
+            out[key] = torch.empty(shape if dtype is not None else 0, dtype=t_dtype)
+            continue
+        if isinstance(data, bytearray):
+            raw = torch.frombuffer(data, dtype=torch.uint8)
         else:
-            out[key] = torch.frombuffer(data, dtype=t_dtype).reshape(shape)
+            raw = torch.from_numpy(_np.asarray(data))
+        out[key] = raw if dtype is None else raw.view(t_dtype).reshape(shape)
     return out
 
 

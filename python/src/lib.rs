@@ -174,11 +174,12 @@ fn verify(py: Python<'_>, paths_given: Vec<String>, rederive: bool) -> PyResult<
     serde_json::to_string(&report).map_err(|e| Error::new_err(e.to_string()))
 }
 
-/// A page's bytes read in place from the checkpoint's mapping, read-only: numpy takes them
-/// through `__array_interface__` (the array keeps this object, and so the mapping, alive).
+/// A page's bytes in place in a private (copy-on-write) mapping of the checkpoint: numpy takes
+/// them through `__array_interface__` (the array keeps this object, and so the mapping, alive),
+/// writable, and a write changes this process's copy, never the file.
 #[pyclass(frozen, module = "mmsb._mmsb")]
 struct MappedBytes {
-    map: Arc<mmsb::mmap::ReadOnlyMap>,
+    map: Arc<mmsb::mmap::PrivateMap>,
     offset: usize,
     len: usize,
 }
@@ -188,11 +189,10 @@ impl MappedBytes {
     #[getter]
     fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         let d = pyo3::types::PyDict::new(py);
-        let addr = self.map.bytes()[self.offset..].as_ptr() as usize;
         d.set_item("version", 3)?;
         d.set_item("shape", (self.len,))?;
         d.set_item("typestr", "|u1")?;
-        d.set_item("data", (addr, true))?;
+        d.set_item("data", (self.map.address() + self.offset, false))?;
         Ok(d)
     }
 
@@ -204,7 +204,8 @@ impl MappedBytes {
 /// Replays `checkpoint` plus `logs` on the CPU (every page's CRC32C and every record checked)
 /// and returns `(report_json, pages)`, `pages` a list of `(id, name, dtype, shape, bytes)` in
 /// id order (`name`, `dtype` and `shape` None where the page has none). `bytes` is a
-/// `bytearray` (a copy), or with `alias` a `MappedBytes` for a page no record changed.
+/// `bytearray` (a copy), or with `alias` a `MappedBytes` for a page no record changed (where the
+/// checkpoint can be mapped privately; a copy otherwise).
 #[pyfunction]
 #[pyo3(signature = (checkpoint, logs, to_seq=None, pages=None, alias=false))]
 fn load_cpu<'py>(
@@ -223,19 +224,26 @@ fn load_cpu<'py>(
     };
     let out = PyList::empty(py);
     let mut visit = |state: &mmsb::replay::State<'_>| -> mmsb::Result<()> {
+        // The same file as the one read, mapped again privately: the offsets found in the
+        // read-only mapping name the same bytes in it. Where that cannot be had (the file was
+        // replaced since), pages are copied.
+        let private = match state.mapping().filter(|_| alias) {
+            Some(read) => mmsb::mmap::PrivateMap::of_same_file(checkpoint.as_ref(), read)
+                .ok()
+                .map(|p| (read, Arc::new(p))),
+            None => None,
+        };
         for (id, page) in state.pages() {
             let (dtype, shape) = match &page.meta.tensor {
                 Some(t) => (Some(t.dtype.clone()), Some(t.shape.clone())),
                 None => (None, None),
             };
-            let bytes = match state.mapping().filter(|_| alias && page.is_mapped()) {
-                Some(map) => {
-                    let offset = page.data().as_ptr() as usize - map.bytes().as_ptr() as usize;
-                    let len = page.data().len();
+            let bytes = match private.as_ref().filter(|_| page.is_mapped()) {
+                Some((read, map)) => {
                     let mapped = MappedBytes {
                         map: map.clone(),
-                        offset,
-                        len,
+                        offset: page.data().as_ptr() as usize - read.bytes().as_ptr() as usize,
+                        len: page.data().len(),
                     };
                     Bound::new(py, mapped)
                         .map_err(|e| mmsb::Error::Invalid(e.to_string()))?

@@ -65,16 +65,28 @@ def test_numpy_load_replays_a_log_and_stops_where_asked(model):
     assert_same(mmsb.numpy.load(d / "a.ckpt", logs=[d / "a.log"], to_seq=0), first)
 
 
+def memory_owner(a):
+    while isinstance(a, np.ndarray) and a.base is not None:
+        a = a.base
+    return a
+
+
 def test_numpy_load_aliases_the_file_for_pages_no_record_changed(model):
     d, _, second = model
+    before = (d / "a.ckpt").read_bytes()
     loaded = mmsb.numpy.load(d / "a.ckpt", logs=[d / "a.log"])
-    # The log changed emb.weight and codes: those are writable copies; the rest view the file.
+    # The log changed emb.weight and codes: those are copies; the rest view the mapped file.
     changed = {"emb.weight", "codes"}
     for name, a in loaded.items():
-        assert a.flags.writeable == (name in changed), name
-    with pytest.raises(ValueError):
-        loaded["raw"][0] = 1
+        assert (type(memory_owner(a)).__name__ == "MappedBytes") == (name not in changed), name
+        assert a.flags.writeable, name
+    # A write changes this process's copy only: the file, and a second load, keep the bytes.
+    loaded["raw"][0] ^= 0xFF
+    assert loaded["raw"][0] != second["raw"][0]
+    assert (d / "a.ckpt").read_bytes() == before
+    assert np.array_equal(mmsb.numpy.load(d / "a.ckpt")["raw"], second["raw"])
     # A view outlives everything else that referred to the mapping, and reads the same bytes.
+    loaded["raw"][0] ^= 0xFF
     raw = loaded.pop("raw")
     del loaded
     gc.collect()
@@ -212,6 +224,34 @@ def test_torch_load_reads_what_safetensors_torch_reads(tmp_path):
         with pytest.raises(mmsb.Error) as caught:
             mmsb.torch.load(tmp_path / "t.ckpt", device="cuda:0")
         assert caught.value.kind == "gpu" and caught.value.exit_code == 2
+
+
+@needs_torch
+def test_torch_load_on_the_cpu_aliases_unchanged_pages_and_never_writes_the_file(model):
+    import mmsb.torch
+
+    d, _, second = model
+    before = (d / "a.ckpt").read_bytes()
+    loaded = mmsb.torch.load(d / "a.ckpt", logs=[d / "a.log"])
+    for name, want in second.items():
+        assert torch.equal(loaded[name], torch.from_numpy(want)), name
+    # An unchanged page's tensor is the mapping's bytes: pages lie as far apart as in the file.
+    offset = {p.name: p.offset for p in mmsb.open(d / "a.ckpt").pages}
+    for name in ("ln.bias", "steps", "mask", "raw"):
+        assert loaded[name].data_ptr() - loaded["raw"].data_ptr() == offset[name] - offset["raw"], name
+    # Two loads give two private copies of one file; a write to one shows in neither the other
+    # nor the file.
+    again = mmsb.torch.load(d / "a.ckpt")
+    loaded["raw"][0] ^= 0xFF
+    loaded["ln.bias"].mul_(2)
+    assert int(again["raw"][0]) == int(second["raw"][0]) != int(loaded["raw"][0])
+    assert torch.equal(again["ln.bias"], torch.from_numpy(second["ln.bias"]))
+    assert (d / "a.ckpt").read_bytes() == before
+    # The mapping outlives the dict and the load that made it.
+    bias = loaded.pop("ln.bias")
+    del loaded, again
+    gc.collect()
+    assert torch.equal(bias, torch.from_numpy(second["ln.bias"]) * 2)
 
 
 def test_numpy_save_writes_what_load_and_the_command_line_read(tmp_path):
