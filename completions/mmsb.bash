@@ -1378,7 +1378,7 @@ _mmsb() {
             return 0
             ;;
         mmsb__subcmd__watch)
-            opts="-h --once --json --interval --top --wait --metrics-file --help"
+            opts="-h --once --json --interval --top --device --wait --metrics-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1389,6 +1389,10 @@ _mmsb() {
                     return 0
                     ;;
                 --top)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

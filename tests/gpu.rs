@@ -841,3 +841,84 @@ fn gpu_sync_log_steps_apply_onto_device_memory_the_caller_owns() {
     );
     assert_eq!(on_device(&states[5]), states[5]);
 }
+
+#[test]
+#[ignore = "needs a CUDA device: scripts/gpu-test.sh runs it with --include-ignored"]
+fn gpu_watch_keeps_a_device_copy_current_as_the_log_grows() {
+    use mmsb::format::log::{LogOptions, LogWriter};
+    use mmsb::format::record::{Delta, Op};
+    use mmsb::ops::watch::DeviceMirror;
+    let Some(gpu) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (ck, lg) = (dir.path().join("w.ckpt"), dir.path().join("w.log"));
+    let o = small_log();
+    generate(&ck, Some(&lg), &o).unwrap();
+    let mut mirror = DeviceMirror::start(&ck, std::slice::from_ref(&lg), 0, Some(gpu.clone())).unwrap();
+    let first = mirror.follow().unwrap();
+    assert_eq!(first.records_applied, o.deltas);
+    assert_eq!(first.device, "cuda:0");
+    assert!(first.memory_used_bytes >= first.bytes_resident && first.memory_total_bytes > 0);
+    let cpu_state = |lg: &Path| {
+        let ckpt = Checkpoint::open(&ck).unwrap();
+        let log = Log::open(&[lg]).unwrap();
+        let mut cpu = State::from_checkpoint(&ckpt, PageCheck::Check).unwrap();
+        cpu.replay(&log, ReplayLimit::default()).unwrap();
+        cpu.pages()
+            .map(|(id, p)| (id, p.epoch, p.data().to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let before = cpu_state(&lg);
+    assert_eq!(first.pages_resident, before.len() as u64);
+    // Three groups of writes to every page that has bytes, appended while the copy exists.
+    let written: Vec<_> = before.iter().filter(|(_, _, data)| !data.is_empty()).collect();
+    let mut w = LogWriter::open(&lg, LogOptions::default()).unwrap();
+    let bytes = [0x5au8; 40];
+    for step in 1..=3u64 {
+        w.begin_group().unwrap();
+        for (id, epoch, data) in &written {
+            let at = (step * 977 + id * 31) % data.len() as u64;
+            let n = (data.len() as u64 - at).min(40) as usize;
+            w.append(&Delta {
+                page_id: *id,
+                epoch: epoch + step,
+                timestamp_ns: 0,
+                source: "test".into(),
+                op: Op::Sparse(vec![(at, &bytes[..n])]),
+            })
+            .unwrap();
+        }
+        w.commit_group().unwrap();
+    }
+    w.finish().unwrap();
+    let after = cpu_state(&lg);
+    assert_ne!(after, before);
+    let followed = mirror.follow().unwrap();
+    let appended = 3 * written.len() as u64;
+    assert_eq!(followed.records_applied, o.deltas + appended);
+    assert_eq!(
+        followed.applied_through_seq,
+        Some(first.applied_through_seq.unwrap() + appended)
+    );
+    for (id, epoch, data) in &after {
+        assert_eq!(&mirror.store().read_page(*id).unwrap(), data, "page {id}");
+        assert_eq!(mirror.store().page_info(*id).unwrap().0, *epoch, "epoch of page {id}");
+    }
+    // Nothing new: nothing applied. A record that resizes a page stops the copy, as it was.
+    assert_eq!(mirror.follow().unwrap().records_applied, followed.records_applied);
+    let mut w = LogWriter::open(&lg, LogOptions::default()).unwrap();
+    let (id, epoch, data) = &after[0];
+    w.append(&Delta {
+        page_id: *id,
+        epoch: epoch + 1,
+        timestamp_ns: 0,
+        source: "test".into(),
+        op: Op::Resize {
+            len: data.len() as u64 + 8,
+        },
+    })
+    .unwrap();
+    w.finish().unwrap();
+    let e = mirror.follow().unwrap_err().to_string();
+    assert!(e.contains("resizes a page"), "{e}");
+    assert_eq!(&mirror.store().read_page(*id).unwrap(), data);
+}

@@ -120,6 +120,49 @@ fn watch_without_a_terminal_asks_for_once_or_json() {
     assert!(common::stderr(&o).contains("--once"), "{}", common::stderr(&o));
 }
 
+/// `--device` keeps a copy on a GPU (tests/gpu.rs follows one); without a device to use, the
+/// command fails before showing anything, naming the device, and without a checkpoint there is
+/// nothing to copy. A snapshot without `--device` says so with a null `device`.
+#[test]
+fn a_device_copy_needs_a_checkpoint_and_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "gen",
+            "-o",
+            "m.ckpt",
+            "--pages",
+            "2",
+            "--total-size",
+            "4KiB",
+            "--deltas",
+            "3",
+        ],
+    );
+    let s = json(&ok(dir.path(), &["watch", "m.log", "m.ckpt", "--once", "--json"]));
+    assert!(s["device"].is_null(), "{s:#}");
+    let o = common::run(
+        dir.path(),
+        &["watch", "m.log", "--device", "cuda:0", "--once", "--json"],
+    );
+    assert_eq!(common::code(&o), 2);
+    assert!(common::stderr(&o).contains("CHECKPOINT"), "{}", common::stderr(&o));
+    let o = common::run(dir.path(), &["watch", "m.log", "m.ckpt", "--device", "gpu0", "--once"]);
+    assert_eq!(common::code(&o), 2);
+    assert!(common::stderr(&o).contains("expected cuda:N"), "{}", common::stderr(&o));
+    if mmsb::gpu::device_count().is_ok_and(|n| n > 0) {
+        return; // the device test is tests/gpu.rs's
+    }
+    let o = common::run(
+        dir.path(),
+        &["watch", "m.log", "m.ckpt", "--device", "cuda:0", "--once", "--json"],
+    );
+    assert_eq!(common::code(&o), 2);
+    assert!(common::stdout(&o).is_empty());
+    assert!(common::stderr(&o).contains("cuda:0"), "{}", common::stderr(&o));
+}
+
 /// `watch --json` streams a document per refresh until its reader goes away, then exits 0
 /// without a word (as `yes | head` does).
 #[test]

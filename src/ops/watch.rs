@@ -4,7 +4,8 @@
 //! frame's checksum checked, a segment's read lock held shared while it is mapped), so it never
 //! shows half a record or half a group, and an appender never waits for it: appends take no
 //! segment lock. The writer is named from the lock's pid file, read without touching the lock.
-//! Rates come from two snapshots ([`WatchSnapshot::with_rates_since`]).
+//! Rates come from two snapshots ([`WatchSnapshot::with_rates_since`]). A [`DeviceMirror`] keeps
+//! a copy of the state on a CUDA device and applies the log's new records to it at each refresh.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,8 @@ pub struct WatchSnapshot {
     pub base_matches_checkpoint: Option<bool>,
     /// Rates since the previous snapshot (`None` for the first).
     pub rates: Option<Rates>,
+    /// The copy of the state on a device, when one is kept ([`DeviceMirror`]).
+    pub device: Option<DeviceStatus>,
 }
 
 /// A page and how much the log writes to it.
@@ -342,6 +345,7 @@ impl LogFollower {
             base_matches_checkpoint: ckpt.and_then(|c| info.base_state_hash.map(|b| b == c.state_hash())),
             info,
             rates: None,
+            device: None,
         };
         // Segments before the last, clean, of a log without problems, and unchanged while they
         // were read, are counted for good (the last may still grow).
@@ -398,6 +402,184 @@ impl WatchSnapshot {
             by_type,
         });
         self
+    }
+}
+
+/// A copy of the watched state on a CUDA device, kept current as the log grows: replayed from
+/// the checkpoint and the log once (the replay front door's GPU path), then, at each
+/// [`DeviceMirror::follow`], the records after the last one applied are uploaded, checked on the
+/// device and applied to the pages where they are. It follows records that write pages; one
+/// that creates, deletes or resizes a page after the start stops it (a new mirror replays it).
+pub struct DeviceMirror {
+    store: crate::gpu::store::DevicePageStore,
+    paths: Vec<PathBuf>,
+    /// The checkpoint's head: the sections and metadata a plan is made against.
+    head: crate::format::checkpoint::CheckpointHead,
+    next_seq: u64,
+    records_applied: u64,
+    last_apply_ms: f64,
+}
+
+/// What a [`DeviceMirror`] holds and has done.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceStatus {
+    /// The device, as `cuda:N`.
+    pub device: String,
+    /// Its name.
+    pub name: String,
+    /// The last record applied to the copy (`None` while no record has been).
+    pub applied_through_seq: Option<u64>,
+    /// Records applied since the copy was made (the replay's included).
+    pub records_applied: u64,
+    /// Milliseconds the last replay or follow took.
+    pub last_apply_ms: f64,
+    /// Pages of the copy in device (or device-mapped) memory.
+    pub pages_resident: u64,
+    /// Their bytes.
+    pub bytes_resident: u64,
+    /// Device memory in use, by every process (total less free, as the driver tells).
+    pub memory_used_bytes: u64,
+    /// The device's memory.
+    pub memory_total_bytes: u64,
+}
+
+impl DeviceMirror {
+    /// Replays `checkpoint` plus the log at `log` onto device `ordinal` (opened here, or the
+    /// device `opened` when given) and keeps the pages there.
+    pub fn start(
+        checkpoint: &Path,
+        log: &[PathBuf],
+        ordinal: usize,
+        opened: Option<std::sync::Arc<crate::gpu::Gpu>>,
+    ) -> Result<DeviceMirror> {
+        use crate::replay::{Device, ReplayOptions};
+        let start = std::time::Instant::now();
+        let o = ReplayOptions {
+            device: Device::Cuda(ordinal),
+            opened,
+            ..Default::default()
+        };
+        let replayed = crate::replay::run(checkpoint, log, &o)?;
+        let summary = replayed.report.summary().clone();
+        let store = replayed
+            .device_pages
+            .into_iter()
+            .next()
+            .ok_or_else(|| crate::error::Error::Invalid("a replay onto one device kept no pages".into()))?;
+        let next_seq = match summary.last_seq {
+            Some(seq) => seq + 1,
+            None => match expand_paths(log)?.first() {
+                Some(first) => crate::format::log::read_segment_header(first)?.first_seq,
+                None => 0,
+            },
+        };
+        Ok(DeviceMirror {
+            store,
+            paths: log.to_vec(),
+            head: Checkpoint::open(checkpoint)?.head().clone(),
+            next_seq,
+            records_applied: summary.records,
+            last_apply_ms: crate::timing::ms(start),
+        })
+    }
+
+    /// Applies the records appended since the last call (whole groups only, as every reader
+    /// sees them) and says where the copy stands. Fails, leaving the copy as it was, when the
+    /// log no longer continues from the last record applied (replaced by `compact`, or another
+    /// log), when a new record creates, deletes or resizes a page, or when one is damaged.
+    pub fn follow(&mut self) -> Result<DeviceStatus> {
+        use crate::format::record::{TYPE_CREATE, TYPE_DELETE, TYPE_RESIZE};
+        let start = std::time::Instant::now();
+        let mut log = Log::open_deferred_from(&self.paths, self.next_seq)?;
+        log.check()?;
+        let from = self.next_seq;
+        if let Some(first) = log.segments().first()
+            && (first.header().first_seq > from || first.header().base != self.store.base)
+        {
+            return Err(crate::error::Error::Invalid(format!(
+                "{}: the log no longer continues from record {from}, which the device copy has \
+                 reached (replaced, or compacted): start again",
+                first.path().display()
+            )));
+        }
+        let mut new = 0u64;
+        for seg in log.segments() {
+            for f in seg.frames().iter().filter(|f| f.seq >= from) {
+                if matches!(f.kind, TYPE_CREATE | TYPE_DELETE | TYPE_RESIZE) {
+                    return Err(crate::error::Error::Invalid(format!(
+                        "{}: at byte offset {}: record {} creates, deletes or resizes a page, which \
+                         the device copy does not follow: start again to replay it",
+                        seg.path().display(),
+                        f.offset,
+                        f.seq
+                    )));
+                }
+                new += 1;
+            }
+        }
+        if new > 0 {
+            log.drop_segments_before(from);
+            let head = self.current_head();
+            let (summary, _) = self
+                .store
+                .apply_log_from(&log, &head, from, crate::replay::ReplayLimit::default())?;
+            if let Some(seq) = summary.last_seq {
+                self.next_seq = seq + 1;
+            }
+            self.records_applied += summary.records;
+            self.last_apply_ms = crate::timing::ms(start);
+        }
+        self.status()
+    }
+
+    /// The checkpoint's head with the pages as the copy holds them now (their epochs and
+    /// lengths moved on with the records applied).
+    fn current_head(&self) -> crate::format::checkpoint::CheckpointHead {
+        let mut head = self.head.clone();
+        head.pages = self
+            .store
+            .pages
+            .iter()
+            .map(|(&id, p)| crate::format::checkpoint::PageEntry {
+                id,
+                offset: 0,
+                len: p.len,
+                epoch: p.epoch,
+                crc32c: p.crc.unwrap_or(0),
+                meta: p.meta.clone(),
+            })
+            .collect();
+        head
+    }
+
+    /// Where the copy stands, and the device's memory.
+    pub fn status(&self) -> Result<DeviceStatus> {
+        use crate::gpu::store::PageResidency;
+        let gpu = self.store.gpu();
+        gpu.ctx.bind_to_thread().map_err(crate::gpu::driver::gpu_err)?;
+        let (free, total) = gpu.ctx.mem_get_info().map_err(crate::gpu::driver::gpu_err)?;
+        let resident = self
+            .store
+            .pages
+            .values()
+            .filter(|p| p.residency != PageResidency::Evicted);
+        let (pages, bytes) = resident.fold((0u64, 0u64), |(n, b), p| (n + 1, b + p.len));
+        Ok(DeviceStatus {
+            device: format!("cuda:{}", gpu.ordinal),
+            name: gpu.name.clone(),
+            applied_through_seq: self.next_seq.checked_sub(1).filter(|_| self.records_applied > 0),
+            records_applied: self.records_applied,
+            last_apply_ms: self.last_apply_ms,
+            pages_resident: pages,
+            bytes_resident: bytes,
+            memory_used_bytes: (total - free) as u64,
+            memory_total_bytes: total as u64,
+        })
+    }
+
+    /// The pages on the device.
+    pub fn store(&self) -> &crate::gpu::store::DevicePageStore {
+        &self.store
     }
 }
 

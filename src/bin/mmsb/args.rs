@@ -346,10 +346,12 @@ pub struct PropagateArgs {
 /// sequence and epoch, segments, compression, the pages written most, and the tail's health
 /// (how far checksums were checked, a torn record, the writer holding the lock). Reads as any
 /// reader does, so a writer never waits for it and it never shows half a record or group; after
-/// the first snapshot, a refresh reads only the segment that was last and any new ones.
+/// the first snapshot, a refresh reads only the segment that was last and any new ones. With
+/// --device, it also keeps a copy of the state on a CUDA device, applying each refresh's new
+/// records to it, and shows the pages resident and the device memory in use.
 #[derive(Args)]
 #[command(
-    after_help = "KEYS: q, Esc or Ctrl-C quits.\n\nEXAMPLES:\n  mmsb watch model.log model.ckpt\n  mmsb watch model.log --once --json    (one snapshot, for scripts)\n  mmsb watch model.log --json --interval 5s    (a JSON document per line, every 5 s)"
+    after_help = "KEYS: q, Esc or Ctrl-C quits.\n\nEXAMPLES:\n  mmsb watch model.log model.ckpt\n  mmsb watch model.log --once --json    (one snapshot, for scripts)\n  mmsb watch model.log --json --interval 5s    (a JSON document per line, every 5 s)\n  mmsb watch model.log model.ckpt --device cuda:0    (and a copy on the GPU, kept current)"
 )]
 pub struct WatchArgs {
     /// The log directory (or a segment file).
@@ -368,6 +370,11 @@ pub struct WatchArgs {
     /// Pages listed among those written most.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Replay the checkpoint and the log onto this CUDA device (cuda:N) and apply the new
+    /// records to that copy at each refresh; a record that creates, deletes or resizes a page
+    /// stops the copy (exit 2).
+    #[arg(long, value_name = "cuda:N", requires = "checkpoint", value_parser = parse_cuda_device)]
+    pub device: Option<usize>,
 }
 
 /// Says which parent change, at which record, caused a page's last recomputation, back to the
@@ -897,6 +904,11 @@ pub fn fraction(s: &str) -> Result<f64, String> {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err(format!("{s:?} is not a number in 0..=1")),
     }
+}
+
+/// `cuda:N` (or `N`), as a device ordinal.
+pub fn parse_cuda_device(s: &str) -> Result<usize, String> {
+    mmsb::gpu::parse_device(s).ok_or_else(|| format!("{s:?}: expected cuda:N"))
 }
 
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -347,6 +347,21 @@ pub fn checkpoint_info(c: &CheckpointInfo) -> Result<()> {
     )
 }
 
+/// A device copy's state on one line (`watch --device`).
+pub fn device_status(d: &mmsb::ops::watch::DeviceStatus) -> String {
+    format!(
+        "{} {}: {} pages ({}) resident, through seq {}, last apply {:.1} ms; memory {} of {} in use",
+        d.device,
+        d.name,
+        d.pages_resident,
+        human_bytes(d.bytes_resident),
+        d.applied_through_seq.map_or("-".into(), |q| q.to_string()),
+        d.last_apply_ms,
+        human_bytes(d.memory_used_bytes),
+        human_bytes(d.memory_total_bytes),
+    )
+}
+
 /// `watch --once`: the log as `inspect` shows it, then the tail and the pages written most.
 pub fn watch_snapshot(s: &mmsb::ops::watch::WatchSnapshot) -> Result<()> {
     log_info(&s.info, None)?;
@@ -384,6 +399,7 @@ pub fn watch_snapshot(s: &mmsb::ops::watch::WatchSnapshot) -> Result<()> {
             s.base_matches_checkpoint
                 .map_or("-".into(), |b| if b { "yes" } else { "NO" }.into()),
         ),
+        ("device copy", s.device.as_ref().map_or("-".into(), device_status)),
     ])?;
     list(
         &[

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use mmsb::format::checkpoint::Checkpoint;
-use mmsb::ops::watch::{LogFollower, WatchSnapshot};
+use mmsb::ops::watch::{DeviceMirror, LogFollower, WatchSnapshot};
 use ratatui::Frame;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
@@ -28,10 +28,23 @@ pub fn watch_cmd(a: WatchArgs) -> Result<()> {
         .with_context(|| format!("watch {}", a.log.display()))?;
     // Segments that no longer change are read once: a refresh reads the last and any new ones.
     let mut follower = LogFollower::new(&logs, a.top);
+    let mut mirror = match (a.device, &a.checkpoint) {
+        (Some(ordinal), Some(ckpt)) => Some(
+            DeviceMirror::start(ckpt, &logs, ordinal, None)
+                .with_context(|| format!("watch {}: a copy on cuda:{ordinal}", a.log.display()))?,
+        ),
+        _ => None,
+    };
     let mut take = |prev: Option<&WatchSnapshot>| -> Result<WatchSnapshot> {
-        let s = follower
+        let mut s = follower
             .snapshot(ckpt.as_ref())
             .with_context(|| format!("watch {}", a.log.display()))?;
+        if let Some(m) = &mut mirror {
+            s.device = Some(
+                m.follow()
+                    .with_context(|| format!("watch {}: the copy on the device", a.log.display()))?,
+            );
+        }
         Ok(match prev {
             Some(p) => s.with_rates_since(p),
             None => s,
@@ -103,13 +116,17 @@ fn follow(
 }
 
 fn draw(f: &mut Frame, s: &WatchSnapshot, error: Option<&str>, log: &Path) {
-    let [head, middle, bottom] =
-        Layout::vertical([Constraint::Length(9), Constraint::Min(6), Constraint::Length(8)]).areas(f.area());
+    let [head, middle, bottom] = Layout::vertical([
+        Constraint::Length(9 + u16::from(s.device.is_some())),
+        Constraint::Min(6),
+        Constraint::Length(8),
+    ])
+    .areas(f.area());
     let [types, segments] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
     let [pages, tail] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
     let rate = |v: Option<f64>| v.map_or("-".into(), |r| format!("{r:.1}"));
     let info = &s.info;
-    let summary = vec![
+    let mut summary = vec![
         Line::from(format!("log          {}", log.display())),
         Line::from(format!(
             "base state   {}{}",
@@ -149,6 +166,12 @@ fn draw(f: &mut Frame, s: &WatchSnapshot, error: Option<&str>, log: &Path) {
             None => "q quits".dim(),
         }),
     ];
+    if let Some(d) = &s.device {
+        summary.insert(
+            summary.len() - 1,
+            Line::from(format!("device       {}", print::device_status(d))),
+        );
+    }
     f.render_widget(
         Paragraph::new(summary).block(Block::bordered().title(" mmsb watch ")),
         head,
