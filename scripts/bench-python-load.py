@@ -55,6 +55,7 @@ def timed(fn):
     return (time.perf_counter() - t) * 1e3, out
 
 times = {"mmsb.torch.load": [], "safetensors load_file": []}
+phases = {}  # the native report's own timings, by phase
 if on_gpu:
     times["overhead"] = []
 for r in range(rounds + 1):
@@ -65,7 +66,8 @@ for r in range(rounds + 1):
         t = time.perf_counter()
         report, _pages = _mmsb.load_cuda(str(ck), [], torch.device(device).index or 0)
         wall = (time.perf_counter() - t) * 1e3
-        total = json.loads(report)["timings_ms"]["total"]
+        timings = json.loads(report)["timings_ms"]
+        total = timings["total"]
         del _pages
     if r == 0:
         assert all(torch.equal(got[k], ref[k]) for k in ref), "mmsb and safetensors disagree"
@@ -74,10 +76,14 @@ for r in range(rounds + 1):
     times["safetensors load_file"].append(ms_st)
     if on_gpu:
         times["overhead"].append(wall - total)
+        for k, v in timings.items():
+            phases.setdefault(k, []).append(v)
     del got, ref
 mib = ck.stat().st_size / 2**20
 name = torch.cuda.get_device_name(torch.device(device)) if on_gpu else f"CPU ({os.cpu_count()} cores)"
 print(f"{name}, torch {torch.__version__}, {mib:.0f} MiB checkpoint, {rounds} rounds, medians")
 for k, v in times.items():
     print(f"{k}: {statistics.median(v):.2f} ms (range {min(v):.2f}-{max(v):.2f})")
+if phases:
+    print("native report, medians (ms): " + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in phases.items() if max(v) > 0))
 print(f"speedup: {statistics.median(times['safetensors load_file']) / statistics.median(times['mmsb.torch.load']):.2f}x")
