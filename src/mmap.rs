@@ -193,3 +193,28 @@ impl std::ops::DerefMut for ZeroedBytes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_mapping_is_made_of_the_file_that_was_read_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"the bytes read").unwrap();
+        let read = ReadOnlyMap::open(&path).unwrap();
+        let private = PrivateMap::of_same_file(&path, &read).unwrap();
+        assert_eq!(private.len(), read.len());
+        // A file renamed over the path (what every mmsb output does) is another file.
+        let other = dir.path().join("g");
+        std::fs::write(&other, b"the bytes read").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let e = PrivateMap::of_same_file(&path, &read).err().unwrap().to_string();
+        assert!(e.contains("not the file that was read"), "{e}");
+        // An empty file is not mapped at all.
+        std::fs::write(&path, b"").unwrap();
+        let empty = ReadOnlyMap::open(&path).unwrap();
+        assert!(PrivateMap::of_same_file(&path, &empty).is_err());
+    }
+}
