@@ -148,3 +148,25 @@ def test_torch_cpu_tensors_sync_bf16_and_odd_sizes(tmp_path):
     assert all(torch.equal(server[k], trainer[k]) for k in trainer)
     with pytest.raises(mmsb.Error, match="not contiguous"):
         mmsb.torch.apply(log, {**server, "w": server["w"].t()})
+
+
+def test_weights_loaded_from_a_checkpoint_take_sync_steps_in_place_and_the_file_stays(tmp_path):
+    # The inference side loads its weights without a copy (views of a private mapping of the
+    # checkpoint), then follows the trainer's log in place: the writes land in this process's
+    # copy of the mapped pages, never in the checkpoint.
+    trainer = weights(3)
+    mmsb.numpy.save(trainer, tmp_path / "w.ckpt")
+    before = (tmp_path / "w.ckpt").read_bytes()
+    server = mmsb.numpy.load(tmp_path / "w.ckpt")
+    rng = np.random.default_rng(11)
+    log = tmp_path / "sync.log"
+    next_seq = None
+    for _ in range(2):
+        new = train_step(trainer, rng)
+        mmsb.numpy.delta(trainer, new, log)
+        trainer = new
+        next_seq = mmsb.numpy.apply(log, server, from_seq=next_seq).last_seq + 1
+    for k in trainer:
+        assert server[k].tobytes() == trainer[k].tobytes(), k
+    assert (tmp_path / "w.ckpt").read_bytes() == before
+    assert mmsb.numpy.load(tmp_path / "w.ckpt")["embed"].tobytes() == weights(3)["embed"].tobytes()
