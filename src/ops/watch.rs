@@ -416,8 +416,55 @@ pub struct DeviceMirror {
     /// The checkpoint's head: the sections and metadata a plan is made against.
     head: crate::format::checkpoint::CheckpointHead,
     next_seq: u64,
+    /// The segment file that holds the last record applied, as it was then: a log replaced
+    /// since (`compact`, a repair, another log renamed into place) no longer has it.
+    applied_in: Option<SegmentMark>,
     records_applied: u64,
     last_apply_ms: f64,
+}
+
+/// A segment file as a [`DeviceMirror`] last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SegmentMark {
+    path: PathBuf,
+    inode: u64,
+    segment_no: u64,
+    first_seq: u64,
+}
+
+impl SegmentMark {
+    /// The segment among `paths` that holds record `seq` (the last whose first record is at
+    /// most `seq`), read from the headers backward.
+    fn holding(paths: &[PathBuf], seq: u64) -> Result<Option<SegmentMark>> {
+        for path in expand_paths(paths)?.into_iter().rev() {
+            let header = crate::format::log::read_segment_header(&path)?;
+            if header.first_seq <= seq {
+                return Ok(Some(SegmentMark::of(path, header.segment_no, header.first_seq)?));
+            }
+        }
+        Ok(None)
+    }
+
+    fn of(path: PathBuf, segment_no: u64, first_seq: u64) -> Result<SegmentMark> {
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(&path)
+            .map_err(|e| crate::error::Error::io(&path, e))?
+            .ino();
+        Ok(SegmentMark {
+            path,
+            inode,
+            segment_no,
+            first_seq,
+        })
+    }
+
+    /// Whether the file is still the one seen: same inode, same header.
+    fn still_there(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode)
+            && crate::format::log::read_segment_header(&self.path)
+                .is_ok_and(|h| h.segment_no == self.segment_no && h.first_seq == self.first_seq)
+    }
 }
 
 /// What a [`DeviceMirror`] holds and has done.
@@ -473,11 +520,16 @@ impl DeviceMirror {
                 None => 0,
             },
         };
+        let applied_in = match summary.last_seq {
+            Some(seq) => SegmentMark::holding(log, seq)?,
+            None => None,
+        };
         Ok(DeviceMirror {
             store,
             paths: log.to_vec(),
             head: Checkpoint::open(checkpoint)?.head().clone(),
             next_seq,
+            applied_in,
             records_applied: summary.records,
             last_apply_ms: crate::timing::ms(start),
         })
@@ -490,17 +542,25 @@ impl DeviceMirror {
     pub fn follow(&mut self) -> Result<DeviceStatus> {
         use crate::format::record::{TYPE_CREATE, TYPE_DELETE, TYPE_RESIZE};
         let start = std::time::Instant::now();
-        let mut log = Log::open_deferred_from(&self.paths, self.next_seq)?;
-        log.check()?;
         let from = self.next_seq;
+        let replaced = |path: &Path| {
+            crate::error::Error::Invalid(format!(
+                "{}: the log no longer continues from record {from}, which the device copy has \
+                 reached (replaced, or compacted): start again",
+                path.display()
+            ))
+        };
+        if let Some(mark) = &self.applied_in
+            && !mark.still_there()
+        {
+            return Err(replaced(&mark.path));
+        }
+        let mut log = Log::open_deferred_from(&self.paths, from)?;
+        log.check()?;
         if let Some(first) = log.segments().first()
             && (first.header().first_seq > from || first.header().base != self.store.base)
         {
-            return Err(crate::error::Error::Invalid(format!(
-                "{}: the log no longer continues from record {from}, which the device copy has \
-                 reached (replaced, or compacted): start again",
-                first.path().display()
-            )));
+            return Err(replaced(first.path()));
         }
         let mut new = 0u64;
         for seg in log.segments() {
@@ -525,6 +585,14 @@ impl DeviceMirror {
                 .apply_log_from(&log, &head, from, crate::replay::ReplayLimit::default())?;
             if let Some(seq) = summary.last_seq {
                 self.next_seq = seq + 1;
+                let holding = log.segments().iter().rev().find(|s| s.header().first_seq <= seq);
+                if let Some(s) = holding {
+                    self.applied_in = Some(SegmentMark::of(
+                        s.path().to_owned(),
+                        s.header().segment_no,
+                        s.header().first_seq,
+                    )?);
+                }
             }
             self.records_applied += summary.records;
             self.last_apply_ms = crate::timing::ms(start);
@@ -720,5 +788,38 @@ mod tests {
             after.info.problems
         );
         assert_eq!(figures(&after), figures(&snapshot(logs, None, 3).unwrap()));
+    }
+
+    /// What a device copy checks before each follow: the segment holding the last record it
+    /// applied is found from the headers, and is no longer "there" once the log is replaced.
+    #[test]
+    fn the_segment_holding_a_record_is_found_and_a_replaced_log_no_longer_has_it() {
+        let (dir, log, mut w) = small_segments();
+        let logs = std::slice::from_ref(&log);
+        for epoch in 1..=12 {
+            w.append(&delta(epoch % 3, epoch)).unwrap();
+        }
+        w.finish().unwrap();
+        let opened = Log::open(logs).unwrap();
+        assert!(opened.segments().len() >= 3);
+        for seg in opened.segments() {
+            let h = seg.header();
+            let mark = SegmentMark::holding(logs, h.first_seq).unwrap().unwrap();
+            assert_eq!((mark.path.as_path(), mark.first_seq), (seg.path(), h.first_seq));
+            assert!(mark.still_there());
+        }
+        assert_eq!(SegmentMark::holding(logs, 0).unwrap(), None, "before the first record");
+        let last = SegmentMark::holding(logs, u64::MAX).unwrap().unwrap();
+        assert_eq!(last.path, opened.segments().last().unwrap().path());
+        // The same bytes in new files, renamed into place.
+        let copy = dir.path().join("copy.log");
+        std::fs::create_dir(&copy).unwrap();
+        for f in std::fs::read_dir(&log).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+        }
+        std::fs::remove_dir_all(&log).unwrap();
+        std::fs::rename(&copy, &log).unwrap();
+        assert!(!last.still_there());
     }
 }
