@@ -98,23 +98,27 @@ fn snapshots_of_a_log_being_appended_to_are_whole_and_never_go_back() {
     assert!(s["tail"]["writer"].is_null(), "{s:#}");
 }
 
+/// A checkpoint of two pages, `m.ckpt`, and a log of three records, `m.log`.
+fn small_model() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "gen",
+        "-o",
+        "m.ckpt",
+        "--pages",
+        "2",
+        "--total-size",
+        "4KiB",
+        "--deltas",
+        "3",
+    ];
+    ok(dir.path(), &args);
+    dir
+}
+
 #[test]
 fn watch_without_a_terminal_asks_for_once_or_json() {
-    let dir = tempfile::tempdir().unwrap();
-    ok(
-        dir.path(),
-        &[
-            "gen",
-            "-o",
-            "m.ckpt",
-            "--pages",
-            "2",
-            "--total-size",
-            "4KiB",
-            "--deltas",
-            "3",
-        ],
-    );
+    let dir = small_model();
     let o = common::run(dir.path(), &["watch", "m.log"]);
     assert_eq!(common::code(&o), 2);
     assert!(common::stderr(&o).contains("--once"), "{}", common::stderr(&o));
@@ -125,21 +129,7 @@ fn watch_without_a_terminal_asks_for_once_or_json() {
 /// nothing to copy. A snapshot without `--device` says so with a null `device`.
 #[test]
 fn a_device_copy_needs_a_checkpoint_and_a_device() {
-    let dir = tempfile::tempdir().unwrap();
-    ok(
-        dir.path(),
-        &[
-            "gen",
-            "-o",
-            "m.ckpt",
-            "--pages",
-            "2",
-            "--total-size",
-            "4KiB",
-            "--deltas",
-            "3",
-        ],
-    );
+    let dir = small_model();
     let s = json(&ok(dir.path(), &["watch", "m.log", "m.ckpt", "--once", "--json"]));
     assert!(s["device"].is_null(), "{s:#}");
     let o = common::run(
